@@ -1,0 +1,53 @@
+"""The L2 byte-store protocol every backend implements."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Protocol, runtime_checkable
+
+
+@runtime_checkable
+class StorageBackend(Protocol):
+    """A byte store keyed by ``str``: the second tier under the query client.
+
+    Keys are text; values are ``bytes``.  A ``ttl`` is in seconds (``None``: no
+    expiry).  Only ``get``, ``set`` and ``delete`` are required; the client
+    uses ``get_many``, ``set_many``, ``delete_prefix`` and ``aclose`` when a
+    store has them (see :mod:`backends._ops`).
+
+    A store whose ``get`` returns ``str`` (as PyStackQuery's protocol does) is
+    accepted: the text is encoded as UTF-8 before use.
+    """
+
+    async def get(self, key: str) -> bytes | str | None:
+        """Return the value stored under ``key``, or ``None`` if absent or expired."""
+        ...
+
+    async def set(self, key: str, value: bytes, ttl: float | None = None) -> None:
+        """Store ``value`` under ``key`` for ``ttl`` seconds (``None``: forever)."""
+        ...
+
+    async def delete(self, key: str) -> None:
+        """Remove ``key``; removing an absent key is not an error."""
+        ...
+
+
+@runtime_checkable
+class BatchStorageBackend(StorageBackend, Protocol):
+    """A store with batch operations, all optional extensions of the protocol."""
+
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | str | None]:
+        """Return one value (or ``None``) per key, in the order of ``keys``."""
+        ...
+
+    async def set_many(self, items: Mapping[str, bytes], ttl: float | None = None) -> None:
+        """Store every item with the same ``ttl``."""
+        ...
+
+    async def delete_prefix(self, prefix: str) -> int:
+        """Remove every key that starts with ``prefix``; return how many were removed."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections and files; the store is unusable afterwards."""
+        ...
