@@ -1,0 +1,218 @@
+"""Specification of ``actors.Reply``: one outcome, delivered once to many waiters."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+import trio.testing
+
+from actors import Reply, ReplyAlreadySet
+
+
+class Boom(Exception):
+    """The error an actor delivers in these tests."""
+
+
+class TestOutcome:
+    async def test_one_value_wakes_a_thousand_waiters(self) -> None:
+        """1,000 tasks parked in wait() all return the one value set."""
+        reply: Reply[str] = Reply()
+        results: list[str] = []
+
+        async def waiter() -> None:
+            results.append(await reply.wait())
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(1000):
+                nursery.start_soon(waiter)
+            await trio.testing.wait_all_tasks_blocked()
+            assert reply.waiters == 1000
+            reply.set_value("done")
+        assert results == ["done"] * 1000
+        assert reply.waiters == 0
+
+    async def test_one_error_is_raised_in_every_waiter(self) -> None:
+        """An error set once is raised, as the same object, in every waiter."""
+        reply: Reply[str] = Reply()
+        error = Boom("origin down")
+        caught: list[BaseException] = []
+
+        async def waiter() -> None:
+            try:
+                await reply.wait()
+            except Boom as exc:
+                caught.append(exc)
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(100):
+                nursery.start_soon(waiter)
+            await trio.testing.wait_all_tasks_blocked()
+            reply.set_error(error)
+        assert len(caught) == 100
+        assert all(exc is error for exc in caught)
+
+    async def test_none_is_a_value(self) -> None:
+        """set_value(None) delivers None rather than leaving the reply unset."""
+        reply: Reply[int | None] = Reply()
+        reply.set_value(None)
+        assert reply.is_set
+        assert await reply.wait() is None
+        assert reply.result_nowait() is None
+
+    async def test_wait_after_the_outcome_returns_it(self) -> None:
+        """A waiter arriving after set_value gets the value without parking."""
+        reply: Reply[int] = Reply()
+        reply.set_value(42)
+        assert await reply.wait() == 42
+        assert reply.waiters == 0
+
+    async def test_wait_after_an_error_raises_it(self) -> None:
+        """A waiter arriving after set_error raises the error."""
+        reply: Reply[int] = Reply()
+        reply.set_error(Boom("late"))
+        with pytest.raises(Boom, match=r"^late$"):
+            await reply.wait()
+
+    async def test_wait_on_a_set_reply_still_checkpoints(self) -> None:
+        """wait() checkpoints even when the outcome is already there."""
+        reply: Reply[int] = Reply()
+        reply.set_value(1)
+        with trio.testing.assert_checkpoints():
+            await reply.wait()
+
+    async def test_wait_on_a_set_reply_can_be_cancelled(self) -> None:
+        """wait() under a cancelled scope raises Cancelled even if the outcome is set."""
+        reply: Reply[int] = Reply()
+        reply.set_value(1)
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await reply.wait()
+            pytest.fail("wait() returned under a cancelled scope")
+        assert scope.cancelled_caught
+
+
+class TestSetOnce:
+    def test_is_set_follows_the_outcome(self) -> None:
+        """is_set is False before the outcome and True after."""
+        reply: Reply[int] = Reply()
+        assert not reply.is_set
+        reply.set_value(1)
+        assert reply.is_set
+
+    @pytest.mark.parametrize("first", ["value", "error"])
+    @pytest.mark.parametrize("second", ["value", "error"])
+    def test_second_outcome_raises_reply_already_set(self, first: str, second: str) -> None:
+        """Any second set_value/set_error raises ReplyAlreadySet and keeps the first outcome."""
+        reply: Reply[int] = Reply()
+        if first == "value":
+            reply.set_value(1)
+        else:
+            reply.set_error(Boom("first"))
+        with pytest.raises(ReplyAlreadySet, match=r"^reply already holds an outcome$"):
+            if second == "value":
+                reply.set_value(2)
+            else:
+                reply.set_error(Boom("second"))
+        if first == "value":
+            assert reply.result_nowait() == 1
+        else:
+            with pytest.raises(Boom, match=r"^first$"):
+                reply.result_nowait()
+
+    def test_reply_already_set_is_a_runtime_error(self) -> None:
+        """ReplyAlreadySet can be caught as RuntimeError."""
+        assert issubclass(ReplyAlreadySet, RuntimeError)
+
+
+class TestNowait:
+    def test_result_nowait_before_the_outcome_raises_would_block(self) -> None:
+        """result_nowait on an unset reply raises trio.WouldBlock."""
+        reply: Reply[int] = Reply()
+        with pytest.raises(trio.WouldBlock):
+            reply.result_nowait()
+
+    def test_result_nowait_returns_the_value(self) -> None:
+        """result_nowait returns the value once set."""
+        reply: Reply[int] = Reply()
+        reply.set_value(7)
+        assert reply.result_nowait() == 7
+
+    def test_result_nowait_raises_the_error(self) -> None:
+        """result_nowait raises the error once set."""
+        reply: Reply[int] = Reply()
+        reply.set_error(Boom("nope"))
+        with pytest.raises(Boom, match=r"^nope$"):
+            reply.result_nowait()
+
+    async def test_setting_and_reading_do_not_checkpoint(self) -> None:
+        """set_value and result_nowait never yield to the scheduler."""
+        reply: Reply[int] = Reply()
+        with trio.testing.assert_no_checkpoints():
+            reply.set_value(3)
+            assert reply.result_nowait() == 3
+
+
+class CancellableWaiter:
+    """A task body that waits on a reply inside a cancel scope the test can cancel."""
+
+    def __init__(self, reply: Reply[str]) -> None:
+        self.reply = reply
+        self.scope = trio.CancelScope()
+        self.outcome = "pending"
+
+    async def __call__(self) -> None:
+        with self.scope:
+            await self.reply.wait()
+            self.outcome = "returned"
+            return
+        self.outcome = "cancelled"
+
+
+class TestCancelledWaiter:
+    async def test_cancelled_waiter_leaves_the_count_and_the_others_get_the_value(self) -> None:
+        """A waiter cancelled in wait() drops out of waiters; the rest still get the value."""
+        reply: Reply[str] = Reply()
+        results: list[str] = []
+        cancelled = CancellableWaiter(reply)
+
+        async def waiter() -> None:
+            results.append(await reply.wait())
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(3):
+                nursery.start_soon(waiter)
+            nursery.start_soon(cancelled)
+            await trio.testing.wait_all_tasks_blocked()
+            assert reply.waiters == 4
+            cancelled.scope.cancel()
+            await trio.testing.wait_all_tasks_blocked()
+            assert reply.waiters == 3
+            assert cancelled.outcome == "cancelled"
+            reply.set_value("ok")
+        assert results == ["ok", "ok", "ok"]
+        assert reply.waiters == 0
+
+    async def test_cancelled_waiter_does_not_stop_an_error_reaching_the_others(self) -> None:
+        """After one waiter is cancelled, set_error still raises in the remaining waiters."""
+        reply: Reply[str] = Reply()
+        caught: list[str] = []
+        cancelled = CancellableWaiter(reply)
+
+        async def waiter() -> None:
+            try:
+                await reply.wait()
+            except Boom as exc:
+                caught.append(str(exc))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(waiter)
+            nursery.start_soon(waiter)
+            nursery.start_soon(cancelled)
+            await trio.testing.wait_all_tasks_blocked()
+            assert reply.waiters == 3
+            cancelled.scope.cancel()
+            await trio.testing.wait_all_tasks_blocked()
+            assert reply.waiters == 2
+            reply.set_error(Boom("failed"))
+        assert caught == ["failed", "failed"]
+        assert cancelled.outcome == "cancelled"
