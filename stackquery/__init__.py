@@ -1,0 +1,41 @@
+"""stackquery: an actor-based concurrent cache runtime for trio."""
+
+from ._client import ClientStatistics, QueryClient, current_client, open_query_client
+from ._errors import (
+    ClientClosedError,
+    InvalidKeyError,
+    InvalidOptionError,
+    QueryCancelledError,
+    QueryTimeoutError,
+    StackqueryError,
+    StorageError,
+    StorageUnavailableError,
+)
+from ._keys import QueryKey
+from ._observer import QueryObserver
+from ._options import UNSET, QueryClientConfig, QueryOptions, default_retry_delay
+from ._state import FetchStatus, QueryState, QueryStatus
+
+__all__ = [
+    "UNSET",
+    "ClientClosedError",
+    "ClientStatistics",
+    "FetchStatus",
+    "InvalidKeyError",
+    "InvalidOptionError",
+    "QueryCancelledError",
+    "QueryClient",
+    "QueryClientConfig",
+    "QueryKey",
+    "QueryObserver",
+    "QueryOptions",
+    "QueryState",
+    "QueryStatus",
+    "QueryTimeoutError",
+    "StackqueryError",
+    "StorageError",
+    "StorageUnavailableError",
+    "current_client",
+    "default_retry_delay",
+    "open_query_client",
+]

@@ -1,0 +1,608 @@
+"""QueryClient: the hot path, and the doors into each key's actor.
+
+The fresh hit in :meth:`QueryClient.fetch_query` is the one path that matters
+most for speed: one dict lookup of the key's canonical hash, one flag test,
+no clock read, no message, no checkpoint.  Everything else (stale reads,
+misses, changes) goes to the key's :class:`QueryActor`, or, for a key with no
+running actor, applies the same pure transition from ``_state`` directly.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import itertools
+import logging
+import math
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from types import TracebackType
+from typing import Any, TypeVar
+
+import attrs
+import trio
+
+from actors import Registry, Reply, Supervisor
+
+from . import _state
+from ._clock import Clock
+from ._errors import ClientClosedError, InvalidOptionError
+from ._keys import QueryKey, canonical_key, hash_matches, prefix_hash
+from ._observer import QueryObserver
+from ._options import UNSET, QueryClientConfig, QueryOptions
+from ._query_actor import Cancel, Invalidate, QueryActor, Remove, Reset, SetData
+from ._state import QueryState, Snapshot
+from ._timers import TimerQueue
+
+T = TypeVar("T")
+logger = logging.getLogger("stackquery.client")
+
+_current_client: contextvars.ContextVar[QueryClient | None] = contextvars.ContextVar(
+    "stackquery_current_client", default=None
+)
+
+Predicate = Callable[[QueryKey, QueryState[Any]], bool]
+
+
+def current_client() -> QueryClient | None:
+    """Return the innermost query client open in this context, or ``None``."""
+    return _current_client.get()
+
+
+@attrs.frozen
+class ClientStatistics:
+    """A point-in-time view of a query client."""
+
+    queries: int
+    """Keys held in L1."""
+    active_actors: int
+    """Keys whose actor task is running (fetching or observed)."""
+    activations: int
+    passivations: int
+    restarts: int
+    timers: int
+    """Pending staleness and gc timers."""
+
+
+class QueryClient:
+    """A cache of query results, one actor per key, for the life of a trio program.
+
+    Use it as an async context manager (or through :func:`open_query_client`):
+    entering opens the nursery that hosts every actor, fetch and timer;
+    leaving cancels them all, so nothing outlives the block.
+
+    Every async method here is a checkpoint unless its docstring says
+    otherwise; the one that says otherwise is :meth:`fetch_query` on a fresh
+    hit.
+    """
+
+    def __init__(self, config: QueryClientConfig | None = None) -> None:
+        if config is not None and not isinstance(config, QueryClientConfig):
+            raise TypeError(f"config must be a QueryClientConfig, got {type(config).__name__}")
+        self.config = config if config is not None else QueryClientConfig()
+        self._table: dict[str, Snapshot] = {}
+        self._last_hit: dict[str, float] = {}
+        self._now: Callable[[], float] = trio.current_time
+        self._incarnations = itertools.count()
+        self._timers = TimerQueue()
+        self._stack: AsyncExitStack | None = None
+        self._registry: Registry[str, QueryActor] | None = None
+        self._supervisor: Supervisor | None = None
+        self._nursery: trio.Nursery | None = None
+        self._clock: Clock | None = None
+        self._token: contextvars.Token[QueryClient | None] | None = None
+        self._closed = False
+
+    # -- lifecycle ----------------------------------------------------------
+
+    async def __aenter__(self) -> QueryClient:
+        if self._stack is not None or self._closed:
+            raise RuntimeError("a QueryClient can be entered only once")
+        stack = AsyncExitStack()
+        nursery = await stack.enter_async_context(trio.open_nursery())
+        self._nursery = nursery
+        self._clock = Clock.start()
+        # The run's clock object, called directly: half the cost of
+        # trio.current_time(), which matters on the fresh-hit path.
+        self._now = trio.lowlevel.current_clock().current_time
+        self._supervisor = Supervisor(nursery)
+        self._registry = Registry(self._supervisor, lambda key_hash: QueryActor(self, key_hash))
+        nursery.start_soon(self._timers.run, name="stackquery-timers")
+        self._stack = stack
+        self._token = _current_client.set(self)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        assert self._stack is not None and self._nursery is not None
+        if self._token is not None:
+            try:
+                _current_client.reset(self._token)
+            except ValueError:  # exited in another context than entered
+                pass
+            self._token = None
+        try:
+            await self._before_close()
+        finally:
+            self._closed = True
+            self._nursery.cancel_scope.cancel()
+            stack, self._stack = self._stack, None
+            result = await stack.__aexit__(exc_type, exc, tb)
+        return result
+
+    async def _before_close(self) -> None:
+        """Hook for L2: pending writes finish here, before actors are cancelled."""
+        await trio.lowlevel.checkpoint()
+
+    def _check_open(self) -> Registry[str, QueryActor]:
+        if self._registry is None or self._closed:
+            raise ClientClosedError("the query client is not open: use it inside `async with`")
+        return self._registry
+
+    @property
+    def clock(self) -> Clock:
+        """The client's clock (trio time mapped to wall time)."""
+        if self._clock is None:
+            raise ClientClosedError("the query client is not open: use it inside `async with`")
+        return self._clock
+
+    # -- reads ----------------------------------------------------------------
+
+    async def fetch_query(self, options: QueryOptions[T]) -> T:
+        """Return the key's data: at once if fresh, at once (and refetch) if stale, else fetch.
+
+        A fresh hit does not checkpoint and does not read the clock: it is a
+        dict lookup and a flag test, and cancellation is not checked.  A stale
+        hit returns the stale data at once and starts one background refetch
+        (joined by every other stale reader).  On a cold key the caller waits
+        for the key's one fetch, shared with every concurrent caller; a caller
+        cancelled while waiting stops waiting, and the fetch goes on for the
+        others and still lands in the cache.
+
+        ``placeholder_data`` is never returned; ``enabled`` is not consulted
+        (it governs observers only).
+
+        Raises:
+            Exception: the error of the fetch, after its retries, when there
+                is no data to serve.
+            QueryCancelledError: the fetch waited on was cancelled by
+                ``cancel_queries`` or ``remove_queries``.
+            ClientClosedError: the client is not open (fresh hits excepted).
+        """
+        snap = self._table.get(options.key_hash)
+        if snap is not None and snap.fresh and snap.stale_time == options.stale_time:
+            self._last_hit[options.key_hash] = self._now()
+            return snap.state.data  # type: ignore[return-value]
+        return await self._fetch_slow(options, snap)  # type: ignore[no-any-return]
+
+    async def _fetch_slow(self, options: QueryOptions[Any], snap: Snapshot | None) -> Any:
+        registry = self._check_open()
+        key_hash = options.key_hash
+        if snap is None:
+            snap = self._table.get(key_hash)
+            if snap is None and options.initial_data is not UNSET and key_hash not in registry:
+                snap = self._create_snapshot(options)
+        if snap is not None and snap.state.has_data:
+            self._last_hit[key_hash] = self._now()
+            if not self._is_fresh(snap, options):
+                registry.activate(key_hash).claim_fetch(options)
+            return snap.state.data
+        reply = registry.activate(key_hash).claim_fetch(options)
+        return await reply.wait()
+
+    async def prefetch_query(self, options: QueryOptions[Any]) -> None:
+        """Start a fetch of the key unless its data is fresh; never waits for it.
+
+        The fetch's outcome lands in the cache; its error is never raised here.
+
+        Raises:
+            ClientClosedError: the client is not open.
+        """
+        registry = self._check_open()
+        snap = self._table.get(options.key_hash)
+        if snap is None or not self._is_fresh(snap, options):
+            registry.activate(options.key_hash).claim_fetch(options)
+        await trio.lowlevel.checkpoint()
+
+    def watch(self, options: QueryOptions[T], *, notify_on: Any = "data") -> QueryObserver[T]:
+        """Return a :class:`QueryObserver` of the key; it fetches once it has a subscriber.
+
+        Args:
+            options: the query, with the observer's ``select``,
+                ``placeholder_data``, ``refetch_interval`` and ``enabled``.
+            notify_on: ``"data"`` (the default) calls listeners when the
+                status, the selected data or the error changes; ``"all"``
+                also when the fetch status or staleness changes.
+
+        Raises:
+            ClientClosedError: the client is not open.
+            InvalidOptionError: ``notify_on`` is neither ``"data"`` nor ``"all"``.
+        """
+        self._check_open()
+        if notify_on not in ("data", "all"):
+            raise InvalidOptionError(f"notify_on must be 'data' or 'all', got {notify_on!r}")
+        return QueryObserver(self, options, notify_on=notify_on)
+
+    def get_query_data(self, key: QueryKey) -> Any:
+        """Return the key's data from L1, or ``None`` if it has none; synchronous.
+
+        Raises:
+            InvalidKeyError: ``key`` is not a valid query key.
+        """
+        snap = self._table.get(canonical_key(key)[1])
+        return snap.state.data if snap is not None else None
+
+    def get_query_state(self, key: QueryKey) -> QueryState[Any] | None:
+        """Return the key's :class:`QueryState` from L1, or ``None``; synchronous.
+
+        Raises:
+            InvalidKeyError: ``key`` is not a valid query key.
+        """
+        snap = self._table.get(canonical_key(key)[1])
+        return snap.state if snap is not None else None
+
+    # -- changes ------------------------------------------------------------------
+
+    async def set_query_data(
+        self, key: QueryKey, updater: Any, *, updated_at: float | None = None
+    ) -> Any:
+        """Set the key's data to ``updater`` (or to ``updater(old_data)`` if callable).
+
+        Works on a key not cached yet.  The data counts as fetched now (or at
+        wall time ``updated_at``) and observers are told.  The updater gets
+        ``None`` when the key has no data; to store a callable, return it from
+        an updater.  Returns the data set.
+
+        Raises:
+            InvalidKeyError: ``key`` is not a valid query key.
+            Exception: whatever ``updater`` raised (nothing is changed).
+            ClientClosedError: the client is not open.
+        """
+        registry = self._check_open()
+        normal, key_hash = canonical_key(key)
+        fn: Callable[[Any], Any] = updater if callable(updater) else (lambda _old: updater)
+        actor = registry.get(key_hash)
+        if actor is not None:
+            return await registry.ask(key_hash, lambda r: SetData(fn, updated_at, r))
+        await trio.lowlevel.checkpoint()
+        if key_hash not in self._table:
+            self._create_snapshot_for_key(normal, key_hash)
+        return self._apply_set_data(key_hash, fn, updated_at, None)
+
+    async def invalidate_queries(
+        self,
+        key: QueryKey = (),
+        *,
+        exact: bool = False,
+        predicate: Predicate | None = None,
+        refetch: bool = True,
+    ) -> int:
+        """Mark matching keys invalidated; refetch those with observers.
+
+        Matches keys that start with ``key`` (a tuple prefix; ``()`` is every
+        key), or equal it if ``exact``, and for which ``predicate(key, state)``
+        is true.  An invalidated key is served stale until refetched.  Returns
+        once every match is marked; refetches run in the background.  A fetch
+        in flight when its key is invalidated still lands, but not as fresh.
+        Returns how many keys matched.
+
+        Raises:
+            InvalidKeyError: ``key`` is not a valid query key.
+            ClientClosedError: the client is not open.
+        """
+        registry = self._check_open()
+        count = 0
+        for key_hash, snap in self._matches(key, exact, predicate):
+            count += 1
+            if key_hash in registry:
+                await registry.ask(key_hash, lambda r: Invalidate(refetch, r))
+            else:
+                self._publish(_state.invalidated(snap, now=trio.current_time()))
+        await trio.lowlevel.checkpoint()
+        return count
+
+    async def cancel_queries(
+        self,
+        key: QueryKey = (),
+        *,
+        exact: bool = False,
+        predicate: Predicate | None = None,
+        revert: bool = True,
+    ) -> int:
+        """Cancel fetches in flight for matching keys; put back their previous state.
+
+        Callers waiting on a cancelled fetch get :class:`QueryCancelledError`.
+        Returns how many fetches were cancelled.
+
+        Raises:
+            InvalidKeyError: ``key`` is not a valid query key.
+            ClientClosedError: the client is not open.
+        """
+        registry = self._check_open()
+        count = 0
+        for key_hash, _ in self._matches(key, exact, predicate):
+            actor = registry.get(key_hash)
+            if actor is not None and actor.is_fetching:
+                count += 1
+                await registry.ask(key_hash, lambda r: Cancel(revert, r))
+        await trio.lowlevel.checkpoint()
+        return count
+
+    async def remove_queries(
+        self, key: QueryKey = (), *, exact: bool = False, predicate: Predicate | None = None
+    ) -> int:
+        """Drop matching keys from the cache, cancelling their fetches.
+
+        Returns how many keys were removed.
+
+        Raises:
+            InvalidKeyError: ``key`` is not a valid query key.
+            ClientClosedError: the client is not open.
+        """
+        registry = self._check_open()
+        count = 0
+        for key_hash, _ in self._matches(key, exact, predicate):
+            count += 1
+            if key_hash in registry:
+                await registry.ask(key_hash, Remove)
+            else:
+                self._drop(key_hash, delete_l2=True)
+        await trio.lowlevel.checkpoint()
+        return count
+
+    async def reset_queries(
+        self, key: QueryKey = (), *, exact: bool = False, predicate: Predicate | None = None
+    ) -> int:
+        """Put matching keys back to their initial state; observed ones refetch.
+
+        Returns how many keys were reset.
+
+        Raises:
+            InvalidKeyError: ``key`` is not a valid query key.
+            ClientClosedError: the client is not open.
+        """
+        registry = self._check_open()
+        count = 0
+        for key_hash, _ in self._matches(key, exact, predicate):
+            count += 1
+            if key_hash in registry:
+                await registry.ask(key_hash, Reset)
+            else:
+                self._drop(key_hash, delete_l2=False)
+        await trio.lowlevel.checkpoint()
+        return count
+
+    def statistics(self) -> ClientStatistics:
+        """Return the client's current :class:`ClientStatistics`."""
+        registry = self._registry
+        reg = registry.statistics() if registry is not None else None
+        sup = self._supervisor.statistics() if self._supervisor is not None else None
+        return ClientStatistics(
+            queries=len(self._table),
+            active_actors=reg.active if reg else 0,
+            activations=reg.activations if reg else 0,
+            passivations=reg.passivations if reg else 0,
+            restarts=sup.restarts if sup else 0,
+            timers=len(self._timers),
+        )
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open" if self._registry else "new"
+        return f"<QueryClient {state} queries={len(self._table)}>"
+
+    # -- internals shared with the actor and the observer -------------------------
+
+    def _matches(
+        self, key: QueryKey, exact: bool, predicate: Predicate | None
+    ) -> list[tuple[str, Snapshot]]:
+        prefix = prefix_hash(key)
+        return [
+            (key_hash, snap)
+            for key_hash, snap in list(self._table.items())
+            if hash_matches(key_hash, prefix, exact=exact)
+            and (predicate is None or predicate(snap.key, snap.state))
+        ]
+
+    def _resolve_stale_time(self, stale_time: float | None) -> float:
+        return self.config.stale_time if stale_time is None else stale_time
+
+    def _is_fresh(self, snap: Snapshot, options: QueryOptions[Any]) -> bool:
+        if snap.stale_time == options.stale_time:
+            return snap.fresh
+        state = snap.state
+        if state.status is not _state.QueryStatus.SUCCESS or state.is_invalidated:
+            return False
+        assert state.data_updated_at is not None
+        updated = self.clock.from_wall(state.data_updated_at)
+        return updated + self._resolve_stale_time(options.stale_time) > trio.current_time()
+
+    def _is_fresh_for(self, options: QueryOptions[Any]) -> bool:
+        snap = self._table.get(options.key_hash)
+        return snap is not None and self._is_fresh(snap, options)
+
+    def _retry_delay(self, options: QueryOptions[Any], attempt: int) -> float:
+        delay = options.retry_delay if options.retry_delay is not None else self.config.retry_delay
+        return float(delay(attempt)) if callable(delay) else float(delay)
+
+    def _record_dedup(self, options: QueryOptions[Any]) -> None:
+        """Hook for metrics: a caller joined a fetch already claimed."""
+
+    def _create_snapshot(self, options: QueryOptions[Any]) -> Snapshot:
+        """Put a new key in L1 (with ``initial_data`` if the options have it)."""
+        snap = self._create_snapshot_for_key(
+            options.key, options.key_hash, stale_time=options.stale_time, gc_time=options.gc_time
+        )
+        if options.initial_data is not UNSET:
+            initial = options.initial_data
+            data = initial() if callable(initial) else initial
+            wall = options.initial_data_updated_at
+            updated = self.clock.from_wall(wall) if wall is not None else trio.current_time()
+            snap = self._with_data(snap, data, options, updated_at=updated)
+            self._publish(snap)
+        return snap
+
+    def _create_snapshot_for_key(
+        self,
+        key: QueryKey,
+        key_hash: str,
+        *,
+        stale_time: float | None = None,
+        gc_time: float | None = None,
+    ) -> Snapshot:
+        now = trio.current_time()
+        snap = _state.empty_snapshot(
+            key,
+            key_hash,
+            stale_time=stale_time,
+            gc_time=self.config.gc_time if gc_time is None else gc_time,
+            now=now,
+            incarnation=next(self._incarnations),
+        )
+        self._table[key_hash] = snap
+        self._timers.call_at(now + snap.gc_time, self._collect, (key_hash, snap.incarnation))
+        max_queries = self.config.max_queries
+        if max_queries is not None and len(self._table) > max_queries:
+            self._evict(max_queries)
+        return snap
+
+    def _with_data(
+        self, snap: Snapshot, data: Any, options: QueryOptions[Any] | None, *, updated_at: float
+    ) -> Snapshot:
+        stale_time = options.stale_time if options is not None else None
+        gc_time = options.gc_time if options is not None and options.gc_time is not None else snap.gc_time
+        if gc_time != snap.gc_time:
+            snap = attrs.evolve(snap, gc_time=gc_time)
+        return _state.with_data(
+            snap,
+            data,
+            updated_at_wall=self.clock.wall(updated_at),
+            updated_at=updated_at,
+            stale_time=stale_time,
+            resolved_stale_time=self._resolve_stale_time(stale_time),
+            now=trio.current_time(),
+        )
+
+    def _apply_set_data(
+        self,
+        key_hash: str,
+        updater: Callable[[Any], Any],
+        updated_at: float | None,
+        options: QueryOptions[Any] | None,
+    ) -> Any:
+        snap = self._table.get(key_hash)
+        assert snap is not None
+        data = updater(snap.state.data if snap.state.has_data else None)
+        when = self.clock.from_wall(updated_at) if updated_at is not None else trio.current_time()
+        self._publish(self._with_data(snap, data, options, updated_at=when))
+        self._after_set_data(key_hash, data)
+        return data
+
+    def _publish(self, snap: Snapshot) -> None:
+        """Make ``snap`` the key's state; arm its staleness timer if it is fresh."""
+        key_hash = snap.key_hash
+        self._table[key_hash] = snap
+        if snap.fresh and snap.stale_at != math.inf:
+            self._timers.call_at(snap.stale_at, self._expire, (key_hash, snap.incarnation, snap.stale_at))
+
+    def _expire(self, arg: tuple[str, int, float]) -> None:
+        key_hash, incarnation, stale_at = arg
+        snap = self._table.get(key_hash)
+        if snap is not None and snap.fresh and snap.incarnation == incarnation and snap.stale_at == stale_at:
+            self._table[key_hash] = _state.went_stale(snap)
+
+    def _collect(self, arg: tuple[str, int]) -> None:
+        key_hash, incarnation = arg
+        snap = self._table.get(key_hash)
+        if snap is None or snap.incarnation != incarnation:
+            return
+        now = trio.current_time()
+        registry = self._registry
+        if registry is not None and key_hash in registry:
+            # In use by an actor (a fetch, observers): look again later; the
+            # last observer leaving restarts the countdown through active_at.
+            self._timers.call_at(now + snap.gc_time, self._collect, arg)
+            return
+        last_used = max(snap.active_at, self._last_hit.get(key_hash, -math.inf))
+        if last_used + snap.gc_time > now:
+            self._timers.call_at(last_used + snap.gc_time, self._collect, arg)
+        else:
+            del self._table[key_hash]
+            self._last_hit.pop(key_hash, None)
+
+    def _evict(self, max_queries: int) -> None:
+        table = self._table
+        registry = self._registry
+        for _ in range(len(table)):
+            if len(table) <= max_queries:
+                return
+            key_hash = next(iter(table))
+            snap = table[key_hash]
+            hit = self._last_hit.pop(key_hash, None)
+            if (registry is not None and key_hash in registry) or (
+                hit is not None and hit > snap.active_at
+            ):
+                # Second chance (the CLOCK approximation of LRU): busy, or hit
+                # since it was last moved to the back.
+                table[key_hash] = table.pop(key_hash)
+                if hit is not None:
+                    table[key_hash] = attrs.evolve(snap, active_at=hit)
+                continue
+            del table[key_hash]
+
+    def _drop(self, key_hash: str, *, delete_l2: bool) -> None:
+        self._table.pop(key_hash, None)
+        self._last_hit.pop(key_hash, None)
+
+    # -- hooks for L2 and metrics (no-ops in memory-only clients) -----------------
+
+    def _after_fetch_success(self, key_hash: str, options: QueryOptions[Any], data: Any) -> None:
+        """A fetch succeeded: L2 write-through goes here."""
+
+    def _after_fetch_failure(self, options: QueryOptions[Any], error: BaseException) -> None:
+        """A fetch failed for good: metrics go here."""
+
+    def _after_set_data(self, key_hash: str, data: Any) -> None:
+        """Data was set: L2 write-through goes here."""
+
+    # -- observers ------------------------------------------------------------------
+
+    def _attach(self, observer: QueryObserver[Any]) -> None:
+        registry = self._check_open()
+        registry.activate(observer.options.key_hash).add_observer(observer)
+
+    def _detach(self, observer: QueryObserver[Any]) -> None:
+        registry = self._registry
+        if registry is None or self._closed:
+            return
+        actor = registry.get(observer.options.key_hash)
+        if actor is not None:
+            actor.remove_observer(observer)
+
+    def _current_state(self, key_hash: str) -> QueryState[Any]:
+        snap = self._table.get(key_hash)
+        return snap.state if snap is not None else _EMPTY_STATE
+
+
+_EMPTY_STATE: QueryState[Any] = QueryState()
+
+
+@asynccontextmanager
+async def open_query_client(
+    config: QueryClientConfig | None = None,
+) -> AsyncIterator[QueryClient]:
+    """Open a :class:`QueryClient` for the duration of the ``async with`` block.
+
+    Leaving the block lets pending L2 writes finish (bounded by
+    ``config.shutdown_timeout``), then cancels every actor, fetch and timer.
+
+    Raises:
+        TypeError: ``config`` is not a :class:`QueryClientConfig`.
+    """
+    async with QueryClient(config) as client:
+        yield client
+
+
+__all__ = ["ClientStatistics", "QueryClient", "Reply", "current_client", "open_query_client"]

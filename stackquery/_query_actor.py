@@ -1,0 +1,413 @@
+"""QueryActor: the one owner of a key's state while the key needs a task.
+
+A key needs a task while something awaits on its behalf: a fetch in flight,
+observers to keep fresh (``refetch_interval``).  The actor's message loop is
+in :meth:`QueryActor.run`; the fetch, with its retries, is in
+:meth:`QueryActor._run_fetch`.  When the actor has nothing left to do it
+returns from ``run`` and the registry passivates it: its last snapshot stays
+in the L1 table, and the next message spawns a new actor that starts from it.
+
+Two operations are synchronous and run in the caller's task:
+:meth:`claim_fetch` (join the fetch in flight, or register the next one) and
+:meth:`add_observer` / :meth:`remove_observer`.  Like a connection pool that
+assigns requests synchronously and then does its I/O, deciding there costs no
+mailbox round trip, which is what lets 10,000 callers of one cold key share
+one fetch for a few microseconds each.  Everything that awaits runs here, in
+the actor's own nursery.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import trio
+
+from actors import Mailbox, MailboxFull, Reply
+
+from . import _state
+from ._errors import QueryCancelledError, QueryTimeoutError
+from ._options import QueryOptions
+
+if TYPE_CHECKING:
+    from ._client import QueryClient
+    from ._observer import QueryObserver
+
+logger = logging.getLogger("stackquery.actor")
+
+
+@attrs.frozen
+class Wake:
+    """Look at pending work again (a fetch was claimed, an observer came or went)."""
+
+
+WAKE = Wake()
+
+
+@attrs.frozen
+class Invalidate:
+    """Mark the data invalidated; refetch if observed and ``refetch``."""
+
+    refetch: bool
+    reply: Reply[None]
+
+
+@attrs.frozen
+class SetData:
+    """Replace the data with ``updater(old)`` (or a value), as of ``updated_at`` (wall)."""
+
+    updater: Callable[[Any], Any]
+    updated_at: float | None
+    reply: Reply[Any]
+
+
+@attrs.frozen
+class Cancel:
+    """Cancel the fetch in flight; put the previous state back if ``revert``."""
+
+    revert: bool
+    reply: Reply[None]
+
+
+@attrs.frozen
+class Remove:
+    """Cancel any fetch and drop the key from L1 (and L2)."""
+
+    reply: Reply[None]
+
+
+@attrs.frozen
+class Reset:
+    """Cancel any fetch and put the key back to its initial state."""
+
+    reply: Reply[None]
+
+
+Message = Wake | Invalidate | SetData | Cancel | Remove | Reset
+
+
+@attrs.define(eq=False)
+class _Fetch:
+    """One fetch in flight: who waits on it and how to cancel it."""
+
+    reply: Reply[Any]
+    options: QueryOptions[Any]
+    previous: _state.QueryState[Any]
+    scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
+    invalidated: bool = False
+    """Invalidated while in flight: its result lands, but not as fresh."""
+
+
+class QueryActor:
+    """Owns one key: runs its fetches, serves its observers, applies its messages."""
+
+    def __init__(self, client: QueryClient, key_hash: str) -> None:
+        self._client = client
+        self.key_hash = key_hash
+        self._mailbox: Mailbox[Message] = Mailbox(client.config.mailbox_capacity)
+        self.options: QueryOptions[Any] | None = None
+        self.observers: list[QueryObserver[Any]] = []
+        self._fetch: _Fetch | None = None
+        self._pending: Reply[Any] | None = None
+        self._wake_sent = False
+        self._refetch_after = False
+        self._next_refetch_at = math.inf
+        self._nursery: trio.Nursery | None = None
+        self.fetch_count = 0
+
+    @property
+    def mailbox(self) -> Mailbox[Message]:
+        return self._mailbox
+
+    @property
+    def is_fetching(self) -> bool:
+        """Whether a fetch is in flight or claimed."""
+        return self._fetch is not None or self._pending is not None
+
+    # -- synchronous, in the caller's task ------------------------------------
+
+    def claim_fetch(self, options: QueryOptions[Any]) -> Reply[Any]:
+        """Return the reply of the fetch in flight, or of the next one, claiming it.
+
+        Synchronous and never blocks: the first caller of a cold key registers
+        the fetch and wakes the actor; every later caller joins the same reply.
+        The options given last are the ones the next fetch uses.
+        """
+        self.options = options
+        if self._fetch is not None:
+            self._client._record_dedup(options)
+            return self._fetch.reply
+        if self._pending is None:
+            self._pending = Reply()
+            self._wake()
+        else:
+            self._client._record_dedup(options)
+        return self._pending
+
+    def add_observer(self, observer: QueryObserver[Any]) -> None:
+        """Attach ``observer``; start a fetch if it needs one; synchronous."""
+        self.observers.append(observer)
+        opts = observer.options
+        self.options = opts
+        if opts.enabled and not self._client._is_fresh_for(opts):
+            self.claim_fetch(opts)
+        if opts.refetch_interval is not None and opts.enabled:
+            self._next_refetch_at = min(
+                self._next_refetch_at, trio.current_time() + opts.refetch_interval
+            )
+        self._wake()
+
+    def remove_observer(self, observer: QueryObserver[Any]) -> None:
+        """Detach ``observer``; synchronous.  The gc countdown restarts when the last leaves."""
+        try:
+            self.observers.remove(observer)
+        except ValueError:
+            return
+        if not self.observers:
+            self._next_refetch_at = math.inf
+            snap = self._client._table.get(self.key_hash)
+            if snap is not None:
+                self._client._publish(_state.used(snap, now=trio.current_time()))
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._wake_sent:
+            return
+        try:
+            self._mailbox.tell_nowait(WAKE)
+        except MailboxFull:
+            return  # the loop has messages to handle and looks at pending work after each
+        self._wake_sent = True
+
+    # -- the message loop -------------------------------------------------------
+
+    async def run(self) -> None:
+        """Handle messages until idle: no fetch, no observers, empty mailbox.
+
+        Called by the registry; called again by the supervisor after a crash,
+        when an interrupted fetch is claimed again so its waiters still get an
+        outcome.
+        """
+        if self._fetch is not None:  # a crash interrupted it
+            interrupted, self._fetch = self._fetch, None
+            if self._pending is None:
+                self._pending = interrupted.reply
+            else:
+                interrupted.reply.set_error(QueryCancelledError("the query's actor restarted"))
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            try:
+                await self._loop()
+            finally:
+                self._nursery = None
+
+    async def _loop(self) -> None:
+        while True:
+            self._start_pending_fetch()
+            if self._fetch is None and not self.observers and self._mailbox.empty():
+                return
+            with trio.move_on_at(self._next_refetch_at):
+                message = await self._mailbox.receive()
+                self._handle(message)
+                continue
+            self._on_refetch_interval()
+
+    def _handle(self, message: Message) -> None:
+        if isinstance(message, Wake):
+            self._wake_sent = False
+        elif isinstance(message, Invalidate):
+            self._invalidate(message.refetch)
+            message.reply.set_value(None)
+        elif isinstance(message, SetData):
+            try:
+                data = self._client._apply_set_data(self.key_hash, message.updater, message.updated_at, self.options)
+            except Exception as exc:
+                message.reply.set_error(exc)
+            else:
+                message.reply.set_value(data)
+                self.notify()
+        elif isinstance(message, Cancel):
+            self._cancel_fetch(revert=message.revert, why="cancel_queries")
+            message.reply.set_value(None)
+        elif isinstance(message, Remove):
+            self._cancel_fetch(revert=False, why="remove_queries")
+            self._client._drop(self.key_hash, delete_l2=True)
+            self.notify()
+            message.reply.set_value(None)
+        elif isinstance(message, Reset):
+            self._cancel_fetch(revert=False, why="reset_queries")
+            self._client._drop(self.key_hash, delete_l2=False)
+            if self.options is not None:
+                self._client._create_snapshot(self.options)
+            self.notify()
+            if self._observed_enabled() is not None:
+                self.claim_fetch(self._observed_enabled())  # type: ignore[arg-type]
+            message.reply.set_value(None)
+        else:  # pragma: no cover - exhaustive
+            raise AssertionError(f"unknown message {message!r}")
+
+    def _observed_enabled(self) -> QueryOptions[Any] | None:
+        for observer in self.observers:
+            if observer.options.enabled:
+                return observer.options
+        return None
+
+    def _invalidate(self, refetch: bool) -> None:
+        snap = self._client._table.get(self.key_hash)
+        if snap is not None:
+            self._client._publish(_state.invalidated(snap, now=trio.current_time()))
+            self.notify()
+        if self._fetch is not None:
+            self._fetch.invalidated = True
+        opts = self._observed_enabled()
+        if refetch and opts is not None:
+            if self._fetch is not None:
+                self._refetch_after = True
+            else:
+                self.claim_fetch(opts)
+
+    def _on_refetch_interval(self) -> None:
+        intervals = [
+            o.options.refetch_interval
+            for o in self.observers
+            if o.options.enabled and o.options.refetch_interval is not None
+        ]
+        if not intervals:
+            self._next_refetch_at = math.inf
+            return
+        self._next_refetch_at = trio.current_time() + min(intervals)
+        if not self.is_fetching:
+            opts = self._observed_enabled()
+            if opts is not None:
+                self.claim_fetch(opts)
+
+    def notify(self) -> None:
+        """Tell every observer the key's current state; an observer never raises."""
+        snap = self._client._table.get(self.key_hash)
+        state = snap.state if snap is not None else _state.QueryState()
+        for observer in list(self.observers):
+            observer._on_state(state)
+
+    # -- the fetch --------------------------------------------------------------
+
+    def _start_pending_fetch(self) -> None:
+        if self._pending is None or self._fetch is not None or self._nursery is None:
+            return
+        reply, self._pending = self._pending, None
+        options = self.options
+        assert options is not None
+        snap = self._client._table.get(self.key_hash)
+        if snap is None:
+            snap = self._client._create_snapshot(options)
+        previous = snap.state
+        self._client._publish(_state.fetching(snap, now=trio.current_time()))
+        fetch = _Fetch(reply=reply, options=options, previous=previous)
+        self._fetch = fetch
+        self.fetch_count += 1
+        self.notify()
+        self._nursery.start_soon(self._run_fetch, fetch)
+
+    async def _run_fetch(self, fetch: _Fetch) -> None:
+        client = self._client
+        with fetch.scope:
+            ok, result = await self._attempts(fetch)
+        if self._fetch is not fetch:
+            return  # cancelled or removed: whoever did it settled the waiters
+        self._fetch = None
+        snap = client._table.get(self.key_hash)
+        if snap is None:
+            snap = client._create_snapshot(fetch.options)
+        now = trio.current_time()
+        if ok:
+            snap = client._with_data(snap, result, fetch.options, updated_at=now)
+            if fetch.invalidated:
+                snap = _state.invalidated(snap, now=now)
+            client._publish(_state.idle(snap, now=now))
+            fetch.reply.set_value(result)
+            client._after_fetch_success(self.key_hash, fetch.options, result)
+        else:
+            client._publish(_state.failed(snap, result, now=now, now_wall=client.clock.wall(now)))
+            fetch.reply.set_error(result)
+            client._after_fetch_failure(fetch.options, result)
+        self.notify()
+        _run_callbacks(fetch.options, ok, result)
+        if self._refetch_after:
+            self._refetch_after = False
+            opts = self._observed_enabled()
+            if opts is not None:
+                self.claim_fetch(opts)
+        self._wake()
+
+    async def _attempts(self, fetch: _Fetch) -> tuple[bool, Any]:
+        options = fetch.options
+        client = self._client
+        retries = options.retry if options.retry is not None else client.config.retry
+        attempt = 0
+        while True:
+            try:
+                return True, await self._attempt(options)
+            except Exception as exc:
+                error: Exception = exc
+            if attempt >= retries:
+                return False, error
+            snap = client._table.get(self.key_hash)
+            if snap is not None:
+                client._publish(_state.attempt_failed(snap, now=trio.current_time()))
+            await trio.sleep(client._retry_delay(options, attempt))
+            attempt += 1
+
+    async def _attempt(self, options: QueryOptions[Any]) -> Any:
+        if options.timeout is None:
+            return await _call(options)
+        try:
+            with trio.fail_after(options.timeout):
+                return await _call(options)
+        except trio.TooSlowError:
+            raise QueryTimeoutError(
+                f"query {options.query_key!r}: an attempt took longer than {options.timeout}s"
+            ) from None
+
+    def _cancel_fetch(self, *, revert: bool, why: str) -> None:
+        error = QueryCancelledError(f"query fetch cancelled by {why}")
+        if self._pending is not None:
+            self._pending.set_error(error)
+            self._pending = None
+        fetch, self._fetch = self._fetch, None
+        if fetch is None:
+            return
+        fetch.scope.cancel()
+        snap = self._client._table.get(self.key_hash)
+        now = trio.current_time()
+        if snap is not None:
+            new = _state.restored(snap, fetch.previous, now=now) if revert else _state.idle(snap, now=now)
+            self._client._publish(new)
+        fetch.reply.set_error(error)
+        self.notify()
+
+
+async def _call(options: QueryOptions[Any]) -> Any:
+    if options.is_async:
+        return await options.query_fn()
+    result = await trio.to_thread.run_sync(options.query_fn, abandon_on_cancel=True)
+    if inspect.isawaitable(result):  # e.g. ``lambda: load(42)`` with an async load
+        result = await result
+    return result
+
+
+def _run_callbacks(options: QueryOptions[Any], ok: bool, result: Any) -> None:
+    data, error = (result, None) if ok else (None, result)
+    calls: list[tuple[str, Callable[..., object] | None, tuple[Any, ...]]] = [
+        ("on_success", options.on_success, (data,)) if ok else ("on_error", options.on_error, (error,)),
+        ("on_settled", options.on_settled, (data, error)),
+    ]
+    for name, callback, args in calls:
+        if callback is None:
+            continue
+        try:
+            callback(*args)
+        except Exception:
+            logger.exception("%s callback of query %r raised", name, options.query_key)
