@@ -1,0 +1,3 @@
+"""Shared test configuration: the real redis-server fixtures."""
+
+pytest_plugins = ["tests.redis_fixtures"]
