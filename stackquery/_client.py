@@ -9,6 +9,7 @@ running actor, applies the same pure transition from ``_state`` directly.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import itertools
 import logging
@@ -27,11 +28,14 @@ from . import _state
 from ._clock import Clock
 from ._errors import ClientClosedError, InvalidOptionError
 from ._keys import QueryKey, canonical_key, hash_matches, prefix_hash
+from ._l2 import L2Cache, L2Statistics
 from ._observer import QueryObserver
 from ._options import UNSET, QueryClientConfig, QueryOptions
 from ._query_actor import Cancel, Invalidate, QueryActor, Remove, Reset, SetData
 from ._state import QueryState, Snapshot
 from ._timers import TimerQueue
+from .serializers import as_serializer
+from .serializers import json as json_serializer
 
 T = TypeVar("T")
 logger = logging.getLogger("stackquery.client")
@@ -89,6 +93,15 @@ class QueryClient:
         self._supervisor: Supervisor | None = None
         self._nursery: trio.Nursery | None = None
         self._clock: Clock | None = None
+        self._l2: L2Cache | None = None
+        if self.config.storage is not None:
+            serializer = self.config.serializer
+            self._l2 = L2Cache(
+                self.config.storage,
+                as_serializer(serializer) if serializer is not None else json_serializer,
+                self.config.key_prefix,
+                self.config.l2_timeout,
+            )
         self._token: contextvars.Token[QueryClient | None] | None = None
         self._closed = False
 
@@ -107,6 +120,9 @@ class QueryClient:
         self._supervisor = Supervisor(nursery)
         self._registry = Registry(self._supervisor, lambda key_hash: QueryActor(self, key_hash))
         nursery.start_soon(self._timers.run, name="stackquery-timers")
+        if self._l2 is not None:
+            nursery.start_soon(self._l2.run_reader, name="stackquery-l2-reader")
+            nursery.start_soon(self._l2.run_writer, name="stackquery-l2-writer")
         self._stack = stack
         self._token = _current_client.set(self)
         return self
@@ -119,10 +135,8 @@ class QueryClient:
     ) -> bool | None:
         assert self._stack is not None and self._nursery is not None
         if self._token is not None:
-            try:
+            with contextlib.suppress(ValueError):  # exited in another context than entered
                 _current_client.reset(self._token)
-            except ValueError:  # exited in another context than entered
-                pass
             self._token = None
         try:
             await self._before_close()
@@ -134,8 +148,11 @@ class QueryClient:
         return result
 
     async def _before_close(self) -> None:
-        """Hook for L2: pending writes finish here, before actors are cancelled."""
-        await trio.lowlevel.checkpoint()
+        """Let pending L2 writes land (bounded by ``shutdown_timeout``) before cancelling."""
+        if self._l2 is not None:
+            await self._l2.flush(self.config.shutdown_timeout)
+        else:
+            await trio.lowlevel.checkpoint()
 
     def _check_open(self) -> Registry[str, QueryActor]:
         if self._registry is None or self._closed:
@@ -172,9 +189,12 @@ class QueryClient:
                 ``cancel_queries`` or ``remove_queries``.
             ClientClosedError: the client is not open (fresh hits excepted).
         """
-        snap = self._table.get(options.key_hash)
-        if snap is not None and snap.fresh and snap.stale_time == options.stale_time:
-            self._last_hit[options.key_hash] = self._now()
+        key_hash = options.key_hash
+        snap = self._table.get(key_hash)
+        # `is`, not `==`: an equal stale_time given as another float object
+        # takes the slow path, which judges it correctly.
+        if snap is not None and snap.fresh and snap.stale_time is options.stale_time:
+            self._last_hit[key_hash] = self._now()
             return snap.state.data  # type: ignore[return-value]
         return await self._fetch_slow(options, snap)  # type: ignore[no-any-return]
 
@@ -300,7 +320,7 @@ class QueryClient:
             if key_hash in registry:
                 await registry.ask(key_hash, lambda r: Invalidate(refetch, r))
             else:
-                self._publish(_state.invalidated(snap, now=trio.current_time()))
+                self._persist(self._publish(_state.invalidated(snap, now=trio.current_time())))
         await trio.lowlevel.checkpoint()
         return count
 
@@ -472,7 +492,9 @@ class QueryClient:
         self, snap: Snapshot, data: Any, options: QueryOptions[Any] | None, *, updated_at: float
     ) -> Snapshot:
         stale_time = options.stale_time if options is not None else None
-        gc_time = options.gc_time if options is not None and options.gc_time is not None else snap.gc_time
+        gc_time = (
+            options.gc_time if options is not None and options.gc_time is not None else snap.gc_time
+        )
         if gc_time != snap.gc_time:
             snap = attrs.evolve(snap, gc_time=gc_time)
         return _state.with_data(
@@ -496,21 +518,28 @@ class QueryClient:
         assert snap is not None
         data = updater(snap.state.data if snap.state.has_data else None)
         when = self.clock.from_wall(updated_at) if updated_at is not None else trio.current_time()
-        self._publish(self._with_data(snap, data, options, updated_at=when))
-        self._after_set_data(key_hash, data)
+        self._persist(self._publish(self._with_data(snap, data, options, updated_at=when)))
         return data
 
-    def _publish(self, snap: Snapshot) -> None:
+    def _publish(self, snap: Snapshot) -> Snapshot:
         """Make ``snap`` the key's state; arm its staleness timer if it is fresh."""
         key_hash = snap.key_hash
         self._table[key_hash] = snap
         if snap.fresh and snap.stale_at != math.inf:
-            self._timers.call_at(snap.stale_at, self._expire, (key_hash, snap.incarnation, snap.stale_at))
+            self._timers.call_at(
+                snap.stale_at, self._expire, (key_hash, snap.incarnation, snap.stale_at)
+            )
+        return snap
 
     def _expire(self, arg: tuple[str, int, float]) -> None:
         key_hash, incarnation, stale_at = arg
         snap = self._table.get(key_hash)
-        if snap is not None and snap.fresh and snap.incarnation == incarnation and snap.stale_at == stale_at:
+        if (
+            snap is not None
+            and snap.fresh
+            and snap.incarnation == incarnation
+            and snap.stale_at == stale_at
+        ):
             self._table[key_hash] = _state.went_stale(snap)
 
     def _collect(self, arg: tuple[str, int]) -> None:
@@ -555,17 +584,59 @@ class QueryClient:
     def _drop(self, key_hash: str, *, delete_l2: bool) -> None:
         self._table.pop(key_hash, None)
         self._last_hit.pop(key_hash, None)
+        if delete_l2 and self._l2 is not None:
+            self._l2.delete_soon(key_hash)
 
-    # -- hooks for L2 and metrics (no-ops in memory-only clients) -----------------
+    # -- L2 ---------------------------------------------------------------------------
 
-    def _after_fetch_success(self, key_hash: str, options: QueryOptions[Any], data: Any) -> None:
-        """A fetch succeeded: L2 write-through goes here."""
+    def l2_statistics(self) -> L2Statistics | None:
+        """Return the second tier's :class:`L2Statistics`, or ``None`` without storage."""
+        return self._l2.statistics() if self._l2 is not None else None
+
+    def _persist(self, snap: Snapshot) -> None:
+        """Queue the key's data (and its invalidation) for L2; synchronous."""
+        l2 = self._l2
+        state = snap.state
+        if l2 is None or state.data_updated_at is None:
+            return
+        ttl = self.config.storage_ttl
+        if ttl is UNSET:
+            ttl = None if snap.gc_time == math.inf else snap.gc_time
+        l2.write_soon(
+            snap.key_hash,
+            state.data,
+            data_updated_at=state.data_updated_at,
+            ttl=ttl,
+            invalidated=state.is_invalidated,
+        )
+
+    async def _hydrate(self, key_hash: str) -> Snapshot | None:
+        """Load the key from L2 into L1 unless L1 holds data as new; return the snapshot.
+
+        Never raises: a store that fails, is slow or holds a corrupt entry is a miss.
+        """
+        l2 = self._l2
+        if l2 is None:
+            return self._table.get(key_hash)
+        entry = await l2.read(key_hash)
+        snap = self._table.get(key_hash)
+        if entry is None or snap is None:
+            return snap
+        held = snap.state.data_updated_at
+        if held is not None and held >= entry.data_updated_at:
+            return snap  # L1 already has data as new: a late hydration never overwrites it
+        new = self._with_data(
+            snap, entry.value, None, updated_at=self.clock.from_wall(entry.data_updated_at)
+        )
+        new = attrs.evolve(new, stale_time=snap.stale_time)
+        if entry.invalidated:
+            new = _state.invalidated(new, now=trio.current_time())
+        return self._publish(new)
+
+    # -- hooks for metrics ------------------------------------------------------------
 
     def _after_fetch_failure(self, options: QueryOptions[Any], error: BaseException) -> None:
         """A fetch failed for good: metrics go here."""
-
-    def _after_set_data(self, key_hash: str, data: Any) -> None:
-        """Data was set: L2 write-through goes here."""
 
     # -- observers ------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ from typing import Any
 import trio
 
 from ._client import open_query_client
+from ._observer import QueryObserver
 from ._options import QueryClientConfig, QueryOptions
 from ._state import QueryState
 
@@ -25,7 +26,9 @@ async def run_demo(say: Callable[[str], None] = print) -> None:
 
     config = QueryClientConfig(stale_time=0.3, gc_time=60.0, retry=0)
     async with open_query_client(config) as client:
-        user = QueryOptions(query_key=("user", 42), query_fn=load_user)
+        user: QueryOptions[dict[str, Any]] = QueryOptions(
+            query_key=("user", 42), query_fn=load_user
+        )
 
         say("stackquery demo: one key, ('user', 42), whose origin takes 50 ms.")
         started = time.perf_counter()
@@ -51,7 +54,7 @@ async def run_demo(say: Callable[[str], None] = print) -> None:
         )
         await trio.sleep(0.1)
         state = client.get_query_state(("user", 42))
-        assert state is not None
+        assert state is not None and state.data is not None
         say(
             f"   ... the background refresh landed: the cache now holds version "
             f"{state.data['version']} (origin calls: {origin_calls})."
@@ -65,7 +68,9 @@ async def run_demo(say: Callable[[str], None] = print) -> None:
             await trio.sleep(0.05)
             return "all systems nominal"
 
-        report = QueryOptions(query_key=("report", "daily"), query_fn=load_report)
+        report: QueryOptions[str] = QueryOptions(
+            query_key=("report", "daily"), query_fn=load_report
+        )
         results: list[Any] = []
 
         async def caller() -> None:
@@ -81,7 +86,7 @@ async def run_demo(say: Callable[[str], None] = print) -> None:
         )
 
         seen: list[QueryState[Any]] = []
-        observer = client.watch(
+        observer: QueryObserver[dict[str, Any]] = client.watch(
             QueryOptions(
                 query_key=("user", 42),
                 query_fn=load_user,

@@ -28,9 +28,7 @@ def canonical_key(key: object) -> tuple[QueryKey, str]:
             a str, int, finite float, bool, None, tuple or str-keyed dict.
     """
     if not isinstance(key, tuple):
-        raise InvalidKeyError(
-            f"query key must be a tuple, got {type(key).__name__}: {key!r}"
-        )
+        raise InvalidKeyError(f"query key must be a tuple, got {type(key).__name__}: {key!r}")
     normal = _normalize(key, key)
     return normal, orjson.dumps(normal, option=orjson.OPT_SORT_KEYS).decode()
 
@@ -49,14 +47,10 @@ def _normalize(value: object, whole: QueryKey) -> Any:
     if isinstance(value, dict):
         for k in value:
             if not isinstance(k, str):
-                raise InvalidKeyError(
-                    f"query key {whole!r} holds a dict with a non-str key {k!r}"
-                )
+                raise InvalidKeyError(f"query key {whole!r} holds a dict with a non-str key {k!r}")
         return {k: _normalize(v, whole) for k, v in value.items()}
     if isinstance(value, list):
-        raise InvalidKeyError(
-            f"query key {whole!r} holds a list; use a tuple, which is hashable"
-        )
+        raise InvalidKeyError(f"query key {whole!r} holds a list; use a tuple, which is hashable")
     raise InvalidKeyError(
         f"query key {whole!r} holds a {type(value).__name__} ({value!r}); "
         "keys hold str, int, float, bool, None, tuples and str-keyed dicts"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -151,10 +152,8 @@ class QueryObserver(Generic[T]):
         """
         registry = self._client._check_open()
         reply = registry.activate(self.options.key_hash).claim_fetch(self.options)
-        try:
+        with contextlib.suppress(Exception):
             await reply.wait()
-        except Exception:
-            pass
         return self.get_current_state()
 
     def _on_state(self, state: QueryState[Any]) -> None:

@@ -121,14 +121,27 @@ class QueryClientConfig:
     """Prefix of every L2 key (and pub/sub channel) this client writes."""
     mailbox_capacity: int = 1024
     """Messages a key's actor queues before senders get backpressure."""
-    l2_timeout: float = attrs.field(default=2.0, validator=_seconds("l2_timeout", allow_none=False, allow_zero=False))
+    l2_timeout: float = attrs.field(
+        default=2.0, validator=_seconds("l2_timeout", allow_none=False, allow_zero=False)
+    )
     """Seconds an L2 call may take before it counts as failed."""
-    shutdown_timeout: float = attrs.field(default=5.0, validator=_seconds("shutdown_timeout", allow_none=False))
+    shutdown_timeout: float = attrs.field(
+        default=5.0, validator=_seconds("shutdown_timeout", allow_none=False)
+    )
     """Seconds pending L2 writes may take to finish when the client closes."""
+    storage_ttl: Any = attrs.field(default=UNSET)
+    """TTL of L2 entries in seconds; ``None``: no expiry; unset: each key's ``gc_time``."""
+
+    @storage_ttl.validator
+    def _check_storage_ttl(self, attribute: object, value: Any) -> None:
+        if value is not UNSET:
+            _seconds("storage_ttl", allow_none=True, allow_zero=False)(self, attribute, value)
 
     @max_queries.validator
     def _check_max_queries(self, _attribute: object, value: int | None) -> None:
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or value < 1
+        ):
             raise InvalidOptionError(f"max_queries must be None or an int >= 1, got {value!r}")
 
 
@@ -146,17 +159,25 @@ class QueryOptions(Generic[T]):
     """The key, a tuple such as ``("user", 42)``."""
     query_fn: Callable[[], Any] = attrs.field()
     """Loads the value: awaited if async, else run in a worker thread."""
-    stale_time: float | None = attrs.field(default=None, validator=_seconds("stale_time", allow_none=True))
-    gc_time: float | None = attrs.field(default=None, validator=_seconds("gc_time", allow_none=True))
+    stale_time: float | None = attrs.field(
+        default=None, validator=_seconds("stale_time", allow_none=True)
+    )
+    gc_time: float | None = attrs.field(
+        default=None, validator=_seconds("gc_time", allow_none=True)
+    )
     retry: int | None = attrs.field(default=None, validator=_retry_count)
-    retry_delay: Callable[[int], float] | float | None = attrs.field(default=None, validator=_retry_delay)
+    retry_delay: Callable[[int], float] | float | None = attrs.field(
+        default=None, validator=_retry_delay
+    )
     enabled: bool = True
     """``False``: observers never fetch by themselves (``fetch_query`` still does)."""
     refetch_interval: float | None = attrs.field(
         default=None, validator=_seconds("refetch_interval", allow_none=True, allow_zero=False)
     )
     """Seconds between refetches while the key has observers."""
-    select: Callable[[Any], Any] | None = attrs.field(default=None, validator=_optional_callable("select"))
+    select: Callable[[Any], Any] | None = attrs.field(
+        default=None, validator=_optional_callable("select")
+    )
     """Maps the data an observer's listeners see; applied per observer."""
     placeholder_data: Any = UNSET
     """Shown to observers while the key is pending; never cached, never returned by fetch_query."""
@@ -168,7 +189,9 @@ class QueryOptions(Generic[T]):
         default=None, validator=_seconds("timeout", allow_none=True, allow_zero=False)
     )
     """Seconds one attempt of ``query_fn`` may take; past it the attempt fails."""
-    on_success: Callable[[Any], object] | None = attrs.field(default=None, validator=_optional_callable("on_success"))
+    on_success: Callable[[Any], object] | None = attrs.field(
+        default=None, validator=_optional_callable("on_success")
+    )
     on_error: Callable[[BaseException], object] | None = attrs.field(
         default=None, validator=_optional_callable("on_error")
     )

@@ -224,7 +224,9 @@ class QueryActor:
             message.reply.set_value(None)
         elif isinstance(message, SetData):
             try:
-                data = self._client._apply_set_data(self.key_hash, message.updater, message.updated_at, self.options)
+                data = self._client._apply_set_data(
+                    self.key_hash, message.updater, message.updated_at, self.options
+                )
             except Exception as exc:
                 message.reply.set_error(exc)
             else:
@@ -259,7 +261,9 @@ class QueryActor:
     def _invalidate(self, refetch: bool) -> None:
         snap = self._client._table.get(self.key_hash)
         if snap is not None:
-            self._client._publish(_state.invalidated(snap, now=trio.current_time()))
+            self._client._persist(
+                self._client._publish(_state.invalidated(snap, now=trio.current_time()))
+            )
             self.notify()
         if self._fetch is not None:
             self._fetch.invalidated = True
@@ -314,6 +318,9 @@ class QueryActor:
     async def _run_fetch(self, fetch: _Fetch) -> None:
         client = self._client
         with fetch.scope:
+            cold = client._l2 is not None and not fetch.previous.has_data
+            if cold and await self._hydrate(fetch):
+                return
             ok, result = await self._attempts(fetch)
         if self._fetch is not fetch:
             return  # cancelled or removed: whoever did it settled the waiters
@@ -326,9 +333,8 @@ class QueryActor:
             snap = client._with_data(snap, result, fetch.options, updated_at=now)
             if fetch.invalidated:
                 snap = _state.invalidated(snap, now=now)
-            client._publish(_state.idle(snap, now=now))
+            client._persist(client._publish(_state.idle(snap, now=now)))
             fetch.reply.set_value(result)
-            client._after_fetch_success(self.key_hash, fetch.options, result)
         else:
             client._publish(_state.failed(snap, result, now=now, now_wall=client.clock.wall(now)))
             fetch.reply.set_error(result)
@@ -341,6 +347,29 @@ class QueryActor:
             if opts is not None:
                 self.claim_fetch(opts)
         self._wake()
+
+    async def _hydrate(self, fetch: _Fetch) -> bool:
+        """Load a cold key from L2 first; return whether that settled the fetch.
+
+        Fresh data in L2 settles the fetch without calling ``query_fn``.
+        Stale data is handed to the waiters at once and the fetch goes on as
+        a background refresh.
+        """
+        snap = await self._client._hydrate(self.key_hash)
+        if snap is None or not snap.state.has_data:
+            return False
+        data = snap.state.data
+        if self._client._is_fresh(snap, fetch.options):
+            self._fetch = None
+            self._client._publish(_state.idle(snap, now=trio.current_time()))
+            fetch.reply.set_value(data)
+            self.notify()
+            self._wake()
+            return True
+        fetch.reply.set_value(data)
+        fetch.reply = Reply()
+        self.notify()
+        return False
 
     async def _attempts(self, fetch: _Fetch) -> tuple[bool, Any]:
         options = fetch.options
@@ -383,7 +412,11 @@ class QueryActor:
         snap = self._client._table.get(self.key_hash)
         now = trio.current_time()
         if snap is not None:
-            new = _state.restored(snap, fetch.previous, now=now) if revert else _state.idle(snap, now=now)
+            new = (
+                _state.restored(snap, fetch.previous, now=now)
+                if revert
+                else _state.idle(snap, now=now)
+            )
             self._client._publish(new)
         fetch.reply.set_error(error)
         self.notify()
@@ -401,7 +434,9 @@ async def _call(options: QueryOptions[Any]) -> Any:
 def _run_callbacks(options: QueryOptions[Any], ok: bool, result: Any) -> None:
     data, error = (result, None) if ok else (None, result)
     calls: list[tuple[str, Callable[..., object] | None, tuple[Any, ...]]] = [
-        ("on_success", options.on_success, (data,)) if ok else ("on_error", options.on_error, (error,)),
+        ("on_success", options.on_success, (data,))
+        if ok
+        else ("on_error", options.on_error, (error,)),
         ("on_settled", options.on_settled, (data, error)),
     ]
     for name, callback, args in calls:

@@ -98,7 +98,13 @@ class Snapshot:
 
 
 def empty_snapshot(
-    key: QueryKey, key_hash: str, *, stale_time: float | None, gc_time: float, now: float, incarnation: int
+    key: QueryKey,
+    key_hash: str,
+    *,
+    stale_time: float | None,
+    gc_time: float,
+    now: float,
+    incarnation: int,
 ) -> Snapshot:
     """A key with no data and no fetch yet."""
     return Snapshot(

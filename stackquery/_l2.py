@@ -1,0 +1,265 @@
+"""The client's second tier: a byte store behind a serializer, batching and a timeout.
+
+Reads are batched: every key asked for while a read is under way goes out in
+the next ``get_many``.  Writes are behind: ``write_soon`` serializes the value
+at once (so a value mutated later is stored as it was fetched) and a writer
+task drains the latest op per key in batches, retrying with backoff while the
+store is down.  Nothing here raises into a reader: a failing, slow or corrupt
+store is a miss, counted in :class:`L2Statistics` and logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import defaultdict
+from typing import Any
+
+import attrs
+import trio
+
+from actors import Reply
+from backends import ops
+
+from ._entry import CorruptEntryError, StoredEntry, pack_entry, try_unpack_entry
+from .serializers import Serializer
+
+logger = logging.getLogger("stackquery.l2")
+
+_RETRY_BACKOFF_MAX = 30.0
+
+
+@attrs.frozen
+class L2Statistics:
+    """Counts of what the second tier did since the client opened."""
+
+    reads: int
+    """Keys asked for."""
+    read_batches: int
+    """``get_many`` calls made for them."""
+    hits: int
+    misses: int
+    corrupt: int
+    """Entries that could not be decoded (counted as misses too)."""
+    writes: int
+    """Entries written."""
+    deletes: int
+    errors: int
+    """Store calls that failed or timed out."""
+    serialize_errors: int
+    """Values the serializer could not encode (kept in L1 only)."""
+    pending_writes: int
+    """Writes and deletes waiting for the writer."""
+    dropped_writes: int
+    """Writes given up at shutdown."""
+
+
+@attrs.frozen
+class _Set:
+    raw: bytes
+    ttl: float | None
+
+
+@attrs.frozen
+class _Delete:
+    pass
+
+
+_DELETE = _Delete()
+
+
+class L2Cache:
+    """A ``StorageBackend`` seen through the client's serializer and key prefix.
+
+    Args:
+        store: the byte store.
+        serializer: turns values into bytes and back.
+        key_prefix: put before every key's canonical hash.
+        timeout: seconds a store call may take before it counts as failed.
+    """
+
+    def __init__(self, store: Any, serializer: Serializer, key_prefix: str, timeout: float) -> None:
+        self.store = store
+        self.serializer = serializer
+        self.key_prefix = key_prefix
+        self.timeout = timeout
+        self._reads: dict[str, Reply[StoredEntry | None]] = {}
+        self._reads_wanted = trio.Event()
+        self._writes: dict[str, _Set | _Delete] = {}
+        self._writes_wanted = trio.Event()
+        self._writer_busy = False
+        self._drained = trio.Event()
+        self._drained.set()
+        self._stats: defaultdict[str, int] = defaultdict(int)
+        self._last_error_log = -math.inf
+
+    def statistics(self) -> L2Statistics:
+        """Return the current :class:`L2Statistics`."""
+        s = self._stats
+        return L2Statistics(
+            reads=s["reads"],
+            read_batches=s["read_batches"],
+            hits=s["hits"],
+            misses=s["misses"],
+            corrupt=s["corrupt"],
+            writes=s["writes"],
+            deletes=s["deletes"],
+            errors=s["errors"],
+            serialize_errors=s["serialize_errors"],
+            pending_writes=len(self._writes),
+            dropped_writes=s["dropped_writes"],
+        )
+
+    # -- reads -------------------------------------------------------------------
+
+    async def read(self, key_hash: str) -> StoredEntry | None:
+        """Return the key's entry from the store, or ``None`` (absent, corrupt, store down).
+
+        Reads of many keys at once go out as one ``get_many``.  Cancelled,
+        the caller stops waiting; the batch goes on for the others.
+        """
+        self._stats["reads"] += 1
+        reply = self._reads.get(key_hash)
+        if reply is None:
+            reply = self._reads[key_hash] = Reply()
+            self._reads_wanted.set()
+        return await reply.wait()
+
+    async def run_reader(self) -> None:
+        """Serve batched reads until cancelled."""
+        while True:
+            await self._reads_wanted.wait()
+            self._reads_wanted = trio.Event()
+            batch, self._reads = self._reads, {}
+            keys = list(batch)
+            self._stats["read_batches"] += 1
+            raws = await self._get_many(keys)
+            for key_hash, raw in zip(keys, raws, strict=True):
+                entry = try_unpack_entry(raw, self.serializer, self._on_corrupt) if raw else None
+                self._stats["hits" if entry is not None else "misses"] += 1
+                batch[key_hash].set_value(entry)
+
+    async def _get_many(self, keys: list[str]) -> list[bytes | None]:
+        prefix = self.key_prefix
+        try:
+            with trio.fail_after(self.timeout):
+                return await ops.get_many(self.store, [prefix + k for k in keys])
+        except (Exception, trio.TooSlowError) as exc:
+            self._on_error("get_many", exc)
+            return [None] * len(keys)
+
+    def _on_corrupt(self, error: CorruptEntryError) -> None:
+        self._stats["corrupt"] += 1
+        logger.warning("L2 entry ignored as a miss: %s", error)
+
+    def _on_error(self, operation: str, error: BaseException) -> None:
+        self._stats["errors"] += 1
+        now = trio.current_time()
+        # One line per 10 s: a store that is down fails every call.
+        if now - self._last_error_log >= 10.0:
+            self._last_error_log = now
+            logger.warning(
+                "L2 %s failed (%d errors so far): %r", operation, self._stats["errors"], error
+            )
+
+    # -- writes --------------------------------------------------------------------
+
+    def write_soon(
+        self,
+        key_hash: str,
+        value: Any,
+        *,
+        data_updated_at: float,
+        ttl: float | None,
+        invalidated: bool = False,
+    ) -> None:
+        """Queue ``value`` to be written; synchronous, never raises.
+
+        A value the serializer cannot encode stays in L1 only; the failure is
+        counted and logged.
+        """
+        try:
+            raw = pack_entry(
+                value,
+                data_updated_at=data_updated_at,
+                serializer=self.serializer,
+                invalidated=invalidated,
+            )
+        except Exception as exc:
+            self._stats["serialize_errors"] += 1
+            logger.warning("value of query %s not written to L2: %s", key_hash, exc)
+            return
+        self._queue(key_hash, _Set(raw, ttl))
+
+    def delete_soon(self, key_hash: str) -> None:
+        """Queue the key's deletion; synchronous, never raises."""
+        self._queue(key_hash, _DELETE)
+
+    def _queue(self, key_hash: str, op: _Set | _Delete) -> None:
+        self._writes.pop(key_hash, None)  # the latest op goes last, after older keys
+        self._writes[key_hash] = op
+        self._drained = trio.Event() if self._drained.is_set() else self._drained
+        self._writes_wanted.set()
+
+    async def run_writer(self) -> None:
+        """Drain queued writes until cancelled, retrying with backoff while the store fails."""
+        failures = 0
+        while True:
+            if not self._writes:
+                self._drained.set()
+                await self._writes_wanted.wait()
+            self._writes_wanted = trio.Event()
+            batch, self._writes = self._writes, {}
+            self._writer_busy = True
+            try:
+                failed = await self._write_batch(batch)
+            finally:
+                self._writer_busy = False
+            if failed:
+                for key_hash, op in failed.items():
+                    self._writes.setdefault(key_hash, op)  # a newer op wins
+                failures += 1
+                await trio.sleep(min(0.1 * 2**failures, _RETRY_BACKOFF_MAX))
+            else:
+                failures = 0
+
+    async def _write_batch(self, batch: dict[str, _Set | _Delete]) -> dict[str, _Set | _Delete]:
+        prefix = self.key_prefix
+        by_ttl: defaultdict[float | None, dict[str, bytes]] = defaultdict(dict)
+        deletes: list[str] = []
+        for key_hash, op in batch.items():
+            if isinstance(op, _Set):
+                by_ttl[op.ttl][prefix + key_hash] = op.raw
+            else:
+                deletes.append(key_hash)
+        failed: dict[str, _Set | _Delete] = {}
+        for ttl, items in by_ttl.items():
+            try:
+                with trio.fail_after(self.timeout):
+                    await ops.set_many(self.store, items, ttl)
+                self._stats["writes"] += len(items)
+            except (Exception, trio.TooSlowError) as exc:
+                self._on_error("set_many", exc)
+                for full_key in items:
+                    key_hash = full_key[len(prefix) :]
+                    failed[key_hash] = batch[key_hash]
+        for key_hash in deletes:
+            try:
+                with trio.fail_after(self.timeout):
+                    await self.store.delete(prefix + key_hash)
+                self._stats["deletes"] += 1
+            except (Exception, trio.TooSlowError) as exc:
+                self._on_error("delete", exc)
+                failed[key_hash] = _DELETE
+        return failed
+
+    async def flush(self, seconds: float) -> bool:
+        """Wait up to ``seconds`` for queued writes to land; return whether they did.
+
+        Writes still queued when the time is up are counted as dropped.
+        """
+        with trio.move_on_after(seconds):
+            await self._drained.wait()
+            return True
+        self._stats["dropped_writes"] += len(self._writes) + (1 if self._writer_busy else 0)
+        return False
