@@ -67,9 +67,7 @@ class Supervisor:
         intensity: when restarting stops and escalation begins.
     """
 
-    def __init__(
-        self, nursery: trio.Nursery, intensity: RestartIntensity | None = None
-    ) -> None:
+    def __init__(self, nursery: trio.Nursery, intensity: RestartIntensity | None = None) -> None:
         self._nursery = nursery
         self.intensity = intensity if intensity is not None else RestartIntensity()
         self._crash_times: deque[float] = deque()
