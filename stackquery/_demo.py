@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import sys
+import tempfile
 import time
 from collections.abc import Callable
 from typing import Any
 
+import attrs
 import trio
+
+from backends import SQLiteStorage
 
 from ._client import open_query_client
 from ._observer import QueryObserver
@@ -15,7 +21,44 @@ from ._state import QueryState
 
 
 async def run_demo(say: Callable[[str], None] = print) -> None:
-    """Run the tour, printing each step with ``say``."""
+    """Run the tour with SQLite as L2 in a temporary directory, printing each step."""
+    with tempfile.TemporaryDirectory(prefix="stackquery-demo-") as directory:
+        path = os.path.join(directory, "cache.sqlite3")
+        async with SQLiteStorage(path) as store:
+            await _tour(store, say)
+        say("")
+        say(f"6. a second process opens a client on the same SQLite file ({path}):")
+        result = await trio.run_process(
+            [sys.executable, "-m", "stackquery", "demo", "--read-from", path],
+            capture_stdout=True,
+            check=False,
+        )
+        for line in result.stdout.decode().splitlines():
+            say(f"   {line}")
+
+
+async def read_back(path: str, say: Callable[[str], None] = print) -> None:
+    """The second process of the demo: read ('user', 42) without calling any origin."""
+
+    async def origin_must_not_run() -> Any:
+        raise RuntimeError("the origin was called: L2 did not serve the key")
+
+    config = QueryClientConfig(stale_time=3600.0)
+    async with SQLiteStorage(path) as store, open_query_client(
+        attrs.evolve(config, storage=store)
+    ) as client:
+        options: QueryOptions[Any] = QueryOptions(
+            query_key=("user", 42), query_fn=origin_must_not_run, retry=0
+        )
+        started = time.perf_counter()
+        value = await client.fetch_query(options)
+        say(
+            f"process {os.getpid()} read {value} from L2 in {_ms(started)}, "
+            "without calling the origin."
+        )
+
+
+async def _tour(store: SQLiteStorage, say: Callable[[str], None]) -> None:
     origin_calls = 0
 
     async def load_user() -> dict[str, Any]:
@@ -24,13 +67,16 @@ async def run_demo(say: Callable[[str], None] = print) -> None:
         await trio.sleep(0.05)  # a slow origin: a database, an HTTP API ...
         return {"id": 42, "name": "Ada", "version": origin_calls}
 
-    config = QueryClientConfig(stale_time=0.3, gc_time=60.0, retry=0)
+    config = QueryClientConfig(stale_time=0.3, gc_time=60.0, retry=0, storage=store)
     async with open_query_client(config) as client:
         user: QueryOptions[dict[str, Any]] = QueryOptions(
             query_key=("user", 42), query_fn=load_user
         )
 
-        say("stackquery demo: one key, ('user', 42), whose origin takes 50 ms.")
+        say(
+            "stackquery demo: one key, ('user', 42), whose origin takes 50 ms; "
+            "L1 in memory, L2 in a SQLite file."
+        )
         started = time.perf_counter()
         value = await client.fetch_query(user)
         say(
