@@ -51,7 +51,6 @@ from .serializers import (
     SerializationError,
     Serializer,
     _json_error,
-    _refuse,
     _type_name,
 )
 
@@ -176,7 +175,7 @@ def pack_entry(
     if type(serializer) is JsonSerializer:
         envelope = {"sq": FORMAT_VERSION, "s": "json", "t": t, "i": bool(invalidated), "d": value}
         try:
-            return orjson.dumps(envelope, default=_refuse, option=_JSON_OPTIONS)
+            return orjson.dumps(envelope, option=_JSON_OPTIONS)
         except orjson.JSONEncodeError as exc:
             raise _json_error(value, exc) from None
     name = serializer.name
@@ -232,12 +231,36 @@ def unpack_entry(raw: bytes | bytearray | memoryview | str, serializer: Serializ
             serializer, or its payload does not decode.  Nothing else is raised
             for any input bytes.
     """
-    if isinstance(raw, str):
-        return _unpack_text(raw, raw.startswith('{"sq":'), serializer)
-    head = bytes(raw[:6])
-    if head[:1] == b"{":
-        return _unpack_text(raw, head == _TEXT_PREFIX, serializer)
-    if head[:3] == _MAGIC:
+    if isinstance(raw, str) or raw[:1] == b"{":
+        try:
+            envelope = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise _text_parse_error(raw, exc, serializer) from None
+        # The fast path: exactly what pack_entry writes.  Anything else gets
+        # the careful checks of _unpack_text, which name what is wrong.
+        if type(envelope) is dict and len(envelope) == 5:
+            try:
+                version = envelope["sq"]
+                name = envelope["s"]
+                t = envelope["t"]
+                invalidated = envelope["i"]
+                value = envelope["d"]
+            except KeyError:
+                pass
+            else:
+                if (
+                    version == FORMAT_VERSION
+                    and type(version) is int
+                    and name == "json"
+                    and name == serializer.name
+                    and type(t) is float
+                    and t >= 0.0
+                    and type(invalidated) is bool
+                ):
+                    return StoredEntry(value, t, invalidated, name)
+        return _unpack_text(envelope, serializer)
+    head = bytes(raw[:3])
+    if head == _MAGIC:
         return _unpack_binary(raw, serializer)
     if head and _MAGIC.startswith(head):
         raise _corrupt("truncated", "entry is shorter than its header", serializer)
@@ -257,15 +280,18 @@ def _corrupt(
     )
 
 
-def _unpack_text(
-    raw: bytes | bytearray | memoryview | str, looks_ours: bool, serializer: Serializer
-) -> StoredEntry:
-    try:
-        envelope = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        if looks_ours:
-            raise _corrupt("malformed", f"envelope is not valid JSON: {exc}", serializer) from None
-        raise _corrupt("foreign", "not a stackquery entry", serializer) from None
+def _text_parse_error(
+    raw: bytes | bytearray | memoryview | str, exc: orjson.JSONDecodeError, serializer: Serializer
+) -> CorruptEntryError:
+    looks_ours = (
+        raw.startswith('{"sq":') if isinstance(raw, str) else bytes(raw[:6]) == _TEXT_PREFIX
+    )
+    if looks_ours:
+        return _corrupt("malformed", f"envelope is not valid JSON: {exc}", serializer)
+    return _corrupt("foreign", "not a stackquery entry", serializer)
+
+
+def _unpack_text(envelope: Any, serializer: Serializer) -> StoredEntry:
     if type(envelope) is not dict or "sq" not in envelope:
         raise _corrupt("foreign", "not a stackquery entry", serializer)
     version = envelope["sq"]

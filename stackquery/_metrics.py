@@ -14,7 +14,13 @@ from typing import Any, Final, Protocol, final, runtime_checkable
 
 import attrs
 
-__all__ = ["InMemoryMetrics", "LatencyHistogram", "MetricsCollector"]
+__all__ = [
+    "MAX_BUCKETS",
+    "RELATIVE_ACCURACY",
+    "InMemoryMetrics",
+    "LatencyHistogram",
+    "MetricsCollector",
+]
 
 
 @runtime_checkable
@@ -106,6 +112,8 @@ _MIN_SECONDS: Final = 1e-9
 _MAX_SECONDS: Final = 86_400.0
 _MIN_INDEX: Final = math.ceil(math.log(_MIN_SECONDS) * _INV_LOG_GAMMA)
 _MAX_INDEX: Final = math.ceil(math.log(_MAX_SECONDS) * _INV_LOG_GAMMA)
+#: The most buckets a :class:`LatencyHistogram` can hold (the zero bucket included).
+MAX_BUCKETS: Final = _MAX_INDEX - _MIN_INDEX + 2
 _log: Final = math.log
 _ceil: Final = math.ceil
 
@@ -158,6 +166,11 @@ class LatencyHistogram:
         if seconds > self.max:
             self.max = seconds
 
+    @property
+    def bucket_count(self) -> int:
+        """How many buckets hold samples; never more than :data:`MAX_BUCKETS`."""
+        return len(self._buckets) + (1 if self._zeros else 0)
+
     def merge(self, other: LatencyHistogram) -> None:
         """Add every sample of ``other`` to this histogram."""
         for index, n in other._buckets.items():
@@ -171,6 +184,7 @@ class LatencyHistogram:
     def quantile(self, q: float) -> float | None:
         """Return the ``q``-quantile: the sample of rank ``floor(q * (count - 1))``, within 1 %.
 
+        The smallest and largest samples (rank 0 and ``count - 1``) are exact.
         Returns ``None`` for an empty histogram.
 
         Raises:
@@ -181,6 +195,11 @@ class LatencyHistogram:
         if self.count == 0:
             return None
         rank = math.floor(q * (self.count - 1))
+        # The extremes are kept exactly.
+        if rank == 0:
+            return self.min
+        if rank == self.count - 1:
+            return self.max
         if rank < self._zeros:
             return 0.0
         seen = self._zeros
@@ -188,7 +207,7 @@ class LatencyHistogram:
             seen += self._buckets[index]
             if seen > rank:
                 estimate = 2 * _GAMMA**index / (_GAMMA + 1)
-                # The exact extremes never make the estimate worse.
+                # Clamping to the exact extremes never makes the estimate worse.
                 return min(max(estimate, self.min), self.max)
         raise AssertionError("bucket counts do not add up to count")  # pragma: no cover
 

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from opentelemetry.metrics import Meter
     from prometheus_client import CollectorRegistry
     from prometheus_client import Counter as PromCounter
+    from prometheus_client import Histogram as PromHistogram
 
 __all__ = ["LATENCY_BUCKETS", "OpenTelemetryMetrics", "PrometheusMetrics"]
 
@@ -133,6 +134,7 @@ class PrometheusMetrics:
         )
         # labels() takes a lock and builds a key on every call; children are stable.
         self._children: dict[tuple[str, str], PromCounter] = {}
+        self._latency_children: dict[tuple[str, str], PromHistogram] = {}
 
     def _count(self, cache_name: str, operation: str) -> None:
         child = self._children.get((cache_name, operation))
@@ -180,7 +182,12 @@ class PrometheusMetrics:
         metadata: Mapping[str, Any] | None = None,
     ) -> None:
         """Observe ``duration_seconds`` in the histogram of ``operation``."""
-        self._latency.labels(cache_name, operation).observe(duration_seconds)
+        child = self._latency_children.get((cache_name, operation))
+        if child is None:
+            child = self._latency_children[cache_name, operation] = self._latency.labels(
+                cache_name, operation
+            )
+        child.observe(duration_seconds)
 
     def record_error(
         self,

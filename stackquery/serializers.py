@@ -117,13 +117,9 @@ def _lower_first(text: str) -> str:
 
 # datetime and dataclass instances are encoded natively by orjson but come back
 # as str / dict: after an L2 round trip the cache would hand out a different
-# type than it was given.  Passing them through to ``default`` (which refuses
-# them) turns that silent change into an error at the call that cached them.
+# type than it was given.  "Passing them through" with no ``default`` hook
+# turns that silent change into an error at the call that cached them.
 _JSON_OPTIONS: Final = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
-
-
-def _refuse(value: object) -> None:
-    raise TypeError(f"type is not JSON serializable: {_type_name(value)}")
 
 
 @final
@@ -152,7 +148,7 @@ class JsonSerializer:
             SerializationError: the value (or something inside it) is not JSON.
         """
         try:
-            return orjson.dumps(value, default=_refuse, option=_JSON_OPTIONS)
+            return orjson.dumps(value, option=_JSON_OPTIONS)
         except orjson.JSONEncodeError as exc:
             raise _json_error(value, exc) from None
 
