@@ -22,11 +22,12 @@ from typing import Any, TypeVar
 import attrs
 import trio
 
-from actors import Registry, Reply, Supervisor
+from actors import Registry, Supervisor
 
 from . import _state
 from ._clock import Clock
 from ._errors import ClientClosedError, InvalidOptionError
+from ._events import CacheEventType, EventHub, EventStream
 from ._keys import QueryKey, canonical_key, hash_matches, prefix_hash
 from ._l2 import L2Cache, L2Statistics
 from ._observer import QueryObserver
@@ -67,6 +68,23 @@ class ClientStatistics:
     """Pending staleness and gc timers."""
 
 
+@attrs.frozen
+class QueryRecord:
+    """What :meth:`QueryClient.snapshot` reports of one key."""
+
+    key: QueryKey
+    status: _state.QueryStatus
+    fetch_status: _state.FetchStatus
+    data_age: float | None
+    """Seconds since the data was fetched or set; ``None``: no data."""
+    is_stale: bool
+    observers: int
+    fetch_count: int
+    error_count: int
+    active: bool
+    """Whether the key's actor task is running (``False``: passivated, a snapshot only)."""
+
+
 class QueryClient:
     """A cache of query results, one actor per key, for the life of a trio program.
 
@@ -88,6 +106,7 @@ class QueryClient:
         self._now: Callable[[], float] = trio.current_time
         self._incarnations = itertools.count()
         self._timers = TimerQueue()
+        self._events = EventHub()
         self._stack: AsyncExitStack | None = None
         self._registry: Registry[str, QueryActor] | None = None
         self._supervisor: Supervisor | None = None
@@ -142,6 +161,7 @@ class QueryClient:
             await self._before_close()
         finally:
             self._closed = True
+            self._events.close_all()
             self._nursery.cancel_scope.cancel()
             stack, self._stack = self._stack, None
             result = await stack.__aexit__(exc_type, exc, tb)
@@ -395,6 +415,50 @@ class QueryClient:
         await trio.lowlevel.checkpoint()
         return count
 
+    def events(self, *, buffer: int = 1000) -> EventStream:
+        """Return a stream of :class:`CacheEvent` for every key, from now on.
+
+        ``async for event in client.events(): ...``.  The stream buffers at
+        most ``buffer`` unread events; past that the oldest are dropped and
+        the next event read carries how many in ``missed``, so a slow consumer
+        never slows the cache.  The stream ends when the client closes or
+        the stream is closed (``aclose()`` / ``async with``).
+
+        Raises:
+            InvalidOptionError: ``buffer`` is below 1.
+            ClientClosedError: the client is not open.
+        """
+        self._check_open()
+        if isinstance(buffer, bool) or not isinstance(buffer, int) or buffer < 1:
+            raise InvalidOptionError(f"buffer must be an int >= 1, got {buffer!r}")
+        return self._events.open(buffer)
+
+    def snapshot(self) -> list[QueryRecord]:
+        """Return one :class:`QueryRecord` per key in L1, for introspection; synchronous."""
+        registry = self._registry
+        now = trio.current_time() if self._clock is not None else 0.0
+        wall = self._clock.wall(now) if self._clock is not None else 0.0
+        records = []
+        for key_hash, snap in self._table.items():
+            actor = registry.get(key_hash) if registry is not None else None
+            state = snap.state
+            records.append(
+                QueryRecord(
+                    key=snap.key,
+                    status=state.status,
+                    fetch_status=state.fetch_status,
+                    data_age=None
+                    if state.data_updated_at is None
+                    else wall - state.data_updated_at,
+                    is_stale=not snap.fresh,
+                    observers=len(actor.observers) if actor is not None else 0,
+                    fetch_count=snap.fetch_count,
+                    error_count=snap.error_count,
+                    active=actor is not None,
+                )
+            )
+        return records
+
     def statistics(self) -> ClientStatistics:
         """Return the client's current :class:`ClientStatistics`."""
         registry = self._registry
@@ -482,6 +546,8 @@ class QueryClient:
             incarnation=next(self._incarnations),
         )
         self._table[key_hash] = snap
+        if self._events.streams:
+            self._events.emit(CacheEventType.ADDED, key, snap.state)
         self._timers.call_at(now + snap.gc_time, self._collect, (key_hash, snap.incarnation))
         max_queries = self.config.max_queries
         if max_queries is not None and len(self._table) > max_queries:
@@ -524,6 +590,8 @@ class QueryClient:
     def _publish(self, snap: Snapshot) -> Snapshot:
         """Make ``snap`` the key's state; arm its staleness timer if it is fresh."""
         key_hash = snap.key_hash
+        if self._events.streams:
+            self._events.published(self._table.get(key_hash), snap)
         self._table[key_hash] = snap
         if snap.fresh and snap.stale_at != math.inf:
             self._timers.call_at(
@@ -558,8 +626,7 @@ class QueryClient:
         if last_used + snap.gc_time > now:
             self._timers.call_at(last_used + snap.gc_time, self._collect, arg)
         else:
-            del self._table[key_hash]
-            self._last_hit.pop(key_hash, None)
+            self._drop(key_hash, delete_l2=False)
 
     def _evict(self, max_queries: int) -> None:
         table = self._table
@@ -579,11 +646,13 @@ class QueryClient:
                 if hit is not None:
                     table[key_hash] = attrs.evolve(snap, active_at=hit)
                 continue
-            del table[key_hash]
+            self._drop(key_hash, delete_l2=False)
 
     def _drop(self, key_hash: str, *, delete_l2: bool) -> None:
-        self._table.pop(key_hash, None)
+        snap = self._table.pop(key_hash, None)
         self._last_hit.pop(key_hash, None)
+        if snap is not None and self._events.streams:
+            self._events.emit(CacheEventType.REMOVED, snap.key, None)
         if delete_l2 and self._l2 is not None:
             self._l2.delete_soon(key_hash)
 
@@ -652,6 +721,12 @@ class QueryClient:
         if actor is not None:
             actor.remove_observer(observer)
 
+    def _observer_event(self, key_hash: str, *, added: bool) -> None:
+        snap = self._table.get(key_hash)
+        if snap is not None and self._events.streams:
+            kind = CacheEventType.OBSERVER_ADDED if added else CacheEventType.OBSERVER_REMOVED
+            self._events.emit(kind, snap.key, snap.state)
+
     def _current_state(self, key_hash: str) -> QueryState[Any]:
         snap = self._table.get(key_hash)
         return snap.state if snap is not None else _EMPTY_STATE
@@ -676,4 +751,4 @@ async def open_query_client(
         yield client
 
 
-__all__ = ["ClientStatistics", "QueryClient", "Reply", "current_client", "open_query_client"]
+__all__ = ["ClientStatistics", "QueryClient", "QueryRecord", "current_client", "open_query_client"]

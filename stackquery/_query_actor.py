@@ -151,6 +151,7 @@ class QueryActor:
     def add_observer(self, observer: QueryObserver[Any]) -> None:
         """Attach ``observer``; start a fetch if it needs one; synchronous."""
         self.observers.append(observer)
+        self._client._observer_event(self.key_hash, added=True)
         opts = observer.options
         self.options = opts
         if opts.enabled and not self._client._is_fresh_for(opts):
@@ -167,6 +168,7 @@ class QueryActor:
             self.observers.remove(observer)
         except ValueError:
             return
+        self._client._observer_event(self.key_hash, added=False)
         if not self.observers:
             self._next_refetch_at = math.inf
             snap = self._client._table.get(self.key_hash)

@@ -95,6 +95,10 @@ class Snapshot:
     """Seconds this key may stay unused and unobserved before it is dropped."""
     incarnation: int
     """Tells a key apart from an earlier one under the same hash (after removal)."""
+    fetch_count: int = 0
+    """Fetches started for this key since it entered L1."""
+    error_count: int = 0
+    """Fetches of this key that failed for good since it entered L1."""
 
 
 def empty_snapshot(
@@ -158,6 +162,7 @@ def fetching(snap: Snapshot, *, now: float) -> Snapshot:
         snap,
         state=attrs.evolve(snap.state, fetch_status=FetchStatus.FETCHING),
         active_at=now,
+        fetch_count=snap.fetch_count + 1,
     )
 
 
@@ -192,6 +197,7 @@ def failed(snap: Snapshot, error: BaseException, *, now: float, now_wall: float)
         ),
         fresh=False,
         active_at=now,
+        error_count=snap.error_count + 1,
     )
 
 

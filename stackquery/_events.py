@@ -1,0 +1,144 @@
+"""Cache events: what happened to which key, for operators and dashboards."""
+
+from __future__ import annotations
+
+import enum
+import weakref
+from collections import deque
+from types import TracebackType
+from typing import Any
+
+import attrs
+import trio
+
+from ._keys import QueryKey
+from ._state import FetchStatus, QueryState, QueryStatus, Snapshot
+
+
+class CacheEventType(enum.Enum):
+    """The kinds of :class:`CacheEvent`."""
+
+    ADDED = "added"
+    UPDATED = "updated"
+    REMOVED = "removed"
+    OBSERVER_ADDED = "observer_added"
+    OBSERVER_REMOVED = "observer_removed"
+    FETCH_STARTED = "fetch_started"
+    FETCH_FAILED = "fetch_failed"
+
+
+@attrs.frozen
+class CacheEvent:
+    """One thing that happened to one key."""
+
+    type: CacheEventType
+    key: QueryKey
+    state: QueryState[Any] | None
+    """The key's state after the event (``None`` once removed)."""
+    missed: int = 0
+    """Events this stream dropped just before this one because its consumer was slow."""
+
+
+class EventStream:
+    """An async iterator of :class:`CacheEvent`, with a bounded buffer.
+
+    A consumer that falls behind never slows the cache down: past
+    ``buffer`` unread events the oldest are dropped, and the next event read
+    says in ``missed`` how many.  Made by :meth:`QueryClient.events`; close it
+    with ``aclose()`` or ``async with`` (dropping every reference closes it too).
+    """
+
+    def __init__(self, hub: EventHub, buffer: int) -> None:
+        self._hub = hub
+        self._queue: deque[CacheEvent] = deque()
+        self._buffer = buffer
+        self._missed = 0
+        self._event = trio.Event()
+        self._closed = False
+
+    def _put(self, event: CacheEvent) -> None:
+        if len(self._queue) >= self._buffer:
+            self._queue.popleft()
+            self._missed += 1
+        self._queue.append(event)
+        self._event.set()
+
+    def __aiter__(self) -> EventStream:
+        return self
+
+    async def __anext__(self) -> CacheEvent:
+        while not self._queue:
+            if self._closed:
+                raise StopAsyncIteration
+            self._event = trio.Event()
+            await self._event.wait()
+        else:
+            await trio.lowlevel.checkpoint()
+        event = self._queue.popleft()
+        if self._missed:
+            event, self._missed = attrs.evolve(event, missed=self._missed), 0
+        return event
+
+    async def aclose(self) -> None:
+        """Stop receiving events; the iteration ends after the buffered ones."""
+        self._close()
+        await trio.lowlevel.checkpoint()
+
+    def _close(self) -> None:
+        self._closed = True
+        self._hub.streams.discard(self)
+        self._event.set()
+
+    async def __aenter__(self) -> EventStream:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+class EventHub:
+    """Fans events out to the open :class:`EventStream` objects of one client."""
+
+    def __init__(self) -> None:
+        self.streams: weakref.WeakSet[EventStream] = weakref.WeakSet()
+
+    def open(self, buffer: int) -> EventStream:
+        stream = EventStream(self, buffer)
+        self.streams.add(stream)
+        return stream
+
+    def close_all(self) -> None:
+        for stream in list(self.streams):
+            stream._close()
+
+    def emit(self, type: CacheEventType, key: QueryKey, state: QueryState[Any] | None) -> None:
+        event = CacheEvent(type, key, state)
+        for stream in list(self.streams):
+            stream._put(event)
+
+    def published(self, old: Snapshot | None, new: Snapshot) -> None:
+        """Emit the events that going from ``old`` to ``new`` means."""
+        state = new.state
+        if old is None or old.incarnation != new.incarnation:
+            self.emit(CacheEventType.ADDED, new.key, state)
+            if not state.has_data:
+                return
+        before = old.state if old is not None and old.incarnation == new.incarnation else None
+        was_idle = before is None or before.fetch_status is FetchStatus.IDLE
+        if was_idle and state.fetch_status is FetchStatus.FETCHING:
+            self.emit(CacheEventType.FETCH_STARTED, new.key, state)
+        if state.status is QueryStatus.ERROR and (
+            before is None or before.error_updated_at != state.error_updated_at
+        ):
+            self.emit(CacheEventType.FETCH_FAILED, new.key, state)
+        if state.has_data and (
+            before is None
+            or before.data_updated_at != state.data_updated_at
+            or before.is_invalidated != state.is_invalidated
+        ):
+            self.emit(CacheEventType.UPDATED, new.key, state)
