@@ -103,6 +103,7 @@ class QueryClient:
         self.config = config if config is not None else QueryClientConfig()
         self._table: dict[str, Snapshot] = {}
         self._last_hit: dict[str, float] = {}
+        self._stale_timers: dict[str, float] = {}
         self._now: Callable[[], float] = trio.current_time
         self._incarnations = itertools.count()
         self._timers = TimerQueue()
@@ -136,7 +137,7 @@ class QueryClient:
         # The run's clock object, called directly: half the cost of
         # trio.current_time(), which matters on the fresh-hit path.
         self._now = trio.lowlevel.current_clock().current_time
-        self._supervisor = Supervisor(nursery)
+        self._supervisor = Supervisor(nursery, self.config.restart_intensity)
         self._registry = Registry(self._supervisor, lambda key_hash: QueryActor(self, key_hash))
         nursery.start_soon(self._timers.run, name="stackquery-timers")
         if self._l2 is not None:
@@ -594,21 +595,29 @@ class QueryClient:
             self._events.published(self._table.get(key_hash), snap)
         self._table[key_hash] = snap
         if snap.fresh and snap.stale_at != math.inf:
-            self._timers.call_at(
-                snap.stale_at, self._expire, (key_hash, snap.incarnation, snap.stale_at)
-            )
+            # One pending staleness timer per key, not one per publish: a key
+            # refetched every second with an hour's stale time would otherwise
+            # pile up 3,600 heap entries.
+            armed = self._stale_timers.get(key_hash)
+            if armed is None or snap.stale_at < armed:
+                self._stale_timers[key_hash] = snap.stale_at
+                self._timers.call_at(snap.stale_at, self._expire, key_hash)
         return snap
 
-    def _expire(self, arg: tuple[str, int, float]) -> None:
-        key_hash, incarnation, stale_at = arg
+    def _expire(self, key_hash: str) -> None:
+        armed = self._stale_timers.get(key_hash)
+        now = trio.current_time()
+        if armed is None or armed > now:
+            return  # superseded by an earlier timer that is still pending
+        del self._stale_timers[key_hash]
         snap = self._table.get(key_hash)
-        if (
-            snap is not None
-            and snap.fresh
-            and snap.incarnation == incarnation
-            and snap.stale_at == stale_at
-        ):
+        if snap is None or not snap.fresh:
+            return
+        if snap.stale_at <= now:
             self._table[key_hash] = _state.went_stale(snap)
+        else:  # refetched since: look again when the new data goes stale
+            self._stale_timers[key_hash] = snap.stale_at
+            self._timers.call_at(snap.stale_at, self._expire, key_hash)
 
     def _collect(self, arg: tuple[str, int]) -> None:
         key_hash, incarnation = arg

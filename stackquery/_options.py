@@ -11,6 +11,8 @@ from typing import Any, Final, Generic, TypeVar
 
 import attrs
 
+from actors import RestartIntensity
+
 from ._errors import InvalidOptionError
 from ._keys import QueryKey, canonical_key
 
@@ -129,6 +131,8 @@ class QueryClientConfig:
         default=5.0, validator=_seconds("shutdown_timeout", allow_none=False)
     )
     """Seconds pending L2 writes may take to finish when the client closes."""
+    restart_intensity: RestartIntensity = attrs.field(factory=RestartIntensity)
+    """Actor crashes absorbed (restart from the last snapshot) before the client fails."""
     storage_ttl: Any = attrs.field(default=UNSET)
     """TTL of L2 entries in seconds; ``None``: no expiry; unset: each key's ``gc_time``."""
 
