@@ -45,7 +45,7 @@ from typing import Any, Final, Literal
 import attrs
 import orjson
 
-from .serializers import (
+from ._serializer_core import (
     _JSON_OPTIONS,
     JsonSerializer,
     SerializationError,

@@ -1,0 +1,156 @@
+"""The serializer protocol, its errors, and the JSON serializer (the default)."""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+from typing import Any, Final, Protocol, final, runtime_checkable
+
+import orjson
+
+#: The longest serializer name, in UTF-8 bytes (the entry frame stores its length in one byte).
+MAX_NAME_BYTES: Final = 255
+
+
+class SerializationError(TypeError):
+    """A value could not be encoded by a serializer.
+
+    Attributes:
+        serializer: the name of the serializer that refused the value.
+        value_type: the qualified name of the top-level value's type.
+    """
+
+    def __init__(self, message: str, *, serializer: str, value_type: str) -> None:
+        super().__init__(message)
+        self.serializer = serializer
+        self.value_type = value_type
+
+
+class DeserializationError(ValueError):
+    """Bytes could not be decoded by a serializer (corrupt, truncated or foreign).
+
+    Attributes:
+        serializer: the name of the serializer that refused the bytes.
+    """
+
+    def __init__(self, message: str, *, serializer: str) -> None:
+        super().__init__(message)
+        self.serializer = serializer
+
+
+class SignatureError(DeserializationError):
+    """A signed payload's signature did not verify; the payload was not decoded."""
+
+
+@runtime_checkable
+class Serializer(Protocol):
+    """Turns values into bytes and back.
+
+    ``name`` identifies the encoding; it is written into every L2 entry, so two
+    serializers that encode differently must have different names.
+    """
+
+    @property
+    def name(self) -> str:
+        """The id stored in entries written with this serializer."""
+        ...
+
+    def dumps(self, value: Any) -> bytes:
+        """Encode ``value``; raise :class:`SerializationError` if it cannot."""
+        ...
+
+    def loads(self, data: bytes) -> Any:
+        """Decode ``data``; raise :class:`DeserializationError` if it cannot."""
+        ...
+
+
+def _type_name(value: object) -> str:
+    cls = type(value)
+    if cls.__module__ == "builtins":
+        return cls.__qualname__
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _lower_first(text: str) -> str:
+    return text[:1].lower() + text[1:]
+
+
+# datetime and dataclass instances are encoded natively by orjson but come back
+# as str / dict: after an L2 round trip the cache would hand out a different
+# type than it was given.  "Passing them through" with no ``default`` hook
+# turns that silent change into an error at the call that cached them.
+_JSON_OPTIONS: Final = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+
+
+@final
+class JsonSerializer:
+    """JSON through orjson; the default serializer and the fastest.
+
+    Round-trips ``dict`` (``str`` keys), ``list``, ``str``, ``int`` (64-bit),
+    ``float``, ``bool`` and ``None``.  Some values change type on the way:
+
+    * tuples come back as lists;
+    * ``str``/``int``/``dict``/``list`` subclasses (``IntEnum``, ``OrderedDict``
+      ...), ``Enum`` members and ``UUID`` come back as the plain JSON value;
+    * ``nan`` and ``±inf`` are not JSON: orjson writes them as ``null``.
+
+    ``datetime``/``date``/``time``, dataclasses, ``set``, ``bytes``, ints past
+    64 bits and non-``str`` dict keys raise :class:`SerializationError`.
+    The encoded bytes are always UTF-8 text.
+    """
+
+    name: Final = "json"
+
+    def dumps(self, value: Any) -> bytes:
+        """Encode ``value`` as UTF-8 JSON.
+
+        Raises:
+            SerializationError: the value (or something inside it) is not JSON.
+        """
+        try:
+            return orjson.dumps(value, option=_JSON_OPTIONS)
+        except orjson.JSONEncodeError as exc:
+            raise _json_error(value, exc) from None
+
+    def loads(self, data: bytes | bytearray | memoryview | str) -> Any:
+        """Decode JSON text.
+
+        Raises:
+            DeserializationError: ``data`` is not valid UTF-8 JSON.
+        """
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            raise DeserializationError(
+                f"json cannot decode the data: {exc}", serializer=self.name
+            ) from None
+
+    def __repr__(self) -> str:
+        return "stackquery.serializers.json"
+
+
+def _json_error(value: object, exc: orjson.JSONEncodeError) -> SerializationError:
+    value_type = _type_name(value)
+    return SerializationError(
+        f"json cannot encode {value_type} value: {_lower_first(str(exc))}",
+        serializer="json",
+        value_type=value_type,
+    )
+
+
+def _check_name(name: object) -> str:
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"a serializer's name must be a non-empty str, got {name!r}")
+    if len(name.encode()) > MAX_NAME_BYTES:
+        raise ValueError(f"a serializer's name must be at most {MAX_NAME_BYTES} bytes: {name!r}")
+    return name
+
+
+def _import_extra(module: str, extra: str) -> ModuleType:
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise ImportError(
+            f"{module} is not installed; the {extra} serializer needs it: "
+            f"pip install 'stackquery[{extra}]'"
+        ) from exc
