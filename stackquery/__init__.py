@@ -1,6 +1,8 @@
 """stackquery: an actor-based concurrent cache runtime for trio."""
 
+from . import serializers
 from ._client import ClientStatistics, QueryClient, QueryRecord, current_client, open_query_client
+from ._entry import CorruptEntryError, StoredEntry, pack_entry, try_unpack_entry, unpack_entry
 from ._errors import (
     ClientClosedError,
     InvalidKeyError,
@@ -14,8 +16,11 @@ from ._errors import (
 from ._events import CacheEvent, CacheEventType, EventStream
 from ._keys import QueryKey
 from ._l2 import L2Statistics
+from ._metrics import InMemoryMetrics, MetricsCollector
+from ._metrics_export import OpenTelemetryMetrics, PrometheusMetrics
 from ._observer import QueryObserver
 from ._options import UNSET, QueryClientConfig, QueryOptions, default_retry_delay
+from ._serializer_core import DeserializationError, SerializationError, Serializer, SignatureError
 from ._state import FetchStatus, QueryState, QueryStatus
 
 __all__ = [
@@ -24,11 +29,17 @@ __all__ = [
     "CacheEventType",
     "ClientClosedError",
     "ClientStatistics",
+    "CorruptEntryError",
+    "DeserializationError",
     "EventStream",
     "FetchStatus",
+    "InMemoryMetrics",
     "InvalidKeyError",
     "InvalidOptionError",
     "L2Statistics",
+    "MetricsCollector",
+    "OpenTelemetryMetrics",
+    "PrometheusMetrics",
     "QueryCancelledError",
     "QueryClient",
     "QueryClientConfig",
@@ -39,10 +50,18 @@ __all__ = [
     "QueryState",
     "QueryStatus",
     "QueryTimeoutError",
+    "SerializationError",
+    "Serializer",
+    "SignatureError",
     "StackqueryError",
     "StorageError",
     "StorageUnavailableError",
+    "StoredEntry",
     "current_client",
     "default_retry_delay",
     "open_query_client",
+    "pack_entry",
+    "serializers",
+    "try_unpack_entry",
+    "unpack_entry",
 ]

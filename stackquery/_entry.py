@@ -45,6 +45,7 @@ from typing import Any, Final, Literal
 import attrs
 import orjson
 
+from ._errors import StackqueryError
 from ._serializer_core import (
     _JSON_OPTIONS,
     JsonSerializer,
@@ -92,7 +93,7 @@ CorruptReason = Literal[
 ]
 
 
-class CorruptEntryError(ValueError):
+class CorruptEntryError(StackqueryError, ValueError):
     """Bytes read from L2 are not a usable entry for the configured serializer.
 
     Attributes:

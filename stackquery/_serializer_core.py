@@ -8,11 +8,13 @@ from typing import Any, Final, Protocol, final, runtime_checkable
 
 import orjson
 
+from ._errors import StackqueryError
+
 #: The longest serializer name, in UTF-8 bytes (the entry frame stores its length in one byte).
 MAX_NAME_BYTES: Final = 255
 
 
-class SerializationError(TypeError):
+class SerializationError(StackqueryError, TypeError):
     """A value could not be encoded by a serializer.
 
     Attributes:
@@ -26,7 +28,7 @@ class SerializationError(TypeError):
         self.value_type = value_type
 
 
-class DeserializationError(ValueError):
+class DeserializationError(StackqueryError, ValueError):
     """Bytes could not be decoded by a serializer (corrupt, truncated or foreign).
 
     Attributes:
