@@ -1,0 +1,313 @@
+"""Benchmark: what 100,000 idle cached keys cost, in resident memory and in tasks.
+
+Each round runs in a fresh subprocess, so that its RSS baseline is not
+muddied by an earlier round.  A round opens a client (``stale_time`` 60 s, so
+that every key has its staleness timer armed as well as its gc timer),
+measures RSS and counts trio tasks, fetches 100,000 distinct keys with small
+int values (through ``prefetch_query``, 1,000 at a time), reads each once more
+as a fresh hit (so the per-key hit record exists too), lets every actor
+passivate, and measures again.
+
+Targets: no live task per idle key (the task count after passivation is the
+one before the fetches), and at most 600 bytes of RSS per small cached key.
+
+Where the bytes go is reported two ways: an object walk over the client's
+per-key structures (``sys.getsizeof``, each object counted once), and a
+``tracemalloc`` pass (a separate subprocess with fewer keys, since tracing is
+slow) grouped by source line.
+
+Run from the repository root::
+
+    python tests/benchmarks/scale.py [--rounds 5] [--keys 100000] [--jobs 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import gc
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+import tracemalloc
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import attrs
+import trio
+import trio.testing
+
+import stackquery as sq
+
+TARGET_BYTES_PER_KEY = 600
+BATCH = 1000
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * PAGE_SIZE
+
+
+def _settled_rss() -> int:
+    gc.collect()
+    return _rss_bytes()
+
+
+def _count_tasks(task: Any) -> int:
+    """The task and every task below it, through its child nurseries."""
+    return 1 + sum(
+        _count_tasks(child) for nursery in task.child_nurseries for child in nursery.child_tasks
+    )
+
+
+async def _load(index: int) -> int:
+    # A new int object per key (not the one in the key tuple), like real data.
+    return index + 1_000_000
+
+
+async def _fill(client: sq.QueryClient, keys: int, fill: str) -> None:
+    """Fetch ``keys`` distinct keys, ``BATCH`` at a time, then read each as a fresh hit."""
+    for low in range(0, keys, BATCH):
+        high = min(keys, low + BATCH)
+        if fill == "prefetch":
+            for i in range(low, high):
+                await client.prefetch_query(
+                    sq.QueryOptions(query_key=("item", i), query_fn=functools.partial(_load, i))
+                )
+        else:
+            async with trio.open_nursery() as nursery:
+                for i in range(low, high):
+                    options: sq.QueryOptions[int] = sq.QueryOptions(
+                        query_key=("item", i), query_fn=functools.partial(_load, i)
+                    )
+                    nursery.start_soon(client.fetch_query, options)
+        await trio.testing.wait_all_tasks_blocked()
+    for i in range(keys):
+        options = sq.QueryOptions(query_key=("item", i), query_fn=functools.partial(_load, i))
+        value = await client.fetch_query(options)
+        if value != i + 1_000_000:
+            raise AssertionError(f"key {i} read back {value!r}")
+
+
+# -- where the bytes go: an object walk ------------------------------------------------
+
+
+def _size(obj: object, seen: set[int]) -> int:
+    """Bytes of ``obj`` and, for a tuple, of its elements; each object counted once."""
+    if id(obj) in seen:
+        return 0
+    seen.add(id(obj))
+    size = sys.getsizeof(obj)
+    if isinstance(obj, tuple):
+        size += sum(_size(item, seen) for item in obj)
+    return size
+
+
+def _walk(client: sq.QueryClient) -> dict[str, int]:
+    """Bytes per category of the client's per-key structures, each object counted once.
+
+    Shared objects (None, the key's "item" string, the config's gc_time) are
+    counted once, in the first category that reaches them.
+    """
+    seen: set[int] = {id(None), id(True), id(False)}
+    out: Counter[str] = Counter()
+    table: dict[str, Any] = client._table
+    out["L1 table dict (slots)"] += _size(table, seen)
+    for key_hash, snap in table.items():
+        out["key_hash str (table key)"] += _size(key_hash, seen)
+        out["Snapshot object"] += _size(snap, seen)
+        for field in attrs.fields(type(snap)):
+            value = getattr(snap, field.name)
+            if field.name == "state":
+                out["QueryState object"] += _size(value, seen)
+                for state_field in attrs.fields(type(value)):
+                    item = getattr(value, state_field.name)
+                    if state_field.name == "data":
+                        out["data (the cached int)"] += _size(item, seen)
+                    else:
+                        out["QueryState fields (floats, ints)"] += _size(item, seen)
+            elif field.name == "key":
+                out["key tuple (+ its elements)"] += _size(value, seen)
+            elif field.name == "key_hash":
+                out["key_hash str (table key)"] += _size(value, seen)
+            else:
+                out["Snapshot fields (floats, ints)"] += _size(value, seen)
+    heap = client._timers._heap
+    out["timer heap list (slots)"] += _size(heap, seen)
+    for entry in heap:
+        callback = entry[2]
+        name = getattr(getattr(callback, "__func__", callback), "__name__", "other")
+        category = f"timer entries: {name}"
+        if hasattr(callback, "__self__"):
+            # A bound method points at the client: count the method, not the client.
+            seen.add(id(callback.__self__))
+        out[category] += _size(entry, seen)
+    # Every other per-key dict the client keeps (hit times, armed stale timers, ...).
+    for name, value in vars(client).items():
+        if name == "_table" or not isinstance(value, dict) or len(value) < len(table) // 2:
+            continue
+        out[f"client.{name} dict (slots)"] += _size(value, seen)
+        for item in value.values():
+            out[f"client.{name} values"] += _size(item, seen)
+    return dict(out)
+
+
+# -- one round, in a subprocess -----------------------------------------------------------
+
+
+async def _child_round(keys: int, fill: str, trace: bool) -> dict[str, Any]:
+    config = sq.QueryClientConfig(stale_time=60.0)
+    async with sq.open_query_client(config) as client:
+        await trio.testing.wait_all_tasks_blocked()
+        root = trio.lowlevel.current_root_task()
+        tasks_before = _count_tasks(root)
+        rss_before = _settled_rss()
+        if trace:
+            tracemalloc.start()
+        start = time.perf_counter()
+        await _fill(client, keys, fill)
+        await trio.testing.wait_all_tasks_blocked()
+        fill_s = time.perf_counter() - start
+        gc.collect()
+        traced: dict[str, Any] = {}
+        if trace:
+            snapshot = tracemalloc.take_snapshot()
+            tracemalloc.stop()
+            snapshot = snapshot.filter_traces([tracemalloc.Filter(False, tracemalloc.__file__)])
+            traced = {
+                "total": sum(stat.size for stat in snapshot.statistics("filename")),
+                "by_line": [
+                    (str(stat.traceback[0]), stat.size, stat.count)
+                    for stat in snapshot.statistics("lineno")[:14]
+                ],
+            }
+        rss_after = _settled_rss()
+        stats = client.statistics()
+        result = {
+            "keys": keys,
+            "fill_s": fill_s,
+            "rss_bytes_per_key": (rss_after - rss_before) / keys,
+            "tasks_before": tasks_before,
+            "tasks_after": _count_tasks(root),
+            "active_actors": stats.active_actors,
+            "queries": stats.queries,
+            "timers": stats.timers,
+            "walk": {} if trace else _walk(client),
+            "traced": traced,
+        }
+    return result
+
+
+def _run_children(commands: list[list[str]], jobs: int) -> list[dict[str, Any]]:
+    """Run the child commands, ``jobs`` at a time; return their JSON results in order."""
+    results: list[dict[str, Any] | None] = [None] * len(commands)
+    pending = list(enumerate(commands))
+    running: list[tuple[int, subprocess.Popen[str]]] = []
+    while pending or running:
+        while pending and len(running) < jobs:
+            index, command = pending.pop(0)
+            running.append((index, subprocess.Popen(command, stdout=subprocess.PIPE, text=True)))
+        index, process = running.pop(0)
+        stdout, _ = process.communicate(timeout=300)
+        if process.returncode != 0:
+            raise RuntimeError(f"{' '.join(command)} exited {process.returncode}")
+        results[index] = json.loads(stdout)
+    return [r for r in results if r is not None]
+
+
+def _print_report(rounds: list[dict[str, Any]], traced: dict[str, Any] | None) -> bool:
+    keys = rounds[0]["keys"]
+    rss = statistics.median(r["rss_bytes_per_key"] for r in rounds)
+    fill = statistics.median(r["fill_s"] for r in rounds)
+    per_round = ", ".join(f"{r['rss_bytes_per_key']:.0f}" for r in rounds)
+    print(f"{keys} keys (small ints), {len(rounds)} rounds, each in a fresh process")
+    print(
+        f"  fill + one fresh read per key: median {fill:.1f} s ({fill / keys * 1e6:.0f} µs per key)"
+    )
+    print(f"  RSS per key, median: {rss:.0f} bytes (per round: {per_round})")
+    extra_tasks = sorted({r["tasks_after"] - r["tasks_before"] for r in rounds})
+    actors = sorted({r["active_actors"] for r in rounds})
+    print(
+        f"  trio tasks before the fetches / after passivation: "
+        f"{rounds[0]['tasks_before']} / {rounds[0]['tasks_after']} (extra per round: {extra_tasks})"
+    )
+    print(
+        f"  active actors after passivation: {actors}; keys in L1: {rounds[0]['queries']}; "
+        f"timers pending: {rounds[0]['timers']}"
+    )
+
+    walk_rounds = [r["walk"] for r in rounds if r["walk"]]
+    if walk_rounds:
+        categories = sorted(walk_rounds[0], key=lambda c: -walk_rounds[0][c])
+        print("\n  where the bytes go (object walk, sys.getsizeof, bytes per key):")
+        total = 0.0
+        for category in categories:
+            per_key = statistics.median(w.get(category, 0) for w in walk_rounds) / keys
+            total += per_key
+            print(f"    {category:<40}{per_key:>8.1f}")
+        print(f"    {'total accounted':<40}{total:>8.1f}   (RSS: {rss:.0f})")
+
+    if traced:
+        trace_keys = traced["keys"]
+        print(
+            f"\n  tracemalloc, {trace_keys} keys: {traced['traced']['total'] / trace_keys:.0f} "
+            "bytes per key allocated by the fill and still live after passivation;"
+        )
+        print("  top lines (bytes per key, objects per key, where allocated):")
+        for where, size, count in traced["traced"]["by_line"]:
+            where = where.replace(str(Path(__file__).resolve().parents[2]) + "/", "")
+            site = where.split("site-packages/")[-1]
+            print(f"    {size / trace_keys:>8.1f}  {count / trace_keys:>5.2f} objs  {site}")
+
+    ok = rss <= TARGET_BYTES_PER_KEY and extra_tasks == [0] and actors == [0]
+    print(
+        f"\nverdict: {'PASS' if ok else 'FAIL'}: {rss:.0f} bytes RSS per idle key "
+        f"(target <= {TARGET_BYTES_PER_KEY}); extra tasks after passivation {extra_tasks}, "
+        f"active actors {actors} (target [0], [0])"
+    )
+    return ok
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark and print medians, the breakdown and a verdict; 0 if the targets hold."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--keys", type=int, default=100_000)
+    parser.add_argument(
+        "--trace-keys", type=int, default=20_000, help="keys in the tracemalloc pass; 0: skip"
+    )
+    parser.add_argument(
+        "--jobs", type=int, default=2, help="rounds run at once (memory is per process)"
+    )
+    parser.add_argument(
+        "--fill",
+        choices=["prefetch", "fetch"],
+        default="prefetch",
+        help="prefetch_query, or fetch_query from 1,000 concurrent caller tasks",
+    )
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--trace", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.child:
+        print(json.dumps(trio.run(_child_round, args.keys, args.fill, args.trace)))
+        return 0
+
+    child = [sys.executable, str(Path(__file__).resolve()), "--child", "--fill", args.fill]
+    commands = [[*child, "--keys", str(args.keys)] for _ in range(args.rounds)]
+    if args.trace_keys:
+        commands.append([*child, "--keys", str(args.trace_keys), "--trace"])
+    results = _run_children(commands, args.jobs)
+    traced = results.pop() if args.trace_keys else None
+    return 0 if _print_report(results, traced) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
