@@ -28,6 +28,14 @@ class StorageClosedError(StorageError):
     """The store was used after ``aclose()``."""
 
 
+class StorageUnsupportedError(StorageError, NotImplementedError):
+    """The store does not have the optional operation that was asked of it.
+
+    Also a :class:`NotImplementedError`, so code that probes for optional
+    operations can catch either.
+    """
+
+
 @contextmanager
 def map_storage_errors(
     backend: str,

@@ -36,7 +36,7 @@ class StorageBackend(Protocol):
 class BatchStorageBackend(StorageBackend, Protocol):
     """A store with batch operations, all optional extensions of the protocol."""
 
-    async def get_many(self, keys: Sequence[str]) -> list[bytes | str | None]:
+    async def get_many(self, keys: Sequence[str]) -> Sequence[bytes | str | None]:
         """Return one value (or ``None``) per key, in the order of ``keys``."""
         ...
 
@@ -45,9 +45,33 @@ class BatchStorageBackend(StorageBackend, Protocol):
         ...
 
     async def delete_prefix(self, prefix: str) -> int:
-        """Remove every key that starts with ``prefix``; return how many were removed."""
+        """Remove every key that starts with ``prefix``; return how many were removed.
+
+        An expired entry that the store had not purged yet may be counted.
+        """
         ...
 
     async def aclose(self) -> None:
         """Release connections and files; the store is unusable afterwards."""
+        ...
+
+
+@runtime_checkable
+class TTLStorageBackend(StorageBackend, Protocol):
+    """A store that can tell how long an entry has left to live.
+
+    :class:`~backends.ChainStorage` uses this to copy a lower level's hit up
+    with the remaining TTL rather than a fresh one.  A remaining TTL of
+    ``None`` next to a value means the entry never expires; next to ``None``
+    (a miss) it means nothing.
+    """
+
+    async def get_with_ttl(self, key: str) -> tuple[bytes | str | None, float | None]:
+        """Return ``(value, seconds left)`` for ``key``; ``(None, None)`` if absent."""
+        ...
+
+    async def get_many_with_ttl(
+        self, keys: Sequence[str]
+    ) -> Sequence[tuple[bytes | str | None, float | None]]:
+        """Return one ``(value, seconds left)`` pair per key, in the order of ``keys``."""
         ...

@@ -1,0 +1,50 @@
+"""L2 byte stores for stackquery: the storage protocol and its implementations.
+
+This package knows nothing about queries or actors.  Every store maps ``str``
+keys to ``bytes`` values with an optional TTL in seconds; :mod:`backends.ops`
+calls any store uniformly, whichever optional operations it has.
+"""
+
+from . import _ops as ops
+from ._chain import ChainStorage
+from ._errors import (
+    StorageClosedError,
+    StorageError,
+    StorageUnavailableError,
+    StorageUnsupportedError,
+    map_storage_errors,
+)
+from ._file import FileStorage
+from ._gcs import GCSStorage
+from ._instrumented import InstrumentedStorage
+from ._memory import MemoryStorage, MemoryStorageStatistics
+from ._metrics_protocol import StorageMetrics
+from ._protocol import BatchStorageBackend, StorageBackend, TTLStorageBackend
+from ._s3 import S3Storage
+from ._sqlite import SQLiteStorage
+
+# --- Redis (backends/_redis*.py, written separately) -------------------------
+# from ._redis import RedisStorage
+# ------------------------------------------------------------------------------
+
+__all__ = [
+    "BatchStorageBackend",
+    "ChainStorage",
+    "FileStorage",
+    "GCSStorage",
+    "InstrumentedStorage",
+    "MemoryStorage",
+    "MemoryStorageStatistics",
+    # "RedisStorage",
+    "S3Storage",
+    "SQLiteStorage",
+    "StorageBackend",
+    "StorageClosedError",
+    "StorageError",
+    "StorageMetrics",
+    "StorageUnavailableError",
+    "StorageUnsupportedError",
+    "TTLStorageBackend",
+    "map_storage_errors",
+    "ops",
+]
