@@ -18,6 +18,7 @@ from ._keys import QueryKey
 from ._l2 import L2Statistics
 from ._metrics import InMemoryMetrics, MetricsCollector
 from ._metrics_export import OpenTelemetryMetrics, PrometheusMetrics
+from ._mutation import Mutation, MutationOptions, MutationState, MutationStatus
 from ._observer import QueryObserver
 from ._options import UNSET, QueryClientConfig, QueryOptions, default_retry_delay
 from ._serializer_core import DeserializationError, SerializationError, Serializer, SignatureError
@@ -38,6 +39,10 @@ __all__ = [
     "InvalidOptionError",
     "L2Statistics",
     "MetricsCollector",
+    "Mutation",
+    "MutationOptions",
+    "MutationState",
+    "MutationStatus",
     "OpenTelemetryMetrics",
     "PrometheusMetrics",
     "QueryCancelledError",

@@ -26,10 +26,12 @@ from actors import Registry, Supervisor
 
 from . import _state
 from ._clock import Clock
+from ._dehydrate import DehydratePredicate, dehydrate, hydrate
 from ._errors import ClientClosedError, InvalidOptionError
-from ._events import CacheEventType, EventHub, EventStream
+from ._events import CacheEventType, EventHub, EventStream, key_from_hash
 from ._keys import QueryKey, canonical_key, hash_matches, prefix_hash
 from ._l2 import L2Cache, L2Statistics
+from ._mutation import Mutation, MutationOptions
 from ._observer import QueryObserver
 from ._options import UNSET, QueryClientConfig, QueryOptions
 from ._query_actor import Cancel, Invalidate, QueryActor, Remove, Reset, SetData
@@ -39,6 +41,7 @@ from .serializers import as_serializer
 from .serializers import json as json_serializer
 
 T = TypeVar("T")
+V = TypeVar("V")
 logger = logging.getLogger("stackquery.client")
 
 _current_client: contextvars.ContextVar[QueryClient | None] = contextvars.ContextVar(
@@ -226,7 +229,7 @@ class QueryClient:
             snap = self._table.get(key_hash)
             if snap is None and options.initial_data is not UNSET and key_hash not in registry:
                 snap = self._create_snapshot(options)
-        if snap is not None and snap.state.has_data:
+        if snap is not None and snap.state.has_data and not self._too_old(snap, options):
             self._last_hit[key_hash] = self._now()
             if not self._is_fresh(snap, options):
                 registry.activate(key_hash).claim_fetch(options)
@@ -244,6 +247,8 @@ class QueryClient:
         """
         registry = self._check_open()
         snap = self._table.get(options.key_hash)
+        if snap is None and options.initial_data is not UNSET and options.key_hash not in registry:
+            snap = self._create_snapshot(options)
         if snap is None or not self._is_fresh(snap, options):
             registry.activate(options.key_hash).claim_fetch(options)
         await trio.lowlevel.checkpoint()
@@ -309,9 +314,11 @@ class QueryClient:
         if actor is not None:
             return await registry.ask(key_hash, lambda r: SetData(fn, updated_at, r))
         await trio.lowlevel.checkpoint()
-        if key_hash not in self._table:
-            self._create_snapshot_for_key(normal, key_hash)
-        return self._apply_set_data(key_hash, fn, updated_at, None)
+        if key_hash in self._table:
+            return self._apply_set_data(key_hash, fn, updated_at, None)
+        data = fn(None)  # before the key exists: an updater that raises leaves nothing behind
+        self._create_snapshot_for_key(normal, key_hash)
+        return self._apply_set_data(key_hash, lambda _old: data, updated_at, None)
 
     async def invalidate_queries(
         self,
@@ -460,6 +467,58 @@ class QueryClient:
             )
         return records
 
+    # -- mutations and warm restarts (the work is in _mutation and _dehydrate) ------
+
+    def mutation(self, options: MutationOptions[T, V]) -> Mutation[T, V]:
+        """Return a :class:`Mutation` that runs ``options.mutation_fn`` on this client.
+
+        Raises:
+            TypeError: ``options`` is not a :class:`MutationOptions`.
+            ClientClosedError: the client is not open.
+        """
+        self._check_open()
+        if not isinstance(options, MutationOptions):
+            raise TypeError(f"options must be a MutationOptions, got {type(options).__name__}")
+        return Mutation(self, options)
+
+    def dehydrate(self, predicate: DehydratePredicate | None = None) -> dict[str, Any]:
+        """Return the cached data as a dict a new client can :meth:`hydrate` from; synchronous.
+
+        Takes every key with data for which ``predicate(key, state)`` is true
+        (by default: every key whose status is ``success``).  Values go
+        through the client's serializer; with the default json serializer the
+        dict is JSON-safe, with another one each value is the base64 text of
+        its bytes.  Works on a closed client too (to save after leaving the
+        ``async with``).
+
+        Raises:
+            SerializationError: a value the serializer cannot encode (the
+                message names its key); exclude it with ``predicate``.
+        """
+        return dehydrate(self, predicate)
+
+    async def hydrate(self, dehydrated: dict[str, Any]) -> int:
+        """Load the data of a :meth:`dehydrate` dict into L1; return how many keys were loaded.
+
+        A key that already holds data as new as the saved data (by
+        ``data_updated_at``) is left alone, also when a fetch lands while
+        hydrating.  Loaded data counts as fetched at its saved time, so it is
+        fresh for a query whose ``stale_time`` has not passed since; saved
+        invalidations are kept (observed keys refetch).  Loaded data is
+        written to L2 like data set with :meth:`set_query_data`.  The whole
+        dict is checked before anything is loaded: a bad one changes nothing.
+        Cancelled, the keys loaded so far stay loaded.
+
+        Raises:
+            TypeError: ``dehydrated`` is not a dict.
+            ValueError: ``dehydrated`` is malformed (another version or
+                serializer, a missing field, an invalid key, data that cannot
+                be decoded); the message names what and where.
+            ClientClosedError: the client is not open.
+        """
+        self._check_open()
+        return await hydrate(self, dehydrated)
+
     def statistics(self) -> ClientStatistics:
         """Return the client's current :class:`ClientStatistics`."""
         registry = self._registry
@@ -475,7 +534,7 @@ class QueryClient:
         )
 
     def __repr__(self) -> str:
-        state = "closed" if self._closed else "open" if self._registry else "new"
+        state = "closed" if self._closed else "open" if self._registry is not None else "new"
         return f"<QueryClient {state} queries={len(self._table)}>"
 
     # -- internals shared with the actor and the observer -------------------------
@@ -507,6 +566,14 @@ class QueryClient:
     def _is_fresh_for(self, options: QueryOptions[Any]) -> bool:
         snap = self._table.get(options.key_hash)
         return snap is not None and self._is_fresh(snap, options)
+
+    def _too_old(self, snap: Snapshot, options: QueryOptions[Any]) -> bool:
+        """Whether the key's data is past the query's ``max_age`` (then it is never served)."""
+        max_age = options.max_age
+        updated = snap.state.data_updated_at
+        if max_age is None or updated is None:
+            return False
+        return self.clock.from_wall(updated) + max_age <= trio.current_time()
 
     def _retry_delay(self, options: QueryOptions[Any], attempt: int) -> float:
         delay = options.retry_delay if options.retry_delay is not None else self.config.retry_delay
@@ -546,13 +613,14 @@ class QueryClient:
             now=now,
             incarnation=next(self._incarnations),
         )
+        max_queries = self.config.max_queries
+        if max_queries is not None and len(self._table) >= max_queries:
+            # Room is made before the new key goes in, so the new key is never the one evicted.
+            self._evict(max_queries - 1)
         self._table[key_hash] = snap
         if self._events.streams:
             self._events.emit(CacheEventType.ADDED, key, snap.state)
         self._timers.call_at(now + snap.gc_time, self._collect, (key_hash, snap.incarnation))
-        max_queries = self.config.max_queries
-        if max_queries is not None and len(self._table) > max_queries:
-            self._evict(max_queries)
         return snap
 
     def _with_data(
@@ -582,8 +650,10 @@ class QueryClient:
         options: QueryOptions[Any] | None,
     ) -> Any:
         snap = self._table.get(key_hash)
-        assert snap is not None
-        data = updater(snap.state.data if snap.state.has_data else None)
+        data = updater(snap.state.data if snap is not None and snap.state.has_data else None)
+        if snap is None:  # an actor's key never fetched: its observers are all disabled
+            assert options is not None
+            snap = self._create_snapshot(options)
         when = self.clock.from_wall(updated_at) if updated_at is not None else trio.current_time()
         self._persist(self._publish(self._with_data(snap, data, options, updated_at=when)))
         return data
@@ -593,6 +663,8 @@ class QueryClient:
         key_hash = snap.key_hash
         if self._events.streams:
             self._events.published(self._table.get(key_hash), snap)
+        # Moved to the back: the table's order is the eviction order (least recently used first).
+        self._table.pop(key_hash, None)
         self._table[key_hash] = snap
         if snap.fresh and snap.stale_at != math.inf:
             # One pending staleness timer per key, not one per publish: a key
@@ -629,7 +701,8 @@ class QueryClient:
         if registry is not None and key_hash in registry:
             # In use by an actor (a fetch, observers): look again later; the
             # last observer leaving restarts the countdown through active_at.
-            self._timers.call_at(now + snap.gc_time, self._collect, arg)
+            # Not sooner than a second: with gc_time 0 the timer task would spin.
+            self._timers.call_at(now + max(snap.gc_time, 1.0), self._collect, arg)
             return
         last_used = max(snap.active_at, self._last_hit.get(key_hash, -math.inf))
         if last_used + snap.gc_time > now:
@@ -703,10 +776,17 @@ class QueryClient:
         held = snap.state.data_updated_at
         if held is not None and held >= entry.data_updated_at:
             return snap  # L1 already has data as new: a late hydration never overwrites it
-        new = self._with_data(
-            snap, entry.value, None, updated_at=self.clock.from_wall(entry.data_updated_at)
+        # Judged with the key's own stale time (not the client's default), so
+        # that an entry another process wrote a moment ago is fresh here too.
+        new = _state.with_data(
+            snap,
+            entry.value,
+            updated_at_wall=entry.data_updated_at,
+            updated_at=self.clock.from_wall(entry.data_updated_at),
+            stale_time=snap.stale_time,
+            resolved_stale_time=self._resolve_stale_time(snap.stale_time),
+            now=trio.current_time(),
         )
-        new = attrs.evolve(new, stale_time=snap.stale_time)
         if entry.invalidated:
             new = _state.invalidated(new, now=trio.current_time())
         return self._publish(new)
@@ -720,7 +800,13 @@ class QueryClient:
 
     def _attach(self, observer: QueryObserver[Any]) -> None:
         registry = self._check_open()
-        registry.activate(observer.options.key_hash).add_observer(observer)
+        options = observer.options
+        key_hash = options.key_hash
+        # Seeded here, before the actor judges freshness: fresh initial_data needs no fetch.
+        cold = key_hash not in self._table and key_hash not in registry
+        if cold and options.initial_data is not UNSET:
+            self._create_snapshot(options)
+        registry.activate(key_hash).add_observer(observer)
 
     def _detach(self, observer: QueryObserver[Any]) -> None:
         registry = self._registry
@@ -731,10 +817,14 @@ class QueryClient:
             actor.remove_observer(observer)
 
     def _observer_event(self, key_hash: str, *, added: bool) -> None:
+        if not self._events.streams:
+            return
+        kind = CacheEventType.OBSERVER_ADDED if added else CacheEventType.OBSERVER_REMOVED
         snap = self._table.get(key_hash)
-        if snap is not None and self._events.streams:
-            kind = CacheEventType.OBSERVER_ADDED if added else CacheEventType.OBSERVER_REMOVED
+        if snap is not None:
             self._events.emit(kind, snap.key, snap.state)
+        else:  # a cold key: its snapshot is made when its first fetch starts
+            self._events.emit(kind, key_from_hash(key_hash), _EMPTY_STATE)
 
     def _current_state(self, key_hash: str) -> QueryState[Any]:
         snap = self._table.get(key_hash)

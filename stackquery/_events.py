@@ -9,6 +9,7 @@ from types import TracebackType
 from typing import Any
 
 import attrs
+import orjson
 import trio
 
 from ._keys import QueryKey
@@ -70,7 +71,10 @@ class EventStream:
         while not self._queue:
             if self._closed:
                 raise StopAsyncIteration
-            self._event = trio.Event()
+            # Renewed only once set: another task may be waiting on the
+            # current one, and must be woken by the next event or the close.
+            if self._event.is_set():
+                self._event = trio.Event()
             await self._event.wait()
         else:
             await trio.lowlevel.checkpoint()
@@ -99,6 +103,20 @@ class EventStream:
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
+
+
+def key_from_hash(key_hash: str) -> QueryKey:
+    """The canonical key whose hash is ``key_hash`` (JSON lists are the key's tuples)."""
+    key: QueryKey = _tuples(orjson.loads(key_hash))
+    return key
+
+
+def _tuples(value: Any) -> Any:
+    if isinstance(value, list):
+        return tuple(_tuples(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _tuples(v) for k, v in value.items()}
+    return value
 
 
 class EventHub:
