@@ -18,12 +18,10 @@ A = ("user", 1)
 B = ("user", 2)
 
 
-def drain(stream: sq.EventStream) -> list[CacheEvent]:
-    """The events buffered in ``stream`` right now, without waiting."""
-    events = []
-    while stream._queue:
-        events.append(stream._queue.popleft())
-    return events
+async def drain(stream: sq.EventStream) -> list[CacheEvent]:
+    """Close ``stream`` and return the events it had buffered."""
+    await stream.aclose()
+    return [event async for event in stream]
 
 
 async def read(stream: sq.EventStream, count: int) -> list[CacheEvent]:
@@ -73,7 +71,7 @@ class TestWhatIsEmitted:
             options = sq.QueryOptions(query_key=A, query_fn=origin, retry=2, retry_delay=1.0)
             with pytest.raises(Failure):
                 await client.fetch_query(options)
-            events = drain(stream)
+            events = await drain(stream)
         assert summary(events) == [
             ("added", A, "pending", None),
             ("fetch_started", A, "pending", None),
@@ -91,7 +89,7 @@ class TestWhatIsEmitted:
             await client.set_query_data(A, lambda old: {**old, "age": 36})
             await client.invalidate_queries(A)
             await client.remove_queries(A)
-            events = drain(stream)
+            events = await drain(stream)
         assert summary(events) == [
             ("added", A, "pending", None),
             ("updated", A, "success", {"name": "Ada"}),
@@ -115,7 +113,7 @@ class TestWhatIsEmitted:
             second = client.watch(options).subscribe(lambda state: None)
             first()
             second()
-            events = drain(stream)
+            events = await drain(stream)
         assert summary(events) == [
             ("observer_added", A, "success", "cached"),
             ("observer_added", A, "success", "cached"),
@@ -131,7 +129,7 @@ class TestWhatIsEmitted:
             unsubscribe = client.watch(options).subscribe(lambda state: None)
             await trio.sleep(2.0)
             unsubscribe()
-            events = drain(stream)
+            events = await drain(stream)
         assert summary(events) == [
             ("observer_added", A, "pending", None),
             ("added", A, "pending", None),
@@ -148,7 +146,7 @@ class TestWhatIsEmitted:
             stream = client.events()
             assert await client.fetch_query(options) == "v1"  # stale: served, refetched
             await trio.sleep(2.0)
-            events = drain(stream)
+            events = await drain(stream)
         assert summary(events) == [
             ("fetch_started", A, "success", "v1"),
             ("updated", A, "success", "v2"),
@@ -170,7 +168,7 @@ class TestWhatIsEmitted:
         async with sq.open_query_client() as client:
             one, two = client.events(), client.events()
             await client.set_query_data(A, 1)
-            events_one, events_two = drain(one), drain(two)
+            events_one, events_two = await drain(one), await drain(two)
         assert (
             summary(events_one)
             == summary(events_two)
@@ -186,7 +184,7 @@ class TestWhatIsEmitted:
             await client.set_query_data(A, 1)
             stream = client.events()
             await client.set_query_data(B, 2)
-            events = drain(stream)
+            events = await drain(stream)
         assert summary(events) == [("added", B, "pending", None), ("updated", B, "success", 2)]
 
 

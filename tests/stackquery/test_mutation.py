@@ -496,16 +496,12 @@ class TestState:
         assert len(caplog.records) == 3
         assert write.calls == [1]
 
-    def test_listener_must_be_callable(self) -> None:
+    async def test_listener_must_be_callable(self) -> None:
         """subscribe with a non-callable is a TypeError."""
-
-        async def main() -> None:
-            async with sq.open_query_client() as client:
-                mutation = client.mutation(sq.MutationOptions(mutation_fn=Write()))
-                with pytest.raises(TypeError, match=r"^listener must be callable, got int$"):
-                    mutation.subscribe(3)  # type: ignore[arg-type]
-
-        trio.run(main)
+        async with sq.open_query_client() as client:
+            mutation = client.mutation(sq.MutationOptions(mutation_fn=Write()))
+            with pytest.raises(TypeError, match=r"^listener must be callable, got int$"):
+                mutation.subscribe(3)  # type: ignore[arg-type]
 
     async def test_reset(self, autojump_clock: trio.testing.MockClock) -> None:
         """reset puts the state back to idle; a call in flight returns but no longer reports."""
