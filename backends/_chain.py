@@ -32,8 +32,11 @@ class ChainStorage(ByteStore):
       it so that they do not keep serving the value it was replacing, and the
       error is raised.  A delete goes on to the upper levels after a failure and
       then raises the first error.
+    * ``delete_prefix`` returns the largest count any level removed (the
+      lowest level usually holds every key the others do).
     * Any level's error is raised to the caller as is (already a
       ``StorageError`` for this package's stores).
+    * ``aclose`` closes every level.
 
     Operations run level by level; cancelled between levels, a write or delete
     may have reached only the lower levels.

@@ -88,9 +88,11 @@ class GCSStorage(ObjectStore):
         return data, metadata
 
     def _store_sync(self, name: str, data: bytes, metadata: dict[str, str]) -> None:
+        # A fresh blob handle has no properties, and an upload makes a new generation
+        # with exactly the metadata set here: none is inherited from the old object.
         blob = self._bucket.blob(name)
-        # An upload makes a new generation with exactly this metadata: none is inherited.
-        blob.metadata = metadata or None
+        if metadata:
+            blob.metadata = metadata
         blob.upload_from_string(data, content_type="application/octet-stream")
 
     def _remove_sync(self, name: str) -> None:

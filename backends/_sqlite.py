@@ -99,10 +99,9 @@ class SQLiteStorage(ByteStore):
 
     # The rest runs in worker threads, one at a time.
 
-    def _open(self) -> sqlite3.Connection:
-        if self._closed:
-            # Closed while this call waited for the limiter.
-            self._check_open("")
+    def _open(self, operation: str) -> sqlite3.Connection:
+        # Checked again here: aclose may have run while this call waited for the limiter.
+        self._check_open(operation)
         if self._connection is None:
             if self._path != ":memory:":
                 Path(self._path).parent.mkdir(parents=True, exist_ok=True)
@@ -122,7 +121,7 @@ class SQLiteStorage(ByteStore):
         return self._connection
 
     def _read_sync(self, keys: list[str]) -> list[Reading]:
-        connection = self._open()
+        connection = self._open("get")
         now = self._clock()
         rows: dict[str, tuple[bytes, float | None]] = {}
         unique = list(dict.fromkeys(keys))
@@ -159,7 +158,7 @@ class SQLiteStorage(ByteStore):
             pass
 
     def _write_sync(self, items: dict[str, bytes], ttl: float | None) -> None:
-        connection = self._open()
+        connection = self._open("set")
         deadline = expiry_deadline(self._clock(), ttl)
         with _immediate_transaction(connection):
             connection.executemany(
@@ -168,10 +167,10 @@ class SQLiteStorage(ByteStore):
             )
 
     def _delete_sync(self, key: str) -> None:
-        self._open().execute(f"DELETE FROM {_TABLE} WHERE key = ?", (key,))
+        self._open("delete").execute(f"DELETE FROM {_TABLE} WHERE key = ?", (key,))
 
     def _delete_prefix_sync(self, prefix: str) -> int:
-        connection = self._open()
+        connection = self._open("delete_prefix")
         upper = prefix_upper_bound(prefix)
         if upper is None:
             cursor = connection.execute(f"DELETE FROM {_TABLE} WHERE key >= ?", (prefix,))
@@ -182,7 +181,7 @@ class SQLiteStorage(ByteStore):
         return cursor.rowcount
 
     def _purge_expired_sync(self) -> int:
-        connection = self._open()
+        connection = self._open("purge_expired")
         cursor = connection.execute(f"DELETE FROM {_TABLE} WHERE expires_at <= ?", (self._clock(),))
         return cursor.rowcount
 
