@@ -1,0 +1,55 @@
+"""A scripted origin for the QueryClient specification tests.
+
+``Origin`` is a ``query_fn`` (an object whose ``__call__`` is async, so the
+client awaits it) that counts its calls exactly, returns its scripted results
+in turn, takes ``delay`` seconds of trio time per call, and records when each
+call started and whether it was cancelled.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import trio
+
+
+class Failure(Exception):
+    """An origin failure (state, not a crash)."""
+
+
+class Origin:
+    """A query function that returns (or raises) its scripted results in turn.
+
+    With no results it returns ``"v1"``, ``"v2"`` ... one per call.  With
+    results, call ``n`` gets result ``n`` and every call past the end gets the
+    last one; an exception instance in the script is raised (a fresh copy of
+    it, so each call raises its own object).
+    """
+
+    def __init__(self, *results: Any, delay: float = 0.0) -> None:
+        self.results = list(results)
+        self.delay = delay
+        self.calls = 0
+        self.finished = 0
+        self.cancelled = 0
+        self.started_at: list[float] = []
+        self.errors: list[BaseException] = []
+
+    async def __call__(self) -> Any:
+        self.calls += 1
+        number = self.calls
+        self.started_at.append(trio.current_time())
+        try:
+            await trio.sleep(self.delay)
+        except trio.Cancelled:
+            self.cancelled += 1
+            raise
+        self.finished += 1
+        if not self.results:
+            return f"v{number}"
+        result = self.results[min(number, len(self.results)) - 1]
+        if isinstance(result, BaseException):
+            error = type(result)(*result.args)
+            self.errors.append(error)
+            raise error
+        return result
