@@ -25,12 +25,17 @@ def canonical_key(key: object) -> tuple[QueryKey, str]:
 
     Raises:
         InvalidKeyError: ``key`` is not a tuple, or holds an element that is not
-            a str, int, finite float, bool, None, tuple or str-keyed dict.
+            a str, int, finite float, bool, None, tuple or str-keyed dict, or
+            one that cannot be encoded (an int past 64 bits, a lone surrogate).
     """
     if not isinstance(key, tuple):
         raise InvalidKeyError(f"query key must be a tuple, got {type(key).__name__}: {key!r}")
     normal = _normalize(key, key)
-    return normal, orjson.dumps(normal, option=orjson.OPT_SORT_KEYS).decode()
+    try:
+        text = orjson.dumps(normal, option=orjson.OPT_SORT_KEYS)
+    except orjson.JSONEncodeError as exc:  # an int past 64 bits, a lone surrogate
+        raise InvalidKeyError(f"query key {key!r} cannot be encoded: {exc}") from None
+    return normal, text.decode()
 
 
 def _normalize(value: object, whole: QueryKey) -> Any:
@@ -41,7 +46,8 @@ def _normalize(value: object, whole: QueryKey) -> Any:
     if isinstance(value, float):
         if not math.isfinite(value):
             raise InvalidKeyError(f"query key {whole!r} holds a non-finite float {value!r}")
-        return int(value) if value.is_integer() else value
+        # Past 2**63 an integral float stays a float: as an int it could not be encoded.
+        return int(value) if value.is_integer() and abs(value) < 2.0**63 else value
     if isinstance(value, tuple):
         return tuple(_normalize(v, whole) for v in value)
     if isinstance(value, dict):

@@ -30,7 +30,7 @@ import trio
 from actors import Mailbox, MailboxFull, Reply
 
 from . import _state
-from ._errors import QueryCancelledError, QueryTimeoutError
+from ._errors import ClientClosedError, QueryCancelledError, QueryTimeoutError
 from ._options import QueryOptions
 
 if TYPE_CHECKING:
@@ -200,12 +200,35 @@ class QueryActor:
                 self._pending = interrupted.reply
             else:
                 interrupted.reply.set_error(QueryCancelledError("the query's actor restarted"))
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                try:
+                    await self._loop()
+                finally:
+                    self._nursery = None
+        except BaseException as exc:
+            if not isinstance(exc, Exception):
+                # Cancelled: the client is closing and this task ends for good.
+                # Callers waiting from outside the client must not wait forever.
+                closed = ClientClosedError("the query client closed before the fetch finished")
+                self._fail_waiters(closed)
+            raise
+
+    def _fail_waiters(self, error: Exception) -> None:
+        fetch, self._fetch = self._fetch, None
+        pending, self._pending = self._pending, None
+        replies = [fetch.reply if fetch is not None else None, pending]
+        while True:
             try:
-                await self._loop()
-            finally:
-                self._nursery = None
+                message = self._mailbox.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel):
+                break
+            if not isinstance(message, Wake):
+                replies.append(message.reply)
+        for reply in replies:
+            if reply is not None and not reply.is_set:
+                reply.set_error(error)
 
     async def _loop(self) -> None:
         while True:
@@ -214,7 +237,14 @@ class QueryActor:
                 return
             with trio.move_on_at(self._next_refetch_at):
                 message = await self._mailbox.receive()
-                self._handle(message)
+                try:
+                    self._handle(message)
+                except Exception as exc:
+                    # A bug: the supervisor restarts the actor, and the asker
+                    # must not wait forever for a reply that will never come.
+                    if not isinstance(message, Wake) and not message.reply.is_set:
+                        message.reply.set_error(exc)
+                    raise
                 continue
             self._on_refetch_interval()
 
@@ -358,7 +388,7 @@ class QueryActor:
         a background refresh.
         """
         snap = await self._client._hydrate(self.key_hash)
-        if snap is None or not snap.state.has_data:
+        if snap is None or not snap.state.has_data or self._client._too_old(snap, fetch.options):
             return False
         data = snap.state.data
         if self._client._is_fresh(snap, fetch.options):
@@ -427,10 +457,15 @@ class QueryActor:
 async def _call(options: QueryOptions[Any]) -> Any:
     if options.is_async:
         return await options.query_fn()
-    result = await trio.to_thread.run_sync(options.query_fn, abandon_on_cancel=True)
+    # Boxed in a tuple: trio refuses a coroutine returned from a worker thread.
+    (result,) = await trio.to_thread.run_sync(_call_boxed, options.query_fn, abandon_on_cancel=True)
     if inspect.isawaitable(result):  # e.g. ``lambda: load(42)`` with an async load
         result = await result
     return result
+
+
+def _call_boxed(fn: Callable[[], Any]) -> tuple[Any]:
+    return (fn(),)
 
 
 def _run_callbacks(options: QueryOptions[Any], ok: bool, result: Any) -> None:
