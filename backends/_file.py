@@ -31,8 +31,11 @@ class FileStorage(ByteStore):
     ``clock`` because entries outlive the process and trio's clock.
 
     Writes go to a unique temporary file in the same directory, then
-    ``os.replace`` it over the entry: readers and concurrent writers of the same
-    key see a whole old or a whole new file, never a mix; the last write wins.
+    ``os.replace`` it onto the entry's name: readers and concurrent writers of
+    the same key see a whole old or a whole new file, never a mix, and the
+    last write wins.  Without ``durable``, the old file is unlinked just before
+    the rename (much faster on ext4, see ``_write_one``), so a read that
+    races an overwrite may also find no entry: a miss, as after an expiry.
     Expired files stay until :meth:`purge_expired`, or until overwritten or
     deleted; reads treat them as absent.
 
@@ -45,7 +48,8 @@ class FileStorage(ByteStore):
         path: the directory; created on the first write.
         clock: wall-clock seconds since the epoch; tests inject their own.
         durable: ``fsync`` each file and its directory before a write returns,
-            so entries survive a power loss, at the cost of a disk flush per write.
+            so entries survive a power loss, at the cost of a disk flush per
+            write; an overwrite then replaces the old file in one step.
     """
 
     def __init__(
@@ -132,6 +136,12 @@ class FileStorage(ByteStore):
                 if self._durable:
                     file.flush()
                     os.fsync(file.fileno())
+            if not self._durable:
+                # ext4 (auto_da_alloc) flushes a file renamed over an existing one to
+                # disk, which makes an overwrite ~15x slower (1 ms instead of 60 µs
+                # here); renaming onto a free name is not flushed.
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
             os.replace(temporary, path)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
