@@ -35,6 +35,7 @@ async def time_per_op(operation: Callable[[int], Awaitable[Any]], count: int) ->
 async def measure(store: Any) -> dict[str, float]:
     keys = [f"bench:{index}" for index in range(OPS_PER_ROUND)]
     batch_keys = [f"batch:{index}" for index in range(BATCH)]
+    items = dict.fromkeys(batch_keys, VALUE)
     results: dict[str, list[float]] = {name: [] for name in ("set", "get hit", "get miss")}
     results["set_many/key"] = []
     results["get_many/key"] = []
@@ -48,7 +49,6 @@ async def measure(store: Any) -> dict[str, float]:
         results["get miss"].append(
             await time_per_op(lambda index: store.get(f"absent:{index}"), OPS_PER_ROUND)
         )
-        items = dict.fromkeys(batch_keys, VALUE)
         results["set_many/key"].append(
             await time_per_op(lambda _: store.set_many(items, 60), 10) / BATCH
         )
