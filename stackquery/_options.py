@@ -202,6 +202,11 @@ class QueryOptions(Generic[T]):
     on_settled: Callable[[Any, BaseException | None], object] | None = attrs.field(
         default=None, validator=_optional_callable("on_settled")
     )
+    max_age: float | None = attrs.field(
+        default=None, validator=_seconds("max_age", allow_none=True)
+    )
+    """Seconds after its fetch past which data is no longer served stale by ``fetch_query``
+    (nor taken from L2): the caller waits for a new fetch.  ``None``: served however old."""
     key: QueryKey = attrs.field(init=False, repr=False, eq=False)
     """The canonical key (integral floats as ints, dicts validated)."""
     key_hash: str = attrs.field(init=False, repr=False, eq=False)
