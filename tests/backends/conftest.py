@@ -35,11 +35,9 @@ from backends import (
     SQLiteStorage,
 )
 from tests.backends.gcs_fake import FakeGCSClient
-from tests.backends.harness import ManualClock, RecordingMetrics, StoreHarness
+from tests.backends.harness import S3_BUCKET, ManualClock, RecordingMetrics, StoreHarness
 
 StoreFactory = Callable[[pytest.FixtureRequest, Path], AbstractAsyncContextManager[StoreHarness]]
-
-S3_BUCKET = "stackquery-tests"
 
 
 async def mock_sleep(seconds: float) -> None:

@@ -10,6 +10,9 @@ import trio
 
 from backends import StorageError
 
+S3_BUCKET = "stackquery-tests"
+"""The bucket the ``moto_s3`` fixture makes."""
+
 
 @attrs.frozen
 class StoreHarness:

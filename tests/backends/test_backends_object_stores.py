@@ -11,9 +11,8 @@ from botocore.config import Config
 
 from backends import GCSStorage, S3Storage, StorageError, StorageUnavailableError
 from backends._object_store import EXPIRY_METADATA_KEY
-from tests.backends.conftest import S3_BUCKET
 from tests.backends.gcs_fake import FakeBucket, FakeGCSClient
-from tests.backends.harness import ManualClock
+from tests.backends.harness import S3_BUCKET, ManualClock
 
 
 class TestS3:
