@@ -117,6 +117,7 @@ class QueryClient:
         self._nursery: trio.Nursery | None = None
         self._clock: Clock | None = None
         self._l2: L2Cache | None = None
+        self._writer_scope = trio.CancelScope(shield=True)
         if self.config.storage is not None:
             serializer = self.config.serializer
             self._l2 = L2Cache(
@@ -145,7 +146,7 @@ class QueryClient:
         nursery.start_soon(self._timers.run, name="stackquery-timers")
         if self._l2 is not None:
             nursery.start_soon(self._l2.run_reader, name="stackquery-l2-reader")
-            nursery.start_soon(self._l2.run_writer, name="stackquery-l2-writer")
+            nursery.start_soon(self._run_writer, name="stackquery-l2-writer")
         self._stack = stack
         self._token = _current_client.set(self)
         return self
@@ -168,13 +169,36 @@ class QueryClient:
             self._events.close_all()
             self._nursery.cancel_scope.cancel()
             stack, self._stack = self._stack, None
-            result = await stack.__aexit__(exc_type, exc, tb)
+            try:
+                result = await stack.__aexit__(exc_type, exc, tb)
+            except BaseExceptionGroup as group:
+                # The hidden nursery wraps the body's own exception in a group;
+                # hand it back as the user raised it, so `except KeyError`
+                # around the block works.  Anything else (an escalated actor
+                # crash) stays a group: structured concurrency fails loudly.
+                if exc is not None and len(group.exceptions) == 1 and group.exceptions[0] is exc:
+                    return False
+                raise
         return result
 
+    async def _run_writer(self) -> None:
+        assert self._l2 is not None
+        # Shielded until close: a block left by cancellation must still be able
+        # to flush its writes, and the writer is the one who writes them.
+        with self._writer_scope:
+            await self._l2.run_writer()
+
     async def _before_close(self) -> None:
-        """Let pending L2 writes land (bounded by ``shutdown_timeout``) before cancelling."""
+        """Let pending L2 writes land (bounded by ``shutdown_timeout``) before cancelling.
+
+        Shielded: a block left by cancellation still gets its writes into L2.
+        """
         if self._l2 is not None:
-            await self._l2.flush(self.config.shutdown_timeout)
+            try:
+                with trio.CancelScope(shield=True):
+                    await self._l2.flush(self.config.shutdown_timeout)
+            finally:
+                self._writer_scope.cancel()
         else:
             await trio.lowlevel.checkpoint()
 

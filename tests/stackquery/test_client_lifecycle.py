@@ -92,6 +92,32 @@ class TestContextManager:
             client.clock  # noqa: B018
 
 
+class TestBodyExceptions:
+    async def test_an_error_raised_in_the_block_comes_out_unwrapped(self) -> None:
+        """The body's own exception leaves the block as raised, not inside an ExceptionGroup."""
+        with pytest.raises(KeyError, match=r"^'missing'$"):
+            async with sq.open_query_client():
+                raise KeyError("missing")
+
+    async def test_a_cancelled_block_still_flushes_its_writes_to_l2(self) -> None:
+        """Leaving by cancellation still lands the values fetched inside the block in L2."""
+        from backends import MemoryStorage
+
+        store = MemoryStorage()
+
+        async def load() -> int:
+            return 7
+
+        with trio.CancelScope() as scope:
+            async with sq.open_query_client(sq.QueryClientConfig(storage=store)) as client:
+                assert await client.fetch_query(sq.QueryOptions(query_key=KEY, query_fn=load)) == 7
+                scope.cancel()
+                await trio.sleep_forever()
+        assert scope.cancelled_caught
+        raw = await store.get('sq:["job",1]')
+        assert raw is not None and b'"d":7' in raw
+
+
 class TestShutdown:
     async def test_leaving_cancels_fetches_observers_and_timers_at_once(
         self, autojump_clock: trio.testing.MockClock
