@@ -777,6 +777,8 @@ class QueryClient:
         ttl = self.config.storage_ttl
         if ttl is UNSET:
             ttl = None if snap.gc_time == math.inf else snap.gc_time
+            if ttl is not None and ttl <= 0:
+                return  # gc_time=0: the entry would expire as it lands
         l2.write_soon(
             snap.key_hash,
             state.data,
