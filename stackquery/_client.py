@@ -23,18 +23,21 @@ import attrs
 import trio
 
 from actors import Registry, Supervisor
+from backends._redis_client import RedisClient
 
 from . import _state
 from ._clock import Clock
 from ._dehydrate import DehydratePredicate, dehydrate, hydrate
+from ._entry import StoredEntry
 from ._errors import ClientClosedError, InvalidOptionError
 from ._events import CacheEventType, EventHub, EventStream, key_from_hash
+from ._fleet import Fleet, FleetStatistics, Lease
 from ._keys import QueryKey, canonical_key, hash_matches, prefix_hash
 from ._l2 import L2Cache, L2Statistics
 from ._mutation import Mutation, MutationOptions
 from ._observer import QueryObserver
 from ._options import UNSET, QueryClientConfig, QueryOptions
-from ._query_actor import Cancel, Invalidate, QueryActor, Remove, Reset, SetData
+from ._query_actor import ApplyEntry, Cancel, Invalidate, QueryActor, Remove, Reset, SetData
 from ._state import QueryState, Snapshot
 from ._timers import TimerQueue
 from .serializers import as_serializer
@@ -126,6 +129,20 @@ class QueryClient:
                 self.config.key_prefix,
                 self.config.l2_timeout,
             )
+        self._fleet: Fleet | None = None
+        redis = getattr(self.config.storage, "redis", None)
+        wants_fleet = self.config.broadcast is not False or self.config.single_flight is not False
+        if self._l2 is not None and isinstance(redis, RedisClient) and wants_fleet:
+            self._fleet = Fleet(
+                self,
+                redis,
+                key_prefix=self.config.key_prefix,
+                lease_time=self.config.lease_time,
+                poll_interval=self.config.lease_poll_interval,
+            )
+            if self.config.broadcast is not False:
+                self._l2.on_written = self._fleet.announce_written
+                self._l2.on_deleted = self._fleet.announce_deleted
         self._token: contextvars.Token[QueryClient | None] | None = None
         self._closed = False
 
@@ -147,6 +164,9 @@ class QueryClient:
         if self._l2 is not None:
             nursery.start_soon(self._l2.run_reader, name="stackquery-l2-reader")
             nursery.start_soon(self._run_writer, name="stackquery-l2-writer")
+        if self._fleet is not None and self.config.broadcast is not False:
+            nursery.start_soon(self._fleet.run_subscriber, name="stackquery-fleet-subscriber")
+            nursery.start_soon(self._fleet.run_publisher, name="stackquery-fleet-publisher")
         self._stack = stack
         self._token = _current_client.set(self)
         return self
@@ -366,15 +386,21 @@ class QueryClient:
             ClientClosedError: the client is not open.
         """
         registry = self._check_open()
-        count = 0
-        for key_hash, snap in self._matches(key, exact, predicate):
-            count += 1
+        matches = self._matches(key, exact, predicate)
+        for key_hash, snap in matches:
             if key_hash in registry:
                 await registry.ask(key_hash, lambda r: Invalidate(refetch, r))
             else:
                 self._persist(self._publish(_state.invalidated(snap, now=trio.current_time())))
+        if self._fleet is not None and self.config.broadcast is not False:
+            # Other processes may hold keys this one does not: send the prefix,
+            # unless a predicate chose the keys (then send exactly those).
+            if predicate is None:
+                self._fleet.announce_invalidated(prefix_hash(key), exact=exact, hashes=[])
+            elif matches:
+                self._fleet.announce_invalidated(None, exact=True, hashes=[h for h, _ in matches])
         await trio.lowlevel.checkpoint()
-        return count
+        return len(matches)
 
     async def cancel_queries(
         self,
@@ -774,11 +800,9 @@ class QueryClient:
         state = snap.state
         if l2 is None or state.data_updated_at is None:
             return
-        ttl = self.config.storage_ttl
-        if ttl is UNSET:
-            ttl = None if snap.gc_time == math.inf else snap.gc_time
-            if ttl is not None and ttl <= 0:
-                return  # gc_time=0: the entry would expire as it lands
+        ttl = self._l2_ttl(snap)
+        if ttl == 0:
+            return  # gc_time=0: the entry would expire as it lands
         l2.write_soon(
             snap.key_hash,
             state.data,
@@ -786,6 +810,15 @@ class QueryClient:
             ttl=ttl,
             invalidated=state.is_invalidated,
         )
+
+    def _l2_ttl(self, snap: Snapshot) -> float | None:
+        """Seconds the key's L2 entry lives: ``storage_ttl``, else the key's gc_time (0: none)."""
+        ttl = self.config.storage_ttl
+        if ttl is not UNSET:
+            return ttl  # type: ignore[no-any-return]
+        if snap.gc_time == math.inf:
+            return None
+        return max(snap.gc_time, 0.0)
 
     async def _hydrate(self, key_hash: str) -> Snapshot | None:
         """Load the key from L2 into L1 unless L1 holds data as new; return the snapshot.
@@ -799,9 +832,16 @@ class QueryClient:
         snap = self._table.get(key_hash)
         if entry is None or snap is None:
             return snap
+        return self._apply_entry(key_hash, entry) or snap
+
+    def _apply_entry(self, key_hash: str, entry: StoredEntry) -> Snapshot | None:
+        """Publish an L2 entry into L1 unless L1 holds data as new; return the new snapshot."""
+        snap = self._table.get(key_hash)
+        if snap is None:
+            return None
         held = snap.state.data_updated_at
         if held is not None and held >= entry.data_updated_at:
-            return snap  # L1 already has data as new: a late hydration never overwrites it
+            return None  # L1 already has data as new: a late hydration never overwrites it
         # Judged with the key's own stale time (not the client's default), so
         # that an entry another process wrote a moment ago is fresh here too.
         new = _state.with_data(
@@ -818,6 +858,103 @@ class QueryClient:
         return self._publish(new)
 
     # -- hooks for metrics ------------------------------------------------------------
+
+    # -- the fleet (processes sharing one Redis) ---------------------------------------
+
+    def fleet_statistics(self) -> FleetStatistics | None:
+        """Return the :class:`FleetStatistics`, or ``None`` when the client has no fleet."""
+        return self._fleet.statistics() if self._fleet is not None else None
+
+    def _single_flight(self, options: QueryOptions[Any]) -> bool:
+        if options.single_flight is not None:
+            return options.single_flight
+        return self.config.single_flight is not False
+
+    async def _end_lease(self, lease: Lease, snap: Snapshot | None) -> None:
+        """Write the leased fetch's value to L2, announce it, then release the lease.
+
+        In that order, so that no process can take the lease and call the
+        origin again before the value is there to be read.  Shielded and
+        bounded: runs even when the fetch was cancelled.
+        """
+        fleet, l2 = self._fleet, self._l2
+        assert fleet is not None and l2 is not None
+        with trio.CancelScope(shield=True), trio.move_on_after(2 * self.config.l2_timeout):
+            state = snap.state if snap is not None else None
+            if snap is not None and state is not None and state.data_updated_at is not None:
+                ttl = self._l2_ttl(snap)
+                written = ttl != 0 and await l2.write_now(
+                    snap.key_hash, state.data, data_updated_at=state.data_updated_at, ttl=ttl
+                )
+                if written:
+                    fleet.announce_written([(snap.key_hash, state.data_updated_at)])
+            await fleet.release(lease)
+
+    def _mark_all_stale(self) -> None:
+        """Pub/sub was (re)connected: anything may have changed while it was down.
+
+        Every fresh entry goes stale, and observed keys refetch.
+        """
+        for key_hash, snap in list(self._table.items()):
+            if snap.fresh:
+                self._table[key_hash] = _state.went_stale(snap)
+        registry = self._registry
+        if registry is None or self._closed:
+            return
+        for _, actor in registry.items():
+            options = actor._observed_enabled()
+            if options is not None:
+                actor.claim_fetch(options)
+
+    async def _apply_remote_invalidation(
+        self, prefix: str | None, exact: bool, hashes: list[str]
+    ) -> None:
+        registry = self._check_open()
+        if prefix is not None:
+            targets = [h for h in list(self._table) if hash_matches(h, prefix, exact=exact)]
+        else:
+            targets = [h for h in hashes if h in self._table]
+        for key_hash in targets:
+            if key_hash in registry:
+                await registry.ask(key_hash, lambda r: Invalidate(True, r, persist=False))
+            elif (snap := self._table.get(key_hash)) is not None:
+                self._publish(_state.invalidated(snap, now=trio.current_time()))
+
+    async def _apply_remote_removal(self, hashes: list[str]) -> None:
+        registry = self._check_open()
+        for key_hash in hashes:
+            if key_hash in registry:
+                await registry.ask(key_hash, lambda r: Remove(r, delete_l2=False))
+            else:
+                self._drop(key_hash, delete_l2=False)
+
+    async def _apply_remote_update(self, items: list[tuple[str, float]]) -> None:
+        """Another process wrote new data for these keys: read it into L1 where it is newer."""
+        registry = self._check_open()
+        l2 = self._l2
+        assert l2 is not None
+        wanted = []
+        for key_hash, updated_at in items:
+            snap = self._table.get(key_hash)
+            held = snap.state.data_updated_at if snap is not None else None
+            if snap is not None and (held is None or held < updated_at):
+                wanted.append(key_hash)
+        entries: dict[str, StoredEntry | None] = {}
+
+        async def read(key_hash: str) -> None:
+            entries[key_hash] = await l2.read(key_hash)
+
+        async with trio.open_nursery() as nursery:  # concurrent reads share one get_many
+            for key_hash in wanted:
+                nursery.start_soon(read, key_hash)
+        for key_hash in wanted:
+            entry = entries.get(key_hash)
+            if entry is None:
+                continue
+            if key_hash in registry:
+                await registry.ask(key_hash, lambda r, e=entry: ApplyEntry(e, r))  # type: ignore[misc]
+            else:
+                self._apply_entry(key_hash, entry)
 
     def _after_fetch_failure(self, options: QueryOptions[Any], error: BaseException) -> None:
         """A fetch failed for good: metrics go here."""

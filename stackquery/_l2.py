@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -58,6 +59,8 @@ class L2Statistics:
 class _Set:
     raw: bytes
     ttl: float | None
+    data_updated_at: float
+    invalidated: bool = False
 
 
 @attrs.frozen
@@ -92,6 +95,10 @@ class L2Cache:
         self._drained.set()
         self._stats: defaultdict[str, int] = defaultdict(int)
         self._last_error_log = -math.inf
+        self.on_written: Callable[[list[tuple[str, float]]], None] | None = None
+        """Told (key hash, data_updated_at) of entries once they landed in the store."""
+        self.on_deleted: Callable[[list[str]], None] | None = None
+        """Told the key hashes deleted from the store once the deletes landed."""
 
     def statistics(self) -> L2Statistics:
         """Return the current :class:`L2Statistics`."""
@@ -178,8 +185,32 @@ class L2Cache:
         A value the serializer cannot encode stays in L1 only; the failure is
         counted and logged.
         """
+        raw = self._pack(key_hash, value, data_updated_at, invalidated)
+        if raw is not None:
+            self._queue(key_hash, _Set(raw, ttl, data_updated_at, invalidated))
+
+    async def write_now(
+        self, key_hash: str, value: Any, *, data_updated_at: float, ttl: float | None
+    ) -> bool:
+        """Write ``value`` at once, bypassing the queue; return whether it landed.
+
+        For the holder of a fleet lease, who must not release it before its
+        value is in the store.  Never raises.
+        """
+        raw = self._pack(key_hash, value, data_updated_at, False)
+        if raw is None:
+            return False
+        self._writes.pop(key_hash, None)  # this write supersedes a queued one
+        failed = await self._write_batch(
+            {key_hash: _Set(raw, ttl, data_updated_at)}, announce=False
+        )
+        return not failed
+
+    def _pack(
+        self, key_hash: str, value: Any, data_updated_at: float, invalidated: bool
+    ) -> bytes | None:
         try:
-            raw = pack_entry(
+            return pack_entry(
                 value,
                 data_updated_at=data_updated_at,
                 serializer=self.serializer,
@@ -188,8 +219,7 @@ class L2Cache:
         except Exception as exc:
             self._stats["serialize_errors"] += 1
             logger.warning("value of query %s not written to L2: %s", key_hash, exc)
-            return
-        self._queue(key_hash, _Set(raw, ttl))
+            return None
 
     def delete_soon(self, key_hash: str) -> None:
         """Queue the key's deletion; synchronous, never raises."""
@@ -223,7 +253,9 @@ class L2Cache:
             else:
                 failures = 0
 
-    async def _write_batch(self, batch: dict[str, _Set | _Delete]) -> dict[str, _Set | _Delete]:
+    async def _write_batch(
+        self, batch: dict[str, _Set | _Delete], *, announce: bool = True
+    ) -> dict[str, _Set | _Delete]:
         prefix = self.key_prefix
         by_ttl: defaultdict[float | None, dict[str, bytes]] = defaultdict(dict)
         deletes: list[str] = []
@@ -251,6 +283,18 @@ class L2Cache:
             except (Exception, trio.TooSlowError) as exc:
                 self._on_error("delete", exc)
                 failed[key_hash] = _DELETE
+        if announce and self.on_written is not None:
+            written = [
+                (key_hash, op.data_updated_at)
+                for key_hash, op in batch.items()
+                if isinstance(op, _Set) and key_hash not in failed and not op.invalidated
+            ]
+            if written:
+                self.on_written(written)
+        if announce and self.on_deleted is not None:
+            deleted = [key_hash for key_hash in deletes if key_hash not in failed]
+            if deleted:
+                self.on_deleted(deleted)
         return failed
 
     async def flush(self, seconds: float) -> bool:

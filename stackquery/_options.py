@@ -131,6 +131,22 @@ class QueryClientConfig:
         default=5.0, validator=_seconds("shutdown_timeout", allow_none=False)
     )
     """Seconds pending L2 writes may take to finish when the client closes."""
+    broadcast: bool | None = None
+    """Publish invalidations and new data to other processes on the same Redis
+    (``None``: on when ``storage`` is a ``RedisStorage``)."""
+    single_flight: bool | None = None
+    """Fleet-wide single flight: one process calls the origin for a key, the others
+    wait for its value in Redis (``None``: on when ``storage`` is a ``RedisStorage``)."""
+    lease_time: float = attrs.field(
+        default=10.0, validator=_seconds("lease_time", allow_none=False, allow_zero=False)
+    )
+    """Seconds a single-flight lease lives unless its holder renews it (a dead holder's
+    lease frees itself after this long)."""
+    lease_poll_interval: float = attrs.field(
+        default=0.25,
+        validator=_seconds("lease_poll_interval", allow_none=False, allow_zero=False),
+    )
+    """Seconds between looks at Redis while waiting for another process's value."""
     restart_intensity: RestartIntensity = attrs.field(factory=RestartIntensity)
     """Actor crashes absorbed (restart from the last snapshot) before the client fails."""
     storage_ttl: Any = attrs.field(default=UNSET)
@@ -202,6 +218,8 @@ class QueryOptions(Generic[T]):
     on_settled: Callable[[Any, BaseException | None], object] | None = attrs.field(
         default=None, validator=_optional_callable("on_settled")
     )
+    single_flight: bool | None = None
+    """Override the client's fleet-wide single flight for this query."""
     max_age: float | None = attrs.field(
         default=None, validator=_seconds("max_age", allow_none=True)
     )

@@ -30,11 +30,13 @@ import trio
 from actors import Mailbox, MailboxFull, Reply
 
 from . import _state
+from ._entry import StoredEntry
 from ._errors import ClientClosedError, QueryCancelledError, QueryTimeoutError
 from ._options import QueryOptions
 
 if TYPE_CHECKING:
     from ._client import QueryClient
+    from ._fleet import Lease
     from ._observer import QueryObserver
 
 logger = logging.getLogger("stackquery.actor")
@@ -53,6 +55,16 @@ class Invalidate:
     """Mark the data invalidated; refetch if observed and ``refetch``."""
 
     refetch: bool
+    reply: Reply[None]
+    persist: bool = True
+    """Write the invalidation to L2 (not when another process already did)."""
+
+
+@attrs.frozen
+class ApplyEntry:
+    """Take the data another process wrote to L2, unless L1 holds newer."""
+
+    entry: StoredEntry
     reply: Reply[None]
 
 
@@ -78,6 +90,7 @@ class Remove:
     """Cancel any fetch and drop the key from L1 (and L2)."""
 
     reply: Reply[None]
+    delete_l2: bool = True
 
 
 @attrs.frozen
@@ -87,7 +100,7 @@ class Reset:
     reply: Reply[None]
 
 
-Message = Wake | Invalidate | SetData | Cancel | Remove | Reset
+Message = Wake | Invalidate | ApplyEntry | SetData | Cancel | Remove | Reset
 
 
 @attrs.define(eq=False)
@@ -252,7 +265,11 @@ class QueryActor:
         if isinstance(message, Wake):
             self._wake_sent = False
         elif isinstance(message, Invalidate):
-            self._invalidate(message.refetch)
+            self._invalidate(message.refetch, persist=message.persist)
+            message.reply.set_value(None)
+        elif isinstance(message, ApplyEntry):
+            if self._client._apply_entry(self.key_hash, message.entry) is not None:
+                self.notify()
             message.reply.set_value(None)
         elif isinstance(message, SetData):
             try:
@@ -269,7 +286,7 @@ class QueryActor:
             message.reply.set_value(None)
         elif isinstance(message, Remove):
             self._cancel_fetch(revert=False, why="remove_queries")
-            self._client._drop(self.key_hash, delete_l2=True)
+            self._client._drop(self.key_hash, delete_l2=message.delete_l2)
             self.notify()
             message.reply.set_value(None)
         elif isinstance(message, Reset):
@@ -290,12 +307,12 @@ class QueryActor:
                 return observer.options
         return None
 
-    def _invalidate(self, refetch: bool) -> None:
+    def _invalidate(self, refetch: bool, *, persist: bool) -> None:
         snap = self._client._table.get(self.key_hash)
         if snap is not None:
-            self._client._persist(
-                self._client._publish(_state.invalidated(snap, now=trio.current_time()))
-            )
+            published = self._client._publish(_state.invalidated(snap, now=trio.current_time()))
+            if persist:
+                self._client._persist(published)
             self.notify()
         if self._fetch is not None:
             self._fetch.invalidated = True
@@ -349,12 +366,20 @@ class QueryActor:
 
     async def _run_fetch(self, fetch: _Fetch) -> None:
         client = self._client
+        lease: Lease | None = None
         with fetch.scope:
             cold = client._l2 is not None and not fetch.previous.has_data
             if cold and await self._hydrate(fetch):
                 return
-            ok, result = await self._attempts(fetch)
+            got = await self._lease(fetch)
+            if isinstance(got, StoredEntry):
+                self._settle_from_fleet(fetch, got)
+                return
+            lease = got
+            ok, result = await self._attempts_holding(fetch, lease)
         if self._fetch is not fetch:
+            if lease is not None:
+                await client._end_lease(lease, None)
             return  # cancelled or removed: whoever did it settled the waiters
         self._fetch = None
         snap = client._table.get(self.key_hash)
@@ -365,7 +390,9 @@ class QueryActor:
             snap = client._with_data(snap, result, fetch.options, updated_at=now)
             if fetch.invalidated:
                 snap = _state.invalidated(snap, now=now)
-            client._persist(client._publish(_state.idle(snap, now=now)))
+            snap = client._publish(_state.idle(snap, now=now))
+            if lease is None:
+                client._persist(snap)
             fetch.reply.set_value(result)
         else:
             client._publish(_state.failed(snap, result, now=now, now_wall=client.clock.wall(now)))
@@ -378,6 +405,46 @@ class QueryActor:
             opts = self._observed_enabled()
             if opts is not None:
                 self.claim_fetch(opts)
+        self._wake()
+        if lease is not None:
+            await client._end_lease(lease, snap if ok else None)
+
+    async def _lease(self, fetch: _Fetch) -> Lease | StoredEntry | None:
+        """Take the fleet-wide lease of the key, or the value of whoever holds it."""
+        client = self._client
+        fleet = client._fleet
+        if fleet is None or not client._single_flight(fetch.options):
+            return None
+        l2 = client._l2
+        assert l2 is not None
+        snap = client._table.get(self.key_hash)
+        seen = snap.state.data_updated_at if snap is not None else None
+        return await fleet.acquire_or_wait(self.key_hash, seen, lambda: l2.read(self.key_hash))
+
+    async def _attempts_holding(self, fetch: _Fetch, lease: Lease | None) -> tuple[bool, Any]:
+        client = self._client
+        if lease is None or client._fleet is None:
+            return await self._attempts(fetch)
+        try:
+            async with trio.open_nursery() as keeper:
+                keeper.start_soon(client._fleet.keep, lease)
+                outcome = await self._attempts(fetch)
+                keeper.cancel_scope.cancel()
+            return outcome
+        except BaseException:
+            await client._end_lease(lease, None)
+            raise
+
+    def _settle_from_fleet(self, fetch: _Fetch, entry: StoredEntry) -> None:
+        """Another process fetched the key: take its value instead of calling the origin."""
+        self._fetch = None
+        client = self._client
+        client._apply_entry(self.key_hash, entry)
+        snap = client._table.get(self.key_hash)
+        if snap is not None:
+            client._publish(_state.idle(snap, now=trio.current_time()))
+        fetch.reply.set_value(entry.value)
+        self.notify()
         self._wake()
 
     async def _hydrate(self, fetch: _Fetch) -> bool:
