@@ -7,7 +7,7 @@ import hashlib
 import os
 import secrets
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import final
 
@@ -18,6 +18,10 @@ from ._errors import StorageError
 from ._expiry import expiry_deadline, is_expired, remaining_ttl
 from ._file_format import HEADER, CorruptEntryError, EntryHeader, decode_header, encode_header
 from ._file_format import key_length as header_key_length
+from ._validation import check_prefix
+
+# Entry files read per worker-thread call while scanning.
+_SCAN_PAGE = 256
 
 
 @final
@@ -85,6 +89,37 @@ class FileStorage(ByteStore):
         self._check_open("purge_expired")
         with self._translating("purge_expired"):
             return await trio.to_thread.run_sync(self._purge_expired_sync)
+
+    async def scan(self, prefix: str = "") -> AsyncIterator[tuple[str, bytes, float | None]]:
+        """Yield ``(key, value, seconds left)`` of each live entry whose key starts with ``prefix``.
+
+        Entries come in no particular order (the order of their files), read a
+        page of files at a time; an entry written or removed during the walk
+        may or may not be seen.  Seconds left is ``None`` for an entry without
+        expiry.  Expired entries, files that are not entries of this store and
+        temporary files of writes in progress are skipped.
+
+        Args:
+            prefix: the start of every key wanted (``""``: every key).
+
+        Raises:
+            TypeError: ``prefix`` is not a ``str``.
+            ValueError: ``prefix`` holds a lone surrogate.
+            StorageClosedError: the store was closed.
+            StorageError: the file system failed; the cause is chained.
+        """
+        checked = check_prefix(prefix)
+        self._check_open("scan")
+        with self._translating("scan"):
+            paths = await trio.to_thread.run_sync(lambda: list(self._entry_files()))
+        for start in range(0, len(paths), _SCAN_PAGE):
+            self._check_open("scan")
+            with self._translating("scan"):
+                page = await trio.to_thread.run_sync(
+                    self._scan_sync, paths[start : start + _SCAN_PAGE], checked
+                )
+            for entry in page:
+                yield entry
 
     async def _read(self, keys: list[str]) -> list[Reading]:
         return await trio.to_thread.run_sync(self._read_sync, keys)
@@ -169,6 +204,23 @@ class FileStorage(ByteStore):
                     continue
                 removed += 1
         return removed
+
+    def _scan_sync(self, paths: list[Path], prefix: str) -> list[tuple[str, bytes, float | None]]:
+        now = self._clock()
+        entries: list[tuple[str, bytes, float | None]] = []
+        for path in paths:
+            try:
+                with open(path, "rb") as file:
+                    head = file.read(HEADER.size)
+                    header = decode_header(head + file.read(header_key_length(head)))
+                    if not header.key.startswith(prefix) or is_expired(header.deadline, now):
+                        continue
+                    value = file.read()
+            except (FileNotFoundError, CorruptEntryError):
+                # Gone meanwhile, or not ours to interpret (as in delete_prefix).
+                continue
+            entries.append((header.key, value, remaining_ttl(header.deadline, now)))
+        return entries
 
     def _purge_expired_sync(self) -> int:
         now = self._clock()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar, TypeVarTuple, final
@@ -14,6 +14,7 @@ import trio
 
 from ._base import ByteStore, Reading
 from ._expiry import expiry_deadline, is_expired, remaining_ttl
+from ._validation import check_prefix
 
 T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
@@ -78,6 +79,35 @@ class SQLiteStorage(ByteStore):
         self._check_open("purge_expired")
         with self._translating("purge_expired"):
             return await self._run(self._purge_expired_sync)
+
+    async def scan(self, prefix: str = "") -> AsyncIterator[tuple[str, bytes, float | None]]:
+        """Yield ``(key, value, seconds left)`` of each live entry whose key starts with ``prefix``.
+
+        Entries come in key order (UTF-8 byte order), read a page of rows at a
+        time, so a store of any size can be walked; an entry written or removed
+        during the walk may or may not be seen.  Seconds left is ``None`` for an
+        entry without expiry; expired rows are skipped, not deleted.
+
+        Args:
+            prefix: the start of every key wanted (``""``: every key).
+
+        Raises:
+            TypeError: ``prefix`` is not a ``str``.
+            ValueError: ``prefix`` holds a lone surrogate.
+            StorageClosedError: the store was closed.
+            StorageError: SQLite failed; the cause is chained.
+        """
+        checked = check_prefix(prefix)
+        self._check_open("scan")
+        after: str | None = None
+        while True:
+            with self._translating("scan"):
+                page = await self._run(self._scan_sync, checked, after)
+            for entry in page:
+                yield entry
+            if len(page) < _KEYS_PER_QUERY:
+                return
+            after = page[-1][0]
 
     async def _read(self, keys: list[str]) -> list[Reading]:
         return await self._run(self._read_sync, keys)
@@ -180,6 +210,28 @@ class SQLiteStorage(ByteStore):
             )
         return cursor.rowcount
 
+    def _scan_sync(self, prefix: str, after: str | None) -> list[tuple[str, bytes, float | None]]:
+        connection = self._open("scan")
+        now = self._clock()
+        # The range test on the primary key, as in delete_prefix, keeps the walk on the index.
+        conditions = ["key >= ?", "(expires_at IS NULL OR expires_at > ?)"]
+        arguments: list[object] = [prefix, now]
+        upper = prefix_upper_bound(prefix)
+        if upper is not None:
+            conditions.append("key < ?")
+            arguments.append(upper)
+        if after is not None:
+            conditions.append("key > ?")
+            arguments.append(after)
+        query = (
+            f"SELECT key, value, expires_at FROM {_TABLE} WHERE {' AND '.join(conditions)} "
+            f"ORDER BY key LIMIT {_KEYS_PER_QUERY}"
+        )
+        return [
+            (key, _as_bytes(value), remaining_ttl(deadline, now))
+            for key, value, deadline in connection.execute(query, arguments)
+        ]
+
     def _purge_expired_sync(self) -> int:
         connection = self._open("purge_expired")
         cursor = connection.execute(f"DELETE FROM {_TABLE} WHERE expires_at <= ?", (self._clock(),))
@@ -189,6 +241,11 @@ class SQLiteStorage(ByteStore):
         connection, self._connection = self._connection, None
         if connection is not None:
             connection.close()
+
+
+def _as_bytes(value: object) -> bytes:
+    # A row written by hand may hold TEXT (or a number); a listing shows it as bytes.
+    return value if isinstance(value, bytes) else str(value).encode()
 
 
 def prefix_upper_bound(prefix: str) -> str | None:
