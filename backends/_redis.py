@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Protocol, cast, final
 
 import redis.asyncio
@@ -223,6 +224,28 @@ class RedisStorage(ByteStore):
     async def _close(self) -> None:
         if self._owns_client:
             await self._redis.aclose()
+
+    @contextmanager
+    def _translating(self, operation: str) -> Iterator[None]:
+        """Translate errors as every store does, naming this store in its client's errors."""
+        with super()._translating(operation):
+            try:
+                yield
+            except redis.exceptions.ResponseError as exc:
+                # redis-py's repr hides the server's message; say it.
+                raise StorageError(
+                    f"RedisStorage.{operation} failed: {type(exc).__name__}: {exc}",
+                    backend="RedisStorage",
+                    operation=operation,
+                ) from exc
+            except StorageError as exc:
+                if exc.backend == "RedisStorage":
+                    raise
+                # The client's own error: same kind, this store's name, the root cause.
+                relabelled = type(exc)(
+                    f"RedisStorage.{operation}: {exc}", backend="RedisStorage", operation=operation
+                )
+                raise relabelled from exc.__cause__ or exc
 
 
 def _as_value(reply: RedisReply | str) -> bytes | None:

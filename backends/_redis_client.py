@@ -322,12 +322,15 @@ class RedisClient:
         if self._closed:
             raise StorageClosedError("the redis client is closed", backend="RedisClient")
         connection = self._connection
-        if connection is not None and connection.usable:
-            if not connection.looks_dead():
-                return connection
-            connection.fail(ConnectionResetError("redis closed the idle connection"))
-        # A broken connection, or one left over from an earlier trio.run (its
-        # socket belongs to that run's I/O loop): start afresh.
+        if connection is not None:
+            if connection.usable:
+                if not connection.looks_dead():
+                    return connection
+                connection.fail(ConnectionResetError("redis closed the idle connection"))
+            else:
+                # Broken, or left over from an earlier trio.run: its waiters
+                # (if any) belonged to that run.
+                connection.discard()
         connection = MultiplexedConnection(
             self._open_stream, self._timeout, use_hiredis=self._use_hiredis
         )

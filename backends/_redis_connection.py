@@ -203,6 +203,18 @@ class MultiplexedConnection:
         """Close the connection; waiting requests fail with StorageClosedError."""
         self._break(ConnectionClosed("the redis client was closed"))
 
+    def discard(self) -> None:
+        """Close the socket of a connection left over from an earlier ``trio.run``.
+
+        Its callers' tasks belonged to that run and are gone: nobody is woken.
+        """
+        self._state = _State.BROKEN
+        self._pending.clear()
+        self._unsent.clear()
+        if self._stream is not None:
+            _close_now(self._stream)
+            self._stream = None
+
     async def _connect(self) -> None:
         self._state = _State.CONNECTING
         try:

@@ -111,8 +111,7 @@ class RedisServer:
     def kill(self) -> None:
         """Kill the server with SIGKILL (no goodbye to its clients) and reap it."""
         process = self._running()
-        process.send_signal(signal.SIGCONT)  # a stopped process would not be reaped
-        process.kill()
+        process.kill()  # SIGKILL ends a paused (stopped) process too, without running it
         process.wait()
         self._process = None
 

@@ -14,6 +14,7 @@ not skip).
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
@@ -34,6 +35,7 @@ from backends import (
     S3Storage,
     SQLiteStorage,
 )
+from backends._redis import RedisStorage
 from tests.backends.gcs_fake import FakeGCSClient
 from tests.backends.harness import S3_BUCKET, ManualClock, RecordingMetrics, StoreHarness
 
@@ -126,6 +128,28 @@ async def instrumented_store(
         yield StoreHarness(store, mock_sleep)
 
 
+# --- Redis: RedisStorage on the test's own redis-server (tests/redis_fixtures.py) ---------
+
+
+@asynccontextmanager
+async def redis_store(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[StoreHarness]:
+    """A ``RedisStorage`` on this test's own redis-server; its TTLs run on real time."""
+    url = request.getfixturevalue("redis_url")
+
+    async def advance(seconds: float) -> None:
+        await trio.to_thread.run_sync(time.sleep, seconds)
+
+    # timeout=None: under the autojump clock a request's deadline would be jumped to
+    # while the real reply is on its way.
+    async with RedisStorage(url, timeout=None) as store:
+        yield StoreHarness(store, advance, time_scale=0.05, exact_clock=False)
+
+
+# ---------------------------------------------------------------------------------------
+
+
 STORE_FACTORIES: list[tuple[str, StoreFactory]] = [
     ("memory", memory_store),
     ("file", file_store),
@@ -134,7 +158,7 @@ STORE_FACTORIES: list[tuple[str, StoreFactory]] = [
     ("gcs", gcs_store),
     ("chain", chain_store),
     ("instrumented", instrumented_store),
-    # ("redis", redis_store),  <- the Redis backend's factory goes here.
+    ("redis", redis_store),
 ]
 
 

@@ -31,7 +31,7 @@ from typing import Any
 import redis
 import redis.asyncio
 import trio
-import trio_asyncio
+import trio_asyncio  # type: ignore[import-untyped]
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
