@@ -1,6 +1,8 @@
 """stackquery: an actor-based concurrent cache runtime for trio."""
 
 from . import serializers
+from ._bg import BackgroundFunction, BgDecorator, BgKeyConflictError, MissingValueError, bg
+from ._cache_decorator import CachedFunction, cache
 from ._client import ClientStatistics, QueryClient, QueryRecord, current_client, open_query_client
 from ._entry import CorruptEntryError, StoredEntry, pack_entry, try_unpack_entry, unpack_entry
 from ._errors import (
@@ -14,6 +16,7 @@ from ._errors import (
     StorageUnavailableError,
 )
 from ._events import CacheEvent, CacheEventType, EventStream
+from ._key_template import KeyTemplateError
 from ._keys import QueryKey
 from ._l2 import L2Statistics
 from ._metrics import InMemoryMetrics, MetricsCollector
@@ -26,8 +29,12 @@ from ._state import FetchStatus, QueryState, QueryStatus
 
 __all__ = [
     "UNSET",
+    "BackgroundFunction",
+    "BgDecorator",
+    "BgKeyConflictError",
     "CacheEvent",
     "CacheEventType",
+    "CachedFunction",
     "ClientClosedError",
     "ClientStatistics",
     "CorruptEntryError",
@@ -37,8 +44,10 @@ __all__ = [
     "InMemoryMetrics",
     "InvalidKeyError",
     "InvalidOptionError",
+    "KeyTemplateError",
     "L2Statistics",
     "MetricsCollector",
+    "MissingValueError",
     "Mutation",
     "MutationOptions",
     "MutationState",
@@ -62,6 +71,8 @@ __all__ = [
     "StorageError",
     "StorageUnavailableError",
     "StoredEntry",
+    "bg",
+    "cache",
     "current_client",
     "default_retry_delay",
     "open_query_client",

@@ -1,0 +1,55 @@
+"""The origin call of a decorated function, as a ``query_fn``, with or without metrics.
+
+A sync function runs in a worker thread (the client does that for a
+``query_fn`` that is not async); with metrics the call is wrapped in an
+async function that records it, so the wrapper runs the thread itself.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import trio
+
+from ._metrics import MetricsCollector
+from ._options import is_async_callable
+
+
+def origin_call(
+    func: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    *,
+    name: str,
+    metrics: MetricsCollector | None,
+) -> Callable[[], Any]:
+    """Return a no-argument ``query_fn`` calling ``func(*args, **kwargs)``.
+
+    Without metrics it is a plain ``functools.partial`` (awaited if ``func``
+    is async, else run in a worker thread by the client).  With metrics it
+    records each attempt: a fetch, its latency (trio time) under ``"fetch"``,
+    and a failed one as an error of operation ``"fetch"``.
+    """
+    call = functools.partial(func, *args, **kwargs)
+    if metrics is None:
+        return call
+    is_async = is_async_callable(func)
+
+    async def measured() -> Any:
+        metrics.record_fetch(name)
+        start = trio.current_time()
+        try:
+            if is_async:
+                result = await call()
+            else:
+                result = await trio.to_thread.run_sync(call, abandon_on_cancel=True)
+        except Exception as exc:
+            metrics.record_error(name, "fetch", type(exc).__name__)
+            raise
+        finally:
+            metrics.record_latency(name, "fetch", trio.current_time() - start)
+        return result
+
+    return measured

@@ -1,0 +1,168 @@
+"""Which query client a decorated function runs on, and the clients hosted for a trio run.
+
+A decorated function runs on the client given by ``client=``; else, with
+``store=``, on the run's client for that store; else on the innermost client
+open in the current context; else on the run's default client.  The run's
+clients (the default one, one per store) are opened on first use and live
+until the ``trio.run`` ends: each is hosted by a trio *system task*, which
+trio cancels only once the main task has returned.  Closing them then still
+lets their pending L2 writes land (bounded by ``shutdown_timeout``): the host
+is shielded and closes its client when a second system task, the watcher,
+sees the run end.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, final
+
+import attrs
+import trio
+
+from ._client import QueryClient, current_client
+from ._options import QueryClientConfig
+
+ClientResolver = Callable[[], QueryClient | None]
+"""Returns the client a call runs on if it is open already, else ``None``."""
+
+
+@attrs.define(eq=False)
+class _Hosted:
+    """One client hosted for the rest of the run, and whether it is open."""
+
+    client: QueryClient
+    ready: trio.Event = attrs.field(factory=trio.Event)
+
+
+@attrs.define(eq=False)
+class _RunClients:
+    """The clients hosted for one ``trio.run``."""
+
+    closing: trio.Event = attrs.field(factory=trio.Event)
+    default: _Hosted | None = None
+    by_store: dict[int, tuple[object, _Hosted]] = attrs.field(factory=dict)
+    """Keyed by ``id(store)``; the store is kept alive beside its client."""
+
+
+_RUN_CLIENTS: trio.lowlevel.RunVar[_RunClients] = trio.lowlevel.RunVar("stackquery_run_clients")
+
+
+@final
+@attrs.frozen
+class ClientChoice:
+    """How a decorated function picks its client: ``client=``, ``store=``, or the context."""
+
+    client: QueryClient | None = None
+    store: object | None = None
+
+    def resolver(self) -> ClientResolver:
+        """Return the synchronous, allocation-free lookup the hot path calls."""
+        if self.client is not None:
+            fixed = self.client
+            return lambda: fixed
+        if self.store is not None:
+            store = self.store
+            return lambda: hosted_client_nowait(store)
+        return _context_or_default
+
+    async def open(self) -> QueryClient:
+        """Return the client, opening the run's default or store client if needed.
+
+        Raises:
+            RuntimeError: called outside ``trio.run``.
+        """
+        if self.client is not None:
+            await trio.lowlevel.checkpoint()
+            return self.client
+        if self.store is None:
+            client = current_client()
+            if client is not None:
+                await trio.lowlevel.checkpoint()
+                return client
+        return await open_run_client(self.store)
+
+
+def _context_or_default() -> QueryClient | None:
+    client = current_client()
+    return client if client is not None else hosted_client_nowait(None)
+
+
+def hosted_client_nowait(store: object | None) -> QueryClient | None:
+    """Return the run's open client for ``store`` (``None``: the default client), or ``None``.
+
+    ``None`` also when the client is not open yet, or outside ``trio.run``.
+    """
+    try:
+        run = _RUN_CLIENTS.get()
+    except (LookupError, RuntimeError):
+        return None
+    if store is None:
+        hosted = run.default
+    else:
+        pair = run.by_store.get(id(store))
+        hosted = pair[1] if pair is not None else None
+    if hosted is None or not hosted.ready.is_set():
+        return None
+    return hosted.client
+
+
+async def open_run_client(store: object | None) -> QueryClient:
+    """Return the run's client for ``store`` (``None``: the default client), opening it once.
+
+    The client lives until the ``trio.run`` ends.  Concurrent first callers
+    share one client.  Cancelled while the client opens, the caller stops
+    waiting; the client still opens.
+
+    Raises:
+        RuntimeError: called outside ``trio.run``.
+    """
+    try:
+        run = _RUN_CLIENTS.get()
+    except LookupError:
+        run = _RunClients()
+        _RUN_CLIENTS.set(run)
+        trio.lowlevel.spawn_system_task(
+            _watch_run_end, run.closing, name="stackquery-run-end-watcher"
+        )
+    except RuntimeError:
+        raise RuntimeError(
+            "stackquery decorators run under trio: call them inside trio.run"
+        ) from None
+    if store is None:
+        hosted = run.default
+        if hosted is None:
+            hosted = run.default = _start_host(QueryClientConfig(), run.closing, "default")
+    else:
+        pair = run.by_store.get(id(store))
+        if pair is None:
+            name = f"store {type(store).__name__}"
+            pair = (store, _start_host(QueryClientConfig(storage=store), run.closing, name))
+            run.by_store[id(store)] = pair
+        hosted = pair[1]
+    await hosted.ready.wait()
+    return hosted.client
+
+
+def _start_host(config: QueryClientConfig, closing: trio.Event, name: str) -> _Hosted:
+    hosted = _Hosted(QueryClient(config))
+    trio.lowlevel.spawn_system_task(_host, hosted, closing, name=f"stackquery-{name}-client")
+    return hosted
+
+
+async def _host(hosted: _Hosted, closing: trio.Event) -> None:
+    # Shielded: the run's end must not cancel the client's shutdown, which
+    # flushes pending L2 writes; the watcher says when to close instead.
+    with trio.CancelScope(shield=True):
+        try:
+            async with hosted.client:
+                hosted.ready.set()
+                await closing.wait()
+        finally:
+            hosted.ready.set()  # a client that failed to open: waiters see it closed
+
+
+async def _watch_run_end(closing: trio.Event) -> None:
+    try:
+        await trio.sleep_forever()
+    finally:
+        closing.set()
