@@ -142,7 +142,7 @@ class L2Cache:
             self._stats["read_batches"] += 1
             raws = await self._get_many(keys)
             for key_hash, raw in zip(keys, raws, strict=True):
-                entry = try_unpack_entry(raw, self.serializer, self._on_corrupt) if raw else None
+                entry = try_unpack_entry(raw, self.serializer, self._on_corrupt)
                 self._stats["hits" if entry is not None else "misses"] += 1
                 batch[key_hash].set_value(entry)
 

@@ -457,6 +457,12 @@ class QueryActor:
         snap = await self._client._hydrate(self.key_hash)
         if snap is None or not snap.state.has_data or self._client._too_old(snap, fetch.options):
             return False
+        if fetch.invalidated:
+            # Invalidated while L2 was read: the stored data lands, but not as
+            # fresh; the origin call that follows starts after the invalidation.
+            fetch.invalidated = False
+            if not snap.state.is_invalidated:
+                snap = self._client._publish(_state.invalidated(snap, now=trio.current_time()))
         data = snap.state.data
         if self._client._is_fresh(snap, fetch.options):
             self._fetch = None
