@@ -15,7 +15,7 @@ import trio
 from ._base import ByteStore, Reading
 from ._errors import StorageError
 from ._redis_asyncio import AsyncioRedisCommands
-from ._redis_client import DEFAULT_TIMEOUT, RedisClient
+from ._redis_client import DEFAULT_TIMEOUT, RedisClient, RedisReplyError
 from ._resp import CommandArg, RedisReply
 from ._validation import check_key, check_keys, check_prefix
 
@@ -231,13 +231,14 @@ class RedisStorage(ByteStore):
         with super()._translating(operation):
             try:
                 yield
-            except redis.exceptions.ResponseError as exc:
-                # redis-py's repr hides the server's message; say it.
+            except (redis.exceptions.ResponseError, RedisReplyError) as exc:
+                # An error reply (from redis.asyncio, or from our own client).
+                error = exc.error if isinstance(exc, RedisReplyError) else exc
                 raise StorageError(
-                    f"RedisStorage.{operation} failed: {type(exc).__name__}: {exc}",
+                    f"RedisStorage.{operation} failed: {type(error).__name__}: {error}",
                     backend="RedisStorage",
                     operation=operation,
-                ) from exc
+                ) from error
             except StorageError as exc:
                 if exc.backend == "RedisStorage":
                     raise

@@ -51,6 +51,28 @@ _BLOCKING_COMMANDS = frozenset(
 _TRANSACTION_COMMANDS = frozenset({"MULTI", "EXEC", "DISCARD"})
 
 
+class RedisReplyError(StorageError):
+    """Redis answered a command with an error reply.
+
+    Attributes:
+        error: the reply as the exception redis-py raises for it
+            (``ResponseError``, ``NoScriptError``, ``NoPermissionError`` ...);
+            also the ``__cause__``.
+    """
+
+    def __init__(self, message: str, *, error: RedisError, operation: str = "") -> None:
+        super().__init__(message, backend="RedisClient", operation=operation)
+        self.error = error
+
+
+def _reply_error(error: RedisError, operation: str) -> RedisReplyError:
+    reply_error = RedisReplyError(
+        f"redis {operation}: {type(error).__name__}: {error}", error=error, operation=operation
+    )
+    reply_error.__cause__ = error
+    return reply_error
+
+
 @attrs.frozen
 class RedisClientStatistics:
     """A snapshot of a :class:`RedisClient`'s connection."""
@@ -163,8 +185,9 @@ class RedisClient:
             ``int``, ``None`` for nil, a list for arrays.
 
         Raises:
-            redis.exceptions.RedisError: the server answered with an error
-                (``ResponseError``, ``NoScriptError`` for an unknown script ...).
+            RedisReplyError: the server answered with an error; its ``error``
+                is redis-py's exception for it (``NoScriptError`` for an
+                unknown script, ``ResponseError`` for a wrong type ...).
             StorageUnavailableError: the server could not be reached, the
                 connection broke, or no reply came within ``timeout``.
             StorageError: the server refused the connection (bad password,
@@ -184,7 +207,7 @@ class RedisClient:
             raise ValueError(_refusal(name))
         (reply,) = await self._current_connection().request(payload, 1, name)
         if isinstance(reply, RedisError):
-            raise reply
+            raise _reply_error(reply, name)
         return reply
 
     async def pipeline(
@@ -199,13 +222,14 @@ class RedisClient:
         Args:
             commands: each a command name and its arguments.
             raise_on_error: raise the first error reply (after every reply was
-                read); ``False`` returns error replies in place as exceptions.
+                read); ``False`` returns error replies in place, as redis-py's
+                exceptions (``redis.exceptions.ResponseError`` ...).
 
         Returns:
             One reply per command.
 
         Raises:
-            redis.exceptions.RedisError: a command failed and ``raise_on_error``.
+            RedisReplyError: a command failed and ``raise_on_error``.
             ValueError: a command is empty or not allowed (as for
                 :meth:`execute`; ``MULTI`` is allowed here when every ``MULTI``
                 is closed by ``EXEC`` or ``DISCARD`` within the pipeline).
@@ -238,7 +262,7 @@ class RedisClient:
         if raise_on_error:
             for reply in replies:
                 if isinstance(reply, RedisError):
-                    raise reply
+                    raise _reply_error(reply, "PIPELINE")
         return replies
 
     async def publish(self, channel: str | bytes, message: str | bytes) -> int:

@@ -14,7 +14,7 @@ import trio.testing
 
 from backends import StorageClosedError, StorageError, StorageUnavailableError
 from backends._redis_address import RedisAddress
-from backends._redis_client import RedisClient, RedisClientStatistics
+from backends._redis_client import RedisClient, RedisClientStatistics, RedisReplyError
 from backends._redis_connection import HandshakeRefused
 from tests.redis_fixtures import require_redis_server_binary
 from tests.redis_server import RedisServer, free_loopback_port
@@ -69,19 +69,28 @@ class TestCommands:
             assert await client.execute("EVALSHA", sha, 1, "lease", "token-1") == 1
             assert await client.execute("EXISTS", "lease") == 0
 
-    async def test_unknown_script_raises_no_script_error(self, redis_url: str) -> None:
-        """EVALSHA of a script the server does not know raises redis-py's NoScriptError."""
+    async def test_unknown_script_is_a_no_script_error_reply(self, redis_url: str) -> None:
+        """EVALSHA of a script the server does not know: a reply error holding NoScriptError."""
         async with RedisClient.from_url(redis_url) as client:
-            with pytest.raises(redis.exceptions.NoScriptError, match=r"^No matching script"):
+            with pytest.raises(
+                RedisReplyError, match=r"^redis EVALSHA: NoScriptError: No matching script"
+            ) as info:
                 await client.execute("EVALSHA", "0" * 40, 0)
+            assert isinstance(info.value.error, redis.exceptions.NoScriptError)
+            assert info.value.__cause__ is info.value.error
+            assert (info.value.backend, info.value.operation) == ("RedisClient", "EVALSHA")
 
     async def test_error_reply_raises_and_connection_goes_on(self, redis_url: str) -> None:
-        """An error reply raises ResponseError with the server's message; the next call works."""
+        """An error reply raises RedisReplyError with the server's message; the next call works."""
         async with RedisClient.from_url(redis_url) as client:
             await client.execute("SET", "text", "v")
-            with pytest.raises(redis.exceptions.ResponseError, match=r"^WRONGTYPE Operation"):
+            with pytest.raises(
+                RedisReplyError, match=r"^redis LPUSH: ResponseError: WRONGTYPE Operation"
+            ):
                 await client.execute("LPUSH", "text", "x")
-            with pytest.raises(redis.exceptions.ResponseError, match=r"^unknown command 'NOSUCH"):
+            with pytest.raises(
+                RedisReplyError, match=r"^redis NOSUCH: ResponseError: unknown command 'NOSUCH'"
+            ):
                 await client.execute("NOSUCH")
             assert await client.execute("GET", "text") == b"v"
             assert client.statistics().connections_made == 1
@@ -99,7 +108,7 @@ class TestCommands:
         """A failing command raises after the pipeline, or is returned in place on request."""
         async with RedisClient.from_url(redis_url) as client:
             commands = [("SET", "s", "v"), ("LPUSH", "s", "x"), ("GET", "s")]
-            with pytest.raises(redis.exceptions.ResponseError, match=r"^WRONGTYPE"):
+            with pytest.raises(RedisReplyError, match=r"^redis PIPELINE: ResponseError: WRONGTYPE"):
                 await client.pipeline(commands)
             ok, error, value = await client.pipeline(commands, raise_on_error=False)
             assert (ok, value) == (b"OK", b"v")
@@ -197,7 +206,7 @@ class TestCommands:
                 [("GET", "big"), ("INCR", "n"), ("MGET", "big", "none"), ("GET", "none")]
             )
             assert replies == [value, 1, [value, None], None]
-            with pytest.raises(redis.exceptions.ResponseError, match=r"^WRONGTYPE"):
+            with pytest.raises(RedisReplyError, match=r"^redis LPUSH: ResponseError: WRONGTYPE"):
                 await client.execute("LPUSH", "big", "x")
 
 
@@ -356,12 +365,13 @@ class TestFailures:
             assert isinstance(info.value.__cause__, HandshakeRefused)
 
     async def test_no_password_is_an_error_reply(self, password_server: RedisServer) -> None:
-        """Without the password the server answers NOAUTH, raised as redis-py raises it."""
+        """Without the password the server answers NOAUTH: a reply error around redis-py's."""
         async with RedisClient.from_url(password_server.url) as client:
             with pytest.raises(
-                redis.exceptions.AuthenticationError, match=r"^Authentication required"
-            ):
+                RedisReplyError, match=r"^redis GET: AuthenticationError: Authentication required"
+            ) as info:
                 await client.execute("GET", "k")
+            assert isinstance(info.value.error, redis.exceptions.AuthenticationError)
 
     async def test_closed_client(self, redis_server: RedisServer) -> None:
         """Closing fails the calls in flight and every later call with StorageClosedError."""
