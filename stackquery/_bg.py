@@ -66,6 +66,8 @@ class MissingValueError(StackqueryError, LookupError):
 class BackgroundFunction(Protocol[R_co]):
     """A ``@bg`` function or a ``bg.read`` reader: ``await f()`` returns the latest value."""
 
+    __name__: str
+    __qualname__: str
     key: str
     """The bg key."""
 
@@ -335,6 +337,8 @@ class _Background:
             on_error=self._report_error,
         )
         self.resolve = config.choice.resolver()
+        self.running_in: QueryClient | None = None
+        """The client this function's loop last ran in: the hot path serves only there."""
 
     def wrapper(self) -> BackgroundFunction[Any]:
         """Return the function users call, picked for metrics on or off."""
@@ -348,7 +352,9 @@ class _Background:
 
             async def latest() -> Any:
                 client = resolve()
-                if client is not None:
+                # Only in the client this function last ran its loop in: elsewhere the
+                # slow path starts the loop (or finds another function owning the key).
+                if client is not None and client is self.running_in:
                     snap = client._table.get(key_hash)
                     if snap is not None and snap.fresh and snap.stale_time is stale_time:
                         return snap.state.data
@@ -418,6 +424,7 @@ class _Background:
         keys = _registered.setdefault(client, {})
         owner = keys.get(self.options.key_hash)
         if owner is self:
+            self.running_in = client
             return
         if owner is not None:
             raise BgKeyConflictError(
@@ -425,11 +432,19 @@ class _Background:
                 f"{getattr(owner.func, '__qualname__', owner.func)!r}"
             )
         keys[self.options.key_hash] = self
+        self.running_in = client
         nursery = client._nursery
         assert nursery is not None
-        nursery.start_soon(self._refresh_loop, client.watch(self.options), name=self.name)
+        nursery.start_soon(self._refresh_loop, client, name=self.name)
 
-    async def _refresh_loop(self, observer: QueryObserver[Any]) -> None:
+    async def _refresh_loop(self, client: QueryClient) -> None:
+        try:
+            await self._refresh_every_interval(client.watch(self.options))
+        finally:
+            if self.running_in is client:
+                self.running_in = None  # a closed client is not kept alive by us
+
+    async def _refresh_every_interval(self, observer: QueryObserver[Any]) -> None:
         interval = self.config.interval
         metrics = self.config.metrics
         if not self.config.run_immediately:

@@ -52,6 +52,8 @@ class CachedFunction(Protocol[P, R_co]):
     """A function decorated with :func:`cache`: awaited calls, ``invalidate`` and ``clear``."""
 
     __wrapped__: Callable[..., Any]
+    __name__: str
+    __qualname__: str
     cache_name: str
     """The namespace of the function's keys (``module.qualname``) and its metrics name."""
 

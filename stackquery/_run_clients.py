@@ -14,7 +14,7 @@ sees the run end.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, final
+from typing import final
 
 import attrs
 import trio

@@ -90,9 +90,10 @@ class TestFreshness:
         count = 0
 
         @sq.cache(60)
-        async def nothing() -> None:
+        async def nothing() -> Any:
             nonlocal count
             count += 1
+            return None
 
         async with sq.open_query_client():
             assert await nothing() is None
@@ -457,9 +458,10 @@ class TestInvalidateAndClear:
         assert await store.get(store_key(get_user, "user:{}", 2)) is not None
 
         await get_user.clear()
-        assert await ops.get_many(
-            store, [store_key(get_user, "user:{}", i) for i in (2, 3)]
-        ) == [None, None]
+        assert await ops.get_many(store, [store_key(get_user, "user:{}", i) for i in (2, 3)]) == [
+            None,
+            None,
+        ]
         assert await store.get(store_key(neighbour, "user:{}", 1)) is not None
         assert await store.get("app2:" + store_key(get_user, "user:{}", 1)[3:]) == b"theirs"
 
@@ -614,7 +616,7 @@ class TestMetrics:
             await trio.sleep(1.5)
             assert await get_user(1) == "v2"  # hit
             await trio.sleep(40.0)
-            with pytest.raises(ValueError, match="^bad$"):
+            with pytest.raises(ValueError, match=r"^bad$"):
                 await get_user(1)  # miss, the fetch fails
 
         stats = metrics.get_stats()["caches"][get_user.cache_name]
