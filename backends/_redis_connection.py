@@ -256,6 +256,8 @@ class MultiplexedConnection:
                     return
             self._woken_by_replies = 0
             batch = list(self._unsent)
+            if not batch:  # every queued caller was cancelled while we yielded
+                return
             self._unsent.clear()
             for request in batch:
                 request.sent = True
