@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager
+from types import TracebackType
 from typing import Protocol, cast, final
 
 import redis.asyncio
@@ -13,7 +14,7 @@ import redis.exceptions
 import trio
 
 from ._base import ByteStore, Reading
-from ._errors import StorageError
+from ._errors import StorageError, map_storage_errors
 from ._redis_asyncio import AsyncioRedisCommands
 from ._redis_client import DEFAULT_TIMEOUT, RedisClient, RedisReplyError
 from ._resp import CommandArg, RedisReply
@@ -166,7 +167,9 @@ class RedisStorage(ByteStore):
             values: list[bytes | None] = []
             for reply in replies:
                 if not isinstance(reply, list):
-                    raise StorageError(f"unexpected reply to MGET: {reply!r:.100}")
+                    raise StorageError(
+                        f"unexpected reply to MGET: {reply!r:.100}", backend="RedisStorage"
+                    )
                 values.extend(_as_value(value) for value in reply)
             return values
 
@@ -207,12 +210,16 @@ class RedisStorage(ByteStore):
                 "SCAN", cursor, "MATCH", pattern, "COUNT", _SCAN_COUNT
             )
             if not isinstance(reply, list | tuple) or len(reply) != 2:
-                raise StorageError(f"unexpected reply to SCAN: {reply!r:.100}")
+                raise StorageError(
+                    f"unexpected reply to SCAN: {reply!r:.100}", backend="RedisStorage"
+                )
             next_cursor, names = reply
             if not isinstance(names, list) or not all(
                 isinstance(name, bytes | str) for name in names
             ):
-                raise StorageError(f"unexpected reply to SCAN: {reply!r:.100}")
+                raise StorageError(
+                    f"unexpected reply to SCAN: {reply!r:.100}", backend="RedisStorage"
+                )
             if names:
                 count = await self._redis.execute("UNLINK", *cast(list[bytes | str], names))
                 assert isinstance(count, int)
@@ -225,28 +232,53 @@ class RedisStorage(ByteStore):
         if self._owns_client:
             await self._redis.aclose()
 
-    @contextmanager
-    def _translating(self, operation: str) -> Iterator[None]:
+    def _translating(self, operation: str) -> AbstractContextManager[None]:
         """Translate errors as every store does, naming this store in its client's errors."""
-        with super()._translating(operation):
-            try:
-                yield
-            except (redis.exceptions.ResponseError, RedisReplyError) as exc:
-                # An error reply (from redis.asyncio, or from our own client).
+        return _Translation(operation, self._unavailable)
+
+
+class _Translation:
+    """``map_storage_errors`` for RedisStorage, free on the way in (the hot path).
+
+    The success path costs a plain ``__enter__``/``__exit__``; only a failure
+    goes through ``map_storage_errors``, after two Redis-specific steps: an
+    error reply is said in words (redis-py's repr hides the server's
+    message), and a StorageError of the client is relabelled as this store's,
+    same kind, with the root cause chained.
+    """
+
+    __slots__ = ("_operation", "_unavailable")
+
+    def __init__(self, operation: str, unavailable: tuple[type[BaseException], ...]) -> None:
+        self._operation = operation
+        self._unavailable = unavailable
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if not isinstance(exc, Exception):  # success, or Cancelled: nothing to translate
+            return
+        operation = self._operation
+        with map_storage_errors("RedisStorage", operation, unavailable=self._unavailable):
+            if isinstance(exc, redis.exceptions.ResponseError | RedisReplyError):
                 error = exc.error if isinstance(exc, RedisReplyError) else exc
                 raise StorageError(
                     f"RedisStorage.{operation} failed: {type(error).__name__}: {error}",
                     backend="RedisStorage",
                     operation=operation,
                 ) from error
-            except StorageError as exc:
-                if exc.backend == "RedisStorage":
-                    raise
-                # The client's own error: same kind, this store's name, the root cause.
+            if isinstance(exc, StorageError) and exc.backend != "RedisStorage":
                 relabelled = type(exc)(
                     f"RedisStorage.{operation}: {exc}", backend="RedisStorage", operation=operation
                 )
                 raise relabelled from exc.__cause__ or exc
+            raise exc
 
 
 def _as_value(reply: RedisReply | str) -> bytes | None:
@@ -254,12 +286,12 @@ def _as_value(reply: RedisReply | str) -> bytes | None:
         return reply
     if isinstance(reply, str):  # a redis.asyncio client that decodes responses
         return reply.encode("utf-8")
-    raise StorageError(f"unexpected reply to GET: {reply!r:.100}")
+    raise StorageError(f"unexpected reply to GET: {reply!r:.100}", backend="RedisStorage")
 
 
 def _reading(value: bytes | None, pttl: RedisReply) -> Reading:
     if not isinstance(pttl, int):
-        raise StorageError(f"unexpected reply to PTTL: {pttl!r:.100}")
+        raise StorageError(f"unexpected reply to PTTL: {pttl!r:.100}", backend="RedisStorage")
     if value is None or pttl == -2:  # -2: gone by the time PTTL ran
         return (None, None)
     if pttl == -1:  # no expiry
