@@ -15,11 +15,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 
-import orjson  # noqa: E402
-import trio  # noqa: E402
+import orjson
+import trio
 
-import stackquery as sq  # noqa: E402
-from backends._redis import RedisStorage  # noqa: E402
+import stackquery as sq
+from backends._redis import RedisStorage
 
 
 class WatchedStore:

@@ -1,4 +1,4 @@
-"""A ``bg.write`` process: refresh ``rates`` into Redis every ``interval`` until ``refreshes`` were written.
+"""A ``bg.write`` process: refresh ``rates`` into Redis every ``interval``, ``refreshes`` times.
 
 Usage: ``python bg_writer.py REDIS_URL INTERVAL REFRESHES``.  Prints one JSON
 line: ``{"pid": ..., "refreshes": n}`` once its client has flushed to Redis.
@@ -12,11 +12,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 
-import orjson  # noqa: E402
-import trio  # noqa: E402
+import orjson
+import trio
 
-import stackquery as sq  # noqa: E402
-from backends._redis import RedisStorage  # noqa: E402
+import stackquery as sq
+from backends._redis import RedisStorage
 
 
 async def main(url: str, interval: float, refreshes: int) -> None:
