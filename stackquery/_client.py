@@ -883,10 +883,17 @@ class QueryClient:
             state = snap.state if snap is not None else None
             if snap is not None and state is not None and state.data_updated_at is not None:
                 ttl = self._l2_ttl(snap)
+                # Invalidated in flight: stored as such, and no news for the fleet
+                # (a waiter elsewhere must not take it as fresh).
+                invalidated = state.is_invalidated
                 written = ttl != 0 and await l2.write_now(
-                    snap.key_hash, state.data, data_updated_at=state.data_updated_at, ttl=ttl
+                    snap.key_hash,
+                    state.data,
+                    data_updated_at=state.data_updated_at,
+                    ttl=ttl,
+                    invalidated=invalidated,
                 )
-                if written:
+                if written and not invalidated and self.config.broadcast is not False:
                     fleet.announce_written([(snap.key_hash, state.data_updated_at)])
             await fleet.release(lease)
 
@@ -914,11 +921,13 @@ class QueryClient:
             targets = [h for h in list(self._table) if hash_matches(h, prefix, exact=exact)]
         else:
             targets = [h for h in hashes if h in self._table]
+        # Persisted by every holder: the sender may not hold the key, and a
+        # process that starts later must find the L2 entry invalidated too.
         for key_hash in targets:
             if key_hash in registry:
-                await registry.ask(key_hash, lambda r: Invalidate(True, r, persist=False))
+                await registry.ask(key_hash, lambda r: Invalidate(True, r))
             elif (snap := self._table.get(key_hash)) is not None:
-                self._publish(_state.invalidated(snap, now=trio.current_time()))
+                self._persist(self._publish(_state.invalidated(snap, now=trio.current_time())))
 
     async def _apply_remote_removal(self, hashes: list[str]) -> None:
         registry = self._check_open()

@@ -204,12 +204,14 @@ class Fleet:
             backoff = min(backoff * 2, 5.0)
 
     async def _on_message(self, data: bytes) -> None:
-        try:
-            message = orjson.loads(data)
-            node, op, keys = message["n"], message["op"], message["k"]
-        except (orjson.JSONDecodeError, KeyError, TypeError):
+        message = _parse_message(data)
+        if message is None:
+            # Anyone can publish on the channel: a foreign or damaged message
+            # must not reach the code that applies it (and crash the client).
             logger.warning("ignoring a malformed fleet message: %r", data[:200])
             return
+        node, op = message["n"], message["op"]
+        keys: Any = message.get("k")
         if node == self.node:
             return
         self._counts["received"] += 1
@@ -250,6 +252,16 @@ class Fleet:
             process produced (do not), or ``None`` when Redis cannot be reached
             (call the origin: single-process behaviour).
         """
+        try:
+            return await self._acquire_or_wait(key_hash, seen, read)
+        finally:
+            # One actor per key waits here at a time: nobody else needs it, and
+            # an event left behind for a key never updated again would leak.
+            self._arrivals.pop(key_hash, None)
+
+    async def _acquire_or_wait(
+        self, key_hash: str, seen: float | None, read: Callable[[], Awaitable[StoredEntry | None]]
+    ) -> Lease | StoredEntry | None:
         waited = False
         while True:
             try:
@@ -306,6 +318,42 @@ class Fleet:
                 )
         except (StorageError, trio.TooSlowError) as exc:
             self._on_error("release", exc)
+
+
+def _parse_message(data: bytes) -> dict[str, Any] | None:
+    """Return the message in ``data`` if it is well formed for its operation, else ``None``.
+
+    An operation this version does not know is well formed (a newer client's
+    message): it is received and ignored.
+    """
+    try:
+        message = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
+    if not (
+        isinstance(message, dict)
+        and isinstance(message.get("n"), str)
+        and isinstance(message.get("op"), str)
+    ):
+        return None
+    op, keys = message["op"], message.get("k")
+    if op in ("inv", "del"):
+        well_formed = isinstance(keys, list) and all(isinstance(k, str) for k in keys)
+        if op == "inv":
+            prefix, exact = message.get("p"), message.get("x", False)
+            well_formed = well_formed and isinstance(prefix, str | None) and isinstance(exact, bool)
+    elif op == "upd":
+        well_formed = isinstance(keys, list) and all(
+            isinstance(item, list)
+            and len(item) == 2
+            and isinstance(item[0], str)
+            and isinstance(item[1], int | float)
+            and not isinstance(item[1], bool)
+            for item in keys
+        )
+    else:
+        well_formed = True
+    return message if well_formed else None
 
 
 def _newer(entry: StoredEntry | None, seen: float | None) -> bool:

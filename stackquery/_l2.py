@@ -190,19 +190,25 @@ class L2Cache:
             self._queue(key_hash, _Set(raw, ttl, data_updated_at, invalidated))
 
     async def write_now(
-        self, key_hash: str, value: Any, *, data_updated_at: float, ttl: float | None
+        self,
+        key_hash: str,
+        value: Any,
+        *,
+        data_updated_at: float,
+        ttl: float | None,
+        invalidated: bool = False,
     ) -> bool:
         """Write ``value`` at once, bypassing the queue; return whether it landed.
 
         For the holder of a fleet lease, who must not release it before its
         value is in the store.  Never raises.
         """
-        raw = self._pack(key_hash, value, data_updated_at, False)
+        raw = self._pack(key_hash, value, data_updated_at, invalidated)
         if raw is None:
             return False
         self._writes.pop(key_hash, None)  # this write supersedes a queued one
         failed = await self._write_batch(
-            {key_hash: _Set(raw, ttl, data_updated_at)}, announce=False
+            {key_hash: _Set(raw, ttl, data_updated_at, invalidated)}, announce=False
         )
         return not failed
 

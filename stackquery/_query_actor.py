@@ -376,6 +376,11 @@ class QueryActor:
                 self._settle_from_fleet(fetch, got)
                 return
             lease = got
+            if fetch.invalidated:
+                # Invalidated while waiting for another process's value: the
+                # origin call that follows starts after the invalidation.
+                fetch.invalidated = False
+                self._refetch_after = False
             ok, result = await self._attempts_holding(fetch, lease)
         if self._fetch is not fetch:
             if lease is not None:
@@ -441,10 +446,18 @@ class QueryActor:
         client = self._client
         client._apply_entry(self.key_hash, entry)
         snap = client._table.get(self.key_hash)
+        now = trio.current_time()
         if snap is not None:
-            client._publish(_state.idle(snap, now=trio.current_time()))
+            if fetch.invalidated:  # told of an invalidation while waiting: not fresh
+                snap = _state.invalidated(snap, now=now)
+            client._publish(_state.idle(snap, now=now))
         fetch.reply.set_value(entry.value)
         self.notify()
+        if self._refetch_after:
+            self._refetch_after = False
+            opts = self._observed_enabled()
+            if opts is not None:
+                self.claim_fetch(opts)
         self._wake()
 
     async def _hydrate(self, fetch: _Fetch) -> bool:
