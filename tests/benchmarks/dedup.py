@@ -47,8 +47,34 @@ class CountingOrigin:
         return VALUE
 
 
-async def _callers(client: sq.QueryClient, options: sq.QueryOptions[object], count: int) -> float:
-    """Run ``count`` caller tasks of ``options`` at once; return the wall seconds taken."""
+class GcTimer:
+    """Adds up the seconds the cyclic garbage collector runs, through ``gc.callbacks``."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.full_collections = 0
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+            return
+        self.seconds += time.perf_counter() - self._started
+        self.full_collections += info["generation"] == 2
+
+
+GC_TIMER = GcTimer()
+
+
+async def _callers(
+    client: sq.QueryClient, options: sq.QueryOptions[object], count: int
+) -> tuple[float, float, int]:
+    """Run ``count`` caller tasks of ``options`` at once.
+
+    Returns:
+        The wall seconds taken, the seconds of it the cyclic garbage
+        collector ran, and how many full (generation 2) collections ran.
+    """
     served = 0
 
     async def caller() -> None:
@@ -57,6 +83,7 @@ async def _callers(client: sq.QueryClient, options: sq.QueryOptions[object], cou
             served += 1
 
     gc.collect()
+    gc_before, full_before = GC_TIMER.seconds, GC_TIMER.full_collections
     start = time.perf_counter()
     async with trio.open_nursery() as nursery:
         for _ in range(count):
@@ -64,7 +91,7 @@ async def _callers(client: sq.QueryClient, options: sq.QueryOptions[object], cou
     elapsed = time.perf_counter() - start
     if served != count:
         raise AssertionError(f"{served} of {count} callers got the value")
-    return elapsed
+    return elapsed, GC_TIMER.seconds - gc_before, GC_TIMER.full_collections - full_before
 
 
 async def _one_round(index: int, callers: int) -> dict[str, float]:
@@ -80,15 +107,19 @@ async def _one_round(index: int, callers: int) -> dict[str, float]:
         )
         # Alternate the order so that neither side always runs on a warmer heap.
         if index % 2 == 0:
-            cold_s = await _callers(client, cold, callers)
-            warm_s = await _callers(client, warm, callers)
+            cold_s, cold_gc_s, cold_full = await _callers(client, cold, callers)
+            warm_s, warm_gc_s, warm_full = await _callers(client, warm, callers)
         else:
-            warm_s = await _callers(client, warm, callers)
-            cold_s = await _callers(client, cold, callers)
+            warm_s, warm_gc_s, warm_full = await _callers(client, warm, callers)
+            cold_s, cold_gc_s, cold_full = await _callers(client, cold, callers)
         return {
             "cold_s": cold_s,
             "warm_s": warm_s,
             "ratio": cold_s / warm_s,
+            "cold_gc_s": cold_gc_s,
+            "warm_gc_s": warm_gc_s,
+            "cold_full_gcs": cold_full,
+            "warm_full_gcs": warm_full,
             "cold_calls": cold_origin.calls,
             "warm_calls": warm_origin.calls,
         }
@@ -106,27 +137,44 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--callers", type=int, default=10_000)
     args = parser.parse_args(argv)
 
-    rounds = trio.run(_measure, args.rounds, args.callers)
-    cold = statistics.median(r["cold_s"] for r in rounds)
-    warm = statistics.median(r["warm_s"] for r in rounds)
-    ratio = statistics.median(r["ratio"] for r in rounds)
+    gc.callbacks.append(GC_TIMER)
+    try:
+        rounds = trio.run(_measure, args.rounds, args.callers)
+    finally:
+        gc.callbacks.remove(GC_TIMER)
+
+    def median(field: str) -> float:
+        return statistics.median(r[field] for r in rounds)
+
+    cold, warm = median("cold_s"), median("warm_s")
+    ratio = median("ratio")
     calls = sorted({int(r["cold_calls"]) for r in rounds})
     n = args.callers
     print(
         f"{n} concurrent caller tasks, {args.rounds} rounds;"
         f" origin sleeps {ORIGIN_DELAY * 1e3:.0f} ms"
     )
-    print(f"  {'':<24}{'median wall':>12}{'per caller':>12}")
-    print(f"  {'warm key':<24}{warm * 1e3:>9.1f} ms{warm / n * 1e6:>9.1f} µs")
-    print(f"  {'cold key (one origin)':<24}{cold * 1e3:>9.1f} ms{cold / n * 1e6:>9.1f} µs")
+    print(f"  {'':<24}{'median wall':>12}{'per caller':>12}{'of it GC':>10}{'full GCs':>10}")
+    for label, wall, prefix in (
+        ("warm key", warm, "warm"),
+        ("cold key (one origin)", cold, "cold"),
+    ):
+        print(
+            f"  {label:<24}{wall * 1e3:>9.1f} ms{wall / n * 1e6:>9.1f} µs"
+            f"{median(prefix + '_gc_s') * 1e3:>7.1f} ms{median(prefix + '_full_gcs'):>10.0f}"
+        )
     overhead = cold - ORIGIN_DELAY
     print(f"  {'cold minus the origin':<24}{overhead * 1e3:>9.1f} ms{overhead / n * 1e6:>9.1f} µs")
+    without_gc = statistics.median(
+        (r["cold_s"] - r["cold_gc_s"]) / (r["warm_s"] - r["warm_gc_s"]) for r in rounds
+    )
     per_round = ", ".join(f"{r['ratio']:.2f}" for r in rounds)
     print(f"  cold / warm, per round: {per_round}")
     print(
         f"  cold / warm, median: {ratio:.2f} (without the origin's {ORIGIN_DELAY * 1e3:.0f} ms: "
         f"{statistics.median((r['cold_s'] - ORIGIN_DELAY) / r['warm_s'] for r in rounds):.2f})"
     )
+    print(f"  cold / warm with the GC time taken out of both, median: {without_gc:.2f}")
     print(f"  origin calls for the cold key, per round: {[int(r['cold_calls']) for r in rounds]}")
 
     ok = calls == [1] and ratio <= TARGET_RATIO

@@ -206,20 +206,29 @@ async def _child_round(keys: int, fill: str, trace: bool) -> dict[str, Any]:
 
 
 def _run_children(commands: list[list[str]], jobs: int) -> list[dict[str, Any]]:
-    """Run the child commands, ``jobs`` at a time; return their JSON results in order."""
-    results: list[dict[str, Any] | None] = [None] * len(commands)
+    """Run the child commands, ``jobs`` at a time; return their JSON results in order.
+
+    A child's output is one short JSON line, so it fits in the pipe while the
+    child runs and polling for exits cannot deadlock.
+    """
+    results: dict[int, dict[str, Any]] = {}
     pending = list(enumerate(commands))
-    running: list[tuple[int, subprocess.Popen[str]]] = []
+    running: dict[int, subprocess.Popen[str]] = {}
     while pending or running:
         while pending and len(running) < jobs:
             index, command = pending.pop(0)
-            running.append((index, subprocess.Popen(command, stdout=subprocess.PIPE, text=True)))
-        index, process = running.pop(0)
-        stdout, _ = process.communicate(timeout=300)
-        if process.returncode != 0:
-            raise RuntimeError(f"{' '.join(command)} exited {process.returncode}")
-        results[index] = json.loads(stdout)
-    return [r for r in results if r is not None]
+            running[index] = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+        finished = [index for index, process in running.items() if process.poll() is not None]
+        if not finished:
+            time.sleep(0.05)
+            continue
+        for index in finished:
+            process = running.pop(index)
+            stdout, _ = process.communicate()
+            if process.returncode != 0:
+                raise RuntimeError(f"{' '.join(commands[index])} exited {process.returncode}")
+            results[index] = json.loads(stdout)
+    return [results[index] for index in range(len(commands))]
 
 
 def _print_report(rounds: list[dict[str, Any]], traced: dict[str, Any] | None) -> bool:
@@ -245,13 +254,15 @@ def _print_report(rounds: list[dict[str, Any]], traced: dict[str, Any] | None) -
 
     walk_rounds = [r["walk"] for r in rounds if r["walk"]]
     if walk_rounds:
-        categories = sorted(walk_rounds[0], key=lambda c: -walk_rounds[0][c])
-        print("\n  where the bytes go (object walk, sys.getsizeof, bytes per key):")
-        total = 0.0
-        for category in categories:
-            per_key = statistics.median(w.get(category, 0) for w in walk_rounds) / keys
-            total += per_key
-            print(f"    {category:<40}{per_key:>8.1f}")
+        names = {category for w in walk_rounds for category in w}
+        per_key = {
+            category: statistics.median(w.get(category, 0) for w in walk_rounds) / keys
+            for category in names
+        }
+        print("\n  where the bytes go (object walk, sys.getsizeof, median bytes per key):")
+        for category in sorted(per_key, key=lambda c: -per_key[c]):
+            print(f"    {category:<40}{per_key[category]:>8.1f}")
+        total = sum(per_key.values())
         print(f"    {'total accounted':<40}{total:>8.1f}   (RSS: {rss:.0f})")
 
     if traced:
@@ -281,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--keys", type=int, default=100_000)
     parser.add_argument(
-        "--trace-keys", type=int, default=20_000, help="keys in the tracemalloc pass; 0: skip"
+        "--trace-keys", type=int, default=10_000, help="keys in the tracemalloc pass; 0: skip"
     )
     parser.add_argument(
         "--jobs", type=int, default=2, help="rounds run at once (memory is per process)"
@@ -302,10 +313,10 @@ def main(argv: list[str] | None = None) -> int:
 
     child = [sys.executable, str(Path(__file__).resolve()), "--child", "--fill", args.fill]
     commands = [[*child, "--keys", str(args.keys)] for _ in range(args.rounds)]
-    if args.trace_keys:
-        commands.append([*child, "--keys", str(args.trace_keys), "--trace"])
+    if args.trace_keys:  # first: the shortest job, so that the rounds pack behind it
+        commands.insert(0, [*child, "--keys", str(args.trace_keys), "--trace"])
     results = _run_children(commands, args.jobs)
-    traced = results.pop() if args.trace_keys else None
+    traced = results.pop(0) if args.trace_keys else None
     return 0 if _print_report(results, traced) else 1
 
 
