@@ -7,14 +7,66 @@ import sys
 
 import trio
 
+from ._cli_commands import (
+    KEY_PREFIX_HELP,
+    PREFIX_HELP,
+    add_bench_options,
+    add_inspect_options,
+    add_store_invalidate_options,
+    help_with_exit_codes,
+    is_store_invalidate,
+    run_command,
+)
+
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; return the process exit code."""
-    parser = argparse.ArgumentParser(prog="stackquery", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="stackquery", description=__doc__, **help_with_exit_codes()
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser("demo", help="a tour of the query client, in plain words")
     demo.add_argument("--read-from", metavar="PATH", help=argparse.SUPPRESS)
+    add_inspect_options(
+        commands.add_parser(
+            "inspect",
+            help="list an L2 store's keys: age, TTL, size, serializer, invalidated",
+            description="List the keys under the prefix of an L2 store, read-only.",
+            **help_with_exit_codes(),
+        )
+    )
+    invalidate = commands.add_parser(
+        "invalidate",
+        help="mark the entries under query-key prefixes invalidated",
+        description=(
+            "Mark every entry under each KEY-PREFIX invalidated, so that the next read "
+            "refetches it.  --sqlite/--file rewrite the entries in the store (a running "
+            "process keeps what it holds in memory)."
+        ),
+        **help_with_exit_codes(),
+    )
+    # The store to edit: --sqlite/--file (_cli_store_invalidate); --redis joins this group.
+    invalidate_store = invalidate.add_mutually_exclusive_group(required=True)
+    add_store_invalidate_options(invalidate_store)
+    invalidate.add_argument("--prefix", help=PREFIX_HELP)
+    invalidate.add_argument("key_prefixes", nargs="+", metavar="KEY-PREFIX", help=KEY_PREFIX_HELP)
+    add_bench_options(
+        commands.add_parser(
+            "bench",
+            help="run the benchmark scripts of a checkout (tests/benchmarks)",
+            description=(
+                "Run the benchmark scripts in tests/benchmarks of a stackquery checkout one "
+                "after another and print their tables; scripts that import a module that is "
+                "not installed are skipped."
+            ),
+            **help_with_exit_codes(),
+        )
+    )
     args = parser.parse_args(argv)
+    if args.command in ("inspect", "bench") or (
+        args.command == "invalidate" and is_store_invalidate(args)
+    ):
+        return run_command(args)
     if args.command == "demo":
         from ._demo import read_back, run_demo
 

@@ -1,0 +1,131 @@
+"""The options of ``inspect``, ``invalidate --sqlite/--file`` and ``bench``, and their dispatch.
+
+``__main__`` declares the subcommands; this module adds their options and
+runs them, so that each command's module is imported only when it runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import TYPE_CHECKING, Any
+
+from ._cli_output import EXIT_CODES_EPILOG, CommandError
+
+if TYPE_CHECKING:
+    from ._cli_stores import StoreKind
+
+#: The subcommands :func:`run_command` runs.
+COMMANDS = ("inspect", "invalidate", "bench")
+
+PREFIX_HELP = (
+    "the text in front of each canonical key in the store: the client's key_prefix, "
+    "after RedisStorage's prefix for Redis (default: sq: for SQLite and files, "
+    "sq:sq: for Redis)"
+)
+KEY_PREFIX_HELP = "a query-key prefix as a JSON array, e.g. '[\"user\"]' or '[\"user\", 42]'"
+
+
+def positive_int(text: str) -> int:
+    """Parse a positive whole number (an ``argparse`` type).
+
+    Raises:
+        argparse.ArgumentTypeError: ``text`` is not a whole number >= 1.
+    """
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
+    return value
+
+
+def help_with_exit_codes() -> dict[str, Any]:
+    """Keyword arguments for a parser that show the exit codes at the end of its ``--help``."""
+    return {"epilog": EXIT_CODES_EPILOG, "formatter_class": argparse.RawDescriptionHelpFormatter}
+
+
+def add_inspect_options(parser: argparse.ArgumentParser) -> None:
+    """Add the options of ``stackquery inspect``."""
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--sqlite", metavar="PATH", help="a SQLiteStorage database file")
+    where.add_argument("--file", metavar="DIR", help="a FileStorage directory")
+    where.add_argument("--redis", metavar="URL", help="a Redis URL (redis://host:port/db)")
+    parser.add_argument("--prefix", help=PREFIX_HELP)
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument(
+        "--limit", type=positive_int, metavar="N", help="show the first N keys by name"
+    )
+    parser.add_argument("--plain", action="store_true", help="plain text even with rich")
+
+
+def add_store_invalidate_options(where: argparse._MutuallyExclusiveGroup) -> None:
+    """Add ``--sqlite`` and ``--file`` to the store choice of ``stackquery invalidate``."""
+    where.add_argument("--sqlite", metavar="PATH", help="a SQLiteStorage database file")
+    where.add_argument("--file", metavar="DIR", help="a FileStorage directory")
+
+
+def add_bench_options(parser: argparse.ArgumentParser) -> None:
+    """Add the options of ``stackquery bench``."""
+    parser.add_argument("names", nargs="*", metavar="NAME", help="benchmarks to run (default: all)")
+    parser.add_argument(
+        "--rounds", type=positive_int, metavar="N", help="rounds, for each script that takes them"
+    )
+    parser.add_argument("--dir", metavar="DIR", help="the benchmarks folder")
+    parser.add_argument("--list", action="store_true", help="list the benchmarks, run none")
+    parser.add_argument("--plain", action="store_true", help="plain text even with rich")
+
+
+def is_store_invalidate(args: argparse.Namespace) -> bool:
+    """Whether an ``invalidate`` command line names a SQLite or file store."""
+    return bool(getattr(args, "sqlite", None) or getattr(args, "file", None))
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Run ``inspect``, ``invalidate --sqlite/--file`` or ``bench``; return the exit code.
+
+    A :class:`CommandError` is printed on stderr as ``stackquery COMMAND: error: ...``
+    and its exit code returned.
+    """
+    try:
+        return _dispatch(args)
+    except CommandError as exc:
+        print(f"stackquery {args.command}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "bench":
+        from ._cli_bench import run_bench
+
+        return run_bench(
+            args.names,
+            rounds=args.rounds,
+            directory=args.dir,
+            list_only=args.list,
+            plain=args.plain,
+            out=sys.stdout,
+            err=sys.stderr,
+        )
+    if args.command == "invalidate":
+        from ._cli_store_invalidate import run_store_invalidate
+
+        kind: StoreKind = "sqlite" if args.sqlite else "file"
+        location = args.sqlite or args.file
+        return run_store_invalidate(
+            kind, location, args.key_prefixes, prefix=args.prefix, out=sys.stdout
+        )
+    from ._cli_inspect import run_inspect
+    from ._cli_stores import DEFAULT_PREFIXES, StoreTarget
+
+    if args.sqlite:
+        target = StoreTarget("sqlite", args.sqlite)
+    elif args.file:
+        target = StoreTarget("file", args.file)
+    else:
+        target = StoreTarget("redis", args.redis)
+    prefix = DEFAULT_PREFIXES[target.kind] if args.prefix is None else args.prefix
+    return run_inspect(
+        target, prefix, json_output=args.json, limit=args.limit, plain=args.plain, out=sys.stdout
+    )
