@@ -17,6 +17,7 @@ from ._cli_commands import (
     is_store_invalidate,
     run_command,
 )
+from ._cli_invalidate import add_redis_invalidate_options, run_redis_invalidate_command
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,13 +42,14 @@ def main(argv: list[str] | None = None) -> int:
         description=(
             "Mark every entry under each KEY-PREFIX invalidated, so that the next read "
             "refetches it.  --sqlite/--file rewrite the entries in the store (a running "
-            "process keeps what it holds in memory)."
+            "process keeps what it holds in memory); --redis also tells every running client."
         ),
         **help_with_exit_codes(),
     )
     # The store to edit: --sqlite/--file (_cli_store_invalidate); --redis joins this group.
     invalidate_store = invalidate.add_mutually_exclusive_group(required=True)
     add_store_invalidate_options(invalidate_store)
+    add_redis_invalidate_options(invalidate_store, invalidate)
     invalidate.add_argument("--prefix", help=PREFIX_HELP)
     invalidate.add_argument("key_prefixes", nargs="+", metavar="KEY-PREFIX", help=KEY_PREFIX_HELP)
     add_bench_options(
@@ -67,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
         args.command == "invalidate" and is_store_invalidate(args)
     ):
         return run_command(args)
+    if args.command == "invalidate":
+        return run_redis_invalidate_command(args)
     if args.command == "demo":
         from ._demo import read_back, run_demo
 

@@ -147,3 +147,21 @@ class TestRedisRestart:
             await a.call("fetch", key=["team", 1])
             await b.call("invalidate", key=["team"])
             await a.wait_state(["team", 1], lambda s: s is not None and s["is_invalidated"])
+
+
+class TestBackgroundReaders:
+    # Readers following the writer by polling: tests/stackquery/test_bg_processes.py.
+    @pytest.mark.xfail(
+        strict=True,
+        reason="bg.read does not subscribe to the fleet channel yet: only its poll updates it",
+    )
+    async def test_a_reader_is_updated_by_the_writers_message(
+        self, redis_url: str, tmp_path: Path
+    ) -> None:
+        """bg.read polling once an hour still gets bg.write's next value: the message brings it."""
+        async with open_workers(redis_url, 2, tmp_path) as (a, b):
+            await a.call("bg_write", key=["rates"], interval=0.3)
+            first = (await b.call("bg_read", key=["rates"], interval=3600.0))["data"]
+            with trio.fail_after(2):
+                while (await b.call("bg_get", key=["rates"]))["data"] == first:  # noqa: ASYNC110
+                    await trio.sleep(0.02)

@@ -24,6 +24,10 @@ Commands (``key`` is a JSON list, turned into a tuple):
 * ``invalidate`` ``key``: ``invalidate_queries`` (prefix match); replies ``matched``.
 * ``state`` ``key``: the key's state in L1 (``null`` when absent).
 * ``watch`` ``key``: start observing; every state seen is an ``observed`` event.
+* ``bg_write`` ``key`` ``interval``: define a ``bg.write`` on ``key[0]`` (its value
+  counts its refreshes with ``INCR bg:<key>``) and call it; replies ``data``.
+* ``bg_read`` ``key`` ``interval``: define a ``bg.read`` of ``key[0]`` and call it.
+* ``bg_get`` ``key``: call the ``bg`` function defined on ``key[0]``.
 * ``stats``: the fleet's and L2's statistics.
 * ``exit``: close the client and exit 0.
 """
@@ -80,6 +84,7 @@ class Worker:
         self.redis = redis
         self.pid = os.getpid()
         self.nursery: trio.Nursery | None = None
+        self.bg: dict[str, Any] = {}
 
     def options(self, key: list[Any]) -> sq.QueryOptions[Any]:
         query_key = tuple(key)
@@ -126,6 +131,18 @@ class Worker:
             assert self.nursery is not None
             self.nursery.start_soon(self.watch, key, ready)
             await ready.wait()
+        elif op == "bg_write":
+            writer = self.bg_writer(key[0], message["interval"])
+            self.bg[key[0]] = writer
+            reply["data"] = await writer()
+        elif op == "bg_read":
+            reader = sq.bg.read(
+                key[0], interval=message["interval"], store=RedisStorage(self.args.redis)
+            )
+            self.bg[key[0]] = reader
+            reply["data"] = await reader()
+        elif op == "bg_get":
+            reply["data"] = await self.bg[key[0]]()
         elif op == "stats":
             fleet = self.client.fleet_statistics()
             l2 = self.client.l2_statistics()
@@ -138,6 +155,16 @@ class Worker:
         else:
             reply["error"] = f"unknown op {op!r}"
         emit(reply)
+
+    def bg_writer(self, key: str, interval: float) -> Any:
+        """A ``bg.write`` function whose value counts its refreshes fleet-wide."""
+
+        @sq.bg.write(interval, key=key, store=RedisStorage(self.args.redis))
+        async def refresh() -> dict[str, Any]:
+            count = await self.redis.execute("INCR", f"bg:{key}")
+            return {"n": count, "pid": self.pid}
+
+        return refresh
 
     async def watch(self, key: list[Any], ready: trio.Event) -> None:
         observer = self.client.watch(self.options(key), notify_on="all")
