@@ -13,13 +13,14 @@ sees the run end.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import final
 
 import attrs
 import trio
 
-from ._client import QueryClient, current_client
+from ._client import QueryClient, _current_client, current_client
 from ._options import QueryClientConfig
 
 ClientResolver = Callable[[], QueryClient | None]
@@ -32,6 +33,8 @@ class _Hosted:
 
     client: QueryClient
     ready: trio.Event = attrs.field(factory=trio.Event)
+    open: bool = False
+    """Whether the client is open (``ready`` is set then): a flag for the hot path."""
 
 
 @attrs.define(eq=False)
@@ -61,8 +64,13 @@ class ClientChoice:
             fixed = self.client
             return lambda: fixed
         if self.store is not None:
-            store = self.store
-            return lambda: hosted_client_nowait(store)
+            store_id = id(self.store)
+
+            def store_client() -> QueryClient | None:
+                hosted = _THREAD_CLIENTS.stores.get(store_id)
+                return hosted.client if hosted is not None and hosted.open else None
+
+            return store_client
         return _context_or_default
 
     async def open(self) -> QueryClient:
@@ -82,28 +90,34 @@ class ClientChoice:
         return await open_run_client(self.store)
 
 
-def _context_or_default() -> QueryClient | None:
-    client = current_client()
-    return client if client is not None else hosted_client_nowait(None)
+class _ThreadClients(threading.local):
+    """The default and store clients of the trio run in this thread, once open.
 
-
-def hosted_client_nowait(store: object | None) -> QueryClient | None:
-    """Return the run's open client for ``store`` (``None``: the default client), or ``None``.
-
-    ``None`` also when the client is not open yet, or outside ``trio.run``.
+    The hot path reads it instead of the RunVar (a RunVar lookup costs about
+    as much as the whole hit).  Sound because a thread runs one trio.run at a
+    time and a run's default client is closed (``open`` false) before its
+    run returns; a later run in the thread finds it closed and looks again.
     """
-    try:
-        run = _RUN_CLIENTS.get()
-    except (LookupError, RuntimeError):
-        return None
-    if store is None:
-        hosted = run.default
-    else:
-        pair = run.by_store.get(id(store))
-        hosted = pair[1] if pair is not None else None
-    if hosted is None or not hosted.ready.is_set():
-        return None
-    return hosted.client
+
+    hosted: _Hosted | None = None
+    stores: dict[int, _Hosted]
+    """The run's open store clients, by ``id(store)``."""
+
+    def __init__(self) -> None:
+        self.stores = {}
+
+
+_THREAD_CLIENTS = _ThreadClients()
+
+
+def _context_or_default() -> QueryClient | None:
+    # Written out (no calls to current_client): this runs on every hit of a
+    # decorated function without client= or store=.
+    client = _current_client.get()
+    if client is not None:
+        return client
+    hosted = _THREAD_CLIENTS.hosted
+    return hosted.client if hosted is not None and hosted.open else None
 
 
 async def open_run_client(store: object | None) -> QueryClient:
@@ -145,20 +159,43 @@ async def open_run_client(store: object | None) -> QueryClient:
 
 def _start_host(config: QueryClientConfig, closing: trio.Event, name: str) -> _Hosted:
     hosted = _Hosted(QueryClient(config))
-    trio.lowlevel.spawn_system_task(_host, hosted, closing, name=f"stackquery-{name}-client")
+    trio.lowlevel.spawn_system_task(
+        _host, hosted, closing, config.storage, name=f"stackquery-{name}-client"
+    )
     return hosted
 
 
-async def _host(hosted: _Hosted, closing: trio.Event) -> None:
+async def _host(hosted: _Hosted, closing: trio.Event, store: object | None) -> None:
     # Shielded: the run's end must not cancel the client's shutdown, which
     # flushes pending L2 writes; the watcher says when to close instead.
     with trio.CancelScope(shield=True):
         try:
             async with hosted.client:
+                hosted.open = True
+                _publish_to_thread(hosted, store)
                 hosted.ready.set()
                 await closing.wait()
         finally:
+            hosted.open = False
+            _withdraw_from_thread(hosted, store)
             hosted.ready.set()  # a client that failed to open: waiters see it closed
+
+
+def _publish_to_thread(hosted: _Hosted, store: object | None) -> None:
+    if store is None:
+        _THREAD_CLIENTS.hosted = hosted
+    else:
+        _THREAD_CLIENTS.stores[id(store)] = hosted
+
+
+def _withdraw_from_thread(hosted: _Hosted, store: object | None) -> None:
+    # Dropped, not just marked closed: a closed client (and its table) is not
+    # kept alive by the thread.
+    if store is None:
+        if _THREAD_CLIENTS.hosted is hosted:
+            _THREAD_CLIENTS.hosted = None
+    elif _THREAD_CLIENTS.stores.get(id(store)) is hosted:
+        del _THREAD_CLIENTS.stores[id(store)]
 
 
 async def _watch_run_end(closing: trio.Event) -> None:
