@@ -20,12 +20,11 @@ from ._instrumented import InstrumentedStorage
 from ._memory import MemoryStorage, MemoryStorageStatistics
 from ._metrics_protocol import StorageMetrics
 from ._protocol import BatchStorageBackend, StorageBackend, TTLStorageBackend
+from ._redis import RedisStorage
+from ._redis_address import RedisAddress
+from ._redis_client import RedisClient, RedisClientStatistics, RedisReplyError, Subscription
 from ._s3 import S3Storage
 from ._sqlite import SQLiteStorage
-
-# --- Redis (backends/_redis*.py, written separately) -------------------------
-# from ._redis import RedisStorage
-# ------------------------------------------------------------------------------
 
 __all__ = [
     "BatchStorageBackend",
@@ -35,7 +34,11 @@ __all__ = [
     "InstrumentedStorage",
     "MemoryStorage",
     "MemoryStorageStatistics",
-    # "RedisStorage",
+    "RedisAddress",
+    "RedisClient",
+    "RedisClientStatistics",
+    "RedisReplyError",
+    "RedisStorage",
     "S3Storage",
     "SQLiteStorage",
     "StorageBackend",
@@ -44,6 +47,7 @@ __all__ = [
     "StorageMetrics",
     "StorageUnavailableError",
     "StorageUnsupportedError",
+    "Subscription",
     "TTLStorageBackend",
     "map_storage_errors",
     "ops",

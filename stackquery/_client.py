@@ -23,7 +23,7 @@ import attrs
 import trio
 
 from actors import Registry, Supervisor
-from backends._redis_client import RedisClient
+from backends import RedisClient
 
 from . import _state
 from ._clock import Clock
