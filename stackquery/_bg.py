@@ -10,8 +10,9 @@ refresh keeps the last value; the loop goes on.
 ``bg.write`` is ``@bg`` on the trio run's client for a shared store: each
 refresh lands in the store (and, on Redis, is announced to the other
 processes).  ``bg.read`` is the other side: a ``@bg`` whose "origin" reads
-the writer's entry from the store, on a client without that store, so the
-request path only ever reads the local copy and a reader never writes.
+the writer's entry from the store, so the request path only ever reads the
+local copy; on Redis it also reads the entry again as soon as the writer's
+client announces it, with the poll as the fallback.
 """
 
 from __future__ import annotations
@@ -25,13 +26,16 @@ from collections.abc import Callable, Coroutine
 from typing import Any, Protocol, TypeVar, final
 
 import attrs
+import orjson
 import trio
 
-from backends import ops
+from backends import StorageError, ops
+from backends._redis_client import RedisClient
 
 from ._client import QueryClient
 from ._entry import unpack_entry
 from ._errors import InvalidOptionError, StackqueryError
+from ._fleet import channel_name
 from ._keys import canonical_key
 from ._metrics import MetricsCollector
 from ._observer import QueryObserver
@@ -188,11 +192,15 @@ class BgDecorator:
         """A reader of the value a :meth:`write` function keeps in ``store``.
 
         The reader keeps a local copy and polls the store every ``interval``
-        seconds (a task in the client's nursery); a call returns the local
-        copy at once and never touches the store (the first call waits for
-        the first read).  The reader never writes to the store.  No entry
-        yet, or a corrupt one, is a failed refresh: the local copy is kept,
-        retried with the client's backoff, reported to ``on_error``.
+        seconds (a task in the client's nursery); on a ``RedisStorage`` it
+        also subscribes to the writer's client's update messages and reads
+        the entry as soon as one names it.  A call returns the local copy at
+        once and never touches the store (the first call waits for the first
+        read).  The reader never writes the writer's entry (its client, if
+        it has an L2 of its own, keeps the copy there under ``("bg.read",
+        key)``).  No entry yet, or a corrupt one, is a failed refresh: the
+        local copy is kept, retried with the client's backoff, reported to
+        ``on_error``.
 
         Args:
             key: the writer's key.
@@ -217,10 +225,9 @@ class BgDecorator:
             "bg.read", interval, key, ttl, None, metrics, on_error, run_immediately, client
         )
         prefix = QueryClientConfig().key_prefix if key_prefix is None else key_prefix
-        entry_key = prefix + canonical_key(("bg", key))[1]
         codec = as_serializer(serializer) if serializer is not None else json_serializer
         return _Background(
-            config, ("bg.read", key), _StoreRead(store, entry_key, codec, key)
+            config, ("bg.read", key), _StoreRead(store, prefix, codec, key)
         ).wrapper()
 
 
@@ -307,15 +314,56 @@ class _StoreRead:
     """A reader's origin: the writer's entry, read from the shared store."""
 
     store: Any
-    entry_key: str
+    key_prefix: str
     serializer: Serializer
     key: str
+    entry_hash: str = attrs.field(init=False)
+    """The writer's key hash: what its client's update messages name."""
+
+    def __attrs_post_init__(self) -> None:
+        object.__setattr__(self, "entry_hash", canonical_key(("bg", self.key))[1])
 
     async def __call__(self) -> Any:
-        raw = await ops.get(self.store, self.entry_key)
+        raw = await ops.get(self.store, self.key_prefix + self.entry_hash)
         if raw is None:
             raise MissingValueError(f"the store holds no value for bg key {self.key!r}")
         return unpack_entry(raw, self.serializer).value
+
+    async def follow_messages(self, observer: QueryObserver[Any]) -> None:
+        """Read the entry again each time the writer announces it, until cancelled.
+
+        Only on Redis (the writer's client publishes on its key prefix's
+        channel once an entry landed).  The poll stays the fallback: messages
+        are lost while the subscription is down, so each (re)subscription
+        reads the entry once.
+        """
+        redis = getattr(self.store, "redis", None)
+        if not isinstance(redis, RedisClient):
+            return
+        channel = channel_name(self.key_prefix)
+        backoff = 0.1
+        while True:
+            try:
+                async with redis.subscribe(channel) as messages:
+                    backoff = 0.1
+                    await observer.refetch()
+                    async for _channel, data in messages:
+                        if self._names_entry(data):
+                            await observer.refetch()
+            except StorageError as exc:
+                logger.warning("bg.read %r: subscription to %s failed: %r", self.key, channel, exc)
+            await trio.sleep(backoff)
+            backoff = min(backoff * 2, 5.0)
+
+    def _names_entry(self, data: bytes) -> bool:
+        try:
+            message = orjson.loads(data)
+            op, keys = message["op"], message["k"]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            return False
+        if op == "upd":
+            return any(isinstance(k, list) and k and k[0] == self.entry_hash for k in keys)
+        return op == "del" and self.entry_hash in keys
 
 
 class _Background:
@@ -335,6 +383,8 @@ class _Background:
             gc_time=math.inf if ttl is None else ttl,
             max_age=ttl,
             on_error=self._report_error,
+            # A reader's poll is one GET: cheaper than a fleet-wide lease.
+            single_flight=False if isinstance(func, _StoreRead) else None,
         )
         self.resolve = config.choice.resolver()
         self.running_in: QueryClient | None = None
@@ -438,8 +488,12 @@ class _Background:
         nursery.start_soon(self._refresh_loop, client, name=self.name)
 
     async def _refresh_loop(self, client: QueryClient) -> None:
+        observer = client.watch(self.options)
         try:
-            await self._refresh_every_interval(client.watch(self.options))
+            async with trio.open_nursery() as nursery:
+                if isinstance(self.func, _StoreRead):
+                    nursery.start_soon(self.func.follow_messages, observer)
+                await self._refresh_every_interval(observer)
         finally:
             if self.running_in is client:
                 self.running_in = None  # a closed client is not kept alive by us

@@ -86,6 +86,28 @@ class TestWriterAndReaders:
             assert reader["background_gets"] >= len(numbers)
             assert reader["calls"] > reader["background_gets"]
 
+    async def test_a_reader_follows_the_writers_messages_without_polling(
+        self, redis_url: str
+    ) -> None:
+        """A reader polling once an hour still follows the writer: its messages bring the values."""
+        refreshes = 12
+        results: dict[str, dict[str, Any]] = {}
+
+        async def run(name: str, script: str, *args: object) -> None:
+            results[name] = await run_worker(script, *args)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(run, "writer", "bg_writer.py", redis_url, 0.2, refreshes)
+            await wait_for_entry(redis_url)
+            nursery.start_soon(run, "reader", "bg_reader.py", redis_url, 3600.0, refreshes)
+
+        reader = results["reader"]
+        numbers = [value["n"] for value in reader["seen"]]
+        assert numbers[-1] == refreshes
+        assert len(numbers) >= 2
+        assert reader["request_path_ops"] == 0
+        assert reader["writes"] == 0
+
     async def test_a_reader_started_after_the_writer_exited_serves_its_last_value(
         self, redis_url: str
     ) -> None:

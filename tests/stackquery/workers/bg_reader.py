@@ -30,6 +30,11 @@ class WatchedStore:
         self.request_task = request_task
         self.counts = {"request_path_ops": 0, "background_gets": 0, "writes": 0}
 
+    @property
+    def redis(self) -> Any:
+        """The store's Redis client, where the reader subscribes to the writer's messages."""
+        return self.store.redis
+
     def _count(self, kind: str) -> None:
         if trio.lowlevel.current_task() is self.request_task:
             self.counts["request_path_ops"] += 1
