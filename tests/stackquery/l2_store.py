@@ -42,6 +42,7 @@ class ControlledStorage:
         hanging: while true, every call sleeps forever (until cancelled).
         read_gate: while set, ``get_many`` waits for this event before reading.
         write_gate: while set, ``set_many`` and ``delete`` wait for this event.
+        write_delay: seconds (trio time) each ``set_many`` and ``delete`` takes.
         failed_calls: calls that raised ``failure``.
         hung_calls: calls that hung.
     """
@@ -52,6 +53,7 @@ class ControlledStorage:
         self.hanging = False
         self.read_gate: trio.Event | None = None
         self.write_gate: trio.Event | None = None
+        self.write_delay = 0.0
         self.failed_calls = 0
         self.hung_calls = 0
         self.get_many_calls: list[list[str]] = []
@@ -76,6 +78,12 @@ class ControlledStorage:
             self.failed_calls += 1
             raise type(self.failure)(*self.failure.args)
 
+    async def _enter_write(self) -> None:
+        await self._enter()
+        if self.write_gate is not None:
+            await self.write_gate.wait()
+        await trio.sleep(self.write_delay)
+
     async def get(self, key: str) -> bytes | None:
         await self._enter()
         return await self.memory.get(key)
@@ -91,16 +99,12 @@ class ControlledStorage:
         await self.set_many({key: value}, ttl)
 
     async def set_many(self, items: Mapping[str, bytes], ttl: float | None = None) -> None:
-        await self._enter()
-        if self.write_gate is not None:
-            await self.write_gate.wait()
+        await self._enter_write()
         self.set_many_calls.append((dict(items), ttl))
         await self.memory.set_many(items, ttl)
 
     async def delete(self, key: str) -> None:
-        await self._enter()
-        if self.write_gate is not None:
-            await self.write_gate.wait()
+        await self._enter_write()
         self.deleted.append(key)
         await self.memory.delete(key)
 
