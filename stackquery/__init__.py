@@ -1,7 +1,9 @@
 """stackquery: an actor-based concurrent cache runtime for trio."""
 
 from . import serializers
-from ._bg import BackgroundFunction, BgDecorator, BgKeyConflictError, MissingValueError, bg
+from ._bg import BgDecorator, bg
+from ._bg_function import BackgroundFunction, BgKeyConflictError
+from ._bg_reader import MissingValueError
 from ._cache_decorator import CachedFunction, cache
 from ._client import ClientStatistics, QueryClient, QueryRecord, current_client, open_query_client
 from ._entry import CorruptEntryError, StoredEntry, pack_entry, try_unpack_entry, unpack_entry

@@ -120,6 +120,43 @@ class TestFreshness:
         assert calls.count == 1
         assert results == ["v1"] * 100
 
+    async def test_cancelled_caller_leaves_the_fetch_to_the_others(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """A caller cancelled while waiting stops waiting; the one fetch still lands."""
+        calls = Calls(delay=5.0)
+        got: list[str] = []
+
+        @sq.cache(60, key="k")
+        async def load() -> str:
+            return await calls()
+
+        async def patient() -> None:
+            got.append(await load())
+
+        async with sq.open_query_client(), trio.open_nursery() as nursery:
+            nursery.start_soon(patient)
+            with trio.move_on_after(1.0) as scope:
+                await load()
+            assert scope.cancelled_caught
+        assert got == ["v1"]
+        assert trio.current_time() == 5.0
+        assert calls.count == 1
+
+    async def test_method_with_a_template(self, autojump_clock: trio.testing.MockClock) -> None:
+        """On a method, a template that leaves out self keys on the other arguments."""
+        calls = Calls()
+
+        class Users:
+            @sq.cache(60, key="user:{user_id}")
+            async def get(self, user_id: int) -> str:
+                return await calls(user_id)
+
+        async with sq.open_query_client():
+            assert await Users().get(1) == "v1"
+            assert await Users().get(user_id=1) == "v1"
+            assert calls.count == 1
+
     async def test_sync_function_runs_in_a_worker_thread(
         self, autojump_clock: trio.testing.MockClock
     ) -> None:
@@ -351,6 +388,20 @@ class TestKeys:
             with pytest.raises(sq.InvalidKeyError, match=r"holds a list; use a tuple"):
                 await f([1, 2])
             assert await f((1, 2)) == 2
+
+    async def test_dict_argument_is_a_key(self, autojump_clock: trio.testing.MockClock) -> None:
+        """A dict argument (unhashable, but valid in a key) is keyed canonically."""
+        calls = Calls()
+
+        @sq.cache(60)
+        async def f(filters: dict[str, Any]) -> str:
+            return await calls(filters)
+
+        async with sq.open_query_client():
+            assert await f({"a": 1, "b": 2}) == "v1"
+            assert await f({"b": 2, "a": 1}) == "v1"
+            assert await f({"a": 2}) == "v2"
+            assert calls.count == 2
 
     def test_functions_with_one_qualified_name_get_their_own_namespace(self) -> None:
         """A function decorated twice under one name gets a second namespace."""

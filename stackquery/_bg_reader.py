@@ -1,0 +1,83 @@
+"""The origin of a ``bg.read``: the writer's entry in the shared store, and its messages."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import attrs
+import orjson
+import trio
+
+from backends import StorageError, ops
+from backends._redis_client import RedisClient
+
+from ._entry import unpack_entry
+from ._errors import StackqueryError
+from ._fleet import channel_name
+from ._keys import canonical_key
+from ._observer import QueryObserver
+from .serializers import Serializer
+
+logger = logging.getLogger("stackquery.bg")
+
+
+class MissingValueError(StackqueryError, LookupError):
+    """A ``bg.read`` found no value for its key in the store (no writer has written it yet)."""
+
+
+@attrs.frozen
+class StoreRead:
+    """A reader's origin: the writer's entry, read from the shared store."""
+
+    store: Any
+    key_prefix: str
+    serializer: Serializer
+    key: str
+    entry_hash: str = attrs.field(init=False)
+    """The writer's key hash: what its client's update messages name."""
+
+    def __attrs_post_init__(self) -> None:
+        object.__setattr__(self, "entry_hash", canonical_key(("bg", self.key))[1])
+
+    async def __call__(self) -> Any:
+        raw = await ops.get(self.store, self.key_prefix + self.entry_hash)
+        if raw is None:
+            raise MissingValueError(f"the store holds no value for bg key {self.key!r}")
+        return unpack_entry(raw, self.serializer).value
+
+    async def follow_messages(self, observer: QueryObserver[Any]) -> None:
+        """Read the entry again each time the writer announces it, until cancelled.
+
+        Only on Redis (the writer's client publishes on its key prefix's
+        channel once an entry landed).  The poll stays the fallback: messages
+        are lost while the subscription is down, so each (re)subscription
+        reads the entry once.
+        """
+        redis = getattr(self.store, "redis", None)
+        if not isinstance(redis, RedisClient):
+            return
+        channel = channel_name(self.key_prefix)
+        backoff = 0.1
+        while True:
+            try:
+                async with redis.subscribe(channel) as messages:
+                    backoff = 0.1
+                    await observer.refetch()
+                    async for _channel, data in messages:
+                        if self._names_entry(data):
+                            await observer.refetch()
+            except StorageError as exc:
+                logger.warning("bg.read %r: subscription to %s failed: %r", self.key, channel, exc)
+            await trio.sleep(backoff)
+            backoff = min(backoff * 2, 5.0)
+
+    def _names_entry(self, data: bytes) -> bool:
+        try:
+            message = orjson.loads(data)
+            op, keys = message["op"], message["k"]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            return False
+        if op == "upd":
+            return any(isinstance(k, list) and k and k[0] == self.entry_hash for k in keys)
+        return op == "del" and self.entry_hash in keys

@@ -1,0 +1,311 @@
+"""What one ``@cache`` function knows, and everything it does besides a fresh hit.
+
+The options of each call shape (the call's positional and keyword
+arguments) are built once and memoized, bounded by :data:`MEMO_SIZE`; a
+call with a shape seen before skips binding the signature and building the
+key.  Misses, stale hits, calls with metrics, ``invalidate`` and ``clear``
+run here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import math
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
+
+import attrs
+import trio
+
+from backends import ops
+
+from ._client import QueryClient
+from ._errors import QueryCancelledError
+from ._key_template import KeyTemplate
+from ._keys import QueryKey, canonical_key, prefix_hash
+from ._metrics import MetricsCollector
+from ._options import QueryOptions
+from ._origin import origin_call
+from ._run_clients import ClientChoice, ClientResolver
+from ._state import Snapshot
+
+R = TypeVar("R")
+
+MEMO_SIZE = 4096
+"""Distinct argument tuples whose options a decorated function remembers (oldest dropped first)."""
+
+_namespaces: dict[str, int] = {}
+
+
+def namespace_of(func: Callable[..., Any]) -> str:
+    """Return a namespace for ``func``'s keys: ``module.qualname``, unique in this process.
+
+    A second function with the same qualified name (a function defined
+    inside another and decorated on every call) gets ``#2``, ``#3`` ... so
+    two decorated functions never share entries.
+    """
+    module = getattr(func, "__module__", None) or "?"
+    qualname = getattr(func, "__qualname__", None) or type(func).__qualname__
+    base = f"{module}.{qualname}"
+    count = _namespaces.get(base, 0) + 1
+    _namespaces[base] = count
+    return base if count == 1 else f"{base}#{count}"
+
+
+@attrs.frozen
+class _Memo:
+    """The options of one call shape."""
+
+    options: QueryOptions[Any]
+    exact: str | None
+    """``repr`` of the arguments when they hold a 0, 1 or bool: ``f(1)`` and
+    ``f(True)`` are equal dict keys but two cache keys, so such a memo is used
+    only by a call whose arguments have the same ``repr``."""
+
+
+def _ambiguous(value: object) -> bool:
+    """Whether ``value`` holds a number equal to a bool (or a bool), at any depth."""
+    if isinstance(value, tuple):
+        return any(_ambiguous(v) for v in value)
+    return isinstance(value, int | float) and (value == 0 or value == 1)
+
+
+@attrs.define(eq=False)
+class CachedCalls(Generic[R]):
+    """Everything one decorated function knows: its template, times, client choice, memo."""
+
+    func: Callable[..., Any]
+    name: str
+    template: KeyTemplate
+    ttl: float
+    stale: float
+    choice: ClientChoice
+    metrics: MetricsCollector | None
+    stale_time: float = attrs.field(init=False)
+    """``ttl``, as the one float object every query of this function carries: the
+    client's fresh-hit test compares stale times by identity."""
+    resolve: ClientResolver = attrs.field(init=False)
+    static: QueryOptions[Any] | None = attrs.field(init=False, default=None)
+    """The options of a function without parameters (one key, no memo)."""
+    by_args: dict[Any, _Memo] = attrs.field(init=False, factory=dict)
+    by_kwargs: dict[Any, _Memo] = attrs.field(init=False, factory=dict)
+    by_key: dict[Any, _Memo] = attrs.field(init=False, factory=dict)
+    """Memo of a callable key: by its result (it may differ between equal calls)."""
+    refresh_started: dict[str, float] = attrs.field(init=False, factory=dict)
+    """With metrics: when each key's pending background refresh was started."""
+
+    def __attrs_post_init__(self) -> None:
+        self.stale_time = self.ttl
+        self.resolve = self.choice.resolver()
+        if not self.template.signature.parameters and not self.template.is_callable:
+            self.static = self.build_options((), {}, self.template.parts((), {}))
+
+    @property
+    def namespace_key(self) -> QueryKey:
+        return ("fn", self.name)
+
+    # -- options ------------------------------------------------------------
+
+    def build_options(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], parts: tuple[Any, ...]
+    ) -> QueryOptions[Any]:
+        """Return new options for a call whose key parts are ``parts``.
+
+        Raises:
+            InvalidKeyError: a part cannot be part of a key.
+        """
+        query_key, key_hash = canonical_key((*self.namespace_key, *parts))
+        lifetime = self.ttl + self.stale
+        return QueryOptions(
+            query_key=query_key,
+            query_fn=origin_call(self.func, args, kwargs, name=self.name, metrics=self.metrics),
+            stale_time=self.stale_time,
+            gc_time=lifetime,
+            max_age=None if lifetime == math.inf else lifetime,
+            on_settled=None if self.metrics is None else functools.partial(self._settled, key_hash),
+        )
+
+    def options_for(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> QueryOptions[Any]:
+        """Return the options of a call, from the memo or built (and memoized) now.
+
+        Raises:
+            TypeError: the arguments do not fit the function.
+            InvalidKeyError: an argument cannot be part of a key.
+        """
+        if self.static is not None:
+            if args or kwargs:
+                self.template.signature.bind(*args, **kwargs)  # raises the TypeError
+            return self.static
+        if self.template.is_callable:
+            return self._options_by_key(args, kwargs)
+        memo, shape = self.by_args, args
+        if kwargs:
+            memo, shape = self.by_kwargs, (args, tuple(kwargs.items()))
+        try:
+            found = memo.get(shape)
+        except TypeError:  # an unhashable argument (a dict): valid in a key, not memoized
+            return self.build_options(args, kwargs, self.template.parts(args, kwargs))
+        if found is not None and (found.exact is None or found.exact == repr(shape)):
+            return found.options
+        options = self.build_options(args, kwargs, self.template.parts(args, kwargs))
+        _remember(memo, shape, _Memo(options, repr(shape) if _ambiguous(shape) else None))
+        return options
+
+    def _options_by_key(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> QueryOptions[Any]:
+        return self.options_for_key(args, kwargs, self.template.parts(args, kwargs)[0])
+
+    def options_for_key(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], key: Any
+    ) -> QueryOptions[Any]:
+        """Return new options for a call whose callable key returned ``key``, memoized by it.
+
+        Built again on every call that is not a fresh hit: the options carry
+        the call's arguments, and equal keys may come from different arguments.
+        """
+        options = self.build_options(args, kwargs, (key,))
+        with contextlib.suppress(TypeError):  # unhashable: build_options refused it already
+            _remember(self.by_key, key, _Memo(options, _exact(key)))
+        return options
+
+    def memo_for_key(self, key: Any) -> QueryOptions[Any] | None:
+        """Return the options memoized for a callable key's result ``key``, if any."""
+        try:
+            found = self.by_key.get(key)
+        except TypeError:
+            return None
+        if found is None or (found.exact is not None and found.exact != repr(key)):
+            return None
+        return found.options
+
+    # -- calls ----------------------------------------------------------------
+
+    async def call(
+        self, client: QueryClient | None, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        """Everything but a fresh hit found by the wrapper."""
+        options = self.options_for(args, kwargs)
+        if client is None:
+            client = await self.choice.open()
+        return await fetch(client, options)
+
+    async def call_with_key(
+        self, client: QueryClient | None, args: tuple[Any, ...], kwargs: dict[str, Any], key: Any
+    ) -> Any:
+        """Everything but a fresh hit, for a callable key that returned ``key``."""
+        options = self.options_for_key(args, kwargs, key)
+        if client is None:
+            client = await self.choice.open()
+        return await fetch(client, options)
+
+    async def call_measured(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """A call with metrics: every outcome recorded."""
+        metrics = self.metrics
+        assert metrics is not None
+        name = self.name
+        start = trio.current_time()
+        try:
+            client = self.resolve()
+            if client is None:
+                client = await self.choice.open()
+            options = self.options_for(args, kwargs)
+            snap = client._table.get(options.key_hash)
+            if snap is not None and snap.fresh and snap.stale_time is options.stale_time:
+                metrics.record_hit(name)
+                return snap.state.data
+            self._record_read(client, snap, options)
+            return await fetch(client, options)
+        finally:
+            metrics.record_latency(name, "get", trio.current_time() - start)
+
+    def _record_read(
+        self, client: QueryClient, snap: Snapshot | None, options: QueryOptions[Any]
+    ) -> None:
+        metrics = self.metrics
+        assert metrics is not None
+        if snap is not None and snap.state.has_data and not client._too_old(snap, options):
+            metrics.record_stale_hit(self.name)
+            self.refresh_started.setdefault(options.key_hash, trio.current_time())
+            return
+        metrics.record_miss(self.name)
+        registry = client._registry
+        actor = registry.get(options.key_hash) if registry is not None else None
+        if actor is not None and actor.is_fetching:
+            metrics.record_dedup_join(self.name)
+
+    def _settled(self, key_hash: str, _data: Any, error: BaseException | None) -> None:
+        started = self.refresh_started.pop(key_hash, None)
+        if started is not None and self.metrics is not None:
+            duration = trio.current_time() - started
+            self.metrics.record_background_refresh(self.name, error is None, duration)
+
+    # -- invalidate / clear ---------------------------------------------------------
+
+    async def invalidate(self, *args: Any, **kwargs: Any) -> None:
+        """Remove the entry these arguments map to, from L1 and from the store.
+
+        A call waiting on that entry's fetch in flight starts a new fetch.
+        Returns once the store's delete landed, or after the client's
+        ``l2_timeout`` (the delete is retried in the background then).
+
+        Raises:
+            TypeError: the arguments do not fit the function.
+            InvalidKeyError: an argument cannot be part of a key.
+        """
+        options = self.options_for(args, kwargs)
+        client = await self.choice.open()
+        await client.remove_queries(options.query_key, exact=True)
+        l2 = client._l2
+        if l2 is not None:
+            l2.delete_soon(options.key_hash)
+            await _l2_settled(client)
+        if self.metrics is not None:
+            self.metrics.record_delete(self.name)
+
+    async def clear(self) -> None:
+        """Remove every entry of this function (and no other's), from L1 and from the store.
+
+        Raises:
+            StorageUnsupportedError: the store has no ``delete_prefix``.
+            StorageError: the store failed (L1 is cleared already).
+        """
+        client = await self.choice.open()
+        await client.remove_queries(self.namespace_key)
+        self.by_args.clear()
+        self.by_kwargs.clear()
+        self.by_key.clear()
+        l2 = client._l2
+        if l2 is not None:
+            await _l2_settled(client)  # the deletes remove_queries queued go first
+            # `,` ends the namespace: ("fn", "m.f") must not match ("fn", "m.f2").
+            prefix = l2.key_prefix + prefix_hash(self.namespace_key) + ","
+            await ops.delete_prefix(l2.store, prefix)
+        if self.metrics is not None:
+            self.metrics.record_delete(self.name)
+
+
+def _remember(memo: dict[Any, _Memo], shape: Any, entry: _Memo) -> None:
+    if len(memo) >= MEMO_SIZE:
+        del memo[next(iter(memo))]
+    memo[shape] = entry
+
+
+def _exact(key: Any) -> str | None:
+    return repr(key) if _ambiguous(key) else None
+
+
+async def fetch(client: QueryClient, options: QueryOptions[Any]) -> Any:
+    try:
+        return await client.fetch_query(options)
+    except QueryCancelledError:
+        # invalidate() or clear() removed the key while this call waited on
+        # its fetch: the caller wants a value fetched after that, so fetch again.
+        return await client.fetch_query(options)
+
+
+async def _l2_settled(client: QueryClient) -> None:
+    """Wait (up to ``l2_timeout``) until the client's queued L2 writes and deletes landed."""
+    l2 = client._l2
+    assert l2 is not None
+    with trio.move_on_after(client.config.l2_timeout):
+        await l2._drained.wait()
