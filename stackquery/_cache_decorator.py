@@ -181,6 +181,13 @@ def _seconds(name: str, value: object) -> float:
 
 
 # -- the wrappers: one per kind of key, picked when decorating ---------------------
+#
+# Each repeats the fresh-hit test of QueryClient.fetch_query inline (one
+# coroutine instead of two) but skips its last-hit timestamp: a decorated
+# key's gc_time is ttl + stale, counted from its fetch, when its data can no
+# longer be served anyway, so a hit need not push its collection back (the
+# clock read would cost half the hit).  Only max_queries' second chance for
+# recently hit keys does not see these hits.
 
 
 def _args_wrapper(state: CachedCalls[Any]) -> Callable[..., Coroutine[Any, Any, Any]]:
