@@ -151,10 +151,6 @@ class TestRedisRestart:
 
 class TestBackgroundReaders:
     # Readers following the writer by polling: tests/stackquery/test_bg_processes.py.
-    @pytest.mark.xfail(
-        strict=True,
-        reason="bg.read does not subscribe to the fleet channel yet: only its poll updates it",
-    )
     async def test_a_reader_is_updated_by_the_writers_message(
         self, redis_url: str, tmp_path: Path
     ) -> None:
