@@ -93,7 +93,7 @@ class RedisStorage(ByteStore):
         self,
         url_or_client: str | RedisClient | redis.asyncio.Redis,
         *,
-        prefix: str = "sq:",
+        prefix: str = "",
         timeout: float | None = DEFAULT_TIMEOUT,
         batch_size: int = _DEFAULT_BATCH_SIZE,
     ) -> None:

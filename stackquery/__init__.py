@@ -18,6 +18,7 @@ from ._errors import (
     StorageUnavailableError,
 )
 from ._events import CacheEvent, CacheEventType, EventStream
+from ._fleet import FleetStatistics
 from ._key_template import KeyTemplateError
 from ._keys import QueryKey
 from ._l2 import L2Statistics
@@ -43,6 +44,7 @@ __all__ = [
     "DeserializationError",
     "EventStream",
     "FetchStatus",
+    "FleetStatistics",
     "InMemoryMetrics",
     "InvalidKeyError",
     "InvalidOptionError",

@@ -6,15 +6,13 @@ import logging
 from typing import Any
 
 import attrs
-import orjson
 import trio
 
-from backends import StorageError, ops
-from backends._redis_client import RedisClient
+from backends import RedisClient, StorageError, ops
 
 from ._entry import unpack_entry
 from ._errors import StackqueryError
-from ._fleet import channel_name
+from ._fleet import channel_name, parse_message
 from ._keys import canonical_key
 from ._observer import QueryObserver
 from .serializers import Serializer
@@ -73,11 +71,10 @@ class StoreRead:
             backoff = min(backoff * 2, 5.0)
 
     def _names_entry(self, data: bytes) -> bool:
-        try:
-            message = orjson.loads(data)
-            op, keys = message["op"], message["k"]
-        except (orjson.JSONDecodeError, KeyError, TypeError):
+        message = parse_message(data)
+        if message is None:
             return False
+        op, keys = message["op"], message["k"]
         if op == "upd":
             return any(isinstance(k, list) and k and k[0] == self.entry_hash for k in keys)
         return op == "del" and self.entry_hash in keys

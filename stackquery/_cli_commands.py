@@ -20,8 +20,7 @@ COMMANDS = ("inspect", "invalidate", "bench")
 
 PREFIX_HELP = (
     "the text in front of each canonical key in the store: the client's key_prefix, "
-    "after RedisStorage's prefix for Redis (default: sq: for SQLite and files, "
-    "sq:sq: for Redis)"
+    "after RedisStorage's own prefix if it was given one (default: sq:)"
 )
 KEY_PREFIX_HELP = "a query-key prefix as a JSON array, e.g. '[\"user\"]' or '[\"user\", 42]'"
 

@@ -157,8 +157,8 @@ def summary(report: InspectReport) -> str:
 def suggested_prefix(report: InspectReport) -> str | None:
     """Return the prefix that foreign keys shown would be entries under, if they point to one.
 
-    ``sq:sq:["user",1]`` looked at under ``sq:`` is foreign, but it is a
-    canonical key behind ``sq:sq:`` (RedisStorage's prefix and the client's).
+    ``app:sq:["user",1]`` looked at under ``app:`` is foreign, but it is a
+    canonical key behind ``app:sq:`` (a RedisStorage prefix, then the client's).
     """
     candidates: Counter[str] = Counter()
     for info in report.entries:

@@ -133,7 +133,7 @@ def run_redis_invalidate(
         url: the Redis the fleet shares.
         key_prefixes: query-key prefixes as JSON arrays (``'["user"]'``).
         prefix: the text in front of every canonical key in Redis (``None``:
-            ``"sq:sq:"``, ``RedisStorage``'s default prefix then the client's).
+            ``"sq:"``, the client's default ``key_prefix``).
         channel: the fleet's channel (``None``: :data:`DEFAULT_CHANNEL`).
         out: where the summary is printed.
 

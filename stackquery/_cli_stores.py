@@ -36,7 +36,7 @@ StoreKind = Literal["sqlite", "file", "redis"]
 
 #: The key prefix in front of the canonical keys when none is given: the client's
 #: default ``key_prefix``, and for Redis ``RedisStorage``'s default prefix before it.
-DEFAULT_PREFIXES: Final[dict[StoreKind, str]] = {"sqlite": "sq:", "file": "sq:", "redis": "sq:sq:"}
+DEFAULT_PREFIXES: Final[dict[StoreKind, str]] = {"sqlite": "sq:", "file": "sq:", "redis": "sq:"}
 
 # The table SQLiteStorage keeps its entries in: a file without it is not a store.
 _SQLITE_TABLE = "stackquery_entries"

@@ -900,11 +900,15 @@ class QueryClient:
     def _mark_all_stale(self) -> None:
         """Pub/sub was (re)connected: anything may have changed while it was down.
 
-        Every fresh entry goes stale, and observed keys refetch.
+        Every entry with data is marked invalidated in L1 (not merely stale: a
+        later call with another ``stale_time`` must not judge it fresh again
+        from its timestamp), and observed keys refetch.  L2 is left alone: the
+        other processes may hold newer data there, which the refetch finds.
         """
+        now = trio.current_time()
         for key_hash, snap in list(self._table.items()):
-            if snap.fresh:
-                self._table[key_hash] = _state.went_stale(snap)
+            if snap.state.has_data and not snap.state.is_invalidated:
+                self._table[key_hash] = _state.invalidated(snap, now=now)
         registry = self._registry
         if registry is None or self._closed:
             return

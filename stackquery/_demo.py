@@ -44,9 +44,10 @@ async def read_back(path: str, say: Callable[[str], None] = print) -> None:
         raise RuntimeError("the origin was called: L2 did not serve the key")
 
     config = QueryClientConfig(stale_time=3600.0)
-    async with SQLiteStorage(path) as store, open_query_client(
-        attrs.evolve(config, storage=store)
-    ) as client:
+    async with (
+        SQLiteStorage(path) as store,
+        open_query_client(attrs.evolve(config, storage=store)) as client,
+    ):
         options: QueryOptions[Any] = QueryOptions(
             query_key=("user", 42), query_fn=origin_must_not_run, retry=0
         )

@@ -204,7 +204,7 @@ class Fleet:
             backoff = min(backoff * 2, 5.0)
 
     async def _on_message(self, data: bytes) -> None:
-        message = _parse_message(data)
+        message = parse_message(data)
         if message is None:
             # Anyone can publish on the channel: a foreign or damaged message
             # must not reach the code that applies it (and crash the client).
@@ -320,7 +320,7 @@ class Fleet:
             self._on_error("release", exc)
 
 
-def _parse_message(data: bytes) -> dict[str, Any] | None:
+def parse_message(data: bytes) -> dict[str, Any] | None:
     """Return the message in ``data`` if it is well formed for its operation, else ``None``.
 
     An operation this version does not know is well formed (a newer client's

@@ -91,6 +91,8 @@ class L2Cache:
         self._writes: dict[str, _Set | _Delete] = {}
         self._writes_wanted = trio.Event()
         self._writer_busy = False
+        self._writing: dict[str, _Set | _Delete] = {}
+        """The batch the writer is storing now (not in the store for sure yet)."""
         self._drained = trio.Event()
         self._drained.set()
         self._stats: defaultdict[str, int] = defaultdict(int)
@@ -123,9 +125,24 @@ class L2Cache:
         """Return the key's entry from the store, or ``None`` (absent, corrupt, store down).
 
         Reads of many keys at once go out as one ``get_many``.  Cancelled,
-        the caller stops waiting; the batch goes on for the others.
+        the caller stops waiting; the batch goes on for the others.  A key
+        with a write or delete not landed yet reads as that op, not as the
+        store's older entry (a key removed, or dropped from L1, before its
+        write landed must not come back with the value it had before).
         """
         self._stats["reads"] += 1
+        pending = self._writes.get(key_hash)
+        if pending is None:
+            pending = self._writing.get(key_hash)
+        if pending is not None:
+            await trio.lowlevel.checkpoint()
+            entry = (
+                try_unpack_entry(pending.raw, self.serializer, self._on_corrupt)
+                if isinstance(pending, _Set)
+                else None
+            )
+            self._stats["hits" if entry is not None else "misses"] += 1
+            return entry
         reply = self._reads.get(key_hash)
         if reply is None:
             reply = self._reads[key_hash] = Reply()
@@ -247,10 +264,12 @@ class L2Cache:
             self._writes_wanted = trio.Event()
             batch, self._writes = self._writes, {}
             self._writer_busy = True
+            self._writing = batch
             try:
                 failed = await self._write_batch(batch)
             finally:
                 self._writer_busy = False
+                self._writing = {}
             if failed:
                 for key_hash, op in failed.items():
                     self._writes.setdefault(key_hash, op)  # a newer op wins

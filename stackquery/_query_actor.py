@@ -56,8 +56,6 @@ class Invalidate:
 
     refetch: bool
     reply: Reply[None]
-    persist: bool = True
-    """Write the invalidation to L2 (not when another process already did)."""
 
 
 @attrs.frozen
@@ -265,7 +263,7 @@ class QueryActor:
         if isinstance(message, Wake):
             self._wake_sent = False
         elif isinstance(message, Invalidate):
-            self._invalidate(message.refetch, persist=message.persist)
+            self._invalidate(message.refetch)
             message.reply.set_value(None)
         elif isinstance(message, ApplyEntry):
             if self._client._apply_entry(self.key_hash, message.entry) is not None:
@@ -307,12 +305,12 @@ class QueryActor:
                 return observer.options
         return None
 
-    def _invalidate(self, refetch: bool, *, persist: bool) -> None:
+    def _invalidate(self, refetch: bool) -> None:
         snap = self._client._table.get(self.key_hash)
         if snap is not None:
-            published = self._client._publish(_state.invalidated(snap, now=trio.current_time()))
-            if persist:
-                self._client._persist(published)
+            self._client._persist(
+                self._client._publish(_state.invalidated(snap, now=trio.current_time()))
+            )
             self.notify()
         if self._fetch is not None:
             self._fetch.invalidated = True

@@ -51,7 +51,7 @@ async def wait_for_entry(url: str) -> None:
     async with RedisClient.from_url(url) as redis:
         with trio.fail_after(PROCESS_TIMEOUT):
             # Another process writes it: there is no event to wait on but Redis itself.
-            while await redis.execute("EXISTS", "sq:" + ENTRY_KEY) == 0:  # noqa: ASYNC110
+            while await redis.execute("EXISTS", ENTRY_KEY) == 0:  # noqa: ASYNC110
                 await trio.sleep(0.05)
 
 

@@ -176,43 +176,44 @@ def redis_without_keys() -> Iterator[RedisServer]:
 
 
 class TestRedis:
-    def fill_redis(self, url: str) -> None:
+    def fill_redis(self, url: str, store_prefix: str = "") -> None:
         """Entries through RedisStorage and a real client, plus keys that are not entries."""
+        namespace = store_prefix + "sq:"
 
         async def go() -> None:
-            await fill_everything(lambda: RedisStorage(url))
+            await fill_everything(lambda: RedisStorage(url, prefix=store_prefix))
             async with RedisClient.from_url(url) as redis:
-                await redis.execute("HSET", "sq:sq:a-hash", "field", "value")
-                await redis.execute("SET", 'sq:sq:["junk"]', "junk", "PX", 90_000)
+                await redis.execute("HSET", f"{namespace}a-hash", "field", "value")
+                await redis.execute("SET", f'{namespace}["junk"]', "junk", "PX", 90_000)
                 await redis.execute("SET", "unrelated", "1")
 
         trio.run(go)
 
     def test_lists_the_prefix_with_scan(self, redis_without_keys: RedisServer) -> None:
-        """Every key under sq:sq: is listed (found with SCAN); keys of another kind are foreign."""
+        """Every key under sq: is listed (found with SCAN); keys of another kind are foreign."""
         self.fill_redis(redis_without_keys.url)
         result = run_cli("inspect", "--redis", redis_without_keys.url, "--json")
         assert result.returncode == 1, result.stderr
         report = orjson.loads(result.stdout)
-        assert report["prefix"] == "sq:sq:"
+        assert report["prefix"] == "sq:"
         assert report["counts"] == {"ok": 5, "lease": 0, "foreign": 2, "corrupt": 0}
         entries = {entry["name"]: entry for entry in report["entries"]}
         assert sorted(entries) == sorted(
-            [f"sq:sq:{key}" for key in ALL_KEYS] + ['sq:sq:["junk"]', "sq:sq:a-hash"]
+            [f"sq:{key}" for key in ALL_KEYS] + ['sq:["junk"]', "sq:a-hash"]
         )
-        assert entries["sq:sq:a-hash"]["problem"] == (
+        assert entries["sq:a-hash"]["problem"] == (
             "not a string value: WRONGTYPE Operation against a key holding the wrong kind of value"
         )
-        assert entries['sq:sq:["junk"]']["status"] == "foreign"
-        assert 0 < entries['sq:sq:["junk"]']["ttl"] <= 90.0
-        assert entries['sq:sq:["blob",1]']["serializer"] == "msgpack"
-        assert entries['sq:sq:["user",1]']["ttl"] is None
+        assert entries['sq:["junk"]']["status"] == "foreign"
+        assert 0 < entries['sq:["junk"]']["ttl"] <= 90.0
+        assert entries['sq:["blob",1]']["serializer"] == "msgpack"
+        assert entries['sq:["user",1]']["ttl"] is None
 
     def test_wrong_prefix_gets_a_hint(
         self, redis_url: str, capsys: pytest.CaptureFixture[str]
     ) -> None:
-        """Looked at under sq:, the entries are foreign, and the hint names sq:sq:."""
-        self.fill_redis(redis_url)
+        """A store with a prefix of its own: entries foreign under sq:, the hint names sq:sq:."""
+        self.fill_redis(redis_url, store_prefix="sq:")
         assert main(["inspect", "--redis", redis_url, "--prefix", "sq:", "--plain"]) == 1
         assert capsys.readouterr().out.splitlines()[-2:] == [
             f"7 keys under 'sq:' in the Redis {redis_url}: 0 ok, 0 lease, 7 foreign, 0 corrupt",
@@ -222,7 +223,7 @@ class TestRedis:
     def test_empty_namespace(self, redis_url: str, capsys: pytest.CaptureFixture[str]) -> None:
         """No key under the prefix: one line says so, exit 0."""
         assert main(["inspect", "--redis", redis_url]) == 0
-        assert capsys.readouterr().out == f"no keys under 'sq:sq:' in the Redis {redis_url}\n"
+        assert capsys.readouterr().out == f"no keys under 'sq:' in the Redis {redis_url}\n"
 
 
 class TestErrors:

@@ -28,7 +28,7 @@ from tests.stackquery.fleet_workers.harness import REPO_ROOT, open_workers
 
 pytestmark = pytest.mark.slow
 
-PREFIX = "sq:sq:"
+PREFIX = "sq:"
 """``RedisStorage``'s default prefix, then the client's default ``key_prefix``."""
 CHANNEL = "sq:events"
 

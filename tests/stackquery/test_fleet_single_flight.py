@@ -29,7 +29,7 @@ from tests.stackquery.fleet_support import (
 pytestmark = pytest.mark.slow
 
 LEASE_PREFIX = "sq:lease:"
-L2_PREFIX = "sq:sq:"
+L2_PREFIX = "sq:"
 """``RedisStorage``'s own default prefix, then the client's default ``key_prefix``."""
 
 

@@ -54,9 +54,11 @@ def options(origin: Any, key: tuple[Any, ...] = ("user", 1), **kwargs: Any) -> s
     return sq.QueryOptions(query_key=key, query_fn=origin, **kwargs)
 
 
-def redis_key(opts: sq.QueryOptions[Any]) -> str:
+def redis_key(settings: sq.QueryClientConfig, opts: sq.QueryOptions[Any]) -> str:
     """The Redis key of a query's entry: the store's prefix, the client's, the key's hash."""
-    return "sq:" + "sq:" + opts.key_hash
+    store = settings.storage
+    assert isinstance(store, RedisStorage)
+    return store.prefix + settings.key_prefix + opts.key_hash
 
 
 def l2_stats(client: sq.QueryClient) -> sq.L2Statistics:
@@ -136,11 +138,11 @@ class TestSharing:
         ):
             await client.fetch_query(opts)
             await wait_until(lambda: l2_stats(client).writes == 1)
-            pttl = await redis.execute("PTTL", redis_key(opts))
+            pttl = await redis.execute("PTTL", redis_key(client.config, opts))
             assert isinstance(pttl, int) and 115_000 < pttl <= 120_000
             await client.remove_queries(("user", 1))
             await wait_until(lambda: l2_stats(client).deletes == 1)
-            assert await redis.execute("EXISTS", redis_key(opts)) == 0
+            assert await redis.execute("EXISTS", redis_key(client.config, opts)) == 0
 
 
 class TestOutage:
@@ -181,7 +183,7 @@ class TestOutage:
                 assert reads > reads_at_kill
                 assert all_cached(client, keys)
                 await trio.to_thread.run_sync(redis_server.restart)
-                names = [redis_key(options(origins[key], key)) for key in keys]
+                names = [redis_key(client.config, options(origins[key], key)) for key in keys]
 
                 async def stored() -> list[Any]:
                     try:
@@ -205,13 +207,14 @@ class TestEntries:
         """Garbage SET into the key's Redis name: query_fn runs once and its value replaces it."""
         origin = Origin("fresh")
         opts = options(origin, stale_time=60.0)
+        settings = config(redis_url, **L2_ONLY)
         async with RedisClient.from_url(redis_url, timeout=1.0) as redis:
-            await redis.execute("SET", redis_key(opts), b"\x00\x01 not an entry")
-            async with sq.open_query_client(config(redis_url, **L2_ONLY)) as client:
+            await redis.execute("SET", redis_key(settings, opts), b"\x00\x01 not an entry")
+            async with sq.open_query_client(settings) as client:
                 assert await client.fetch_query(opts) == "fresh"
                 stats = l2_stats(client)
                 assert (stats.corrupt, stats.hits, stats.misses, stats.errors) == (1, 0, 1, 0)
-            raw = await redis.execute("GET", redis_key(opts))
+            raw = await redis.execute("GET", redis_key(settings, opts))
         assert isinstance(raw, bytes)
         assert sq.unpack_entry(raw, sq.serializers.json).value == "fresh"
         assert origin.calls == 1
@@ -238,7 +241,7 @@ class TestEntries:
                 await a.fetch_query(options(first[key], key, stale_time=60.0))
         async with RedisClient.from_url(redis_url, timeout=1.0) as redis:
             for key in ODD_KEYS:
-                raw = await redis.execute("GET", redis_key(options(first[key], key)))
+                raw = await redis.execute("GET", redis_key(a.config, options(first[key], key)))
                 assert isinstance(raw, bytes)
                 assert sq.unpack_entry(raw, sq.serializers.json).value == f"value of {key!r}"
         async with sq.open_query_client(config(redis_url, **L2_ONLY)) as b:

@@ -367,3 +367,74 @@ class TestOnExit:
         assert trio.current_time() == 3.0
         stats = l2_stats(client)
         assert (stats.writes, stats.dropped_writes) == (0, 1)
+
+
+class TestReadYourWrites:
+    async def test_a_key_fetched_again_before_its_removal_lands_calls_query_fn(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """Removed while the delete takes 1 s, the key is not read back from L2: query_fn runs."""
+        store = ControlledStorage()
+        origin = Origin()
+        opts = options(origin, stale_time=60.0)
+        async with sq.open_query_client(config(store)) as client:
+            await client.fetch_query(opts)
+            await wait_all_tasks_blocked()
+            store.write_delay = 1.0
+            await client.remove_queries(KEY)
+            assert await client.fetch_query(opts) == "v2"
+            assert origin.calls == 2
+
+    async def test_a_key_evicted_while_its_write_is_stored_comes_back_with_that_write(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """L2 holds "old"; "new" is set, then evicted during its 1 s write: a fetch gets "new"."""
+        store = ControlledStorage()
+        origin = Origin()
+        async with sq.open_query_client(config(store, max_queries=1)) as client:
+            await store.memory.set(L2_KEY, entry_bytes("old", at=client.clock.wall()))
+            store.write_delay = 1.0
+            await client.set_query_data(KEY, "new")
+            await wait_all_tasks_blocked()
+            await client.set_query_data(("other",), "evicts the first")
+            assert client.get_query_state(KEY) is None
+            assert await client.fetch_query(options(origin, stale_time=60.0)) == "new"
+            assert origin.calls == 0
+
+    async def test_a_key_evicted_while_its_write_is_queued_comes_back_with_that_write(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """Queued behind a held write and then evicted, the key is read back as queued."""
+        store = ControlledStorage()
+        store.write_gate = trio.Event()
+        origin = Origin()
+        async with sq.open_query_client(config(store, max_queries=1)) as client:
+            await store.memory.set(L2_KEY, entry_bytes("old", at=client.clock.wall()))
+            await client.set_query_data(("first",), "holds the writer")
+            await wait_all_tasks_blocked()
+            await client.set_query_data(KEY, "new")
+            await client.set_query_data(("other",), "evicts it")
+            assert client.get_query_state(KEY) is None
+            assert await client.fetch_query(options(origin, stale_time=60.0)) == "new"
+            assert origin.calls == 0
+            store.write_gate.set()
+
+    async def test_an_invalidation_not_landed_yet_is_seen_by_the_next_read(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """Invalidated then evicted before the flag is stored, the key is read back stale."""
+        store = ControlledStorage()
+        origin = Origin(delay=5.0)
+        opts = options(origin, stale_time=3600.0)
+        async with sq.open_query_client(config(store, max_queries=1)) as client:
+            await client.fetch_query(opts)
+            await wait_all_tasks_blocked()
+            store.write_delay = 1.0
+            await client.invalidate_queries(KEY)
+            await client.set_query_data(("other",), "evicts it")
+            assert await client.fetch_query(opts) == "v1"
+            assert client.get_query_state(KEY).is_invalidated is True  # type: ignore[union-attr]
+            await trio.sleep(5.0)
+            await wait_all_tasks_blocked()
+            assert client.get_query_data(KEY) == "v2"
+            assert origin.calls == 2
