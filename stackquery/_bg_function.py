@@ -157,7 +157,7 @@ class Background:
                 if client is not None and client is self.running_in:
                     snap = client._table.get(key_hash)
                     if snap is not None and snap.fresh and snap.stale_time is stale_time:
-                        return snap.state.data
+                        return snap.data
                 return await slow(client)
 
         else:
@@ -183,8 +183,8 @@ class Background:
             client = await self.config.choice.open()
         self._ensure_running(client)
         snap = client._table.get(self.options.key_hash)
-        if snap is not None and snap.state.has_data and not client._too_old(snap, self.options):
-            return snap.state.data  # a refresh failed: the last value is kept
+        if snap is not None and snap.has_data and not client._too_old(snap, self.options):
+            return snap.data  # a refresh failed: the last value is kept
         return await client.fetch_query(self.options)
 
     async def call_measured(self) -> Any:
@@ -197,12 +197,12 @@ class Background:
                 client = await self.config.choice.open()
             self._ensure_running(client)
             snap = client._table.get(self.options.key_hash)
-            if snap is not None and snap.state.has_data and not client._too_old(snap, self.options):
+            if snap is not None and snap.has_data and not client._too_old(snap, self.options):
                 if snap.fresh:
                     metrics.record_hit(self.name)
                 else:
                     metrics.record_stale_hit(self.name)
-                return snap.state.data
+                return snap.data
             metrics.record_miss(self.name)
             return await client.fetch_query(self.options)
         finally:

@@ -207,7 +207,7 @@ def _args_wrapper(state: CachedCalls[Any]) -> Callable[..., Coroutine[Any, Any, 
                 options = memo.options
                 snap = client._table.get(options.key_hash)
                 if snap is not None and snap.fresh and snap.stale_time is options.stale_time:
-                    return snap.state.data
+                    return snap.data
         return await slow(client, args, kwargs)
 
     return cached
@@ -226,7 +226,7 @@ def _static_wrapper(
         if client is not None and not args and not kwargs:
             snap = client._table.get(key_hash)
             if snap is not None and snap.fresh and snap.stale_time is stale_time:
-                return snap.state.data
+                return snap.data
         return await slow(client, args, kwargs)
 
     return cached
@@ -247,7 +247,7 @@ def _key_fn_wrapper(state: CachedCalls[Any]) -> Callable[..., Coroutine[Any, Any
             if options is not None:
                 snap = client._table.get(options.key_hash)
                 if snap is not None and snap.fresh and snap.stale_time is options.stale_time:
-                    return snap.state.data
+                    return snap.data
         return await slow(client, args, kwargs, key)
 
     return cached

@@ -212,7 +212,7 @@ class CachedCalls(Generic[R]):
             snap = client._table.get(options.key_hash)
             if snap is not None and snap.fresh and snap.stale_time is options.stale_time:
                 metrics.record_hit(name)
-                return snap.state.data
+                return snap.data
             self._record_read(client, snap, options)
             return await fetch(client, options)
         finally:
@@ -223,7 +223,7 @@ class CachedCalls(Generic[R]):
     ) -> None:
         metrics = self.metrics
         assert metrics is not None
-        if snap is not None and snap.state.has_data and not client._too_old(snap, options):
+        if snap is not None and snap.has_data and not client._too_old(snap, options):
             metrics.record_stale_hit(self.name)
             self.refresh_started.setdefault(options.key_hash, trio.current_time())
             return

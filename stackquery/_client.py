@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import itertools
 import logging
 import math
 from collections.abc import AsyncIterator, Callable
@@ -30,16 +29,16 @@ from ._clock import Clock
 from ._dehydrate import DehydratePredicate, dehydrate, hydrate
 from ._entry import StoredEntry
 from ._errors import ClientClosedError, InvalidOptionError
-from ._events import CacheEventType, EventHub, EventStream, key_from_hash
+from ._events import CacheEventType, EventHub, EventStream
 from ._fleet import Fleet, FleetStatistics, Lease
-from ._keys import QueryKey, canonical_key, hash_matches, prefix_hash
+from ._keys import QueryKey, canonical_key, hash_matches, key_from_hash, prefix_hash
 from ._l2 import L2Cache, L2Statistics
 from ._mutation import Mutation, MutationOptions
 from ._observer import QueryObserver
 from ._options import UNSET, QueryClientConfig, QueryOptions
 from ._query_actor import ApplyEntry, Cancel, Invalidate, QueryActor, Remove, Reset, SetData
 from ._state import QueryState, Snapshot
-from ._timers import TimerQueue
+from ._timers import KeyTimers
 from .serializers import as_serializer
 from .serializers import json as json_serializer
 
@@ -108,11 +107,12 @@ class QueryClient:
             raise TypeError(f"config must be a QueryClientConfig, got {type(config).__name__}")
         self.config = config if config is not None else QueryClientConfig()
         self._table: dict[str, Snapshot] = {}
-        self._last_hit: dict[str, float] = {}
-        self._stale_timers: dict[str, float] = {}
-        self._now: Callable[[], float] = trio.current_time
-        self._incarnations = itertools.count()
-        self._timers = TimerQueue()
+        # Keys read by fresh hits since their timer last looked, with a bound
+        # on when: a hit stores a float the ticker keeps current (no clock
+        # read, no allocation), precise to USE_CLOCK_RESOLUTION.
+        self._hits: dict[str, float] = {}
+        self._use_bound = 0.0
+        self._timers = KeyTimers(self._on_timer)
         self._events = EventHub()
         self._stack: AsyncExitStack | None = None
         self._registry: Registry[str, QueryActor] | None = None
@@ -155,12 +155,11 @@ class QueryClient:
         nursery = await stack.enter_async_context(trio.open_nursery())
         self._nursery = nursery
         self._clock = Clock.start()
-        # The run's clock object, called directly: half the cost of
-        # trio.current_time(), which matters on the fresh-hit path.
-        self._now = trio.lowlevel.current_clock().current_time
         self._supervisor = Supervisor(nursery, self.config.restart_intensity)
         self._registry = Registry(self._supervisor, lambda key_hash: QueryActor(self, key_hash))
         nursery.start_soon(self._timers.run, name="stackquery-timers")
+        self._use_bound = trio.current_time() + USE_CLOCK_RESOLUTION
+        nursery.start_soon(self._run_use_clock, name="stackquery-use-clock")
         if self._l2 is not None:
             nursery.start_soon(self._l2.run_reader, name="stackquery-l2-reader")
             nursery.start_soon(self._run_writer, name="stackquery-l2-writer")
@@ -262,8 +261,8 @@ class QueryClient:
         # `is`, not `==`: an equal stale_time given as another float object
         # takes the slow path, which judges it correctly.
         if snap is not None and snap.fresh and snap.stale_time is options.stale_time:
-            self._last_hit[key_hash] = self._now()
-            return snap.state.data  # type: ignore[return-value]
+            self._hits[key_hash] = self._use_bound
+            return snap.data  # type: ignore[no-any-return]
         return await self._fetch_slow(options, snap)  # type: ignore[no-any-return]
 
     async def _fetch_slow(self, options: QueryOptions[Any], snap: Snapshot | None) -> Any:
@@ -273,11 +272,12 @@ class QueryClient:
             snap = self._table.get(key_hash)
             if snap is None and options.initial_data is not UNSET and key_hash not in registry:
                 snap = self._create_snapshot(options)
-        if snap is not None and snap.state.has_data and not self._too_old(snap, options):
-            self._last_hit[key_hash] = self._now()
-            if not self._is_fresh(snap, options):
+        if snap is not None and snap.has_data and not self._too_old(snap, options):
+            if self._is_fresh(snap, options):  # fresh by another stale_time than the snapshot's
+                self._hits[key_hash] = self._use_bound
+            else:  # the refetch's publish records the use, exactly
                 registry.activate(key_hash).claim_fetch(options)
-            return snap.state.data
+            return snap.data
         reply = registry.activate(key_hash).claim_fetch(options)
         return await reply.wait()
 
@@ -323,7 +323,7 @@ class QueryClient:
             InvalidKeyError: ``key`` is not a valid query key.
         """
         snap = self._table.get(canonical_key(key)[1])
-        return snap.state.data if snap is not None else None
+        return snap.data if snap is not None else None
 
     def get_query_state(self, key: QueryKey) -> QueryState[Any] | None:
         """Return the key's :class:`QueryState` from L1, or ``None``; synchronous.
@@ -352,7 +352,7 @@ class QueryClient:
             ClientClosedError: the client is not open.
         """
         registry = self._check_open()
-        normal, key_hash = canonical_key(key)
+        _, key_hash = canonical_key(key)
         fn: Callable[[Any], Any] = updater if callable(updater) else (lambda _old: updater)
         actor = registry.get(key_hash)
         if actor is not None:
@@ -361,7 +361,7 @@ class QueryClient:
         if key_hash in self._table:
             return self._apply_set_data(key_hash, fn, updated_at, None)
         data = fn(None)  # before the key exists: an updater that raises leaves nothing behind
-        self._create_snapshot_for_key(normal, key_hash)
+        self._create_snapshot_for_key(key_hash)
         return self._apply_set_data(key_hash, lambda _old: data, updated_at, None)
 
     async def invalidate_queries(
@@ -620,7 +620,7 @@ class QueryClient:
     def _too_old(self, snap: Snapshot, options: QueryOptions[Any]) -> bool:
         """Whether the key's data is past the query's ``max_age`` (then it is never served)."""
         max_age = options.max_age
-        updated = snap.state.data_updated_at
+        updated = snap.data_updated_at
         if max_age is None or updated is None:
             return False
         return self.clock.from_wall(updated) + max_age <= trio.current_time()
@@ -635,7 +635,7 @@ class QueryClient:
     def _create_snapshot(self, options: QueryOptions[Any]) -> Snapshot:
         """Put a new key in L1 (with ``initial_data`` if the options have it)."""
         snap = self._create_snapshot_for_key(
-            options.key, options.key_hash, stale_time=options.stale_time, gc_time=options.gc_time
+            options.key_hash, stale_time=options.stale_time, gc_time=options.gc_time
         )
         if options.initial_data is not UNSET:
             initial = options.initial_data
@@ -648,29 +648,25 @@ class QueryClient:
 
     def _create_snapshot_for_key(
         self,
-        key: QueryKey,
         key_hash: str,
         *,
         stale_time: float | None = None,
         gc_time: float | None = None,
     ) -> Snapshot:
-        now = trio.current_time()
         snap = _state.empty_snapshot(
-            key,
             key_hash,
             stale_time=stale_time,
             gc_time=self.config.gc_time if gc_time is None else gc_time,
-            now=now,
-            incarnation=next(self._incarnations),
+            now=trio.current_time(),
         )
         max_queries = self.config.max_queries
         if max_queries is not None and len(self._table) >= max_queries:
             # Room is made before the new key goes in, so the new key is never the one evicted.
             self._evict(max_queries - 1)
+        snap = self._arm(snap)
         self._table[key_hash] = snap
         if self._events.streams:
-            self._events.emit(CacheEventType.ADDED, key, snap.state)
-        self._timers.call_at(now + snap.gc_time, self._collect, (key_hash, snap.incarnation))
+            self._events.emit(CacheEventType.ADDED, snap.key, snap.state)
         return snap
 
     def _with_data(
@@ -700,7 +696,7 @@ class QueryClient:
         options: QueryOptions[Any] | None,
     ) -> Any:
         snap = self._table.get(key_hash)
-        data = updater(snap.state.data if snap is not None and snap.state.has_data else None)
+        data = updater(snap.data if snap is not None and snap.has_data else None)
         if snap is None:  # an actor's key never fetched: its observers are all disabled
             assert options is not None
             snap = self._create_snapshot(options)
@@ -709,56 +705,66 @@ class QueryClient:
         return data
 
     def _publish(self, snap: Snapshot) -> Snapshot:
-        """Make ``snap`` the key's state; arm its staleness timer if it is fresh."""
+        """Make ``snap`` the key's state, its timer armed; return what was stored."""
         key_hash = snap.key_hash
         if self._events.streams:
             self._events.published(self._table.get(key_hash), snap)
         # Moved to the back: the table's order is the eviction order (least recently used first).
         self._table.pop(key_hash, None)
+        snap = self._arm(snap)
         self._table[key_hash] = snap
-        if snap.fresh and snap.stale_at != math.inf:
-            # One pending staleness timer per key, not one per publish: a key
-            # refetched every second with an hour's stale time would otherwise
-            # pile up 3,600 heap entries.
-            armed = self._stale_timers.get(key_hash)
-            if armed is None or snap.stale_at < armed:
-                self._stale_timers[key_hash] = snap.stale_at
-                self._timers.call_at(snap.stale_at, self._expire, key_hash)
         return snap
 
-    def _expire(self, key_hash: str) -> None:
-        armed = self._stale_timers.get(key_hash)
-        now = trio.current_time()
-        if armed is None or armed > now:
-            return  # superseded by an earlier timer that is still pending
-        del self._stale_timers[key_hash]
-        snap = self._table.get(key_hash)
-        if snap is None or not snap.fresh:
-            return
-        if snap.stale_at <= now:
-            self._table[key_hash] = _state.went_stale(snap)
-        else:  # refetched since: look again when the new data goes stale
-            self._stale_timers[key_hash] = snap.stale_at
-            self._timers.call_at(snap.stale_at, self._expire, key_hash)
+    async def _run_use_clock(self) -> None:
+        """Keep ``_use_bound`` a little ahead of the clock, for fresh hits to record.
 
-    def _collect(self, arg: tuple[str, int]) -> None:
-        key_hash, incarnation = arg
+        It rests while no key has a timer (no gc to time, no staleness to
+        flip): a bound left behind then is older than any key's ``active_at``,
+        so the hits that record it count for nothing rather than for too early.
+        """
+        while True:
+            await self._timers.wait_nonempty()
+            self._use_bound = trio.current_time() + USE_CLOCK_RESOLUTION
+            await trio.sleep_until(self._use_bound)
+
+    def _arm(self, snap: Snapshot) -> Snapshot:
+        """Make sure the key's one timer fires by its next deadline (staleness or gc).
+
+        One pending entry per key, not one per publish: a later deadline (a
+        refetch pushes staleness back) is found when the earlier entry fires.
+        """
+        deadline = _next_deadline(snap)
+        if deadline < snap.timer_at:
+            self._timers.push(deadline, snap.key_hash)
+            snap = attrs.evolve(snap, timer_at=deadline)
+        return snap
+
+    def _on_timer(self, key_hash: str, deadline: float) -> None:
+        """The key's timer came due: flip its staleness flag, collect it, or look again later."""
         snap = self._table.get(key_hash)
-        if snap is None or snap.incarnation != incarnation:
-            return
+        if snap is None or snap.timer_at != deadline:
+            return  # superseded by an earlier entry, or the key is gone
         now = trio.current_time()
+        if snap.fresh and snap.stale_at <= now:
+            snap = _state.went_stale(snap)
+        hit = self._hits.pop(key_hash, None)
+        if hit is not None and hit > snap.active_at:
+            snap = _state.used(snap, now=hit)
         registry = self._registry
         if registry is not None and key_hash in registry:
             # In use by an actor (a fetch, observers): look again later; the
             # last observer leaving restarts the countdown through active_at.
             # Not sooner than a second: with gc_time 0 the timer task would spin.
-            self._timers.call_at(now + max(snap.gc_time, 1.0), self._collect, arg)
-            return
-        last_used = max(snap.active_at, self._last_hit.get(key_hash, -math.inf))
-        if last_used + snap.gc_time > now:
-            self._timers.call_at(last_used + snap.gc_time, self._collect, arg)
-        else:
+            deadline = now + max(snap.gc_time, 1.0)
+        elif snap.active_at + snap.gc_time <= now:
             self._drop(key_hash, delete_l2=False)
+            return
+        else:
+            deadline = snap.active_at + snap.gc_time
+        if snap.fresh:  # went_stale above flipped it if its time had come
+            deadline = min(deadline, snap.stale_at)
+        self._timers.push(deadline, key_hash)
+        self._table[key_hash] = attrs.evolve(snap, timer_at=deadline)
 
     def _evict(self, max_queries: int) -> None:
         table = self._table
@@ -768,21 +774,19 @@ class QueryClient:
                 return
             key_hash = next(iter(table))
             snap = table[key_hash]
-            hit = self._last_hit.pop(key_hash, None)
-            if (registry is not None and key_hash in registry) or (
-                hit is not None and hit > snap.active_at
-            ):
+            hit = self._hits.pop(key_hash, None)
+            hit_since = hit is not None and hit > snap.active_at
+            if (registry is not None and key_hash in registry) or hit_since:
                 # Second chance (the CLOCK approximation of LRU): busy, or hit
                 # since it was last moved to the back.
-                table[key_hash] = table.pop(key_hash)
-                if hit is not None:
-                    table[key_hash] = attrs.evolve(snap, active_at=hit)
+                del table[key_hash]
+                table[key_hash] = _state.used(snap, now=hit) if hit_since else snap  # type: ignore[arg-type]
                 continue
             self._drop(key_hash, delete_l2=False)
 
     def _drop(self, key_hash: str, *, delete_l2: bool) -> None:
         snap = self._table.pop(key_hash, None)
-        self._last_hit.pop(key_hash, None)
+        self._hits.pop(key_hash, None)
         if snap is not None and self._events.streams:
             self._events.emit(CacheEventType.REMOVED, snap.key, None)
         if delete_l2 and self._l2 is not None:
@@ -839,7 +843,7 @@ class QueryClient:
         snap = self._table.get(key_hash)
         if snap is None:
             return None
-        held = snap.state.data_updated_at
+        held = snap.data_updated_at
         if held is not None and held >= entry.data_updated_at:
             return None  # L1 already has data as new: a late hydration never overwrites it
         # Judged with the key's own stale time (not the client's default), so
@@ -907,7 +911,7 @@ class QueryClient:
         """
         now = trio.current_time()
         for key_hash, snap in list(self._table.items()):
-            if snap.state.has_data and not snap.state.is_invalidated:
+            if snap.has_data and not snap.is_invalidated:
                 self._table[key_hash] = _state.invalidated(snap, now=now)
         registry = self._registry
         if registry is None or self._closed:
@@ -949,7 +953,7 @@ class QueryClient:
         wanted = []
         for key_hash, updated_at in items:
             snap = self._table.get(key_hash)
-            held = snap.state.data_updated_at if snap is not None else None
+            held = snap.data_updated_at if snap is not None else None
             if snap is not None and (held is None or held < updated_at):
                 wanted.append(key_hash)
         entries: dict[str, StoredEntry | None] = {}
@@ -1008,6 +1012,23 @@ class QueryClient:
 
 
 _EMPTY_STATE: QueryState[Any] = QueryState()
+
+
+USE_CLOCK_RESOLUTION = 1.0
+"""Seconds within which the last use of a key by fresh hits is known.
+
+A fresh hit records an upper bound of "now" kept by a ticker, never an
+earlier time, so a key read only by fresh hits leaves L1 between ``gc_time``
+and ``gc_time`` + this after its last hit (other uses are exact).
+"""
+
+
+def _next_deadline(snap: Snapshot) -> float:
+    """When the key's timer must next look at it: it goes stale, or its gc is due."""
+    collect_at = snap.active_at + snap.gc_time
+    if snap.fresh and snap.stale_at < collect_at:
+        return snap.stale_at
+    return collect_at
 
 
 @asynccontextmanager

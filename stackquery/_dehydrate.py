@@ -111,7 +111,7 @@ async def hydrate(client: QueryClient, dehydrated: object) -> int:
             # Runs where the key's state is changed (its actor, if it has
             # one), so a fetch landing meanwhile is seen and never overwritten.
             snap = client._table.get(key_hash)
-            held = snap.state.data_updated_at if snap is not None else None
+            held = snap.data_updated_at if snap is not None else None
             if held is not None and held >= entry.data_updated_at:
                 raise _NotNewer
             return entry.data

@@ -9,7 +9,6 @@ from types import TracebackType
 from typing import Any
 
 import attrs
-import orjson
 import trio
 
 from ._keys import QueryKey
@@ -105,20 +104,6 @@ class EventStream:
         await self.aclose()
 
 
-def key_from_hash(key_hash: str) -> QueryKey:
-    """The canonical key whose hash is ``key_hash`` (JSON lists are the key's tuples)."""
-    key: QueryKey = _tuples(orjson.loads(key_hash))
-    return key
-
-
-def _tuples(value: Any) -> Any:
-    if isinstance(value, list):
-        return tuple(_tuples(v) for v in value)
-    if isinstance(value, dict):
-        return {k: _tuples(v) for k, v in value.items()}
-    return value
-
-
 class EventHub:
     """Fans events out to the open :class:`EventStream` objects of one client."""
 
@@ -141,22 +126,21 @@ class EventHub:
 
     def published(self, old: Snapshot | None, new: Snapshot) -> None:
         """Emit the events that going from ``old`` to ``new`` means."""
-        state = new.state
-        if old is None or old.incarnation != new.incarnation:
-            self.emit(CacheEventType.ADDED, new.key, state)
-            if not state.has_data:
+        key, state = new.key, new.state
+        if old is None:
+            self.emit(CacheEventType.ADDED, key, state)
+            if not new.has_data:
                 return
-        before = old.state if old is not None and old.incarnation == new.incarnation else None
-        was_idle = before is None or before.fetch_status is FetchStatus.IDLE
-        if was_idle and state.fetch_status is FetchStatus.FETCHING:
-            self.emit(CacheEventType.FETCH_STARTED, new.key, state)
-        if state.status is QueryStatus.ERROR and (
-            before is None or before.error_updated_at != state.error_updated_at
+        was_idle = old is None or old.fetch_status is FetchStatus.IDLE
+        if was_idle and new.fetch_status is FetchStatus.FETCHING:
+            self.emit(CacheEventType.FETCH_STARTED, key, state)
+        if new.status is QueryStatus.ERROR and (
+            old is None or old.error_updated_at != new.error_updated_at
         ):
-            self.emit(CacheEventType.FETCH_FAILED, new.key, state)
-        if state.has_data and (
-            before is None
-            or before.data_updated_at != state.data_updated_at
-            or before.is_invalidated != state.is_invalidated
+            self.emit(CacheEventType.FETCH_FAILED, key, state)
+        if new.has_data and (
+            old is None
+            or old.data_updated_at != new.data_updated_at
+            or old.is_invalidated != new.is_invalidated
         ):
-            self.emit(CacheEventType.UPDATED, new.key, state)
+            self.emit(CacheEventType.UPDATED, key, state)

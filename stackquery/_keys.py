@@ -85,3 +85,17 @@ def hash_matches(key_hash: str, prefix: str, *, exact: bool) -> bool:
         return False
     rest = key_hash[len(prefix)]
     return rest == "]" if exact else rest in ",]"
+
+
+def key_from_hash(key_hash: str) -> QueryKey:
+    """The canonical key whose hash is ``key_hash`` (JSON lists are the key's tuples)."""
+    key: QueryKey = _tuples(orjson.loads(key_hash))
+    return key
+
+
+def _tuples(value: Any) -> Any:
+    if isinstance(value, list):
+        return tuple(_tuples(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _tuples(v) for k, v in value.items()}
+    return value

@@ -107,7 +107,8 @@ class _Fetch:
 
     reply: Reply[Any]
     options: QueryOptions[Any]
-    previous: _state.QueryState[Any]
+    previous: _state.Snapshot
+    """The key's snapshot when the fetch started (``cancel_queries`` puts it back)."""
     scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
     invalidated: bool = False
     """Invalidated while in flight: its result lands, but not as fresh."""
@@ -354,7 +355,7 @@ class QueryActor:
         snap = self._client._table.get(self.key_hash)
         if snap is None:
             snap = self._client._create_snapshot(options)
-        previous = snap.state
+        previous = snap
         self._client._publish(_state.fetching(snap, now=trio.current_time()))
         fetch = _Fetch(reply=reply, options=options, previous=previous)
         self._fetch = fetch
@@ -421,7 +422,7 @@ class QueryActor:
         l2 = client._l2
         assert l2 is not None
         snap = client._table.get(self.key_hash)
-        seen = snap.state.data_updated_at if snap is not None else None
+        seen = snap.data_updated_at if snap is not None else None
         return await fleet.acquire_or_wait(self.key_hash, seen, lambda: l2.read(self.key_hash))
 
     async def _attempts_holding(self, fetch: _Fetch, lease: Lease | None) -> tuple[bool, Any]:
@@ -466,15 +467,15 @@ class QueryActor:
         a background refresh.
         """
         snap = await self._client._hydrate(self.key_hash)
-        if snap is None or not snap.state.has_data or self._client._too_old(snap, fetch.options):
+        if snap is None or not snap.has_data or self._client._too_old(snap, fetch.options):
             return False
         if fetch.invalidated:
             # Invalidated while L2 was read: the stored data lands, but not as
             # fresh; the origin call that follows starts after the invalidation.
             fetch.invalidated = False
-            if not snap.state.is_invalidated:
+            if not snap.is_invalidated:
                 snap = self._client._publish(_state.invalidated(snap, now=trio.current_time()))
-        data = snap.state.data
+        data = snap.data
         if self._client._is_fresh(snap, fetch.options):
             self._fetch = None
             self._client._publish(_state.idle(snap, now=trio.current_time()))

@@ -14,7 +14,7 @@ from typing import Any, Generic, TypeVar
 
 import attrs
 
-from ._keys import QueryKey
+from ._keys import QueryKey, key_from_hash
 
 T = TypeVar("T")
 
@@ -74,54 +74,73 @@ class QueryState(Generic[T]):
 class Snapshot:
     """The published state of one key: what the L1 table holds.
 
-    Fresh hits read ``fresh`` and ``state.data`` and nothing else, so the
-    flag is computed when the snapshot is made and flipped by a timer when
-    the data goes stale; nothing on the hit path reads the clock.
+    One object per key, kept small because a million cached keys are a
+    million of these: the :class:`QueryState` users see is built from it on
+    demand, and the key tuple is parsed back from its canonical hash.  Fresh
+    hits read ``fresh`` and ``data`` and nothing else, so the flag is
+    computed when the snapshot is made and flipped by a timer when the data
+    goes stale; nothing on the hit path reads the clock.
     """
 
-    key: QueryKey
     key_hash: str
     """The key's canonical hash: its place in the L1 table."""
-    state: QueryState[Any]
-    fresh: bool
+    status: QueryStatus = QueryStatus.PENDING
+    fetch_status: FetchStatus = FetchStatus.IDLE
+    data: Any = None
+    error: BaseException | None = None
+    data_updated_at: float | None = None
+    """Wall time the data was fetched or set; ``None``: no data."""
+    error_updated_at: float | None = None
+    fetch_failure_count: int = 0
+    is_invalidated: bool = False
+    fresh: bool = False
     """Successful, not invalidated, and younger than ``stale_time``."""
-    stale_time: float | None
+    stale_time: float | None = None
     """The option the freshness was judged with (``None``: the client's)."""
-    stale_at: float
+    stale_at: float = -math.inf
     """Trio time the data goes stale (``inf``: never; ``-inf``: no data)."""
-    active_at: float
-    """Trio time of the last change or use that was not a fresh hit."""
-    gc_time: float
+    active_at: float = 0.0
+    """Trio time of the last change or use the key's gc countdown starts from."""
+    gc_time: float = 300.0
     """Seconds this key may stay unused and unobserved before it is dropped."""
-    incarnation: int
-    """Tells a key apart from an earlier one under the same hash (after removal)."""
+    timer_at: float = math.inf
+    """Deadline of the key's one pending timer (staleness and gc); ``inf``: none."""
     fetch_count: int = 0
     """Fetches started for this key since it entered L1."""
     error_count: int = 0
     """Fetches of this key that failed for good since it entered L1."""
 
+    @property
+    def has_data(self) -> bool:
+        """Whether a value was ever fetched or set (``data`` may still be ``None``)."""
+        return self.data_updated_at is not None
+
+    @property
+    def key(self) -> QueryKey:
+        """The canonical key (parsed from ``key_hash``)."""
+        return key_from_hash(self.key_hash)
+
+    @property
+    def state(self) -> QueryState[Any]:
+        """The key's :class:`QueryState`, built now."""
+        return QueryState(
+            status=self.status,
+            fetch_status=self.fetch_status,
+            data=self.data,
+            error=self.error,
+            data_updated_at=self.data_updated_at,
+            error_updated_at=self.error_updated_at,
+            fetch_failure_count=self.fetch_failure_count,
+            is_stale=not self.fresh,
+            is_invalidated=self.is_invalidated,
+        )
+
 
 def empty_snapshot(
-    key: QueryKey,
-    key_hash: str,
-    *,
-    stale_time: float | None,
-    gc_time: float,
-    now: float,
-    incarnation: int,
+    key_hash: str, *, stale_time: float | None, gc_time: float, now: float
 ) -> Snapshot:
     """A key with no data and no fetch yet."""
-    return Snapshot(
-        key=key,
-        key_hash=key_hash,
-        state=QueryState(),
-        fresh=False,
-        stale_time=stale_time,
-        stale_at=-math.inf,
-        active_at=now,
-        gc_time=gc_time,
-        incarnation=incarnation,
-    )
+    return Snapshot(key_hash=key_hash, stale_time=stale_time, active_at=now, gc_time=gc_time)
 
 
 def with_data(
@@ -136,20 +155,15 @@ def with_data(
 ) -> Snapshot:
     """The key now holds ``data``, current as of ``updated_at`` (trio time)."""
     stale_at = updated_at + resolved_stale_time
-    fresh = stale_at > now
     return attrs.evolve(
         snap,
-        state=attrs.evolve(
-            snap.state,
-            status=QueryStatus.SUCCESS,
-            data=data,
-            error=None,
-            data_updated_at=updated_at_wall,
-            fetch_failure_count=0,
-            is_stale=not fresh,
-            is_invalidated=False,
-        ),
-        fresh=fresh,
+        status=QueryStatus.SUCCESS,
+        data=data,
+        error=None,
+        data_updated_at=updated_at_wall,
+        fetch_failure_count=0,
+        is_invalidated=False,
+        fresh=stale_at > now,
         stale_time=stale_time,
         stale_at=stale_at,
         active_at=now,
@@ -159,42 +173,29 @@ def with_data(
 def fetching(snap: Snapshot, *, now: float) -> Snapshot:
     """A fetch started for the key."""
     return attrs.evolve(
-        snap,
-        state=attrs.evolve(snap.state, fetch_status=FetchStatus.FETCHING),
-        active_at=now,
-        fetch_count=snap.fetch_count + 1,
+        snap, fetch_status=FetchStatus.FETCHING, active_at=now, fetch_count=snap.fetch_count + 1
     )
 
 
 def idle(snap: Snapshot, *, now: float) -> Snapshot:
-    """The key's fetch ended without changing its data (it was cancelled or superseded)."""
-    return attrs.evolve(
-        snap, state=attrs.evolve(snap.state, fetch_status=FetchStatus.IDLE), active_at=now
-    )
+    """The key's fetch ended (its data, if any, is already in ``snap``)."""
+    return attrs.evolve(snap, fetch_status=FetchStatus.IDLE, active_at=now)
 
 
 def attempt_failed(snap: Snapshot, *, now: float) -> Snapshot:
     """One attempt of the fetch failed; a retry follows."""
-    return attrs.evolve(
-        snap,
-        state=attrs.evolve(snap.state, fetch_failure_count=snap.state.fetch_failure_count + 1),
-        active_at=now,
-    )
+    return attrs.evolve(snap, fetch_failure_count=snap.fetch_failure_count + 1, active_at=now)
 
 
 def failed(snap: Snapshot, error: BaseException, *, now: float, now_wall: float) -> Snapshot:
     """The fetch failed for good; data already held is kept and served stale."""
     return attrs.evolve(
         snap,
-        state=attrs.evolve(
-            snap.state,
-            status=QueryStatus.ERROR,
-            fetch_status=FetchStatus.IDLE,
-            error=error,
-            error_updated_at=now_wall,
-            fetch_failure_count=snap.state.fetch_failure_count + 1,
-            is_stale=True,
-        ),
+        status=QueryStatus.ERROR,
+        fetch_status=FetchStatus.IDLE,
+        error=error,
+        error_updated_at=now_wall,
+        fetch_failure_count=snap.fetch_failure_count + 1,
         fresh=False,
         active_at=now,
         error_count=snap.error_count + 1,
@@ -203,17 +204,12 @@ def failed(snap: Snapshot, error: BaseException, *, now: float, now_wall: float)
 
 def invalidated(snap: Snapshot, *, now: float) -> Snapshot:
     """The key's data must be refetched before it counts as fresh again."""
-    return attrs.evolve(
-        snap,
-        state=attrs.evolve(snap.state, is_invalidated=True, is_stale=True),
-        fresh=False,
-        active_at=now,
-    )
+    return attrs.evolve(snap, is_invalidated=True, fresh=False, active_at=now)
 
 
 def went_stale(snap: Snapshot) -> Snapshot:
     """The data reached its stale time (no use, so ``active_at`` is kept)."""
-    return attrs.evolve(snap, state=attrs.evolve(snap.state, is_stale=True), fresh=False)
+    return attrs.evolve(snap, fresh=False)
 
 
 def used(snap: Snapshot, *, now: float) -> Snapshot:
@@ -221,16 +217,20 @@ def used(snap: Snapshot, *, now: float) -> Snapshot:
     return attrs.evolve(snap, active_at=now)
 
 
-def restored(snap: Snapshot, previous: QueryState[Any], *, now: float) -> Snapshot:
-    """A cancelled fetch puts back the state from before it started."""
-    fresh = (
-        previous.status is QueryStatus.SUCCESS
-        and not previous.is_invalidated
-        and snap.stale_at > now
-    )
+def restored(snap: Snapshot, previous: Snapshot, *, now: float) -> Snapshot:
+    """A cancelled fetch puts back the data and status from before it started."""
     return attrs.evolve(
         snap,
-        state=attrs.evolve(previous, fetch_status=FetchStatus.IDLE, is_stale=not fresh),
-        fresh=fresh,
+        status=previous.status,
+        fetch_status=FetchStatus.IDLE,
+        data=previous.data,
+        error=previous.error,
+        data_updated_at=previous.data_updated_at,
+        error_updated_at=previous.error_updated_at,
+        fetch_failure_count=previous.fetch_failure_count,
+        is_invalidated=previous.is_invalidated,
+        fresh=previous.fresh and previous.stale_at > now,
+        stale_time=previous.stale_time,
+        stale_at=previous.stale_at,
         active_at=now,
     )

@@ -1,13 +1,12 @@
-"""One timer task for the whole client: a heap of deadlines."""
+"""One timer task for the whole client: a heap of (deadline, key) pairs."""
 
 from __future__ import annotations
 
 import heapq
-import itertools
 import logging
 import math
 from collections.abc import Callable
-from typing import Any, final
+from typing import final
 
 import trio
 
@@ -15,43 +14,53 @@ logger = logging.getLogger("stackquery.timers")
 
 
 @final
-class TimerQueue:
-    """Calls ``callback(arg)`` at a trio-time deadline, from one task.
+class KeyTimers:
+    """Calls ``fire(key_hash, deadline)`` at trio-time deadlines, from one task.
 
-    A key's staleness flag and its garbage collection are timers here rather
-    than tasks per key: a heap entry costs about a hundred bytes, a sleeping
-    task several KB.  Callbacks run synchronously in the timer task and must
-    not block; one that raises is logged and the queue goes on.
+    A key's staleness flag and its garbage collection share one entry here
+    rather than a task per key: a ``(deadline, key_hash)`` pair costs about
+    90 bytes, a sleeping task several KB.  The owner keeps, per key, the
+    deadline of the entry that counts (``Snapshot.timer_at``) and ignores the
+    others when they fire.  ``fire`` runs synchronously in the timer task and
+    must not block; one that raises is logged and the timers go on.
     """
 
-    def __init__(self) -> None:
-        self._heap: list[tuple[float, int, Callable[[Any], None], Any]] = []
-        self._seq = itertools.count()
+    def __init__(self, fire: Callable[[str, float], None]) -> None:
+        self._fire = fire
+        self._heap: list[tuple[float, str]] = []
         self._wakeup = trio.Event()
         self._waiting_until = math.inf
+        self._nonempty = trio.Event()
 
     def __len__(self) -> int:
         return len(self._heap)
 
-    def call_at(self, deadline: float, callback: Callable[[Any], None], arg: Any) -> None:
-        """Schedule ``callback(arg)`` for trio time ``deadline``; synchronous."""
+    def push(self, deadline: float, key_hash: str) -> None:
+        """Schedule ``fire(key_hash, deadline)`` for trio time ``deadline``; synchronous."""
         if deadline == math.inf:
             return
-        heapq.heappush(self._heap, (deadline, next(self._seq), callback, arg))
+        heapq.heappush(self._heap, (deadline, key_hash))
+        self._nonempty.set()
         if deadline < self._waiting_until:
             self._wakeup.set()
 
+    async def wait_nonempty(self) -> None:
+        """Return once at least one entry is pending."""
+        while not self._heap:
+            self._nonempty = trio.Event()
+            await self._nonempty.wait()
+
     async def run(self) -> None:
-        """Fire timers as they come due, until cancelled."""
+        """Fire entries as they come due, until cancelled."""
         heap = self._heap
         while True:
             now = trio.current_time()
             while heap and heap[0][0] <= now:
-                _, _, callback, arg = heapq.heappop(heap)
+                deadline, key_hash = heapq.heappop(heap)
                 try:
-                    callback(arg)
+                    self._fire(key_hash, deadline)
                 except Exception:
-                    logger.exception("timer callback %r(%r) raised", callback, arg)
+                    logger.exception("timer of key %s raised", key_hash)
             self._waiting_until = heap[0][0] if heap else math.inf
             self._wakeup = trio.Event()
             with trio.move_on_at(self._waiting_until):

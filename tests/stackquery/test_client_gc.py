@@ -10,6 +10,7 @@ import trio.testing
 from trio.testing import wait_all_tasks_blocked
 
 import stackquery as sq
+from stackquery._client import USE_CLOCK_RESOLUTION
 from tests.stackquery.client_origin import Origin
 
 KEY = ("feed", 1)
@@ -48,14 +49,21 @@ class TestGcTime:
             assert not await cached_at(client, 40.0)
 
     async def test_fresh_hit_counts_as_use(self, autojump_clock: trio.testing.MockClock) -> None:
-        """A fresh hit at t=7 moves the key's end from t=10 to t=17."""
+        """A fresh hit at t=7.5 moves the key's end from t=10 to t=17.5 (to within a second).
+
+        Fresh hits read no clock: they record a bound the client's ticker keeps
+        at most USE_CLOCK_RESOLUTION ahead, so the key never leaves early and
+        at most that much late.
+        """
+        assert USE_CLOCK_RESOLUTION == 1.0
         opts = options(Origin(), stale_time=60.0, gc_time=10.0)
         async with sq.open_query_client() as client:
             await client.fetch_query(opts)
-            await trio.sleep_until(7.0)
+            await trio.sleep_until(7.5)
             await client.fetch_query(opts)
-            assert await cached_at(client, 16.999)
-            assert not await cached_at(client, 17.0)
+            assert await cached_at(client, 17.499)
+            assert await cached_at(client, 17.999)
+            assert not await cached_at(client, 18.0)
 
     async def test_stale_hit_counts_as_use(self, autojump_clock: trio.testing.MockClock) -> None:
         """A stale read (and its refetch) at t=5 moves the key's end to t=15."""
