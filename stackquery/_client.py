@@ -633,7 +633,11 @@ class QueryClient:
         """Hook for metrics: a caller joined a fetch already claimed."""
 
     def _create_snapshot(self, options: QueryOptions[Any]) -> Snapshot:
-        """Put a new key in L1 (with ``initial_data`` if the options have it)."""
+        """Put a new key in L1 (with ``initial_data`` if the options have it).
+
+        The key's timer is armed by its first publish (a fetch starting, data
+        set), which every caller makes next.
+        """
         snap = self._create_snapshot_for_key(
             options.key_hash, stale_time=options.stale_time, gc_time=options.gc_time
         )
@@ -663,7 +667,6 @@ class QueryClient:
         if max_queries is not None and len(self._table) >= max_queries:
             # Room is made before the new key goes in, so the new key is never the one evicted.
             self._evict(max_queries - 1)
-        snap = self._arm(snap)
         self._table[key_hash] = snap
         if self._events.streams:
             self._events.emit(CacheEventType.ADDED, snap.key, snap.state)
@@ -733,6 +736,11 @@ class QueryClient:
         One pending entry per key, not one per publish: a later deadline (a
         refetch pushes staleness back) is found when the earlier entry fires.
         """
+        if snap.fetch_status is _state.FetchStatus.FETCHING:
+            # Busy: nothing to collect, nothing fresh to go stale.  The publish
+            # that ends the fetch arms the timer, so a cold key gets one entry
+            # (its staleness) instead of two (a gc entry, then an earlier one).
+            return snap
         deadline = _next_deadline(snap)
         if deadline < snap.timer_at:
             self._timers.push(deadline, snap.key_hash)
@@ -747,9 +755,12 @@ class QueryClient:
         now = trio.current_time()
         if snap.fresh and snap.stale_at <= now:
             snap = _state.went_stale(snap)
-        hit = self._hits.pop(key_hash, None)
+        hits = self._hits
+        hit = hits.pop(key_hash, None)
         if hit is not None and hit > snap.active_at:
             snap = _state.used(snap, now=hit)
+        if not hits:
+            self._hits = {}  # a dict never shrinks: let a burst's table go
         registry = self._registry
         if registry is not None and key_hash in registry:
             # In use by an actor (a fetch, observers): look again later; the

@@ -292,7 +292,8 @@ class QueryActor:
             self._cancel_fetch(revert=False, why="reset_queries")
             self._client._drop(self.key_hash, delete_l2=False)
             if self.options is not None:
-                self._client._create_snapshot(self.options)
+                # Published, not only created: that arms the key's gc timer.
+                self._client._publish(self._client._create_snapshot(self.options))
             self.notify()
             if self._observed_enabled() is not None:
                 self.claim_fetch(self._observed_enabled())  # type: ignore[arg-type]

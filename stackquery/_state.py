@@ -71,6 +71,18 @@ class QueryState(Generic[T]):
 
 
 @attrs.frozen
+class Failure:
+    """What a key's failed fetches left: kept apart so a healthy key carries one empty slot."""
+
+    error: BaseException | None = None
+    """The error of the last fetch that failed for good (``None`` after a success)."""
+    error_updated_at: float | None = None
+    """Wall time of that failure (kept through later successes, as TanStack does)."""
+    fetch_failure_count: int = 0
+    """Failed attempts since the last success."""
+
+
+@attrs.frozen
 class Snapshot:
     """The published state of one key: what the L1 table holds.
 
@@ -87,11 +99,10 @@ class Snapshot:
     status: QueryStatus = QueryStatus.PENDING
     fetch_status: FetchStatus = FetchStatus.IDLE
     data: Any = None
-    error: BaseException | None = None
     data_updated_at: float | None = None
     """Wall time the data was fetched or set; ``None``: no data."""
-    error_updated_at: float | None = None
-    fetch_failure_count: int = 0
+    failure: Failure | None = None
+    """Errors and failed attempts, ``None`` for a key that never failed."""
     is_invalidated: bool = False
     fresh: bool = False
     """Successful, not invalidated, and younger than ``stale_time``."""
@@ -109,6 +120,21 @@ class Snapshot:
     """Fetches started for this key since it entered L1."""
     error_count: int = 0
     """Fetches of this key that failed for good since it entered L1."""
+
+    @property
+    def error(self) -> BaseException | None:
+        """The last final fetch error (see :class:`Failure`)."""
+        return self.failure.error if self.failure is not None else None
+
+    @property
+    def error_updated_at(self) -> float | None:
+        """Wall time of the last final fetch error."""
+        return self.failure.error_updated_at if self.failure is not None else None
+
+    @property
+    def fetch_failure_count(self) -> int:
+        """Failed attempts since the last success."""
+        return self.failure.fetch_failure_count if self.failure is not None else 0
 
     @property
     def has_data(self) -> bool:
@@ -155,13 +181,17 @@ def with_data(
 ) -> Snapshot:
     """The key now holds ``data``, current as of ``updated_at`` (trio time)."""
     stale_at = updated_at + resolved_stale_time
+    failure = snap.failure
+    if failure is not None:
+        failure = (
+            None if failure.error_updated_at is None else Failure(None, failure.error_updated_at)
+        )
     return attrs.evolve(
         snap,
         status=QueryStatus.SUCCESS,
         data=data,
-        error=None,
+        failure=failure,
         data_updated_at=updated_at_wall,
-        fetch_failure_count=0,
         is_invalidated=False,
         fresh=stale_at > now,
         stale_time=stale_time,
@@ -184,7 +214,9 @@ def idle(snap: Snapshot, *, now: float) -> Snapshot:
 
 def attempt_failed(snap: Snapshot, *, now: float) -> Snapshot:
     """One attempt of the fetch failed; a retry follows."""
-    return attrs.evolve(snap, fetch_failure_count=snap.fetch_failure_count + 1, active_at=now)
+    failure = snap.failure or Failure()
+    failure = attrs.evolve(failure, fetch_failure_count=failure.fetch_failure_count + 1)
+    return attrs.evolve(snap, failure=failure, active_at=now)
 
 
 def failed(snap: Snapshot, error: BaseException, *, now: float, now_wall: float) -> Snapshot:
@@ -193,9 +225,7 @@ def failed(snap: Snapshot, error: BaseException, *, now: float, now_wall: float)
         snap,
         status=QueryStatus.ERROR,
         fetch_status=FetchStatus.IDLE,
-        error=error,
-        error_updated_at=now_wall,
-        fetch_failure_count=snap.fetch_failure_count + 1,
+        failure=Failure(error, now_wall, snap.fetch_failure_count + 1),
         fresh=False,
         active_at=now,
         error_count=snap.error_count + 1,
@@ -224,10 +254,8 @@ def restored(snap: Snapshot, previous: Snapshot, *, now: float) -> Snapshot:
         status=previous.status,
         fetch_status=FetchStatus.IDLE,
         data=previous.data,
-        error=previous.error,
         data_updated_at=previous.data_updated_at,
-        error_updated_at=previous.error_updated_at,
-        fetch_failure_count=previous.fetch_failure_count,
+        failure=previous.failure,
         is_invalidated=previous.is_invalidated,
         fresh=previous.fresh and previous.stale_at > now,
         stale_time=previous.stale_time,

@@ -125,16 +125,8 @@ def _walk(client: sq.QueryClient) -> dict[str, int]:
         out["Snapshot object"] += _size(snap, seen)
         for field in attrs.fields(type(snap)):
             value = getattr(snap, field.name)
-            if field.name == "state":
-                out["QueryState object"] += _size(value, seen)
-                for state_field in attrs.fields(type(value)):
-                    item = getattr(value, state_field.name)
-                    if state_field.name == "data":
-                        out["data (the cached int)"] += _size(item, seen)
-                    else:
-                        out["QueryState fields (floats, ints)"] += _size(item, seen)
-            elif field.name == "key":
-                out["key tuple (+ its elements)"] += _size(value, seen)
+            if field.name == "data":
+                out["data (the cached int)"] += _size(value, seen)
             elif field.name == "key_hash":
                 out["key_hash str (table key)"] += _size(value, seen)
             else:
@@ -142,13 +134,7 @@ def _walk(client: sq.QueryClient) -> dict[str, int]:
     heap = client._timers._heap
     out["timer heap list (slots)"] += _size(heap, seen)
     for entry in heap:
-        callback = entry[2]
-        name = getattr(getattr(callback, "__func__", callback), "__name__", "other")
-        category = f"timer entries: {name}"
-        if hasattr(callback, "__self__"):
-            # A bound method points at the client: count the method, not the client.
-            seen.add(id(callback.__self__))
-        out[category] += _size(entry, seen)
+        out["timer entries (deadline, key)"] += _size(entry, seen)
     # Every other per-key dict the client keeps (hit times, armed stale timers, ...).
     for name, value in vars(client).items():
         if name == "_table" or not isinstance(value, dict) or len(value) < len(table) // 2:
