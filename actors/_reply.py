@@ -19,26 +19,33 @@ class Reply(Generic[T]):
 
     The actor that owns a piece of work sets the outcome once; every task
     parked in :meth:`wait` wakes with it.  Waking costs one reschedule per
-    waiter (a ``trio.Event``), not a channel round trip each, so 10,000
-    callers joining one fetch cost a few microseconds apiece.
+    waiter, not a channel round trip each, so 10,000 callers joining one
+    fetch cost a few microseconds apiece.  Waiters park on the reply itself
+    (``trio.lowlevel.wait_task_rescheduled``), not on an ``Event`` and its
+    parking lot: fewer objects per parked caller, less for the cyclic garbage
+    collector to walk when thousands wait.
 
     A waiter cancelled in :meth:`wait` stops waiting and leaves nothing behind;
     the outcome is still set for the others.
     """
 
-    __slots__ = ("_error", "_event", "_value", "waiters")
+    __slots__ = ("_done", "_error", "_tasks", "_value")
 
     def __init__(self) -> None:
-        self._event = trio.Event()
+        self._done = False
         self._value: T | None = None
         self._error: BaseException | None = None
-        self.waiters = 0
+        self._tasks: dict[trio.lowlevel.Task, None] = {}
+
+    @property
+    def waiters(self) -> int:
         """How many tasks are parked in :meth:`wait` right now."""
+        return len(self._tasks)
 
     @property
     def is_set(self) -> bool:
         """Whether the outcome has been delivered."""
-        return self._event.is_set()
+        return self._done
 
     def set_value(self, value: T) -> None:
         """Deliver ``value`` to every waiter, now and later.
@@ -46,10 +53,10 @@ class Reply(Generic[T]):
         Raises:
             ReplyAlreadySet: an outcome was delivered before.
         """
-        if self._event.is_set():
+        if self._done:
             raise ReplyAlreadySet("reply already holds an outcome")
         self._value = value
-        self._event.set()
+        self._wake_all()
 
     def set_error(self, error: BaseException) -> None:
         """Deliver ``error``, raised in every waiter, now and later.
@@ -60,10 +67,16 @@ class Reply(Generic[T]):
         Raises:
             ReplyAlreadySet: an outcome was delivered before.
         """
-        if self._event.is_set():
+        if self._done:
             raise ReplyAlreadySet("reply already holds an outcome")
         self._error = error
-        self._event.set()
+        self._wake_all()
+
+    def _wake_all(self) -> None:
+        self._done = True
+        tasks, self._tasks = self._tasks, {}
+        for task in tasks:
+            trio.lowlevel.reschedule(task)
 
     async def wait(self) -> T:
         """Wait for the outcome and return its value or raise its error.
@@ -74,14 +87,17 @@ class Reply(Generic[T]):
         Raises:
             BaseException: whatever error was delivered with :meth:`set_error`.
         """
-        if not self._event.is_set():
-            self.waiters += 1
-            try:
-                await self._event.wait()
-            finally:
-                self.waiters -= 1
-        else:
+        if self._done:
             await trio.lowlevel.checkpoint()
+            return self._unwrap()
+        task = trio.lowlevel.current_task()
+        self._tasks[task] = None
+
+        def abort(_raise_cancel: object) -> trio.lowlevel.Abort:
+            del self._tasks[task]
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        await trio.lowlevel.wait_task_rescheduled(abort)
         return self._unwrap()
 
     def result_nowait(self) -> T:
@@ -90,7 +106,7 @@ class Reply(Generic[T]):
         Raises:
             trio.WouldBlock: no outcome yet.
         """
-        if not self._event.is_set():
+        if not self._done:
             raise trio.WouldBlock
         return self._unwrap()
 

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 import attrs
 import trio
 
-from actors import Registry, Supervisor
+from actors import Registry, Reply, Supervisor
 from backends import RedisClient
 
 from . import _state
@@ -263,9 +263,22 @@ class QueryClient:
         if snap is not None and snap.fresh and snap.stale_time is options.stale_time:
             self._hits[key_hash] = self._use_bound
             return snap.data  # type: ignore[no-any-return]
-        return await self._fetch_slow(options, snap)  # type: ignore[no-any-return]
+        reply = self._serve_or_claim(options, snap)
+        if reply is None:  # stale data, served at once: this snapshot now holds it
+            return self._table[key_hash].data  # type: ignore[no-any-return]
+        # Awaited here, not in a helper coroutine: one frame less per parked
+        # caller, which counts when 10,000 callers wait on one cold key.
+        return await reply.wait()  # type: ignore[no-any-return]
 
-    async def _fetch_slow(self, options: QueryOptions[Any], snap: Snapshot | None) -> Any:
+    def _serve_or_claim(
+        self, options: QueryOptions[Any], snap: Snapshot | None
+    ) -> Reply[Any] | None:
+        """Decide a read that is not a plain fresh hit; synchronous.
+
+        Returns ``None`` when the key's data can be served at once (fresh by
+        the caller's own stale time, or stale with a refetch claimed), else
+        the reply of the fetch to wait for.
+        """
         registry = self._check_open()
         key_hash = options.key_hash
         if snap is None:
@@ -277,9 +290,8 @@ class QueryClient:
                 self._hits[key_hash] = self._use_bound
             else:  # the refetch's publish records the use, exactly
                 registry.activate(key_hash).claim_fetch(options)
-            return snap.data
-        reply = registry.activate(key_hash).claim_fetch(options)
-        return await reply.wait()
+            return None
+        return registry.activate(key_hash).claim_fetch(options)
 
     async def prefetch_query(self, options: QueryOptions[Any]) -> None:
         """Start a fetch of the key unless its data is fresh; never waits for it.
