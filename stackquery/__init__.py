@@ -1,5 +1,17 @@
 """stackquery: an actor-based concurrent cache runtime for trio."""
 
+from backends import (
+    ChainStorage,
+    FileStorage,
+    GCSStorage,
+    InstrumentedStorage,
+    MemoryStorage,
+    RedisStorage,
+    S3Storage,
+    SQLiteStorage,
+    StorageBackend,
+)
+
 from . import serializers
 from ._bg import BgDecorator, bg
 from ._bg_function import BackgroundFunction, BgKeyConflictError
@@ -38,18 +50,23 @@ __all__ = [
     "CacheEvent",
     "CacheEventType",
     "CachedFunction",
+    "ChainStorage",
     "ClientClosedError",
     "ClientStatistics",
     "CorruptEntryError",
     "DeserializationError",
     "EventStream",
     "FetchStatus",
+    "FileStorage",
     "FleetStatistics",
+    "GCSStorage",
     "InMemoryMetrics",
+    "InstrumentedStorage",
     "InvalidKeyError",
     "InvalidOptionError",
     "KeyTemplateError",
     "L2Statistics",
+    "MemoryStorage",
     "MetricsCollector",
     "MissingValueError",
     "Mutation",
@@ -68,10 +85,14 @@ __all__ = [
     "QueryState",
     "QueryStatus",
     "QueryTimeoutError",
+    "RedisStorage",
+    "S3Storage",
+    "SQLiteStorage",
     "SerializationError",
     "Serializer",
     "SignatureError",
     "StackqueryError",
+    "StorageBackend",
     "StorageError",
     "StorageUnavailableError",
     "StoredEntry",
