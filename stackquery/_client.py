@@ -5,6 +5,8 @@ most for speed: one dict lookup of the key's canonical hash, one flag test,
 no clock read, no message, no checkpoint.  Everything else (stale reads,
 misses, changes) goes to the key's :class:`QueryActor`, or, for a key with no
 running actor, applies the same pure transition from ``_state`` directly.
+The L1 table itself (publishing, timers, eviction, L2 write-through) is the
+:class:`~stackquery._table.QueryTable` half that ``QueryClient`` inherits.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import logging
-import math
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from types import TracebackType
@@ -27,17 +28,17 @@ from backends import RedisClient
 from . import _state
 from ._clock import Clock
 from ._dehydrate import DehydratePredicate, dehydrate, hydrate
-from ._entry import StoredEntry
 from ._errors import ClientClosedError, InvalidOptionError
 from ._events import CacheEventType, EventHub, EventStream
-from ._fleet import Fleet, FleetStatistics, Lease
+from ._fleet import Fleet, FleetStatistics
 from ._keys import QueryKey, canonical_key, hash_matches, key_from_hash, prefix_hash
 from ._l2 import L2Cache, L2Statistics
 from ._mutation import Mutation, MutationOptions
 from ._observer import QueryObserver
 from ._options import UNSET, QueryClientConfig, QueryOptions
-from ._query_actor import ApplyEntry, Cancel, Invalidate, QueryActor, Remove, Reset, SetData
+from ._query_actor import Cancel, Invalidate, QueryActor, Remove, Reset, SetData
 from ._state import QueryState, Snapshot
+from ._table import USE_CLOCK_RESOLUTION, QueryTable
 from ._timers import KeyTimers
 from .serializers import as_serializer
 from .serializers import json as json_serializer
@@ -90,7 +91,7 @@ class QueryRecord:
     """Whether the key's actor task is running (``False``: passivated, a snapshot only)."""
 
 
-class QueryClient:
+class QueryClient(QueryTable):
     """A cache of query results, one actor per key, for the life of a trio program.
 
     Use it as an async context manager (or through :func:`open_query_client`):
@@ -225,13 +226,6 @@ class QueryClient:
         if self._registry is None or self._closed:
             raise ClientClosedError("the query client is not open: use it inside `async with`")
         return self._registry
-
-    @property
-    def clock(self) -> Clock:
-        """The client's clock (trio time mapped to wall time)."""
-        if self._clock is None:
-            raise ClientClosedError("the query client is not open: use it inside `async with`")
-        return self._clock
 
     # -- reads ----------------------------------------------------------------
 
@@ -612,31 +606,6 @@ class QueryClient:
             and (predicate is None or predicate(snap.key, snap.state))
         ]
 
-    def _resolve_stale_time(self, stale_time: float | None) -> float:
-        return self.config.stale_time if stale_time is None else stale_time
-
-    def _is_fresh(self, snap: Snapshot, options: QueryOptions[Any]) -> bool:
-        if snap.stale_time == options.stale_time:
-            return snap.fresh
-        state = snap.state
-        if state.status is not _state.QueryStatus.SUCCESS or state.is_invalidated:
-            return False
-        assert state.data_updated_at is not None
-        updated = self.clock.from_wall(state.data_updated_at)
-        return updated + self._resolve_stale_time(options.stale_time) > trio.current_time()
-
-    def _is_fresh_for(self, options: QueryOptions[Any]) -> bool:
-        snap = self._table.get(options.key_hash)
-        return snap is not None and self._is_fresh(snap, options)
-
-    def _too_old(self, snap: Snapshot, options: QueryOptions[Any]) -> bool:
-        """Whether the key's data is past the query's ``max_age`` (then it is never served)."""
-        max_age = options.max_age
-        updated = snap.data_updated_at
-        if max_age is None or updated is None:
-            return False
-        return self.clock.from_wall(updated) + max_age <= trio.current_time()
-
     def _retry_delay(self, options: QueryOptions[Any], attempt: int) -> float:
         delay = options.retry_delay if options.retry_delay is not None else self.config.retry_delay
         return float(delay(attempt)) if callable(delay) else float(delay)
@@ -644,357 +613,19 @@ class QueryClient:
     def _record_dedup(self, options: QueryOptions[Any]) -> None:
         """Hook for metrics: a caller joined a fetch already claimed."""
 
-    def _create_snapshot(self, options: QueryOptions[Any]) -> Snapshot:
-        """Put a new key in L1 (with ``initial_data`` if the options have it).
-
-        The key's timer is armed by its first publish (a fetch starting, data
-        set), which every caller makes next.
-        """
-        snap = self._create_snapshot_for_key(
-            options.key_hash, stale_time=options.stale_time, gc_time=options.gc_time
-        )
-        if options.initial_data is not UNSET:
-            initial = options.initial_data
-            data = initial() if callable(initial) else initial
-            wall = options.initial_data_updated_at
-            updated = self.clock.from_wall(wall) if wall is not None else trio.current_time()
-            snap = self._with_data(snap, data, options, updated_at=updated)
-            self._publish(snap)
-        return snap
-
-    def _create_snapshot_for_key(
-        self,
-        key_hash: str,
-        *,
-        stale_time: float | None = None,
-        gc_time: float | None = None,
-    ) -> Snapshot:
-        snap = _state.empty_snapshot(
-            key_hash,
-            stale_time=stale_time,
-            gc_time=self.config.gc_time if gc_time is None else gc_time,
-            now=trio.current_time(),
-        )
-        max_queries = self.config.max_queries
-        if max_queries is not None and len(self._table) >= max_queries:
-            # Room is made before the new key goes in, so the new key is never the one evicted.
-            self._evict(max_queries - 1)
-        self._table[key_hash] = snap
-        if self._events.streams:
-            self._events.emit(CacheEventType.ADDED, snap.key, snap.state)
-        return snap
-
-    def _with_data(
-        self, snap: Snapshot, data: Any, options: QueryOptions[Any] | None, *, updated_at: float
-    ) -> Snapshot:
-        stale_time = options.stale_time if options is not None else None
-        gc_time = (
-            options.gc_time if options is not None and options.gc_time is not None else snap.gc_time
-        )
-        if gc_time != snap.gc_time:
-            snap = attrs.evolve(snap, gc_time=gc_time)
-        return _state.with_data(
-            snap,
-            data,
-            updated_at_wall=self.clock.wall(updated_at),
-            updated_at=updated_at,
-            stale_time=stale_time,
-            resolved_stale_time=self._resolve_stale_time(stale_time),
-            now=trio.current_time(),
-        )
-
-    def _apply_set_data(
-        self,
-        key_hash: str,
-        updater: Callable[[Any], Any],
-        updated_at: float | None,
-        options: QueryOptions[Any] | None,
-    ) -> Any:
-        snap = self._table.get(key_hash)
-        data = updater(snap.data if snap is not None and snap.has_data else None)
-        if snap is None:  # an actor's key never fetched: its observers are all disabled
-            assert options is not None
-            snap = self._create_snapshot(options)
-        when = self.clock.from_wall(updated_at) if updated_at is not None else trio.current_time()
-        self._persist(self._publish(self._with_data(snap, data, options, updated_at=when)))
-        return data
-
-    def _publish(self, snap: Snapshot) -> Snapshot:
-        """Make ``snap`` the key's state, its timer armed; return what was stored."""
-        key_hash = snap.key_hash
-        if self._events.streams:
-            self._events.published(self._table.get(key_hash), snap)
-        # Moved to the back: the table's order is the eviction order (least recently used first).
-        self._table.pop(key_hash, None)
-        snap = self._arm(snap)
-        self._table[key_hash] = snap
-        return snap
-
-    async def _run_use_clock(self) -> None:
-        """Keep ``_use_bound`` a little ahead of the clock, for fresh hits to record.
-
-        It rests while no key has a timer (no gc to time, no staleness to
-        flip): a bound left behind then is older than any key's ``active_at``,
-        so the hits that record it count for nothing rather than for too early.
-        """
-        while True:
-            await self._timers.wait_nonempty()
-            self._use_bound = trio.current_time() + USE_CLOCK_RESOLUTION
-            await trio.sleep_until(self._use_bound)
-
-    def _arm(self, snap: Snapshot) -> Snapshot:
-        """Make sure the key's one timer fires by its next deadline (staleness or gc).
-
-        One pending entry per key, not one per publish: a later deadline (a
-        refetch pushes staleness back) is found when the earlier entry fires.
-        """
-        if snap.fetch_status is _state.FetchStatus.FETCHING:
-            # Busy: nothing to collect, nothing fresh to go stale.  The publish
-            # that ends the fetch arms the timer, so a cold key gets one entry
-            # (its staleness) instead of two (a gc entry, then an earlier one).
-            return snap
-        deadline = _next_deadline(snap)
-        if deadline < snap.timer_at:
-            self._timers.push(deadline, snap.key_hash)
-            snap = attrs.evolve(snap, timer_at=deadline)
-        return snap
-
-    def _on_timer(self, key_hash: str, deadline: float) -> None:
-        """The key's timer came due: flip its staleness flag, collect it, or look again later."""
-        snap = self._table.get(key_hash)
-        if snap is None or snap.timer_at != deadline:
-            return  # superseded by an earlier entry, or the key is gone
-        now = trio.current_time()
-        if snap.fresh and snap.stale_at <= now:
-            snap = _state.went_stale(snap)
-        hits = self._hits
-        hit = hits.pop(key_hash, None)
-        if hit is not None and hit > snap.active_at:
-            snap = _state.used(snap, now=hit)
-        if not hits:
-            self._hits = {}  # a dict never shrinks: let a burst's table go
-        registry = self._registry
-        if registry is not None and key_hash in registry:
-            # In use by an actor (a fetch, observers): look again later; the
-            # last observer leaving restarts the countdown through active_at.
-            # Not sooner than a second: with gc_time 0 the timer task would spin.
-            deadline = now + max(snap.gc_time, 1.0)
-        elif snap.active_at + snap.gc_time <= now:
-            self._drop(key_hash, delete_l2=False)
-            return
-        else:
-            deadline = snap.active_at + snap.gc_time
-        if snap.fresh:  # went_stale above flipped it if its time had come
-            deadline = min(deadline, snap.stale_at)
-        self._timers.push(deadline, key_hash)
-        self._table[key_hash] = attrs.evolve(snap, timer_at=deadline)
-
-    def _evict(self, max_queries: int) -> None:
-        table = self._table
-        registry = self._registry
-        for _ in range(len(table)):
-            if len(table) <= max_queries:
-                return
-            key_hash = next(iter(table))
-            snap = table[key_hash]
-            hit = self._hits.pop(key_hash, None)
-            hit_since = hit is not None and hit > snap.active_at
-            if (registry is not None and key_hash in registry) or hit_since:
-                # Second chance (the CLOCK approximation of LRU): busy, or hit
-                # since it was last moved to the back.
-                del table[key_hash]
-                table[key_hash] = _state.used(snap, now=hit) if hit_since else snap  # type: ignore[arg-type]
-                continue
-            self._drop(key_hash, delete_l2=False)
-
-    def _drop(self, key_hash: str, *, delete_l2: bool) -> None:
-        snap = self._table.pop(key_hash, None)
-        self._hits.pop(key_hash, None)
-        if snap is not None and self._events.streams:
-            self._events.emit(CacheEventType.REMOVED, snap.key, None)
-        if delete_l2 and self._l2 is not None:
-            self._l2.delete_soon(key_hash)
-
     # -- L2 ---------------------------------------------------------------------------
 
     def l2_statistics(self) -> L2Statistics | None:
         """Return the second tier's :class:`L2Statistics`, or ``None`` without storage."""
         return self._l2.statistics() if self._l2 is not None else None
 
-    def _persist(self, snap: Snapshot) -> None:
-        """Queue the key's data (and its invalidation) for L2; synchronous."""
-        l2 = self._l2
-        state = snap.state
-        if l2 is None or state.data_updated_at is None:
-            return
-        ttl = self._l2_ttl(snap)
-        if ttl == 0:
-            return  # gc_time=0: the entry would expire as it lands
-        l2.write_soon(
-            snap.key_hash,
-            state.data,
-            data_updated_at=state.data_updated_at,
-            ttl=ttl,
-            invalidated=state.is_invalidated,
-        )
-
-    def _l2_ttl(self, snap: Snapshot) -> float | None:
-        """Seconds the key's L2 entry lives: ``storage_ttl``, else the key's gc_time (0: none)."""
-        ttl = self.config.storage_ttl
-        if ttl is not UNSET:
-            return ttl  # type: ignore[no-any-return]
-        if snap.gc_time == math.inf:
-            return None
-        return max(snap.gc_time, 0.0)
-
-    async def _hydrate(self, key_hash: str) -> Snapshot | None:
-        """Load the key from L2 into L1 unless L1 holds data as new; return the snapshot.
-
-        Never raises: a store that fails, is slow or holds a corrupt entry is a miss.
-        """
-        l2 = self._l2
-        if l2 is None:
-            return self._table.get(key_hash)
-        entry = await l2.read(key_hash)
-        snap = self._table.get(key_hash)
-        if entry is None or snap is None:
-            return snap
-        return self._apply_entry(key_hash, entry) or snap
-
-    def _apply_entry(self, key_hash: str, entry: StoredEntry) -> Snapshot | None:
-        """Publish an L2 entry into L1 unless L1 holds data as new; return the new snapshot."""
-        snap = self._table.get(key_hash)
-        if snap is None:
-            return None
-        held = snap.data_updated_at
-        if held is not None and held >= entry.data_updated_at:
-            return None  # L1 already has data as new: a late hydration never overwrites it
-        # Judged with the key's own stale time (not the client's default), so
-        # that an entry another process wrote a moment ago is fresh here too.
-        new = _state.with_data(
-            snap,
-            entry.value,
-            updated_at_wall=entry.data_updated_at,
-            updated_at=self.clock.from_wall(entry.data_updated_at),
-            stale_time=snap.stale_time,
-            resolved_stale_time=self._resolve_stale_time(snap.stale_time),
-            now=trio.current_time(),
-        )
-        if entry.invalidated:
-            new = _state.invalidated(new, now=trio.current_time())
-        return self._publish(new)
-
-    # -- hooks for metrics ------------------------------------------------------------
-
-    # -- the fleet (processes sharing one Redis) ---------------------------------------
+    # -- the fleet (processes sharing one Redis; the work is in _fleet and _fleet_apply) --
 
     def fleet_statistics(self) -> FleetStatistics | None:
         """Return the :class:`FleetStatistics`, or ``None`` when the client has no fleet."""
         return self._fleet.statistics() if self._fleet is not None else None
 
-    def _single_flight(self, options: QueryOptions[Any]) -> bool:
-        if options.single_flight is not None:
-            return options.single_flight
-        return self.config.single_flight is not False
-
-    async def _end_lease(self, lease: Lease, snap: Snapshot | None) -> None:
-        """Write the leased fetch's value to L2, announce it, then release the lease.
-
-        In that order, so that no process can take the lease and call the
-        origin again before the value is there to be read.  Shielded and
-        bounded: runs even when the fetch was cancelled.
-        """
-        fleet, l2 = self._fleet, self._l2
-        assert fleet is not None and l2 is not None
-        with trio.CancelScope(shield=True), trio.move_on_after(2 * self.config.l2_timeout):
-            state = snap.state if snap is not None else None
-            if snap is not None and state is not None and state.data_updated_at is not None:
-                ttl = self._l2_ttl(snap)
-                # Invalidated in flight: stored as such, and no news for the fleet
-                # (a waiter elsewhere must not take it as fresh).
-                invalidated = state.is_invalidated
-                written = ttl != 0 and await l2.write_now(
-                    snap.key_hash,
-                    state.data,
-                    data_updated_at=state.data_updated_at,
-                    ttl=ttl,
-                    invalidated=invalidated,
-                )
-                if written and not invalidated and self.config.broadcast is not False:
-                    fleet.announce_written([(snap.key_hash, state.data_updated_at)])
-            await fleet.release(lease)
-
-    def _mark_all_stale(self) -> None:
-        """Pub/sub was (re)connected: anything may have changed while it was down.
-
-        Every entry with data is marked invalidated in L1 (not merely stale: a
-        later call with another ``stale_time`` must not judge it fresh again
-        from its timestamp), and observed keys refetch.  L2 is left alone: the
-        other processes may hold newer data there, which the refetch finds.
-        """
-        now = trio.current_time()
-        for key_hash, snap in list(self._table.items()):
-            if snap.has_data and not snap.is_invalidated:
-                self._table[key_hash] = _state.invalidated(snap, now=now)
-        registry = self._registry
-        if registry is None or self._closed:
-            return
-        for _, actor in registry.items():
-            options = actor._observed_enabled()
-            if options is not None:
-                actor.claim_fetch(options)
-
-    async def _apply_remote_invalidation(
-        self, prefix: str | None, exact: bool, hashes: list[str]
-    ) -> None:
-        registry = self._check_open()
-        if prefix is not None:
-            targets = [h for h in list(self._table) if hash_matches(h, prefix, exact=exact)]
-        else:
-            targets = [h for h in hashes if h in self._table]
-        # Persisted by every holder: the sender may not hold the key, and a
-        # process that starts later must find the L2 entry invalidated too.
-        for key_hash in targets:
-            if key_hash in registry:
-                await registry.ask(key_hash, lambda r: Invalidate(True, r))
-            elif (snap := self._table.get(key_hash)) is not None:
-                self._persist(self._publish(_state.invalidated(snap, now=trio.current_time())))
-
-    async def _apply_remote_removal(self, hashes: list[str]) -> None:
-        registry = self._check_open()
-        for key_hash in hashes:
-            if key_hash in registry:
-                await registry.ask(key_hash, lambda r: Remove(r, delete_l2=False))
-            else:
-                self._drop(key_hash, delete_l2=False)
-
-    async def _apply_remote_update(self, items: list[tuple[str, float]]) -> None:
-        """Another process wrote new data for these keys: read it into L1 where it is newer."""
-        registry = self._check_open()
-        l2 = self._l2
-        assert l2 is not None
-        wanted = []
-        for key_hash, updated_at in items:
-            snap = self._table.get(key_hash)
-            held = snap.data_updated_at if snap is not None else None
-            if snap is not None and (held is None or held < updated_at):
-                wanted.append(key_hash)
-        entries: dict[str, StoredEntry | None] = {}
-
-        async def read(key_hash: str) -> None:
-            entries[key_hash] = await l2.read(key_hash)
-
-        async with trio.open_nursery() as nursery:  # concurrent reads share one get_many
-            for key_hash in wanted:
-                nursery.start_soon(read, key_hash)
-        for key_hash in wanted:
-            entry = entries.get(key_hash)
-            if entry is None:
-                continue
-            if key_hash in registry:
-                await registry.ask(key_hash, lambda r, e=entry: ApplyEntry(e, r))  # type: ignore[misc]
-            else:
-                self._apply_entry(key_hash, entry)
+    # -- hooks for metrics ------------------------------------------------------------
 
     def _after_fetch_failure(self, options: QueryOptions[Any], error: BaseException) -> None:
         """A fetch failed for good: metrics go here."""
@@ -1035,23 +666,6 @@ class QueryClient:
 
 
 _EMPTY_STATE: QueryState[Any] = QueryState()
-
-
-USE_CLOCK_RESOLUTION = 1.0
-"""Seconds within which the last use of a key by fresh hits is known.
-
-A fresh hit records an upper bound of "now" kept by a ticker, never an
-earlier time, so a key read only by fresh hits leaves L1 between ``gc_time``
-and ``gc_time`` + this after its last hit (other uses are exact).
-"""
-
-
-def _next_deadline(snap: Snapshot) -> float:
-    """When the key's timer must next look at it: it goes stale, or its gc is due."""
-    collect_at = snap.active_at + snap.gc_time
-    if snap.fresh and snap.stale_at < collect_at:
-        return snap.stale_at
-    return collect_at
 
 
 @asynccontextmanager

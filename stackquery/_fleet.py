@@ -33,12 +33,15 @@ import trio
 
 from backends import StorageError
 
+from . import _fleet_apply
 from ._entry import StoredEntry
 
 if TYPE_CHECKING:
     from backends._redis_client import RedisClient
 
     from ._client import QueryClient
+    from ._options import QueryOptions
+    from ._state import Snapshot
 
 logger = logging.getLogger("stackquery.fleet")
 
@@ -193,7 +196,7 @@ class Fleet:
                     self._counts["subscriptions"] += 1
                     backoff = 0.1
                     # Messages published while we were not subscribed are lost.
-                    self._client._mark_all_stale()
+                    _fleet_apply.mark_all_stale(self._client)
                     async for _channel, data in messages:
                         await self._on_message(data)
             except StorageError as exc:
@@ -217,15 +220,17 @@ class Fleet:
         self._counts["received"] += 1
         client = self._client
         if op == "inv":
-            await client._apply_remote_invalidation(message.get("p"), bool(message.get("x")), keys)
+            await _fleet_apply.apply_invalidation(
+                client, message.get("p"), bool(message.get("x")), keys
+            )
         elif op == "del":
-            await client._apply_remote_removal(list(keys))
+            await _fleet_apply.apply_removal(client, list(keys))
         elif op == "upd":
             for key_hash, _updated_at in keys:
                 arrival = self._arrivals.pop(key_hash, None)
                 if arrival is not None:
                     arrival.set()
-            await client._apply_remote_update([(k, float(t)) for k, t in keys])
+            await _fleet_apply.apply_update(client, [(k, float(t)) for k, t in keys])
 
     def _on_error(self, operation: str, error: BaseException) -> None:
         self._counts["errors"] += 1
@@ -288,6 +293,12 @@ class Fleet:
             if _newer(entry, seen):
                 return entry
 
+    def single_flight(self, options: QueryOptions[Any]) -> bool:
+        """Whether a fetch with ``options`` takes the key's lease before calling the origin."""
+        if options.single_flight is not None:
+            return options.single_flight
+        return self._client.config.single_flight is not False
+
     async def _try_lease(self, key_hash: str) -> Lease | None:
         token = f"{self.node}:{next(self._tokens)}"
         with trio.fail_after(self._client.config.l2_timeout):
@@ -318,6 +329,34 @@ class Fleet:
                 )
         except (StorageError, trio.TooSlowError) as exc:
             self._on_error("release", exc)
+
+    async def end_lease(self, lease: Lease, snap: Snapshot | None) -> None:
+        """Write the leased fetch's value to L2, announce it, then release the lease.
+
+        In that order, so that no process can take the lease and call the
+        origin again before the value is there to be read.  Shielded and
+        bounded: runs even when the fetch was cancelled.
+        """
+        client = self._client
+        l2 = client._l2
+        assert l2 is not None
+        with trio.CancelScope(shield=True), trio.move_on_after(2 * client.config.l2_timeout):
+            state = snap.state if snap is not None else None
+            if snap is not None and state is not None and state.data_updated_at is not None:
+                ttl = client._l2_ttl(snap)
+                # Invalidated in flight: stored as such, and no news for the fleet
+                # (a waiter elsewhere must not take it as fresh).
+                invalidated = state.is_invalidated
+                written = ttl != 0 and await l2.write_now(
+                    snap.key_hash,
+                    state.data,
+                    data_updated_at=state.data_updated_at,
+                    ttl=ttl,
+                    invalidated=invalidated,
+                )
+                if written and not invalidated and client.config.broadcast is not False:
+                    self.announce_written([(snap.key_hash, state.data_updated_at)])
+            await self.release(lease)
 
 
 def parse_message(data: bytes) -> dict[str, Any] | None:

@@ -384,7 +384,7 @@ class QueryActor:
             ok, result = await self._attempts_holding(fetch, lease)
         if self._fetch is not fetch:
             if lease is not None:
-                await client._end_lease(lease, None)
+                await self._end_lease(lease, None)
             return  # cancelled or removed: whoever did it settled the waiters
         self._fetch = None
         snap = client._table.get(self.key_hash)
@@ -412,19 +412,24 @@ class QueryActor:
                 self.claim_fetch(opts)
         self._wake()
         if lease is not None:
-            await client._end_lease(lease, snap if ok else None)
+            await self._end_lease(lease, snap if ok else None)
 
     async def _lease(self, fetch: _Fetch) -> Lease | StoredEntry | None:
         """Take the fleet-wide lease of the key, or the value of whoever holds it."""
         client = self._client
         fleet = client._fleet
-        if fleet is None or not client._single_flight(fetch.options):
+        if fleet is None or not fleet.single_flight(fetch.options):
             return None
         l2 = client._l2
         assert l2 is not None
         snap = client._table.get(self.key_hash)
         seen = snap.data_updated_at if snap is not None else None
         return await fleet.acquire_or_wait(self.key_hash, seen, lambda: l2.read(self.key_hash))
+
+    async def _end_lease(self, lease: Lease, snap: _state.Snapshot | None) -> None:
+        fleet = self._client._fleet
+        assert fleet is not None  # only a fleet hands out leases
+        await fleet.end_lease(lease, snap)
 
     async def _attempts_holding(self, fetch: _Fetch, lease: Lease | None) -> tuple[bool, Any]:
         client = self._client
@@ -437,7 +442,7 @@ class QueryActor:
                 keeper.cancel_scope.cancel()
             return outcome
         except BaseException:
-            await client._end_lease(lease, None)
+            await self._end_lease(lease, None)
             raise
 
     def _settle_from_fleet(self, fetch: _Fetch, entry: StoredEntry) -> None:
