@@ -37,7 +37,7 @@ async def main(url: str, interval: float, count: int) -> None:
         refreshes += 1
         return rates_for(refreshes)
 
-    latest = 0
+    latest = 0.0
     while latest < count:
         value = await rates()  # the first call waits for the first refresh; then instant
         if value["refresh"] != latest:

@@ -18,8 +18,8 @@ client announces it, with the poll as the fallback.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
-from typing import Any, final
+from collections.abc import Callable, Coroutine
+from typing import Any, Protocol, TypeVar, cast, final, overload
 
 from ._bg_function import Background, BackgroundFunction, BgConfig, ErrorHandler
 from ._bg_reader import StoreRead
@@ -29,6 +29,21 @@ from ._metrics import MetricsCollector
 from ._options import QueryClientConfig
 from .serializers import as_serializer
 from .serializers import json as json_serializer
+
+R = TypeVar("R")
+
+
+class BackgroundDecorator(Protocol):
+    """What ``bg(...)`` and ``bg.write(...)`` return: applied to a no-argument function.
+
+    The decorated function keeps its return type: ``await f()`` is typed as
+    what the function returns (awaited, for an ``async def``).
+    """
+
+    @overload
+    def __call__(self, func: Callable[[], Coroutine[Any, Any, R]]) -> BackgroundFunction[R]: ...
+    @overload
+    def __call__(self, func: Callable[[], R]) -> BackgroundFunction[R]: ...
 
 
 @final
@@ -46,7 +61,7 @@ class BgDecorator:
         on_error: ErrorHandler | None = None,
         run_immediately: bool = True,
         client: QueryClient | None = None,
-    ) -> Callable[[Callable[[], Any]], BackgroundFunction[Any]]:
+    ) -> BackgroundDecorator:
         """Keep a no-argument function's value fresh by calling it every ``interval`` seconds.
 
         The refresh loop runs in the client's nursery, from the function's
@@ -93,7 +108,7 @@ class BgDecorator:
             _check_no_arguments(func)
             return Background(config, ("bg", key), func).wrapper()
 
-        return decorate
+        return cast(BackgroundDecorator, decorate)
 
     def write(
         self,
@@ -105,7 +120,7 @@ class BgDecorator:
         metrics: MetricsCollector | None = None,
         on_error: ErrorHandler | None = None,
         run_immediately: bool = True,
-    ) -> Callable[[Callable[[], Any]], BackgroundFunction[Any]]:
+    ) -> BackgroundDecorator:
         """The writer of a value shared through ``store``: ``@bg`` whose every refresh lands there.
 
         Run it in one process; other processes read the value with
