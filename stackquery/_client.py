@@ -36,7 +36,7 @@ from ._l2 import L2Cache, L2Statistics
 from ._mutation import Mutation, MutationOptions
 from ._observer import QueryObserver
 from ._options import UNSET, QueryClientConfig, QueryOptions
-from ._query_actor import Cancel, Invalidate, QueryActor, Remove, Reset, SetData
+from ._query_actor import Cancel, Invalidate, Message, QueryActor, Remove, Reset, SetData
 from ._state import QueryState, Snapshot
 from ._table import USE_CLOCK_RESOLUTION, QueryTable
 from ._timers import KeyTimers
@@ -391,13 +391,15 @@ class QueryClient(QueryTable):
             InvalidKeyError: ``key`` is not a valid query key.
             ClientClosedError: the client is not open.
         """
-        registry = self._check_open()
+        self._check_open()
         matches = self._matches(key, exact, predicate)
-        for key_hash, snap in matches:
-            if key_hash in registry:
-                await registry.ask(key_hash, lambda r: Invalidate(refetch, r))
-            else:
-                self._persist(self._publish(_state.invalidated(snap, now=trio.current_time())))
+        await self._change_each(
+            matches,
+            lambda r: Invalidate(refetch, r),
+            lambda _, snap: self._persist(
+                self._publish(_state.invalidated(snap, now=trio.current_time()))
+            ),
+        )
         if self._fleet is not None and self.config.broadcast is not False:
             # Other processes may hold keys this one does not: send the prefix,
             # unless a predicate chose the keys (then send exactly those).
@@ -405,7 +407,6 @@ class QueryClient(QueryTable):
                 self._fleet.announce_invalidated(prefix_hash(key), exact=exact, hashes=[])
             elif matches:
                 self._fleet.announce_invalidated(None, exact=True, hashes=[h for h, _ in matches])
-        await trio.lowlevel.checkpoint()
         return len(matches)
 
     async def cancel_queries(
@@ -446,16 +447,12 @@ class QueryClient(QueryTable):
             InvalidKeyError: ``key`` is not a valid query key.
             ClientClosedError: the client is not open.
         """
-        registry = self._check_open()
-        count = 0
-        for key_hash, _ in self._matches(key, exact, predicate):
-            count += 1
-            if key_hash in registry:
-                await registry.ask(key_hash, Remove)
-            else:
-                self._drop(key_hash, delete_l2=True)
-        await trio.lowlevel.checkpoint()
-        return count
+        self._check_open()
+        return await self._change_each(
+            self._matches(key, exact, predicate),
+            Remove,
+            lambda key_hash, _: self._drop(key_hash, delete_l2=True),
+        )
 
     async def reset_queries(
         self, key: QueryKey = (), *, exact: bool = False, predicate: Predicate | None = None
@@ -468,16 +465,33 @@ class QueryClient(QueryTable):
             InvalidKeyError: ``key`` is not a valid query key.
             ClientClosedError: the client is not open.
         """
+        self._check_open()
+        return await self._change_each(
+            self._matches(key, exact, predicate),
+            Reset,
+            lambda key_hash, _: self._drop(key_hash, delete_l2=False),
+        )
+
+    async def _change_each(
+        self,
+        matches: list[tuple[str, Snapshot]],
+        message: Callable[[Reply[Any]], Message],
+        passivated: Callable[[str, Snapshot], object],
+    ) -> int:
+        """Apply one change to each matching key; return how many there were.
+
+        A key with a running actor gets ``message`` (its loop applies the
+        change); a passivated key has nobody to race with, so ``passivated``
+        applies the same change to its snapshot directly.
+        """
         registry = self._check_open()
-        count = 0
-        for key_hash, _ in self._matches(key, exact, predicate):
-            count += 1
+        for key_hash, snap in matches:
             if key_hash in registry:
-                await registry.ask(key_hash, Reset)
+                await registry.ask(key_hash, message)
             else:
-                self._drop(key_hash, delete_l2=False)
+                passivated(key_hash, snap)
         await trio.lowlevel.checkpoint()
-        return count
+        return len(matches)
 
     def events(self, *, buffer: int = 1000) -> EventStream:
         """Return a stream of :class:`CacheEvent` for every key, from now on.
