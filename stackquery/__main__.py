@@ -1,4 +1,9 @@
-"""The ``stackquery`` command line: ``python -m stackquery demo``."""
+"""stackquery: a tour of the query client (demo), and tools for its L2 stores.
+
+demo runs a tour; inspect lists what a SQLite, file or Redis store holds;
+invalidate marks keys stale there (and, on Redis, in every running process);
+bench runs the benchmark scripts of a checkout.
+"""
 
 from __future__ import annotations
 

@@ -29,8 +29,7 @@ from typing import Final, TextIO
 import attrs
 import trio
 
-from backends import StorageError, StorageUnavailableError
-from backends._redis_client import RedisClient
+from backends import RedisClient, StorageError, StorageUnavailableError
 
 from ._cli_output import EXIT_OK, EXIT_PROBLEMS, CommandError
 from ._cli_store_invalidate import StoreInvalidateReport, describe_report

@@ -23,8 +23,7 @@ import attrs
 import orjson
 import redis.exceptions
 
-from backends import FileStorage, SQLiteStorage, StorageError, StorageUnavailableError
-from backends._redis_client import RedisClient
+from backends import FileStorage, RedisClient, SQLiteStorage, StorageError, StorageUnavailableError
 
 from . import serializers
 from ._cli_output import CommandError

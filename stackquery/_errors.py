@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from backends._errors import StorageError, StorageUnavailableError
+from backends import StorageError, StorageUnavailableError
 
 
 class StackqueryError(Exception):

@@ -37,7 +37,7 @@ from . import _fleet_apply
 from ._entry import StoredEntry
 
 if TYPE_CHECKING:
-    from backends._redis_client import RedisClient
+    from backends import RedisClient
 
     from ._client import QueryClient
     from ._options import QueryOptions
