@@ -234,8 +234,8 @@ class QueryClient(QueryTable):
 
         A fresh hit does not checkpoint and does not read the clock: it is a
         dict lookup and a flag test, and cancellation is not checked.  A stale
-        hit returns the stale data at once and starts one background refetch
-        (joined by every other stale reader).  On a cold key the caller waits
+        hit returns the stale data at once (after a checkpoint) and starts one
+        background refetch (joined by every other stale reader).  On a cold key the caller waits
         for the key's one fetch, shared with every concurrent caller; a caller
         cancelled while waiting stops waiting, and the fetch goes on for the
         others and still lands in the cache.
@@ -258,20 +258,26 @@ class QueryClient(QueryTable):
             self._hits[key_hash] = self._use_bound
             return snap.data  # type: ignore[no-any-return]
         reply = self._serve_or_claim(options, snap)
-        if reply is None:  # stale data, served at once: this snapshot now holds it
+        if reply is True:  # fresh by the caller's own stale_time: a hit like above
             return self._table[key_hash].data  # type: ignore[no-any-return]
+        if reply is False:  # stale data, served at once: this snapshot now holds it
+            data = self._table[key_hash].data
+            # A checkpoint, unlike a fresh hit: a loop of stale reads must let
+            # the refetch it started run (and cancellation reach it).
+            await trio.lowlevel.checkpoint()
+            return data  # type: ignore[no-any-return]
         # Awaited here, not in a helper coroutine: one frame less per parked
         # caller, which counts when 10,000 callers wait on one cold key.
         return await reply.wait()  # type: ignore[no-any-return]
 
     def _serve_or_claim(
         self, options: QueryOptions[Any], snap: Snapshot | None
-    ) -> Reply[Any] | None:
+    ) -> Reply[Any] | bool:
         """Decide a read that is not a plain fresh hit; synchronous.
 
-        Returns ``None`` when the key's data can be served at once (fresh by
-        the caller's own stale time, or stale with a refetch claimed), else
-        the reply of the fetch to wait for.
+        Returns ``True`` when the key's data is fresh by the caller's own
+        stale time, ``False`` when it is stale and served at once with a
+        refetch claimed, else the reply of the fetch to wait for.
         """
         registry = self._check_open()
         key_hash = options.key_hash
@@ -282,9 +288,9 @@ class QueryClient(QueryTable):
         if snap is not None and snap.has_data and not self._too_old(snap, options):
             if self._is_fresh(snap, options):  # fresh by another stale_time than the snapshot's
                 self._hits[key_hash] = self._use_bound
-            else:  # the refetch's publish records the use, exactly
-                registry.activate(key_hash).claim_fetch(options)
-            return None
+                return True
+            registry.activate(key_hash).claim_fetch(options)  # its publish records the use
+            return False
         return registry.activate(key_hash).claim_fetch(options)
 
     async def prefetch_query(self, options: QueryOptions[Any]) -> None:
@@ -394,11 +400,7 @@ class QueryClient(QueryTable):
         self._check_open()
         matches = self._matches(key, exact, predicate)
         await self._change_each(
-            matches,
-            lambda r: Invalidate(refetch, r),
-            lambda _, snap: self._persist(
-                self._publish(_state.invalidated(snap, now=trio.current_time()))
-            ),
+            matches, lambda r: Invalidate(refetch, r), self._invalidate_passivated
         )
         if self._fleet is not None and self.config.broadcast is not False:
             # Other processes may hold keys this one does not: send the prefix,
@@ -471,6 +473,13 @@ class QueryClient(QueryTable):
             Reset,
             lambda key_hash, _: self._drop(key_hash, delete_l2=False),
         )
+
+    def _invalidate_passivated(self, key_hash: str, _matched: Snapshot) -> None:
+        # The snapshot as it is now, not as it was matched: earlier keys' asks
+        # awaited, and a set or a removal may have landed since.
+        snap = self._table.get(key_hash)
+        if snap is not None:
+            self._persist(self._publish(_state.invalidated(snap, now=trio.current_time())))
 
     async def _change_each(
         self,

@@ -97,9 +97,9 @@ class QueryObserver(Generic[T]):
         if not callable(listener):
             raise TypeError(f"listener must be callable, got {type(listener).__name__}")
         first = not self.subscribed
-        self._listeners.append(listener)
         if first:
-            self._client._attach(self)
+            self._client._attach(self)  # may raise: then nothing was subscribed
+        self._listeners.append(listener)
         state = self.get_current_state()
         if self._last is None or first:
             self._last = state
@@ -183,9 +183,14 @@ class QueryObserver(Generic[T]):
         if not state.has_data:
             if options.placeholder_data is UNSET or state.status is QueryStatus.ERROR:
                 return state
-            placeholder = options.placeholder_data
-            data = placeholder() if callable(placeholder) else placeholder
-            return attrs.evolve(state, data=self._select(data), is_placeholder_data=True)
+            try:
+                placeholder = options.placeholder_data
+                data = placeholder() if callable(placeholder) else placeholder
+                return attrs.evolve(state, data=self._select(data), is_placeholder_data=True)
+            except Exception:
+                # The user's code must not reach the actor that called us.
+                logger.exception("placeholder_data or select of query %r raised", options.query_key)
+                return state
         if options.select is None:
             return state
         try:

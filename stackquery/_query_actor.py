@@ -477,8 +477,10 @@ class QueryActor:
             return False
         if fetch.invalidated:
             # Invalidated while L2 was read: the stored data lands, but not as
-            # fresh; the origin call that follows starts after the invalidation.
+            # fresh; the origin call that follows starts after the invalidation,
+            # so it is the refetch the invalidation asked for: no second one.
             fetch.invalidated = False
+            self._refetch_after = False
             if not snap.is_invalidated:
                 snap = self._client._publish(_state.invalidated(snap, now=trio.current_time()))
         data = snap.data
