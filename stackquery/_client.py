@@ -383,15 +383,19 @@ class QueryClient(QueryTable):
         exact: bool = False,
         predicate: Predicate | None = None,
         refetch: bool = True,
+        wait: bool = False,
     ) -> int:
         """Mark matching keys invalidated; refetch those with observers.
 
         Matches keys that start with ``key`` (a tuple prefix; ``()`` is every
         key), or equal it if ``exact``, and for which ``predicate(key, state)``
         is true.  An invalidated key is served stale until refetched.  Returns
-        once every match is marked; refetches run in the background.  A fetch
-        in flight when its key is invalidated still lands, but not as fresh.
-        Returns how many keys matched.
+        once every match is marked; refetches run in the background, unless
+        ``wait``: then it returns once the matched keys' fetches (the
+        refetches included) have settled, as TanStack Query's
+        ``invalidateQueries`` does; their errors are in the keys' states, not
+        raised here.  A fetch in flight when its key is invalidated still
+        lands, but not as fresh.  Returns how many keys matched.
 
         Raises:
             InvalidKeyError: ``key`` is not a valid query key.
@@ -409,7 +413,25 @@ class QueryClient(QueryTable):
                 self._fleet.announce_invalidated(prefix_hash(key), exact=exact, hashes=[])
             elif matches:
                 self._fleet.announce_invalidated(None, exact=True, hashes=[h for h, _ in matches])
+        if wait:
+            for key_hash, _ in matches:
+                await self._fetches_settled(key_hash)
         return len(matches)
+
+    async def _fetches_settled(self, key_hash: str) -> None:
+        """Wait until the key has no fetch in flight or claimed; never raises a fetch's error.
+
+        The reply is looked up again after each wait: a fetch that ends may
+        have claimed the next one (a refetch after an invalidation) before
+        anyone wakes.
+        """
+        registry = self._check_open()
+        while (actor := registry.get(key_hash)) is not None:
+            reply = actor.current_reply()
+            if reply is None:
+                return
+            with contextlib.suppress(Exception):
+                await reply.wait()
 
     async def cancel_queries(
         self,

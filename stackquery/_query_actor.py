@@ -160,6 +160,12 @@ class QueryActor:
             self._client._record_dedup(options)
         return self._pending
 
+    def current_reply(self) -> Reply[Any] | None:
+        """The reply of the fetch in flight, else of the claimed one, else ``None``."""
+        if self._fetch is not None:
+            return self._fetch.reply
+        return self._pending
+
     def add_observer(self, observer: QueryObserver[Any]) -> None:
         """Attach ``observer``; start a fetch if it needs one; synchronous."""
         self.observers.append(observer)

@@ -461,3 +461,74 @@ class TestSetQueryData:
                 QueryStatus.SUCCESS,
                 FetchStatus.FETCHING,
             )
+
+
+class TestInvalidateAndWait:
+    async def test_wait_returns_once_the_observed_keys_refetch_landed(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """wait=True returns after the refetch: its value is there, 2 s later."""
+        origin = Origin(delay=2.0)
+        async with sq.open_query_client() as client:
+            opts = options(origin, ("user", 1), stale_time=60.0)
+            unsubscribe = client.watch(opts).subscribe(lambda state: None)
+            await wait_all_tasks_blocked()
+            await trio.sleep(3.0)  # the first fetch (2 s) landed
+            assert client.get_query_data(("user", 1)) == "v1"
+            assert await client.invalidate_queries(("user",), wait=True) == 1
+            assert trio.current_time() == 5.0
+            assert client.get_query_data(("user", 1)) == "v2"
+            assert origin.calls == 2
+            unsubscribe()
+
+    async def test_wait_covers_the_refetch_after_a_fetch_in_flight(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """Invalidated mid-fetch, wait=True returns after that fetch and the refetch after it."""
+        origin = Origin(delay=2.0)
+        async with sq.open_query_client() as client:
+            opts = options(origin, ("user", 1), stale_time=60.0)
+            unsubscribe = client.watch(opts).subscribe(lambda state: None)
+            await trio.sleep(1.0)  # the first fetch runs from 0 to 2
+            await client.invalidate_queries(("user",), wait=True)
+            assert trio.current_time() == 4.0
+            assert origin.calls == 2
+            state = client.get_query_state(("user", 1))
+            assert state is not None
+            assert (state.data, state.is_invalidated, state.fetch_status) == (
+                "v2",
+                False,
+                FetchStatus.IDLE,
+            )
+            unsubscribe()
+
+    async def test_wait_does_not_raise_the_refetch_error(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """A failing refetch is in the key's state; wait=True returns normally."""
+        origin = Origin("v1", ValueError("origin down"))
+        async with sq.open_query_client(sq.QueryClientConfig(retry=0)) as client:
+            opts = options(origin, ("user", 1), stale_time=60.0)
+            unsubscribe = client.watch(opts).subscribe(lambda state: None)
+            await wait_all_tasks_blocked()
+            assert await client.invalidate_queries(("user",), wait=True) == 1
+            state = client.get_query_state(("user", 1))
+            assert state is not None
+            assert (state.status, state.data, str(state.error)) == (
+                QueryStatus.ERROR,
+                "v1",
+                "origin down",
+            )
+            unsubscribe()
+
+    async def test_without_observers_there_is_nothing_to_wait_for(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """An unobserved key is only marked: wait=True returns at once."""
+        async with sq.open_query_client() as client:
+            origins: dict[tuple[Any, ...], Origin] = {}
+            await cache_all(client, origins)
+            before = trio.current_time()
+            assert await client.invalidate_queries(("user",), wait=True) == 3
+            assert trio.current_time() == before
+            assert sum(origin.calls for origin in origins.values()) == len(KEYS)
