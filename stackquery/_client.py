@@ -31,6 +31,7 @@ from ._dehydrate import DehydratePredicate, dehydrate, hydrate
 from ._errors import ClientClosedError, InvalidOptionError
 from ._events import CacheEventType, EventHub, EventStream
 from ._fleet import Fleet, FleetStatistics
+from ._hydration import Hydration, cancel_hydration, start_hydration, wait_hydrated
 from ._keys import QueryKey, canonical_key, hash_matches, key_from_hash, prefix_hash
 from ._l2 import L2Cache, L2Statistics
 from ._mutation import Mutation, MutationOptions
@@ -121,6 +122,7 @@ class QueryClient(QueryTable):
         self._nursery: trio.Nursery | None = None
         self._clock: Clock | None = None
         self._l2: L2Cache | None = None
+        self._hydrations: dict[str, Hydration] = {}
         self._writer_scope = trio.CancelScope(shield=True)
         if self.config.storage is not None:
             serializer = self.config.serializer
@@ -266,31 +268,42 @@ class QueryClient(QueryTable):
             # the refetch it started run (and cancellation reach it).
             await trio.lowlevel.checkpoint()
             return data  # type: ignore[no-any-return]
+        if isinstance(reply, Hydration):  # a cold key L2 may hold: read here, no actor
+            return await wait_hydrated(self, reply)  # type: ignore[no-any-return]
         # Awaited here, not in a helper coroutine: one frame less per parked
         # caller, which counts when 10,000 callers wait on one cold key.
         return await reply.wait()  # type: ignore[no-any-return]
 
     def _serve_or_claim(
         self, options: QueryOptions[Any], snap: Snapshot | None
-    ) -> Reply[Any] | bool:
+    ) -> Reply[Any] | bool | Hydration:
         """Decide a read that is not a plain fresh hit; synchronous.
 
         Returns ``True`` when the key's data is fresh by the caller's own
         stale time, ``False`` when it is stale and served at once with a
-        refetch claimed, else the reply of the fetch to wait for.
+        refetch claimed, a :class:`Hydration` when the caller is to read a
+        cold key from L2 itself, else the reply of the fetch to wait for.
         """
         registry = self._check_open()
         key_hash = options.key_hash
         if snap is None:
             snap = self._table.get(key_hash)
-            if snap is None and options.initial_data is not UNSET and key_hash not in registry:
-                snap = self._create_snapshot(options)
+            if snap is None and key_hash not in registry:
+                if options.initial_data is not UNSET:
+                    snap = self._create_snapshot(options)
+                elif self._l2 is not None:
+                    return start_hydration(self, options)
+        hydration = self._hydrations.get(key_hash)
         if snap is not None and snap.has_data and not self._too_old(snap, options):
             if self._is_fresh(snap, options):  # fresh by another stale_time than the snapshot's
                 self._hits[key_hash] = self._use_bound
                 return True
-            registry.activate(key_hash).claim_fetch(options)  # its publish records the use
+            if hydration is None:  # else the read in flight refetches if it must
+                registry.activate(key_hash).claim_fetch(options)  # its publish records the use
             return False
+        if hydration is not None:
+            self._record_dedup(options)
+            return hydration.reply
         return registry.activate(key_hash).claim_fetch(options)
 
     async def prefetch_query(self, options: QueryOptions[Any]) -> None:
@@ -305,7 +318,9 @@ class QueryClient(QueryTable):
         snap = self._table.get(options.key_hash)
         if snap is None and options.initial_data is not UNSET and options.key_hash not in registry:
             snap = self._create_snapshot(options)
-        if snap is None or not self._is_fresh(snap, options):
+        # A key read from L2 by a caller is being fetched already.
+        fetched = options.key_hash in self._hydrations
+        if not fetched and (snap is None or not self._is_fresh(snap, options)):
             registry.activate(options.key_hash).claim_fetch(options)
         await trio.lowlevel.checkpoint()
 
@@ -426,8 +441,15 @@ class QueryClient(QueryTable):
         anyone wakes.
         """
         registry = self._check_open()
-        while (actor := registry.get(key_hash)) is not None:
-            reply = actor.current_reply()
+        while True:
+            hydration = self._hydrations.get(key_hash)
+            actor = registry.get(key_hash)
+            if hydration is not None:
+                reply: Reply[Any] | None = hydration.reply
+            elif actor is not None:
+                reply = actor.current_reply()
+            else:
+                return
             if reply is None:
                 return
             with contextlib.suppress(Exception):
@@ -453,6 +475,9 @@ class QueryClient(QueryTable):
         registry = self._check_open()
         count = 0
         for key_hash, _ in self._matches(key, exact, predicate):
+            if cancel_hydration(self, key_hash, revert=revert):
+                count += 1
+                continue
             actor = registry.get(key_hash)
             if actor is not None and actor.is_fetching:
                 count += 1

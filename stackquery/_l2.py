@@ -130,38 +130,55 @@ class L2Cache:
         store's older entry (a key removed, or dropped from L1, before its
         write landed must not come back with the value it had before).
         """
+        return await self.read_soon(key_hash).wait()
+
+    def read_soon(self, key_hash: str) -> Reply[StoredEntry | None]:
+        """Ask for the key's entry as :meth:`read` does; return the reply it arrives in.
+
+        Synchronous: the reply is already set when a pending write answers;
+        else the next batch sets it (``None`` too if the reader is cancelled).
+        """
         self._stats["reads"] += 1
         pending = self._writes.get(key_hash)
         if pending is None:
             pending = self._writing.get(key_hash)
         if pending is not None:
-            await trio.lowlevel.checkpoint()
             entry = (
                 try_unpack_entry(pending.raw, self.serializer, self._on_corrupt)
                 if isinstance(pending, _Set)
                 else None
             )
             self._stats["hits" if entry is not None else "misses"] += 1
-            return entry
+            answered: Reply[StoredEntry | None] = Reply()
+            answered.set_value(entry)
+            return answered
         reply = self._reads.get(key_hash)
         if reply is None:
             reply = self._reads[key_hash] = Reply()
             self._reads_wanted.set()
-        return await reply.wait()
+        return reply
 
     async def run_reader(self) -> None:
-        """Serve batched reads until cancelled."""
-        while True:
-            await self._reads_wanted.wait()
-            self._reads_wanted = trio.Event()
-            batch, self._reads = self._reads, {}
-            keys = list(batch)
-            self._stats["read_batches"] += 1
-            raws = await self._get_many(keys)
-            for key_hash, raw in zip(keys, raws, strict=True):
-                entry = try_unpack_entry(raw, self.serializer, self._on_corrupt)
-                self._stats["hits" if entry is not None else "misses"] += 1
-                batch[key_hash].set_value(entry)
+        """Serve batched reads until cancelled; cancelled, the reads left unanswered miss."""
+        batch: dict[str, Reply[StoredEntry | None]] = {}
+        try:
+            while True:
+                await self._reads_wanted.wait()
+                self._reads_wanted = trio.Event()
+                batch, self._reads = self._reads, {}
+                keys = list(batch)
+                self._stats["read_batches"] += 1
+                raws = await self._get_many(keys)
+                for key_hash, raw in zip(keys, raws, strict=True):
+                    entry = try_unpack_entry(raw, self.serializer, self._on_corrupt)
+                    self._stats["hits" if entry is not None else "misses"] += 1
+                    batch[key_hash].set_value(entry)
+        finally:
+            # A caller waiting from outside the client must not wait forever.
+            for reply in [*batch.values(), *self._reads.values()]:
+                if not reply.is_set:
+                    reply.set_value(None)
+            self._reads = {}
 
     async def _get_many(self, keys: list[str]) -> list[bytes | None]:
         prefix = self.key_prefix

@@ -112,6 +112,8 @@ class _Fetch:
     scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
     invalidated: bool = False
     """Invalidated while in flight: its result lands, but not as fresh."""
+    l2_read: bool = False
+    """L2 was read for it already (by the caller that started it): not again."""
 
 
 class QueryActor:
@@ -125,6 +127,7 @@ class QueryActor:
         self.observers: list[QueryObserver[Any]] = []
         self._fetch: _Fetch | None = None
         self._pending: Reply[Any] | None = None
+        self._pending_previous: _state.Snapshot | None = None
         self._wake_sent = False
         self._refetch_after = False
         self._next_refetch_at = math.inf
@@ -159,6 +162,22 @@ class QueryActor:
         else:
             self._client._record_dedup(options)
         return self._pending
+
+    def continue_fetch(
+        self, options: QueryOptions[Any], previous: _state.Snapshot, reply: Reply[Any]
+    ) -> None:
+        """Take over a fetch a caller started by reading L2 in its own task; synchronous.
+
+        The key's snapshot is already published as fetching; ``previous`` is
+        the one from before (``cancel_queries`` puts it back).  The fetch
+        goes on from the lease and the origin, without reading L2 again;
+        ``reply`` gets its outcome.  Only for an actor with no fetch claimed.
+        """
+        assert not self.is_fetching
+        self.options = options
+        self._pending = reply
+        self._pending_previous = previous
+        self._wake()
 
     def current_reply(self) -> Reply[Any] | None:
         """The reply of the fetch in flight, else of the claimed one, else ``None``."""
@@ -236,6 +255,7 @@ class QueryActor:
     def _fail_waiters(self, error: Exception) -> None:
         fetch, self._fetch = self._fetch, None
         pending, self._pending = self._pending, None
+        self._pending_previous = None
         replies = [fetch.reply if fetch is not None else None, pending]
         while True:
             try:
@@ -360,11 +380,15 @@ class QueryActor:
         options = self.options
         assert options is not None
         snap = self._client._table.get(self.key_hash)
-        if snap is None:
-            snap = self._client._create_snapshot(options)
-        previous = snap
-        self._client._publish(_state.fetching(snap, now=trio.current_time()))
-        fetch = _Fetch(reply=reply, options=options, previous=previous)
+        previous, self._pending_previous = self._pending_previous, None
+        if previous is not None and snap is not None:  # a caller's L2 read came first
+            fetch = _Fetch(reply=reply, options=options, previous=previous, l2_read=True)
+        else:
+            if snap is None:
+                snap = self._client._create_snapshot(options)
+            previous = snap
+            self._client._publish(_state.fetching(snap, now=trio.current_time()))
+            fetch = _Fetch(reply=reply, options=options, previous=previous)
         self._fetch = fetch
         self.fetch_count += 1
         self.notify()
@@ -374,7 +398,7 @@ class QueryActor:
         client = self._client
         lease: Lease | None = None
         with fetch.scope:
-            cold = client._l2 is not None and not fetch.previous.has_data
+            cold = client._l2 is not None and not fetch.previous.has_data and not fetch.l2_read
             if cold and await self._hydrate(fetch):
                 return
             got = await self._lease(fetch)
@@ -536,6 +560,7 @@ class QueryActor:
         if self._pending is not None:
             self._pending.set_error(error)
             self._pending = None
+            self._pending_previous = None
         fetch, self._fetch = self._fetch, None
         if fetch is None:
             return

@@ -58,6 +58,8 @@ class QueryTable:
     _registry: Registry[str, QueryActor] | None
     _clock: Clock | None
     _l2: L2Cache | None
+    _hydrations: dict[str, Any]
+    """Cold keys a caller is reading from L2 (see ``_hydration``): busy like an actor's."""
 
     @property
     def clock(self) -> Clock:
@@ -223,7 +225,7 @@ class QueryTable:
         if not hits:
             self._hits = {}  # a dict never shrinks: let a burst's table go
         registry = self._registry
-        if registry is not None and key_hash in registry:
+        if (registry is not None and key_hash in registry) or key_hash in self._hydrations:
             # In use by an actor (a fetch, observers): look again later; the
             # last observer leaving restarts the countdown through active_at.
             # Not sooner than a second: with gc_time 0 the timer task would spin.
@@ -248,7 +250,8 @@ class QueryTable:
             snap = table[key_hash]
             hit = self._hits.pop(key_hash, None)
             hit_since = hit is not None and hit > snap.active_at
-            if (registry is not None and key_hash in registry) or hit_since:
+            busy = (registry is not None and key_hash in registry) or key_hash in self._hydrations
+            if busy or hit_since:
                 # Second chance (the CLOCK approximation of LRU): busy, or hit
                 # since it was last moved to the back.
                 del table[key_hash]
@@ -300,7 +303,9 @@ class QueryTable:
         l2 = self._l2
         if l2 is None:
             return self._table.get(key_hash)
-        entry = await l2.read(key_hash)
+        hydration = self._hydrations.get(key_hash)
+        # A caller reading the key already (an observer came meanwhile): share its read.
+        entry = await (l2.read(key_hash) if hydration is None else hydration.read.wait())
         snap = self._table.get(key_hash)
         if entry is None or snap is None:
             return snap
