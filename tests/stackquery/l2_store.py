@@ -19,6 +19,28 @@ from backends import MemoryStorage, StorageUnavailableError
 
 KEY_PREFIX = "sq:"
 
+KEY = ("user", 1)
+"""The key most L2 specifications use."""
+L2_KEY = 'sq:["user",1]'
+"""Where the client stores KEY in L2 (the default key_prefix, then its canonical hash)."""
+
+
+def options(origin: Any, key: tuple[Any, ...] = KEY, **kwargs: Any) -> sq.QueryOptions[Any]:
+    """Options of ``key`` with ``origin`` as its query_fn."""
+    return sq.QueryOptions(query_key=key, query_fn=origin, **kwargs)
+
+
+def config(store: Any, **kwargs: Any) -> sq.QueryClientConfig:
+    """A client config with ``store`` as L2."""
+    return sq.QueryClientConfig(storage=store, **kwargs)
+
+
+def l2_stats(client: sq.QueryClient) -> sq.L2Statistics:
+    """The client's L2 statistics (it has an L2)."""
+    stats = client.l2_statistics()
+    assert stats is not None
+    return stats
+
 
 def store_key(options_or_hash: sq.QueryOptions[Any] | str) -> str:
     """The L2 key of a query (the client's default ``key_prefix`` and the key's hash)."""

@@ -15,10 +15,15 @@ from trio.testing import wait_all_tasks_blocked
 import stackquery as sq
 from backends import StorageError, StorageUnavailableError
 from tests.stackquery.client_origin import Origin
-from tests.stackquery.l2_store import ControlledStorage, entry_bytes
-
-KEY = ("user", 1)
-L2_KEY = 'sq:["user",1]'
+from tests.stackquery.l2_store import (
+    KEY,
+    L2_KEY,
+    ControlledStorage,
+    config,
+    entry_bytes,
+    l2_stats,
+    options,
+)
 
 STORE_ERRORS = {
     "unavailable": StorageUnavailableError("connection refused"),
@@ -27,20 +32,6 @@ STORE_ERRORS = {
     "runtime error": RuntimeError("a bug in the store"),
     "key error": KeyError("oops"),
 }
-
-
-def options(origin: Any, key: tuple[Any, ...] = KEY, **kwargs: Any) -> sq.QueryOptions[Any]:
-    return sq.QueryOptions(query_key=key, query_fn=origin, **kwargs)
-
-
-def config(store: Any, **kwargs: Any) -> sq.QueryClientConfig:
-    return sq.QueryClientConfig(storage=store, **kwargs)
-
-
-def l2_stats(client: sq.QueryClient) -> sq.L2Statistics:
-    stats = client.l2_statistics()
-    assert stats is not None
-    return stats
 
 
 def l2_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:

@@ -12,24 +12,15 @@ from trio.testing import wait_all_tasks_blocked
 
 import stackquery as sq
 from tests.stackquery.client_origin import Failure, Origin
-from tests.stackquery.l2_store import ControlledStorage, entry_bytes
-
-KEY = ("user", 1)
-L2_KEY = 'sq:["user",1]'
-
-
-def options(origin: Any, key: tuple[Any, ...] = KEY, **kwargs: Any) -> sq.QueryOptions[Any]:
-    return sq.QueryOptions(query_key=key, query_fn=origin, **kwargs)
-
-
-def config(store: Any, **kwargs: Any) -> sq.QueryClientConfig:
-    return sq.QueryClientConfig(storage=store, **kwargs)
-
-
-def l2_stats(client: sq.QueryClient) -> sq.L2Statistics:
-    stats = client.l2_statistics()
-    assert stats is not None
-    return stats
+from tests.stackquery.l2_store import (
+    KEY,
+    L2_KEY,
+    ControlledStorage,
+    config,
+    entry_bytes,
+    l2_stats,
+    options,
+)
 
 
 class TestWrittenEntries:
