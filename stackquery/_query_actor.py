@@ -435,14 +435,18 @@ class QueryActor:
             client._after_fetch_failure(fetch.options, result)
         self.notify()
         _run_callbacks(fetch.options, ok, result)
+        self._claim_refetch_after()
+        self._wake()
+        if lease is not None:
+            await self._end_lease(lease, snap if ok else None)
+
+    def _claim_refetch_after(self) -> None:
+        """The fetch that was in flight when the key was invalidated ended: refetch if observed."""
         if self._refetch_after:
             self._refetch_after = False
             opts = self._observed_enabled()
             if opts is not None:
                 self.claim_fetch(opts)
-        self._wake()
-        if lease is not None:
-            await self._end_lease(lease, snap if ok else None)
 
     async def _lease(self, fetch: _Fetch) -> Lease | StoredEntry | None:
         """Take the fleet-wide lease of the key, or the value of whoever holds it."""
@@ -488,11 +492,7 @@ class QueryActor:
             client._publish(_state.idle(snap, now=now))
         fetch.reply.set_value(entry.value)
         self.notify()
-        if self._refetch_after:
-            self._refetch_after = False
-            opts = self._observed_enabled()
-            if opts is not None:
-                self.claim_fetch(opts)
+        self._claim_refetch_after()
         self._wake()
 
     async def _hydrate(self, fetch: _Fetch) -> bool:
