@@ -36,11 +36,16 @@ class ObjectStore(ByteStore):
     def __init__(
         self,
         *,
+        bucket: str,
         prefix: str,
         clock: Callable[[], float],
         max_concurrency: int,
         unavailable: tuple[type[BaseException], ...],
     ) -> None:
+        if not isinstance(bucket, str):
+            raise TypeError(f"bucket must be str, not {type(bucket).__name__}")
+        if not bucket:
+            raise ValueError("bucket must not be empty")
         if not isinstance(prefix, str):
             raise TypeError(f"prefix must be str, not {type(prefix).__name__}")
         if isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int):

@@ -50,11 +50,8 @@ class S3Storage(ObjectStore):
         clock: Callable[[], float] = time.time,
         max_concurrency: int = 16,
     ) -> None:
-        if not isinstance(bucket, str):
-            raise TypeError(f"bucket must be str, not {type(bucket).__name__}")
-        if not bucket:
-            raise ValueError("bucket must not be empty")
         super().__init__(
+            bucket=bucket,
             prefix=prefix,
             clock=clock,
             max_concurrency=max_concurrency,
