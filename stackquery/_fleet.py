@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import math
 import secrets
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -35,6 +34,7 @@ from backends import StorageError
 
 from . import _fleet_apply
 from ._entry import StoredEntry
+from ._throttle import ThrottledWarning
 
 if TYPE_CHECKING:
     from backends import RedisClient
@@ -140,7 +140,7 @@ class Fleet:
             ),
             0,
         )
-        self._last_error_log = -math.inf
+        self._error_log = ThrottledWarning(logger)
 
     def statistics(self) -> FleetStatistics:
         """Return the current :class:`FleetStatistics`."""
@@ -234,10 +234,7 @@ class Fleet:
 
     def _on_error(self, operation: str, error: BaseException) -> None:
         self._counts["errors"] += 1
-        now = trio.current_time()
-        if now - self._last_error_log >= 10.0:
-            self._last_error_log = now
-            logger.warning("fleet %s failed: %r", operation, error)
+        self._error_log.warning("fleet %s failed: %r", operation, error)
 
     # -- single flight ---------------------------------------------------------------
 

@@ -11,7 +11,6 @@ store is a miss, counted in :class:`L2Statistics` and logged.
 from __future__ import annotations
 
 import logging
-import math
 from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
@@ -23,6 +22,7 @@ from actors import Reply
 from backends import ops
 
 from ._entry import CorruptEntryError, StoredEntry, pack_entry, try_unpack_entry
+from ._throttle import ThrottledWarning
 from .serializers import Serializer
 
 logger = logging.getLogger("stackquery.l2")
@@ -96,7 +96,7 @@ class L2Cache:
         self._drained = trio.Event()
         self._drained.set()
         self._stats: defaultdict[str, int] = defaultdict(int)
-        self._last_error_log = -math.inf
+        self._error_log = ThrottledWarning(logger)
         self.on_written: Callable[[list[tuple[str, float]]], None] | None = None
         """Told (key hash, data_updated_at) of entries once they landed in the store."""
         self.on_deleted: Callable[[list[str]], None] | None = None
@@ -195,13 +195,9 @@ class L2Cache:
 
     def _on_error(self, operation: str, error: BaseException) -> None:
         self._stats["errors"] += 1
-        now = trio.current_time()
-        # One line per 10 s: a store that is down fails every call.
-        if now - self._last_error_log >= 10.0:
-            self._last_error_log = now
-            logger.warning(
-                "L2 %s failed (%d errors so far): %r", operation, self._stats["errors"], error
-            )
+        self._error_log.warning(
+            "L2 %s failed (%d errors so far): %r", operation, self._stats["errors"], error
+        )
 
     # -- writes --------------------------------------------------------------------
 
