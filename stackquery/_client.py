@@ -30,7 +30,6 @@ from ._clock import Clock
 from ._dehydrate import DehydratePredicate, dehydrate, hydrate
 from ._errors import ClientClosedError, InvalidOptionError
 from ._events import CacheEventType, EventHub, EventStream
-from ._fleet import Fleet, FleetStatistics
 from ._hydration import Hydration, cancel_hydration, start_hydration, wait_hydrated
 from ._keys import QueryKey, canonical_key, hash_matches, key_from_hash, prefix_hash
 from ._l2 import L2Cache, L2Statistics
@@ -41,6 +40,7 @@ from ._query_actor import Cancel, Invalidate, Message, QueryActor, Remove, Reset
 from ._state import QueryState, Snapshot
 from ._table import USE_CLOCK_RESOLUTION, QueryTable
 from ._timers import KeyTimers
+from .fleet._fleet import Fleet, FleetStatistics
 from .serializers import as_serializer
 from .serializers import json as json_serializer
 

@@ -28,10 +28,10 @@ import attrs
 import orjson
 
 from ._keys import QueryKey, canonical_key
-from ._serializer_core import JsonSerializer, SerializationError, Serializer
 from ._state import QueryState, QueryStatus
 from .serializers import as_serializer
 from .serializers import json as json_serializer
+from .serializers._core import JsonSerializer, SerializationError, Serializer
 
 if TYPE_CHECKING:
     from ._client import QueryClient

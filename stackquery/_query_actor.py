@@ -36,8 +36,8 @@ from ._options import QueryOptions
 
 if TYPE_CHECKING:
     from ._client import QueryClient
-    from ._fleet import Lease
     from ._observer import QueryObserver
+    from .fleet._fleet import Lease
 
 logger = logging.getLogger("stackquery.actor")
 

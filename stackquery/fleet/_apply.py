@@ -11,13 +11,13 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from . import _state
-from ._entry import StoredEntry
-from ._keys import hash_matches
-from ._query_actor import ApplyEntry, Invalidate, Remove
+from .. import _state
+from .._entry import StoredEntry
+from .._keys import hash_matches
+from .._query_actor import ApplyEntry, Invalidate, Remove
 
 if TYPE_CHECKING:
-    from ._client import QueryClient
+    from .._client import QueryClient
 
 
 def mark_all_stale(client: QueryClient) -> None:

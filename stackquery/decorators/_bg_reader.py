@@ -10,12 +10,12 @@ import trio
 
 from backends import RedisClient, StorageError, ops
 
-from ._entry import unpack_entry
-from ._errors import StackqueryError
-from ._fleet import channel_name, parse_message
-from ._keys import canonical_key
-from ._observer import QueryObserver
-from .serializers import Serializer
+from .._entry import unpack_entry
+from .._errors import StackqueryError
+from .._keys import canonical_key
+from .._observer import QueryObserver
+from ..fleet._fleet import channel_name, parse_message
+from ..serializers import Serializer
 
 logger = logging.getLogger("stackquery.bg")
 

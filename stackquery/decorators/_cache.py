@@ -22,12 +22,12 @@ import math
 from collections.abc import Callable, Coroutine
 from typing import Any, ParamSpec, Protocol, TypeVar, overload
 
+from .._client import QueryClient
+from .._errors import InvalidOptionError
+from .._options import QueryOptions
+from ..metrics._collector import MetricsCollector
 from ._cached_calls import CachedCalls, namespace_of
-from ._client import QueryClient
-from ._errors import InvalidOptionError
 from ._key_template import KeyTemplate, KeyTemplateSpec
-from ._metrics import MetricsCollector
-from ._options import QueryOptions
 from ._run_clients import ClientChoice
 
 P = ParamSpec("P")

@@ -32,16 +32,16 @@ import trio
 
 from backends import StorageError
 
-from . import _fleet_apply
-from ._entry import StoredEntry
-from ._throttle import ThrottledWarning
+from .._entry import StoredEntry
+from .._throttle import ThrottledWarning
+from . import _apply as _fleet_apply
 
 if TYPE_CHECKING:
     from backends import RedisClient
 
-    from ._client import QueryClient
-    from ._options import QueryOptions
-    from ._state import Snapshot
+    from .._client import QueryClient
+    from .._options import QueryOptions
+    from .._state import Snapshot
 
 logger = logging.getLogger("stackquery.fleet")
 

@@ -20,8 +20,8 @@ from typing import final
 import attrs
 import trio
 
-from ._client import QueryClient, _current_client, current_client
-from ._options import QueryClientConfig
+from .._client import QueryClient, _current_client, current_client
+from .._options import QueryClientConfig
 
 ClientResolver = Callable[[], QueryClient | None]
 """Returns the client a call runs on if it is open already, else ``None``."""

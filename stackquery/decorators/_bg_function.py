@@ -12,15 +12,15 @@ from typing import Any, Protocol, TypeVar
 import attrs
 import trio
 
+from .._client import QueryClient
+from .._errors import InvalidOptionError, StackqueryError
+from .._observer import QueryObserver
+from .._options import QueryOptions
+from .._state import QueryStatus
+from ..metrics._collector import MetricsCollector
 from ._bg_reader import StoreRead
-from ._client import QueryClient
-from ._errors import InvalidOptionError, StackqueryError
-from ._metrics import MetricsCollector
-from ._observer import QueryObserver
-from ._options import QueryOptions
 from ._origin import origin_call
 from ._run_clients import ClientChoice
-from ._state import QueryStatus
 
 R_co = TypeVar("R_co", covariant=True)
 logger = logging.getLogger("stackquery.bg")

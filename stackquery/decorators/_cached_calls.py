@@ -20,15 +20,15 @@ import trio
 
 from backends import ops
 
-from ._client import QueryClient
-from ._errors import QueryCancelledError
+from .._client import QueryClient
+from .._errors import QueryCancelledError
+from .._keys import QueryKey, canonical_key, prefix_hash
+from .._options import QueryOptions
+from .._state import Snapshot
+from ..metrics._collector import MetricsCollector
 from ._key_template import KeyTemplate
-from ._keys import QueryKey, canonical_key, prefix_hash
-from ._metrics import MetricsCollector
-from ._options import QueryOptions
 from ._origin import origin_call
 from ._run_clients import ClientChoice, ClientResolver
-from ._state import Snapshot
 
 R = TypeVar("R")
 
