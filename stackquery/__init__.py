@@ -30,14 +30,15 @@ from ._keys import QueryKey
 from ._l2 import L2Statistics
 from ._mutation import Mutation, MutationOptions, MutationState, MutationStatus
 from ._observer import QueryObserver
-from ._options import UNSET, QueryClientConfig, QueryOptions, default_retry_delay
+from ._options import UNSET, QueryClientConfig, QueryOptions
+from ._retry import default_retry_delay
 from ._state import FetchStatus, QueryState, QueryStatus
 from .decorators._bg import BgDecorator, bg
 from .decorators._bg_function import BackgroundFunction, BgKeyConflictError
 from .decorators._bg_reader import MissingValueError
 from .decorators._cache import CachedFunction, cache
 from .decorators._key_template import KeyTemplateError
-from .fleet._fleet import FleetStatistics
+from .fleet._counters import FleetStatistics
 from .metrics._collector import InMemoryMetrics, MetricsCollector
 from .metrics._export import OpenTelemetryMetrics, PrometheusMetrics
 from .serializers._core import DeserializationError, SerializationError, Serializer, SignatureError
