@@ -1,15 +1,11 @@
 """QueryClient: the facade users call, and the hot path.
 
-The client owns its parts and wires them together when it opens: the L1
-table (:class:`~stackquery._query_cache.QueryCache`), the key actors under a
-supervisor (:class:`~actors.Registry`), the L2 tier and the fleet when there
-is storage, and :class:`~stackquery._owners.QueryOwners`, which routes each
-read and change of a key to whoever owns it.  Its methods check their input,
-then delegate.
-
-The fresh hit in :meth:`QueryClient.fetch_query` is the one path that matters
-most for speed: one dict lookup of the key's canonical hash, one flag test,
-no clock read, no message, no checkpoint.
+The client's parts are built and run by :class:`~stackquery._parts.ClientParts`;
+its methods check their input, then delegate, mostly to
+:class:`~stackquery._owners.QueryOwners`, which routes each read and change of
+a key to whoever owns it.  The fresh hit in :meth:`QueryClient.fetch_query` is
+the one path that matters most for speed: one dict lookup of the key's
+canonical hash, one flag test, no clock read, no message, no checkpoint.
 """
 
 from __future__ import annotations
@@ -54,10 +50,6 @@ def current_client() -> QueryClient | None:
     return _current_client.get()
 
 
-def _not_open() -> ClientClosedError:
-    return ClientClosedError("the query client is not open: use it inside `async with`")
-
-
 class QueryClient:
     """A cache of query results, one actor per key, for the life of a trio program.
 
@@ -65,16 +57,12 @@ class QueryClient:
     entering opens the nursery that hosts every actor, fetch and timer;
     leaving cancels them all, so nothing outlives the block.
 
-    Every async method here is a checkpoint unless its docstring says
-    otherwise; the one that says otherwise is :meth:`fetch_query` on a fresh
-    hit.  Every method that takes a key raises :class:`InvalidKeyError` for
-    a key that is not a valid query key, and every method but the
-    synchronous readers (``get_query_data``, ``get_query_state``,
-    ``snapshot``, ``statistics``, ``dehydrate``) raises
-    :class:`ClientClosedError` outside the client's ``async with``.  The
-    methods that take ``key`` match every key that starts with it (a tuple
-    prefix; ``()`` is every key), or equals it if ``exact``, and for which
-    ``predicate(key, state)`` is true.
+    Rules for every method: an async one is a checkpoint (except
+    :meth:`fetch_query` on a fresh hit); an invalid key raises
+    :class:`InvalidKeyError`; outside the ``async with``, all but the
+    synchronous readers raise :class:`ClientClosedError`.  ``key`` matches
+    every key that starts with it (``()``: all), or equals it if ``exact``,
+    and for which ``predicate(key, state)`` is true.
     """
 
     def __init__(self, config: QueryClientConfig | None = None) -> None:
@@ -82,21 +70,25 @@ class QueryClient:
             raise TypeError(f"config must be a QueryClientConfig, got {type(config).__name__}")
         self.config = config if config is not None else QueryClientConfig()
         self._parts = parts = ClientParts(self.config)
+        # For the decorators and tools built on the client: read these, change
+        # keys only through the client's methods.
+        self.cache: QueryCache = parts.cache
+        """The L1 table."""
+        self.snapshots: Mapping[str, Snapshot] = parts.cache.snapshots
+        """Every key's snapshot by key hash: the cache's own dict, never rebound, so that a
+        fresh hit of ``fetch_query`` or of a decorated function is one lookup here."""
+        self.l2: L2Cache | None = parts.l2
+        """The L2 store behind the client's serializer and key prefix, or ``None``."""
+        self.serializer: Serializer = parts.serializer
+        """What values go through on their way to L2 (and ``dehydrate``)."""
         self._cache = parts.cache
+        self._hits = parts.cache.hits  # never rebound either
         self._events = parts.events
         self._fleet = parts.fleet
-        self.snapshots: Mapping[str, Snapshot] = parts.cache.snapshots
-        """Every key's snapshot in L1, by key hash: read it, never change it.
-
-        The cache's own dict, held directly (the cache never rebinds it): a
-        fresh hit of ``fetch_query`` or of a decorated function is one lookup here."""
-        self._hits = parts.cache.hits  # never rebound either
         self._owners: QueryOwners | None = None
         self._stack: AsyncExitStack | None = None
         self._token: contextvars.Token[QueryClient | None] | None = None
         self._closed = False
-
-    # -- lifecycle ----------------------------------------------------------
 
     async def __aenter__(self) -> QueryClient:
         if self._stack is not None or self._closed:
@@ -125,23 +117,13 @@ class QueryClient:
     def _check_open(self) -> QueryOwners:
         owners = self._owners
         if owners is None or owners.closed:
-            raise _not_open()
+            raise ClientClosedError("the query client is not open: use it inside `async with`")
         return owners
-
-    def _matches(self, key: QueryKey, exact: bool, predicate: Predicate | None) -> list[str]:
-        return [key_hash for key_hash, _ in self._cache.matches(key, exact, predicate)]
 
     @property
     def is_open(self) -> bool:
         """Whether the client is inside its ``async with`` block."""
         return self._owners is not None and not self._owners.closed
-
-    # -- the parts, for the decorators and tools built on the client ----------------
-
-    @property
-    def cache(self) -> QueryCache:
-        """The L1 table (read it; change keys only through the client's methods)."""
-        return self._cache
 
     @property
     def clock(self) -> Clock:
@@ -152,21 +134,9 @@ class QueryClient:
         """
         return self._cache.clock
 
-    @property
-    def l2(self) -> L2Cache | None:
-        """The L2 store behind the client's serializer and key prefix, or ``None``."""
-        return self._parts.l2
-
-    @property
-    def serializer(self) -> Serializer:
-        """The serializer values go through on their way to L2 (and ``dehydrate``)."""
-        return self._parts.serializer
-
     def start_soon(self, async_fn: Callable[..., Awaitable[object]], *args: Any, name: str) -> None:
         """Run ``async_fn(*args)`` in the client's nursery; cancelled when the client closes."""
         self._check_open().start_soon(async_fn, *args, name=name)
-
-    # -- reads ----------------------------------------------------------------
 
     async def fetch_query(self, options: QueryOptions[T]) -> T:
         """Return the key's data: at once if fresh, at once (and refetch) if stale, else fetch.
@@ -193,9 +163,8 @@ class QueryClient:
         try:
             key_hash = options.key_hash
         except AttributeError:
-            raise TypeError(
-                f"fetch_query takes a QueryOptions, got {type(options).__name__}"
-            ) from None
+            got = type(options).__name__
+            raise TypeError(f"options must be a QueryOptions, got {got}") from None
         snap = self.snapshots.get(key_hash)
         # `is`, not `==`: an equal stale_time given as another float object
         # takes the slow path, which judges it correctly.
@@ -255,17 +224,12 @@ class QueryClient:
         return snap.state if snap is not None else None
 
     def is_fetching(self, key: QueryKey = (), *, exact: bool = False) -> int:
-        """Return how many keys under ``key`` (or equal to it if ``exact``) are being fetched.
-
-        A fetch claimed but not started yet, and a cold key's L2 read, count.
-        """
+        """Return how many keys under ``key`` (or equal to it) have a fetch in flight or claimed."""
         owners = self._owners
         if owners is None or owners.closed:
             return 0
-        hashes = [canonical_key(key)[1]] if exact else self._matches(key, exact, None)
+        hashes = [canonical_key(key)[1]] if exact else self._cache.matching(key, exact, None)
         return sum(owners.is_fetching(key_hash) for key_hash in hashes)
-
-    # -- changes ------------------------------------------------------------------
 
     async def set_query_data(
         self, key: QueryKey, updater: Any, *, updated_at: float | None = None
@@ -305,7 +269,7 @@ class QueryClient:
         lands, but not as fresh.  Returns how many keys matched.
         """
         owners = self._check_open()
-        hashes = self._matches(key, exact, predicate)
+        hashes = self._cache.matching(key, exact, predicate)
         await owners.invalidate_each(hashes, refetch=refetch)
         fleet = self._fleet
         if fleet is not None and fleet.broadcasts:
@@ -328,7 +292,7 @@ class QueryClient:
         Returns how many fetches were cancelled.
         """
         owners = self._check_open()
-        return await owners.cancel_each(self._matches(key, exact, predicate), revert=revert)
+        return await owners.cancel_each(self._cache.matching(key, exact, predicate), revert=revert)
 
     async def remove_queries(
         self, key: QueryKey = (), *, exact: bool = False, predicate: Predicate | None = None
@@ -338,7 +302,7 @@ class QueryClient:
         Returns how many keys were removed.
         """
         owners = self._check_open()
-        return await owners.remove_each(self._matches(key, exact, predicate))
+        return await owners.remove_each(self._cache.matching(key, exact, predicate))
 
     async def reset_queries(
         self, key: QueryKey = (), *, exact: bool = False, predicate: Predicate | None = None
@@ -348,9 +312,7 @@ class QueryClient:
         Returns how many keys were reset.
         """
         owners = self._check_open()
-        return await owners.reset_each(self._matches(key, exact, predicate))
-
-    # -- introspection --------------------------------------------------------------
+        return await owners.reset_each(self._cache.matching(key, exact, predicate))
 
     def events(self, *, buffer: int = 1000) -> EventStream:
         """Return a stream of :class:`CacheEvent` for every key, from now on.
@@ -365,8 +327,6 @@ class QueryClient:
             InvalidOptionError: ``buffer`` is below 1.
         """
         self._check_open()
-        if isinstance(buffer, bool) or not isinstance(buffer, int) or buffer < 1:
-            raise InvalidOptionError(f"buffer must be an int >= 1, got {buffer!r}")
         return self._events.open(buffer)
 
     def snapshot(self) -> list[QueryRecord]:
@@ -379,7 +339,7 @@ class QueryClient:
 
     def l2_statistics(self) -> L2Statistics | None:
         """Return the second tier's :class:`L2Statistics`, or ``None`` without storage."""
-        return self._parts.l2.statistics() if self._parts.l2 is not None else None
+        return self.l2.statistics() if self.l2 is not None else None
 
     def fleet_statistics(self) -> FleetStatistics | None:
         """Return the :class:`FleetStatistics`, or ``None`` when the client has no fleet."""
@@ -388,8 +348,6 @@ class QueryClient:
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open" if self._owners is not None else "new"
         return f"<QueryClient {state} queries={len(self._cache)}>"
-
-    # -- mutations and warm restarts (the work is in _mutation and _dehydrate) ------
 
     def mutation(self, options: MutationOptions[T, V]) -> Mutation[T, V]:
         """Return a :class:`Mutation` that runs ``options.mutation_fn`` on this client.
@@ -400,40 +358,30 @@ class QueryClient:
         owners = self._check_open()
         if not isinstance(options, MutationOptions):
             raise TypeError(f"options must be a MutationOptions, got {type(options).__name__}")
-        return Mutation(
-            options,
-            owners=owners,
-            clock=self._cache.clock,
-            default_retry_delay=self.config.retry_delay,
-        )
+        retry_delay = self.config.retry_delay
+        return Mutation(options, owners=owners, clock=self.clock, default_retry_delay=retry_delay)
 
     def dehydrate(self, predicate: DehydratePredicate | None = None) -> dict[str, Any]:
-        """Return the cached data as a dict a new client can :meth:`hydrate` from; synchronous.
-
-        Works on a closed client too; see :func:`~stackquery._dehydrate.dehydrate`.
+        """Return the cached data as a dict for :meth:`hydrate`; synchronous, works once closed too.
 
         Raises:
             SerializationError: a value the serializer cannot encode.
         """
-        return dehydrate(self.snapshots, self._parts.serializer, predicate)
+        return dehydrate(self.snapshots, self.serializer, predicate)
 
     async def hydrate(self, dehydrated: dict[str, Any]) -> int:
         """Load a :meth:`dehydrate` dict into L1; return how many keys were loaded.
-
-        Data as new is never overwritten; see :func:`~stackquery._dehydrate.hydrate`.
 
         Raises:
             TypeError: ``dehydrated`` is not a dict.
             ValueError: ``dehydrated`` is malformed (the message names what and where).
         """
         self._check_open()
-        return await hydrate(self, dehydrated, self._parts.serializer)
+        return await hydrate(self, dehydrated, self.serializer)
 
 
 @asynccontextmanager
-async def open_query_client(
-    config: QueryClientConfig | None = None,
-) -> AsyncIterator[QueryClient]:
+async def open_query_client(config: QueryClientConfig | None = None) -> AsyncIterator[QueryClient]:
     """Open a :class:`QueryClient` for the duration of the ``async with`` block.
 
     Leaving the block lets pending L2 writes finish (bounded by
@@ -446,10 +394,4 @@ async def open_query_client(
         yield client
 
 
-__all__ = [
-    "ClientStatistics",
-    "QueryClient",
-    "QueryRecord",
-    "current_client",
-    "open_query_client",
-]
+__all__ = ["ClientStatistics", "QueryClient", "QueryRecord", "current_client", "open_query_client"]

@@ -139,6 +139,10 @@ class QueryCache:
             and (predicate is None or predicate(snap.key, snap.state))
         ]
 
+    def matching(self, key: QueryKey, exact: bool, predicate: Predicate | None) -> list[str]:
+        """The key hashes of :meth:`matches`."""
+        return [key_hash for key_hash, _ in self.matches(key, exact, predicate)]
+
     # -- freshness -------------------------------------------------------------------
 
     def resolve_stale_time(self, stale_time: float | None) -> float:
