@@ -23,18 +23,18 @@ from ._entry import StoredEntry
 from ._errors import ClientClosedError
 from ._hydration import ColdReads
 from ._l2_tier import ColdRead, L2Tier
-from ._options import UNSET, QueryOptions
-from ._query_actor import (
+from ._messages import (
     ApplyEntry,
     Cancel,
     Invalidate,
     Message,
     Observer,
-    QueryActor,
     Remove,
     Reset,
     SetData,
 )
+from ._options import UNSET, QueryOptions
+from ._query_actor import QueryActor
 from ._query_cache import QueryCache
 from ._state import QueryState, Snapshot
 

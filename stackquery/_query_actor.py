@@ -2,8 +2,9 @@
 
 A key needs a task while something awaits on its behalf: a fetch in flight,
 observers to keep fresh (``refetch_interval``).  The actor's message loop is
-in :meth:`QueryActor.run`; the fetch, with its retries, is in
-:meth:`QueryActor._run_fetch`.  When the actor has nothing left to do it
+in :meth:`QueryActor.run` (its messages are in ``_messages``); one fetch,
+top-down (L2 for a cold key, the fleet's lease, the origin with its retries,
+then the new state), is :meth:`QueryActor._run_fetch`.  When the actor has nothing left to do it
 returns from ``run`` and the registry passivates it: its last snapshot stays
 in the L1 table, and the next message spawns a new actor that starts from it.
 
@@ -18,11 +19,8 @@ the actor's own nursery.
 
 from __future__ import annotations
 
-import inspect
-import logging
 import math
-from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 import attrs
 import trio
@@ -31,83 +29,25 @@ from actors import Mailbox, MailboxFull, Reply
 
 from . import _state
 from ._entry import StoredEntry
-from ._errors import ClientClosedError, QueryCancelledError, QueryTimeoutError
+from ._errors import ClientClosedError, QueryCancelledError
 from ._l2_tier import L2Tier
+from ._messages import (
+    WAKE,
+    ApplyEntry,
+    Cancel,
+    Invalidate,
+    Message,
+    Observer,
+    Remove,
+    Reset,
+    SetData,
+    Wake,
+)
 from ._options import QueryClientConfig, QueryOptions
 from ._query_cache import QueryCache
+from ._query_fn import call_query_fn, run_callbacks
 from ._retry import call_with_retries, retry_delay
 from .fleet._leases import Lease, Leases
-
-logger = logging.getLogger("stackquery.actor")
-
-
-class Observer(Protocol):
-    """What the actor needs of an observer (a :class:`~stackquery._observer.QueryObserver`)."""
-
-    @property
-    def options(self) -> QueryOptions[Any]: ...
-
-    def on_state(self, state: _state.QueryState[Any]) -> None:
-        """Take the key's new state; never raises."""
-
-
-@attrs.frozen
-class Wake:
-    """Look at pending work again (a fetch was claimed, an observer came or went)."""
-
-
-WAKE = Wake()
-
-
-@attrs.frozen
-class Invalidate:
-    """Mark the data invalidated; refetch if observed and ``refetch``."""
-
-    refetch: bool
-    reply: Reply[None]
-
-
-@attrs.frozen
-class ApplyEntry:
-    """Take the data another process wrote to L2, unless L1 holds newer."""
-
-    entry: StoredEntry
-    reply: Reply[None]
-
-
-@attrs.frozen
-class SetData:
-    """Replace the data with ``updater(old)`` (or a value), as of ``updated_at`` (wall)."""
-
-    updater: Callable[[Any], Any]
-    updated_at: float | None
-    reply: Reply[Any]
-
-
-@attrs.frozen
-class Cancel:
-    """Cancel the fetch in flight; put the previous state back if ``revert``."""
-
-    revert: bool
-    reply: Reply[None]
-
-
-@attrs.frozen
-class Remove:
-    """Cancel any fetch and drop the key from L1 (and L2)."""
-
-    reply: Reply[None]
-    delete_l2: bool = True
-
-
-@attrs.frozen
-class Reset:
-    """Cancel any fetch and put the key back to its initial state."""
-
-    reply: Reply[None]
-
-
-Message = Wake | Invalidate | ApplyEntry | SetData | Cancel | Remove | Reset
 
 
 @attrs.define(eq=False)
@@ -452,7 +392,7 @@ class QueryActor:
             cache.publish(_state.failed(snap, result, now=now, now_wall=cache.clock.wall(now)))
             fetch.reply.set_error(result)
         self.notify()
-        _run_callbacks(fetch.options, ok, result)
+        run_callbacks(fetch.options, ok, result)
         self._claim_refetch_after()
         self._wake()
         if lease is not None:
@@ -556,22 +496,11 @@ class QueryActor:
                 self._cache.publish(_state.attempt_failed(snap, now=trio.current_time()))
 
         return await call_with_retries(
-            lambda: self._attempt(options),
+            lambda: call_query_fn(options),
             retries=retries,
             delay=lambda n: retry_delay(options.retry_delay, config.retry_delay, n),
             on_failed_attempt=failed_attempt,
         )
-
-    async def _attempt(self, options: QueryOptions[Any]) -> Any:
-        if options.timeout is None:
-            return await _call(options)
-        try:
-            with trio.fail_after(options.timeout):
-                return await _call(options)
-        except trio.TooSlowError:
-            raise QueryTimeoutError(
-                f"query {options.query_key!r}: an attempt took longer than {options.timeout}s"
-            ) from None
 
     def _cancel_fetch(self, *, revert: bool, why: str) -> None:
         error = QueryCancelledError(f"query fetch cancelled by {why}")
@@ -605,34 +534,3 @@ class QueryActor:
         self._cache.drop(self.key_hash)
         if delete_l2 and self._tier is not None:
             self._tier.delete_soon(self.key_hash)
-
-
-async def _call(options: QueryOptions[Any]) -> Any:
-    if options.is_async:
-        return await options.query_fn()
-    # Boxed in a tuple: trio refuses a coroutine returned from a worker thread.
-    (result,) = await trio.to_thread.run_sync(_call_boxed, options.query_fn, abandon_on_cancel=True)
-    if inspect.isawaitable(result):  # e.g. ``lambda: load(42)`` with an async load
-        result = await result
-    return result
-
-
-def _call_boxed(fn: Callable[[], Any]) -> tuple[Any]:
-    return (fn(),)
-
-
-def _run_callbacks(options: QueryOptions[Any], ok: bool, result: Any) -> None:
-    data, error = (result, None) if ok else (None, result)
-    calls: list[tuple[str, Callable[..., object] | None, tuple[Any, ...]]] = [
-        ("on_success", options.on_success, (data,))
-        if ok
-        else ("on_error", options.on_error, (error,)),
-        ("on_settled", options.on_settled, (data, error)),
-    ]
-    for name, callback, args in calls:
-        if callback is None:
-            continue
-        try:
-            callback(*args)
-        except Exception:
-            logger.exception("%s callback of query %r raised", name, options.query_key)

@@ -1,0 +1,71 @@
+"""Calling the user's ``query_fn``: awaited or in a worker thread, under a per-attempt timeout.
+
+And the ``on_success`` / ``on_error`` / ``on_settled`` callbacks after a
+fetch, which may raise: that is logged, never the fetch's problem.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import trio
+
+from ._errors import QueryTimeoutError
+from ._options import QueryOptions
+
+logger = logging.getLogger("stackquery.actor")
+
+
+async def call_query_fn(options: QueryOptions[Any]) -> Any:
+    """One attempt of ``options.query_fn``, bounded by ``options.timeout``.
+
+    Raises:
+        QueryTimeoutError: the attempt took longer than ``options.timeout``.
+        Exception: whatever ``query_fn`` raised.
+    """
+    if options.timeout is None:
+        return await _call(options)
+    try:
+        with trio.fail_after(options.timeout):
+            return await _call(options)
+    except trio.TooSlowError:
+        raise QueryTimeoutError(
+            f"query {options.query_key!r}: an attempt took longer than {options.timeout}s"
+        ) from None
+
+
+async def _call(options: QueryOptions[Any]) -> Any:
+    if options.is_async:
+        return await options.query_fn()
+    # Boxed in a tuple: trio refuses a coroutine returned from a worker thread.
+    (result,) = await trio.to_thread.run_sync(_call_boxed, options.query_fn, abandon_on_cancel=True)
+    if inspect.isawaitable(result):  # e.g. ``lambda: load(42)`` with an async load
+        result = await result
+    return result
+
+
+def _call_boxed(fn: Callable[[], Any]) -> tuple[Any]:
+    return (fn(),)
+
+
+def run_callbacks(options: QueryOptions[Any], ok: bool, result: Any) -> None:
+    data, error = (result, None) if ok else (None, result)
+    calls: list[tuple[str, Callable[..., object] | None, tuple[Any, ...]]] = [
+        ("on_success", options.on_success, (data,))
+        if ok
+        else ("on_error", options.on_error, (error,)),
+        ("on_settled", options.on_settled, (data, error)),
+    ]
+    for name, callback, args in calls:
+        if callback is None:
+            continue
+        try:
+            callback(*args)
+        except Exception:
+            logger.exception("%s callback of query %r raised", name, options.query_key)
+
+
+__all__ = ["call_query_fn", "run_callbacks"]
