@@ -31,13 +31,14 @@ from __future__ import annotations
 
 import enum
 import math
+import ssl
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 
 import attrs
 import trio
 
-from ._errors import StorageClosedError, StorageError, StorageUnavailableError
+from ._errors import StorageClosedError, StorageError, StorageTLSError, StorageUnavailableError
 from ._resp import NOT_ENOUGH_DATA, RedisReply, ReplyReader, new_reply_reader
 
 _RECEIVE_SIZE = 65536
@@ -192,7 +193,7 @@ class MultiplexedConnection:
         finally:
             self._hand_over()
         if request.failure is not None:
-            raise _failure_error(request.failure, operation)
+            raise connection_error(request.failure, operation)
         return request.replies
 
     def fail(self, cause: BaseException) -> None:
@@ -212,7 +213,7 @@ class MultiplexedConnection:
         self._pending.clear()
         self._unsent.clear()
         if self._stream is not None:
-            _close_now(self._stream)
+            close_now(self._stream)
             self._stream = None
 
     async def _connect(self) -> None:
@@ -233,7 +234,7 @@ class MultiplexedConnection:
                 self._state = _State.NEW
             raise
         if self._state is not _State.CONNECTING:  # closed while we were connecting
-            _close_now(stream)
+            close_now(stream)
             return
         self._stream = stream
         self._atomic_receive = isinstance(stream, trio.SocketStream)
@@ -336,7 +337,7 @@ class MultiplexedConnection:
             request.done = True
             _wake(request)
         if self._stream is not None:
-            _close_now(self._stream)
+            close_now(self._stream)
             self._stream = None
 
     def _oldest_deadline(self) -> float:
@@ -361,7 +362,7 @@ def _wake_first(requests: Iterable[_Request]) -> None:
             return
 
 
-def _close_now(stream: trio.abc.Stream) -> None:
+def close_now(stream: trio.abc.Stream) -> None:
     """Close the socket under ``stream`` synchronously, waking its users.
 
     trio's socket ``close()`` notifies any task blocked on the socket (it gets
@@ -375,10 +376,24 @@ def _close_now(stream: trio.abc.Stream) -> None:
         transport.socket.close()
 
 
-def _failure_error(cause: BaseException, operation: str) -> StorageError:
+def connection_error(cause: BaseException, operation: str) -> StorageError:
+    """Translate why a connection failed into the storage error a caller of ``operation`` gets.
+
+    The one place that decides what a connection failure means: closed by
+    its owner, a refused handshake, a rejected certificate (permanent), or
+    an outage (transient).  ``cause`` becomes the ``__cause__``.
+    """
     backend = "RedisClient"
     error: StorageError
-    if isinstance(cause, ConnectionClosed):
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        error = StorageTLSError(
+            f"redis {operation}: TLS certificate or hostname verification failed: "
+            f"{cause.verify_message or cause}; not retried until the TLS settings or "
+            "the server's certificate are fixed",
+            backend=backend,
+            operation=operation,
+        )
+    elif isinstance(cause, ConnectionClosed):
         error = StorageClosedError(
             f"redis {operation}: the client is closed", backend=backend, operation=operation
         )
