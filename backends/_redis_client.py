@@ -390,24 +390,25 @@ class RedisClient:
             self._subscriptions.discard(subscription)
             await subscription.aclose()
 
-    async def wait_connected(self) -> None:
-        """Wait until this client reaches the server: a hook for code that backs off.
+    async def wait_reconnected(self) -> None:
+        """Wait until this client next opens a connection: the hook for code that backs off.
 
-        Returns at once while the command connection is open; otherwise when
-        the next connection of this client opens (a command's, a pipeline's
-        or a :meth:`subscribe`'s).  It opens nothing itself, so it costs
-        nothing while Redis is down: a task backing off after a failure waits
-        with ``with trio.move_on_after(backoff): await redis.wait_connected()``
+        Returns when a connection of this client (a command's, a pipeline's or
+        a :meth:`subscribe`'s) completes its handshake after this call, that
+        is once the server is reachable again.  It opens nothing itself, so it
+        costs nothing while Redis is down.  A task backing off after a failure
+        waits ``with trio.move_on_after(backoff): await redis.wait_reconnected()``
         and is woken as soon as any other task got through.
+
+        It never returns at once, even while a connection is open: a failure
+        on a healthy connection (an error reply, the caller's own timeout) is
+        not cut short by it.  For the same reason a connection opened before
+        the call does not count; call it right after the failure.
 
         Raises:
             StorageClosedError: the client is closed, or gets closed while waiting.
         """
         self._check_open()
-        connection = self._connection
-        if connection is not None and connection.usable and connection.is_open:
-            await trio.lowlevel.checkpoint()
-            return
         if self._connected_event.is_set():
             self._connected_event = trio.Event()
         await self._connected_event.wait()
@@ -429,7 +430,7 @@ class RedisClient:
         """Close the connection and every subscription; idempotent.
 
         Calls waiting on the connection fail with :class:`StorageClosedError`,
-        and so does every later call (:meth:`wait_connected` included).
+        and so does every later call (:meth:`wait_reconnected` included).
         """
         self._closed = True
         self._connected_event.set()  # its waiters see the client closed

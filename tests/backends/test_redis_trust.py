@@ -12,7 +12,8 @@ import re
 import socket
 import ssl
 import stat
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import attrs
@@ -34,7 +35,7 @@ from backends._redis_address import (
     KEEPALIVE_INTERVAL,
     lib_version,
 )
-from backends._redis_client import RedisClient
+from backends._redis_client import RedisClient, RedisReplyError
 from backends._resp import pack_command
 from tests.redis_fixtures import require_redis_server_binary
 from tests.redis_server import RedisServer, free_loopback_port
@@ -83,6 +84,38 @@ async def next_message(messages: Subscription, *, within: float = 60.0) -> tuple
     """The subscription's next message, failing the test after ``within`` (clock) seconds."""
     with trio.fail_after(within):
         return await messages.__anext__()
+
+
+async def message_after_quiet(
+    client: RedisClient, messages: Subscription, seconds: float
+) -> tuple[bytes, bytes]:
+    """Wait for a message on "events" while ``seconds`` pass in silence, then publish "late"."""
+    received: list[tuple[bytes, bytes]] = []
+
+    async def receive_one() -> None:
+        received.append(await next_message(messages))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(receive_one)
+        await trio.sleep(seconds)
+        assert await client.publish("events", "late") == 1
+    (message,) = received
+    return message
+
+
+@asynccontextmanager
+async def waiting_for_reconnect(client: RedisClient) -> AsyncIterator[trio.Event]:
+    """Run a task blocked in ``client.wait_reconnected()``; the event is set once it returns."""
+    woken = trio.Event()
+
+    async def waiter() -> None:
+        await client.wait_reconnected()
+        woken.set()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(waiter)
+        await trio.testing.wait_all_tasks_blocked()
+        yield woken
 
 
 def proxied_url(port: int) -> str:
@@ -349,16 +382,7 @@ class TestHalfOpenConnection:
             RedisClient.from_url(proxied_url(proxy.port)) as client,
             client.subscribe("events") as messages,
         ):
-            received: list[tuple[bytes, bytes]] = []
-
-            async def receive_one() -> None:
-                received.append(await next_message(messages))
-
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(receive_one)
-                await trio.sleep(35.0)
-                assert await client.publish("events", "late") == 1
-            assert received == [(b"events", b"late")]
+            assert await message_after_quiet(client, messages, 35.0) == (b"events", b"late")
             assert proxy.links[0].sent_upstream.count(PING) == 3
             assert client.statistics().subscriptions == 1
 
@@ -473,16 +497,7 @@ class TestTLSVerification:
             RedisClient.from_url(url, ssl_context=context) as client,
             client.subscribe("events") as messages,
         ):
-            received: list[tuple[bytes, bytes]] = []
-
-            async def receive_one() -> None:
-                received.append(await next_message(messages))
-
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(receive_one)
-                await trio.sleep(25.0)
-                assert await client.publish("events", "late") == 1
-            assert received == [(b"events", b"late")]
+            assert await message_after_quiet(client, messages, 25.0) == (b"events", b"late")
 
 
 class TestClientSetinfo:
@@ -530,13 +545,22 @@ class TestClientSetinfo:
                 assert b"lib-name" not in info
 
 
-class TestWaitConnected:
-    async def test_returns_at_once_while_connected(self, redis_url: str) -> None:
-        """With the command connection open, wait_connected() is a checkpoint and returns."""
+class TestWaitReconnected:
+    async def test_not_woken_by_an_open_connection(self, redis_url: str) -> None:
+        """A waiter is not woken by commands on the open connection, nor by their error replies;
+        the next connection that opens (a subscription's here) wakes it."""
         async with RedisClient.from_url(redis_url) as client:
-            await client.execute("PING")
-            with trio.testing.assert_checkpoints():
-                await client.wait_connected()
+            await client.execute("SET", "text", "v")
+            async with waiting_for_reconnect(client) as woken:
+                assert await client.execute("GET", "text") == b"v"
+                with pytest.raises(RedisReplyError):
+                    await client.execute("LPUSH", "text", "x")
+                await trio.testing.wait_all_tasks_blocked()
+                assert not woken.is_set()
+                async with client.subscribe("events"):
+                    with trio.fail_after(5):
+                        await woken.wait()
+            assert client.statistics().connections_made == 1
 
     async def test_woken_by_the_next_connect_after_an_outage(
         self, redis_server: RedisServer
@@ -548,15 +572,7 @@ class TestWaitConnected:
             redis_server.kill()
             with pytest.raises(StorageUnavailableError):
                 await client.execute("PING")
-            woken = trio.Event()
-
-            async def waiter() -> None:
-                await client.wait_connected()
-                woken.set()
-
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(waiter)
-                await trio.testing.wait_all_tasks_blocked()
+            async with waiting_for_reconnect(client) as woken:
                 with pytest.raises(StorageUnavailableError):
                     await client.execute("PING")
                 await trio.testing.wait_all_tasks_blocked()
@@ -566,24 +582,6 @@ class TestWaitConnected:
                 with trio.fail_after(5):
                     await woken.wait()
 
-    async def test_woken_by_a_subscription_connect(self, redis_url: str) -> None:
-        """Before any command, a waiter wakes when a subscription connects."""
-        async with RedisClient.from_url(redis_url) as client:
-            woken = trio.Event()
-
-            async def waiter() -> None:
-                await client.wait_connected()
-                woken.set()
-
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(waiter)
-                await trio.testing.wait_all_tasks_blocked()
-                assert not woken.is_set()
-                async with client.subscribe("events"):
-                    with trio.fail_after(5):
-                        await woken.wait()
-            assert client.statistics().connected is False
-
     async def test_closing_wakes_waiters_with_an_error(self) -> None:
         """aclose() makes a waiter raise StorageClosedError, and so does every later call."""
         client = RedisClient.from_url(f"redis://127.0.0.1:{free_loopback_port()}")
@@ -591,7 +589,7 @@ class TestWaitConnected:
 
         async def waiter() -> None:
             with pytest.raises(StorageClosedError) as info:
-                await client.wait_connected()
+                await client.wait_reconnected()
             errors.append(str(info.value))
 
         async with trio.open_nursery() as nursery:
@@ -600,4 +598,4 @@ class TestWaitConnected:
             await client.aclose()
         assert errors == ["the redis client is closed"]
         with pytest.raises(StorageClosedError, match=r"^the redis client is closed$"):
-            await client.wait_connected()
+            await client.wait_reconnected()
