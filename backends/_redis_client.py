@@ -468,9 +468,10 @@ class RedisClient:
         connection = self._connection
         if connection is not None:
             if connection.usable:
-                if not connection.looks_dead():
+                reason = connection.dead_reason()
+                if reason is None:
                     return connection
-                connection.fail(ConnectionResetError("redis closed the idle connection"))
+                connection.fail(reason)
             else:
                 # Broken, or left over from an earlier trio.run: its waiters
                 # (if any) belonged to that run.

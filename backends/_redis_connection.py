@@ -141,18 +141,31 @@ class MultiplexedConnection:
         """True while the stream is open."""
         return self._state is _State.OPEN
 
-    def looks_dead(self) -> bool:
-        """True if an idle plain socket is readable: the server closed it, or sent junk.
+    def dead_reason(self) -> BaseException | None:
+        """Why this open connection should not be used again, or ``None`` if it may be.
 
-        Checked before reusing an idle connection, so that a connection the
-        server dropped while nobody used it is replaced instead of failing
-        the next call.
+        Checked before a call reuses the connection, so that the call is not
+        the one that finds out:
+
+        * idle, with a readable plain socket: the server closed it (or sent
+          junk) while nobody used it;
+        * the oldest unanswered request is past its deadline and nobody is
+          reading: its callers gave up (cancelled by their own, shorter
+          deadlines) on a server that stopped answering, a half-open
+          connection perhaps.  A new caller's request would inherit that
+          deadline and fail at once.
         """
+        if self._state is not _State.OPEN:
+            return None
+        if self._pending:
+            if not self._receiving and self._pending[0].deadline <= trio.current_time():
+                return TimeoutError(f"no reply from redis within {self._timeout} s")
+            return None
         stream = self._stream
-        if self._state is not _State.OPEN or not self.idle:
-            return False
         # TLS may legitimately have unread bytes (session tickets): not checked.
-        return isinstance(stream, trio.SocketStream) and stream.socket.is_readable()
+        if self.idle and isinstance(stream, trio.SocketStream) and stream.socket.is_readable():
+            return ConnectionResetError("redis closed the idle connection")
+        return None
 
     async def request(self, payload: bytes, expected: int, operation: str) -> list[RedisReply]:
         """Send ``payload`` (``expected`` commands) and return their replies in order.

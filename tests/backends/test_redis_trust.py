@@ -433,6 +433,27 @@ class TestHalfOpenConnection:
             assert (client.statistics().connections_made, proxy.accepted) == (2, 2)
 
 
+    async def test_abandoned_half_open_connection_is_replaced_before_use(
+        self, redis_server: RedisServer, jumpy_clock: trio.testing.MockClock
+    ) -> None:
+        """A black-holed connection whose only caller gave up (its own 1 s deadline, as the L2
+        tier's) is replaced once the reply is overdue: the next caller succeeds at once."""
+        async with (
+            open_tcp_proxy(redis_server.port) as proxy,
+            RedisClient.from_url(proxied_url(proxy.port), timeout=2.5) as client,
+        ):
+            await client.execute("SET", "k", "v")
+            proxy.black_hole()
+            with trio.move_on_after(1.0):
+                await client.execute("GET", "k")
+            assert client.statistics().in_flight == 1
+            await trio.sleep(10.0)
+            start = trio.current_time()
+            assert await client.execute("GET", "k") == b"v"
+            assert trio.current_time() == start
+            assert (client.statistics().connections_made, proxy.accepted) == (2, 2)
+
+
 class TestTLSVerification:
     async def test_unknown_ca_is_a_tls_error_never_retried(self, tls_server: TLSServer) -> None:
         """A certificate from a CA the client does not trust: StorageTLSError with the SSL error
