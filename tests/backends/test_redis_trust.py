@@ -432,7 +432,6 @@ class TestHalfOpenConnection:
             assert await client.execute("GET", "k") == b"v"
             assert (client.statistics().connections_made, proxy.accepted) == (2, 2)
 
-
     async def test_abandoned_half_open_connection_is_replaced_before_use(
         self, redis_server: RedisServer, jumpy_clock: trio.testing.MockClock
     ) -> None:
