@@ -176,6 +176,7 @@ class MultiplexedConnection:
         Raises:
             StorageUnavailableError: the connection could not be opened or broke
                 before all replies arrived.
+            StorageTLSError: the server's TLS certificate or host name failed verification.
             StorageError: the server refused the connection handshake.
             StorageClosedError: the connection was closed by its owner.
         """
