@@ -10,6 +10,7 @@ from ._chain import ChainStorage
 from ._errors import (
     StorageClosedError,
     StorageError,
+    StorageTLSError,
     StorageUnavailableError,
     StorageUnsupportedError,
     map_storage_errors,
@@ -22,7 +23,13 @@ from ._metrics_protocol import StorageMetrics
 from ._protocol import BatchStorageBackend, StorageBackend, TTLStorageBackend
 from ._redis import RedisStorage
 from ._redis_address import RedisAddress
-from ._redis_client import RedisClient, RedisClientStatistics, RedisReplyError, Subscription
+from ._redis_client import (
+    RedisClient,
+    RedisClientStatistics,
+    RedisCommandRefusedError,
+    RedisReplyError,
+    Subscription,
+)
 from ._s3 import S3Storage
 from ._sqlite import SQLiteStorage
 
@@ -37,6 +44,7 @@ __all__ = [
     "RedisAddress",
     "RedisClient",
     "RedisClientStatistics",
+    "RedisCommandRefusedError",
     "RedisReplyError",
     "RedisStorage",
     "S3Storage",
@@ -45,6 +53,7 @@ __all__ = [
     "StorageClosedError",
     "StorageError",
     "StorageMetrics",
+    "StorageTLSError",
     "StorageUnavailableError",
     "StorageUnsupportedError",
     "Subscription",

@@ -28,6 +28,16 @@ class StorageClosedError(StorageError):
     """The store was used after ``aclose()``."""
 
 
+class StorageTLSError(StorageError):
+    """The store's TLS certificate or host name failed verification.
+
+    Not an outage: trying again cannot help until the configuration (the CA
+    certificates, the host name in the URL) or the server's certificate is
+    fixed, so a client that raised it does not try again.  The
+    ``ssl.SSLCertVerificationError`` is the ``__cause__``.
+    """
+
+
 class StorageUnsupportedError(StorageError, NotImplementedError):
     """The store does not have the optional operation that was asked of it.
 

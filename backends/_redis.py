@@ -16,7 +16,7 @@ import trio
 from ._base import ByteStore, Reading
 from ._errors import StorageError, map_storage_errors
 from ._redis_asyncio import AsyncioRedisCommands
-from ._redis_client import DEFAULT_TIMEOUT, RedisClient, RedisReplyError
+from ._redis_client import DEFAULT_PING_INTERVAL, DEFAULT_TIMEOUT, RedisClient, RedisReplyError
 from ._resp import CommandArg, RedisReply
 from ._validation import check_key, check_keys, check_prefix
 
@@ -75,11 +75,16 @@ class RedisStorage(ByteStore):
         prefix: the namespace of every key.
         timeout: seconds each operation may take, for a URL only (a client
             passed in has its own); ``None`` waits forever.
+        ping_interval: for a URL only: how long a subscription on the
+            store's client (the fleet's, ``bg.read``'s) may hear nothing
+            before it checks the connection with ``PING``; a deaf one is
+            found within twice this (see :class:`RedisClient`).  ``None``
+            never pings.
         batch_size: keys per ``MGET`` and commands per pipeline in batch operations.
 
     Raises:
         TypeError: ``url_or_client`` is none of the above, or ``prefix`` is not ``str``.
-        ValueError: the URL, ``timeout`` or ``batch_size`` is not valid.
+        ValueError: the URL, ``timeout``, ``ping_interval`` or ``batch_size`` is not valid.
     """
 
     _unavailable = (
@@ -95,6 +100,7 @@ class RedisStorage(ByteStore):
         *,
         prefix: str = "",
         timeout: float | None = DEFAULT_TIMEOUT,
+        ping_interval: float | None = DEFAULT_PING_INTERVAL,
         batch_size: int = _DEFAULT_BATCH_SIZE,
     ) -> None:
         self._prefix = check_prefix(prefix)
@@ -104,7 +110,9 @@ class RedisStorage(ByteStore):
         self._owns_client = isinstance(url_or_client, str)
         self._redis: RedisCommands
         if isinstance(url_or_client, str):
-            self._redis = RedisClient.from_url(url_or_client, timeout=timeout)
+            self._redis = RedisClient.from_url(
+                url_or_client, timeout=timeout, ping_interval=ping_interval
+            )
         elif isinstance(url_or_client, RedisClient):
             self._redis = url_or_client
         elif isinstance(url_or_client, redis.asyncio.Redis):

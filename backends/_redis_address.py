@@ -1,9 +1,12 @@
-"""Where a Redis server is, how to log in, and opening a ready stream to it."""
+"""Where a Redis server is, how to log in, and opening ready connections to it."""
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import importlib.metadata
 import ssl
-from typing import Any
+from typing import Any, Final
 
 import attrs
 import trio
@@ -102,45 +105,149 @@ def _context_from_options(options: dict[str, Any]) -> ssl.SSLContext:
     return context
 
 
-async def open_redis_stream(address: RedisAddress, *, use_hiredis: bool = True) -> trio.abc.Stream:
-    """Connect to ``address``, start TLS, authenticate and select the database.
+KEEPALIVE_IDLE: Final = 15
+"""Seconds a TCP connection may be silent before the OS starts probing it."""
+KEEPALIVE_INTERVAL: Final = 5
+"""Seconds between two unanswered keepalive probes."""
+KEEPALIVE_COUNT: Final = 3
+"""Unanswered probes after which the OS declares the connection dead (after 30 s in all)."""
 
-    Cancelled, it closes whatever it had opened.
+LIB_NAME: Final = "stackquery"
+"""The library name announced with ``CLIENT SETINFO lib-name``."""
 
-    Raises:
-        OSError: the server could not be reached.
-        trio.BrokenResourceError: the connection or the TLS handshake failed.
-        HandshakeRefused: the server answered ``AUTH`` or ``SELECT`` with an error.
-    """
-    stream: trio.abc.Stream
-    if address.path is not None:
-        stream = await trio.open_unix_socket(address.path)
-    else:
-        stream = await trio.open_tcp_stream(address.host, address.port)
+
+@functools.cache
+def lib_version() -> str:
+    """The installed stackquery version for ``CLIENT SETINFO lib-ver``; "0" if unknown."""
     try:
-        if address.ssl_context is not None:
-            tls_stream = trio.SSLStream(stream, address.ssl_context, server_hostname=address.host)
+        return importlib.metadata.version(LIB_NAME)
+    except importlib.metadata.PackageNotFoundError:
+        return "0"
+
+
+def enable_keepalive(sock: trio.socket.SocketType) -> None:
+    """Turn on TCP keepalive, with this module's timings where the platform lets us set them.
+
+    A peer that vanished without closing (a half-open connection) is then
+    found by the OS even while nothing is sent.
+    """
+    sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_KEEPALIVE, 1)
+    # macOS calls the idle time TCP_KEEPALIVE.
+    idle = getattr(trio.socket, "TCP_KEEPIDLE", None) or getattr(trio.socket, "TCP_KEEPALIVE", None)
+    timings = (
+        (idle, KEEPALIVE_IDLE),
+        (getattr(trio.socket, "TCP_KEEPINTVL", None), KEEPALIVE_INTERVAL),
+        (getattr(trio.socket, "TCP_KEEPCNT", None), KEEPALIVE_COUNT),
+    )
+    for option, value in timings:
+        if option is not None:
+            # A platform that names an option but refuses it keeps its own timing.
+            with contextlib.suppress(OSError):
+                sock.setsockopt(trio.socket.IPPROTO_TCP, option, value)
+
+
+@attrs.define(eq=False)
+class RedisConnector:
+    """Opens ready connections to one server, remembering what the server taught it.
+
+    Each connection gets TCP keepalive, TLS, ``AUTH``, ``SELECT`` and
+    ``CLIENT SETINFO`` (all commands written together, one round trip).  A
+    server that refuses ``CLIENT SETINFO`` (older than Redis 7.2, or an ACL
+    that forbids it) is not asked again; a TLS certificate that failed
+    verification is kept in :attr:`certificate_failure` and not tried again.
+    """
+
+    address: RedisAddress
+    """Where to connect."""
+    use_hiredis: bool = True
+    """Parse the handshake's replies with hiredis when it is installed."""
+    announce: bool = attrs.field(default=True, init=False)
+    """Send ``CLIENT SETINFO`` on the next connection (False once the server refused it)."""
+    certificate_failure: ssl.SSLCertVerificationError | None = attrs.field(default=None, init=False)
+    """Why the server's certificate was rejected, once it was; ``None`` before."""
+
+    async def open_stream(self) -> trio.abc.Stream:
+        """Connect, start TLS, authenticate, select the database and announce the library.
+
+        Cancelled, it closes whatever it had opened.
+
+        Raises:
+            OSError: the server could not be reached.
+            ssl.SSLCertVerificationError: the server's certificate or host name
+                failed verification (also kept in :attr:`certificate_failure`).
+            trio.BrokenResourceError: the connection or the TLS handshake failed.
+            HandshakeRefused: the server answered ``AUTH`` or ``SELECT`` with an error.
+        """
+        address = self.address
+        stream: trio.abc.Stream
+        if address.path is not None:
+            stream = await trio.open_unix_socket(address.path)
+        else:
+            tcp_stream = await trio.open_tcp_stream(address.host, address.port)
+            enable_keepalive(tcp_stream.socket)
+            stream = tcp_stream
+        try:
+            if address.ssl_context is not None:
+                stream = await self._start_tls(stream, address.ssl_context)
+            optional: list[tuple[CommandArg, ...]] = []
+            if self.announce:
+                optional = [
+                    ("CLIENT", "SETINFO", "lib-name", LIB_NAME),
+                    ("CLIENT", "SETINFO", "lib-ver", lib_version()),
+                ]
+            required = address.handshake_commands()
+            if required or optional:
+                accepted = await _run_handshake(
+                    stream, required, optional, use_hiredis=self.use_hiredis
+                )
+                self.announce = self.announce and accepted
+        except BaseException:
+            await trio.aclose_forcefully(stream)
+            raise
+        return stream
+
+    async def _start_tls(
+        self, stream: trio.abc.Stream, context: ssl.SSLContext
+    ) -> trio.SSLStream[trio.abc.Stream]:
+        tls_stream = trio.SSLStream(stream, context, server_hostname=self.address.host)
+        try:
             await tls_stream.do_handshake()
-            stream = tls_stream
-        commands = address.handshake_commands()
-        if commands:
-            await _run_handshake(stream, commands, use_hiredis=use_hiredis)
-    except BaseException:
-        await trio.aclose_forcefully(stream)
-        raise
-    return stream
+        except trio.BrokenResourceError as exc:
+            if not isinstance(exc.__cause__, ssl.SSLCertVerificationError):
+                raise
+            failure = exc.__cause__
+        else:
+            return tls_stream
+        # Raised on its own (outside the except block), so that it is not
+        # chained back to the BrokenResourceError that carries it.
+        self.certificate_failure = failure
+        raise failure
 
 
 async def _run_handshake(
-    stream: trio.abc.Stream, commands: list[tuple[CommandArg, ...]], *, use_hiredis: bool
-) -> None:
+    stream: trio.abc.Stream,
+    required: list[tuple[CommandArg, ...]],
+    optional: list[tuple[CommandArg, ...]],
+    *,
+    use_hiredis: bool,
+) -> bool:
+    """Run ``required`` then ``optional`` commands in one write; True if no optional one failed.
+
+    Raises:
+        HandshakeRefused: a required command failed.
+    """
+    commands = required + optional
     await stream.send_all(b"".join(pack_command(command) for command in commands))
     reader = new_reply_reader(use_hiredis=use_hiredis)
-    for command in commands:
+    accepted = True
+    for position, command in enumerate(commands):
         while (reply := reader.gets()) is NOT_ENOUGH_DATA:
             data = await stream.receive_some()
             if not data:
                 raise ConnectionResetError("redis closed the connection during the handshake")
             reader.feed(data)
         if isinstance(reply, RedisError):
-            raise HandshakeRefused(f"{command[0]!s} failed: {reply}") from reply
+            if position < len(required):
+                raise HandshakeRefused(f"{command[0]!s} failed: {reply}") from reply
+            accepted = False
+    return accepted

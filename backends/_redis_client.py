@@ -7,6 +7,7 @@ replies are parsed by hiredis, or by redis-py's own parser without it.
 
 from __future__ import annotations
 
+import itertools
 import math
 import ssl
 from collections.abc import AsyncIterator, Iterable, Sequence
@@ -19,8 +20,8 @@ import trio
 from redis.exceptions import RedisError
 
 from ._errors import StorageClosedError, StorageError, StorageUnavailableError
-from ._redis_address import RedisAddress, open_redis_stream
-from ._redis_connection import HandshakeRefused, MultiplexedConnection
+from ._redis_address import RedisAddress, RedisConnector
+from ._redis_connection import MultiplexedConnection, close_now, connection_error
 from ._resp import (
     NOT_ENOUGH_DATA,
     CommandArg,
@@ -31,24 +32,73 @@ from ._resp import (
 )
 
 DEFAULT_TIMEOUT: Final = 5.0
+DEFAULT_PING_INTERVAL: Final = 10.0
 
-# Commands that change the state of the connection itself: on a connection
-# shared by every caller (and replaced after a drop) they would leak into
-# other callers' commands or be lost on reconnect.
-_CONNECTION_STATE_COMMANDS = frozenset(
-    {
-        "AUTH", "SELECT", "HELLO", "RESET", "QUIT", "MONITOR", "WATCH", "UNWATCH",
-        "SUBSCRIBE", "PSUBSCRIBE", "SSUBSCRIBE",
-        "UNSUBSCRIBE", "PUNSUBSCRIBE", "SUNSUBSCRIBE",
-    }
+_SHARED = "the connection that every caller shares"
+
+_TRANSACTION_COMMANDS: Final = frozenset({"MULTI", "EXEC", "DISCARD"})
+_BLOCKING_COMMANDS: Final = (
+    "BLPOP", "BRPOP", "BRPOPLPUSH", "BLMOVE", "BLMPOP",
+    "BZPOPMIN", "BZPOPMAX", "BZMPOP", "WAIT", "WAITAOF",
 )  # fmt: skip
-_BLOCKING_COMMANDS = frozenset(
-    {
-        "BLPOP", "BRPOP", "BRPOPLPUSH", "BLMOVE", "BLMPOP",
-        "BZPOPMIN", "BZPOPMAX", "BZMPOP", "WAIT", "WAITAOF",
-    }
-)  # fmt: skip
-_TRANSACTION_COMMANDS = frozenset({"MULTI", "EXEC", "DISCARD"})
+
+# Commands a shared connection cannot run, with why.  Most change the state
+# of the connection itself: on a connection shared by every caller (and
+# replaced after a drop) that state would leak into other callers' commands
+# or be lost on reconnect.  Keyed by name, or by "NAME SUBCOMMAND".
+_REFUSALS: Final[dict[str, str]] = {
+    **dict.fromkeys(
+        ("SUBSCRIBE", "PSUBSCRIBE", "SSUBSCRIBE"),
+        "cannot run on the shared connection; use RedisClient.subscribe()",
+    ),
+    **dict.fromkeys(
+        ("UNSUBSCRIBE", "PUNSUBSCRIBE", "SUNSUBSCRIBE"),
+        "cannot run on the shared connection; leave the subscribe() block",
+    ),
+    **dict.fromkeys(
+        ("SELECT", "AUTH"), "cannot run on the shared connection; put it in the redis URL"
+    ),
+    **dict.fromkeys(
+        _TRANSACTION_COMMANDS,
+        "cannot run alone on the shared connection; use RedisClient.pipeline()",
+    ),
+    **dict.fromkeys(
+        ("SYNC", "PSYNC", "REPLCONF"), f"would turn {_SHARED} into a replication stream"
+    ),
+    **dict.fromkeys(("READONLY", "READWRITE"), f"would change the cluster read mode of {_SHARED}"),
+    **dict.fromkeys((*_BLOCKING_COMMANDS, "XREAD BLOCK", "XREADGROUP BLOCK"), f"blocks {_SHARED}"),
+    "HELLO": f"would change the protocol or the login of {_SHARED}",
+    "RESET": f"would reset {_SHARED}",
+    "QUIT": f"would close {_SHARED}",
+    "MONITOR": f"would turn {_SHARED} into a stream of every command the server runs",
+    "WATCH": f"would make other callers' transactions on {_SHARED} fail",
+    "UNWATCH": f"would cancel other callers' WATCH on {_SHARED}",
+    "ASKING": f"would apply to another caller's next command on {_SHARED}",
+    "CLIENT REPLY": (
+        f"would make the server skip replies on {_SHARED}, handing one caller's reply to another"
+    ),
+    "CLIENT TRACKING": f"would change the key tracking of {_SHARED}",
+    "CLIENT CACHING": f"would change the key tracking of another caller's command on {_SHARED}",
+    "CLIENT SETNAME": f"would rename {_SHARED} (and be lost on reconnect)",
+    "CLIENT SETINFO": f"would change what {_SHARED} tells the server about its library",
+    "CLIENT NO-EVICT": f"would change the eviction mode of {_SHARED}",
+    "CLIENT NO-TOUCH": f"would change how every caller's reads on {_SHARED} touch keys",
+}
+# Names whose refusal depends on their arguments (a subcommand, an option).
+_BY_ARGUMENTS: Final = frozenset({"CLIENT", "XREAD", "XREADGROUP"})
+_PING: Final = pack_command(("PING",))
+
+
+class RedisCommandRefusedError(ValueError):
+    """A command that the connection every caller shares cannot run; nothing was sent.
+
+    Attributes:
+        command: the command as refused, upper case (``"SELECT"``, ``"CLIENT REPLY"``).
+    """
+
+    def __init__(self, command: str, reason: str) -> None:
+        super().__init__(f"{command} {reason}")
+        self.command = command
 
 
 class RedisReplyError(StorageError):
@@ -86,7 +136,7 @@ class RedisClientStatistics:
     connections_made: int
     """Connections started so far (the first one, then one per reconnect)."""
     subscriptions: int
-    """Open :meth:`RedisClient.subscribe` connections."""
+    """Open :meth:`RedisClient.subscribe` connections not known to be lost."""
 
 
 @final
@@ -104,16 +154,33 @@ class RedisClient:
     connection is closed and every call waiting on it fails with
     :class:`StorageUnavailableError` (so a call queued behind a stuck one
     may fail sooner than its own ``timeout``).  The next call reconnects.
+    That is also how a half-open connection (the server or a middlebox
+    vanished without closing it) is found by commands; every TCP connection
+    also has TCP keepalive on, which finds one that sits idle.
+
+    Every connection announces itself with ``CLIENT SETINFO lib-name
+    stackquery`` and ``lib-ver``, written with the rest of the handshake; a
+    server that refuses it (older than Redis 7.2) is not asked again.
+
+    A TLS certificate or host name that fails verification raises
+    :class:`StorageTLSError`, and every later call raises it again without
+    connecting: that is configuration to fix, not an outage to wait out.
+    Make a new client with the right CA certificates or host name.
 
     Args:
         address: where the server is and how to log in.
         timeout: seconds each call may take; ``None`` waits forever (then a
             server that stops reading can also delay a cancelled caller
             that is writing, see :meth:`execute`).
+        ping_interval: seconds a :meth:`subscribe` connection may hear
+            nothing before it sends ``PING``; when the pong has not come
+            another ``ping_interval`` later, the subscription is lost.  So a
+            deaf subscription is found within twice this (20 s by default).
+            ``None`` never pings.
         use_hiredis: parse with hiredis when it is installed.
 
     Raises:
-        ValueError: ``timeout`` is not a positive number or ``None``.
+        ValueError: ``timeout`` or ``ping_interval`` is not a positive number or ``None``.
     """
 
     def __init__(
@@ -121,22 +188,18 @@ class RedisClient:
         address: RedisAddress,
         *,
         timeout: float | None = DEFAULT_TIMEOUT,
+        ping_interval: float | None = DEFAULT_PING_INTERVAL,
         use_hiredis: bool = True,
     ) -> None:
-        if timeout is not None and not (
-            isinstance(timeout, int | float) and not isinstance(timeout, bool) and timeout > 0
-        ):
-            raise ValueError(
-                f"timeout must be a positive number of seconds or None, not {timeout!r}"
-            )
-        if timeout is not None and math.isinf(timeout):
-            timeout = None
         self._address = address
-        self._timeout = timeout
+        self._timeout = _seconds_or_none("timeout", timeout)
+        self._ping_interval = _seconds_or_none("ping_interval", ping_interval)
         self._use_hiredis = use_hiredis
+        self._connector = RedisConnector(address, use_hiredis=use_hiredis)
         self._connection: MultiplexedConnection | None = None
         self._connections_made = 0
         self._subscriptions: set[Subscription] = set()
+        self._connected_event = trio.Event()
         self._closed = False
 
     @classmethod
@@ -145,16 +208,17 @@ class RedisClient:
         url: str,
         *,
         timeout: float | None = DEFAULT_TIMEOUT,
+        ping_interval: float | None = DEFAULT_PING_INTERVAL,
         ssl_context: ssl.SSLContext | None = None,
         use_hiredis: bool = True,
     ) -> RedisClient:
         """Make a client for ``url`` (redis-py's URL syntax, see :meth:`RedisAddress.from_url`).
 
         Raises:
-            ValueError: the URL or ``timeout`` is not valid.
+            ValueError: the URL, ``timeout`` or ``ping_interval`` is not valid.
         """
         address = RedisAddress.from_url(url, ssl_context=ssl_context)
-        return cls(address, timeout=timeout, use_hiredis=use_hiredis)
+        return cls(address, timeout=timeout, ping_interval=ping_interval, use_hiredis=use_hiredis)
 
     @property
     def address(self) -> RedisAddress:
@@ -165,6 +229,11 @@ class RedisClient:
     def timeout(self) -> float | None:
         """Seconds each call may take, or ``None``."""
         return self._timeout
+
+    @property
+    def ping_interval(self) -> float | None:
+        """Seconds of silence after which a subscription sends ``PING``, or ``None``."""
+        return self._ping_interval
 
     async def execute(self, *args: CommandArg) -> RedisReply:
         """Run one command and return its reply.
@@ -190,22 +259,26 @@ class RedisClient:
                 unknown script, ``ResponseError`` for a wrong type ...).
             StorageUnavailableError: the server could not be reached, the
                 connection broke, or no reply came within ``timeout``.
+            StorageTLSError: the server's TLS certificate or host name failed
+                verification, now or on an earlier call.
             StorageError: the server refused the connection (bad password,
                 bad database number).
             StorageClosedError: the client was closed.
-            ValueError: the command is empty, or one a shared connection cannot
-                run (``SUBSCRIBE``: use :meth:`subscribe`; ``MULTI``: use
+            RedisCommandRefusedError: (a ``ValueError``) the command would
+                change or block the connection every caller shares
+                (``SUBSCRIBE``: use :meth:`subscribe`; ``MULTI``: use
                 :meth:`pipeline`; ``SELECT``/``AUTH``: put them in the URL;
-                blocking commands such as ``BLPOP``).
+                ``CLIENT REPLY``, ``CLIENT TRACKING``, ``CLIENT SETNAME``,
+                ``HELLO``, ``RESET``, ``QUIT``, ``MONITOR``; blocking
+                commands such as ``BLPOP`` or ``XREAD BLOCK``).  Nothing was sent.
+            ValueError: the command is empty.
             TypeError: an argument is not text, bytes or a number.
         """
         payload = pack_command(args)
         name = _command_name(args[0])
-        if name in _CONNECTION_STATE_COMMANDS or name in _TRANSACTION_COMMANDS:
-            raise ValueError(_refusal(name))
-        if name in _BLOCKING_COMMANDS:
-            raise ValueError(_refusal(name))
-        (reply,) = await self._current_connection().request(payload, 1, name)
+        if name in _REFUSALS or name in _BY_ARGUMENTS:
+            _check_command(name, args, in_pipeline=False)
+        (reply,) = await self._current_connection(name).request(payload, 1, name)
         if isinstance(reply, RedisError):
             raise _reply_error(reply, name)
         return reply
@@ -230,33 +303,32 @@ class RedisClient:
 
         Raises:
             RedisReplyError: a command failed and ``raise_on_error``.
-            ValueError: a command is empty or not allowed (as for
-                :meth:`execute`; ``MULTI`` is allowed here when every ``MULTI``
-                is closed by ``EXEC`` or ``DISCARD`` within the pipeline).
-            StorageUnavailableError, StorageError, StorageClosedError,
-            TypeError: as for :meth:`execute`.
+            RedisCommandRefusedError: a command is not allowed (as for
+                :meth:`execute`; ``MULTI`` is allowed here when every
+                ``MULTI`` is closed by ``EXEC`` or ``DISCARD`` within the
+                pipeline).  Nothing was sent.
+            ValueError: a command is empty, or ``MULTI`` is not balanced.
+            StorageUnavailableError, StorageTLSError, StorageError,
+            StorageClosedError, TypeError: as for :meth:`execute`.
         """
         payloads: list[bytes] = []
         in_transaction = False
         for command in commands:
             payloads.append(pack_command(command))
             name = _command_name(command[0])
-            if name in _CONNECTION_STATE_COMMANDS or name in _BLOCKING_COMMANDS:
-                raise ValueError(_refusal(name))
-            if name == "MULTI":
-                if in_transaction:
-                    raise ValueError("MULTI inside MULTI in a redis pipeline")
-                in_transaction = True
-            elif name in ("EXEC", "DISCARD"):
-                if not in_transaction:
-                    raise ValueError(f"{name} without MULTI in a redis pipeline")
-                in_transaction = False
+            if name in _TRANSACTION_COMMANDS:
+                if (name == "MULTI") == in_transaction:
+                    problem = "MULTI inside MULTI" if in_transaction else f"{name} without MULTI"
+                    raise ValueError(f"{problem} in a redis pipeline")
+                in_transaction = name == "MULTI"
+            elif name in _REFUSALS or name in _BY_ARGUMENTS:
+                _check_command(name, command, in_pipeline=True)
         if in_transaction:
             raise ValueError("a redis pipeline must close its MULTI with EXEC or DISCARD")
         if not payloads:
             await trio.lowlevel.checkpoint()
             return []
-        replies = await self._current_connection().request(
+        replies = await self._current_connection("PIPELINE").request(
             b"".join(payloads), len(payloads), "PIPELINE"
         )
         if raise_on_error:
@@ -272,7 +344,12 @@ class RedisClient:
             As :meth:`execute`.
         """
         reply = await self.execute("PUBLISH", channel, message)
-        assert isinstance(reply, int)
+        if not isinstance(reply, int):
+            raise StorageError(
+                f"redis PUBLISH: unexpected reply {reply!r:.100}",
+                backend="RedisClient",
+                operation="PUBLISH",
+            )
         return reply
 
     @asynccontextmanager
@@ -286,17 +363,25 @@ class RedisClient:
         subscriber that must not miss anything treats a reconnect as "anything
         may have changed".
 
+        While a task waits for the next message, the subscription checks that
+        the server still hears it: after ``ping_interval`` seconds of silence
+        it sends ``PING``, and a pong that does not come within another
+        ``ping_interval`` makes the wait raise :class:`StorageUnavailableError`,
+        exactly as a connection the server closed does.  Subscribe again to
+        reconnect.
+
         Raises:
             ValueError: no channel given.
             StorageUnavailableError: the server could not be reached or did
                 not confirm the subscription within ``timeout``.
+            StorageTLSError: the server's TLS certificate or host name failed
+                verification, now or earlier.
             StorageError: the server refused the connection.
             StorageClosedError: the client is closed.
         """
         if not channels:
             raise ValueError("subscribe() needs at least one channel")
-        if self._closed:
-            raise StorageClosedError("the redis client is closed", backend="RedisClient")
+        self._check_can_connect("subscribe")
         subscription = await self._open_subscription(channels)
         self._subscriptions.add(subscription)
         try:
@@ -304,6 +389,30 @@ class RedisClient:
         finally:
             self._subscriptions.discard(subscription)
             await subscription.aclose()
+
+    async def wait_reconnected(self) -> None:
+        """Wait until this client next opens a connection: the hook for code that backs off.
+
+        Returns when a connection of this client (a command's, a pipeline's or
+        a :meth:`subscribe`'s) completes its handshake after this call, that
+        is once the server is reachable again.  It opens nothing itself, so it
+        costs nothing while Redis is down.  A task backing off after a failure
+        waits ``with trio.move_on_after(backoff): await redis.wait_reconnected()``
+        and is woken as soon as any other task got through.
+
+        It never returns at once, even while a connection is open: a failure
+        on a healthy connection (an error reply, the caller's own timeout) is
+        not cut short by it.  For the same reason a connection opened before
+        the call does not count; call it right after the failure.
+
+        Raises:
+            StorageClosedError: the client is closed, or gets closed while waiting.
+        """
+        self._check_open()
+        if self._connected_event.is_set():
+            self._connected_event = trio.Event()
+        await self._connected_event.wait()
+        self._check_open()
 
     def statistics(self) -> RedisClientStatistics:
         """Return a snapshot of the connection's state."""
@@ -314,16 +423,17 @@ class RedisClient:
             queued=connection.queued if connection is not None and usable else 0,
             in_flight=connection.in_flight if connection is not None and usable else 0,
             connections_made=self._connections_made,
-            subscriptions=len(self._subscriptions),
+            subscriptions=sum(subscription.connected for subscription in self._subscriptions),
         )
 
     async def aclose(self) -> None:
         """Close the connection and every subscription; idempotent.
 
         Calls waiting on the connection fail with :class:`StorageClosedError`,
-        and so does every later call.
+        and so does every later call (:meth:`wait_reconnected` included).
         """
         self._closed = True
+        self._connected_event.set()  # its waiters see the client closed
         connection, self._connection = self._connection, None
         if connection is not None and connection.usable:
             connection.close()
@@ -342,19 +452,31 @@ class RedisClient:
     ) -> None:
         await self.aclose()
 
-    def _current_connection(self) -> MultiplexedConnection:
+    def _check_open(self) -> None:
         if self._closed:
             raise StorageClosedError("the redis client is closed", backend="RedisClient")
+
+    def _check_can_connect(self, operation: str) -> None:
+        """Raise if a new connection must not be opened: closed, or a rejected certificate."""
+        self._check_open()
+        failure = self._connector.certificate_failure
+        if failure is not None:
+            raise connection_error(failure, operation)
+
+    def _current_connection(self, operation: str) -> MultiplexedConnection:
+        self._check_open()
         connection = self._connection
         if connection is not None:
             if connection.usable:
-                if not connection.looks_dead():
+                reason = connection.dead_reason()
+                if reason is None:
                     return connection
-                connection.fail(ConnectionResetError("redis closed the idle connection"))
+                connection.fail(reason)
             else:
                 # Broken, or left over from an earlier trio.run: its waiters
                 # (if any) belonged to that run.
                 connection.discard()
+        self._check_can_connect(operation)
         connection = MultiplexedConnection(
             self._open_stream, self._timeout, use_hiredis=self._use_hiredis
         )
@@ -363,25 +485,21 @@ class RedisClient:
         return connection
 
     async def _open_stream(self) -> trio.abc.Stream:
-        return await open_redis_stream(self._address, use_hiredis=self._use_hiredis)
+        stream = await self._connector.open_stream()
+        self._connected_event.set()
+        return stream
 
     async def _open_subscription(self, channels: Sequence[str | bytes]) -> Subscription:
         with trio.move_on_after(self._timeout if self._timeout is not None else math.inf):
             try:
                 stream = await self._open_stream()
-            except (OSError, trio.BrokenResourceError) as exc:
-                raise StorageUnavailableError(
-                    f"redis subscribe: could not connect: {exc!r}",
-                    backend="RedisClient",
-                    operation="subscribe",
-                ) from exc
-            except HandshakeRefused as exc:
-                raise StorageError(
-                    f"redis subscribe: the server refused the connection: {exc}",
-                    backend="RedisClient",
-                    operation="subscribe",
-                ) from exc
-            subscription = Subscription(stream, new_reply_reader(use_hiredis=self._use_hiredis))
+            except Exception as exc:
+                raise connection_error(exc, "subscribe") from exc
+            subscription = Subscription(
+                stream,
+                new_reply_reader(use_hiredis=self._use_hiredis),
+                ping_interval=self._ping_interval,
+            )
             try:
                 await subscription._start(channels)
             except BaseException:
@@ -399,14 +517,27 @@ class Subscription:
     """Messages on the channels of one :meth:`RedisClient.subscribe` block.
 
     An async iterator of ``(channel, data)`` pairs, both ``bytes``.  It has its
-    own connection; on TLS, cancelling a wait for the next message may break
-    that connection (the next wait then raises ``StorageUnavailableError``).
+    own connection, which it checks with ``PING`` while a task waits for a
+    message (see :meth:`RedisClient.subscribe`).  Once the connection is lost
+    (closed by the server, silent past the pong deadline, or sending bytes
+    that are not RESP), every wait raises ``StorageUnavailableError``.
     """
 
-    def __init__(self, stream: trio.abc.Stream, reader: ReplyReader) -> None:
+    def __init__(
+        self, stream: trio.abc.Stream, reader: ReplyReader, *, ping_interval: float | None = None
+    ) -> None:
         self._stream = stream
         self._reader = reader
+        self._ping_interval = math.inf if ping_interval is None else ping_interval
+        self._heard_at = trio.current_time()
+        self._pong_due: float | None = None
         self._closed = False
+        self._lost: BaseException | None = None
+
+    @property
+    def connected(self) -> bool:
+        """False once the subscription was closed or its connection is known to be lost."""
+        return not self._closed and self._lost is None
 
     def __aiter__(self) -> Subscription:
         return self
@@ -415,22 +546,24 @@ class Subscription:
         """Wait for the next message and return ``(channel, data)``.
 
         Raises:
-            StorageUnavailableError: the connection broke.
+            StorageUnavailableError: the connection is lost.
             StorageClosedError: the subscription or its client was closed.
         """
         buffered = True
         while True:
-            reply = self._reader.gets()
+            reply = self._next_reply()
             if reply is NOT_ENOUGH_DATA:
                 self._reader.feed(await self._receive())
                 buffered = False
                 continue
-            if isinstance(reply, list) and len(reply) == 3 and reply[0] == b"message":
-                channel, data = reply[1], reply[2]
-                assert isinstance(channel, bytes) and isinstance(data, bytes)
+            if isinstance(reply, list) and reply and reply[0] == b"message":
+                if len(reply) != 3 or not all(isinstance(part, bytes) for part in reply):
+                    raise self._lose(ValueError(f"malformed pub/sub message: {reply!r:.100}"))
                 if buffered:
                     await trio.lowlevel.checkpoint()
-                return channel, data
+                return reply[1], reply[2]
+            if isinstance(reply, list) and reply and reply[0] == b"pong":
+                self._pong_due = None
             # Anything else is a (un)subscribe confirmation, not a message.
 
     async def aclose(self) -> None:
@@ -441,32 +574,74 @@ class Subscription:
     async def _start(self, channels: Sequence[str | bytes]) -> None:
         await self._stream.send_all(pack_command(("SUBSCRIBE", *channels)))
         for _ in channels:
-            while (reply := self._reader.gets()) is NOT_ENOUGH_DATA:
+            while (reply := self._next_reply()) is NOT_ENOUGH_DATA:
                 self._reader.feed(await self._receive())
             if isinstance(reply, RedisError):
                 raise StorageError(
                     f"redis subscribe failed: {reply}", backend="RedisClient", operation="subscribe"
                 ) from reply
 
-    async def _receive(self) -> bytes | bytearray:
-        if self._closed:
-            raise StorageClosedError("the subscription is closed", backend="RedisClient")
+    def _next_reply(self) -> object:
         try:
-            data = await self._stream.receive_some()
-        except trio.ClosedResourceError as exc:
-            raise StorageClosedError(
-                "the subscription is closed", backend="RedisClient", operation="subscribe"
-            ) from exc
-        except (OSError, trio.BrokenResourceError) as exc:
-            raise StorageUnavailableError(
-                f"redis subscription lost: {exc!r}", backend="RedisClient", operation="subscribe"
-            ) from exc
-        if not data:
-            cause = ConnectionResetError("redis closed the subscription connection")
-            raise StorageUnavailableError(
-                f"redis subscription lost: {cause}", backend="RedisClient", operation="subscribe"
-            ) from cause
-        return data
+            return self._reader.gets()
+        except Exception as exc:  # not RESP: nothing more on this stream can be trusted
+            raise self._lose(exc) from None
+
+    async def _receive(self) -> bytes | bytearray:
+        """Receive some bytes, sending PING after a silence and giving up when no pong comes."""
+        while True:
+            if self._closed:
+                raise StorageClosedError("the subscription is closed", backend="RedisClient")
+            if self._lost is not None:
+                raise self._lose(self._lost)
+            due = self._heard_at + self._ping_interval if self._pong_due is None else self._pong_due
+            with trio.move_on_at(due):
+                try:
+                    data = await self._stream.receive_some()
+                except trio.ClosedResourceError as exc:
+                    raise StorageClosedError(
+                        "the subscription is closed", backend="RedisClient", operation="subscribe"
+                    ) from exc
+                except (OSError, trio.BrokenResourceError) as exc:
+                    raise self._lose(exc) from None
+                if not data:
+                    raise self._lose(
+                        ConnectionResetError("redis closed the subscription connection")
+                    )
+                self._heard_at = trio.current_time()
+                return data
+            if self._pong_due is not None:
+                raise self._lose(TimeoutError(f"no answer to PING within {self._ping_interval} s"))
+            await self._ping()
+
+    async def _ping(self) -> None:
+        self._pong_due = trio.current_time() + self._ping_interval
+        # Shielded: a PING half written would corrupt the stream.  A few
+        # bytes, so only a dead connection makes it wait, up to the pong deadline.
+        with trio.CancelScope(shield=True, deadline=self._pong_due):
+            try:
+                await self._stream.send_all(_PING)
+            except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                self._lost = exc
+
+    def _lose(self, cause: BaseException) -> StorageUnavailableError:
+        """Mark the connection lost, close its socket, and return the error to raise."""
+        self._lost = cause
+        close_now(self._stream)
+        error = StorageUnavailableError(
+            f"redis subscription lost: {cause!r}", backend="RedisClient", operation="subscribe"
+        )
+        error.__cause__ = cause
+        return error
+
+
+def _seconds_or_none(name: str, value: float | None) -> float | None:
+    """Check a duration argument: a positive number of seconds, or ``None`` (infinite)."""
+    if value is None:
+        return None
+    if not (isinstance(value, int | float) and not isinstance(value, bool) and value > 0):
+        raise ValueError(f"{name} must be a positive number of seconds or None, not {value!r}")
+    return None if math.isinf(value) else value
 
 
 def _command_name(name: CommandArg) -> str:
@@ -477,13 +652,21 @@ def _command_name(name: CommandArg) -> str:
     return str(name)
 
 
-def _refusal(name: str) -> str:
-    if name in ("SUBSCRIBE", "PSUBSCRIBE", "SSUBSCRIBE"):
-        return f"{name} cannot run on the shared connection; use RedisClient.subscribe()"
-    if name in ("SELECT", "AUTH"):
-        return f"{name} cannot run on the shared connection; put it in the redis URL"
-    if name in _TRANSACTION_COMMANDS:
-        return f"{name} cannot run alone on the shared connection; use RedisClient.pipeline()"
-    if name in _BLOCKING_COMMANDS:
-        return f"{name} blocks the connection that every caller shares"
-    return f"{name} would change the connection that every caller shares"
+def _check_command(name: str, args: Sequence[CommandArg], *, in_pipeline: bool) -> None:
+    """Raise RedisCommandRefusedError if the shared connection cannot run ``args``.
+
+    ``name`` is ``args[0]`` upper-cased.  Transactions are allowed in a
+    pipeline (the pipeline checks that they are balanced).
+    """
+    command = name
+    if name == "CLIENT" and len(args) > 1:
+        command = f"CLIENT {_command_name(args[1])}"
+    elif name in ("XREAD", "XREADGROUP"):
+        options = itertools.takewhile(lambda arg: arg != "STREAMS", map(_command_name, args[1:]))
+        if "BLOCK" in options:
+            command = f"{name} BLOCK"
+    if in_pipeline and command in _TRANSACTION_COMMANDS:
+        return
+    reason = _REFUSALS.get(command)
+    if reason is not None:
+        raise RedisCommandRefusedError(command, reason)

@@ -31,13 +31,14 @@ from __future__ import annotations
 
 import enum
 import math
+import ssl
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 
 import attrs
 import trio
 
-from ._errors import StorageClosedError, StorageError, StorageUnavailableError
+from ._errors import StorageClosedError, StorageError, StorageTLSError, StorageUnavailableError
 from ._resp import NOT_ENOUGH_DATA, RedisReply, ReplyReader, new_reply_reader
 
 _RECEIVE_SIZE = 65536
@@ -140,18 +141,31 @@ class MultiplexedConnection:
         """True while the stream is open."""
         return self._state is _State.OPEN
 
-    def looks_dead(self) -> bool:
-        """True if an idle plain socket is readable: the server closed it, or sent junk.
+    def dead_reason(self) -> BaseException | None:
+        """Why this open connection should not be used again, or ``None`` if it may be.
 
-        Checked before reusing an idle connection, so that a connection the
-        server dropped while nobody used it is replaced instead of failing
-        the next call.
+        Checked before a call reuses the connection, so that the call is not
+        the one that finds out:
+
+        * idle, with a readable plain socket: the server closed it (or sent
+          junk) while nobody used it;
+        * the oldest unanswered request is past its deadline and nobody is
+          reading: its callers gave up (cancelled by their own, shorter
+          deadlines) on a server that stopped answering, a half-open
+          connection perhaps.  A new caller's request would inherit that
+          deadline and fail at once.
         """
+        if self._state is not _State.OPEN:
+            return None
+        if self._pending:
+            if not self._receiving and self._pending[0].deadline <= trio.current_time():
+                return TimeoutError(f"no reply from redis within {self._timeout} s")
+            return None
         stream = self._stream
-        if self._state is not _State.OPEN or not self.idle:
-            return False
         # TLS may legitimately have unread bytes (session tickets): not checked.
-        return isinstance(stream, trio.SocketStream) and stream.socket.is_readable()
+        if self.idle and isinstance(stream, trio.SocketStream) and stream.socket.is_readable():
+            return ConnectionResetError("redis closed the idle connection")
+        return None
 
     async def request(self, payload: bytes, expected: int, operation: str) -> list[RedisReply]:
         """Send ``payload`` (``expected`` commands) and return their replies in order.
@@ -162,6 +176,7 @@ class MultiplexedConnection:
         Raises:
             StorageUnavailableError: the connection could not be opened or broke
                 before all replies arrived.
+            StorageTLSError: the server's TLS certificate or host name failed verification.
             StorageError: the server refused the connection handshake.
             StorageClosedError: the connection was closed by its owner.
         """
@@ -192,7 +207,7 @@ class MultiplexedConnection:
         finally:
             self._hand_over()
         if request.failure is not None:
-            raise _failure_error(request.failure, operation)
+            raise connection_error(request.failure, operation)
         return request.replies
 
     def fail(self, cause: BaseException) -> None:
@@ -212,7 +227,7 @@ class MultiplexedConnection:
         self._pending.clear()
         self._unsent.clear()
         if self._stream is not None:
-            _close_now(self._stream)
+            close_now(self._stream)
             self._stream = None
 
     async def _connect(self) -> None:
@@ -233,7 +248,7 @@ class MultiplexedConnection:
                 self._state = _State.NEW
             raise
         if self._state is not _State.CONNECTING:  # closed while we were connecting
-            _close_now(stream)
+            close_now(stream)
             return
         self._stream = stream
         self._atomic_receive = isinstance(stream, trio.SocketStream)
@@ -336,7 +351,7 @@ class MultiplexedConnection:
             request.done = True
             _wake(request)
         if self._stream is not None:
-            _close_now(self._stream)
+            close_now(self._stream)
             self._stream = None
 
     def _oldest_deadline(self) -> float:
@@ -361,7 +376,7 @@ def _wake_first(requests: Iterable[_Request]) -> None:
             return
 
 
-def _close_now(stream: trio.abc.Stream) -> None:
+def close_now(stream: trio.abc.Stream) -> None:
     """Close the socket under ``stream`` synchronously, waking its users.
 
     trio's socket ``close()`` notifies any task blocked on the socket (it gets
@@ -375,10 +390,24 @@ def _close_now(stream: trio.abc.Stream) -> None:
         transport.socket.close()
 
 
-def _failure_error(cause: BaseException, operation: str) -> StorageError:
+def connection_error(cause: BaseException, operation: str) -> StorageError:
+    """Translate why a connection failed into the storage error a caller of ``operation`` gets.
+
+    The one place that decides what a connection failure means: closed by
+    its owner, a refused handshake, a rejected certificate (permanent), or
+    an outage (transient).  ``cause`` becomes the ``__cause__``.
+    """
     backend = "RedisClient"
     error: StorageError
-    if isinstance(cause, ConnectionClosed):
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        error = StorageTLSError(
+            f"redis {operation}: TLS certificate or hostname verification failed: "
+            f"{cause.verify_message or cause}; not retried until the TLS settings or "
+            "the server's certificate are fixed",
+            backend=backend,
+            operation=operation,
+        )
+    elif isinstance(cause, ConnectionClosed):
         error = StorageClosedError(
             f"redis {operation}: the client is closed", backend=backend, operation=operation
         )

@@ -18,6 +18,7 @@ from backends._redis_client import RedisClient, RedisClientStatistics, RedisRepl
 from backends._redis_connection import HandshakeRefused
 from tests.redis_fixtures import require_redis_server_binary
 from tests.redis_server import RedisServer, free_loopback_port
+from tests.tls_certs import self_signed_certificate
 
 PASSWORD = "s3cret pass/word"
 
@@ -120,28 +121,6 @@ class TestCommands:
         async with RedisClient.from_url(redis_url) as client:
             replies = await client.pipeline([("MULTI",), ("INCR", "t"), ("INCR", "t"), ("EXEC",)])
             assert replies == [b"OK", b"QUEUED", b"QUEUED", [1, 2]]
-
-    @pytest.mark.parametrize(
-        ("command", "message"),
-        [
-            (("SUBSCRIBE", "c"), r"^SUBSCRIBE cannot run on the shared connection; use "),
-            (
-                ("select", 1),
-                r"^SELECT cannot run on the shared connection; put it in the redis URL$",
-            ),
-            (("MULTI",), r"^MULTI cannot run alone on the shared connection; use "),
-            ((b"BLPOP", "q", 0), r"^BLPOP blocks the connection that every caller shares$"),
-            (("MONITOR",), r"^MONITOR would change the connection that every caller shares$"),
-        ],
-    )
-    async def test_refused_commands(
-        self, redis_url: str, command: tuple[str | bytes | int, ...], message: str
-    ) -> None:
-        """Commands that would change the shared connection are refused before any I/O."""
-        async with RedisClient.from_url(redis_url) as client:
-            with pytest.raises(ValueError, match=message):
-                await client.execute(*command)
-            assert client.statistics().connections_made == 0
 
     async def test_unbalanced_transaction_in_pipeline(self, redis_url: str) -> None:
         """A pipeline whose MULTI is not closed, or whose EXEC has no MULTI, is refused."""
@@ -457,7 +436,7 @@ class TestPubSub:
         url = f"redis://127.0.0.1:{free_loopback_port()}"
         async with RedisClient.from_url(url) as client:
             with pytest.raises(
-                StorageUnavailableError, match=r"^redis subscribe: could not connect"
+                StorageUnavailableError, match=r"^redis subscribe: connection lost: OSError\("
             ):
                 async with client.subscribe("events"):
                     pass
@@ -537,7 +516,7 @@ class TestAddresses:
     async def test_tls(self, tmp_path: os.PathLike[str]) -> None:
         """rediss:// speaks TLS; cancelled calls there never shift replies either."""
         require_redis_server_binary()
-        cert, key = _self_signed_certificate(str(tmp_path))
+        cert, key = self_signed_certificate(str(tmp_path))
         tls_port = free_loopback_port()
         args = ["--tls-port", str(tls_port), "--tls-cert-file", cert, "--tls-key-file", key]
         args += ["--tls-ca-cert-file", cert, "--tls-auth-clients", "no"]
@@ -602,42 +581,3 @@ async def cancellation_storm(client: RedisClient, *, rounds: int) -> None:
     assert wrong == []
     stats = client.statistics()
     assert (stats.queued, stats.in_flight, stats.connections_made) == (0, 0, 1)
-
-
-def _self_signed_certificate(directory: str) -> tuple[str, str]:
-    """Write a self-signed certificate for 'localhost' and its key; return their paths."""
-    import datetime
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path = os.path.join(directory, "cert.pem")
-    key_path = os.path.join(directory, "key.pem")
-    with open(cert_path, "wb") as file:
-        file.write(certificate.public_bytes(serialization.Encoding.PEM))
-    with open(key_path, "wb") as file:
-        file.write(
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-        )
-    return cert_path, key_path
