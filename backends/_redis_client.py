@@ -12,11 +12,10 @@ import ssl
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from types import TracebackType
-from typing import Final, final
+from typing import TYPE_CHECKING, Final, final
 
 import attrs
 import trio
-from redis.exceptions import RedisError
 
 from ._errors import StorageClosedError, StorageError, StorageUnavailableError
 from ._redis_address import RedisAddress, open_redis_stream
@@ -26,9 +25,13 @@ from ._resp import (
     CommandArg,
     RedisReply,
     ReplyReader,
+    import_reply_parser,
     new_reply_reader,
     pack_command,
 )
+
+if TYPE_CHECKING:
+    from redis.exceptions import RedisError
 
 DEFAULT_TIMEOUT: Final = 5.0
 
@@ -105,6 +108,10 @@ class RedisClient:
     :class:`StorageUnavailableError` (so a call queued behind a stuck one
     may fail sooner than its own ``timeout``).  The next call reconnects.
 
+    Making a client imports redis-py (its reply parser and error classes,
+    about 150 ms the first time), which importing :mod:`backends` does not;
+    so the first connection does not block a running event loop for it.
+
     Args:
         address: where the server is and how to log in.
         timeout: seconds each call may take; ``None`` waits forever (then a
@@ -131,6 +138,7 @@ class RedisClient:
             )
         if timeout is not None and math.isinf(timeout):
             timeout = None
+        import_reply_parser()
         self._address = address
         self._timeout = timeout
         self._use_hiredis = use_hiredis
@@ -206,7 +214,7 @@ class RedisClient:
         if name in _BLOCKING_COMMANDS:
             raise ValueError(_refusal(name))
         (reply,) = await self._current_connection().request(payload, 1, name)
-        if isinstance(reply, RedisError):
+        if isinstance(reply, Exception):  # an error reply (see RedisReply)
             raise _reply_error(reply, name)
         return reply
 
@@ -261,7 +269,7 @@ class RedisClient:
         )
         if raise_on_error:
             for reply in replies:
-                if isinstance(reply, RedisError):
+                if isinstance(reply, Exception):  # an error reply (see RedisReply)
                     raise _reply_error(reply, "PIPELINE")
         return replies
 
@@ -443,7 +451,7 @@ class Subscription:
         for _ in channels:
             while (reply := self._reader.gets()) is NOT_ENOUGH_DATA:
                 self._reader.feed(await self._receive())
-            if isinstance(reply, RedisError):
+            if isinstance(reply, Exception):  # an error reply (see RedisReply)
                 raise StorageError(
                     f"redis subscribe failed: {reply}", backend="RedisClient", operation="subscribe"
                 ) from reply

@@ -3,22 +3,30 @@
 Each round runs, in an order shuffled per round, three fresh interpreters:
 ``python -c pass`` (the interpreter's start-up), ``python -c "import trio,
 attrs, orjson"`` (the dependencies stackquery cannot avoid) and ``python -c
-"import stackquery"``.  Printed: the median wall time of each (min–max), the
-imports minus the bare start-up, and what stackquery adds over its
+"import stackquery"``.  Printed: the median wall time of each (min-max), the
+imports minus that round's bare start-up, and what stackquery adds over its
 dependencies.
+
+By default the interpreters read and write compiled bytecode in a temporary
+``PYTHONPYCACHEPREFIX`` (warmed by one untimed run of each), as an installed
+package has its ``.pyc`` files; nothing is written to the repository.
+``--inherit-env`` runs them in the caller's environment instead (with
+``PYTHONDONTWRITEBYTECODE=1``, every run compiles stackquery from source).
 
 Run from the repository root::
 
-    python tests/benchmarks/import_time.py [--rounds 7] [--module stackquery]
+    python tests/benchmarks/import_time.py [--rounds 7] [--module stackquery] [--inherit-env]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -27,18 +35,25 @@ BARE = "pass"
 DEPENDENCIES = "import trio, attrs, orjson"
 
 
-def run_once(code: str) -> float:
+def run_once(code: str, env: dict[str, str]) -> float:
     """Seconds one fresh interpreter takes to run ``code`` and exit."""
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, env=env)
     return time.perf_counter() - start
 
 
+def cached_bytecode_env(prefix: str) -> dict[str, str]:
+    """The caller's environment, with bytecode read and written under ``prefix``."""
+    env = {name: value for name, value in os.environ.items() if name != "PYTHONDONTWRITEBYTECODE"}
+    env["PYTHONPYCACHEPREFIX"] = prefix
+    return env
+
+
 def describe(samples: list[float]) -> str:
-    """``median (min–max)`` in milliseconds."""
+    """``median (min-max)`` in milliseconds."""
     return (
         f"{statistics.median(samples) * 1000:7.1f} ms "
-        f"({min(samples) * 1000:.1f}–{max(samples) * 1000:.1f})"
+        f"({min(samples) * 1000:.1f}-{max(samples) * 1000:.1f})"
     )
 
 
@@ -46,25 +61,36 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--module", default="stackquery", help="the package to import")
+    parser.add_argument(
+        "--inherit-env", action="store_true", help="no bytecode cache of our own (see above)"
+    )
     args = parser.parse_args()
     codes = {"bare": BARE, "deps": DEPENDENCIES, "package": f"import {args.module}"}
     samples: dict[str, list[float]] = {name: [] for name in codes}
-    for name, code in codes.items():  # warm the file-system cache and the .pyc files
-        run_once(code)
-    for _ in range(args.rounds):
-        order = list(codes)
-        random.shuffle(order)
-        for name in order:
-            samples[name].append(run_once(codes[name]))
+    with tempfile.TemporaryDirectory(prefix="import-time-pycache-") as prefix:
+        env = dict(os.environ) if args.inherit_env else cached_bytecode_env(prefix)
+        for code in codes.values():  # warm the file-system cache and the .pyc files
+            run_once(code, env)
+        for _ in range(args.rounds):
+            order = list(codes)
+            random.shuffle(order)
+            for name in order:
+                samples[name].append(run_once(codes[name], env))
     # Per round, subtract that round's bare start-up (runs are interleaved).
     deps = [d - b for d, b in zip(samples["deps"], samples["bare"], strict=True)]
     package = [p - b for p, b in zip(samples["package"], samples["bare"], strict=True)]
     added = [p - d for p, d in zip(samples["package"], samples["deps"], strict=True)]
-    print(f"{args.rounds} rounds, medians (min–max), python {sys.version.split()[0]}")
-    print(f"  python -c pass                {describe(samples['bare'])}")
-    print(f"  {DEPENDENCIES:<28}  {describe(deps)}  (start-up subtracted)")
-    print(f"  import {args.module:<21}  {describe(package)}  (start-up subtracted)")
-    print(f"  {args.module} over its dependencies  {describe(added)}")
+    rows = [
+        ("python -c pass (start-up)", samples["bare"]),
+        (f"{DEPENDENCIES}, minus start-up", deps),
+        (f"import {args.module}, minus start-up", package),
+        (f"{args.module} over its dependencies", added),
+    ]
+    width = max(len(label) for label, _ in rows)
+    bytecode = "caller's environment" if args.inherit_env else "cached bytecode"
+    print(f"{args.rounds} rounds, median (min-max), python {sys.version.split()[0]}, {bytecode}")
+    for label, values in rows:
+        print(f"  {label:<{width}}  {describe(values)}")
 
 
 if __name__ == "__main__":
