@@ -12,10 +12,12 @@ By default the interpreters read and write compiled bytecode in a temporary
 package has its ``.pyc`` files; nothing is written to the repository.
 ``--inherit-env`` runs them in the caller's environment instead (with
 ``PYTHONDONTWRITEBYTECODE=1``, every run compiles stackquery from source).
+``--cpu`` measures each interpreter's user + system CPU time instead of wall
+time: steadier on a machine that other work keeps busy.
 
 Run from the repository root::
 
-    python tests/benchmarks/import_time.py [--rounds 7] [--module stackquery] [--inherit-env]
+    python tests/benchmarks/import_time.py [--rounds 7] [--module NAME] [--inherit-env] [--cpu]
 """
 
 from __future__ import annotations
@@ -35,11 +37,16 @@ BARE = "pass"
 DEPENDENCIES = "import trio, attrs, orjson"
 
 
-def run_once(code: str, env: dict[str, str]) -> float:
-    """Seconds one fresh interpreter takes to run ``code`` and exit."""
+def run_once(code: str, env: dict[str, str], *, cpu: bool = False) -> float:
+    """Seconds one fresh interpreter takes to run ``code`` and exit (CPU seconds if ``cpu``)."""
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, env=env)
-    return time.perf_counter() - start
+    process = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env)
+    _, status, usage = os.wait4(process.pid, 0)
+    wall = time.perf_counter() - start
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode != 0:
+        raise subprocess.CalledProcessError(process.returncode, process.args)
+    return usage.ru_utime + usage.ru_stime if cpu else wall
 
 
 def cached_bytecode_env(prefix: str) -> dict[str, str]:
@@ -64,6 +71,7 @@ def main() -> None:
     parser.add_argument(
         "--inherit-env", action="store_true", help="no bytecode cache of our own (see above)"
     )
+    parser.add_argument("--cpu", action="store_true", help="CPU time instead of wall time")
     args = parser.parse_args()
     codes = {"bare": BARE, "deps": DEPENDENCIES, "package": f"import {args.module}"}
     samples: dict[str, list[float]] = {name: [] for name in codes}
@@ -75,7 +83,7 @@ def main() -> None:
             order = list(codes)
             random.shuffle(order)
             for name in order:
-                samples[name].append(run_once(codes[name], env))
+                samples[name].append(run_once(codes[name], env, cpu=args.cpu))
     # Per round, subtract that round's bare start-up (runs are interleaved).
     deps = [d - b for d, b in zip(samples["deps"], samples["bare"], strict=True)]
     package = [p - b for p, b in zip(samples["package"], samples["bare"], strict=True)]
@@ -87,8 +95,12 @@ def main() -> None:
         (f"{args.module} over its dependencies", added),
     ]
     width = max(len(label) for label, _ in rows)
-    bytecode = "caller's environment" if args.inherit_env else "cached bytecode"
-    print(f"{args.rounds} rounds, median (min-max), python {sys.version.split()[0]}, {bytecode}")
+    setting = "caller's environment" if args.inherit_env else "cached bytecode"
+    clock = "CPU time" if args.cpu else "wall time"
+    print(
+        f"{args.rounds} rounds, {clock}, median (min-max), "
+        f"python {sys.version.split()[0]}, {setting}"
+    )
     for label, values in rows:
         print(f"  {label:<{width}}  {describe(values)}")
 
