@@ -13,10 +13,6 @@ from backends import (
 )
 
 from . import serializers
-from ._bg import BgDecorator, bg
-from ._bg_function import BackgroundFunction, BgKeyConflictError
-from ._bg_reader import MissingValueError
-from ._cache_decorator import CachedFunction, cache
 from ._client import ClientStatistics, QueryClient, QueryRecord, current_client, open_query_client
 from ._entry import CorruptEntryError, StoredEntry, pack_entry, try_unpack_entry, unpack_entry
 from ._errors import (
@@ -30,17 +26,22 @@ from ._errors import (
     StorageUnavailableError,
 )
 from ._events import CacheEvent, CacheEventType, EventStream
-from ._fleet import FleetStatistics
-from ._key_template import KeyTemplateError
 from ._keys import QueryKey
 from ._l2 import L2Statistics
-from ._metrics import InMemoryMetrics, MetricsCollector
-from ._metrics_export import OpenTelemetryMetrics, PrometheusMetrics
 from ._mutation import Mutation, MutationOptions, MutationState, MutationStatus
 from ._observer import QueryObserver
-from ._options import UNSET, QueryClientConfig, QueryOptions, default_retry_delay
-from ._serializer_core import DeserializationError, SerializationError, Serializer, SignatureError
+from ._options import UNSET, QueryClientConfig, QueryOptions
+from ._retry import default_retry_delay
 from ._state import FetchStatus, QueryState, QueryStatus
+from .decorators._bg import BgDecorator, bg
+from .decorators._bg_function import BackgroundFunction, BgKeyConflictError
+from .decorators._bg_reader import MissingValueError
+from .decorators._cache import CachedFunction, cache
+from .decorators._key_template import KeyTemplateError
+from .fleet._counters import FleetStatistics
+from .metrics._collector import InMemoryMetrics, MetricsCollector
+from .metrics._export import OpenTelemetryMetrics, PrometheusMetrics
+from .serializers._core import DeserializationError, SerializationError, Serializer, SignatureError
 
 __all__ = [
     "UNSET",

@@ -12,7 +12,7 @@ import sys
 
 import trio
 
-from ._cli_commands import (
+from .cli._commands import (
     KEY_PREFIX_HELP,
     PREFIX_HELP,
     add_bench_options,
@@ -22,7 +22,7 @@ from ._cli_commands import (
     is_store_invalidate,
     run_command,
 )
-from ._cli_invalidate import add_redis_invalidate_options, run_redis_invalidate_command
+from .cli._redis_invalidate import add_redis_invalidate_options, run_redis_invalidate_command
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "invalidate":
         return run_redis_invalidate_command(args)
     if args.command == "demo":
-        from ._demo import read_back, run_demo
+        from .cli._demo import read_back, run_demo
 
         if args.read_from:
             trio.run(read_back, args.read_from)

@@ -22,19 +22,14 @@ import base64
 import binascii
 import math
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final, Protocol
 
 import attrs
 import orjson
 
 from ._keys import QueryKey, canonical_key
-from ._serializer_core import JsonSerializer, SerializationError, Serializer
-from ._state import QueryState, QueryStatus
-from .serializers import as_serializer
-from .serializers import json as json_serializer
-
-if TYPE_CHECKING:
-    from ._client import QueryClient
+from ._state import QueryState, QueryStatus, Snapshot
+from .serializers._core import JsonSerializer, SerializationError, Serializer
 
 #: The version of the dict :func:`dehydrate` writes and :func:`hydrate` reads.
 DEHYDRATED_VERSION: Final = 1
@@ -42,24 +37,42 @@ DEHYDRATED_VERSION: Final = 1
 DehydratePredicate = Callable[[QueryKey, QueryState[Any]], bool]
 
 
-def _serializer(client: QueryClient) -> Serializer:
-    if client._l2 is not None:
-        return client._l2.serializer
-    configured = client.config.serializer
-    return as_serializer(configured) if configured is not None else json_serializer
+class HydrationTarget(Protocol):
+    """What :func:`hydrate` loads into: the query client's public methods it calls."""
+
+    def get_query_state(self, key: QueryKey) -> QueryState[Any] | None: ...
+
+    async def set_query_data(
+        self, key: QueryKey, updater: Any, *, updated_at: float | None = None
+    ) -> Any: ...
+
+    async def invalidate_queries(self, key: QueryKey = (), *, exact: bool = False) -> int: ...
 
 
 def _default_predicate(_key: QueryKey, state: QueryState[Any]) -> bool:
     return state.status is QueryStatus.SUCCESS
 
 
-def dehydrate(client: QueryClient, predicate: DehydratePredicate | None = None) -> dict[str, Any]:
-    """Return the client's cached data as a dict; see :meth:`QueryClient.dehydrate`."""
-    serializer = _serializer(client)
+def dehydrate(
+    snapshots: Mapping[str, Snapshot],
+    serializer: Serializer,
+    predicate: DehydratePredicate | None = None,
+) -> dict[str, Any]:
+    """Return the snapshots' data as a dict a new client can :func:`hydrate` from.
+
+    Takes every key with data for which ``predicate(key, state)`` is true (by
+    default: every key whose status is ``success``).  Values go through
+    ``serializer``; with the default json serializer the dict is JSON-safe,
+    with another one each value is the base64 text of its bytes.
+
+    Raises:
+        SerializationError: a value the serializer cannot encode (the message
+            names its key); exclude it with ``predicate``.
+    """
     as_json = isinstance(serializer, JsonSerializer)
     keep = predicate if predicate is not None else _default_predicate
     queries = []
-    for key_hash, snap in list(client._table.items()):
+    for key_hash, snap in list(snapshots.items()):
         state = snap.state
         if not state.has_data or not keep(snap.key, state):
             continue
@@ -100,18 +113,33 @@ class _NotNewer(Exception):
     """The key already holds data as new as the entry's: leave it alone."""
 
 
-async def hydrate(client: QueryClient, dehydrated: object) -> int:
-    """Load a dict made by :func:`dehydrate`; see :meth:`QueryClient.hydrate`."""
-    entries = _parse(dehydrated, _serializer(client))
+async def hydrate(client: HydrationTarget, dehydrated: object, serializer: Serializer) -> int:
+    """Load a dict made by :func:`dehydrate` into ``client``; return how many keys were loaded.
+
+    A key that already holds data as new as the saved data (by
+    ``data_updated_at``) is left alone, also when a fetch lands while
+    hydrating.  Loaded data counts as fetched at its saved time, so it is
+    fresh for a query whose ``stale_time`` has not passed since; saved
+    invalidations are kept (observed keys refetch).  Loaded data is written
+    to L2 like data set with ``set_query_data``.  The whole dict is checked
+    before anything is loaded: a bad one changes nothing.  Cancelled, the
+    keys loaded so far stay loaded.
+
+    Raises:
+        TypeError: ``dehydrated`` is not a dict.
+        ValueError: ``dehydrated`` is malformed (another version or
+            serializer, a missing field, an invalid key, data that cannot be
+            decoded); the message names what and where.
+    """
+    entries = _parse(dehydrated, serializer)
     count = 0
     for entry in entries:
-        _, key_hash = canonical_key(entry.key)
 
-        def keep_newer(old: Any, entry: _Entry = entry, key_hash: str = key_hash) -> Any:
+        def keep_newer(old: Any, entry: _Entry = entry) -> Any:
             # Runs where the key's state is changed (its actor, if it has
             # one), so a fetch landing meanwhile is seen and never overwritten.
-            snap = client._table.get(key_hash)
-            held = snap.data_updated_at if snap is not None else None
+            state = client.get_query_state(entry.key)
+            held = state.data_updated_at if state is not None else None
             if held is not None and held >= entry.data_updated_at:
                 raise _NotNewer
             return entry.data

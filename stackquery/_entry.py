@@ -46,7 +46,7 @@ import attrs
 import orjson
 
 from ._errors import StackqueryError
-from ._serializer_core import (
+from .serializers._core import (
     _JSON_OPTIONS,
     JsonSerializer,
     SerializationError,

@@ -11,6 +11,7 @@ from typing import Any
 import attrs
 import trio
 
+from ._errors import InvalidOptionError
 from ._keys import QueryKey
 from ._state import FetchStatus, QueryState, QueryStatus, Snapshot
 
@@ -111,6 +112,13 @@ class EventHub:
         self.streams: weakref.WeakSet[EventStream] = weakref.WeakSet()
 
     def open(self, buffer: int) -> EventStream:
+        """Open a stream that buffers at most ``buffer`` unread events.
+
+        Raises:
+            InvalidOptionError: ``buffer`` is not an int >= 1.
+        """
+        if isinstance(buffer, bool) or not isinstance(buffer, int) or buffer < 1:
+            raise InvalidOptionError(f"buffer must be an int >= 1, got {buffer!r}")
         stream = EventStream(self, buffer)
         self.streams.add(stream)
         return stream

@@ -22,6 +22,7 @@ from actors import Reply
 from backends import ops
 
 from ._entry import CorruptEntryError, StoredEntry, pack_entry, try_unpack_entry
+from ._retry import Backoff
 from ._throttle import ThrottledWarning
 from .serializers import Serializer
 
@@ -269,7 +270,7 @@ class L2Cache:
 
     async def run_writer(self) -> None:
         """Drain queued writes until cancelled, retrying with backoff while the store fails."""
-        failures = 0
+        backoff = Backoff(first=0.2, cap=_RETRY_BACKOFF_MAX)
         while True:
             if not self._writes:
                 self._drained.set()
@@ -286,10 +287,9 @@ class L2Cache:
             if failed:
                 for key_hash, op in failed.items():
                     self._writes.setdefault(key_hash, op)  # a newer op wins
-                failures += 1
-                await trio.sleep(min(0.1 * 2**failures, _RETRY_BACKOFF_MAX))
+                await backoff.wait()
             else:
-                failures = 0
+                backoff.reset()
 
     async def _write_batch(
         self, batch: dict[str, _Set | _Delete], *, announce: bool = True
@@ -334,6 +334,10 @@ class L2Cache:
             if deleted:
                 self.on_deleted(deleted)
         return failed
+
+    async def wait_drained(self) -> None:
+        """Return once no write or delete is queued or being stored (at once if none is)."""
+        await self._drained.wait()
 
     async def flush(self, seconds: float) -> bool:
         """Wait up to ``seconds`` for queued writes to land; return whether they did.

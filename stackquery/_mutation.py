@@ -36,9 +36,11 @@ import trio
 
 from ._errors import InvalidOptionError
 from ._options import _optional_callable, _retry_count, _retry_delay, is_async_callable
+from ._retry import RetryDelay, call_with_retries, retry_delay
 
 if TYPE_CHECKING:
-    from ._client import QueryClient
+    from ._clock import Clock
+    from ._owners import QueryOwners
 
 T = TypeVar("T")
 V = TypeVar("V")
@@ -150,8 +152,17 @@ class Mutation(Generic[T, V]):
     Made by :meth:`QueryClient.mutation`; not constructed directly.
     """
 
-    def __init__(self, client: QueryClient, options: MutationOptions[T, V]) -> None:
-        self._client = client
+    def __init__(
+        self,
+        options: MutationOptions[T, V],
+        *,
+        owners: QueryOwners,
+        clock: Clock,
+        default_retry_delay: RetryDelay,
+    ) -> None:
+        self._owners = owners
+        self._clock = clock
+        self._default_retry_delay = default_retry_delay
         self.options = options
         self._state: MutationState[T] = _IDLE
         self._listeners: list[MutationListener] = []
@@ -193,15 +204,14 @@ class Mutation(Generic[T, V]):
                 its retries.
             ClientClosedError: the client is not open.
         """
-        client = self._client
-        client._check_open()
+        self._owners.check_open()
         self._call_id += 1
         call: _Call[T] = _Call(
             self._call_id,
             MutationState(
                 status=MutationStatus.PENDING,
                 variables=variables,
-                submitted_at=client.clock.wall(),
+                submitted_at=self._clock.wall(),
             ),
         )
         self._set(call.id, call.pending)
@@ -239,16 +249,23 @@ class Mutation(Generic[T, V]):
         return data
 
     async def _attempts(self, call: _Call[T], variables: V) -> Any:
-        retries = self.options.retry
-        while True:
-            try:
-                return await self._attempt(variables)
-            except Exception:
-                call.failures += 1
-                if call.failures > retries:
-                    raise
-                self._set(call.id, attrs.evolve(call.pending, failure_count=call.failures))
-            await trio.sleep(self._retry_delay(call.failures - 1))
+        options = self.options
+
+        def failed_attempt(failures: int, _error: Exception) -> None:
+            call.failures = failures
+            self._set(call.id, attrs.evolve(call.pending, failure_count=failures))
+
+        ok, result = await call_with_retries(
+            lambda: self._attempt(variables),
+            retries=options.retry,
+            delay=lambda n: retry_delay(options.retry_delay, self._default_retry_delay, n),
+            on_failed_attempt=failed_attempt,
+        )
+        if not ok:
+            call.failures = options.retry + 1
+            assert isinstance(result, Exception)
+            raise result
+        return result
 
     async def _attempt(self, variables: V) -> Any:
         fn = self.options.mutation_fn
@@ -260,12 +277,6 @@ class Mutation(Generic[T, V]):
         if isinstance(result, _Awaitable):  # e.g. ``lambda v: save(v)`` with an async save
             return await result.awaitable
         return result
-
-    def _retry_delay(self, attempt: int) -> float:
-        delay = self.options.retry_delay
-        if delay is None:
-            delay = self._client.config.retry_delay
-        return float(delay(attempt)) if callable(delay) else float(delay)
 
     async def _callback(self, name: str, callback: Callable[..., Any] | None, *args: Any) -> None:
         if callback is None:

@@ -15,7 +15,7 @@ from ._options import UNSET, QueryOptions
 from ._state import QueryState, QueryStatus
 
 if TYPE_CHECKING:
-    from ._client import QueryClient
+    from ._owners import QueryOwners
 
 T = TypeVar("T")
 logger = logging.getLogger("stackquery.observer")
@@ -62,8 +62,8 @@ class QueryObserver(Generic[T]):
     :meth:`QueryClient.watch`.
     """
 
-    def __init__(self, client: QueryClient, options: QueryOptions[T], *, notify_on: str) -> None:
-        self._client = client
+    def __init__(self, owners: QueryOwners, options: QueryOptions[T], *, notify_on: str) -> None:
+        self._owners = owners
         self.options = options
         self._notify_all = notify_on == "all"
         self._listeners: list[Listener] = []
@@ -79,7 +79,7 @@ class QueryObserver(Generic[T]):
 
     def get_current_state(self) -> QueryState[Any]:
         """Return the key's state as this observer's listeners see it; synchronous."""
-        return self._view(self._client._current_state(self.options.key_hash))
+        return self._view(self._owners.state(self.options.key_hash))
 
     def subscribe(self, listener: Listener) -> Callable[[], None]:
         """Call ``listener(state)`` now, then on each change; return ``unsubscribe``.
@@ -98,7 +98,7 @@ class QueryObserver(Generic[T]):
             raise TypeError(f"listener must be callable, got {type(listener).__name__}")
         first = not self.subscribed
         if first:
-            self._client._attach(self)  # may raise: then nothing was subscribed
+            self._owners.attach(self)  # may raise: then nothing was subscribed
         self._listeners.append(listener)
         state = self.get_current_state()
         if self._last is None or first:
@@ -114,7 +114,7 @@ class QueryObserver(Generic[T]):
             self._listeners.remove(listener)
             if not self.subscribed:
                 self._last = None
-                self._client._detach(self)
+                self._owners.detach(self)
 
         return unsubscribe
 
@@ -133,7 +133,7 @@ class QueryObserver(Generic[T]):
         self._streams.append(stream)
         try:
             if first:
-                self._client._attach(self)
+                self._owners.attach(self)
             state = self.get_current_state()
             if self._last is None or first:
                 self._last = state
@@ -143,20 +143,19 @@ class QueryObserver(Generic[T]):
             self._streams.remove(stream)
             if not self.subscribed:
                 self._last = None
-                self._client._detach(self)
+                self._owners.detach(self)
 
     async def refetch(self) -> QueryState[Any]:
         """Fetch the key now (joining a fetch in flight) and return the observer's state.
 
         The fetch's error is not raised: it is in the returned state.
         """
-        registry = self._client._check_open()
-        reply = registry.activate(self.options.key_hash).claim_fetch(self.options)
+        reply = self._owners.claim(self.options)
         with contextlib.suppress(Exception):
             await reply.wait()
         return self.get_current_state()
 
-    def _on_state(self, state: QueryState[Any]) -> None:
+    def on_state(self, state: QueryState[Any]) -> None:
         """Called by the key's actor on each change of the key's state."""
         view = self._view(state)
         last = self._last

@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import inspect
 import math
-import random
 import types
 from collections.abc import Callable, Mapping
 from pathlib import PurePath
@@ -18,6 +17,7 @@ from backends import RedisClient
 
 from ._errors import InvalidOptionError
 from ._keys import QueryKey, canonical_key
+from ._retry import default_retry_delay
 from .serializers import as_serializer
 
 T = TypeVar("T")
@@ -42,15 +42,6 @@ class _Unset:
 
 UNSET: Final = _Unset()
 """Marks an option that was not given (``None`` is a value)."""
-
-
-def default_retry_delay(attempt: int) -> float:
-    """Seconds to wait before retry number ``attempt`` (0-based).
-
-    ``min(2**attempt, 30)`` scaled by a random factor in [0.5, 1) so that
-    many clients failing together do not retry in lockstep.
-    """
-    return min(2.0**attempt, 30.0) * (0.5 + random.random() / 2)
 
 
 def _got(value: object) -> str:

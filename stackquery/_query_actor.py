@@ -22,7 +22,7 @@ import inspect
 import logging
 import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import attrs
 import trio
@@ -32,14 +32,23 @@ from actors import Mailbox, MailboxFull, Reply
 from . import _state
 from ._entry import StoredEntry
 from ._errors import ClientClosedError, QueryCancelledError, QueryTimeoutError
-from ._options import QueryOptions
-
-if TYPE_CHECKING:
-    from ._client import QueryClient
-    from ._fleet import Lease
-    from ._observer import QueryObserver
+from ._l2_tier import L2Tier
+from ._options import QueryClientConfig, QueryOptions
+from ._query_cache import QueryCache
+from ._retry import call_with_retries, retry_delay
+from .fleet._leases import Lease, Leases
 
 logger = logging.getLogger("stackquery.actor")
+
+
+class Observer(Protocol):
+    """What the actor needs of an observer (a :class:`~stackquery._observer.QueryObserver`)."""
+
+    @property
+    def options(self) -> QueryOptions[Any]: ...
+
+    def on_state(self, state: _state.QueryState[Any]) -> None:
+        """Take the key's new state; never raises."""
 
 
 @attrs.frozen
@@ -119,12 +128,23 @@ class _Fetch:
 class QueryActor:
     """Owns one key: runs its fetches, serves its observers, applies its messages."""
 
-    def __init__(self, client: QueryClient, key_hash: str) -> None:
-        self._client = client
+    def __init__(
+        self,
+        key_hash: str,
+        *,
+        cache: QueryCache,
+        config: QueryClientConfig,
+        tier: L2Tier | None = None,
+        leases: Leases | None = None,
+    ) -> None:
         self.key_hash = key_hash
-        self._mailbox: Mailbox[Message] = Mailbox(client.config.mailbox_capacity)
+        self._cache = cache
+        self._config = config
+        self._tier = tier
+        self._leases = leases
+        self._mailbox: Mailbox[Message] = Mailbox(config.mailbox_capacity)
         self.options: QueryOptions[Any] | None = None
-        self.observers: list[QueryObserver[Any]] = []
+        self.observers: list[Observer] = []
         self._fetch: _Fetch | None = None
         self._pending: Reply[Any] | None = None
         self._pending_previous: _state.Snapshot | None = None
@@ -154,13 +174,10 @@ class QueryActor:
         """
         self.options = options
         if self._fetch is not None:
-            self._client._record_dedup(options)
             return self._fetch.reply
         if self._pending is None:
             self._pending = Reply()
             self._wake()
-        else:
-            self._client._record_dedup(options)
         return self._pending
 
     def continue_fetch(
@@ -185,13 +202,13 @@ class QueryActor:
             return self._fetch.reply
         return self._pending
 
-    def add_observer(self, observer: QueryObserver[Any]) -> None:
+    def add_observer(self, observer: Observer) -> None:
         """Attach ``observer``; start a fetch if it needs one; synchronous."""
         self.observers.append(observer)
-        self._client._observer_event(self.key_hash, added=True)
+        self._cache.emit_observer(self.key_hash, added=True)
         opts = observer.options
         self.options = opts
-        if opts.enabled and not self._client._is_fresh_for(opts):
+        if opts.enabled and not self._cache.is_fresh_for(opts):
             self.claim_fetch(opts)
         if opts.refetch_interval is not None and opts.enabled:
             self._next_refetch_at = min(
@@ -199,18 +216,18 @@ class QueryActor:
             )
         self._wake()
 
-    def remove_observer(self, observer: QueryObserver[Any]) -> None:
+    def remove_observer(self, observer: Observer) -> None:
         """Detach ``observer``; synchronous.  The gc countdown restarts when the last leaves."""
         try:
             self.observers.remove(observer)
         except ValueError:
             return
-        self._client._observer_event(self.key_hash, added=False)
+        self._cache.emit_observer(self.key_hash, added=False)
         if not self.observers:
             self._next_refetch_at = math.inf
-            snap = self._client._table.get(self.key_hash)
+            snap = self._cache.get(self.key_hash)
             if snap is not None:
-                self._client._publish(_state.used(snap, now=trio.current_time()))
+                self._cache.publish(_state.used(snap, now=trio.current_time()))
         self._wake()
 
     def _wake(self) -> None:
@@ -293,56 +310,57 @@ class QueryActor:
             self._invalidate(message.refetch)
             message.reply.set_value(None)
         elif isinstance(message, ApplyEntry):
-            if self._client._apply_entry(self.key_hash, message.entry) is not None:
+            tier = self._tier
+            if tier is not None and tier.apply_entry(self.key_hash, message.entry) is not None:
                 self.notify()
             message.reply.set_value(None)
         elif isinstance(message, SetData):
             try:
-                data = self._client._apply_set_data(
+                snap = self._cache.set_data(
                     self.key_hash, message.updater, message.updated_at, self.options
                 )
             except Exception as exc:
                 message.reply.set_error(exc)
             else:
-                message.reply.set_value(data)
+                self._persist(snap)
+                message.reply.set_value(snap.data)
                 self.notify()
         elif isinstance(message, Cancel):
             self._cancel_fetch(revert=message.revert, why="cancel_queries")
             message.reply.set_value(None)
         elif isinstance(message, Remove):
             self._cancel_fetch(revert=False, why="remove_queries")
-            self._client._drop(self.key_hash, delete_l2=message.delete_l2)
+            self._drop(delete_l2=message.delete_l2)
             self.notify()
             message.reply.set_value(None)
         elif isinstance(message, Reset):
             self._cancel_fetch(revert=False, why="reset_queries")
-            self._client._drop(self.key_hash, delete_l2=False)
+            self._drop(delete_l2=False)
             if self.options is not None:
                 # Published, not only created: that arms the key's gc timer.
-                self._client._publish(self._client._create_snapshot(self.options))
+                self._cache.publish(self._cache.create(self.options))
             self.notify()
-            if self._observed_enabled() is not None:
-                self.claim_fetch(self._observed_enabled())  # type: ignore[arg-type]
+            if self.observed_options() is not None:
+                self.claim_fetch(self.observed_options())  # type: ignore[arg-type]
             message.reply.set_value(None)
         else:  # pragma: no cover - exhaustive
             raise AssertionError(f"unknown message {message!r}")
 
-    def _observed_enabled(self) -> QueryOptions[Any] | None:
+    def observed_options(self) -> QueryOptions[Any] | None:
+        """The options of the first enabled observer (what a refetch uses), or ``None``."""
         for observer in self.observers:
             if observer.options.enabled:
                 return observer.options
         return None
 
     def _invalidate(self, refetch: bool) -> None:
-        snap = self._client._table.get(self.key_hash)
+        snap = self._cache.mark_invalidated(self.key_hash)
         if snap is not None:
-            self._client._persist(
-                self._client._publish(_state.invalidated(snap, now=trio.current_time()))
-            )
+            self._persist(snap)
             self.notify()
         if self._fetch is not None:
             self._fetch.invalidated = True
-        opts = self._observed_enabled()
+        opts = self.observed_options()
         if refetch and opts is not None:
             if self._fetch is not None:
                 self._refetch_after = True
@@ -360,16 +378,15 @@ class QueryActor:
             return
         self._next_refetch_at = trio.current_time() + min(intervals)
         if not self.is_fetching:
-            opts = self._observed_enabled()
+            opts = self.observed_options()
             if opts is not None:
                 self.claim_fetch(opts)
 
     def notify(self) -> None:
         """Tell every observer the key's current state; an observer never raises."""
-        snap = self._client._table.get(self.key_hash)
-        state = snap.state if snap is not None else _state.QueryState()
+        state = self._cache.state(self.key_hash)
         for observer in list(self.observers):
-            observer._on_state(state)
+            observer.on_state(state)
 
     # -- the fetch --------------------------------------------------------------
 
@@ -379,15 +396,16 @@ class QueryActor:
         reply, self._pending = self._pending, None
         options = self.options
         assert options is not None
-        snap = self._client._table.get(self.key_hash)
+        cache = self._cache
+        snap = cache.get(self.key_hash)
         previous, self._pending_previous = self._pending_previous, None
         if previous is not None and snap is not None:  # a caller's L2 read came first
             fetch = _Fetch(reply=reply, options=options, previous=previous, l2_read=True)
         else:
             if snap is None:
-                snap = self._client._create_snapshot(options)
+                snap = cache.create(options)
             previous = snap
-            self._client._publish(_state.fetching(snap, now=trio.current_time()))
+            cache.publish(_state.fetching(snap, now=trio.current_time()))
             fetch = _Fetch(reply=reply, options=options, previous=previous)
         self._fetch = fetch
         self.fetch_count += 1
@@ -395,11 +413,12 @@ class QueryActor:
         self._nursery.start_soon(self._run_fetch, fetch)
 
     async def _run_fetch(self, fetch: _Fetch) -> None:
-        client = self._client
+        """One fetch, top-down: L2 (a cold key), the fleet's lease, the origin, then publish."""
+        cache = self._cache
         lease: Lease | None = None
         with fetch.scope:
-            cold = client._l2 is not None and not fetch.previous.has_data and not fetch.l2_read
-            if cold and await self._hydrate(fetch):
+            cold = self._tier is not None and not fetch.previous.has_data and not fetch.l2_read
+            if cold and await self._load_from_l2(fetch):
                 return
             got = await self._lease(fetch)
             if isinstance(got, StoredEntry):
@@ -417,22 +436,21 @@ class QueryActor:
                 await self._end_lease(lease, None)
             return  # cancelled or removed: whoever did it settled the waiters
         self._fetch = None
-        snap = client._table.get(self.key_hash)
+        snap = cache.get(self.key_hash)
         if snap is None:
-            snap = client._create_snapshot(fetch.options)
+            snap = cache.create(fetch.options)
         now = trio.current_time()
         if ok:
-            snap = client._with_data(snap, result, fetch.options, updated_at=now)
+            snap = cache.with_data(snap, result, fetch.options, updated_at=now)
             if fetch.invalidated:
                 snap = _state.invalidated(snap, now=now)
-            snap = client._publish(_state.idle(snap, now=now))
+            snap = cache.publish(_state.idle(snap, now=now))
             if lease is None:
-                client._persist(snap)
+                self._persist(snap)
             fetch.reply.set_value(result)
         else:
-            client._publish(_state.failed(snap, result, now=now, now_wall=client.clock.wall(now)))
+            cache.publish(_state.failed(snap, result, now=now, now_wall=cache.clock.wall(now)))
             fetch.reply.set_error(result)
-            client._after_fetch_failure(fetch.options, result)
         self.notify()
         _run_callbacks(fetch.options, ok, result)
         self._claim_refetch_after()
@@ -444,34 +462,32 @@ class QueryActor:
         """The fetch that was in flight when the key was invalidated ended: refetch if observed."""
         if self._refetch_after:
             self._refetch_after = False
-            opts = self._observed_enabled()
+            opts = self.observed_options()
             if opts is not None:
                 self.claim_fetch(opts)
 
     async def _lease(self, fetch: _Fetch) -> Lease | StoredEntry | None:
         """Take the fleet-wide lease of the key, or the value of whoever holds it."""
-        client = self._client
-        fleet = client._fleet
-        if fleet is None or not fleet.single_flight(fetch.options):
+        leases, tier = self._leases, self._tier
+        if leases is None or tier is None or not leases.single_flight(fetch.options):
             return None
-        l2 = client._l2
-        assert l2 is not None
-        snap = client._table.get(self.key_hash)
+        snap = self._cache.get(self.key_hash)
         seen = snap.data_updated_at if snap is not None else None
-        return await fleet.acquire_or_wait(self.key_hash, seen, lambda: l2.read(self.key_hash))
+        return await leases.acquire_or_wait(
+            self.key_hash, seen, lambda: tier.l2.read(self.key_hash)
+        )
 
     async def _end_lease(self, lease: Lease, snap: _state.Snapshot | None) -> None:
-        fleet = self._client._fleet
-        assert fleet is not None  # only a fleet hands out leases
-        await fleet.end_lease(lease, snap)
+        assert self._leases is not None  # only the fleet's leases hand out leases
+        await self._leases.end_lease(lease, snap)
 
     async def _attempts_holding(self, fetch: _Fetch, lease: Lease | None) -> tuple[bool, Any]:
-        client = self._client
-        if lease is None or client._fleet is None:
+        leases = self._leases
+        if lease is None or leases is None:
             return await self._attempts(fetch)
         try:
             async with trio.open_nursery() as keeper:
-                keeper.start_soon(client._fleet.keep, lease)
+                keeper.start_soon(leases.keep, lease)
                 outcome = await self._attempts(fetch)
                 keeper.cancel_scope.cancel()
             return outcome
@@ -482,28 +498,31 @@ class QueryActor:
     def _settle_from_fleet(self, fetch: _Fetch, entry: StoredEntry) -> None:
         """Another process fetched the key: take its value instead of calling the origin."""
         self._fetch = None
-        client = self._client
-        client._apply_entry(self.key_hash, entry)
-        snap = client._table.get(self.key_hash)
+        cache = self._cache
+        if self._tier is not None:
+            self._tier.apply_entry(self.key_hash, entry)
+        snap = cache.get(self.key_hash)
         now = trio.current_time()
         if snap is not None:
             if fetch.invalidated:  # told of an invalidation while waiting: not fresh
                 snap = _state.invalidated(snap, now=now)
-            client._publish(_state.idle(snap, now=now))
+            cache.publish(_state.idle(snap, now=now))
         fetch.reply.set_value(entry.value)
         self.notify()
         self._claim_refetch_after()
         self._wake()
 
-    async def _hydrate(self, fetch: _Fetch) -> bool:
+    async def _load_from_l2(self, fetch: _Fetch) -> bool:
         """Load a cold key from L2 first; return whether that settled the fetch.
 
         Fresh data in L2 settles the fetch without calling ``query_fn``.
         Stale data is handed to the waiters at once and the fetch goes on as
         a background refresh.
         """
-        snap = await self._client._hydrate(self.key_hash)
-        if snap is None or not snap.has_data or self._client._too_old(snap, fetch.options):
+        assert self._tier is not None
+        cache = self._cache
+        snap = await self._tier.load(self.key_hash)
+        if snap is None or not cache.servable(snap, fetch.options):
             return False
         if fetch.invalidated:
             # Invalidated while L2 was read: the stored data lands, but not as
@@ -512,11 +531,11 @@ class QueryActor:
             fetch.invalidated = False
             self._refetch_after = False
             if not snap.is_invalidated:
-                snap = self._client._publish(_state.invalidated(snap, now=trio.current_time()))
+                snap = cache.publish(_state.invalidated(snap, now=trio.current_time()))
         data = snap.data
-        if self._client._is_fresh(snap, fetch.options):
+        if cache.is_fresh(snap, fetch.options):
             self._fetch = None
-            self._client._publish(_state.idle(snap, now=trio.current_time()))
+            cache.publish(_state.idle(snap, now=trio.current_time()))
             fetch.reply.set_value(data)
             self.notify()
             self._wake()
@@ -528,21 +547,20 @@ class QueryActor:
 
     async def _attempts(self, fetch: _Fetch) -> tuple[bool, Any]:
         options = fetch.options
-        client = self._client
-        retries = options.retry if options.retry is not None else client.config.retry
-        attempt = 0
-        while True:
-            try:
-                return True, await self._attempt(options)
-            except Exception as exc:
-                error: Exception = exc
-            if attempt >= retries:
-                return False, error
-            snap = client._table.get(self.key_hash)
+        config = self._config
+        retries = options.retry if options.retry is not None else config.retry
+
+        def failed_attempt(_failures: int, _error: Exception) -> None:
+            snap = self._cache.get(self.key_hash)
             if snap is not None:
-                client._publish(_state.attempt_failed(snap, now=trio.current_time()))
-            await trio.sleep(client._retry_delay(options, attempt))
-            attempt += 1
+                self._cache.publish(_state.attempt_failed(snap, now=trio.current_time()))
+
+        return await call_with_retries(
+            lambda: self._attempt(options),
+            retries=retries,
+            delay=lambda n: retry_delay(options.retry_delay, config.retry_delay, n),
+            on_failed_attempt=failed_attempt,
+        )
 
     async def _attempt(self, options: QueryOptions[Any]) -> Any:
         if options.timeout is None:
@@ -565,7 +583,7 @@ class QueryActor:
         if fetch is None:
             return
         fetch.scope.cancel()
-        snap = self._client._table.get(self.key_hash)
+        snap = self._cache.get(self.key_hash)
         now = trio.current_time()
         if snap is not None:
             new = (
@@ -573,9 +591,20 @@ class QueryActor:
                 if revert
                 else _state.idle(snap, now=now)
             )
-            self._client._publish(new)
+            self._cache.publish(new)
         fetch.reply.set_error(error)
         self.notify()
+
+    # -- L1 and L2 together -----------------------------------------------------
+
+    def _persist(self, snap: _state.Snapshot | None) -> None:
+        if self._tier is not None:
+            self._tier.persist(snap)
+
+    def _drop(self, *, delete_l2: bool) -> None:
+        self._cache.drop(self.key_hash)
+        if delete_l2 and self._tier is not None:
+            self._tier.delete_soon(self.key_hash)
 
 
 async def _call(options: QueryOptions[Any]) -> Any:

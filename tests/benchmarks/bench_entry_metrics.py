@@ -18,8 +18,8 @@ from prometheus_client import CollectorRegistry
 
 from stackquery import serializers
 from stackquery._entry import pack_entry, unpack_entry
-from stackquery._metrics import InMemoryMetrics
-from stackquery._metrics_export import OpenTelemetryMetrics, PrometheusMetrics
+from stackquery.metrics._collector import InMemoryMetrics
+from stackquery.metrics._export import OpenTelemetryMetrics, PrometheusMetrics
 
 ROUNDS = 7
 

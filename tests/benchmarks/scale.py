@@ -118,7 +118,8 @@ def _walk(client: sq.QueryClient) -> dict[str, int]:
     """
     seen: set[int] = {id(None), id(True), id(False)}
     out: Counter[str] = Counter()
-    table: dict[str, Any] = client._table
+    cache = client.cache
+    table: dict[str, Any] = cache.snapshots
     out["L1 table dict (slots)"] += _size(table, seen)
     for key_hash, snap in table.items():
         out["key_hash str (table key)"] += _size(key_hash, seen)
@@ -131,17 +132,17 @@ def _walk(client: sq.QueryClient) -> dict[str, int]:
                 out["key_hash str (table key)"] += _size(value, seen)
             else:
                 out["Snapshot fields (floats, ints)"] += _size(value, seen)
-    heap = client._timers._heap
+    heap = cache._timers._heap
     out["timer heap list (slots)"] += _size(heap, seen)
     for entry in heap:
         out["timer entries (deadline, key)"] += _size(entry, seen)
     # Every other per-key dict the client keeps (hit times, armed stale timers, ...).
-    for name, value in vars(client).items():
-        if name == "_table" or not isinstance(value, dict) or len(value) < len(table) // 2:
+    for name, value in vars(cache).items():
+        if name == "snapshots" or not isinstance(value, dict) or len(value) < len(table) // 2:
             continue
-        out[f"client.{name} dict (slots)"] += _size(value, seen)
+        out[f"cache.{name} dict (slots)"] += _size(value, seen)
         for item in value.values():
-            out[f"client.{name} values"] += _size(item, seen)
+            out[f"cache.{name} values"] += _size(item, seen)
     return dict(out)
 
 

@@ -16,7 +16,7 @@ import trio
 import stackquery as sq
 from backends._redis import RedisStorage
 from backends._redis_client import RedisClient
-from stackquery._fleet import FleetStatistics
+from stackquery.fleet._counters import FleetStatistics
 
 DEADLINE = 10.0
 """Seconds any awaited condition may take before the test fails."""

@@ -14,8 +14,9 @@ import trio
 from backends import SQLiteStorage
 from stackquery import serializers
 from stackquery.__main__ import main
-from stackquery._cli_inspect import format_duration
-from stackquery._cli_output import (
+from stackquery._entry import CorruptEntryError, pack_entry, unpack_entry
+from stackquery.cli._inspect import format_duration
+from stackquery.cli._output import (
     Column,
     PlainProgress,
     RichProgress,
@@ -24,8 +25,7 @@ from stackquery._cli_output import (
     open_progress,
     print_table,
 )
-from stackquery._cli_stores import RawEntry, describe_entry, invalidated_copy, read_entry
-from stackquery._entry import CorruptEntryError, pack_entry, unpack_entry
+from stackquery.cli._stores import RawEntry, describe_entry, invalidated_copy, read_entry
 from tests.stackquery.cli_process import fill
 
 COLUMNS = [Column("KEY"), Column("SIZE", "right")]

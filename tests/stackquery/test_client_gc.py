@@ -10,7 +10,7 @@ import trio.testing
 from trio.testing import wait_all_tasks_blocked
 
 import stackquery as sq
-from stackquery._client import USE_CLOCK_RESOLUTION
+from stackquery._query_cache import USE_CLOCK_RESOLUTION
 from tests.stackquery.client_origin import Origin
 
 KEY = ("feed", 1)

@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 import stackquery as sq
-from stackquery._fleet import channel_name
+from stackquery.fleet._fleet import channel_name
 from tests.redis_server import RedisServer
 from tests.stackquery.fleet_support import (
     Counted,

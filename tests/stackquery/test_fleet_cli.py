@@ -20,8 +20,8 @@ import trio
 import stackquery as sq
 from backends._redis_client import RedisClient
 from stackquery.__main__ import main
-from stackquery._cli_invalidate import invalidate_redis
-from stackquery._cli_stores import StoreTarget
+from stackquery.cli._redis_invalidate import invalidate_redis
+from stackquery.cli._stores import StoreTarget
 from tests.redis_server import RedisServer, free_loopback_port
 from tests.stackquery.fleet_support import Counted, open_clients, wait_until
 from tests.stackquery.fleet_workers.harness import REPO_ROOT, open_workers

@@ -109,7 +109,8 @@ class TestWaiting:
             assert got == ["b1"]
             assert (holder.calls, other.calls) == (1, 1)
             assert (fleet(b).leases_waited, fleet(b).takeovers, fleet(b).leases_taken) == (1, 1, 0)
-            assert b._fleet is not None and b._fleet._arrivals == {}  # no wake-up event left behind
+            # no wake-up event left behind
+            assert b._fleet is not None and b._fleet.leases._arrivals == {}
 
     async def test_a_closing_holder_releases_its_lease_at_once(self, redis_url: str) -> None:
         """A client closed mid-fetch releases its lease: a waiter need not wait out lease_time."""

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 import stackquery as sq
-from stackquery._key_template import KeyTemplate
+from stackquery.decorators._key_template import KeyTemplate
 
 
 def one(user_id: int) -> None: ...

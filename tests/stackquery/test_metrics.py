@@ -14,9 +14,9 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from prometheus_client import CollectorRegistry
 
-from stackquery._metrics import InMemoryMetrics, MetricsCollector
-from stackquery._metrics_export import LATENCY_BUCKETS, OpenTelemetryMetrics, PrometheusMetrics
-from stackquery._metrics_histogram import MAX_BUCKETS, LatencyHistogram
+from stackquery.metrics._collector import InMemoryMetrics, MetricsCollector
+from stackquery.metrics._export import LATENCY_BUCKETS, OpenTelemetryMetrics, PrometheusMetrics
+from stackquery.metrics._histogram import MAX_BUCKETS, LatencyHistogram
 
 EMPTY_STATS: dict[str, Any] = {
     "hits": 0,

@@ -18,7 +18,7 @@ from typing import Any, final
 
 import attrs
 
-from ._errors import StackqueryError
+from .._errors import StackqueryError
 
 KeyTemplateSpec = str | Callable[..., Any] | None
 """What ``key=`` accepts: a template string, a callable, or ``None`` (every argument)."""

@@ -25,7 +25,7 @@ from typing import Literal, TextIO
 import attrs
 import trio
 
-from ._cli_output import (
+from ._output import (
     EXIT_OK,
     EXIT_PROBLEMS,
     Column,

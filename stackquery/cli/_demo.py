@@ -14,10 +14,10 @@ import trio
 
 from backends import SQLiteStorage
 
-from ._client import open_query_client
-from ._observer import QueryObserver
-from ._options import QueryClientConfig, QueryOptions
-from ._state import QueryState
+from .._client import open_query_client
+from .._observer import QueryObserver
+from .._options import QueryClientConfig, QueryOptions
+from .._state import QueryState
 
 
 async def run_demo(say: Callable[[str], None] = print) -> None:

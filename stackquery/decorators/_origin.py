@@ -13,8 +13,8 @@ from typing import Any
 
 import trio
 
-from ._metrics import MetricsCollector
-from ._options import is_async_callable
+from .._options import is_async_callable
+from ..metrics._collector import MetricsCollector
 
 
 def origin_call(

@@ -22,12 +22,12 @@ import math
 from collections.abc import Callable, Coroutine
 from typing import Any, ParamSpec, Protocol, TypeVar, overload
 
+from .._client import QueryClient
+from .._errors import InvalidOptionError
+from .._options import QueryOptions
+from ..metrics._collector import MetricsCollector
 from ._cached_calls import CachedCalls, namespace_of
-from ._client import QueryClient
-from ._errors import InvalidOptionError
 from ._key_template import KeyTemplate, KeyTemplateSpec
-from ._metrics import MetricsCollector
-from ._options import QueryOptions
 from ._run_clients import ClientChoice
 
 P = ParamSpec("P")
@@ -205,7 +205,7 @@ def _args_wrapper(state: CachedCalls[Any]) -> Callable[..., Coroutine[Any, Any, 
                 memo = None
             if memo is not None and memo.exact is None:
                 options = memo.options
-                snap = client._table.get(options.key_hash)
+                snap = client.snapshots.get(options.key_hash)
                 if snap is not None and snap.fresh and snap.stale_time is options.stale_time:
                     return snap.data
         return await slow(client, args, kwargs)
@@ -224,7 +224,7 @@ def _static_wrapper(
     async def cached(*args: Any, **kwargs: Any) -> Any:
         client = resolve()
         if client is not None and not args and not kwargs:
-            snap = client._table.get(key_hash)
+            snap = client.snapshots.get(key_hash)
             if snap is not None and snap.fresh and snap.stale_time is stale_time:
                 return snap.data
         return await slow(client, args, kwargs)
@@ -245,7 +245,7 @@ def _key_fn_wrapper(state: CachedCalls[Any]) -> Callable[..., Coroutine[Any, Any
         if client is not None:
             options = memo_for_key(key)
             if options is not None:
-                snap = client._table.get(options.key_hash)
+                snap = client.snapshots.get(options.key_hash)
                 if snap is not None and snap.fresh and snap.stale_time is options.stale_time:
                     return snap.data
         return await slow(client, args, kwargs, key)

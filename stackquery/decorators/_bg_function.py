@@ -12,15 +12,15 @@ from typing import Any, Protocol, TypeVar
 import attrs
 import trio
 
+from .._client import QueryClient
+from .._errors import ClientClosedError, InvalidOptionError, StackqueryError
+from .._observer import QueryObserver
+from .._options import QueryOptions
+from .._state import QueryStatus
+from ..metrics._collector import MetricsCollector
 from ._bg_reader import StoreRead
-from ._client import QueryClient
-from ._errors import InvalidOptionError, StackqueryError
-from ._metrics import MetricsCollector
-from ._observer import QueryObserver
-from ._options import QueryOptions
 from ._origin import origin_call
 from ._run_clients import ClientChoice
-from ._state import QueryStatus
 
 R_co = TypeVar("R_co", covariant=True)
 logger = logging.getLogger("stackquery.bg")
@@ -155,7 +155,7 @@ class Background:
                 # Only in the client this function last ran its loop in: elsewhere the
                 # slow path starts the loop (or finds another function owning the key).
                 if client is not None and client is self.running_in:
-                    snap = client._table.get(key_hash)
+                    snap = client.snapshots.get(key_hash)
                     if snap is not None and snap.fresh and snap.stale_time is stale_time:
                         return snap.data
                 return await slow(client)
@@ -182,8 +182,8 @@ class Background:
         if client is None:
             client = await self.config.choice.open()
         self._ensure_running(client)
-        snap = client._table.get(self.options.key_hash)
-        if snap is not None and snap.has_data and not client._too_old(snap, self.options):
+        snap = client.snapshots.get(self.options.key_hash)
+        if snap is not None and snap.has_data and not client.cache.too_old(snap, self.options):
             return snap.data  # a refresh failed: the last value is kept
         return await client.fetch_query(self.options)
 
@@ -196,8 +196,8 @@ class Background:
             if client is None:
                 client = await self.config.choice.open()
             self._ensure_running(client)
-            snap = client._table.get(self.options.key_hash)
-            if snap is not None and snap.has_data and not client._too_old(snap, self.options):
+            snap = client.snapshots.get(self.options.key_hash)
+            if snap is not None and snap.has_data and not client.cache.too_old(snap, self.options):
                 if snap.fresh:
                     metrics.record_hit(self.name)
                 else:
@@ -220,7 +220,8 @@ class Background:
     # -- the loop -------------------------------------------------------------------
 
     def _ensure_running(self, client: QueryClient) -> None:
-        client._check_open()
+        if not client.is_open:
+            raise ClientClosedError("the query client is not open: use it inside `async with`")
         keys = _registered.setdefault(client, {})
         owner = keys.get(self.options.key_hash)
         if owner is self:
@@ -233,9 +234,7 @@ class Background:
             )
         keys[self.options.key_hash] = self
         self.running_in = client
-        nursery = client._nursery
-        assert nursery is not None
-        nursery.start_soon(self._refresh_loop, client, name=self.name)
+        client.start_soon(self._refresh_loop, client, name=self.name)
 
     async def _refresh_loop(self, client: QueryClient) -> None:
         observer = client.watch(self.options)

@@ -13,8 +13,8 @@ import attrs
 import orjson
 import trio
 
-from ._cli_output import EXIT_OK, EXIT_PROBLEMS, Column, print_table
-from ._cli_stores import (
+from ._output import EXIT_OK, EXIT_PROBLEMS, Column, print_table
+from ._stores import (
     EntryInfo,
     EntryStatus,
     RawEntry,

@@ -20,15 +20,15 @@ import trio
 
 from backends import ops
 
-from ._client import QueryClient
-from ._errors import QueryCancelledError
+from .._client import QueryClient
+from .._errors import QueryCancelledError
+from .._keys import QueryKey, canonical_key, prefix_hash
+from .._options import QueryOptions
+from .._state import Snapshot
+from ..metrics._collector import MetricsCollector
 from ._key_template import KeyTemplate
-from ._keys import QueryKey, canonical_key, prefix_hash
-from ._metrics import MetricsCollector
-from ._options import QueryOptions
 from ._origin import origin_call
 from ._run_clients import ClientChoice, ClientResolver
-from ._state import Snapshot
 
 R = TypeVar("R")
 
@@ -209,7 +209,7 @@ class CachedCalls(Generic[R]):
             if client is None:
                 client = await self.choice.open()
             options = self.options_for(args, kwargs)
-            snap = client._table.get(options.key_hash)
+            snap = client.snapshots.get(options.key_hash)
             if snap is not None and snap.fresh and snap.stale_time is options.stale_time:
                 metrics.record_hit(name)
                 return snap.data
@@ -223,14 +223,12 @@ class CachedCalls(Generic[R]):
     ) -> None:
         metrics = self.metrics
         assert metrics is not None
-        if snap is not None and snap.has_data and not client._too_old(snap, options):
+        if snap is not None and snap.has_data and not client.cache.too_old(snap, options):
             metrics.record_stale_hit(self.name)
             self.refresh_started.setdefault(options.key_hash, trio.current_time())
             return
         metrics.record_miss(self.name)
-        registry = client._registry
-        actor = registry.get(options.key_hash) if registry is not None else None
-        if actor is not None and actor.is_fetching:
+        if client.is_fetching(options.query_key, exact=True):
             metrics.record_dedup_join(self.name)
 
     def _settled(self, key_hash: str, _data: Any, error: BaseException | None) -> None:
@@ -255,7 +253,7 @@ class CachedCalls(Generic[R]):
         options = self.options_for(args, kwargs)
         client = await self.choice.open()
         await client.remove_queries(options.query_key, exact=True)
-        l2 = client._l2
+        l2 = client.l2
         if l2 is not None:
             l2.delete_soon(options.key_hash)
             await _l2_settled(client)
@@ -274,7 +272,7 @@ class CachedCalls(Generic[R]):
         self.by_args.clear()
         self.by_kwargs.clear()
         self.by_key.clear()
-        l2 = client._l2
+        l2 = client.l2
         if l2 is not None:
             await _l2_settled(client)  # the deletes remove_queries queued go first
             # `,` ends the namespace: ("fn", "m.f") must not match ("fn", "m.f2").
@@ -305,7 +303,7 @@ async def fetch(client: QueryClient, options: QueryOptions[Any]) -> Any:
 
 async def _l2_settled(client: QueryClient) -> None:
     """Wait (up to ``l2_timeout``) until the client's queued L2 writes and deletes landed."""
-    l2 = client._l2
+    l2 = client.l2
     assert l2 is not None
     with trio.move_on_after(client.config.l2_timeout):
-        await l2._drained.wait()
+        await l2.wait_drained()

@@ -21,14 +21,14 @@ import inspect
 from collections.abc import Callable, Coroutine
 from typing import Any, Protocol, TypeVar, cast, final, overload
 
+from .._client import QueryClient
+from .._errors import InvalidOptionError
+from .._options import QueryClientConfig
+from ..metrics._collector import MetricsCollector
+from ..serializers import as_serializer
+from ..serializers import json as json_serializer
 from ._bg_function import Background, BackgroundFunction, BgConfig, ErrorHandler
 from ._bg_reader import StoreRead
-from ._client import QueryClient
-from ._errors import InvalidOptionError
-from ._metrics import MetricsCollector
-from ._options import QueryClientConfig
-from .serializers import as_serializer
-from .serializers import json as json_serializer
 
 R = TypeVar("R")
 

@@ -14,7 +14,7 @@ from typing import Any, Final, Protocol, final, runtime_checkable
 
 import attrs
 
-from ._metrics_histogram import LatencyHistogram
+from ._histogram import LatencyHistogram
 
 __all__ = ["InMemoryMetrics", "MetricsCollector"]
 

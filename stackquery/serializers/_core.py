@@ -8,7 +8,7 @@ from typing import Any, Final, Protocol, final, runtime_checkable
 
 import orjson
 
-from ._errors import StackqueryError
+from .._errors import StackqueryError
 
 #: The longest serializer name, in UTF-8 bytes (the entry frame stores its length in one byte).
 MAX_NAME_BYTES: Final = 255

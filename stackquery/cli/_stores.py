@@ -25,11 +25,11 @@ import redis.exceptions
 
 from backends import FileStorage, RedisClient, SQLiteStorage, StorageError, StorageUnavailableError
 
-from . import serializers
-from ._cli_output import CommandError
-from ._entry import CorruptEntryError, StoredEntry, pack_entry, unpack_entry
-from ._errors import InvalidKeyError
-from ._keys import QueryKey, canonical_key, hash_matches, prefix_hash
+from .. import serializers
+from .._entry import CorruptEntryError, StoredEntry, pack_entry, unpack_entry
+from .._errors import InvalidKeyError
+from .._keys import QueryKey, canonical_key, hash_matches, prefix_hash
+from ._output import CommandError
 
 StoreKind = Literal["sqlite", "file", "redis"]
 

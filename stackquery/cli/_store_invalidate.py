@@ -21,8 +21,9 @@ from typing import TextIO
 import attrs
 import trio
 
-from ._cli_output import EXIT_OK, EXIT_PROBLEMS, CommandError
-from ._cli_stores import (
+from .._entry import CorruptEntryError
+from ._output import EXIT_OK, EXIT_PROBLEMS, CommandError
+from ._stores import (
     DEFAULT_PREFIXES,
     EntryInfo,
     RawEntry,
@@ -35,7 +36,6 @@ from ._cli_stores import (
     open_local_store,
     parse_key_prefix,
 )
-from ._entry import CorruptEntryError
 
 
 @attrs.frozen

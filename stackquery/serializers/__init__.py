@@ -25,14 +25,14 @@ from typing import Any, Final
 
 import attrs
 
-from ._serializer_binary import (
+from ._binary import (
     MsgpackSerializer,
     PickleSerializer,
     ProtobufSerializer,
     pickle,
     protobuf,
 )
-from ._serializer_core import (
+from ._core import (
     DeserializationError,
     JsonSerializer,
     SerializationError,

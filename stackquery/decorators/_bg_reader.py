@@ -6,16 +6,16 @@ import logging
 from typing import Any
 
 import attrs
-import trio
 
 from backends import RedisClient, StorageError, ops
 
-from ._entry import unpack_entry
-from ._errors import StackqueryError
-from ._fleet import channel_name, parse_message
-from ._keys import canonical_key
-from ._observer import QueryObserver
-from .serializers import Serializer
+from .._entry import unpack_entry
+from .._errors import StackqueryError
+from .._keys import canonical_key
+from .._observer import QueryObserver
+from .._retry import Backoff
+from ..fleet._fleet import channel_name, parse_message
+from ..serializers import Serializer
 
 logger = logging.getLogger("stackquery.bg")
 
@@ -56,19 +56,18 @@ class StoreRead:
         if not isinstance(redis, RedisClient):
             return
         channel = channel_name(self.key_prefix)
-        backoff = 0.1
+        backoff = Backoff(first=0.1, cap=5.0)
         while True:
             try:
                 async with redis.subscribe(channel) as messages:
-                    backoff = 0.1
+                    backoff.reset()
                     await observer.refetch()
                     async for _channel, data in messages:
                         if self._names_entry(data):
                             await observer.refetch()
             except StorageError as exc:
                 logger.warning("bg.read %r: subscription to %s failed: %r", self.key, channel, exc)
-            await trio.sleep(backoff)
-            backoff = min(backoff * 2, 5.0)
+            await backoff.wait()
 
     def _names_entry(self, data: bytes) -> bool:
         message = parse_message(data)

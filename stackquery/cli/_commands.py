@@ -10,10 +10,10 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, Any
 
-from ._cli_output import EXIT_CODES_EPILOG, CommandError
+from ._output import EXIT_CODES_EPILOG, CommandError
 
 if TYPE_CHECKING:
-    from ._cli_stores import StoreKind
+    from ._stores import StoreKind
 
 #: The subcommands :func:`run_command` runs.
 COMMANDS = ("inspect", "invalidate", "bench")
@@ -96,7 +96,7 @@ def run_command(args: argparse.Namespace) -> int:
 
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "bench":
-        from ._cli_bench import run_bench
+        from ._bench import run_bench
 
         return run_bench(
             args.names,
@@ -108,15 +108,15 @@ def _dispatch(args: argparse.Namespace) -> int:
             err=sys.stderr,
         )
     if args.command == "invalidate":
-        from ._cli_store_invalidate import run_store_invalidate
+        from ._store_invalidate import run_store_invalidate
 
         kind: StoreKind = "sqlite" if args.sqlite else "file"
         location = args.sqlite or args.file
         return run_store_invalidate(
             kind, location, args.key_prefixes, prefix=args.prefix, out=sys.stdout
         )
-    from ._cli_inspect import run_inspect
-    from ._cli_stores import DEFAULT_PREFIXES, StoreTarget
+    from ._inspect import run_inspect
+    from ._stores import DEFAULT_PREFIXES, StoreTarget
 
     if args.sqlite:
         target = StoreTarget("sqlite", args.sqlite)

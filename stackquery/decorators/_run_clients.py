@@ -20,8 +20,8 @@ from typing import final
 import attrs
 import trio
 
-from ._client import QueryClient, _current_client, current_client
-from ._options import QueryClientConfig
+from .._client import QueryClient, current_client
+from .._options import QueryClientConfig
 
 ClientResolver = Callable[[], QueryClient | None]
 """Returns the client a call runs on if it is open already, else ``None``."""
@@ -113,7 +113,7 @@ _THREAD_CLIENTS = _ThreadClients()
 def _context_or_default() -> QueryClient | None:
     # Written out (no calls to current_client): this runs on every hit of a
     # decorated function without client= or store=.
-    client = _current_client.get()
+    client = current_client()
     if client is not None:
         return client
     hosted = _THREAD_CLIENTS.hosted

@@ -31,9 +31,12 @@ import trio
 
 from backends import RedisClient, StorageError, StorageUnavailableError
 
-from ._cli_output import EXIT_OK, EXIT_PROBLEMS, CommandError
-from ._cli_store_invalidate import StoreInvalidateReport, describe_report
-from ._cli_stores import (
+from .._entry import CorruptEntryError
+from .._options import QueryClientConfig
+from ..fleet._fleet import channel_name, invalidate_message
+from ._output import EXIT_OK, EXIT_PROBLEMS, CommandError
+from ._store_invalidate import StoreInvalidateReport, describe_report
+from ._stores import (
     DEFAULT_PREFIXES,
     EntryInfo,
     RawEntry,
@@ -46,9 +49,6 @@ from ._cli_stores import (
     redact_url,
     walk_redis,
 )
-from ._entry import CorruptEntryError
-from ._fleet import channel_name, invalidate_message
-from ._options import QueryClientConfig
 
 #: The channel when none is given: that of clients with the default ``key_prefix``.
 DEFAULT_CHANNEL: Final = channel_name(QueryClientConfig().key_prefix)

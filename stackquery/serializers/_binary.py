@@ -8,7 +8,7 @@ import pickle as _pickle
 from types import ModuleType
 from typing import Any, Final, final
 
-from ._serializer_core import (
+from ._core import (
     DeserializationError,
     SerializationError,
     SignatureError,

@@ -1,0 +1,136 @@
+"""L2Tier: what a key's snapshot becomes in the L2 store, and how an entry comes back.
+
+:class:`~stackquery._l2.L2Cache` moves bytes (batched reads, write-behind);
+this is the half that knows snapshots: it queues a key's data for the store
+when it is published (:meth:`L2Tier.persist`), and publishes an entry read
+from the store into the L1 table unless L1 holds data as new
+(:meth:`L2Tier.apply_entry`).  It also holds the cold keys a caller is
+reading from L2 in its own task (:attr:`L2Tier.cold_reads`; the reads
+themselves are run by ``_hydration``), so that any other reader of such a key
+joins that read instead of starting another.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import attrs
+import trio
+
+from actors import Reply
+
+from . import _state
+from ._entry import StoredEntry
+from ._l2 import L2Cache
+from ._options import UNSET, QueryOptions
+from ._query_cache import QueryCache
+from ._state import Snapshot
+
+
+@attrs.define(eq=False)
+class ColdRead:
+    """One cold key's L2 read, started by a caller; the key's fetch until it lands."""
+
+    options: QueryOptions[Any]
+    previous: Snapshot
+    """The key's snapshot before it was published as fetching."""
+    read: Reply[StoredEntry | None]
+    reply: Reply[Any] = attrs.field(factory=Reply)
+    """What every caller of the key waits on."""
+
+
+class L2Tier:
+    """The L1 table's link to the L2 store.
+
+    Args:
+        cache: the L1 table entries are published into.
+        l2: the store, behind the client's serializer and key prefix.
+        storage_ttl: the configured ``storage_ttl`` (``UNSET``: follow each
+            key's ``gc_time``).
+    """
+
+    def __init__(self, cache: QueryCache, l2: L2Cache, storage_ttl: Any) -> None:
+        self.cache = cache
+        self.l2 = l2
+        self.storage_ttl = storage_ttl
+        self.cold_reads: dict[str, ColdRead] = {}
+        """Cold keys a caller is reading from L2 (busy like a key with an actor)."""
+
+    def ttl(self, snap: Snapshot) -> float | None:
+        """Seconds the key's L2 entry lives: ``storage_ttl``, else the key's gc_time (0: none)."""
+        ttl = self.storage_ttl
+        if ttl is not UNSET:
+            return ttl  # type: ignore[no-any-return]
+        if snap.gc_time == math.inf:
+            return None
+        return max(snap.gc_time, 0.0)
+
+    def persist(self, snap: Snapshot | None) -> None:
+        """Queue the key's data (and its invalidation) for L2; synchronous, never raises."""
+        if snap is None:
+            return
+        state = snap.state
+        if state.data_updated_at is None:
+            return
+        ttl = self.ttl(snap)
+        if ttl == 0:
+            return  # gc_time=0: the entry would expire as it lands
+        self.l2.write_soon(
+            snap.key_hash,
+            state.data,
+            data_updated_at=state.data_updated_at,
+            ttl=ttl,
+            invalidated=state.is_invalidated,
+        )
+
+    def delete_soon(self, key_hash: str) -> None:
+        """Queue the key's deletion from L2; synchronous, never raises."""
+        self.l2.delete_soon(key_hash)
+
+    async def read(self, key_hash: str) -> StoredEntry | None:
+        """The key's entry in L2, sharing a caller's cold read of it if one is out.
+
+        Never raises: a store that fails, is slow or holds a corrupt entry is a miss.
+        """
+        cold = self.cold_reads.get(key_hash)
+        return await (self.l2.read(key_hash) if cold is None else cold.read.wait())
+
+    async def load(self, key_hash: str) -> Snapshot | None:
+        """Read the key from L2 into L1 unless L1 holds data as new; return its snapshot.
+
+        Never raises.
+        """
+        entry = await self.read(key_hash)
+        snap = self.cache.get(key_hash)
+        if entry is None or snap is None:
+            return snap
+        return self.apply_entry(key_hash, entry) or snap
+
+    def apply_entry(self, key_hash: str, entry: StoredEntry) -> Snapshot | None:
+        """Publish an L2 entry into L1 unless L1 holds data as new; return the new snapshot."""
+        cache = self.cache
+        snap = cache.get(key_hash)
+        if snap is None:
+            return None
+        held = snap.data_updated_at
+        if held is not None and held >= entry.data_updated_at:
+            return None  # L1 already has data as new: a late read never overwrites it
+        now = trio.current_time()
+        # Judged with the key's own stale time (not the client's default), so
+        # that an entry another process wrote a moment ago is fresh here too.
+        new = _state.with_data(
+            snap,
+            entry.value,
+            updated_at_wall=entry.data_updated_at,
+            updated_at=cache.clock.from_wall(entry.data_updated_at),
+            stale_time=snap.stale_time,
+            resolved_stale_time=cache.resolve_stale_time(snap.stale_time),
+            now=now,
+        )
+        if entry.invalidated:
+            new = _state.invalidated(new, now=now)
+        return cache.publish(new)
+
+
+__all__ = ["ColdRead", "L2Tier"]

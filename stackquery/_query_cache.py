@@ -1,0 +1,386 @@
+"""QueryCache: the L1 table, one immutable :class:`Snapshot` per key.
+
+The table is the one place snapshots live.  Each key's owner (its actor, a
+caller's L2 read, or a door of the client for a passivated key) builds the
+next snapshot with a pure transition of ``_state`` and hands it to
+:meth:`QueryCache.publish`; readers look snapshots up in
+:attr:`QueryCache.snapshots` directly, which is what makes a fresh hit a dict
+lookup and a flag test.
+
+Keys are kept in eviction order (least recently used first), each with at
+most one pending timer entry for its staleness or its gc.  Publishing arms
+the key's timer; the timer flips staleness, collects idle keys and keeps the
+table within ``max_queries``.  The cache never awaits anything but its own
+timer tasks, and knows nothing of actors, L2 or the fleet: what counts as
+busy (not to be collected) is a callable it is given.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+import trio
+
+from . import _state
+from ._clock import Clock
+from ._errors import ClientClosedError
+from ._events import CacheEventType, EventHub
+from ._keys import QueryKey, hash_matches, key_from_hash, prefix_hash
+from ._options import UNSET, QueryClientConfig, QueryOptions
+from ._state import QueryState, Snapshot
+from ._timers import KeyTimers
+
+USE_CLOCK_RESOLUTION = 1.0
+"""Seconds within which the last use of a key by fresh hits is known.
+
+A fresh hit records an upper bound of "now" kept by a ticker, never an
+earlier time, so a key read only by fresh hits leaves L1 between ``gc_time``
+and ``gc_time`` + this after its last hit (other uses are exact).
+"""
+
+Predicate = Callable[[QueryKey, QueryState[Any]], bool]
+
+EMPTY_STATE: QueryState[Any] = QueryState()
+"""The state of a key that has no snapshot."""
+
+
+def _never_busy(_key_hash: str) -> bool:
+    return False
+
+
+class QueryCache:
+    """The L1 table: snapshots by key hash, their timers, gc and eviction.
+
+    Args:
+        config: the client's configuration (default stale and gc times,
+            ``max_queries``).
+        events: where additions, changes and removals are reported.
+    """
+
+    def __init__(self, config: QueryClientConfig, events: EventHub) -> None:
+        self.config = config
+        self.events = events
+        self.snapshots: dict[str, Snapshot] = {}
+        """Every key's snapshot.  Read it freely; change it only through this class."""
+        self.hits: dict[str, float] = {}
+        """Keys read by fresh hits since their timer last looked, each with :attr:`use_bound`
+        as it was then: a hit stores a float (no clock read, no allocation).  Never rebound."""
+        self.use_bound = 0.0
+        """An upper bound of "now", kept ahead by :meth:`run_use_clock`."""
+        self._timers = KeyTimers(self._on_timer)
+        self._clock: Clock | None = None
+        self._is_busy: Callable[[str], bool] = _never_busy
+
+    def open(self, clock: Clock, is_busy: Callable[[str], bool]) -> None:
+        """Start keeping time with ``clock``; ``is_busy(key_hash)`` keeps a key from gc."""
+        self._clock = clock
+        self._is_busy = is_busy
+        self.use_bound = trio.current_time() + USE_CLOCK_RESOLUTION
+
+    async def run_timers(self) -> None:
+        """Fire the keys' timers until cancelled."""
+        await self._timers.run()
+
+    async def run_use_clock(self) -> None:
+        """Keep :attr:`use_bound` a little ahead of the clock, until cancelled.
+
+        It rests while no key has a timer (no gc to time, no staleness to
+        flip): a bound left behind then is older than any key's ``active_at``,
+        so the hits that record it count for nothing rather than for too early.
+        """
+        while True:
+            await self._timers.wait_nonempty()
+            self.use_bound = trio.current_time() + USE_CLOCK_RESOLUTION
+            await trio.sleep_until(self.use_bound)
+
+    @property
+    def clock(self) -> Clock:
+        """The client's clock (trio time mapped to wall time).
+
+        Raises:
+            ClientClosedError: the client was never opened.
+        """
+        if self._clock is None:
+            raise ClientClosedError("the query client is not open: use it inside `async with`")
+        return self._clock
+
+    @property
+    def timer_count(self) -> int:
+        """Pending staleness and gc timer entries."""
+        return len(self._timers)
+
+    def __len__(self) -> int:
+        return len(self.snapshots)
+
+    def get(self, key_hash: str) -> Snapshot | None:
+        """The key's snapshot, or ``None``."""
+        return self.snapshots.get(key_hash)
+
+    def state(self, key_hash: str) -> QueryState[Any]:
+        """The key's state (the empty state for a key not in the table)."""
+        snap = self.snapshots.get(key_hash)
+        return snap.state if snap is not None else EMPTY_STATE
+
+    def matches(
+        self, key: QueryKey, exact: bool, predicate: Predicate | None
+    ) -> list[tuple[str, Snapshot]]:
+        """The keys under ``key`` (or equal to it if ``exact``) that ``predicate`` accepts.
+
+        Raises:
+            InvalidKeyError: ``key`` is not a valid query key.
+        """
+        prefix = prefix_hash(key)
+        return [
+            (key_hash, snap)
+            for key_hash, snap in list(self.snapshots.items())
+            if hash_matches(key_hash, prefix, exact=exact)
+            and (predicate is None or predicate(snap.key, snap.state))
+        ]
+
+    def matching(self, key: QueryKey, exact: bool, predicate: Predicate | None) -> list[str]:
+        """The key hashes of :meth:`matches`."""
+        return [key_hash for key_hash, _ in self.matches(key, exact, predicate)]
+
+    # -- freshness -------------------------------------------------------------------
+
+    def resolve_stale_time(self, stale_time: float | None) -> float:
+        """A query's ``stale_time``, or the client's when the query leaves it ``None``."""
+        return self.config.stale_time if stale_time is None else stale_time
+
+    def is_fresh(self, snap: Snapshot, options: QueryOptions[Any]) -> bool:
+        """Whether ``snap`` is fresh for a query with ``options`` (its own ``stale_time``)."""
+        if snap.stale_time == options.stale_time:
+            return snap.fresh
+        state = snap.state
+        if state.status is not _state.QueryStatus.SUCCESS or state.is_invalidated:
+            return False
+        assert state.data_updated_at is not None
+        updated = self.clock.from_wall(state.data_updated_at)
+        return updated + self.resolve_stale_time(options.stale_time) > trio.current_time()
+
+    def is_fresh_for(self, options: QueryOptions[Any]) -> bool:
+        """Whether the table holds fresh data for ``options``."""
+        snap = self.snapshots.get(options.key_hash)
+        return snap is not None and self.is_fresh(snap, options)
+
+    def too_old(self, snap: Snapshot, options: QueryOptions[Any]) -> bool:
+        """Whether the key's data is past the query's ``max_age`` (then it is never served)."""
+        max_age = options.max_age
+        updated = snap.data_updated_at
+        if max_age is None or updated is None:
+            return False
+        return self.clock.from_wall(updated) + max_age <= trio.current_time()
+
+    def servable(self, snap: Snapshot | None, options: QueryOptions[Any]) -> bool:
+        """Whether ``snap`` holds data a read with ``options`` may return (fresh or stale)."""
+        return snap is not None and snap.has_data and not self.too_old(snap, options)
+
+    # -- building snapshots -------------------------------------------------------------
+
+    def create(self, options: QueryOptions[Any]) -> Snapshot:
+        """Put a new key in the table (with ``initial_data`` if the options have it).
+
+        The key's timer is armed by its first publish (a fetch starting, data
+        set), which every caller makes next.
+
+        Raises:
+            Exception: whatever an ``initial_data`` factory raised.
+        """
+        snap = self.create_for_key(
+            options.key_hash, stale_time=options.stale_time, gc_time=options.gc_time
+        )
+        if options.initial_data is not UNSET:
+            initial = options.initial_data
+            data = initial() if callable(initial) else initial
+            wall = options.initial_data_updated_at
+            updated = self.clock.from_wall(wall) if wall is not None else trio.current_time()
+            snap = self.publish(self.with_data(snap, data, options, updated_at=updated))
+        return snap
+
+    def create_for_key(
+        self,
+        key_hash: str,
+        *,
+        stale_time: float | None = None,
+        gc_time: float | None = None,
+    ) -> Snapshot:
+        """Put a new, empty key in the table, making room first under ``max_queries``."""
+        snap = _state.empty_snapshot(
+            key_hash,
+            stale_time=stale_time,
+            gc_time=self.config.gc_time if gc_time is None else gc_time,
+            now=trio.current_time(),
+        )
+        max_queries = self.config.max_queries
+        if max_queries is not None and len(self.snapshots) >= max_queries:
+            # Room is made before the new key goes in, so the new key is never the one evicted.
+            self._evict(max_queries - 1)
+        self.snapshots[key_hash] = snap
+        if self.events.streams:
+            self.events.emit(CacheEventType.ADDED, snap.key, snap.state)
+        return snap
+
+    def with_data(
+        self, snap: Snapshot, data: Any, options: QueryOptions[Any] | None, *, updated_at: float
+    ) -> Snapshot:
+        """``snap`` holding ``data`` fetched or set at trio time ``updated_at``; not published."""
+        stale_time = options.stale_time if options is not None else None
+        gc_time = (
+            options.gc_time if options is not None and options.gc_time is not None else snap.gc_time
+        )
+        if gc_time != snap.gc_time:
+            snap = attrs.evolve(snap, gc_time=gc_time)
+        return _state.with_data(
+            snap,
+            data,
+            updated_at_wall=self.clock.wall(updated_at),
+            updated_at=updated_at,
+            stale_time=stale_time,
+            resolved_stale_time=self.resolve_stale_time(stale_time),
+            now=trio.current_time(),
+        )
+
+    def set_data(
+        self,
+        key_hash: str,
+        updater: Callable[[Any], Any],
+        updated_at: float | None,
+        options: QueryOptions[Any] | None,
+    ) -> Snapshot:
+        """Publish ``updater(old data)`` as the key's data, as of wall time ``updated_at``.
+
+        Raises:
+            Exception: whatever ``updater`` raised (nothing is changed).
+        """
+        snap = self.snapshots.get(key_hash)
+        data = updater(snap.data if snap is not None and snap.has_data else None)
+        if snap is None:
+            snap = self.create_for_key(key_hash) if options is None else self.create(options)
+        clock = self.clock
+        when = clock.from_wall(updated_at) if updated_at is not None else trio.current_time()
+        return self.publish(self.with_data(snap, data, options, updated_at=when))
+
+    # -- publishing and dropping ------------------------------------------------------
+
+    def publish(self, snap: Snapshot) -> Snapshot:
+        """Make ``snap`` the key's state, its timer armed; return what was stored."""
+        key_hash = snap.key_hash
+        snapshots = self.snapshots
+        if self.events.streams:
+            self.events.published(snapshots.get(key_hash), snap)
+        # Moved to the back: the table's order is the eviction order (least recently used first).
+        snapshots.pop(key_hash, None)
+        snap = self._arm(snap)
+        snapshots[key_hash] = snap
+        return snap
+
+    def mark_invalidated(self, key_hash: str) -> Snapshot | None:
+        """Publish the key as invalidated, if it is in the table; return the new snapshot."""
+        snap = self.snapshots.get(key_hash)
+        if snap is None:
+            return None
+        return self.publish(_state.invalidated(snap, now=trio.current_time()))
+
+    def mark_all_invalidated(self) -> None:
+        """Mark every key with data invalidated, without publishing (no event, no timer)."""
+        now = trio.current_time()
+        snapshots = self.snapshots
+        for key_hash, snap in list(snapshots.items()):
+            if snap.has_data and not snap.is_invalidated:
+                snapshots[key_hash] = _state.invalidated(snap, now=now)
+
+    def drop(self, key_hash: str) -> None:
+        """Remove the key from the table (nothing else: L2 is the caller's business)."""
+        snap = self.snapshots.pop(key_hash, None)
+        self.hits.pop(key_hash, None)
+        if snap is not None and self.events.streams:
+            self.events.emit(CacheEventType.REMOVED, snap.key, None)
+
+    def emit_observer(self, key_hash: str, *, added: bool) -> None:
+        """Report an observer added to or removed from the key."""
+        if not self.events.streams:
+            return
+        kind = CacheEventType.OBSERVER_ADDED if added else CacheEventType.OBSERVER_REMOVED
+        snap = self.snapshots.get(key_hash)
+        if snap is not None:
+            self.events.emit(kind, snap.key, snap.state)
+        else:  # a cold key: its snapshot is made when its first fetch starts
+            self.events.emit(kind, key_from_hash(key_hash), EMPTY_STATE)
+
+    # -- timers, gc, eviction --------------------------------------------------------------
+
+    def _arm(self, snap: Snapshot) -> Snapshot:
+        """Make sure the key's one timer fires by its next deadline (staleness or gc).
+
+        One pending entry per key, not one per publish: a later deadline (a
+        refetch pushes staleness back) is found when the earlier entry fires.
+        """
+        if snap.fetch_status is _state.FetchStatus.FETCHING:
+            # Busy: nothing to collect, nothing fresh to go stale.  The publish
+            # that ends the fetch arms the timer, so a cold key gets one entry
+            # (its staleness) instead of two (a gc entry, then an earlier one).
+            return snap
+        deadline = _next_deadline(snap)
+        if deadline < snap.timer_at:
+            self._timers.push(deadline, snap.key_hash)
+            snap = attrs.evolve(snap, timer_at=deadline)
+        return snap
+
+    def _on_timer(self, key_hash: str, deadline: float) -> None:
+        """The key's timer came due: flip its staleness flag, collect it, or look again later."""
+        snap = self.snapshots.get(key_hash)
+        if snap is None or snap.timer_at != deadline:
+            return  # superseded by an earlier entry, or the key is gone
+        now = trio.current_time()
+        if snap.fresh and snap.stale_at <= now:
+            snap = _state.went_stale(snap)
+        hits = self.hits
+        hit = hits.pop(key_hash, None)
+        if hit is not None and hit > snap.active_at:
+            snap = _state.used(snap, now=hit)
+        if not hits:
+            hits.clear()  # frees the table a burst of hits grew (a dict never shrinks)
+        if self._is_busy(key_hash):
+            # In use (a fetch, observers): look again later; the last observer
+            # leaving restarts the countdown through active_at.  Not sooner
+            # than a second: with gc_time 0 the timer task would spin.
+            deadline = now + max(snap.gc_time, 1.0)
+        elif snap.active_at + snap.gc_time <= now:
+            self.drop(key_hash)
+            return
+        else:
+            deadline = snap.active_at + snap.gc_time
+        if snap.fresh:  # went_stale above flipped it if its time had come
+            deadline = min(deadline, snap.stale_at)
+        self._timers.push(deadline, key_hash)
+        self.snapshots[key_hash] = attrs.evolve(snap, timer_at=deadline)
+
+    def _evict(self, max_queries: int) -> None:
+        table = self.snapshots
+        for _ in range(len(table)):
+            if len(table) <= max_queries:
+                return
+            key_hash = next(iter(table))
+            snap = table[key_hash]
+            hit = self.hits.pop(key_hash, None)
+            hit_since = hit is not None and hit > snap.active_at
+            if self._is_busy(key_hash) or hit_since:
+                # Second chance (the CLOCK approximation of LRU): busy, or hit
+                # since it was last moved to the back.
+                del table[key_hash]
+                table[key_hash] = _state.used(snap, now=hit) if hit_since else snap  # type: ignore[arg-type]
+                continue
+            self.drop(key_hash)
+
+
+def _next_deadline(snap: Snapshot) -> float:
+    """When the key's timer must next look at it: it goes stale, or its gc is due."""
+    collect_at = snap.active_at + snap.gc_time
+    if snap.fresh and snap.stale_at < collect_at:
+        return snap.stale_at
+    return collect_at
+
+
+__all__ = ["EMPTY_STATE", "USE_CLOCK_RESOLUTION", "Predicate", "QueryCache"]

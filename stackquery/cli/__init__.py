@@ -1,0 +1,1 @@
+"""The ``stackquery`` command line: demo, inspect, invalidate, bench."""

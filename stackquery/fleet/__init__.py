@@ -1,0 +1,1 @@
+"""Many processes on one Redis behaving like one cache: broadcast and single flight."""

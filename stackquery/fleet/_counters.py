@@ -1,0 +1,60 @@
+"""What the fleet counts, and its one throttled error log."""
+
+from __future__ import annotations
+
+import logging
+
+import attrs
+
+from .._throttle import ThrottledWarning
+
+logger = logging.getLogger("stackquery.fleet")
+
+
+@attrs.frozen
+class FleetStatistics:
+    """Counts of what the fleet layer did since the client opened."""
+
+    connected: bool
+    """Whether the pub/sub subscription is up now."""
+    subscriptions: int
+    """Times the subscription was (re)established."""
+    published: int
+    received: int
+    leases_taken: int
+    leases_waited: int
+    """Fetches that waited for another process's value instead of calling the origin."""
+    takeovers: int
+    """Leases taken after waiting (the holder finished without a value, or died)."""
+    errors: int
+
+
+class FleetCounters:
+    """The counts behind :class:`FleetStatistics`, shared by the broadcast and the leases."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = dict.fromkeys(
+            (
+                "subscriptions",
+                "published",
+                "received",
+                "leases_taken",
+                "leases_waited",
+                "takeovers",
+                "errors",
+            ),
+            0,
+        )
+        self._error_log = ThrottledWarning(logger)
+
+    def on_error(self, operation: str, error: BaseException) -> None:
+        """Count a failed Redis call and log it (at most one warning every few seconds)."""
+        self.counts["errors"] += 1
+        self._error_log.warning("fleet %s failed: %r", operation, error)
+
+    def statistics(self, *, connected: bool) -> FleetStatistics:
+        """Return the current :class:`FleetStatistics`."""
+        return FleetStatistics(connected=connected, **self.counts)
+
+
+__all__ = ["FleetCounters", "FleetStatistics", "logger"]

@@ -1,0 +1,236 @@
+"""Fleet-wide single flight: one process calls the origin for a key, the others wait.
+
+Before calling the origin for a key, a client takes a lease (``SET lease
+token NX PX``); the others wait for the holder's value to land in L2 (woken
+by its update message, polling as the fallback) instead of calling the
+origin too.  The holder renews the lease while its fetch runs, writes L2,
+announces, and releases with compare-and-delete.  A holder that dies loses
+the lease when it expires and a waiter takes over.
+
+This module knows the key's actor only as its caller: the actor takes a
+lease here before its origin call.  What other processes *say* (pub/sub) is
+:mod:`stackquery.fleet._fleet`'s business; it wakes waiters here through
+:meth:`Leases.arrived`.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import trio
+
+from backends import StorageError
+
+from .._entry import StoredEntry
+from .._l2_tier import L2Tier
+from .._options import QueryOptions
+from .._state import Snapshot
+from ._counters import FleetCounters
+
+if TYPE_CHECKING:
+    from backends import RedisClient
+
+_RENEW = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+  return redis.call('pexpire', KEYS[1], ARGV[2])
+end
+return 0
+"""
+_RELEASE = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+  return redis.call('del', KEYS[1])
+end
+return 0
+"""
+
+
+@attrs.frozen
+class Lease:
+    """This client holds the right to call the origin for one key."""
+
+    key_hash: str
+    token: str
+
+
+class Leases:
+    """The leases of one client: take, keep, end.
+
+    Args:
+        redis: the trio-native Redis client (the ``RedisStorage``'s own).
+        tier: the client's L2 tier (values are read from and written to it).
+        counters: the fleet's counts and error log, shared with the broadcast.
+        node: this client's id in the fleet (lease tokens start with it).
+        key_prefix: names the lease keys.
+        lease_time: seconds a lease lives unless renewed.
+        poll_interval: seconds between looks at L2 while waiting for another
+            process's value.
+        timeout: seconds a Redis call may take.
+        single_flight: the client's ``single_flight`` setting.
+        announce: told (key hash, data_updated_at) of a leased value once it
+            landed in L2, or ``None`` when the client does not broadcast.
+    """
+
+    def __init__(
+        self,
+        redis: RedisClient,
+        tier: L2Tier,
+        counters: FleetCounters,
+        *,
+        node: str,
+        key_prefix: str,
+        lease_time: float,
+        poll_interval: float,
+        timeout: float,
+        single_flight: bool | None,
+        announce: Callable[[list[tuple[str, float]]], None] | None,
+    ) -> None:
+        self._redis = redis
+        self._tier = tier
+        self._counters = counters
+        self.node = node
+        self._lease_prefix = f"{key_prefix}lease:"
+        self.lease_time = lease_time
+        self.poll_interval = poll_interval
+        self._timeout = timeout
+        self._single_flight = single_flight
+        self._announce = announce
+        self._tokens = itertools.count()
+        self._arrivals: dict[str, trio.Event] = {}
+
+    def single_flight(self, options: QueryOptions[Any]) -> bool:
+        """Whether a fetch with ``options`` takes the key's lease before calling the origin."""
+        if options.single_flight is not None:
+            return options.single_flight
+        return self._single_flight is not False
+
+    def arrived(self, key_hash: str) -> None:
+        """Another process announced new data for the key: wake whoever waits for it here."""
+        arrival = self._arrivals.pop(key_hash, None)
+        if arrival is not None:
+            arrival.set()
+
+    async def acquire_or_wait(
+        self, key_hash: str, seen: float | None, read: Callable[[], Awaitable[StoredEntry | None]]
+    ) -> Lease | StoredEntry | None:
+        """Take the key's lease, or wait for the value of the process that holds it.
+
+        Args:
+            key_hash: the key.
+            seen: ``data_updated_at`` of the data this client already has
+                (``None``: none); only newer data in L2 ends a wait.
+            read: reads the key's entry from L2.
+
+        Returns:
+            a :class:`Lease` (call the origin), the :class:`StoredEntry` another
+            process produced (do not), or ``None`` when Redis cannot be reached
+            (call the origin: single-process behaviour).
+        """
+        try:
+            return await self._acquire_or_wait(key_hash, seen, read)
+        finally:
+            # One actor per key waits here at a time: nobody else needs it, and
+            # an event left behind for a key never updated again would leak.
+            self._arrivals.pop(key_hash, None)
+
+    async def _acquire_or_wait(
+        self, key_hash: str, seen: float | None, read: Callable[[], Awaitable[StoredEntry | None]]
+    ) -> Lease | StoredEntry | None:
+        counts = self._counters.counts
+        waited = False
+        while True:
+            try:
+                lease = await self._try_lease(key_hash)
+            except (StorageError, trio.TooSlowError) as exc:
+                self._counters.on_error("lease", exc)
+                return None
+            if lease is not None:
+                # Double-check: the holder before us may have written and
+                # released between our L2 read and our lease.
+                entry = await read()
+                if _newer(entry, seen):
+                    await self.release(lease)
+                    return entry
+                counts["takeovers" if waited else "leases_taken"] += 1
+                return lease
+            if not waited:
+                counts["leases_waited"] += 1
+                waited = True
+            arrival = self._arrivals.setdefault(key_hash, trio.Event())
+            with trio.move_on_after(self.poll_interval):
+                await arrival.wait()
+            entry = await read()
+            if _newer(entry, seen):
+                return entry
+
+    async def _try_lease(self, key_hash: str) -> Lease | None:
+        token = f"{self.node}:{next(self._tokens)}"
+        with trio.fail_after(self._timeout):
+            reply = await self._redis.execute(
+                "SET", self._lease_prefix + key_hash, token, "NX", "PX", _ms(self.lease_time)
+            )
+        return Lease(key_hash, token) if reply is not None else None
+
+    async def keep(self, lease: Lease) -> None:
+        """Renew ``lease`` every third of its life until cancelled."""
+        while True:
+            await trio.sleep(self.lease_time / 3)
+            try:
+                with trio.fail_after(self._timeout):
+                    await self._redis.execute(
+                        "EVAL", _RENEW, 1, self._lease_prefix + lease.key_hash,
+                        lease.token, _ms(self.lease_time),
+                    )  # fmt: skip
+            except (StorageError, trio.TooSlowError) as exc:
+                self._counters.on_error("renew", exc)
+
+    async def release(self, lease: Lease) -> None:
+        """Release ``lease`` if this client still holds it; never raises."""
+        try:
+            with trio.fail_after(self._timeout):
+                await self._redis.execute(
+                    "EVAL", _RELEASE, 1, self._lease_prefix + lease.key_hash, lease.token
+                )
+        except (StorageError, trio.TooSlowError) as exc:
+            self._counters.on_error("release", exc)
+
+    async def end_lease(self, lease: Lease, snap: Snapshot | None) -> None:
+        """Write the leased fetch's value to L2, announce it, then release the lease.
+
+        In that order, so that no process can take the lease and call the
+        origin again before the value is there to be read.  Shielded and
+        bounded: runs even when the fetch was cancelled.
+        """
+        tier = self._tier
+        with trio.CancelScope(shield=True), trio.move_on_after(2 * self._timeout):
+            state = snap.state if snap is not None else None
+            if snap is not None and state is not None and state.data_updated_at is not None:
+                ttl = tier.ttl(snap)
+                # Invalidated in flight: stored as such, and no news for the fleet
+                # (a waiter elsewhere must not take it as fresh).
+                invalidated = state.is_invalidated
+                written = ttl != 0 and await tier.l2.write_now(
+                    snap.key_hash,
+                    state.data,
+                    data_updated_at=state.data_updated_at,
+                    ttl=ttl,
+                    invalidated=invalidated,
+                )
+                if written and not invalidated and self._announce is not None:
+                    self._announce([(snap.key_hash, state.data_updated_at)])
+            await self.release(lease)
+
+
+def _newer(entry: StoredEntry | None, seen: float | None) -> bool:
+    if entry is None or entry.invalidated:
+        return False
+    return seen is None or entry.data_updated_at > seen
+
+
+def _ms(seconds: float) -> int:
+    return max(1, int(seconds * 1000))
+
+
+__all__ = ["Lease", "Leases"]

@@ -1,0 +1,2 @@
+"""Metrics collectors: in memory, Prometheus, OpenTelemetry.  Public names are
+re-exported by :mod:`stackquery`."""
