@@ -4,25 +4,28 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
 from types import TracebackType
-from typing import Protocol, cast, final
+from typing import TYPE_CHECKING, Protocol, cast, final
 
-import redis.asyncio
-import redis.exceptions
 import trio
 
 from ._base import ByteStore, Reading
 from ._errors import StorageError, map_storage_errors
-from ._redis_asyncio import AsyncioRedisCommands
 from ._redis_client import DEFAULT_PING_INTERVAL, DEFAULT_TIMEOUT, RedisClient, RedisReplyError
 from ._resp import CommandArg, RedisReply
 from ._validation import check_key, check_keys, check_prefix
 
+if TYPE_CHECKING:
+    import redis.asyncio
+
 _GLOB_SPECIAL = re.compile(r"([\\*?\[\]])")
 _SCAN_COUNT = 1000
 _DEFAULT_BATCH_SIZE = 500
+_UNAVAILABLE: tuple[type[BaseException], ...] = (OSError, trio.BrokenResourceError)
+"""Errors of the trio-native client that mean Redis could not be reached."""
 
 
 class RedisCommands(Protocol):
@@ -62,7 +65,8 @@ class RedisStorage(ByteStore):
     * a ``redis.asyncio.Redis``: commands go through trio-asyncio, which must
       be running (``async with trio_asyncio.open_loop():``).  About three times
       slower per unbatched command; the client's own timeouts apply.  Left open
-      by :meth:`aclose`.
+      by :meth:`aclose`.  trio-asyncio is imported only here, when such a
+      client is given (importing it patches asyncio for the whole process).
 
     The store runs no task and needs no nursery: it can be made anywhere and
     used from any task; ``async with RedisStorage(url) as store:`` or
@@ -87,13 +91,6 @@ class RedisStorage(ByteStore):
         ValueError: the URL, ``timeout``, ``ping_interval`` or ``batch_size`` is not valid.
     """
 
-    _unavailable = (
-        OSError,
-        trio.BrokenResourceError,
-        redis.exceptions.ConnectionError,
-        redis.exceptions.TimeoutError,
-    )
-
     def __init__(
         self,
         url_or_client: str | RedisClient | redis.asyncio.Redis,
@@ -109,14 +106,20 @@ class RedisStorage(ByteStore):
         self._batch_size = batch_size
         self._owns_client = isinstance(url_or_client, str)
         self._redis: RedisCommands
+        self._unavailable = _UNAVAILABLE
+        self._reply_errors: tuple[type[Exception], ...] = (RedisReplyError,)
         if isinstance(url_or_client, str):
             self._redis = RedisClient.from_url(
                 url_or_client, timeout=timeout, ping_interval=ping_interval
             )
         elif isinstance(url_or_client, RedisClient):
             self._redis = url_or_client
-        elif isinstance(url_or_client, redis.asyncio.Redis):
-            self._redis = AsyncioRedisCommands(url_or_client)
+        elif _is_asyncio_client(url_or_client):
+            from . import _redis_asyncio
+
+            self._redis = _redis_asyncio.AsyncioRedisCommands(url_or_client)
+            self._unavailable += _redis_asyncio.UNAVAILABLE_ERRORS
+            self._reply_errors += _redis_asyncio.REPLY_ERRORS
         else:
             raise TypeError(
                 "url_or_client must be a redis URL, a RedisClient or a redis.asyncio.Redis, "
@@ -242,7 +245,7 @@ class RedisStorage(ByteStore):
 
     def _translating(self, operation: str) -> AbstractContextManager[None]:
         """Translate errors as every store does, naming this store in its client's errors."""
-        return _Translation(operation, self._unavailable)
+        return _Translation(operation, self._unavailable, self._reply_errors)
 
 
 class _Translation:
@@ -255,11 +258,17 @@ class _Translation:
     same kind, with the root cause chained.
     """
 
-    __slots__ = ("_operation", "_unavailable")
+    __slots__ = ("_operation", "_reply_errors", "_unavailable")
 
-    def __init__(self, operation: str, unavailable: tuple[type[BaseException], ...]) -> None:
+    def __init__(
+        self,
+        operation: str,
+        unavailable: tuple[type[BaseException], ...],
+        reply_errors: tuple[type[Exception], ...],
+    ) -> None:
         self._operation = operation
         self._unavailable = unavailable
+        self._reply_errors = reply_errors
 
     def __enter__(self) -> None:
         return None
@@ -274,7 +283,7 @@ class _Translation:
             return
         operation = self._operation
         with map_storage_errors("RedisStorage", operation, unavailable=self._unavailable):
-            if isinstance(exc, redis.exceptions.ResponseError | RedisReplyError):
+            if isinstance(exc, self._reply_errors):
                 error = exc.error if isinstance(exc, RedisReplyError) else exc
                 raise StorageError(
                     f"RedisStorage.{operation} failed: {type(error).__name__}: {error}",
@@ -287,6 +296,16 @@ class _Translation:
                 )
                 raise relabelled from exc.__cause__ or exc
             raise exc
+
+
+def _is_asyncio_client(candidate: object) -> bool:
+    """Whether ``candidate`` is a ``redis.asyncio.Redis``, without importing redis-py.
+
+    Such a client exists only once its module was imported, so a URL, a
+    RedisClient or a wrong type is told apart at no import cost.
+    """
+    module = sys.modules.get("redis.asyncio")
+    return module is not None and isinstance(candidate, module.Redis)
 
 
 def _as_value(reply: RedisReply | str) -> bytes | None:

@@ -10,8 +10,6 @@ from typing import Any, Final
 
 import attrs
 import trio
-from redis.connection import SSLConnection, UnixDomainSocketConnection, parse_url
-from redis.exceptions import RedisError
 
 from ._redis_connection import HandshakeRefused
 from ._resp import NOT_ENOUGH_DATA, CommandArg, new_reply_reader, pack_command
@@ -61,6 +59,8 @@ class RedisAddress:
             ValueError: the URL has another scheme, a bad value, or an option
                 this client does not support.
         """
+        from redis.connection import SSLConnection, UnixDomainSocketConnection, parse_url
+
         options: dict[str, Any] = parse_url(url)  # type: ignore[no-untyped-call]
         connection_class = options.pop("connection_class", None)
         tls = connection_class is SSLConnection
@@ -246,7 +246,7 @@ async def _run_handshake(
             if not data:
                 raise ConnectionResetError("redis closed the connection during the handshake")
             reader.feed(data)
-        if isinstance(reply, RedisError):
+        if isinstance(reply, Exception):
             if position < len(required):
                 raise HandshakeRefused(f"{command[0]!s} failed: {reply}") from reply
             accepted = False

@@ -4,6 +4,10 @@ The slower path (about 3x the native client per unbatched command, see
 ``tests/benchmarks/redis_bridge.py``), for programs that already own a
 redis-py asyncio client.  It needs a running trio-asyncio loop:
 ``async with trio_asyncio.open_loop():`` around the code that uses it.
+
+Importing trio-asyncio patches asyncio's event-loop functions for the whole
+process, so this module is imported only when :class:`RedisStorage` is given
+such a client, never with the package.
 """
 
 from __future__ import annotations
@@ -12,9 +16,19 @@ from collections.abc import Iterable, Sequence
 from typing import Any, final
 
 import redis.asyncio
+import redis.exceptions
 import trio_asyncio  # type: ignore[import-untyped]
 
 from ._resp import CommandArg, RedisReply
+
+UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+)
+"""redis-py's errors that mean Redis could not be reached."""
+
+REPLY_ERRORS: tuple[type[Exception], ...] = (redis.exceptions.ResponseError,)
+"""redis-py's errors for a command Redis answered with an error reply."""
 
 
 @final

@@ -13,11 +13,10 @@ import ssl
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from types import TracebackType
-from typing import Final, final
+from typing import TYPE_CHECKING, Final, final
 
 import attrs
 import trio
-from redis.exceptions import RedisError
 
 from ._errors import StorageClosedError, StorageError, StorageUnavailableError
 from ._redis_address import RedisAddress, RedisConnector
@@ -27,9 +26,13 @@ from ._resp import (
     CommandArg,
     RedisReply,
     ReplyReader,
+    import_reply_parser,
     new_reply_reader,
     pack_command,
 )
+
+if TYPE_CHECKING:
+    from redis.exceptions import RedisError
 
 DEFAULT_TIMEOUT: Final = 5.0
 DEFAULT_PING_INTERVAL: Final = 10.0
@@ -167,6 +170,10 @@ class RedisClient:
     connecting: that is configuration to fix, not an outage to wait out.
     Make a new client with the right CA certificates or host name.
 
+    Making a client imports redis-py (its reply parser and error classes,
+    about 150 ms the first time), which importing :mod:`backends` does not;
+    so the first connection does not block a running event loop for it.
+
     Args:
         address: where the server is and how to log in.
         timeout: seconds each call may take; ``None`` waits forever (then a
@@ -191,6 +198,7 @@ class RedisClient:
         ping_interval: float | None = DEFAULT_PING_INTERVAL,
         use_hiredis: bool = True,
     ) -> None:
+        import_reply_parser()
         self._address = address
         self._timeout = _seconds_or_none("timeout", timeout)
         self._ping_interval = _seconds_or_none("ping_interval", ping_interval)
@@ -279,7 +287,7 @@ class RedisClient:
         if name in _REFUSALS or name in _BY_ARGUMENTS:
             _check_command(name, args, in_pipeline=False)
         (reply,) = await self._current_connection(name).request(payload, 1, name)
-        if isinstance(reply, RedisError):
+        if isinstance(reply, Exception):
             raise _reply_error(reply, name)
         return reply
 
@@ -333,7 +341,7 @@ class RedisClient:
         )
         if raise_on_error:
             for reply in replies:
-                if isinstance(reply, RedisError):
+                if isinstance(reply, Exception):  # an error reply (see RedisReply)
                     raise _reply_error(reply, "PIPELINE")
         return replies
 
@@ -576,7 +584,7 @@ class Subscription:
         for _ in channels:
             while (reply := self._next_reply()) is NOT_ENOUGH_DATA:
                 self._reader.feed(await self._receive())
-            if isinstance(reply, RedisError):
+            if isinstance(reply, Exception):  # an error reply (see RedisReply)
                 raise StorageError(
                     f"redis subscribe failed: {reply}", backend="RedisClient", operation="subscribe"
                 ) from reply

@@ -4,17 +4,19 @@ Replies are parsed by redis-py's own machinery: ``hiredis.Reader`` when hiredis
 is installed, else redis-py's pure-Python RESP2 parser fed from a buffer.  Error
 replies become redis-py's exception classes (``ResponseError``,
 ``NoScriptError``, ``AuthenticationError`` ...), exactly as redis-py raises them.
+
+redis-py is imported by the first reply parser made, not with this module:
+importing ``redis`` loads its asyncio client and its OpenTelemetry support
+(about 150 ms), which a program that never talks to Redis should not pay.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Final, Protocol, TypeAlias, cast
+from typing import TYPE_CHECKING, Any, Final, Protocol, TypeAlias, cast
 
-from redis._parsers import _RESP2Parser
-from redis._parsers.base import BaseParser
-from redis._parsers.encoders import Encoder
-from redis.exceptions import InvalidResponse, RedisError
+if TYPE_CHECKING:
+    from redis.exceptions import RedisError
 
 try:
     import hiredis
@@ -26,12 +28,14 @@ except ImportError:  # pragma: no cover - hiredis is an optional speed-up
 CommandArg: TypeAlias = str | bytes | bytearray | memoryview | int | float
 """One argument of a command: text is sent as UTF-8, numbers in decimal."""
 
-RedisReply: TypeAlias = bytes | int | RedisError | list["RedisReply"] | None
+RedisReply: TypeAlias = "bytes | int | RedisError | list[RedisReply] | None"
 """A parsed reply: bulk and status strings are ``bytes``, nil is ``None``.
 
 An error reply is the exception redis-py would raise for it (a
 ``redis.exceptions.RedisError``: ``ResponseError``, ``NoScriptError``,
-``AuthenticationError`` ...), as an instance, in its place.
+``AuthenticationError`` ...), as an instance, in its place.  It is the only
+exception a reply can be, so ``isinstance(reply, Exception)`` tells an error
+reply without importing redis-py.
 """
 
 
@@ -60,9 +64,21 @@ class ReplyReader(Protocol):
         ...
 
 
+def import_reply_parser() -> None:
+    """Import redis-py's parsing machinery now, if it is not yet.
+
+    The first import takes about 150 ms; a client calls this when it is
+    made, so that its first connection does not block a running event loop.
+    """
+    import redis._parsers  # noqa: F401
+
+
 def new_reply_reader(*, use_hiredis: bool = True) -> ReplyReader:
     """Return a fresh reply parser: hiredis when available and wanted, else pure Python."""
     if use_hiredis and HIREDIS_AVAILABLE:
+        from redis._parsers.base import BaseParser
+        from redis.exceptions import InvalidResponse
+
         # hiredis reads from any buffer, bytearray included (its stubs say str | bytes).
         reader = hiredis.Reader(
             protocolError=InvalidResponse,
@@ -179,6 +195,9 @@ class PythonReplyReader:
     """redis-py's pure-Python RESP2 parser behind the ``hiredis.Reader`` interface."""
 
     def __init__(self) -> None:
+        from redis._parsers import _RESP2Parser
+        from redis._parsers.encoders import Encoder
+
         self._buffer = _FedBuffer()
         self._parser = _RESP2Parser(socket_read_size=65536)  # type: ignore[no-untyped-call]
         self._parser._buffer = self._buffer

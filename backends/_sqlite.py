@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import os
-import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TypeVar, TypeVarTuple, final
+from typing import TYPE_CHECKING, TypeVar, TypeVarTuple, final
 
 import trio
 
 from ._base import ByteStore, Reading
 from ._expiry import expiry_deadline, is_expired, remaining_ttl
 from ._validation import check_prefix
+
+if TYPE_CHECKING:
+    # Imported by the first connection instead: a program without this store skips it.
+    import sqlite3
 
 T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
@@ -133,6 +136,8 @@ class SQLiteStorage(ByteStore):
         # Checked again here: aclose may have run while this call waited for the limiter.
         self._check_open(operation)
         if self._connection is None:
+            import sqlite3
+
             if self._path != ":memory:":
                 Path(self._path).parent.mkdir(parents=True, exist_ok=True)
             connection = sqlite3.connect(
@@ -176,6 +181,8 @@ class SQLiteStorage(ByteStore):
         return readings
 
     def _delete_expired(self, connection: sqlite3.Connection, keys: list[str], now: float) -> None:
+        import sqlite3  # loaded by _open already
+
         # The condition keeps a row that a writer refreshed since it was read.
         try:
             with _immediate_transaction(connection):

@@ -5,16 +5,20 @@ from __future__ import annotations
 import functools
 import inspect
 import math
-from collections.abc import Callable
+import types
+from collections.abc import Callable, Mapping
+from pathlib import PurePath
 from typing import Any, Final, Generic, TypeVar
 
 import attrs
 
 from actors import RestartIntensity
+from backends import RedisClient
 
 from ._errors import InvalidOptionError
 from ._keys import QueryKey, canonical_key
 from ._retry import default_retry_delay
+from .serializers import as_serializer
 
 T = TypeVar("T")
 
@@ -40,40 +44,264 @@ UNSET: Final = _Unset()
 """Marks an option that was not given (``None`` is a value)."""
 
 
-def _seconds(name: str, *, allow_none: bool, allow_zero: bool = True) -> Any:
+def _got(value: object) -> str:
+    """``type: repr`` of a refused value (the repr cut at 100 characters), for the messages."""
+    return f"{type(value).__name__}: {value!r:.100}"
+
+
+def _seconds(
+    name: str,
+    *,
+    allow_none: bool,
+    allow_zero: bool = True,
+    allow_inf: bool = True,
+    instead_of_inf: str = "",
+) -> Any:
+    """A validator of a time in seconds; ``instead_of_inf`` ends the message refusing ``inf``."""
+
     def check(_instance: object, _attribute: object, value: object) -> None:
         if value is None and allow_none:
             return
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise InvalidOptionError(
-                f"{name} must be a number of seconds, got {type(value).__name__}: {value!r}"
-            )
+            raise InvalidOptionError(f"{name} must be a number of seconds, got {_got(value)}")
         if math.isnan(value) or value < 0 or (value == 0 and not allow_zero):
             bound = ">= 0" if allow_zero else "> 0"
             raise InvalidOptionError(f"{name} must be {bound} seconds, got {value!r}")
+        if value == math.inf and not allow_inf:
+            raise InvalidOptionError(
+                f"{name} must be a finite number of seconds, got {value!r}{instead_of_inf}"
+            )
 
     return check
 
 
-def _retry_count(_instance: object, _attribute: object, value: Any) -> None:
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise InvalidOptionError(f"retry must be an int >= 0, got {value!r}")
+def _retries(*, allow_none: bool) -> Any:
+    def check(_instance: object, _attribute: object, value: Any) -> None:
+        if value is None and allow_none:
+            return
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise InvalidOptionError(f"retry must be an int >= 0, got {value!r}")
+
+    return check
+
+
+_retry_count = _retries(allow_none=True)
+"""``retry`` of a query or mutation: ``None`` takes the client's."""
+
+
+def _flag(name: str, *, allow_none: bool) -> Any:
+    """A validator of a ``bool`` (or ``None``): a truthy stand-in would be read silently."""
+    allowed = "True, False or None" if allow_none else "True or False"
+
+    def check(_instance: object, _attribute: object, value: object) -> None:
+        if not (isinstance(value, bool) or (value is None and allow_none)):
+            raise InvalidOptionError(f"{name} must be {allowed}, got {_got(value)}")
+
+    return check
+
+
+def _positive_int(name: str) -> Any:
+    def check(_instance: object, _attribute: object, value: object) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise InvalidOptionError(f"{name} must be an int >= 1, got {value!r}")
+
+    return check
 
 
 def _optional_callable(name: str) -> Any:
     def check(_instance: object, _attribute: object, value: object) -> None:
         if value is not None and not callable(value):
-            raise TypeError(f"{name} must be callable, got {type(value).__name__}: {value!r}")
+            raise TypeError(f"{name} must be callable, got {_got(value)}")
 
     return check
 
 
-def _retry_delay(_instance: object, _attribute: object, value: Any) -> None:
-    if value is None or callable(value):
+def _delays(*, allow_none: bool) -> Any:
+    seconds = _seconds(
+        "retry_delay",
+        allow_none=False,
+        allow_inf=False,
+        instead_of_inf="; use retry=0 for no retries",
+    )
+
+    def check(instance: object, attribute: object, value: Any) -> None:
+        if (value is None and allow_none) or callable(value):
+            return
+        seconds(instance, attribute, value)
+
+    return check
+
+
+_retry_delay = _delays(allow_none=True)
+"""``retry_delay`` of a query or mutation: ``None`` takes the client's."""
+
+_STORE_URL_SCHEMES = ("redis://", "rediss://", "unix://")
+_SERIALIZER_NAMES: Mapping[str, str] = {
+    "json": "stackquery.serializers.json",
+    "msgpack": "stackquery.serializers.msgpack",
+    "pickle": "stackquery.serializers.pickle(key=...)",
+}
+
+
+def _check_storage(_instance: object, _attribute: object, value: object) -> None:
+    if value is None:
         return
-    _seconds("retry_delay", allow_none=False)(_instance, _attribute, value)
+    problem = _store_problem(value)
+    if problem is not None:
+        raise InvalidOptionError(
+            f"storage must be a store with async get, set and delete, {problem}"
+        )
+
+
+def _store_problem(value: object) -> str | None:
+    """What keeps ``value`` from being a StorageBackend, with the fix when there is one."""
+    if isinstance(value, str | PurePath):
+        if isinstance(value, str) and value.startswith(_STORE_URL_SCHEMES):
+            return f"got {_got(value)}; use RedisStorage({value!r})"
+        return f"got {_got(value)}; use SQLiteStorage({value!r})"
+    if isinstance(value, type):
+        return f"got the class {value.__qualname__}; use an instance: {value.__qualname__}()"
+    # A redis-py asyncio client is told by its module, so as to import nothing.
+    if isinstance(value, RedisClient) or type(value).__module__.startswith("redis.asyncio."):
+        return f"got {_got(value)}; use RedisStorage(client)"
+    for name in ("get", "set", "delete"):
+        method = getattr(value, name, None)
+        if method is None or not callable(method):
+            return f"got {_got(value)}; it has no {name}"
+        if not _may_be_async(method):
+            return f"got {_got(value)}; its {name} is not async"
+    return None
+
+
+def _may_be_async(method: object) -> bool:
+    """False only for a callable known to be synchronous (awaiting its result would fail).
+
+    A sync wrapper made with ``functools.wraps`` counts as what it wraps; a
+    callable that cannot be looked into (a builtin, an extension) is given the
+    benefit of the doubt.
+    """
+    try:
+        method = inspect.unwrap(method)  # type: ignore[arg-type]
+    except ValueError:  # a __wrapped__ cycle
+        return True
+    if is_async_callable(method):
+        return True
+    while isinstance(method, functools.partial):
+        method = method.func
+    if isinstance(method, types.MethodType):
+        method = method.__func__
+    if isinstance(method, types.FunctionType):
+        return False
+    return not isinstance(getattr(type(method), "__call__", None), types.FunctionType)  # noqa: B004
+
+
+def _check_serializer(_instance: object, _attribute: object, value: object) -> None:
+    if value is None:
+        return
+    if isinstance(value, str):
+        fix = _SERIALIZER_NAMES.get(value, "an object with dumps and loads")
+        raise InvalidOptionError(f"serializer must be a serializer, got {_got(value)}; use {fix}")
+    try:
+        as_serializer(value)
+    except (TypeError, ValueError) as exc:
+        raise InvalidOptionError(f"serializer is not usable: {exc}") from exc
+
+
+def _check_key_prefix(_instance: object, _attribute: object, value: object) -> None:
+    if not isinstance(value, str):
+        fix = "; use '' for no prefix" if value is None else ""
+        raise InvalidOptionError(f"key_prefix must be a str, got {_got(value)}{fix}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidOptionError(f"key_prefix must be valid unicode text, got {value!r}") from None
+
+
+def _check_restart_intensity(_instance: object, _attribute: object, value: object) -> None:
+    if isinstance(value, RestartIntensity):
+        return
+    if isinstance(value, int) and not isinstance(value, bool):
+        fix = f"max_restarts={value!r}"
+    elif isinstance(value, tuple) and len(value) == 2:
+        fix = f"max_restarts={value[0]!r}, within={value[1]!r}"
+    else:
+        fix = "max_restarts=..., within=..."
+    raise InvalidOptionError(
+        f"restart_intensity must be an actors.RestartIntensity, got {_got(value)}; "
+        f"use actors.RestartIntensity({fix})"
+    )
+
+
+def _check_query_fn(_instance: object, _attribute: object, value: Any) -> None:
+    if not callable(value):
+        raise TypeError(f"query_fn must be callable, got {_got(value)}")
+    unbound = _unbound_parameters(value)
+    if unbound:
+        raise TypeError(
+            f"query_fn {_callable_name(value)} requires {', '.join(unbound)} but is called "
+            "with no arguments; bind them with functools.partial or a lambda"
+        )
+
+
+def _unbound_parameters(fn: Callable[..., Any]) -> list[str]:
+    """The parameters a call ``fn()`` leaves without a value; none if ``fn`` cannot be inspected.
+
+    Plain functions, bound methods and partials of them are read from their
+    code object (a fraction of a microsecond, where ``inspect.signature``
+    takes several); anything else goes through ``inspect.signature``.
+    """
+    target: Any = fn
+    bound_positional, bound_keywords = 0, {}
+    if type(target) is functools.partial:
+        bound_positional, bound_keywords = len(target.args), target.keywords
+        target = target.func
+    if isinstance(target, types.MethodType):
+        bound_positional += 1
+        target = target.__func__
+    if isinstance(target, types.FunctionType):
+        return _unbound_in_code(target, bound_positional, bound_keywords)
+    try:
+        signature = inspect.signature(fn, follow_wrapped=False)
+    except (TypeError, ValueError):  # no signature to read: let the call decide
+        return []
+    return [
+        parameter.name
+        for parameter in signature.parameters.values()
+        if parameter.default is parameter.empty
+        and parameter.kind not in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD)
+    ]
+
+
+def _unbound_in_code(
+    function: types.FunctionType, bound_positional: int, bound_keywords: Mapping[str, Any]
+) -> list[str]:
+    code = function.__code__
+    count = code.co_argcount
+    required = count - len(function.__defaults__ or ())
+    if required <= bound_positional and not code.co_kwonlyargcount:
+        return []  # the usual case, decided without building a list
+    unbound = [
+        name
+        for index, name in enumerate(code.co_varnames[:required])
+        if index >= bound_positional
+        and (name not in bound_keywords or index < code.co_posonlyargcount)
+    ]
+    keyword_defaults = function.__kwdefaults__ or {}
+    unbound += [
+        name
+        for name in code.co_varnames[count : count + code.co_kwonlyargcount]
+        if name not in keyword_defaults and name not in bound_keywords
+    ]
+    return unbound
+
+
+def _callable_name(fn: object) -> str:
+    if isinstance(fn, functools.partial):
+        return f"functools.partial({_callable_name(fn.func)})"
+    name = getattr(fn, "__qualname__", None)
+    if isinstance(name, str):
+        return name
+    return f"{type(fn).__qualname__}.__call__"
 
 
 def is_async_callable(fn: object) -> bool:
@@ -90,29 +318,46 @@ def is_async_callable(fn: object) -> bool:
     return inspect.iscoroutinefunction(call)
 
 
+_STORAGE_TTL = _seconds(
+    "storage_ttl",
+    allow_none=True,
+    allow_zero=False,
+    allow_inf=False,
+    instead_of_inf="; use None for no expiry",
+)
+
+
 @attrs.frozen
 class QueryClientConfig:
-    """Settings of a query client; each query may override the per-query ones."""
+    """Settings of a query client; each query may override the per-query ones.
+
+    Raises (at construction):
+        InvalidOptionError: a setting of the wrong type or out of range (a
+            negative, NaN or, where it would hang or overflow, infinite time; a
+            ``storage`` that is not a store; a ``key_prefix`` that is not text
+            ...); the message names the setting and, when there is one, the fix.
+    """
 
     stale_time: float = attrs.field(default=0.0, validator=_seconds("stale_time", allow_none=False))
     """Seconds data stays fresh after it was fetched; ``math.inf``: never stale."""
     gc_time: float = attrs.field(default=300.0, validator=_seconds("gc_time", allow_none=False))
     """Seconds an unobserved key stays in L1 after its last use; ``math.inf``: forever."""
-    retry: int = attrs.field(default=3, validator=_retry_count)
+    retry: int = attrs.field(default=3, validator=_retries(allow_none=False))
     """Retries after a failed attempt of ``query_fn`` (0: fail at once)."""
     retry_delay: Callable[[int], float] | float = attrs.field(
-        default=default_retry_delay, validator=_retry_delay
+        default=default_retry_delay, validator=_delays(allow_none=False)
     )
     """Seconds before a retry: a number, or a function of the 0-based retry number."""
-    storage: Any = None
-    """The L2 store (a ``backends.StorageBackend``), or ``None`` for L1 only."""
-    serializer: Any = None
+    storage: Any = attrs.field(default=None, validator=_check_storage)
+    """The L2 store (a ``backends.StorageBackend``: async ``get``, ``set``, ``delete``),
+    or ``None`` for L1 only."""
+    serializer: Any = attrs.field(default=None, validator=_check_serializer)
     """How values become bytes in L2; ``None`` means ``serializers.json``."""
     max_queries: int | None = attrs.field(default=None)
     """Bound on keys held in L1; the least recently used idle key is evicted."""
-    key_prefix: str = "sq:"
+    key_prefix: str = attrs.field(default="sq:", validator=_check_key_prefix)
     """Prefix of every L2 key (and pub/sub channel) this client writes."""
-    mailbox_capacity: int = 1024
+    mailbox_capacity: int = attrs.field(default=1024, validator=_positive_int("mailbox_capacity"))
     """Messages a key's actor queues before senders get backpressure."""
     l2_timeout: float = attrs.field(
         default=2.0, validator=_seconds("l2_timeout", allow_none=False, allow_zero=False)
@@ -122,23 +367,32 @@ class QueryClientConfig:
         default=5.0, validator=_seconds("shutdown_timeout", allow_none=False)
     )
     """Seconds pending L2 writes may take to finish when the client closes."""
-    broadcast: bool | None = None
+    broadcast: bool | None = attrs.field(
+        default=None, validator=_flag("broadcast", allow_none=True)
+    )
     """Publish invalidations and new data to other processes on the same Redis
     (``None``: on when ``storage`` is a ``RedisStorage``)."""
-    single_flight: bool | None = None
+    single_flight: bool | None = attrs.field(
+        default=None, validator=_flag("single_flight", allow_none=True)
+    )
     """Fleet-wide single flight: one process calls the origin for a key, the others
     wait for its value in Redis (``None``: on when ``storage`` is a ``RedisStorage``)."""
     lease_time: float = attrs.field(
-        default=10.0, validator=_seconds("lease_time", allow_none=False, allow_zero=False)
+        default=10.0,
+        validator=_seconds("lease_time", allow_none=False, allow_zero=False, allow_inf=False),
     )
     """Seconds a single-flight lease lives unless its holder renews it (a dead holder's
     lease frees itself after this long)."""
     lease_poll_interval: float = attrs.field(
         default=0.25,
-        validator=_seconds("lease_poll_interval", allow_none=False, allow_zero=False),
+        validator=_seconds(
+            "lease_poll_interval", allow_none=False, allow_zero=False, allow_inf=False
+        ),
     )
     """Seconds between looks at Redis while waiting for another process's value."""
-    restart_intensity: RestartIntensity = attrs.field(factory=RestartIntensity)
+    restart_intensity: RestartIntensity = attrs.field(
+        factory=RestartIntensity, validator=_check_restart_intensity
+    )
     """Actor crashes absorbed (restart from the last snapshot) before the client fails."""
     storage_ttl: Any = attrs.field(default=UNSET)
     """TTL of L2 entries in seconds; ``None``: no expiry; unset: each key's ``gc_time``."""
@@ -146,7 +400,7 @@ class QueryClientConfig:
     @storage_ttl.validator
     def _check_storage_ttl(self, attribute: object, value: Any) -> None:
         if value is not UNSET:
-            _seconds("storage_ttl", allow_none=True, allow_zero=False)(self, attribute, value)
+            _STORAGE_TTL(self, attribute, value)
 
     @max_queries.validator
     def _check_max_queries(self, _attribute: object, value: int | None) -> None:
@@ -162,13 +416,16 @@ class QueryOptions(Generic[T]):
 
     Raises (at construction):
         InvalidKeyError: ``query_key`` is not a valid key.
-        TypeError: ``query_fn`` or a callback is not callable.
-        InvalidOptionError: a time is negative or NaN, ``retry`` is negative.
+        TypeError: ``query_fn`` or a callback is not callable, or ``query_fn``
+            requires arguments (it is called with none; a callable whose
+            signature cannot be read is accepted).
+        InvalidOptionError: a time is negative or NaN (or an infinite
+            ``retry_delay``), ``retry`` is negative, a flag is not a ``bool``.
     """
 
     query_key: QueryKey = attrs.field()
     """The key, a tuple such as ``("user", 42)``."""
-    query_fn: Callable[[], Any] = attrs.field()
+    query_fn: Callable[[], Any] = attrs.field(validator=_check_query_fn)
     """Loads the value: awaited if async, else run in a worker thread."""
     stale_time: float | None = attrs.field(
         default=None, validator=_seconds("stale_time", allow_none=True)
@@ -180,7 +437,7 @@ class QueryOptions(Generic[T]):
     retry_delay: Callable[[int], float] | float | None = attrs.field(
         default=None, validator=_retry_delay
     )
-    enabled: bool = True
+    enabled: bool = attrs.field(default=True, validator=_flag("enabled", allow_none=False))
     """``False``: observers never fetch by themselves (``fetch_query`` still does)."""
     refetch_interval: float | None = attrs.field(
         default=None, validator=_seconds("refetch_interval", allow_none=True, allow_zero=False)
@@ -194,7 +451,10 @@ class QueryOptions(Generic[T]):
     """Shown to observers while the key is pending; never cached, never returned by fetch_query."""
     initial_data: Any = UNSET
     """Cached as if fetched when the key is first created (a value or a no-argument function)."""
-    initial_data_updated_at: float | None = None
+    initial_data_updated_at: float | None = attrs.field(
+        default=None,
+        validator=_seconds("initial_data_updated_at", allow_none=True, allow_inf=False),
+    )
     """Wall time ``initial_data`` was current; ``None``: now."""
     timeout: float | None = attrs.field(
         default=None, validator=_seconds("timeout", allow_none=True, allow_zero=False)
@@ -209,7 +469,9 @@ class QueryOptions(Generic[T]):
     on_settled: Callable[[Any, BaseException | None], object] | None = attrs.field(
         default=None, validator=_optional_callable("on_settled")
     )
-    single_flight: bool | None = None
+    single_flight: bool | None = attrs.field(
+        default=None, validator=_flag("single_flight", allow_none=True)
+    )
     """Override the client's fleet-wide single flight for this query."""
     max_age: float | None = attrs.field(
         default=None, validator=_seconds("max_age", allow_none=True)
@@ -222,11 +484,6 @@ class QueryOptions(Generic[T]):
     """Canonical JSON of the key: the L1 table's key and the L2 key's suffix."""
     is_async: bool = attrs.field(init=False, repr=False, eq=False)
     """Whether ``query_fn`` is awaited (True) or run in a worker thread."""
-
-    @query_fn.validator
-    def _check_query_fn(self, _attribute: object, value: object) -> None:
-        if not callable(value):
-            raise TypeError(f"query_fn must be callable, got {type(value).__name__}: {value!r}")
 
     def __attrs_post_init__(self) -> None:
         key, key_hash = canonical_key(self.query_key)

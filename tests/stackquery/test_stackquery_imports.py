@@ -1,0 +1,15 @@
+"""Importing stackquery changes nothing outside it (DESIGN.md, failure rules)."""
+
+from __future__ import annotations
+
+from tests.fresh_interpreter import UNTOUCHED_ASYNCIO, after
+
+
+class TestImport:
+    def test_loads_no_optional_module(self) -> None:
+        """`import stackquery` loads neither redis-py, trio-asyncio nor a cloud or metrics SDK."""
+        assert after("import stackquery")["loaded"] == []
+
+    def test_leaves_asyncio_alone(self) -> None:
+        """After `import stackquery`, asyncio keeps its default policy and runs its own loop."""
+        assert after("import stackquery")["asyncio"] == UNTOUCHED_ASYNCIO
