@@ -1,15 +1,18 @@
 """stackquery: an actor-based concurrent cache runtime for trio."""
 
+from actors import RestartIntensity
 from backends import (
     ChainStorage,
     FileStorage,
     GCSStorage,
     InstrumentedStorage,
     MemoryStorage,
+    RedisCommandRefusedError,
     RedisStorage,
     S3Storage,
     SQLiteStorage,
     StorageBackend,
+    StorageTLSError,
 )
 
 from . import serializers
@@ -86,7 +89,9 @@ __all__ = [
     "QueryState",
     "QueryStatus",
     "QueryTimeoutError",
+    "RedisCommandRefusedError",
     "RedisStorage",
+    "RestartIntensity",
     "S3Storage",
     "SQLiteStorage",
     "SerializationError",
@@ -95,6 +100,7 @@ __all__ = [
     "StackqueryError",
     "StorageBackend",
     "StorageError",
+    "StorageTLSError",
     "StorageUnavailableError",
     "StoredEntry",
     "bg",

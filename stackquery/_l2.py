@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import attrs
@@ -28,7 +28,11 @@ from .serializers import Serializer
 
 logger = logging.getLogger("stackquery.l2")
 
-_RETRY_BACKOFF_MAX = 30.0
+_RETRY_BACKOFF_MAX = 1.0
+"""Seconds at most between two tries of a write while the store is down.
+
+Short, so that what queued up during an outage lands within a second of the
+store's return; a try against a store that is down costs one failed call."""
 
 
 @attrs.frozen
@@ -80,10 +84,21 @@ class L2Cache:
         serializer: turns values into bytes and back.
         key_prefix: put before every key's canonical hash.
         timeout: seconds a store call may take before it counts as failed.
+        reconnected: returns when the store is reachable again (Redis's
+            ``wait_reconnected``): the writer's retry then goes at once.
     """
 
-    def __init__(self, store: Any, serializer: Serializer, key_prefix: str, timeout: float) -> None:
+    def __init__(
+        self,
+        store: Any,
+        serializer: Serializer,
+        key_prefix: str,
+        timeout: float,
+        *,
+        reconnected: Callable[[], Awaitable[object]] | None = None,
+    ) -> None:
         self.store = store
+        self._reconnected = reconnected
         self.serializer = serializer
         self.key_prefix = key_prefix
         self.timeout = timeout
@@ -287,7 +302,7 @@ class L2Cache:
             if failed:
                 for key_hash, op in failed.items():
                     self._writes.setdefault(key_hash, op)  # a newer op wins
-                await backoff.wait()
+                await backoff.wait(wake=self._reconnected)
             else:
                 backoff.reset()
 

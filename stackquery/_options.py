@@ -227,8 +227,8 @@ def _check_restart_intensity(_instance: object, _attribute: object, value: objec
     else:
         fix = "max_restarts=..., within=..."
     raise InvalidOptionError(
-        f"restart_intensity must be an actors.RestartIntensity, got {_got(value)}; "
-        f"use actors.RestartIntensity({fix})"
+        f"restart_intensity must be a stackquery.RestartIntensity, got {_got(value)}; "
+        f"use stackquery.RestartIntensity({fix})"
     )
 
 

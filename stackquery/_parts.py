@@ -51,7 +51,14 @@ class ClientParts:
         self.tier: L2Tier | None = None
         self.fleet: Fleet | None = None
         if config.storage is not None:
-            self.l2 = L2Cache(config.storage, self.serializer, config.key_prefix, config.l2_timeout)
+            redis = getattr(config.storage, "redis", None)
+            self.l2 = L2Cache(
+                config.storage,
+                self.serializer,
+                config.key_prefix,
+                config.l2_timeout,
+                reconnected=redis.wait_reconnected if isinstance(redis, RedisClient) else None,
+            )
             self.tier = L2Tier(self.cache, self.l2, config.storage_ttl)
             self.fleet = self._build_fleet(self.l2, self.tier)
         self.supervisor: Supervisor | None = None

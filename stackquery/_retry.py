@@ -11,6 +11,7 @@ the fleet and ``bg.read`` all take their waits from here.
 
 from __future__ import annotations
 
+import contextlib
 import random
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -90,9 +91,18 @@ class Backoff:
         self._failures += 1
         return delay
 
-    async def wait(self) -> None:
-        """Count a failed try and sleep the next delay."""
-        await trio.sleep(self.next_delay())
+    async def wait(self, wake: Callable[[], Awaitable[object]] | None = None) -> None:
+        """Count a failed try and sleep the next delay, or until ``wake()`` returns.
+
+        ``wake`` is a sign that the next try may now succeed (a connection was
+        made again); one that raises is ignored, and the full delay is slept.
+        """
+        with trio.move_on_after(self.next_delay()):
+            if wake is not None:
+                with contextlib.suppress(Exception):
+                    await wake()
+                    return
+            await trio.sleep_forever()
 
     def reset(self) -> None:
         """A try succeeded: the next outage starts from ``first``."""

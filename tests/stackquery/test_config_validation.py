@@ -182,18 +182,18 @@ class TestClientConfigRefusals:
             ({"mailbox_capacity": "8"}, r"^mailbox_capacity must be an int >= 1, got '8'$"),
             (
                 {"restart_intensity": 5},
-                r"^restart_intensity must be an actors\.RestartIntensity, got int: 5; "
-                r"use actors\.RestartIntensity\(max_restarts=5\)$",
+                r"^restart_intensity must be a stackquery\.RestartIntensity, got int: 5; "
+                r"use stackquery\.RestartIntensity\(max_restarts=5\)$",
             ),
             (
                 {"restart_intensity": (3, 60.0)},
-                r"^restart_intensity must be an actors\.RestartIntensity, got tuple: \(3, 60\.0\); "
-                r"use actors\.RestartIntensity\(max_restarts=3, within=60\.0\)$",
+                r"^restart_intensity must be a stackquery\.RestartIntensity, got tuple: \(3, 60\.0\); "
+                r"use stackquery\.RestartIntensity\(max_restarts=3, within=60\.0\)$",
             ),
             (
                 {"restart_intensity": None},
-                r"^restart_intensity must be an actors\.RestartIntensity, got NoneType: None; "
-                r"use actors\.RestartIntensity\(max_restarts=\.\.\., within=\.\.\.\)$",
+                r"^restart_intensity must be a stackquery\.RestartIntensity, got NoneType: None; "
+                r"use stackquery\.RestartIntensity\(max_restarts=\.\.\., within=\.\.\.\)$",
             ),
             ({"broadcast": 1}, r"^broadcast must be True, False or None, got int: 1$"),
             ({"broadcast": "no"}, r"^broadcast must be True, False or None, got str: 'no'$"),
