@@ -59,6 +59,9 @@ def entry_bytes(value: Any, *, at: float, invalidated: bool = False) -> bytes:
 class ControlledStorage:
     """A MemoryStorage whose calls the test can make fail, hang, or wait at a gate.
 
+    Another store (a ``SQLiteStorage``) can stand behind the switches instead:
+    pass it as ``memory``.
+
     Attributes:
         failure: raised (a fresh copy) by every call while set.
         hanging: while true, every call sleeps forever (until cancelled).
@@ -69,7 +72,7 @@ class ControlledStorage:
         hung_calls: calls that hung.
     """
 
-    def __init__(self, memory: MemoryStorage | None = None) -> None:
+    def __init__(self, memory: Any = None) -> None:
         self.memory = memory if memory is not None else MemoryStorage()
         self.failure: Exception | None = None
         self.hanging = False
