@@ -362,7 +362,9 @@ class QueryClientConfig:
     l2_timeout: float = attrs.field(
         default=2.0, validator=_seconds("l2_timeout", allow_none=False, allow_zero=False)
     )
-    """Seconds an L2 call may take before it counts as failed."""
+    """Seconds an L2 call may take before it counts as failed: the longest a caller waits
+    for the store, whatever the store (a call in a worker thread finishes later, and a
+    late read's answer is dropped)."""
     shutdown_timeout: float = attrs.field(
         default=5.0, validator=_seconds("shutdown_timeout", allow_none=False)
     )

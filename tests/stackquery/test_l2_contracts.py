@@ -3,13 +3,18 @@
 Each class pins one promise the tier made and once broke: a cold read whose
 key is removed while it is out still settles its waiters; values given up at
 close are counted one by one; a caller's wait for any store, threaded ones
-included, ends at ``l2_timeout``.
+included, ends at ``l2_timeout``, and what a thread answers late is neither
+lost nor applied twice.
 """
 
 from __future__ import annotations
 
+import logging
 import math
-from collections.abc import Callable
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +32,7 @@ from tests.stackquery.l2_store import (
     ControlledStorage,
     config,
     entry_bytes,
+    l2_stats,
     options,
 )
 
@@ -199,3 +205,246 @@ class TestRemovalDuringAColdRead:
         assert {n: origin.calls for n, origin in origins.items()} == {
             n: 2 if n % 2 == 0 else 0 for n in range(10)
         }
+
+
+def l2_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """The WARNING messages logged on ``stackquery.l2``."""
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "stackquery.l2" and r.levelno == logging.WARNING
+    ]
+
+
+class TestValuesLostAtClose:
+    async def test_every_value_queued_or_in_flight_at_close_is_counted_and_logged_once(
+        self, autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """Four values in the batch being stored and two queued when shutdown_timeout ends: six."""
+        store = ControlledStorage()
+        store.write_delay = 10.0
+        settings = config(store, shutdown_timeout=1.0, l2_timeout=30.0)
+        async with sq.open_query_client(settings) as client:
+            await client.set_query_data(("first",), "a")
+            await wait_all_tasks_blocked()  # the writer took it alone and stores it for 10 s
+            for n in range(4):  # queued while "first" is stored, then stored as one batch
+                await client.set_query_data(("user", n), n)
+            await trio.sleep(10.5)
+            assert (l2_stats(client).writes, l2_stats(client).pending_writes) == (1, 0)
+            for n in range(4, 6):
+                await client.set_query_data(("user", n), n)
+            assert l2_stats(client).pending_writes == 2
+        assert trio.current_time() == 11.5
+        stats = l2_stats(client)
+        assert (stats.writes, stats.dropped_writes) == (1, 6)
+        assert l2_warnings(caplog) == [
+            f"6 L2 writes dropped at close: {store!r} did not take them "
+            "within shutdown_timeout (1 s)"
+        ]
+
+    async def test_a_close_with_nothing_pending_logs_nothing(
+        self, autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """Every write landed before close: none dropped, no warning."""
+        store = ControlledStorage()
+        async with sq.open_query_client(config(store, shutdown_timeout=1.0)) as client:
+            await client.set_query_data(KEY, "a")
+        assert (l2_stats(client).writes, l2_stats(client).dropped_writes) == (1, 0)
+        assert l2_warnings(caplog) == []
+
+
+class ThreadBlockedStorage:
+    """A store whose reads and writes run in worker threads that wait for the test's word.
+
+    ``get_many`` waits in its thread for ``reads_released``, ``set_many`` for
+    ``writes_released`` (a ``threading.Event`` each: cancellation cannot stop
+    them), then reads or writes a dict in that thread, as SQLiteStorage and
+    FileStorage do.  ``read_returned`` / ``write_returned`` are set in trio once
+    a thread call has returned.
+    """
+
+    def __init__(self) -> None:
+        self.entries: dict[str, bytes] = {}
+        self.reads_released = threading.Event()
+        self.writes_released = threading.Event()
+        self.read_returned = trio.Event()
+        self.write_returned = trio.Event()
+        self.thread_reads = 0
+        self.thread_writes = 0
+
+    def release_all(self) -> None:
+        """Let every thread call go (a test that fails must not leave threads waiting)."""
+        self.reads_released.set()
+        self.writes_released.set()
+
+    def _read(self, keys: list[str]) -> list[bytes | None]:
+        assert self.reads_released.wait(30.0)
+        self.thread_reads += 1
+        return [self.entries.get(key) for key in keys]
+
+    def _write(self, items: dict[str, bytes]) -> None:
+        assert self.writes_released.wait(30.0)
+        self.thread_writes += 1
+        self.entries.update(items)
+
+    async def get(self, key: str) -> bytes | None:
+        return (await self.get_many([key]))[0]
+
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        values = await trio.to_thread.run_sync(self._read, list(keys))
+        self.read_returned.set()
+        return values
+
+    async def set(self, key: str, value: bytes, ttl: float | None = None) -> None:
+        await self.set_many({key: value}, ttl)
+
+    async def set_many(self, items: Mapping[str, bytes], ttl: float | None = None) -> None:
+        await trio.to_thread.run_sync(self._write, dict(items))
+        self.write_returned.set()
+
+    async def delete(self, key: str) -> None:
+        await trio.to_thread.run_sync(self.entries.pop, key, None)
+
+
+def counts(client: sq.QueryClient) -> tuple[int, int, int, int, int]:
+    """(hits, misses, errors, writes, dropped_writes) of the client's L2."""
+    s = l2_stats(client)
+    return (s.hits, s.misses, s.errors, s.writes, s.dropped_writes)
+
+
+class TestValuesLostAtCloseInAThread:
+    async def test_a_write_given_up_at_close_that_lands_later_is_counted_dropped_only(
+        self, mock_clock: trio.testing.MockClock
+    ) -> None:
+        """A write still in its thread when shutdown_timeout runs out: dropped 1, written 0."""
+        store = ThreadBlockedStorage()
+
+        async def run_out_then_release() -> None:
+            await wait_all_tasks_blocked()  # the client waits in its flush
+            mock_clock.jump(1.0)
+            await wait_all_tasks_blocked()  # given up: the writer waits for its thread
+            store.writes_released.set()
+
+        async with trio.open_nursery() as helpers:
+            settings = config(store, shutdown_timeout=1.0, l2_timeout=30.0)
+            async with sq.open_query_client(settings) as client:
+                try:
+                    await client.set_query_data(KEY, "set")
+                    await wait_all_tasks_blocked()
+                    helpers.start_soon(run_out_then_release)
+                except BaseException:
+                    store.release_all()
+                    raise
+        assert trio.current_time() == 1.0
+        assert counts(client) == (0, 0, 0, 0, 1)
+        assert store.thread_writes == 1
+
+
+class TestL2TimeoutBoundsEveryStore:
+    """On a MockClock that moves only when the test jumps it: a thread takes no trio time.
+
+    So a caller served by the time the clock reaches ``l2_timeout`` while the
+    thread is still blocked was served at ``l2_timeout``, not when the thread
+    let go.
+    """
+
+    async def test_a_locked_sqlite_database_holds_a_cold_caller_only_l2_timeout(
+        self, mock_clock: trio.testing.MockClock, tmp_path: Path
+    ) -> None:
+        """BEGIN EXCLUSIVE in another connection: the caller gets the origin's value at 0.5 s."""
+        path = tmp_path / "cache.db"
+        locker = sqlite3.connect(path, isolation_level=None)
+        locker.execute(
+            "CREATE TABLE stackquery_entries "
+            "(key TEXT PRIMARY KEY NOT NULL, value BLOB NOT NULL, expires_at REAL)"
+        )
+        locker.execute(
+            "INSERT INTO stackquery_entries VALUES (?, ?, NULL)",
+            (L2_KEY, entry_bytes("stored", at=time.time() + 3600.0)),
+        )
+        locker.execute("BEGIN EXCLUSIVE")
+        results: list[Any] = []
+        async with (
+            SQLiteStorage(path, timeout=5.0) as store,
+            sq.open_query_client(config(store, l2_timeout=0.5)) as client,
+            trio.open_nursery() as nursery,
+        ):
+            try:
+
+                async def fetch() -> None:
+                    results.append(await client.fetch_query(options(Origin("fetched"))))
+
+                nursery.start_soon(fetch)
+                await wait_all_tasks_blocked()
+                assert results == []
+                mock_clock.jump(0.5)
+                await wait_all_tasks_blocked()
+                # Served while the database is still locked and the read's thread waits.
+                assert (results, trio.current_time()) == (["fetched"], 0.5)
+                assert counts(client) == (0, 1, 1, 0, 0)
+            finally:
+                locker.execute("ROLLBACK")
+        # Leaving waited for the late read (its answer dropped) and the write behind it.
+        locker.close()
+        assert client.get_query_data(KEY) == "fetched"
+        assert counts(client) == (0, 1, 1, 1, 0)
+        stored = sqlite3.connect(path).execute(
+            "SELECT value FROM stackquery_entries WHERE key = ?", (L2_KEY,)
+        )
+        assert sq.unpack_entry(stored.fetchone()[0], sq.serializers.json).value == "fetched"
+
+    async def test_a_read_blocked_in_its_thread_is_a_miss_at_l2_timeout_and_dropped_later(
+        self, mock_clock: trio.testing.MockClock
+    ) -> None:
+        """A read's thread blocks on an Event: the caller is served at 0.5 s, the answer dropped."""
+        store = ThreadBlockedStorage()
+        store.writes_released.set()
+        results: list[Any] = []
+        async with (
+            sq.open_query_client(config(store, l2_timeout=0.5)) as client,
+            trio.open_nursery() as nursery,
+        ):
+            try:
+                # Newer than the origin's value: applied, the late answer would replace it.
+                store.entries[L2_KEY] = entry_bytes("stored", at=client.clock.wall() + 3600.0)
+
+                async def fetch() -> None:
+                    results.append(await client.fetch_query(options(Origin("fetched"))))
+
+                nursery.start_soon(fetch)
+                await wait_all_tasks_blocked()
+                mock_clock.jump(0.5)
+                await wait_all_tasks_blocked()
+                assert (results, trio.current_time()) == (["fetched"], 0.5)
+                assert counts(client)[:3] == (0, 1, 1)
+                store.reads_released.set()
+                await store.read_returned.wait()
+                await wait_all_tasks_blocked()
+                assert client.get_query_data(KEY) == "fetched"
+                assert counts(client)[:3] == (0, 1, 1)
+            finally:
+                store.release_all()
+        assert store.thread_reads == 1
+
+    async def test_a_write_blocked_in_its_thread_counts_one_error_and_lands_once(
+        self, mock_clock: trio.testing.MockClock
+    ) -> None:
+        """A write past l2_timeout is one error; once its thread lands it, one write, not redone."""
+        store = ThreadBlockedStorage()
+        async with sq.open_query_client(config(store, l2_timeout=0.5)) as client:
+            try:
+                await client.set_query_data(KEY, "set")
+                await wait_all_tasks_blocked()
+                mock_clock.jump(0.5)
+                await wait_all_tasks_blocked()
+                assert counts(client) == (0, 0, 1, 0, 0)
+                mock_clock.jump(10.0)  # no retry while the first write may still land
+                await wait_all_tasks_blocked()
+                store.writes_released.set()
+                await store.write_returned.wait()
+                await wait_all_tasks_blocked()
+                assert counts(client) == (0, 0, 1, 1, 0)
+            finally:
+                store.release_all()
+        assert store.thread_writes == 1
+        assert sq.unpack_entry(store.entries[L2_KEY], sq.serializers.json).value == "set"
