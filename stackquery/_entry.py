@@ -53,6 +53,7 @@ from .serializers._core import (
     Serializer,
     _json_error,
     _type_name,
+    check_finite,
 )
 
 __all__ = [
@@ -176,9 +177,11 @@ def pack_entry(
     if type(serializer) is JsonSerializer:
         envelope = {"sq": FORMAT_VERSION, "s": "json", "t": t, "i": bool(invalidated), "d": value}
         try:
-            return orjson.dumps(envelope, option=_JSON_OPTIONS)
+            text = orjson.dumps(envelope, option=_JSON_OPTIONS)
         except orjson.JSONEncodeError as exc:
             raise _json_error(value, exc) from None
+        check_finite(value, text)
+        return text
     name = serializer.name
     try:
         payload = serializer.dumps(value)

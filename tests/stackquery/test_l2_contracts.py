@@ -448,3 +448,65 @@ class TestL2TimeoutBoundsEveryStore:
                 store.release_all()
         assert store.thread_writes == 1
         assert sq.unpack_entry(store.entries[L2_KEY], sq.serializers.json).value == "set"
+
+
+NON_FINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
+
+
+class TestNonFiniteFloatsThroughJson:
+    """JSON has no nan or ±inf: the json serializer refuses them rather than write ``null``."""
+
+    @pytest.mark.parametrize("bad", NON_FINITE.values(), ids=NON_FINITE)
+    @pytest.mark.parametrize(
+        "wrap",
+        [
+            lambda x: x,
+            lambda x: [1.5, None, x],
+            lambda x: {"a": None, "b": {"c": (1, x)}},
+        ],
+        ids=["bare", "in a list", "nested in a dict"],
+    )
+    def test_the_json_serializer_refuses_a_non_finite_float(
+        self, bad: float, wrap: Callable[[float], Any]
+    ) -> None:
+        """dumps and pack_entry raise SerializationError naming the float, wherever it sits."""
+        value = wrap(bad)
+        message = (
+            rf"^json cannot encode {type(value).__qualname__} value: float {bad!r} has no "
+            r"JSON form \(it would be read back as None\)$"
+        )
+        with pytest.raises(sq.SerializationError, match=message) as info:
+            sq.serializers.json.dumps(value)
+        assert (info.value.serializer, info.value.value_type) == (
+            "json",
+            type(value).__qualname__,
+        )
+        with pytest.raises(sq.SerializationError, match=message):
+            sq.pack_entry(value, data_updated_at=1.0, serializer=sq.serializers.json)
+
+    def test_none_and_the_text_null_still_round_trip(self) -> None:
+        """Only a non-finite float is refused: None, "null" and finite floats go through."""
+        value = {"n": None, "s": "null", "f": [0.0, -1e308, 5e-324], "null": 1}
+        assert sq.serializers.json.loads(sq.serializers.json.dumps(value)) == value
+        raw = sq.pack_entry(value, data_updated_at=1.0, serializer=sq.serializers.json)
+        assert sq.unpack_entry(raw, sq.serializers.json).value == value
+
+    async def test_a_non_finite_value_stays_in_l1_and_a_restarted_client_refetches(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """Served from L1 as fetched, counted, never written: a fresh client never reads None."""
+        memory = MemoryStorage()
+        first, second = Origin({"ratio": math.nan}), Origin({"ratio": math.inf})
+        async with sq.open_query_client(config(memory)) as client:
+            value = await client.fetch_query(options(first, stale_time=60.0))
+            assert math.isnan(value["ratio"])
+            assert math.isnan(client.get_query_data(KEY)["ratio"])
+        stats = l2_stats(client)
+        assert (stats.serialize_errors, stats.writes) == (1, 0)
+        assert await memory.get(L2_KEY) is None
+        async with sq.open_query_client(config(memory)) as restarted:
+            assert await restarted.fetch_query(options(second, stale_time=60.0)) == {
+                "ratio": math.inf
+            }
+        assert (first.calls, second.calls) == (1, 1)
+        assert l2_stats(restarted).serialize_errors == 1
