@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import sqlite3
+import sys
+import textwrap
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -510,3 +513,44 @@ class TestNonFiniteFloatsThroughJson:
             }
         assert (first.calls, second.calls) == (1, 1)
         assert l2_stats(restarted).serialize_errors == 1
+
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+README_MARK = (
+    "<!-- storage_ttl snippet: run by tests/stackquery/test_l2_contracts.py -->\n```python\n"
+)
+
+
+def storage_ttl_snippet(source: str) -> str:
+    """The runnable storage_ttl example, as the README or QueryClientConfig's docstring has it."""
+    if source == "README":
+        text = (REPO_ROOT / "README.md").read_text()
+        return text.split(README_MARK, 1)[1].split("```", 1)[0]
+    doc = sq.QueryClientConfig.__doc__
+    assert doc is not None
+    block = doc.split("::\n\n", 1)[1].split("\n\n    Raises", 1)[0]
+    return textwrap.dedent(block) + "\n"
+
+
+class TestStorageTtlIsDocumented:
+    def test_the_readme_and_the_docstring_show_the_same_example(self) -> None:
+        """One example, word for word, where ``storage=`` is introduced in both places."""
+        assert storage_ttl_snippet("README") == storage_ttl_snippet("QueryClientConfig")
+
+    @pytest.mark.slow
+    @pytest.mark.parametrize("source", ["README", "QueryClientConfig"])
+    async def test_the_storage_ttl_example_runs_and_shows_both_lifetimes(
+        self, source: str, tmp_path: Path
+    ) -> None:
+        """Run as a newcomer would: gc_time's 300 s in SQLite by default, no expiry with None."""
+        with trio.fail_after(60.0):
+            done = await trio.run_process(
+                [sys.executable, "-c", storage_ttl_snippet(source)],
+                cwd=tmp_path,
+                capture_stdout=True,
+                capture_stderr=True,
+                check=False,
+                env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+            )
+        assert (done.returncode, done.stderr.decode()) == (0, "")
+        assert done.stdout.decode() == "300\nNone\n"
