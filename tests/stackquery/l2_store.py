@@ -9,9 +9,11 @@ what reached the store.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import pytest
 import trio
 
 import stackquery as sq
@@ -40,6 +42,15 @@ def l2_stats(client: sq.QueryClient) -> sq.L2Statistics:
     stats = client.l2_statistics()
     assert stats is not None
     return stats
+
+
+def l2_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """The WARNING messages logged on ``stackquery.l2``."""
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "stackquery.l2" and r.levelno == logging.WARNING
+    ]
 
 
 def store_key(options_or_hash: sq.QueryOptions[Any] | str) -> str:

@@ -9,7 +9,6 @@ lost nor applied twice.
 
 from __future__ import annotations
 
-import logging
 import math
 import os
 import sqlite3
@@ -36,6 +35,7 @@ from tests.stackquery.l2_store import (
     config,
     entry_bytes,
     l2_stats,
+    l2_warnings,
     options,
 )
 
@@ -66,10 +66,21 @@ async def outcome_of(client: sq.QueryClient, opts: sq.QueryOptions[Any]) -> Outc
 
 
 class TestRemovalDuringAColdRead:
-    async def test_a_caller_whose_key_is_removed_during_its_read_hears_of_it(
-        self, autojump_clock: trio.testing.MockClock
+    @pytest.mark.parametrize(
+        ("change", "b_gets", "origin_calls"),
+        [
+            ("remove_queries", ("value", "fetched"), 1),  # the entry was deleted with the key
+            ("reset_queries", ("value", "stored"), 0),  # the entry is still there
+        ],
+    )
+    async def test_a_caller_whose_key_is_removed_or_reset_during_its_read_hears_of_it(
+        self,
+        change: str,
+        b_gets: Outcome,
+        origin_calls: int,
+        autojump_clock: trio.testing.MockClock,
     ) -> None:
-        """Removed during A's held L2 read, then asked for by B: A is cancelled, B gets a value."""
+        """Changed during A's held L2 read, then asked for by B: A is cancelled, B served."""
         store = ControlledStorage()
         store.read_gate = trio.Event()
         origin = Origin("fetched")
@@ -83,40 +94,14 @@ class TestRemovalDuringAColdRead:
                 await store.memory.set(L2_KEY, entry_bytes("stored", at=client.clock.wall()))
                 outside.start_soon(ask, "A", client)
                 await wait_all_tasks_blocked()
-                assert await client.remove_queries(KEY) == 1
+                assert await getattr(client, change)(KEY) == 1
                 outside.start_soon(ask, "B", client)
                 await wait_all_tasks_blocked()
                 store.read_gate.set()
                 await wait_all_tasks_blocked()
             outside.cancel_scope.deadline = trio.current_time() + 60.0
-        assert outcomes == {"A": ("error", "QueryCancelledError"), "B": ("value", "fetched")}
-        assert origin.calls == 1
-
-    async def test_a_caller_whose_key_is_reset_during_its_read_hears_of_it(
-        self, autojump_clock: trio.testing.MockClock
-    ) -> None:
-        """Reset during A's held L2 read, then asked for by B: A is cancelled, B reads the entry."""
-        store = ControlledStorage()
-        store.read_gate = trio.Event()
-        origin = Origin("fetched")
-        outcomes: dict[str, Outcome] = {}
-
-        async def ask(name: str, client: sq.QueryClient) -> None:
-            outcomes[name] = await outcome_of(client, options(origin, stale_time=60.0))
-
-        async with trio.open_nursery() as outside:
-            async with sq.open_query_client(config(store)) as client:
-                await store.memory.set(L2_KEY, entry_bytes("stored", at=client.clock.wall()))
-                outside.start_soon(ask, "A", client)
-                await wait_all_tasks_blocked()
-                assert await client.reset_queries(KEY) == 1
-                outside.start_soon(ask, "B", client)
-                await wait_all_tasks_blocked()
-                store.read_gate.set()
-                await wait_all_tasks_blocked()
-            outside.cancel_scope.deadline = trio.current_time() + 60.0
-        assert outcomes == {"A": ("error", "QueryCancelledError"), "B": ("value", "stored")}
-        assert origin.calls == 0
+        assert outcomes == {"A": ("error", "QueryCancelledError"), "B": b_gets}
+        assert origin.calls == origin_calls
 
     async def test_a_removed_readers_waiter_hears_at_once_not_when_the_read_lands(
         self, autojump_clock: trio.testing.MockClock
@@ -208,15 +193,6 @@ class TestRemovalDuringAColdRead:
         assert {n: origin.calls for n, origin in origins.items()} == {
             n: 2 if n % 2 == 0 else 0 for n in range(10)
         }
-
-
-def l2_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
-    """The WARNING messages logged on ``stackquery.l2``."""
-    return [
-        r.getMessage()
-        for r in caplog.records
-        if r.name == "stackquery.l2" and r.levelno == logging.WARNING
-    ]
 
 
 class TestValuesLostAtClose:
