@@ -50,6 +50,16 @@ def current_client() -> QueryClient | None:
     return _current_client.get()
 
 
+def _check_trio() -> None:
+    try:
+        trio.lowlevel.current_task()
+    except RuntimeError:
+        raise RuntimeError(
+            "stackquery runs under trio: use the client inside trio.run "
+            "(from asyncio code, through trio-asyncio)"
+        ) from None
+
+
 class QueryClient:
     """A cache of query results, one actor per key, for the life of a trio program.
 
@@ -91,6 +101,7 @@ class QueryClient:
         self._closed = False
 
     async def __aenter__(self) -> QueryClient:
+        _check_trio()
         if self._stack is not None or self._closed:
             raise RuntimeError("a QueryClient can be entered only once")
         stack = AsyncExitStack()
@@ -117,6 +128,7 @@ class QueryClient:
     def _check_open(self) -> QueryOwners:
         owners = self._owners
         if owners is None or owners.closed:
+            _check_trio()
             raise ClientClosedError("the query client is not open: use it inside `async with`")
         return owners
 

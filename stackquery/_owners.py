@@ -74,6 +74,8 @@ class QueryOwners:
         self.closed = True
         if self._cold_reads is not None:
             self._cold_reads.closed = True
+        for _, actor in self._registry.items():
+            actor.stop()
 
     def check_open(self) -> Registry[str, QueryActor]:
         """Return the registry.

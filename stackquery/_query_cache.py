@@ -188,12 +188,13 @@ class QueryCache:
         Raises:
             Exception: whatever an ``initial_data`` factory raised.
         """
+        initial = options.initial_data
+        if initial is not UNSET:  # first: a factory that raises leaves nothing behind
+            data = initial() if callable(initial) else initial
         snap = self.create_for_key(
             options.key_hash, stale_time=options.stale_time, gc_time=options.gc_time
         )
-        if options.initial_data is not UNSET:
-            initial = options.initial_data
-            data = initial() if callable(initial) else initial
+        if initial is not UNSET:
             wall = options.initial_data_updated_at
             updated = self.clock.from_wall(wall) if wall is not None else trio.current_time()
             snap = self.publish(self.with_data(snap, data, options, updated_at=updated))
