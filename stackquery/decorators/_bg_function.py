@@ -129,7 +129,9 @@ class Background:
         self.options: QueryOptions[Any] = QueryOptions(
             query_key=query_key,
             query_fn=origin_call(func, (), {}, name=self.name, metrics=config.metrics),
-            stale_time=math.inf,
+            # Fresh for ttl: then the hot path stops serving it (ttl is a hard
+            # bound, also while a refresh hangs) and a call waits for a new value.
+            stale_time=math.inf if ttl is None else ttl,
             gc_time=math.inf if ttl is None else ttl,
             max_age=ttl,
             on_error=self._report_error,

@@ -231,3 +231,78 @@ class TestOutsideTrio:
 
         with pytest.raises(RuntimeError, match=r"^stackquery runs under trio: "):
             asyncio.run(main())
+
+
+class TestMaxQueries:
+    async def test_max_queries_holds_when_every_key_was_hit_since_the_last_eviction(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """max_queries=4 bounds L1 even when each cached key was read by a fresh hit."""
+        config = sq.QueryClientConfig(max_queries=4, stale_time=1000.0)
+        async with sq.open_query_client(config) as client:
+            for n in range(200):
+                await client.fetch_query(options(Origin(n), ("k", n)))
+                for record in client.snapshot():
+                    await client.fetch_query(options(Origin(), record.key))  # a fresh hit
+                assert client.statistics().queries <= 4
+            assert client.statistics().queries == 4
+
+    async def test_evicted_keys_do_not_keep_their_timer_entries(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """5,000 keys through max_queries=100: the timer heap stays near the bound, not 5,000."""
+        config = sq.QueryClientConfig(max_queries=100, stale_time=60.0)
+        async with sq.open_query_client(config) as client:
+            for n in range(5000):
+                await client.fetch_query(options(Origin(n), ("k", n)))
+                assert client.statistics().timers <= 2 * 100 + 256 + 1
+            assert client.statistics().queries == 100
+
+
+class TestBgTtl:
+    async def test_bg_ttl_is_a_hard_bound_while_a_refresh_hangs(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """With ttl=15, a value fetched at 1.0 is not served after 16.0 while its refresh hangs."""
+        calls = 0
+
+        async def origin() -> str:
+            nonlocal calls
+            calls += 1
+            if calls > 1:
+                await trio.sleep_forever()
+            await trio.sleep(1.0)
+            return "a"
+
+        @sq.bg(10, key="hangs", ttl=15)
+        async def load() -> Any:
+            return await origin()
+
+        async with sq.open_query_client(sq.QueryClientConfig(retry=0)):
+            assert await load() == "a"
+            await trio.sleep(13.0)  # 14.0: the refresh started at 11.0 hangs
+            assert await load() == "a"
+            await trio.sleep(2.5)  # 16.5
+            with trio.move_on_after(5.0) as waiting:
+                await load()
+            assert waiting.cancelled_caught
+            assert calls == 2
+
+    async def test_bg_ttl_zero_serves_no_cached_value(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """With ttl=0 each call waits for a fresh load: the value of a second ago is not served."""
+        values = iter(["a", "b", "c"])
+
+        async def origin() -> str:
+            await trio.sleep(1.0)
+            return next(values)
+
+        @sq.bg(10, key="zero", ttl=0)
+        async def load() -> Any:
+            return await origin()
+
+        async with sq.open_query_client(sq.QueryClientConfig(retry=0)):
+            assert await load() == "a"
+            assert await load() == "b"
+            assert trio.current_time() == 2.0
