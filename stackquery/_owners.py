@@ -74,6 +74,9 @@ class QueryOwners:
         self.closed = True
         if self._cold_reads is not None:
             self._cold_reads.closed = True
+
+    def stop_actors(self) -> None:
+        """Every task has ended: wake whoever still waits on an actor (its crash escalated)."""
         for _, actor in self._registry.items():
             actor.stop()
 

@@ -118,6 +118,9 @@ class ClientParts:
         except BaseExceptionGroup as group:
             if raised is None or len(group.exceptions) != 1 or group.exceptions[0] is not raised:
                 raise
+        finally:
+            if self.owners is not None:
+                self.owners.stop_actors()
         # Raised here, outside the handler: the group does not become its context.
         if raised is not None:
             raise raised

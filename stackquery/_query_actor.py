@@ -207,9 +207,8 @@ class QueryActor:
         except BaseException as exc:
             if not isinstance(exc, Exception):
                 # Cancelled: the client is closing and this task ends for good.
-                # Callers waiting from outside the client must not wait forever.
-                closed = ClientClosedError("the query client closed before the fetch finished")
-                self._fail_waiters(closed)
+                # Callers and streams outside the client must not wait forever.
+                self.stop()
             raise
 
     def stop(self) -> None:
