@@ -306,3 +306,11 @@ class TestBgTtl:
             assert await load() == "a"
             assert await load() == "b"
             assert trio.current_time() == 2.0
+
+
+class TestFetchQueryInput:
+    async def test_fetch_query_given_something_else_than_options_says_what_it_got(self) -> None:
+        """fetch_query({...}) is a TypeError naming the type, not an AttributeError."""
+        async with sq.open_query_client() as client:
+            with pytest.raises(TypeError, match=r"^options must be a QueryOptions, got dict$"):
+                await client.fetch_query({"query_key": KEY})  # type: ignore[arg-type]
