@@ -203,7 +203,9 @@ def _args_wrapper(state: CachedCalls[Any]) -> Callable[..., Coroutine[Any, Any, 
                 memo = by_kwargs.get((args, tuple(kwargs.items()))) if kwargs else by_args.get(args)
             except TypeError:
                 memo = None
-            if memo is not None and memo.exact is None:
+            if memo is not None and memo.check is not None:  # a 0, 1 or bool among them
+                memo = memo.matching(args, kwargs)
+            if memo is not None:
                 options = memo.options
                 snap = client.snapshots.get(options.key_hash)
                 if snap is not None and snap.fresh and snap.stale_time is options.stale_time:
