@@ -203,8 +203,10 @@ def _args_wrapper(state: CachedCalls[Any]) -> Callable[..., Coroutine[Any, Any, 
                 memo = by_kwargs.get((args, tuple(kwargs.items()))) if kwargs else by_args.get(args)
             except TypeError:
                 memo = None
-            if memo is not None and memo.check is not None:  # a 0, 1 or bool among them
-                memo = memo.matching(args, kwargs)
+            if memo is not None:
+                check = memo.check  # set when a 0, 1 or bool is among the arguments
+                if check is not None and not check(args, kwargs):
+                    memo = memo.other and memo.other.matching(args, kwargs)
             if memo is not None:
                 options = memo.options
                 snap = client.snapshots.get(options.key_hash)
