@@ -242,18 +242,22 @@ class QueryActor:
             self._start_pending_fetch()
             if self._fetch is None and not self.observers and self._mailbox.empty():
                 return
-            with trio.move_on_at(self._next_refetch_at):
+            if self._next_refetch_at == math.inf:  # no refetch interval: no cancel scope
                 message = await self._mailbox.receive()
-                try:
-                    self._handle(message)
-                except Exception as exc:
-                    # A bug: the supervisor restarts the actor, and the asker
-                    # must not wait forever for a reply that will never come.
-                    if not isinstance(message, Wake) and not message.reply.is_set:
-                        message.reply.set_error(exc)
-                    raise
-                continue
-            self._on_refetch_interval()
+            else:
+                with trio.move_on_at(self._next_refetch_at) as interval:
+                    message = await self._mailbox.receive()
+                if interval.cancelled_caught:
+                    self._on_refetch_interval()
+                    continue
+            try:
+                self._handle(message)
+            except Exception as exc:
+                # A bug: the supervisor restarts the actor, and the asker
+                # must not wait forever for a reply that will never come.
+                if not isinstance(message, Wake) and not message.reply.is_set:
+                    message.reply.set_error(exc)
+                raise
 
     def _handle(self, message: Message) -> None:
         if isinstance(message, Wake):
