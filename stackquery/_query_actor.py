@@ -356,6 +356,8 @@ class QueryActor:
 
     def notify(self) -> None:
         """Tell every observer the key's current state; an observer never raises."""
+        if not self.observers:
+            return  # most fetches have none: build no state for nobody
         state = self._cache.state(self.key_hash)
         for observer in list(self.observers):
             observer.on_state(state)
