@@ -180,7 +180,7 @@ class QueryClient:
         snap = self.snapshots.get(key_hash)
         # `is`, not `==`: an equal stale_time given as another float object
         # takes the slow path, which judges it correctly.
-        if snap is not None and snap.fresh and snap.stale_time is options.stale_time:
+        if snap is not None and snap.fresh_for is options.stale_time:
             self._hits[key_hash] = self._cache.use_bound
             return snap.data  # type: ignore[no-any-return]
         owners = self._check_open()

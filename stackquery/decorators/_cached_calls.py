@@ -244,7 +244,7 @@ class CachedCalls(Generic[R]):
                 client = await self.choice.open()
             options = self.options_for(args, kwargs)
             snap = client.snapshots.get(options.key_hash)
-            if snap is not None and snap.fresh and snap.stale_time is options.stale_time:
+            if snap is not None and snap.fresh_for is options.stale_time:
                 metrics.record_hit(name)
                 return snap.data
             self._record_read(client, snap, options)
