@@ -32,6 +32,21 @@ from .serializers import Serializer, as_serializer
 from .serializers import json as json_serializer
 
 
+def require_trio() -> None:
+    """Raise a clear error when called outside ``trio.run`` (under asyncio, say).
+
+    Raises:
+        RuntimeError: not running under trio.
+    """
+    try:
+        trio.lowlevel.current_task()
+    except RuntimeError:
+        raise RuntimeError(
+            "stackquery runs under trio: use the client inside trio.run "
+            "(from asyncio code, through trio-asyncio)"
+        ) from None
+
+
 class ClientParts:
     """The parts of one query client.
 
@@ -188,4 +203,4 @@ class ClientParts:
         )
 
 
-__all__ = ["ClientParts"]
+__all__ = ["ClientParts", "require_trio"]
