@@ -293,21 +293,19 @@ class QueryActor:
             self._cancel_fetch(revert=False, why="reset_queries")
             self._drop(delete_l2=False)
             error: Exception | None = None
-            options = self.options
-            if options is not None:
+            observed = self.observed_options()
+            if observed is not None:  # unobserved, the key is simply gone, as if passivated
                 # Published, not only created: that arms the key's gc timer.
                 try:
-                    self._cache.publish(self._cache.create(options))
+                    self._cache.publish(self._cache.create(observed))
                 except Exception as exc:  # initial_data raised: the caller's error, not a crash
                     error = exc
                     self._cache.publish(
                         self._cache.create_for_key(
-                            self.key_hash, stale_time=options.stale_time, gc_time=options.gc_time
+                            self.key_hash, stale_time=observed.stale_time, gc_time=observed.gc_time
                         )
                     )
-            self.notify()
-            observed = self.observed_options()
-            if observed is not None:
+                self.notify()
                 # Reset means asking the origin again: not reading L2's copy back.
                 self._skip_l2 = True
                 self.claim_fetch(observed)

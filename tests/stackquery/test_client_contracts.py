@@ -314,3 +314,42 @@ class TestFetchQueryInput:
         async with sq.open_query_client() as client:
             with pytest.raises(TypeError, match=r"^options must be a QueryOptions, got dict$"):
                 await client.fetch_query({"query_key": KEY})  # type: ignore[arg-type]
+
+
+class TestFoundByTheModel:
+    async def test_data_set_while_a_fetch_runs_goes_stale_on_time(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """Data set while the key's fetch is in flight is stale once its stale time has passed."""
+        origin = Origin(delay=100.0)
+        async with sq.open_query_client(sq.QueryClientConfig(stale_time=10.0)) as client:
+            await client.prefetch_query(options(origin))
+            await client.set_query_data(KEY, "set")
+            await trio.sleep(11.0)
+            state = client.get_query_state(KEY)
+            assert state is not None
+            assert (state.data, state.fetch_status, state.is_stale) == (
+                "set",
+                sq.FetchStatus.FETCHING,
+                True,
+            )
+
+    async def test_reset_uncaches_an_unobserved_key_being_fetched(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """reset_queries drops an unobserved key whose fetch is in flight, as an idle one."""
+        outcomes: list[Any] = []
+        async with sq.open_query_client() as client, trio.open_nursery() as nursery:
+
+            async def caller() -> None:
+                try:
+                    outcomes.append(await client.fetch_query(options(Origin(delay=100.0))))
+                except sq.QueryCancelledError as exc:
+                    outcomes.append(exc)
+
+            nursery.start_soon(caller)
+            await wait_all_tasks_blocked()
+            assert await client.reset_queries(KEY) == 1
+            await wait_all_tasks_blocked()
+            assert [type(outcome) for outcome in outcomes] == [sq.QueryCancelledError]
+            assert client.get_query_state(KEY) is None
