@@ -27,6 +27,9 @@ class Observer(Protocol):
     def on_state(self, state: _state.QueryState[Any]) -> None:
         """Take the key's new state; never raises."""
 
+    def on_close(self) -> None:
+        """The client closed: end the observer's update streams; never raises."""
+
 
 @attrs.frozen
 class Wake:

@@ -33,9 +33,15 @@ class LatestState:
     def __init__(self) -> None:
         self._state: QueryState[Any] | None = None
         self._event = trio.Event()
+        self._closed = False
 
     def put(self, state: QueryState[Any]) -> None:
         self._state = state
+        self._event.set()
+
+    def close(self) -> None:
+        """End the iteration once the state not read yet (if any) is read."""
+        self._closed = True
         self._event.set()
 
     def __aiter__(self) -> LatestState:
@@ -43,6 +49,9 @@ class LatestState:
 
     async def __anext__(self) -> QueryState[Any]:
         while self._state is None:
+            if self._closed:
+                await trio.lowlevel.checkpoint()
+                raise StopAsyncIteration
             self._event = trio.Event()
             await self._event.wait()
         else:
@@ -166,6 +175,11 @@ class QueryObserver(Generic[T]):
             self._call(listener, view)
         for stream in self._streams:
             stream.put(view)
+
+    def on_close(self) -> None:
+        """Called when the client closes: every ``updates()`` stream ends."""
+        for stream in self._streams:
+            stream.close()
 
     def _changed(self, old: QueryState[Any], new: QueryState[Any]) -> bool:
         if self._notify_all:

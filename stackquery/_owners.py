@@ -75,6 +75,11 @@ class QueryOwners:
         if self._cold_reads is not None:
             self._cold_reads.closed = True
 
+    def stop_actors(self) -> None:
+        """Every task has ended: wake whoever still waits on an actor (its crash escalated)."""
+        for _, actor in self._registry.items():
+            actor.stop()
+
     def check_open(self) -> Registry[str, QueryActor]:
         """Return the registry.
 

@@ -32,6 +32,21 @@ from .serializers import Serializer, as_serializer
 from .serializers import json as json_serializer
 
 
+def require_trio() -> None:
+    """Raise a clear error when called outside ``trio.run`` (under asyncio, say).
+
+    Raises:
+        RuntimeError: not running under trio.
+    """
+    try:
+        trio.lowlevel.current_task()
+    except RuntimeError:
+        raise RuntimeError(
+            "stackquery runs under trio: use the client inside trio.run "
+            "(from asyncio code, through trio-asyncio)"
+        ) from None
+
+
 class ClientParts:
     """The parts of one query client.
 
@@ -118,6 +133,9 @@ class ClientParts:
         except BaseExceptionGroup as group:
             if raised is None or len(group.exceptions) != 1 or group.exceptions[0] is not raised:
                 raise
+        finally:
+            if self.owners is not None:
+                self.owners.stop_actors()
         # Raised here, outside the handler: the group does not become its context.
         if raised is not None:
             raise raised
@@ -185,4 +203,4 @@ class ClientParts:
         )
 
 
-__all__ = ["ClientParts"]
+__all__ = ["ClientParts", "require_trio"]

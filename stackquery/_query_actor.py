@@ -62,7 +62,8 @@ class _Fetch:
     invalidated: bool = False
     """Invalidated while in flight: its result lands, but not as fresh."""
     l2_read: bool = False
-    """L2 was read for it already (by the caller that started it): not again."""
+    """L2 was read for it already (by the caller that started it), or must not be
+    (the fetch after a reset): the fetch goes to the origin."""
 
 
 class QueryActor:
@@ -90,6 +91,8 @@ class QueryActor:
         self._pending_previous: _state.Snapshot | None = None
         self._wake_sent = False
         self._refetch_after = False
+        self._skip_l2 = False
+        """The next fetch goes to the origin without reading L2 (after a reset)."""
         self._next_refetch_at = math.inf
         self._nursery: trio.Nursery | None = None
         self.fetch_count = 0
@@ -204,10 +207,19 @@ class QueryActor:
         except BaseException as exc:
             if not isinstance(exc, Exception):
                 # Cancelled: the client is closing and this task ends for good.
-                # Callers waiting from outside the client must not wait forever.
-                closed = ClientClosedError("the query client closed before the fetch finished")
-                self._fail_waiters(closed)
+                # Callers and streams outside the client must not wait forever.
+                self.stop()
             raise
+
+    def stop(self) -> None:
+        """The client is closing: wake every waiter with ``ClientClosedError``; end streams.
+
+        Also reaches an actor whose crash escalated (no task runs it any more),
+        so that nobody outside the client waits on it forever.
+        """
+        self._fail_waiters(ClientClosedError("the query client closed before the fetch finished"))
+        for observer in list(self.observers):
+            observer.on_close()
 
     def _fail_waiters(self, error: Exception) -> None:
         fetch, self._fetch = self._fetch, None
@@ -230,18 +242,22 @@ class QueryActor:
             self._start_pending_fetch()
             if self._fetch is None and not self.observers and self._mailbox.empty():
                 return
-            with trio.move_on_at(self._next_refetch_at):
+            if self._next_refetch_at == math.inf:  # no refetch interval: no cancel scope
                 message = await self._mailbox.receive()
-                try:
-                    self._handle(message)
-                except Exception as exc:
-                    # A bug: the supervisor restarts the actor, and the asker
-                    # must not wait forever for a reply that will never come.
-                    if not isinstance(message, Wake) and not message.reply.is_set:
-                        message.reply.set_error(exc)
-                    raise
-                continue
-            self._on_refetch_interval()
+            else:
+                with trio.move_on_at(self._next_refetch_at) as interval:
+                    message = await self._mailbox.receive()
+                if interval.cancelled_caught:
+                    self._on_refetch_interval()
+                    continue
+            try:
+                self._handle(message)
+            except Exception as exc:
+                # A bug: the supervisor restarts the actor, and the asker
+                # must not wait forever for a reply that will never come.
+                if not isinstance(message, Wake) and not message.reply.is_set:
+                    message.reply.set_error(exc)
+                raise
 
     def _handle(self, message: Message) -> None:
         if isinstance(message, Wake):
@@ -276,13 +292,27 @@ class QueryActor:
         elif isinstance(message, Reset):
             self._cancel_fetch(revert=False, why="reset_queries")
             self._drop(delete_l2=False)
-            if self.options is not None:
+            error: Exception | None = None
+            observed = self.observed_options()
+            if observed is not None:  # unobserved, the key is simply gone, as if passivated
                 # Published, not only created: that arms the key's gc timer.
-                self._cache.publish(self._cache.create(self.options))
-            self.notify()
-            if self.observed_options() is not None:
-                self.claim_fetch(self.observed_options())  # type: ignore[arg-type]
-            message.reply.set_value(None)
+                try:
+                    self._cache.publish(self._cache.create(observed))
+                except Exception as exc:  # initial_data raised: the caller's error, not a crash
+                    error = exc
+                    self._cache.publish(
+                        self._cache.create_for_key(
+                            self.key_hash, stale_time=observed.stale_time, gc_time=observed.gc_time
+                        )
+                    )
+                self.notify()
+                # Reset means asking the origin again: not reading L2's copy back.
+                self._skip_l2 = True
+                self.claim_fetch(observed)
+            if error is not None:
+                message.reply.set_error(error)
+            else:
+                message.reply.set_value(None)
         else:  # pragma: no cover - exhaustive
             raise AssertionError(f"unknown message {message!r}")
 
@@ -324,6 +354,8 @@ class QueryActor:
 
     def notify(self) -> None:
         """Tell every observer the key's current state; an observer never raises."""
+        if not self.observers:
+            return  # most fetches have none: build no state for nobody
         state = self._cache.state(self.key_hash)
         for observer in list(self.observers):
             observer.on_state(state)
@@ -339,14 +371,19 @@ class QueryActor:
         cache = self._cache
         snap = cache.get(self.key_hash)
         previous, self._pending_previous = self._pending_previous, None
+        skip_l2, self._skip_l2 = self._skip_l2, False
         if previous is not None and snap is not None:  # a caller's L2 read came first
             fetch = _Fetch(reply=reply, options=options, previous=previous, l2_read=True)
         else:
             if snap is None:
-                snap = cache.create(options)
+                try:
+                    snap = cache.create(options)
+                except Exception as exc:  # initial_data raised: this fetch's error, not a crash
+                    reply.set_error(exc)
+                    return
             previous = snap
             cache.publish(_state.fetching(snap, now=trio.current_time()))
-            fetch = _Fetch(reply=reply, options=options, previous=previous)
+            fetch = _Fetch(reply=reply, options=options, previous=previous, l2_read=skip_l2)
         self._fetch = fetch
         self.fetch_count += 1
         self.notify()
@@ -504,6 +541,8 @@ class QueryActor:
 
     def _cancel_fetch(self, *, revert: bool, why: str) -> None:
         error = QueryCancelledError(f"query fetch cancelled by {why}")
+        # A refetch the invalidation of the cancelled fetch asked for goes with it.
+        self._refetch_after = False
         if self._pending is not None:
             self._pending.set_error(error)
             self._pending = None

@@ -17,6 +17,7 @@ busy (not to be collected) is a callable it is given.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -31,6 +32,9 @@ from ._keys import QueryKey, hash_matches, key_from_hash, prefix_hash
 from ._options import UNSET, QueryClientConfig, QueryOptions
 from ._state import QueryState, Snapshot
 from ._timers import KeyTimers
+
+_SWEEP_AFTER = 256
+"""Dead timer entries tolerated beyond the number of live keys before a sweep."""
 
 USE_CLOCK_RESOLUTION = 1.0
 """Seconds within which the last use of a key by fresh hits is known.
@@ -70,6 +74,8 @@ class QueryCache:
         self.use_bound = 0.0
         """An upper bound of "now", kept ahead by :meth:`run_use_clock`."""
         self._timers = KeyTimers(self._on_timer)
+        self._dead_timers = 0
+        """Timer entries of dropped keys, still in the heap (see :meth:`drop`)."""
         self._clock: Clock | None = None
         self._is_busy: Callable[[str], bool] = _never_busy
 
@@ -188,12 +194,13 @@ class QueryCache:
         Raises:
             Exception: whatever an ``initial_data`` factory raised.
         """
+        initial = options.initial_data
+        if initial is not UNSET:  # first: a factory that raises leaves nothing behind
+            data = initial() if callable(initial) else initial
         snap = self.create_for_key(
             options.key_hash, stale_time=options.stale_time, gc_time=options.gc_time
         )
-        if options.initial_data is not UNSET:
-            initial = options.initial_data
-            data = initial() if callable(initial) else initial
+        if initial is not UNSET:
             wall = options.initial_data_updated_at
             updated = self.clock.from_wall(wall) if wall is not None else trio.current_time()
             snap = self.publish(self.with_data(snap, data, options, updated_at=updated))
@@ -293,10 +300,25 @@ class QueryCache:
 
     def drop(self, key_hash: str) -> None:
         """Remove the key from the table (nothing else: L2 is the caller's business)."""
-        snap = self.snapshots.pop(key_hash, None)
+        snaps = self.snapshots
+        snap = snaps.pop(key_hash, None)
         self.hits.pop(key_hash, None)
-        if snap is not None and self.events.streams:
+        if snap is None:
+            return
+        if self.events.streams:
             self.events.emit(CacheEventType.REMOVED, snap.key, None)
+        if snap.timer_at != math.inf:
+            # Its entry stays in the heap until its deadline; under key churn
+            # (max_queries) those would pile up: sweep them once they outnumber
+            # the live keys.
+            self._dead_timers += 1
+            if self._dead_timers > _SWEEP_AFTER + len(snaps):
+                self._dead_timers = 0
+                self._timers.compact(
+                    lambda deadline, key: (
+                        (s := snaps.get(key)) is not None and s.timer_at == deadline
+                    )
+                )
 
     def emit_observer(self, key_hash: str, *, added: bool) -> None:
         """Report an observer added to or removed from the key."""
@@ -318,11 +340,15 @@ class QueryCache:
         refetch pushes staleness back) is found when the earlier entry fires.
         """
         if snap.fetch_status is _state.FetchStatus.FETCHING:
-            # Busy: nothing to collect, nothing fresh to go stale.  The publish
-            # that ends the fetch arms the timer, so a cold key gets one entry
-            # (its staleness) instead of two (a gc entry, then an earlier one).
-            return snap
-        deadline = _next_deadline(snap)
+            # Busy: nothing to collect.  The publish that ends the fetch arms
+            # the timer, so a cold key gets one entry (its staleness) instead
+            # of two (a gc entry, then an earlier one); only data set while
+            # the fetch runs has a staleness to time meanwhile.
+            if not snap.fresh:
+                return snap
+            deadline = snap.stale_at
+        else:
+            deadline = _next_deadline(snap)
         if deadline < snap.timer_at:
             self._timers.push(deadline, snap.key_hash)
             snap = attrs.evolve(snap, timer_at=deadline)
@@ -359,7 +385,9 @@ class QueryCache:
 
     def _evict(self, max_queries: int) -> None:
         table = self.snapshots
-        for _ in range(len(table)):
+        # Two rounds: the first may give every key its second chance (all hit
+        # since the last pass), the second then evicts; only busy keys stay.
+        for _ in range(2 * len(table)):
             if len(table) <= max_queries:
                 return
             key_hash = next(iter(table))

@@ -12,12 +12,15 @@ the fleet and ``bg.read`` all take their waits from here.
 from __future__ import annotations
 
 import contextlib
+import math
 import random
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import attrs
 import trio
+
+from ._errors import InvalidOptionError
 
 T = TypeVar("T")
 
@@ -35,9 +38,30 @@ def default_retry_delay(attempt: int) -> float:
 
 
 def retry_delay(delay: RetryDelay | None, default: RetryDelay, attempt: int) -> float:
-    """Seconds before retry number ``attempt``: ``delay`` if given, else ``default``."""
+    """Seconds before retry number ``attempt``: ``delay`` if given, else ``default``.
+
+    Raises:
+        InvalidOptionError: the ``retry_delay`` function raised, or returned
+            something else than a finite number of seconds >= 0.
+    """
     chosen = default if delay is None else delay
-    return float(chosen(attempt)) if callable(chosen) else float(chosen)
+    if not callable(chosen):
+        return float(chosen)  # a number, checked when the options were made
+    try:
+        seconds = chosen(attempt)
+    except Exception as exc:
+        raise InvalidOptionError(
+            f"retry_delay({attempt}) raised {type(exc).__name__}: {exc}"
+        ) from exc
+    if (
+        isinstance(seconds, bool)
+        or not isinstance(seconds, int | float)
+        or not 0 <= seconds < math.inf  # NaN fails too
+    ):
+        raise InvalidOptionError(
+            f"retry_delay({attempt}) returned {seconds!r}: must be a finite number of seconds >= 0"
+        )
+    return float(seconds)
 
 
 async def call_with_retries(
@@ -51,7 +75,8 @@ async def call_with_retries(
 
     Between two attempts it calls ``on_failed_attempt(failures, error)`` and
     sleeps ``delay(retry_number)``.  Returns ``(True, value)``, or
-    ``(False, error)`` with the last attempt's error.  Cancellation is not
+    ``(False, error)`` with the last attempt's error (or the error ``delay``
+    raised: then no further attempt is made).  Cancellation is not
     an error: it propagates at once, and no further attempt is made.
     """
     retry_number = 0
@@ -64,7 +89,13 @@ async def call_with_retries(
             return False, error
         if on_failed_attempt is not None:
             on_failed_attempt(retry_number + 1, error)
-        await trio.sleep(delay(retry_number))
+        try:
+            seconds = delay(retry_number)
+        except Exception as exc:  # no delay, no retry: this error ends the call
+            if exc.__cause__ is None:
+                exc.__cause__ = error
+            return False, exc
+        await trio.sleep(seconds)
         retry_number += 1
 
 

@@ -44,6 +44,16 @@ class KeyTimers:
         if deadline < self._waiting_until:
             self._wakeup.set()
 
+    def compact(self, keep: Callable[[float, str], bool]) -> None:
+        """Drop the entries for which ``keep(deadline, key_hash)`` is false; synchronous.
+
+        For the owner to call when many entries no longer count (their keys
+        were dropped): otherwise they stay until their deadline comes.
+        """
+        heap = self._heap
+        heap[:] = [entry for entry in heap if keep(*entry)]  # in place: run() holds this list
+        heapq.heapify(heap)
+
     async def wait_nonempty(self) -> None:
         """Return once at least one entry is pending."""
         while not self._heap:

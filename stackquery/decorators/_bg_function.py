@@ -129,7 +129,9 @@ class Background:
         self.options: QueryOptions[Any] = QueryOptions(
             query_key=query_key,
             query_fn=origin_call(func, (), {}, name=self.name, metrics=config.metrics),
-            stale_time=math.inf,
+            # Fresh for ttl: then the hot path stops serving it (ttl is a hard
+            # bound, also while a refresh hangs) and a call waits for a new value.
+            stale_time=math.inf if ttl is None else ttl,
             gc_time=math.inf if ttl is None else ttl,
             max_age=ttl,
             on_error=self._report_error,
@@ -156,7 +158,7 @@ class Background:
                 # slow path starts the loop (or finds another function owning the key).
                 if client is not None and client is self.running_in:
                     snap = client.snapshots.get(key_hash)
-                    if snap is not None and snap.fresh and snap.stale_time is stale_time:
+                    if snap is not None and snap.fresh_for is stale_time:
                         return snap.data
                 return await slow(client)
 

@@ -187,7 +187,8 @@ class TestClientConfigRefusals:
             ),
             (
                 {"restart_intensity": (3, 60.0)},
-                r"^restart_intensity must be a stackquery\.RestartIntensity, got tuple: \(3, 60\.0\); "
+                r"^restart_intensity must be a stackquery\.RestartIntensity, "
+                r"got tuple: \(3, 60\.0\); "
                 r"use stackquery\.RestartIntensity\(max_restarts=3, within=60\.0\)$",
             ),
             (

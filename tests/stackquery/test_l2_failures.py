@@ -120,7 +120,7 @@ class TestStoreDown:
     async def test_writes_queued_through_a_long_outage_land_within_a_second_of_recovery(
         self, autojump_clock: trio.testing.MockClock
     ) -> None:
-        """Down for 20 s with 128 writes queued: all of them land within 1 s of the store's return."""
+        """Down for 20 s with 128 writes queued: all land within 1 s of the store's return."""
         store = ControlledStorage()
         store.fail_with()
         async with sq.open_query_client(config(store)) as client:
@@ -128,11 +128,9 @@ class TestStoreDown:
                 await client.set_query_data(("k", n), n)
             await trio.sleep(20.0)
             store.recover()
-            recovered_at = trio.current_time()
-            while l2_stats(client).pending_writes or l2_stats(client).writes < 128:
-                await trio.sleep(0.05)
-            assert trio.current_time() - recovered_at <= 1.0
-            assert l2_stats(client).writes == 128
+            await trio.sleep(1.0)
+            stats = l2_stats(client)
+            assert (stats.writes, stats.pending_writes) == (128, 0)
 
     async def test_a_newer_value_wins_over_a_write_being_retried(
         self, autojump_clock: trio.testing.MockClock
