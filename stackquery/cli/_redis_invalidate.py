@@ -33,7 +33,8 @@ from backends import RedisClient, StorageError, StorageUnavailableError
 
 from .._entry import CorruptEntryError
 from .._options import QueryClientConfig
-from ..fleet._fleet import channel_name, invalidate_message
+from ..fleet._fleet import channel_name
+from ..fleet._wire import encode_invalidate
 from ._output import EXIT_OK, EXIT_PROBLEMS, CommandError
 from ._store_invalidate import StoreInvalidateReport, describe_report
 from ._stores import (
@@ -213,7 +214,7 @@ async def invalidate_redis(
             node = f"cli:{secrets.token_hex(4)}"
             listeners = 0
             for hash_prefix in hash_prefixes:
-                message = invalidate_message(hash_prefix, exact=False, hashes=[], node=node)
+                message = encode_invalidate(hash_prefix, exact=False, hashes=[], node=node)
                 listeners = max(listeners, await client.publish(channel, message))
     except StorageUnavailableError as exc:
         raise CommandError(f"cannot reach Redis at {where}: {exc}") from exc

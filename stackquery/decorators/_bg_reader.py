@@ -14,7 +14,8 @@ from .._errors import StackqueryError
 from .._keys import canonical_key
 from .._observer import QueryObserver
 from .._retry import Backoff
-from ..fleet._fleet import channel_name, parse_message
+from ..fleet import _wire
+from ..fleet._fleet import channel_name
 from ..serializers import Serializer
 
 logger = logging.getLogger("stackquery.bg")
@@ -70,10 +71,10 @@ class StoreRead:
             await backoff.wait()
 
     def _names_entry(self, data: bytes) -> bool:
-        message = parse_message(data)
-        if message is None:
-            return False
-        op, keys = message["op"], message["k"]
-        if op == "upd":
-            return any(isinstance(k, list) and k and k[0] == self.entry_hash for k in keys)
-        return op == "del" and self.entry_hash in keys
+        try:
+            message = _wire.parse_message(data)
+        except _wire.MalformedMessageError:
+            return False  # anyone can publish: a forged message is not the writer's news
+        if isinstance(message, _wire.Update):
+            return any(key_hash == self.entry_hash for key_hash, _ in message.items)
+        return isinstance(message, _wire.Delete) and self.entry_hash in message.hashes

@@ -21,6 +21,10 @@ class FleetStatistics:
     """Times the subscription was (re)established."""
     published: int
     received: int
+    """Messages from other processes that passed the checks and were applied (a newer
+    client's operation: ignored)."""
+    rejected: int
+    """Messages that failed the checks (malformed or forged), or failed to apply; logged."""
     leases_taken: int
     leases_waited: int
     """Fetches that waited for another process's value instead of calling the origin."""
@@ -38,6 +42,7 @@ class FleetCounters:
                 "subscriptions",
                 "published",
                 "received",
+                "rejected",
                 "leases_taken",
                 "leases_waited",
                 "takeovers",

@@ -14,9 +14,8 @@ from __future__ import annotations
 
 import logging
 import secrets
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-import orjson
 import trio
 
 from backends import StorageError
@@ -26,7 +25,8 @@ from .._l2_tier import L2Tier
 from .._owners import QueryOwners
 from .._query_cache import QueryCache
 from .._retry import Backoff
-from . import _apply
+from .._throttle import ThrottledWarning
+from . import _apply, _wire
 from ._counters import FleetCounters, FleetStatistics
 from ._leases import Leases
 
@@ -39,11 +39,6 @@ logger = logging.getLogger("stackquery.fleet")
 def channel_name(key_prefix: str) -> str:
     """The pub/sub channel of the clients sharing ``key_prefix``."""
     return f"{key_prefix}events"
-
-
-def invalidate_message(prefix: str | None, *, exact: bool, hashes: list[str], node: str) -> bytes:
-    """Encode an invalidation: of every key under ``prefix`` (a hash prefix), or of ``hashes``."""
-    return orjson.dumps({"n": node, "op": "inv", "p": prefix, "x": exact, "k": hashes})
 
 
 class Fleet:
@@ -87,6 +82,7 @@ class Fleet:
         self._outbox_ready = trio.Event()
         self._connected = False
         self._counters = FleetCounters()
+        self._reject_log = ThrottledWarning(logger)
         self.leases = Leases(
             redis,
             tier,
@@ -112,16 +108,21 @@ class Fleet:
 
     def announce_written(self, items: list[tuple[str, float]]) -> None:
         """New data for these keys landed in L2 (key hash, data_updated_at); synchronous."""
-        self._send({"n": self.node, "op": "upd", "k": items})
+        for run in _wire.chunks([key_hash for key_hash, _ in items]):
+            self._send(_wire.encode_update([items[i] for i in run], node=self.node))
 
     def announce_deleted(self, key_hashes: list[str]) -> None:
         """These keys were deleted from L2; synchronous."""
-        self._send({"n": self.node, "op": "del", "k": key_hashes})
+        for run in _wire.chunks(key_hashes):
+            self._send(_wire.encode_delete([key_hashes[i] for i in run], node=self.node))
 
     def announce_invalidated(self, prefix: str | None, *, exact: bool, hashes: list[str]) -> None:
         """Keys were invalidated here: under a hash ``prefix``, or exactly ``hashes``."""
-        self._outbox.append(invalidate_message(prefix, exact=exact, hashes=hashes, node=self.node))
-        self._outbox_ready.set()
+        if prefix is not None:
+            self._send(_wire.encode_invalidate(prefix, exact=exact, hashes=[], node=self.node))
+        for run in _wire.chunks(hashes):
+            message = [hashes[i] for i in run]
+            self._send(_wire.encode_invalidate(None, exact=exact, hashes=message, node=self.node))
 
     def announce_invalidation(
         self, key: QueryKey, *, exact: bool, chosen: list[str] | None
@@ -136,8 +137,8 @@ class Fleet:
         elif chosen:
             self.announce_invalidated(None, exact=True, hashes=chosen)
 
-    def _send(self, message: dict[str, Any]) -> None:
-        self._outbox.append(orjson.dumps(message))
+    def _send(self, message: bytes) -> None:
+        self._outbox.append(message)
         self._outbox_ready.set()
 
     async def run_publisher(self) -> None:
@@ -183,62 +184,35 @@ class Fleet:
             await backoff.wait()
 
     async def _on_message(self, owners: QueryOwners, data: bytes) -> None:
-        message = parse_message(data)
-        if message is None:
-            # Anyone can publish on the channel: a foreign or damaged message
-            # must not reach the code that applies it (and crash the client).
-            logger.warning("ignoring a malformed fleet message: %r", data[:200])
+        # Anyone can publish on the channel: a message is checked field by field
+        # before anything applies it, and whatever still fails applying it is
+        # counted and logged, never raised: the subscriber must outlive it.
+        try:
+            message = _wire.parse_message(data)
+        except _wire.MalformedMessageError as exc:
+            self._reject(exc, data)
             return
-        node, op = message["n"], message["op"]
-        keys: Any = message.get("k")
-        if node == self.node:
+        if message.node == self.node:
             return
-        self._counters.counts["received"] += 1
-        if op == "inv":
+        try:
+            await self._apply(owners, message)
+        except Exception as exc:
+            self._reject(exc, data)
+        else:
+            self._counters.counts["received"] += 1
+
+    async def _apply(self, owners: QueryOwners, message: _wire.Message) -> None:
+        if isinstance(message, _wire.Invalidate):
             await _apply.apply_invalidation(
-                self._cache, owners, message.get("p"), bool(message.get("x")), keys
+                self._cache, owners, message.prefix, message.exact, list(message.hashes)
             )
-        elif op == "del":
-            await _apply.apply_removal(owners, list(keys))
-        elif op == "upd":
-            for key_hash, _updated_at in keys:
+        elif isinstance(message, _wire.Delete):
+            await _apply.apply_removal(owners, list(message.hashes))
+        elif isinstance(message, _wire.Update):
+            for key_hash, _updated_at in message.items:
                 self.leases.arrived(key_hash)
-            await _apply.apply_update(
-                self._cache, owners, self._tier, [(k, float(t)) for k, t in keys]
-            )
+            await _apply.apply_update(self._cache, owners, self._tier, list(message.items))
 
-
-def parse_message(data: bytes) -> dict[str, Any] | None:
-    """Return the message in ``data`` if it is well formed for its operation, else ``None``.
-
-    An operation this version does not know is well formed (a newer client's
-    message): it is received and ignored.
-    """
-    try:
-        message = orjson.loads(data)
-    except orjson.JSONDecodeError:
-        return None
-    if not (
-        isinstance(message, dict)
-        and isinstance(message.get("n"), str)
-        and isinstance(message.get("op"), str)
-    ):
-        return None
-    op, keys = message["op"], message.get("k")
-    if op in ("inv", "del"):
-        well_formed = isinstance(keys, list) and all(isinstance(k, str) for k in keys)
-        if op == "inv":
-            prefix, exact = message.get("p"), message.get("x", False)
-            well_formed = well_formed and isinstance(prefix, str | None) and isinstance(exact, bool)
-    elif op == "upd":
-        well_formed = isinstance(keys, list) and all(
-            isinstance(item, list)
-            and len(item) == 2
-            and isinstance(item[0], str)
-            and isinstance(item[1], int | float)
-            and not isinstance(item[1], bool)
-            for item in keys
-        )
-    else:
-        well_formed = True
-    return message if well_formed else None
+    def _reject(self, error: Exception, data: bytes) -> None:
+        self._counters.counts["rejected"] += 1
+        self._reject_log.warning("fleet message rejected (%r): %r", error, data[:200])

@@ -1,0 +1,277 @@
+"""Forged input from a shared Redis: messages, leases, entries, channels, wrappers.
+
+Anything read from a shared store or channel may be forged.  Each test here
+plants one forgery in a real redis-server and pins what a client does with it:
+it is rejected or bounded, counted, and the client keeps serving.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+import trio
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import stackquery as sq
+from backends import RedisStorage
+from stackquery._keys import canonical_key, hash_matches, key_from_hash
+from stackquery.fleet import _wire
+from stackquery.fleet._fleet import channel_name
+from tests.stackquery.fleet_support import (
+    DEADLINE,
+    Counted,
+    fleet,
+    open_clients,
+    raw_redis,
+    wait_until,
+)
+
+CHANNEL = channel_name("sq:")
+HELD = [("a",), ("a", 1), ("b", "x"), ("c", {"k": (1, 2)})]
+"""The keys a fuzzed client holds, so that forged messages have something to hit."""
+
+key_parts = st.one_of(
+    st.sampled_from(["a", "b", "c"]),
+    st.integers(-2, 2),
+    st.text(max_size=3),
+    st.none(),
+    st.booleans(),
+    st.floats(allow_nan=False, allow_infinity=False),
+)
+key_hashes = st.lists(key_parts, max_size=3).map(lambda parts: canonical_key(tuple(parts))[1])
+
+
+@st.composite
+def hash_like(draw: st.DrawFn) -> str:
+    """A canonical key hash, cut or padded: the texts a forger would try."""
+    text = draw(st.one_of(key_hashes, st.sampled_from([canonical_key(k)[1] for k in HELD])))
+    cut = draw(st.integers(0, len(text)))
+    return draw(st.sampled_from([text, text[:-1], text[:cut], text + "]", text[:cut] + "]"]))
+
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**63), max_value=2**64 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=10),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=4), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+loose_messages = st.fixed_dictionaries(
+    {
+        "n": st.one_of(st.just("forger"), st.text(max_size=70), json_values),
+        "op": st.one_of(st.sampled_from(["inv", "del", "upd"]), st.text(max_size=4)),
+    },
+    optional={
+        "p": st.one_of(hash_like(), json_values),
+        "x": st.one_of(st.booleans(), json_values),
+        "k": st.one_of(st.lists(hash_like(), max_size=4), json_values),
+    },
+)
+times = st.one_of(
+    st.floats(0, 4e10), st.integers(0, 2**63), st.floats(), st.just(-1.0), st.booleans()
+)
+typed_messages = st.one_of(
+    st.fixed_dictionaries(
+        {
+            "n": st.just("forger"),
+            "op": st.just("inv"),
+            "p": st.one_of(st.none(), hash_like()),
+            "x": st.booleans(),
+            "k": st.lists(hash_like(), max_size=4),
+        }
+    ),
+    st.fixed_dictionaries(
+        {"n": st.just("forger"), "op": st.just("del"), "k": st.lists(hash_like(), max_size=4)}
+    ),
+    st.fixed_dictionaries(
+        {
+            "n": st.just("forger"),
+            "op": st.just("upd"),
+            "k": st.lists(st.tuples(hash_like(), times), max_size=4),
+        }
+    ),
+)
+near_messages = st.one_of(typed_messages, loose_messages).map(orjson.dumps)
+forged_messages = st.one_of(near_messages, json_values.map(orjson.dumps), st.binary(max_size=200))
+
+
+async def publish(url: str, channel: str, *messages: bytes) -> None:
+    """Publish each of ``messages`` on ``channel``, in order, from a client of the test's own."""
+    redis = await raw_redis(url)
+    try:
+        for message in messages:
+            await redis.publish(channel, message)
+    finally:
+        await redis.aclose()
+
+
+def invalidation(prefix: str | None, hashes: list[str] | None = None) -> bytes:
+    """A well-formed invalidation message from a node that is not the client under test."""
+    return orjson.dumps({"n": "forger", "op": "inv", "p": prefix, "x": False, "k": hashes or []})
+
+
+def l2_of(client: sq.QueryClient) -> sq.L2Statistics:
+    """The client's L2 statistics (it must have an L2)."""
+    stats = client.l2_statistics()
+    assert stats is not None
+    return stats
+
+
+def state_of(client: sq.QueryClient, key: tuple[Any, ...]) -> sq.QueryState[Any]:
+    """The key's state in the client's L1 (it must be there)."""
+    state = client.get_query_state(key)
+    assert state is not None
+    return state
+
+
+def is_canonical(text: str) -> bool:
+    """Whether ``text`` is the canonical hash of some key."""
+    try:
+        return canonical_key(key_from_hash(text))[1] == text
+    except (ValueError, TypeError):
+        return False
+
+
+def parses(data: bytes) -> bool:
+    """Whether the fleet's checks accept ``data``."""
+    try:
+        _wire.parse_message(data)
+    except _wire.MalformedMessageError:
+        return False
+    return True
+
+
+class TestMessageChecks:
+    @given(forged_messages)
+    def test_the_checks_accept_or_reject_and_raise_nothing_else(self, data: bytes) -> None:
+        """Any bytes: a message, or MalformedMessageError; never another exception."""
+        try:
+            message = _wire.parse_message(data)
+        except _wire.MalformedMessageError:
+            return
+        assert isinstance(message, _wire.Invalidate | _wire.Delete | _wire.Update | _wire.Unknown)
+
+    @given(forged_messages, st.lists(key_hashes, max_size=8))
+    def test_an_accepted_prefix_matches_any_key_without_error(
+        self, data: bytes, held: list[str]
+    ) -> None:
+        """A prefix that passed the checks can be matched against every canonical key hash."""
+        try:
+            message = _wire.parse_message(data)
+        except _wire.MalformedMessageError:
+            return
+        if isinstance(message, _wire.Invalidate) and message.prefix is not None:
+            prefix = message.prefix
+            near = [prefix, prefix + "]", prefix + ",1]", prefix + "1]"]
+            for key_hash in [*held, *(h for h in near if is_canonical(h))]:
+                hash_matches(key_hash, prefix, exact=message.exact)
+
+    @given(st.lists(key_hashes, max_size=30), st.floats(0, 1e10))
+    def test_what_a_client_sends_passes_the_checks(self, hashes: list[str], at: float) -> None:
+        """Every message a sender builds parses back to the keys it was built from."""
+        update = _wire.encode_update([(h, at) for h in hashes], node="n1")
+        delete = _wire.encode_delete(hashes, node="n1")
+        invalidate = _wire.encode_invalidate(hashes[0][:-1] if hashes else "[", exact=False,
+                                             hashes=[], node="n1")  # fmt: skip
+        assert _wire.parse_message(update) == _wire.Update("n1", tuple((h, at) for h in hashes))
+        assert _wire.parse_message(delete) == _wire.Delete("n1", tuple(hashes))
+        assert parses(invalidate)
+
+    def test_long_key_lists_are_split_into_messages_receivers_accept(self) -> None:
+        """2,500 keys go out in 3 runs of at most MAX_KEYS; a hash past MAX_HASH_CHARS in none."""
+        hashes = [canonical_key(("k", n))[1] for n in range(2500)]
+        too_long = canonical_key(("x" * _wire.MAX_HASH_CHARS,))[1]
+        runs = list(_wire.chunks([*hashes[:10], too_long, *hashes[10:]]))
+        assert [len(run) for run in runs] == [1000, 1000, 500]
+        assert 10 not in [index for run in runs for index in run]
+
+    @pytest.mark.parametrize(
+        ("message", "problem"),
+        [
+            ({"n": "f", "op": "inv", "p": '["a"]', "k": []}, "prefix 'p' is not a key hash prefix"),
+            ({"n": "f", "op": "inv", "p": '["a",', "k": []}, "prefix 'p' is not a key hash prefix"),
+            ({"n": "f", "op": "del", "k": ['["a",1.0]']}, "a key in 'k' is not a canonical key"),
+            ({"n": "f", "op": "del", "k": ['{"a":1}']}, "a key in 'k' is not a canonical key"),
+            ({"n": "f", "op": "del", "k": ['["a"]'] * 1001}, "1001 keys, more than 1000"),
+            ({"n": "f", "op": "upd", "k": [['["a"]', -1]]}, "an update's time is not finite"),
+            ({"n": "f", "op": "upd", "k": [['["a"]', True]]}, "an update's time is not a number"),
+            ({"n": "f", "op": "upd", "k": [['["a"]', 1, 2]]}, "an update is not a"),
+            ({"n": "", "op": "upd", "k": []}, "node 'n' is not a short string"),
+            ({"n": "f" * 65, "op": "upd", "k": []}, "node 'n' is not a short string"),
+            ({"n": "f", "op": "x" * 33}, "operation 'op' is not a short string"),
+        ],
+    )
+    def test_each_field_is_checked(self, message: dict[str, Any], problem: str) -> None:
+        """A message with one bad field is rejected, naming the field."""
+        with pytest.raises(_wire.MalformedMessageError, match=f"^{problem}"):
+            _wire.parse_message(orjson.dumps(message))
+
+    def test_a_message_past_the_size_limit_is_rejected_unread(self) -> None:
+        """More than MAX_MESSAGE_BYTES is rejected before it is parsed."""
+        data = b" " * _wire.MAX_MESSAGE_BYTES + b"{}"
+        with pytest.raises(_wire.MalformedMessageError, match=r"^message of 1048578 bytes"):
+            _wire.parse_message(data)
+
+
+@pytest.mark.slow
+class TestForgedMessages:
+    async def test_an_invalidation_prefix_that_is_a_whole_key_hash_is_rejected(
+        self, redis_url: str
+    ) -> None:
+        """Prefix '["a"]' (a key hash, not a prefix) is counted as rejected; the client goes on."""
+        key = ("a",)
+        origin = Counted("v")
+        async with open_clients(redis_url, 1) as (client,):
+            await client.fetch_query(sq.QueryOptions(key, origin))
+            await publish(redis_url, CHANNEL, invalidation('["a"]'), invalidation('["a"'))
+            await wait_until(lambda: state_of(client, key).is_invalidated)
+            stats = fleet(client)
+            assert (stats.received, stats.rejected) == (1, 1)
+            assert await client.fetch_query(sq.QueryOptions(("b",), origin)) == "v2"
+
+    @settings(
+        max_examples=40,
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    )
+    @given(batch=st.lists(forged_messages, min_size=1, max_size=12))
+    async def test_a_client_survives_any_messages_on_its_channel(
+        self, redis_url: str, batch: list[bytes]
+    ) -> None:
+        """Arbitrary bytes, JSON and near-miss messages: each is applied or rejected and counted."""
+        origin = Counted("v")
+        async with open_clients(redis_url, 1) as (client,):
+            for key in HELD:
+                await client.fetch_query(sq.QueryOptions(key, origin))
+            await publish(redis_url, CHANNEL, *batch)
+            stats = fleet(client)
+            await wait_until(lambda: fleet(client).received + fleet(client).rejected == len(batch))
+            stats = fleet(client)
+            assert stats.rejected == sum(not parses(data) for data in batch)
+            assert await client.fetch_query(sq.QueryOptions(("fresh", 1), origin)) == "v5"
+
+    async def test_a_bg_reader_ignores_forged_messages_and_follows_the_writer(
+        self, redis_url: str
+    ) -> None:
+        """bg.read outlives messages without keys; the writer's next value still arrives."""
+        entry = ("bg", "rates")
+        async with open_clients(redis_url, 2) as (writer, reading):
+            await writer.set_query_data(entry, "r1")
+            await wait_until(lambda: l2_of(writer).pending_writes == 0)
+            reader = sq.bg.read(
+                "rates", interval=3600.0, store=RedisStorage(redis_url), client=reading
+            )
+            assert await reader() == "r1"
+            forged = [b'{"n": "forger", "op": "later"}', b'{"n": "forger", "op": "upd", "k": 1}']
+            await publish(redis_url, CHANNEL, *forged)
+            await writer.set_query_data(entry, "r2")
+            with trio.fail_after(DEADLINE):
+                while await reader() != "r2":  # noqa: ASYNC110  (the message comes from Redis)
+                    await trio.sleep(0.005)
