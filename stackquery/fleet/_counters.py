@@ -30,6 +30,11 @@ class FleetStatistics:
     """Fetches that waited for another process's value instead of calling the origin."""
     takeovers: int
     """Leases taken after waiting (the holder finished without a value, or died)."""
+    lease_wait_timeouts: int
+    """Waits for another process's lease that ran out (3 x ``lease_time``, or the
+    query's ``timeout``): the origin was called without the lease."""
+    foreign_leases: int
+    """Lease keys found without an expiry (no stackquery client sets one) and given one."""
     errors: int
 
 
@@ -46,6 +51,8 @@ class FleetCounters:
                 "leases_taken",
                 "leases_waited",
                 "takeovers",
+                "lease_wait_timeouts",
+                "foreign_leases",
                 "errors",
             ),
             0,

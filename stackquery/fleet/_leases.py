@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 import trio
@@ -30,12 +30,23 @@ from .._options import QueryOptions
 from .._state import Snapshot
 from ._counters import FleetCounters
 
+WAIT_LEASE_TIMES: Final = 3
+"""A fetch waits for another process's lease at most this many lease times."""
+
 if TYPE_CHECKING:
     from backends import RedisClient
 
 _RENEW = """
 if redis.call('get', KEYS[1]) == ARGV[1] then
   return redis.call('pexpire', KEYS[1], ARGV[2])
+end
+return 0
+"""
+# A lease key without an expiry was not set by a stackquery client (their
+# leases always expire): give it one, or every fetch of the key would wait.
+_EXPIRE_FOREIGN = """
+if redis.call('pttl', KEYS[1]) == -1 then
+  return redis.call('pexpire', KEYS[1], ARGV[1])
 end
 return 0
 """
@@ -100,6 +111,11 @@ class Leases:
         self._tokens = itertools.count()
         self._arrivals: dict[str, trio.Event] = {}
 
+    @property
+    def longest_wait(self) -> float:
+        """Seconds a fetch waits at most for another process's lease (3 x ``lease_time``)."""
+        return WAIT_LEASE_TIMES * self.lease_time
+
     def single_flight(self, options: QueryOptions[Any]) -> bool:
         """Whether a fetch with ``options`` takes the key's lease before calling the origin."""
         if options.single_flight is not None:
@@ -113,30 +129,51 @@ class Leases:
             arrival.set()
 
     async def acquire_or_wait(
-        self, key_hash: str, seen: float | None, read: Callable[[], Awaitable[StoredEntry | None]]
+        self,
+        key_hash: str,
+        seen: float | None,
+        read: Callable[[], Awaitable[StoredEntry | None]],
+        *,
+        query_timeout: float | None = None,
     ) -> Lease | StoredEntry | None:
         """Take the key's lease, or wait for the value of the process that holds it.
+
+        The wait is bounded: by :attr:`longest_wait`, and by ``query_timeout``.  A
+        lease that outlasts it (a holder stuck, or a forged lease key) no
+        longer holds this process back: it calls the origin itself (counted
+        in ``lease_wait_timeouts``).  A lease key without an expiry was set by
+        no stackquery client; it is given ``lease_time`` to live (counted in
+        ``foreign_leases``).
 
         Args:
             key_hash: the key.
             seen: ``data_updated_at`` of the data this client already has
                 (``None``: none); only newer data in L2 ends a wait.
             read: reads the key's entry from L2.
+            query_timeout: the query's own ``timeout`` (``None``: none); the
+                wait never lasts longer.
 
         Returns:
             a :class:`Lease` (call the origin), the :class:`StoredEntry` another
             process produced (do not), or ``None`` when Redis cannot be reached
-            (call the origin: single-process behaviour).
+            or the wait ran out (call the origin: single-process behaviour).
         """
+        longest = self.longest_wait
+        if query_timeout is not None:
+            longest = min(longest, query_timeout)
         try:
-            return await self._acquire_or_wait(key_hash, seen, read)
+            return await self._acquire_or_wait(key_hash, seen, read, trio.current_time() + longest)
         finally:
             # One actor per key waits here at a time: nobody else needs it, and
             # an event left behind for a key never updated again would leak.
             self._arrivals.pop(key_hash, None)
 
     async def _acquire_or_wait(
-        self, key_hash: str, seen: float | None, read: Callable[[], Awaitable[StoredEntry | None]]
+        self,
+        key_hash: str,
+        seen: float | None,
+        read: Callable[[], Awaitable[StoredEntry | None]],
+        deadline: float,
     ) -> Lease | StoredEntry | None:
         counts = self._counters.counts
         waited = False
@@ -158,8 +195,13 @@ class Leases:
             if not waited:
                 counts["leases_waited"] += 1
                 waited = True
+                await self._expire_foreign(key_hash)
+            left = deadline - trio.current_time()
+            if left <= 0:
+                counts["lease_wait_timeouts"] += 1
+                return None
             arrival = self._arrivals.setdefault(key_hash, trio.Event())
-            with trio.move_on_after(self.poll_interval):
+            with trio.move_on_after(min(self.poll_interval, left)):
                 await arrival.wait()
             entry = await read()
             if _newer(entry, seen):
@@ -172,6 +214,19 @@ class Leases:
                 "SET", self._lease_prefix + key_hash, token, "NX", "PX", _ms(self.lease_time)
             )
         return Lease(key_hash, token) if reply is not None else None
+
+    async def _expire_foreign(self, key_hash: str) -> None:
+        """Give the key's lease an expiry if it has none; never raises."""
+        try:
+            with trio.fail_after(self._timeout):
+                expired = await self._redis.execute(
+                    "EVAL", _EXPIRE_FOREIGN, 1, self._lease_prefix + key_hash, _ms(self.lease_time)
+                )
+        except (StorageError, trio.TooSlowError) as exc:
+            self._counters.on_error("lease expiry", exc)
+            return
+        if expired == 1:
+            self._counters.counts["foreign_leases"] += 1
 
     async def keep(self, lease: Lease) -> None:
         """Renew ``lease`` every third of its life until cancelled."""

@@ -275,3 +275,64 @@ class TestForgedMessages:
             with trio.fail_after(DEADLINE):
                 while await reader() != "r2":  # noqa: ASYNC110  (the message comes from Redis)
                     await trio.sleep(0.005)
+
+
+def lease_name(key: tuple[Any, ...]) -> str:
+    """The Redis key of the query's single-flight lease (default ``key_prefix``)."""
+    return "sq:lease:" + canonical_key(key)[1]
+
+
+async def plant(url: str, *command: Any) -> Any:
+    """Run one Redis command from a client of the test's own (a forger's write)."""
+    redis = await raw_redis(url)
+    try:
+        return await redis.execute(*command)
+    finally:
+        await redis.aclose()
+
+
+@pytest.mark.slow
+class TestForgedLeases:
+    async def test_a_lease_without_expiry_is_given_one_and_then_taken_over(
+        self, redis_url: str
+    ) -> None:
+        """A lease key with no TTL (never a stackquery lease) gets lease_time; then a takeover."""
+        key = ("report", 1)
+        origin = Counted("v")
+        await plant(redis_url, "SET", lease_name(key), "forged")
+        async with open_clients(redis_url, 1, lease_time=0.3, lease_poll_interval=0.05) as (a,):
+            with trio.fail_after(0.9 - 0.05):  # inside three lease times: no timeout was needed
+                assert await a.fetch_query(sq.QueryOptions(key, origin, retry=0)) == "v1"
+            stats = fleet(a)
+            assert (stats.foreign_leases, stats.takeovers, stats.lease_wait_timeouts) == (1, 1, 0)
+        assert origin.calls == 1
+
+    async def test_a_lease_that_never_ends_is_waited_three_lease_times_at_most(
+        self, redis_url: str
+    ) -> None:
+        """A lease with a year to live: the fetch waits 3 x lease_time, then calls the origin."""
+        key = ("report", 2)
+        origin = Counted("v")
+        await plant(redis_url, "SET", lease_name(key), "forged", "PX", 365 * 86400 * 1000)
+        async with open_clients(redis_url, 1, lease_time=0.2, lease_poll_interval=0.05) as (a,):
+            start = trio.current_time()
+            with trio.fail_after(DEADLINE):
+                assert await a.fetch_query(sq.QueryOptions(key, origin, retry=0)) == "v1"
+            assert trio.current_time() - start >= 0.6
+            stats = fleet(a)
+            assert (stats.lease_wait_timeouts, stats.leases_taken, stats.takeovers) == (1, 0, 0)
+            assert stats.foreign_leases == 0
+        assert origin.calls == 1
+
+    async def test_a_lease_wait_never_outlasts_the_query_timeout(self, redis_url: str) -> None:
+        """timeout=0.5 with a 10 s lease_time: a forged lease holds the fetch 0.5 s, not 30 s."""
+        key = ("report", 3)
+        origin = Counted("v")
+        await plant(redis_url, "SET", lease_name(key), "forged")
+        async with open_clients(redis_url, 1, lease_time=10.0, lease_poll_interval=0.05) as (a,):
+            start = trio.current_time()
+            with trio.fail_after(DEADLINE):
+                data = await a.fetch_query(sq.QueryOptions(key, origin, timeout=0.5, retry=0))
+            assert data == "v1"
+            assert 0.5 <= trio.current_time() - start < 2.0
+            assert fleet(a).lease_wait_timeouts == 1
