@@ -57,9 +57,11 @@ from .serializers._core import (
 
 __all__ = [
     "FORMAT_VERSION",
+    "MAX_CLOCK_SKEW",
     "CorruptEntryError",
     "CorruptReason",
     "StoredEntry",
+    "bound_future",
     "pack_entry",
     "try_unpack_entry",
     "unpack_entry",
@@ -67,6 +69,11 @@ __all__ = [
 
 #: The entry format version written by :func:`pack_entry` and read by :func:`unpack_entry`.
 FORMAT_VERSION: Final = 1
+
+#: Seconds an entry's ``data_updated_at`` may be ahead of this process's clock
+#: (another machine's clock runs ahead).  Past it the time is not believed: see
+#: :func:`bound_future`.
+MAX_CLOCK_SKEW: Final = 5.0
 
 _MAGIC: Final = b"\xffSQ"
 _HEADER: Final = struct.Struct(">3sBBdIB")
@@ -368,6 +375,27 @@ def _unpack_binary(raw: bytes | bytearray | memoryview, serializer: Serializer) 
         invalidated=bool(flags & _FLAG_INVALIDATED),
         serializer=name,
     )
+
+
+def bound_future(
+    entry: StoredEntry, now: float, on_future: Callable[[StoredEntry], object]
+) -> StoredEntry:
+    """Return ``entry``, unless it says it was fetched after ``now`` + :data:`MAX_CLOCK_SKEW`.
+
+    A time that far ahead is a forgery or a broken clock: believed, it would
+    keep the entry fresh until then, and no newer entry could replace it.
+    Such an entry keeps its value, is stamped ``now`` and marked invalidated
+    (served stale, refetched), and is handed to ``on_future`` (to count it).
+
+    Args:
+        entry: an entry read from L2.
+        now: wall-clock seconds now.
+        on_future: called with ``entry`` when its time is past the allowance.
+    """
+    if entry.data_updated_at <= now + MAX_CLOCK_SKEW:
+        return entry
+    on_future(entry)
+    return attrs.evolve(entry, data_updated_at=now, invalidated=True)
 
 
 def try_unpack_entry(

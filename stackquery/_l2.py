@@ -58,6 +58,8 @@ class L2Statistics:
     """Writes and deletes waiting for the writer."""
     dropped_writes: int
     """Writes given up at shutdown."""
+    future_entries: int = 0
+    """Entries stamped past now + ``MAX_CLOCK_SKEW``: taken as stale, stamped now."""
 
 
 @attrs.frozen
@@ -133,6 +135,15 @@ class L2Cache:
             serialize_errors=s["serialize_errors"],
             pending_writes=len(self._writes),
             dropped_writes=s["dropped_writes"],
+            future_entries=s["future_entries"],
+        )
+
+    def count_future_entry(self, entry: StoredEntry) -> None:
+        """Count (and log) an entry read with a time past the clock-skew allowance."""
+        self._stats["future_entries"] += 1
+        self._error_log.warning(
+            "L2 entry stamped %r, past the clock-skew allowance, taken as stale",
+            entry.data_updated_at,
         )
 
     # -- reads -------------------------------------------------------------------

@@ -24,7 +24,7 @@ import trio
 
 from backends import StorageError
 
-from .._entry import StoredEntry
+from .._entry import MAX_CLOCK_SKEW, StoredEntry
 from .._l2_tier import L2Tier
 from .._options import QueryOptions
 from .._state import Snapshot
@@ -187,7 +187,7 @@ class Leases:
                 # Double-check: the holder before us may have written and
                 # released between our L2 read and our lease.
                 entry = await read()
-                if _newer(entry, seen):
+                if self._newer(entry, seen):
                     await self.release(lease)
                     return entry
                 counts["takeovers" if waited else "leases_taken"] += 1
@@ -204,7 +204,7 @@ class Leases:
             with trio.move_on_after(min(self.poll_interval, left)):
                 await arrival.wait()
             entry = await read()
-            if _newer(entry, seen):
+            if self._newer(entry, seen):
                 return entry
 
     async def _try_lease(self, key_hash: str) -> Lease | None:
@@ -277,11 +277,13 @@ class Leases:
                     self._announce([(snap.key_hash, state.data_updated_at)])
             await self.release(lease)
 
-
-def _newer(entry: StoredEntry | None, seen: float | None) -> bool:
-    if entry is None or entry.invalidated:
-        return False
-    return seen is None or entry.data_updated_at > seen
+    def _newer(self, entry: StoredEntry | None, seen: float | None) -> bool:
+        """Whether ``entry`` is a value to take instead of calling the origin."""
+        if entry is None or entry.invalidated:
+            return False
+        if entry.data_updated_at > self._tier.cache.clock.wall() + MAX_CLOCK_SKEW:
+            return False  # stamped in the future: not another process's fetch
+        return seen is None or entry.data_updated_at > seen
 
 
 def _ms(seconds: float) -> int:

@@ -7,16 +7,18 @@ it is rejected or bounded, counted, and the client keeps serving.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import orjson
 import pytest
 import trio
+import trio.testing
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import stackquery as sq
-from backends import RedisStorage
+from backends import MemoryStorage, RedisStorage
 from stackquery._keys import canonical_key, hash_matches, key_from_hash
 from stackquery.fleet import _wire
 from stackquery.fleet._fleet import channel_name
@@ -336,3 +338,61 @@ class TestForgedLeases:
             assert data == "v1"
             assert 0.5 <= trio.current_time() - start < 2.0
             assert fleet(a).lease_wait_timeouts == 1
+
+
+YEAR_3000 = 32503680000.0
+
+
+class TestFutureEntries:
+    async def test_an_entry_stamped_in_the_year_3000_is_served_stale_and_refetched(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """Past the clock-skew allowance the entry is stale (counted), and the origin is asked."""
+        key = ("user", 1)
+        store = MemoryStorage()
+        stamped = sq.pack_entry("forged", data_updated_at=YEAR_3000, serializer=sq.serializers.json)
+        await store.set("sq:" + canonical_key(key)[1], stamped)
+        origin = Counted("v")
+        async with sq.open_query_client(sq.QueryClientConfig(storage=store, stale_time=60.0)) as c:
+            assert await c.fetch_query(sq.QueryOptions(key, origin)) == "forged"
+            state = state_of(c, key)
+            assert (state.is_stale, state.is_invalidated) == (True, True)
+            assert state.data_updated_at is not None and state.data_updated_at < YEAR_3000
+            await trio.testing.wait_all_tasks_blocked()
+            assert await c.fetch_query(sq.QueryOptions(key, origin)) == "v1"
+            assert state_of(c, key).is_stale is False
+            assert l2_of(c).future_entries == 1
+        assert origin.calls == 1
+
+    async def test_an_entry_inside_the_clock_skew_allowance_is_fresh(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """An entry stamped 3 s ahead (another machine's clock) is fresh, and not counted."""
+        key = ("user", 2)
+        store = MemoryStorage()
+        origin = Counted("v")
+        async with sq.open_query_client(sq.QueryClientConfig(storage=store, stale_time=60.0)) as c:
+            ahead = time.time() + sq.MAX_CLOCK_SKEW - 2.0
+            raw = sq.pack_entry("ahead", data_updated_at=ahead, serializer=sq.serializers.json)
+            await store.set("sq:" + canonical_key(key)[1], raw)
+            assert await c.fetch_query(sq.QueryOptions(key, origin)) == "ahead"
+            assert state_of(c, key).is_stale is False
+            assert l2_of(c).future_entries == 0
+        assert origin.calls == 0
+
+    @pytest.mark.slow
+    async def test_a_future_entry_in_redis_never_stands_in_for_the_origin(
+        self, redis_url: str
+    ) -> None:
+        """Single flight does not take a year-3000 entry for another process's value."""
+        key = ("user", 3)
+        stamped = sq.pack_entry("forged", data_updated_at=YEAR_3000, serializer=sq.serializers.json)
+        await plant(redis_url, "SET", "sq:" + canonical_key(key)[1], stamped)
+        origin = Counted("v")
+        async with open_clients(redis_url, 1) as (a,):
+            assert await a.fetch_query(sq.QueryOptions(key, origin)) == "forged"
+            await wait_until(lambda: a.get_query_data(key) == "v1")
+            await wait_until(lambda: l2_of(a).pending_writes == 0)
+            assert (fleet(a).leases_taken, origin.calls) == (1, 1)
+            raw = await plant(redis_url, "GET", "sq:" + canonical_key(key)[1])
+            assert sq.unpack_entry(raw, sq.serializers.json).value == "v1"
