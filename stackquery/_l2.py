@@ -171,7 +171,9 @@ class L2Cache:
             pending = self._writing.get(key_hash)
         if pending is not None:
             entry = (
-                try_unpack_entry(pending.raw, self.serializer, self._on_corrupt)
+                try_unpack_entry(
+                    pending.raw, self.serializer, self._on_corrupt, key=self.key_prefix + key_hash
+                )
                 if isinstance(pending, _Set)
                 else None
             )
@@ -197,7 +199,9 @@ class L2Cache:
                 self._stats["read_batches"] += 1
                 raws = await self._get_many(keys)
                 for key_hash, raw in zip(keys, raws, strict=True):
-                    entry = try_unpack_entry(raw, self.serializer, self._on_corrupt)
+                    entry = try_unpack_entry(
+                        raw, self.serializer, self._on_corrupt, key=self.key_prefix + key_hash
+                    )
                     self._stats["hits" if entry is not None else "misses"] += 1
                     batch[key_hash].set_value(entry)
         finally:
@@ -278,6 +282,7 @@ class L2Cache:
                 data_updated_at=data_updated_at,
                 serializer=self.serializer,
                 invalidated=invalidated,
+                key=self.key_prefix + key_hash,
             )
         except Exception as exc:
             self._stats["serialize_errors"] += 1

@@ -40,10 +40,11 @@ class StoreRead:
         object.__setattr__(self, "entry_hash", canonical_key(("bg", self.key))[1])
 
     async def __call__(self) -> Any:
-        raw = await ops.get(self.store, self.key_prefix + self.entry_hash)
+        name = self.key_prefix + self.entry_hash
+        raw = await ops.get(self.store, name)
         if raw is None:
             raise MissingValueError(f"the store holds no value for bg key {self.key!r}")
-        return unpack_entry(raw, self.serializer).value
+        return unpack_entry(raw, self.serializer, key=name).value
 
     async def follow_messages(self, observer: QueryObserver[Any]) -> None:
         """Read the entry again each time the writer announces it, until cancelled.
