@@ -7,7 +7,7 @@ from typing import Any
 
 import attrs
 
-from backends import RedisClient, StorageError, ops
+from backends import StorageError, ops
 
 from .._entry import unpack_entry
 from .._errors import StackqueryError
@@ -15,7 +15,7 @@ from .._keys import canonical_key
 from .._observer import QueryObserver
 from .._retry import Backoff
 from ..fleet import _wire
-from ..fleet._fleet import channel_name
+from ..fleet._link import RedisLink, channel_name, find_redis
 from ..serializers import Serializer
 
 logger = logging.getLogger("stackquery.bg")
@@ -54,10 +54,11 @@ class StoreRead:
         are lost while the subscription is down, so each (re)subscription
         reads the entry once.
         """
-        redis = getattr(self.store, "redis", None)
-        if not isinstance(redis, RedisClient):
+        link = find_redis(self.store)
+        if not isinstance(link, RedisLink):
             return
-        channel = channel_name(self.key_prefix)
+        redis = link.client
+        channel = channel_name(link.prefix + self.key_prefix, link.db)
         backoff = Backoff(first=0.1, cap=5.0)
         while True:
             try:

@@ -29,16 +29,12 @@ from .._throttle import ThrottledWarning
 from . import _apply, _wire
 from ._counters import FleetCounters, FleetStatistics
 from ._leases import Leases
+from ._link import channel_name
 
 if TYPE_CHECKING:
     from backends import RedisClient
 
 logger = logging.getLogger("stackquery.fleet")
-
-
-def channel_name(key_prefix: str) -> str:
-    """The pub/sub channel of the clients sharing ``key_prefix``."""
-    return f"{key_prefix}events"
 
 
 class Fleet:
@@ -48,7 +44,11 @@ class Fleet:
         redis: the trio-native Redis client (the ``RedisStorage``'s own).
         cache: the L1 table.
         tier: the L2 tier.
-        key_prefix: names the channel and the lease keys.
+        key_prefix: the text in front of every key in Redis (the
+            ``RedisStorage``'s prefix, then the client's ``key_prefix``):
+            names the channel and the lease keys.
+        db: the database number, in the channel's name (pub/sub channels
+            are shared by every database of a server).
         lease_time: seconds a lease lives unless renewed.
         poll_interval: seconds between looks at L2 while waiting for another
             process's value.
@@ -64,6 +64,7 @@ class Fleet:
         tier: L2Tier,
         *,
         key_prefix: str,
+        db: int,
         lease_time: float,
         poll_interval: float,
         timeout: float,
@@ -74,7 +75,7 @@ class Fleet:
         self._cache = cache
         self._tier = tier
         self._owners: QueryOwners | None = None
-        self.channel = channel_name(key_prefix)
+        self.channel = channel_name(key_prefix, db)
         self.node = secrets.token_hex(8)
         self._timeout = timeout
         self.broadcasts = broadcast is not False

@@ -7,18 +7,21 @@ it is rejected or bounded, counted, and the client keeps serving.
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
 import orjson
 import pytest
+import redis.asyncio
 import trio
 import trio.testing
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import stackquery as sq
-from backends import MemoryStorage, RedisStorage
+from backends import ChainStorage, InstrumentedStorage, MemoryStorage, RedisStorage
+from stackquery.__main__ import main as cli_main
 from stackquery._keys import canonical_key, hash_matches, key_from_hash
 from stackquery.fleet import _wire
 from stackquery.fleet._fleet import channel_name
@@ -396,3 +399,137 @@ class TestFutureEntries:
             assert (fleet(a).leases_taken, origin.calls) == (1, 1)
             raw = await plant(redis_url, "GET", "sq:" + canonical_key(key)[1])
             assert sq.unpack_entry(raw, sq.serializers.json).value == "v1"
+
+
+def db_url(url: str, db: int) -> str:
+    """``url`` with its database number replaced by ``db``."""
+    return url.rsplit("/", 1)[0] + f"/{db}"
+
+
+@pytest.mark.slow
+class TestChannels:
+    async def test_clients_on_two_databases_never_hear_each_other(self, redis_url: str) -> None:
+        """db 1 invalidating ("user",) reaches db 1's clients only, not db 2's."""
+        key = ("user", 1)
+        origin = Counted("v")
+        async with (
+            open_clients(db_url(redis_url, 1), 2) as (a, witness),
+            open_clients(db_url(redis_url, 2), 1) as (other,),
+        ):
+            for client in (witness, other):
+                await client.fetch_query(sq.QueryOptions(key, origin))
+            await a.invalidate_queries(("user",))
+            await wait_until(lambda: state_of(witness, key).is_invalidated)
+            assert state_of(other, key).is_invalidated is False
+            assert (fleet(witness).received, fleet(other).received) == (1, 0)
+
+    async def test_clients_under_two_storage_prefixes_never_hear_each_other(
+        self, redis_url: str
+    ) -> None:
+        """RedisStorage(prefix="app1:") and ("app2:") on one db: two channels, two lease spaces."""
+        key = ("user", 1)
+        origin = Counted("v")
+        async with (
+            open_clients(redis_url, 2, storage=lambda: RedisStorage(redis_url, prefix="app1:")) as (
+                a,
+                witness,
+            ),
+            open_clients(redis_url, 1, storage=lambda: RedisStorage(redis_url, prefix="app2:")) as (
+                other,
+            ),
+        ):
+            for client in (witness, other):
+                await client.fetch_query(sq.QueryOptions(key, origin))
+            await a.invalidate_queries(("user",))
+            await wait_until(lambda: state_of(witness, key).is_invalidated)
+            assert state_of(other, key).is_invalidated is False
+            assert (fleet(witness).received, fleet(other).received) == (1, 0)
+            names = await plant(redis_url, "PUBSUB", "CHANNELS")
+        assert sorted(names) == [b"app1:sq:events:db0", b"app2:sq:events:db0"]
+
+    async def test_the_cli_reaches_the_database_of_its_url_only(self, redis_url: str) -> None:
+        """``invalidate --redis URL/1`` publishes on db 1's channel: db 2's clients keep theirs."""
+        key = ("user", 1)
+        origin = Counted("v")
+        async with (
+            open_clients(db_url(redis_url, 1), 1) as (one,),
+            open_clients(db_url(redis_url, 2), 1) as (two,),
+        ):
+            for client in (one, two):
+                await client.fetch_query(sq.QueryOptions(key, origin))
+            code = await trio.to_thread.run_sync(
+                cli_main, ["invalidate", "--redis", db_url(redis_url, 1), '["user"]']
+            )
+            assert code == 0
+            await wait_until(lambda: state_of(one, key).is_invalidated)
+            assert state_of(two, key).is_invalidated is False
+
+    async def test_bg_read_follows_a_writer_on_its_own_database(self, redis_url: str) -> None:
+        """bg.read on db 1 hears db 1's writer (same channel naming as the client's fleet)."""
+        entry = ("bg", "rates")
+        async with open_clients(db_url(redis_url, 1), 2) as (writer, reading):
+            await writer.set_query_data(entry, "r1")
+            await wait_until(lambda: l2_of(writer).pending_writes == 0)
+            reader = sq.bg.read(
+                "rates", interval=3600.0, store=RedisStorage(db_url(redis_url, 1)), client=reading
+            )
+            assert await reader() == "r1"
+            await writer.set_query_data(entry, "r2")
+            with trio.fail_after(DEADLINE):
+                while await reader() != "r2":  # noqa: ASYNC110  (the message comes from Redis)
+                    await trio.sleep(0.005)
+
+
+@pytest.mark.slow
+class TestFindingRedis:
+    @pytest.mark.parametrize(
+        "wrap",
+        [
+            lambda store: InstrumentedStorage(store, sq.InMemoryMetrics()),
+            lambda store: ChainStorage(MemoryStorage(), store, ttls=[1.0, None]),
+            lambda store: InstrumentedStorage(
+                ChainStorage(MemoryStorage(), store), sq.InMemoryMetrics()
+            ),
+        ],
+        ids=["instrumented", "chain", "instrumented-chain"],
+    )
+    async def test_the_fleet_runs_through_wrappers(self, redis_url: str, wrap: Any) -> None:
+        """A RedisStorage inside wrappers still carries broadcast and single flight."""
+        key = ("user", 1)
+        origin = Counted("v")
+        async with (
+            open_clients(redis_url, 1, storage=lambda: wrap(RedisStorage(redis_url))) as (a,),
+            open_clients(redis_url, 1) as (b,),
+        ):
+            await b.fetch_query(sq.QueryOptions(key, origin))
+            await a.invalidate_queries(("user",))
+            await wait_until(lambda: state_of(b, key).is_invalidated)
+            await a.fetch_query(sq.QueryOptions(("report", 1), origin))
+            assert fleet(a).leases_taken == 1
+
+    async def test_a_store_on_redis_asyncio_says_once_why_the_fleet_is_off(
+        self, redis_url: str, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """redis.asyncio has no trio pub/sub here: one warning at client start names the reason."""
+        store = RedisStorage(redis.asyncio.Redis.from_url(redis_url))
+        with caplog.at_level(logging.WARNING, logger="stackquery.fleet"):
+            async with sq.open_query_client(sq.QueryClientConfig(storage=store)) as client:
+                assert client.fleet_statistics() is None
+        warnings = [r.getMessage() for r in caplog.records if r.name == "stackquery.fleet"]
+        assert warnings == [
+            "fleet off (no broadcast, no single flight): the RedisStorage talks through a "
+            "redis.asyncio client; give it a URL or a backends.RedisClient"
+        ]
+
+    async def test_broadcast_asked_for_without_redis_says_why(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """broadcast=True on a store with no RedisStorage inside: one warning at client start."""
+        config = sq.QueryClientConfig(storage=MemoryStorage(), broadcast=True)
+        with caplog.at_level(logging.WARNING, logger="stackquery.fleet"):
+            async with sq.open_query_client(config) as client:
+                assert client.fleet_statistics() is None
+        warnings = [r.getMessage() for r in caplog.records if r.name == "stackquery.fleet"]
+        assert warnings == [
+            "fleet off (no broadcast, no single flight): no RedisStorage in the MemoryStorage"
+        ]
