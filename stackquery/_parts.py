@@ -91,8 +91,8 @@ class ClientParts:
             broadcast=config.broadcast,
             single_flight=config.single_flight,
         )
+        l2.on_written = fleet.written
         if fleet.broadcasts:
-            l2.on_written = fleet.announce_written
             l2.on_deleted = fleet.announce_deleted
         return fleet
 

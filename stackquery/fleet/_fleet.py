@@ -94,7 +94,6 @@ class Fleet:
             poll_interval=poll_interval,
             timeout=timeout,
             single_flight=single_flight,
-            announce=self.announce_written if self.broadcasts else None,
         )
 
     def open(self, owners: QueryOwners) -> None:
@@ -106,6 +105,12 @@ class Fleet:
         return self._counters.statistics(connected=self._connected)
 
     # -- broadcast: sending ---------------------------------------------------------
+
+    def written(self, items: list[tuple[str, float]]) -> None:
+        """Entries landed in L2 (key hash, data_updated_at): wake lease holders, announce."""
+        self.leases.landed(items)
+        if self.broadcasts:
+            self.announce_written(items)
 
     def announce_written(self, items: list[tuple[str, float]]) -> None:
         """New data for these keys landed in L2 (key hash, data_updated_at); synchronous."""

@@ -80,8 +80,6 @@ class Leases:
             process's value.
         timeout: seconds a Redis call may take.
         single_flight: the client's ``single_flight`` setting.
-        announce: told (key hash, data_updated_at) of a leased value once it
-            landed in L2, or ``None`` when the client does not broadcast.
     """
 
     def __init__(
@@ -96,7 +94,6 @@ class Leases:
         poll_interval: float,
         timeout: float,
         single_flight: bool | None,
-        announce: Callable[[list[tuple[str, float]]], None] | None,
     ) -> None:
         self._redis = redis
         self._tier = tier
@@ -107,9 +104,10 @@ class Leases:
         self.poll_interval = poll_interval
         self._timeout = timeout
         self._single_flight = single_flight
-        self._announce = announce
         self._tokens = itertools.count()
         self._arrivals: dict[str, trio.Event] = {}
+        self._landings: dict[str, tuple[trio.Event, float]] = {}
+        """Leased values queued for L2 that their holder waits for (and their time)."""
 
     @property
     def longest_wait(self) -> float:
@@ -251,31 +249,56 @@ class Leases:
         except (StorageError, trio.TooSlowError) as exc:
             self._counters.on_error("release", exc)
 
-    async def end_lease(self, lease: Lease, snap: Snapshot | None) -> None:
-        """Write the leased fetch's value to L2, announce it, then release the lease.
+    def landed(self, items: list[tuple[str, float]]) -> None:
+        """These (key hash, data_updated_at) entries landed in L2: wake a holder waiting for one."""
+        for key_hash, updated_at in items:
+            landing = self._landings.get(key_hash)
+            if landing is not None and updated_at >= landing[1]:
+                del self._landings[key_hash]
+                landing[0].set()
 
-        In that order, so that no process can take the lease and call the
-        origin again before the value is there to be read.  Shielded and
-        bounded: runs even when the fetch was cancelled.
+    async def end_lease(self, lease: Lease, snap: Snapshot | None) -> None:
+        """Queue the leased fetch's value for L2, wait until it landed, then release the lease.
+
+        The value goes through the write-behind queue like every other write
+        (coalesced with later writes of the key, retried while the store is
+        down): it is never dropped.  The lease is released once the value
+        landed (and was announced), so that no process takes the lease and
+        calls the origin again before the value is there to be read; or
+        after ``timeout`` at most (Redis down: the write stays queued and is
+        announced when it lands).  Shielded: runs even when the fetch was
+        cancelled.
         """
-        tier = self._tier
-        with trio.CancelScope(shield=True), trio.move_on_after(2 * self._timeout):
-            state = snap.state if snap is not None else None
-            if snap is not None and state is not None and state.data_updated_at is not None:
-                ttl = tier.ttl(snap)
-                # Invalidated in flight: stored as such, and no news for the fleet
-                # (a waiter elsewhere must not take it as fresh).
-                invalidated = state.is_invalidated
-                written = ttl != 0 and await tier.l2.write_now(
-                    snap.key_hash,
-                    state.data,
-                    data_updated_at=state.data_updated_at,
-                    ttl=ttl,
-                    invalidated=invalidated,
-                )
-                if written and not invalidated and self._announce is not None:
-                    self._announce([(snap.key_hash, state.data_updated_at)])
+        with trio.CancelScope(shield=True):
+            if snap is not None:
+                await self._write_and_wait(snap)
             await self.release(lease)
+
+    async def _write_and_wait(self, snap: Snapshot) -> None:
+        state, key_hash = snap.state, snap.key_hash
+        updated_at = state.data_updated_at
+        ttl = self._tier.ttl(snap)
+        if updated_at is None or ttl == 0:
+            return
+        # Invalidated in flight: stored as such, and no news for the fleet (a
+        # waiter elsewhere must not take it as fresh): nothing to wait for.
+        landing = None if state.is_invalidated else (trio.Event(), updated_at)
+        if landing is not None:
+            self._landings[key_hash] = landing
+        try:
+            queued = self._tier.l2.write_soon(
+                key_hash,
+                state.data,
+                data_updated_at=updated_at,
+                ttl=ttl,
+                invalidated=state.is_invalidated,
+            )
+            if queued and landing is not None:
+                with trio.move_on_after(self._timeout):
+                    await landing[0].wait()
+        finally:
+            if landing is not None and self._landings.get(key_hash) is landing:
+                del self._landings[key_hash]
 
     def _newer(self, entry: StoredEntry | None, seen: float | None) -> bool:
         """Whether ``entry`` is a value to take instead of calling the origin."""

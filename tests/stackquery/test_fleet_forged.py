@@ -25,9 +25,11 @@ from stackquery.__main__ import main as cli_main
 from stackquery._keys import canonical_key, hash_matches, key_from_hash
 from stackquery.fleet import _wire
 from stackquery.fleet._fleet import channel_name
+from tests.redis_server import RedisServer
 from tests.stackquery.fleet_support import (
     DEADLINE,
     Counted,
+    Gate,
     fleet,
     open_clients,
     raw_redis,
@@ -533,3 +535,52 @@ class TestFindingRedis:
         assert warnings == [
             "fleet off (no broadcast, no single flight): no RedisStorage in the MemoryStorage"
         ]
+
+
+@pytest.mark.slow
+class TestLeasedWrites:
+    async def test_a_leased_value_finished_while_redis_is_down_lands_when_it_returns(
+        self, redis_server: RedisServer
+    ) -> None:
+        """The holder's write is queued like any other: retried, written, and announced after."""
+        url = redis_server.url
+        key = ("report", 1)
+        holder = Gate("a")
+        async with open_clients(url, 1, lease_time=5.0) as (a,):
+            with trio.fail_after(DEADLINE):
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(a.fetch_query, sq.QueryOptions(key, holder))
+                    await holder.started.wait()
+                    redis_server.kill()
+                    holder.open()
+            assert a.get_query_data(key) == "a1"
+            await wait_until(lambda: l2_of(a).pending_writes == 1)
+            redis_server.restart()
+            await wait_until(lambda: l2_of(a).pending_writes == 0)
+            raw = await plant(url, "GET", "sq:" + canonical_key(key)[1])
+            assert sq.unpack_entry(raw, sq.serializers.json).value == "a1"
+            async with open_clients(url, 1) as (b,):
+                assert await b.fetch_query(sq.QueryOptions(key, Counted("b"))) == "a1"
+
+    async def test_the_holder_releases_once_its_value_landed_and_was_announced(
+        self, redis_url: str
+    ) -> None:
+        """A waiter elsewhere is woken by the holder's update message and finds the value."""
+        key = ("report", 2)
+        holder, other = Gate("a"), Counted("b")
+        got: list[Any] = []
+
+        async def fetch_into(client: sq.QueryClient, origin: Any) -> None:
+            got.append(await client.fetch_query(sq.QueryOptions(key, origin)))
+
+        async with open_clients(redis_url, 2, lease_poll_interval=3600.0) as (a, b):
+            with trio.fail_after(DEADLINE):
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(fetch_into, a, holder)
+                    await holder.started.wait()
+                    nursery.start_soon(fetch_into, b, other)
+                    await wait_until(lambda: fleet(b).leases_waited == 1)
+                    holder.open()
+            assert got == ["a1", "a1"]
+            assert (holder.calls, other.calls) == (1, 0)
+            assert l2_of(a).writes == 1
