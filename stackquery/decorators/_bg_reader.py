@@ -79,4 +79,6 @@ class StoreRead:
             return False  # anyone can publish: a forged message is not the writer's news
         if isinstance(message, _wire.Update):
             return any(key_hash == self.entry_hash for key_hash, _ in message.items)
-        return isinstance(message, _wire.Delete) and self.entry_hash in message.hashes
+        if isinstance(message, _wire.Delete):
+            return self.entry_hash in message.hashes
+        return isinstance(message, _wire.StaleAll)

@@ -20,6 +20,9 @@ class FleetStatistics:
     subscriptions: int
     """Times the subscription was (re)established."""
     published: int
+    overflows: int
+    """Times the messages waiting for Redis passed ``MAX_PENDING_MESSAGES`` and were
+    replaced by one telling every process to mark all it holds stale."""
     received: int
     """Messages from other processes that passed the checks and were applied (a newer
     client's operation: ignored)."""
@@ -46,6 +49,7 @@ class FleetCounters:
             (
                 "subscriptions",
                 "published",
+                "overflows",
                 "received",
                 "rejected",
                 "leases_taken",

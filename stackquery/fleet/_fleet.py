@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from backends import StorageError
+from backends import RedisReplyError, StorageError
 
 from .._keys import QueryKey, prefix_hash
 from .._l2_tier import L2Tier
@@ -35,6 +35,9 @@ if TYPE_CHECKING:
     from backends import RedisClient
 
 logger = logging.getLogger("stackquery.fleet")
+
+MAX_PENDING_MESSAGES = 1000
+"""Messages a client keeps for Redis while it cannot publish (past it: one "all stale")."""
 
 
 class Fleet:
@@ -144,27 +147,47 @@ class Fleet:
             self.announce_invalidated(None, exact=True, hashes=chosen)
 
     def _send(self, message: bytes) -> None:
+        if len(self._outbox) >= MAX_PENDING_MESSAGES:
+            # Redis has been out of reach for long: whatever was waiting, the
+            # others must now take everything they hold as stale.
+            self._counters.counts["overflows"] += 1
+            message = _wire.encode_stale_all(node=self.node)
+            self._outbox = []
         self._outbox.append(message)
         self._outbox_ready.set()
 
     async def run_publisher(self) -> None:
-        """Publish queued messages until cancelled; a failed publish is counted and dropped.
+        """Publish queued messages, in order, until cancelled.
 
-        Dropping is safe: a receiver that misses a message serves its copy
-        stale-while-revalidate at worst, and treats every reconnect as "all
-        stale".
+        A publish that fails because Redis cannot be reached (down, frozen,
+        a half-open connection) is retried, with backoff and at once when the
+        client reconnects, so that every invalidation reaches the processes
+        that did not lose their own subscription (those that did mark all
+        they hold stale when they subscribe again).  A publish that Redis
+        refuses (an ACL) is counted and dropped.  Past
+        :data:`MAX_PENDING_MESSAGES` waiting, the queue is replaced by one
+        message telling every process to mark all it holds stale.
         """
+        backoff = Backoff(first=0.1, cap=1.0)
         while True:
-            await self._outbox_ready.wait()
-            self._outbox_ready = trio.Event()
-            batch, self._outbox = self._outbox, []
-            for message in batch:
-                try:
-                    with trio.fail_after(self._timeout):
-                        await self._redis.publish(self.channel, message)
-                    self._counters.counts["published"] += 1
-                except (StorageError, trio.TooSlowError) as exc:
-                    self._counters.on_error("publish", exc)
+            while not self._outbox:
+                await self._outbox_ready.wait()
+                self._outbox_ready = trio.Event()
+            outbox = self._outbox
+            try:
+                with trio.fail_after(self._timeout):
+                    await self._redis.publish(self.channel, outbox[0])
+            except RedisReplyError as exc:
+                self._counters.on_error("publish", exc)
+            except (StorageError, trio.TooSlowError) as exc:
+                self._counters.on_error("publish", exc)
+                await backoff.wait(wake=self._redis.wait_reconnected)
+                continue
+            else:
+                self._counters.counts["published"] += 1
+                backoff.reset()
+            if outbox is self._outbox:  # not replaced by an "all stale" meanwhile
+                del outbox[0]
 
     # -- broadcast: receiving -------------------------------------------------------
 
@@ -214,6 +237,9 @@ class Fleet:
             )
         elif isinstance(message, _wire.Delete):
             await _apply.apply_removal(owners, list(message.hashes))
+        elif isinstance(message, _wire.StaleAll):
+            owners.check_open()
+            owners.mark_all_stale()
         elif isinstance(message, _wire.Update):
             for key_hash, _updated_at in message.items:
                 self.leases.arrived(key_hash)

@@ -14,6 +14,7 @@ Each message is one JSON object::
     {"n": node, "op": "inv", "p": hash prefix or null, "x": exact, "k": [key hash, ...]}
     {"n": node, "op": "del", "k": [key hash, ...]}
     {"n": node, "op": "upd", "k": [[key hash, data_updated_at], ...]}
+    {"n": node, "op": "all"}      (messages were lost: take everything held as stale)
 
 An operation this version does not know is a newer client's: it is received
 and ignored.  Senders split their keys so that no message they send breaks
@@ -77,6 +78,13 @@ class Update:
 
 
 @attrs.frozen
+class StaleAll:
+    """The sender lost messages it could not publish: everything held may be stale."""
+
+    node: str
+
+
+@attrs.frozen
 class Unknown:
     """An operation this version does not know (a newer client's): received, ignored."""
 
@@ -84,7 +92,7 @@ class Unknown:
     op: str
 
 
-Message = Invalidate | Delete | Update | Unknown
+Message = Invalidate | Delete | Update | StaleAll | Unknown
 
 
 def encode_invalidate(
@@ -102,6 +110,11 @@ def encode_delete(hashes: Sequence[str], *, node: str) -> bytes:
 def encode_update(items: Sequence[tuple[str, float]], *, node: str) -> bytes:
     """Encode new data for these (key hash, data_updated_at) pairs."""
     return orjson.dumps({"n": node, "op": "upd", "k": [list(item) for item in items]})
+
+
+def encode_stale_all(*, node: str) -> bytes:
+    """Encode "take everything you hold as stale" (messages were lost)."""
+    return orjson.dumps({"n": node, "op": "all"})
 
 
 def chunks(hashes: Sequence[str]) -> Iterator[list[int]]:
@@ -157,6 +170,8 @@ def parse_message(data: bytes) -> Message:
         return Delete(node, _hashes(keys))
     if op == "upd":
         return Update(node, tuple(_update_item(item) for item in _bounded_list(keys)))
+    if op == "all":
+        return StaleAll(node)
     return Unknown(node, op)
 
 
@@ -214,11 +229,13 @@ __all__ = [
     "Invalidate",
     "MalformedMessageError",
     "Message",
+    "StaleAll",
     "Unknown",
     "Update",
     "chunks",
     "encode_delete",
     "encode_invalidate",
+    "encode_stale_all",
     "encode_update",
     "is_hash_prefix",
     "is_key_hash",
