@@ -58,6 +58,8 @@ class L2Statistics:
     """Writes and deletes waiting for the writer."""
     dropped_writes: int
     """Writes given up at shutdown."""
+    future_entries: int = 0
+    """Entries stamped past now + ``MAX_CLOCK_SKEW``: taken as stale, stamped now."""
 
 
 @attrs.frozen
@@ -133,6 +135,15 @@ class L2Cache:
             serialize_errors=s["serialize_errors"],
             pending_writes=len(self._writes),
             dropped_writes=s["dropped_writes"],
+            future_entries=s["future_entries"],
+        )
+
+    def count_future_entry(self, entry: StoredEntry) -> None:
+        """Count (and log) an entry read with a time past the clock-skew allowance."""
+        self._stats["future_entries"] += 1
+        self._error_log.warning(
+            "L2 entry stamped %r, past the clock-skew allowance, taken as stale",
+            entry.data_updated_at,
         )
 
     # -- reads -------------------------------------------------------------------
@@ -160,7 +171,9 @@ class L2Cache:
             pending = self._writing.get(key_hash)
         if pending is not None:
             entry = (
-                try_unpack_entry(pending.raw, self.serializer, self._on_corrupt)
+                try_unpack_entry(
+                    pending.raw, self.serializer, self._on_corrupt, key=self.key_prefix + key_hash
+                )
                 if isinstance(pending, _Set)
                 else None
             )
@@ -186,7 +199,9 @@ class L2Cache:
                 self._stats["read_batches"] += 1
                 raws = await self._get_many(keys)
                 for key_hash, raw in zip(keys, raws, strict=True):
-                    entry = try_unpack_entry(raw, self.serializer, self._on_corrupt)
+                    entry = try_unpack_entry(
+                        raw, self.serializer, self._on_corrupt, key=self.key_prefix + key_hash
+                    )
                     self._stats["hits" if entry is not None else "misses"] += 1
                     batch[key_hash].set_value(entry)
         finally:
@@ -225,38 +240,17 @@ class L2Cache:
         data_updated_at: float,
         ttl: float | None,
         invalidated: bool = False,
-    ) -> None:
-        """Queue ``value`` to be written; synchronous, never raises.
-
-        A value the serializer cannot encode stays in L1 only; the failure is
-        counted and logged.
-        """
-        raw = self._pack(key_hash, value, data_updated_at, invalidated)
-        if raw is not None:
-            self._queue(key_hash, _Set(raw, ttl, data_updated_at, invalidated))
-
-    async def write_now(
-        self,
-        key_hash: str,
-        value: Any,
-        *,
-        data_updated_at: float,
-        ttl: float | None,
-        invalidated: bool = False,
     ) -> bool:
-        """Write ``value`` at once, bypassing the queue; return whether it landed.
+        """Queue ``value`` to be written; return whether it was queued.  Synchronous, never raises.
 
-        For the holder of a fleet lease, who must not release it before its
-        value is in the store.  Never raises.
+        A value the serializer cannot encode stays in L1 only (not queued);
+        the failure is counted and logged.
         """
         raw = self._pack(key_hash, value, data_updated_at, invalidated)
         if raw is None:
             return False
-        self._writes.pop(key_hash, None)  # this write supersedes a queued one
-        failed = await self._write_batch(
-            {key_hash: _Set(raw, ttl, data_updated_at, invalidated)}, announce=False
-        )
-        return not failed
+        self._queue(key_hash, _Set(raw, ttl, data_updated_at, invalidated))
+        return True
 
     def _pack(
         self, key_hash: str, value: Any, data_updated_at: float, invalidated: bool
@@ -267,6 +261,7 @@ class L2Cache:
                 data_updated_at=data_updated_at,
                 serializer=self.serializer,
                 invalidated=invalidated,
+                key=self.key_prefix + key_hash,
             )
         except Exception as exc:
             self._stats["serialize_errors"] += 1
@@ -306,9 +301,7 @@ class L2Cache:
             else:
                 backoff.reset()
 
-    async def _write_batch(
-        self, batch: dict[str, _Set | _Delete], *, announce: bool = True
-    ) -> dict[str, _Set | _Delete]:
+    async def _write_batch(self, batch: dict[str, _Set | _Delete]) -> dict[str, _Set | _Delete]:
         prefix = self.key_prefix
         by_ttl: defaultdict[float | None, dict[str, bytes]] = defaultdict(dict)
         deletes: list[str] = []
@@ -336,7 +329,7 @@ class L2Cache:
             except (Exception, trio.TooSlowError) as exc:
                 self._on_error("delete", exc)
                 failed[key_hash] = _DELETE
-        if announce and self.on_written is not None:
+        if self.on_written is not None:
             written = [
                 (key_hash, op.data_updated_at)
                 for key_hash, op in batch.items()
@@ -344,7 +337,7 @@ class L2Cache:
             ]
             if written:
                 self.on_written(written)
-        if announce and self.on_deleted is not None:
+        if self.on_deleted is not None:
             deleted = [key_hash for key_hash in deletes if key_hash not in failed]
             if deleted:
                 self.on_deleted(deleted)
