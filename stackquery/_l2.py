@@ -70,6 +70,8 @@ class L2Statistics:
     dropped_writes: int
     """Writes and deletes given up at shutdown: every one queued or in the batch
     being stored when ``shutdown_timeout`` ran out."""
+    future_entries: int = 0
+    """Entries stamped past now + ``MAX_CLOCK_SKEW``: taken as stale, stamped now."""
 
 
 @attrs.frozen
@@ -143,8 +145,6 @@ class L2Cache:
         self._writes_wanted = trio.Event()
         self._writing: dict[str, _Set | _Delete] = {}
         """What the writer is storing now and has not landed yet (not in the store for sure)."""
-        self._write_calls: trio.Nursery | None = None
-        """Where write calls run: the writer's nursery, once it runs."""
         self._drained = trio.Event()
         self._drained.set()
         self._stats: defaultdict[str, int] = defaultdict(int)
@@ -169,6 +169,15 @@ class L2Cache:
             serialize_errors=s["serialize_errors"],
             pending_writes=len(self._writes),
             dropped_writes=s["dropped_writes"],
+            future_entries=s["future_entries"],
+        )
+
+    def count_future_entry(self, entry: StoredEntry) -> None:
+        """Count (and log) an entry read with a time past the clock-skew allowance."""
+        self._stats["future_entries"] += 1
+        self._error_log.warning(
+            "L2 entry stamped %r, past the clock-skew allowance, taken as stale",
+            entry.data_updated_at,
         )
 
     # -- reads -------------------------------------------------------------------
@@ -196,7 +205,9 @@ class L2Cache:
             pending = self._writing.get(key_hash)
         if pending is not None:
             entry = (
-                try_unpack_entry(pending.raw, self.serializer, self._on_corrupt)
+                try_unpack_entry(
+                    pending.raw, self.serializer, self._on_corrupt, key=self.key_prefix + key_hash
+                )
                 if isinstance(pending, _Set)
                 else None
             )
@@ -232,7 +243,9 @@ class L2Cache:
                     self._stats["read_batches"] += 1
                     raws = await self._get_many(calls, keys, self._reads_since + self.timeout)
                     for key_hash, raw in zip(keys, raws, strict=True):
-                        entry = try_unpack_entry(raw, self.serializer, self._on_corrupt)
+                        entry = try_unpack_entry(
+                            raw, self.serializer, self._on_corrupt, key=self.key_prefix + key_hash
+                        )
                         self._stats["hits" if entry is not None else "misses"] += 1
                         batch[key_hash].set_value(entry)
             finally:
@@ -322,50 +335,17 @@ class L2Cache:
         data_updated_at: float,
         ttl: float | None,
         invalidated: bool = False,
-    ) -> None:
-        """Queue ``value`` to be written; synchronous, never raises.
-
-        A value the serializer cannot encode stays in L1 only; the failure is
-        counted and logged.
-        """
-        raw = self._pack(key_hash, value, data_updated_at, invalidated)
-        if raw is not None:
-            self._queue(key_hash, _Set(raw, ttl, data_updated_at, invalidated))
-
-    async def write_now(
-        self,
-        key_hash: str,
-        value: Any,
-        *,
-        data_updated_at: float,
-        ttl: float | None,
-        invalidated: bool = False,
     ) -> bool:
-        """Write ``value`` at once, bypassing the queue; return whether it landed.
+        """Queue ``value`` to be written; return whether it was queued.  Synchronous, never raises.
 
-        For the holder of a fleet lease, who must not release it before its
-        value is in the store.  Never raises.
+        A value the serializer cannot encode stays in L1 only (not queued);
+        the failure is counted and logged.
         """
         raw = self._pack(key_hash, value, data_updated_at, invalidated)
         if raw is None:
             return False
-        self._writes.pop(key_hash, None)  # this write supersedes a queued one
-        write = partial(ops.set_many, self.store, {self.key_prefix + key_hash: raw}, ttl)
-        deadline = trio.current_time() + self.timeout
-        landed = partial(self._count, "writes", 1)
-        nursery = self._write_calls
-        if nursery is None:  # the writer has not started: the call runs here
-            handle = _StoreCall("set", deadline, landed)
-            await self._run_call(handle, write)
-            return handle.error is None
-        try:
-            await self._wait(self._start(nursery, "set", write, deadline, landed=landed))
-        except Exception:  # counted; a late landing is counted when it lands
-            return False
+        self._queue(key_hash, _Set(raw, ttl, data_updated_at, invalidated))
         return True
-
-    def _count(self, name: str, count: int, _result: object = None) -> None:
-        self._stats[name] += count
 
     def _pack(
         self, key_hash: str, value: Any, data_updated_at: float, invalidated: bool
@@ -376,6 +356,7 @@ class L2Cache:
                 data_updated_at=data_updated_at,
                 serializer=self.serializer,
                 invalidated=invalidated,
+                key=self.key_prefix + key_hash,
             )
         except Exception as exc:
             self._stats["serialize_errors"] += 1
@@ -400,27 +381,23 @@ class L2Cache:
         """
         backoff = Backoff(first=0.2, cap=_RETRY_BACKOFF_MAX)
         async with trio.open_nursery() as calls:
-            self._write_calls = calls
-            try:
-                while True:
-                    if not self._writes:
-                        self._drained.set()
-                        await self._writes_wanted.wait()
-                    self._writes_wanted = trio.Event()
-                    batch, self._writes = self._writes, {}
-                    self._writing = dict(batch)
-                    try:
-                        failed = await self._write_batch(calls, batch)
-                    finally:
-                        self._writing = {}
-                    if failed:
-                        for key_hash, op in failed.items():
-                            self._writes.setdefault(key_hash, op)  # a newer op wins
-                        await backoff.wait(wake=self._reconnected)
-                    else:
-                        backoff.reset()
-            finally:
-                self._write_calls = None
+            while True:
+                if not self._writes:
+                    self._drained.set()
+                    await self._writes_wanted.wait()
+                self._writes_wanted = trio.Event()
+                batch, self._writes = self._writes, {}
+                self._writing = dict(batch)
+                try:
+                    failed = await self._write_batch(calls, batch)
+                finally:
+                    self._writing = {}
+                if failed:
+                    for key_hash, op in failed.items():
+                        self._writes.setdefault(key_hash, op)  # a newer op wins
+                    await backoff.wait(wake=self._reconnected)
+                else:
+                    backoff.reset()
 
     async def _write_batch(
         self, calls: trio.Nursery, batch: dict[str, _Set | _Delete]

@@ -451,7 +451,10 @@ class QueryActor:
         snap = self._cache.get(self.key_hash)
         seen = snap.data_updated_at if snap is not None else None
         return await leases.acquire_or_wait(
-            self.key_hash, seen, lambda: tier.l2.read(self.key_hash)
+            self.key_hash,
+            seen,
+            lambda: tier.l2.read(self.key_hash),
+            query_timeout=fetch.options.timeout,
         )
 
     async def _end_lease(self, lease: Lease, snap: _state.Snapshot | None) -> None:

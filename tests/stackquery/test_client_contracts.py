@@ -7,9 +7,11 @@ not reach the origin.  Named after the behaviour a user relies on.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import math
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -211,26 +213,47 @@ class TestWaitersWokenAtTheEnd:
         assert seen[-1] == "v"
 
 
+_UNDER_ASYNCIO = """
+import asyncio, sys
+import stackquery as sq
+
+async def origin():
+    return 1
+
+async def open_one():
+    async with sq.open_query_client():
+        pass
+
+async def fetch_one():
+    await sq.QueryClient().fetch_query(sq.QueryOptions(query_key=("k",), query_fn=origin))
+
+for main in (open_one, fetch_one):
+    try:
+        asyncio.run(main())
+    except RuntimeError as exc:
+        print(type(exc).__name__, exc)
+"""
+
+
 class TestOutsideTrio:
-    def test_opening_a_client_under_asyncio_says_stackquery_runs_under_trio(self) -> None:
-        """Used from asyncio, the client raises one clear error instead of an internal one."""
+    def test_used_under_asyncio_the_client_says_stackquery_runs_under_trio(self) -> None:
+        """Opened or used from asyncio, the client raises one clear error, not an internal one.
 
-        async def main() -> None:
-            async with sq.open_query_client():
-                pass
-
-        with pytest.raises(RuntimeError, match=r"^stackquery runs under trio: "):
-            asyncio.run(main())
-
-    def test_fetching_under_asyncio_says_stackquery_runs_under_trio(self) -> None:
-        """A client made elsewhere and used from asyncio raises the same clear error."""
-        client = sq.QueryClient()
-
-        async def main() -> None:
-            await client.fetch_query(options(Origin()))
-
-        with pytest.raises(RuntimeError, match=r"^stackquery runs under trio: "):
-            asyncio.run(main())
+        In a fresh interpreter: a test that used trio-asyncio before leaves asyncio patched.
+        """
+        done = subprocess.run(
+            [sys.executable, "-c", _UNDER_ASYNCIO],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=Path(__file__).resolve().parents[2],
+            check=True,
+        )
+        message = (
+            "RuntimeError stackquery runs under trio: use the client inside trio.run "
+            "(from asyncio code, through trio-asyncio)"
+        )
+        assert done.stdout.splitlines() == [message, message]
 
 
 class TestMaxQueries:
