@@ -82,9 +82,9 @@ class Failure:
     """Failed attempts since the last success."""
 
 
-
 NOT_FRESH: Final = object()
 """``Snapshot.fresh_for`` of data that is not fresh (no stale time is this object)."""
+
 
 @attrs.frozen
 class Snapshot:
