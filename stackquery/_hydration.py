@@ -118,7 +118,12 @@ class ColdReads:
         return await reply.wait()
 
     async def _land_later(self, cold: ColdRead) -> None:
-        self.land(cold, await cold.read.wait())
+        try:
+            entry = await cold.read.wait()
+        except BaseException:  # the client is closing: the waiters left hear of it
+            self.land(cold, None)
+            raise
+        self.land(cold, entry)
 
     def land(self, cold: ColdRead, entry: StoredEntry | None) -> None:
         """Settle the key's fetch with what L2 held, or hand it on to the key's actor."""
@@ -140,9 +145,10 @@ class ColdReads:
                 QueryCancelledError("query fetch cancelled by remove_queries or reset_queries")
             )
             return
-        if key_hash in registry:
-            # An observer came while L2 was read and its actor owns the key now:
-            # this read's waiters are served as a read of that key would be.
+        actor = registry.get(key_hash)
+        if actor is not None and actor.is_fetching:
+            # The key's actor started a fetch of its own meanwhile: this read's
+            # waiters are served as a read of that key would be.
             self._join_actor(options, reply)
             return
         invalidated = snap.is_invalidated
@@ -159,6 +165,8 @@ class ColdReads:
         if cache.is_fresh(snap, options):
             cache.publish(_state.idle(snap, now=now))
             reply.set_value(snap.data)
+            if actor is not None:  # an observer came during the read
+                actor.after_cold_read()
             return
         reply.set_value(snap.data)  # stale: served at once, refetched in the background
         registry.activate(key_hash).continue_fetch(options, cold.previous, Reply())

@@ -79,6 +79,12 @@ class QueryOwners:
         """Every task has ended: wake whoever still waits on an actor (its crash escalated)."""
         for _, actor in self._registry.items():
             actor.stop()
+        if self._tier is not None:
+            closed = ClientClosedError("the query client closed before the fetch finished")
+            for cold in list(self._tier.cold_reads.values()):
+                if not cold.reply.is_set:
+                    cold.settle_early(closed)
+            self._tier.cold_reads.clear()
 
     def check_open(self) -> Registry[str, QueryActor]:
         """Return the registry.
@@ -182,7 +188,11 @@ class QueryOwners:
         Raises:
             ClientClosedError: the client is closed.
         """
-        return self.check_open().activate(options.key_hash).claim_fetch(options)
+        registry = self.check_open()
+        cold = self._cold_reads.get(options.key_hash) if self._cold_reads is not None else None
+        if cold is not None:  # a caller's cold L2 read is the key's fetch now
+            return cold.reply
+        return registry.activate(options.key_hash).claim_fetch(options)
 
     async def fetches_settled(self, key_hashes: Iterable[str]) -> None:
         """Wait until none of the keys has a fetch in flight or claimed; never raises their errors.

@@ -151,13 +151,23 @@ class QueryActor:
         self._cache.emit_observer(self.key_hash, added=True)
         opts = observer.options
         self.options = opts
-        if opts.enabled and not self._cache.is_fresh_for(opts):
+        # A caller's cold L2 read of the key is its fetch: it hands over when it lands.
+        if opts.enabled and not self._cache.is_fresh_for(opts) and not self._cold_read_out():
             self.claim_fetch(opts)
         if opts.refetch_interval is not None and opts.enabled:
             self._next_refetch_at = min(
                 self._next_refetch_at, trio.current_time() + opts.refetch_interval
             )
         self._wake()
+
+    def after_cold_read(self) -> None:
+        """A caller's cold L2 read of the key landed and settled it: tell the observers."""
+        self.notify()
+        self._wake()
+
+    def _cold_read_out(self) -> bool:
+        tier = self._tier
+        return tier is not None and self.key_hash in tier.cold_reads
 
     def remove_observer(self, observer: Observer) -> None:
         """Detach ``observer``; synchronous.  The gc countdown restarts when the last leaves."""
@@ -278,6 +288,8 @@ class QueryActor:
             except Exception as exc:
                 message.reply.set_error(exc)
             else:
+                if self._fetch is not None:  # set after an invalidation: not invalidated by it
+                    self._fetch.invalidated = False
                 self._persist(snap)
                 message.reply.set_value(snap.data)
                 self.notify()
@@ -331,7 +343,8 @@ class QueryActor:
         if self._fetch is not None:
             self._fetch.invalidated = True
         opts = self.observed_options()
-        if refetch and opts is not None:
+        # A cold L2 read out lands invalidated data as stale and refetches it then.
+        if refetch and opts is not None and not self._cold_read_out():
             if self._fetch is not None:
                 self._refetch_after = True
             else:
@@ -347,7 +360,7 @@ class QueryActor:
             self._next_refetch_at = math.inf
             return
         self._next_refetch_at = trio.current_time() + min(intervals)
-        if not self.is_fetching:
+        if not self.is_fetching and not self._cold_read_out():
             opts = self.observed_options()
             if opts is not None:
                 self.claim_fetch(opts)

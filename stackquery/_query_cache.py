@@ -33,9 +33,6 @@ from ._options import UNSET, QueryClientConfig, QueryOptions
 from ._state import QueryState, Snapshot
 from ._timers import KeyTimers
 
-_SWEEP_AFTER = 256
-"""Dead timer entries tolerated beyond the number of live keys before a sweep."""
-
 USE_CLOCK_RESOLUTION = 1.0
 """Seconds within which the last use of a key by fresh hits is known.
 
@@ -298,8 +295,11 @@ class QueryCache:
             if snap.has_data and not snap.is_invalidated:
                 snapshots[key_hash] = _state.invalidated(snap, now=now)
 
-    def drop(self, key_hash: str) -> None:
-        """Remove the key from the table (nothing else: L2 is the caller's business)."""
+    def drop(self, key_hash: str, *, timer_fired: bool = False) -> None:
+        """Remove the key from the table (nothing else: L2 is the caller's business).
+
+        ``timer_fired``: the key's timer entry was just taken off the heap.
+        """
         snaps = self.snapshots
         snap = snaps.pop(key_hash, None)
         self.hits.pop(key_hash, None)
@@ -307,12 +307,12 @@ class QueryCache:
             return
         if self.events.streams:
             self.events.emit(CacheEventType.REMOVED, snap.key, None)
-        if snap.timer_at != math.inf:
+        if snap.timer_at != math.inf and not timer_fired:
             # Its entry stays in the heap until its deadline; under key churn
-            # (max_queries) those would pile up: sweep them once they outnumber
-            # the live keys.
+            # (max_queries) those would pile up: sweep them once they are as
+            # many as the live keys (amortized: a sweep of 2n entries per n drops).
             self._dead_timers += 1
-            if self._dead_timers > _SWEEP_AFTER + len(snaps):
+            if self._dead_timers >= len(snaps):
                 self._dead_timers = 0
                 self._timers.compact(
                     lambda deadline, key: (
@@ -374,7 +374,7 @@ class QueryCache:
             # than a second: with gc_time 0 the timer task would spin.
             deadline = now + max(snap.gc_time, 1.0)
         elif snap.active_at + snap.gc_time <= now:
-            self.drop(key_hash)
+            self.drop(key_hash, timer_fired=True)
             return
         else:
             deadline = snap.active_at + snap.gc_time
