@@ -1,0 +1,205 @@
+"""What the endpoint reports: the keys under a prefix, in chunks that let the client run.
+
+The L1 table can hold a million keys; describing them all costs about 6 µs
+each.  So every walk here goes through the table in chunks of
+:data:`CHUNK` keys with a checkpoint between chunks: a big snapshot takes
+longer, the client's other tasks (and fresh hits) never wait more than a chunk.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import Counter
+from collections.abc import AsyncIterator, Iterable
+from typing import Any, Literal
+
+import orjson
+import trio
+
+from .._keys import QueryKey, hash_matches, prefix_hash
+from .._owners import QueryOwners
+from .._query_cache import QueryCache
+from .._state import FetchStatus, Snapshot
+
+CHUNK = 500
+"""Keys described between two checkpoints (about 3 ms of work)."""
+
+PREFIXES_SHOWN = 20
+"""Prefixes a reply that matched nothing names, the most common first."""
+
+Order = Literal["key", "fetches"]
+
+
+def key_json(key_hash: str) -> Any:
+    """The key as JSON (its canonical form); the hash itself if it does not parse."""
+    try:
+        return orjson.loads(key_hash)
+    except orjson.JSONDecodeError:
+        return key_hash
+
+
+async def chunks(cache: QueryCache, hash_prefix: str) -> AsyncIterator[list[tuple[str, Snapshot]]]:
+    """The keys under ``hash_prefix`` with their snapshots, a chunk at a time.
+
+    A checkpoint follows each chunk.  The table is copied first (its entries,
+    not its snapshots: those are immutable), so keys that change meanwhile are
+    reported as they were at the start.
+    """
+    items = list(cache.snapshots.items())
+    for start in range(0, len(items), CHUNK):
+        yield [
+            (key_hash, snap)
+            for key_hash, snap in items[start : start + CHUNK]
+            if hash_matches(key_hash, hash_prefix, exact=False)
+        ]
+        await trio.lowlevel.checkpoint()
+
+
+def describe(
+    key_hash: str, snap: Snapshot, observers: int, active: bool, now: float
+) -> dict[str, Any]:
+    """One key's record in a ``snapshot`` reply (``now``: wall time, for the age)."""
+    updated = snap.data_updated_at
+    return {
+        "key": key_json(key_hash),
+        "status": snap.status.value,
+        "fetch_status": snap.fetch_status.value,
+        "age": None if updated is None else now - updated,
+        "stale": updated is not None and not snap.fresh,
+        "invalidated": snap.is_invalidated,
+        "observers": observers,
+        "fetches": snap.fetch_count,
+        "errors": snap.error_count,
+        "active": active,
+    }
+
+
+def _empty_summary() -> Counter[str]:
+    return Counter(dict.fromkeys(SUMMARY_FIELDS, 0))
+
+
+SUMMARY_FIELDS = (
+    "keys",
+    "pending",
+    "success",
+    "error",
+    "fetching",
+    "stale",
+    "invalidated",
+    "observers",
+    "active",
+    "fetches",
+    "errors",
+)
+"""The counts of a ``snapshot`` reply's ``summary``, over the keys that matched."""
+
+
+async def snapshot(
+    cache: QueryCache,
+    owners: QueryOwners,
+    key: QueryKey,
+    *,
+    limit: int,
+    order: Order,
+    now: float,
+) -> dict[str, Any]:
+    """The ``snapshot`` reply: the first ``limit`` keys under ``key`` in ``order``, and counts.
+
+    ``order`` is ``"key"`` (canonical JSON text) or ``"fetches"`` (most
+    fetched first).  ``prefixes`` is there when nothing matched.
+    """
+    total = len(cache)
+    summary = _empty_summary()
+    best: list[tuple[tuple[int, str], str, Snapshot]] = []
+    observers: dict[str, tuple[int, bool]] = {}
+    async for chunk in chunks(cache, prefix_hash(key)):
+        for key_hash, snap in chunk:
+            actor = owners.actor(key_hash)
+            watching = len(actor.observers) if actor is not None else 0
+            _count(summary, snap, watching, actor is not None)
+            rank = (-snap.fetch_count if order == "fetches" else 0, key_hash)
+            best.append((rank, key_hash, snap))
+            observers[key_hash] = (watching, actor is not None)
+        if len(best) > 2 * limit + CHUNK:
+            best = heapq.nsmallest(limit, best)
+            observers = {key_hash: observers[key_hash] for _, key_hash, _ in best}
+    chosen = heapq.nsmallest(limit, best)
+    reply: dict[str, Any] = {
+        "now": now,
+        "total": total,
+        "matched": summary["keys"],
+        "truncated": summary["keys"] > len(chosen),
+        "summary": dict(summary),
+        "keys": [
+            describe(key_hash, snap, *observers[key_hash], now) for _, key_hash, snap in chosen
+        ],
+    }
+    if summary["keys"] == 0:
+        reply["prefixes"] = await found_prefixes(cache, key)
+    return reply
+
+
+def _count(summary: Counter[str], snap: Snapshot, observers: int, active: bool) -> None:
+    summary["keys"] += 1
+    summary[snap.status.value] += 1
+    summary["fetching"] += snap.fetch_status is FetchStatus.FETCHING
+    summary["stale"] += snap.data_updated_at is not None and not snap.fresh
+    summary["invalidated"] += snap.is_invalidated
+    summary["observers"] += observers
+    summary["active"] += active
+    summary["fetches"] += snap.fetch_count
+    summary["errors"] += snap.error_count
+
+
+async def found_prefixes(cache: QueryCache, key: QueryKey) -> list[dict[str, Any]]:
+    """What there is near ``key``, for a reply that matched nothing under it.
+
+    The longest shorter prefix of ``key`` that has keys under it (``()`` at
+    worst), and its keys grouped one element deeper: ``[{"prefix": [...],
+    "keys": count}]``, the :data:`PREFIXES_SHOWN` most common first.  Empty
+    when the table is.
+    """
+    for depth in range(len(key) - 1, -1, -1):
+        groups: Counter[str] = Counter()
+        async for chunk in chunks(cache, prefix_hash(key[:depth])):
+            groups.update(_group(key_hash, depth + 1) for key_hash, _ in chunk)
+        if groups:
+            top = sorted(groups.items(), key=lambda item: (-item[1], item[0]))[:PREFIXES_SHOWN]
+            return [{"prefix": key_json(text), "keys": count} for text, count in top]
+    return []
+
+
+def _group(key_hash: str, depth: int) -> str:
+    parsed = key_json(key_hash)
+    if not isinstance(parsed, list):
+        return key_hash
+    return orjson.dumps(parsed[:depth]).decode()
+
+
+def count_errors(cache: QueryCache, key_hashes: Iterable[str]) -> dict[str, int]:
+    """Each key's failed-fetch count now (0 for a key no longer in the table)."""
+    counts = {}
+    for key_hash in key_hashes:
+        snap = cache.get(key_hash)
+        counts[key_hash] = snap.error_count if snap is not None else 0
+    return counts
+
+
+def is_observed(owners: QueryOwners, key_hash: str) -> bool:
+    """Whether the key has observers now (they refetch it when it is invalidated)."""
+    actor = owners.actor(key_hash)
+    return actor is not None and bool(actor.observers)
+
+
+__all__ = [
+    "CHUNK",
+    "SUMMARY_FIELDS",
+    "Order",
+    "chunks",
+    "count_errors",
+    "describe",
+    "found_prefixes",
+    "is_observed",
+    "key_json",
+    "snapshot",
+]
