@@ -373,6 +373,7 @@ class AdminServer:
         fleet = parts.fleet.statistics() if parts.fleet is not None else None
         return {
             "now": self._now(),
+            "pid": os.getpid(),
             "uptime": trio.current_time() - self._started_at,
             "client": attrs.asdict(parts.statistics()),
             "l2": attrs.asdict(l2) if l2 is not None else None,

@@ -131,6 +131,28 @@ def print_table(
     Console(file=stream, highlight=False).print(table)
 
 
+def format_duration(seconds: float) -> str:
+    """Return ``seconds`` in the largest two units that fit: ``42s``, ``3m05s``, ``2d04h``.
+
+    A negative duration (a clock that ran behind the writer's) keeps its sign.
+    """
+    if seconds < 0:
+        return "-" + format_duration(-seconds)
+    if seconds < 10:
+        return f"{seconds:.1f}s"
+    whole = int(seconds)
+    if whole < 60:
+        return f"{whole}s"
+    minutes, secs = divmod(whole, 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours}h{minutes:02d}m"
+    days, hours = divmod(hours, 24)
+    return f"{days}d{hours:02d}h"
+
+
 class Progress(Protocol):
     """A display of a job of several steps."""
 
