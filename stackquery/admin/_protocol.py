@@ -169,7 +169,7 @@ def number_argument(request: dict[str, Any], name: str, default: float, *, maxim
     """
     value = request.get(name, default)
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= maximum:
-        raise RequestError(f'"{name}" must be a number from 0 to {maximum}, got {value!r:.100}')
+        raise RequestError(f'"{name}" must be a number from 0 to {maximum:g}, got {value!r:.100}')
     return float(value)
 
 
