@@ -162,14 +162,35 @@ async def found_prefixes(cache: QueryCache, key: QueryKey) -> list[dict[str, Any
     for depth in range(len(key) - 1, -1, -1):
         groups: Counter[str] = Counter()
         async for chunk in chunks(cache, prefix_hash(key[:depth])):
-            groups.update(_group(key_hash, depth + 1) for key_hash, _ in chunk)
+            groups.update(group_of(key_hash, depth + 1) for key_hash, _ in chunk)
         if groups:
-            top = sorted(groups.items(), key=lambda item: (-item[1], item[0]))[:PREFIXES_SHOWN]
-            return [{"prefix": key_json(text), "keys": count} for text, count in top]
+            return top_prefixes(groups)
     return []
 
 
-def _group(key_hash: str, depth: int) -> str:
+def nearby_prefixes(key_hashes: Iterable[str], key: QueryKey) -> list[dict[str, Any]]:
+    """:func:`found_prefixes` over canonical key hashes (a store's keys), in one go."""
+    hashes = list(key_hashes)
+    for depth in range(len(key) - 1, -1, -1):
+        under = prefix_hash(key[:depth])
+        groups = Counter(
+            group_of(key_hash, depth + 1)
+            for key_hash in hashes
+            if hash_matches(key_hash, under, exact=False)
+        )
+        if groups:
+            return top_prefixes(groups)
+    return []
+
+
+def top_prefixes(groups: Counter[str]) -> list[dict[str, Any]]:
+    """The :data:`PREFIXES_SHOWN` largest groups, most keys first, then by text."""
+    top = sorted(groups.items(), key=lambda item: (-item[1], item[0]))[:PREFIXES_SHOWN]
+    return [{"prefix": key_json(text), "keys": count} for text, count in top]
+
+
+def group_of(key_hash: str, depth: int) -> str:
+    """The canonical JSON of the key's first ``depth`` elements."""
     parsed = key_json(key_hash)
     if not isinstance(parsed, list):
         return key_hash
@@ -199,7 +220,10 @@ __all__ = [
     "count_errors",
     "describe",
     "found_prefixes",
+    "group_of",
     "is_observed",
     "key_json",
+    "nearby_prefixes",
     "snapshot",
+    "top_prefixes",
 ]

@@ -16,7 +16,16 @@ import orjson
 import trio
 
 from ..admin import AdminConnection, AdminError, open_admin_connection
-from ._output import EXIT_OK, EXIT_PROBLEMS, Column, CommandError, format_duration, print_table
+from ._output import (
+    EXIT_OK,
+    EXIT_PROBLEMS,
+    Column,
+    CommandError,
+    describe_prefixes,
+    format_duration,
+    key_text,
+    print_table,
+)
 
 T = TypeVar("T")
 
@@ -31,11 +40,6 @@ COLUMNS = (
     Column("ERRORS", "right"),
     Column("ACTOR"),
 )
-
-
-def key_text(key: Any) -> str:
-    """A key as the command line shows it: its canonical JSON, as ``inspect`` shows a store's."""
-    return orjson.dumps(key).decode() if isinstance(key, list) else str(key)
 
 
 def parse_key_prefix_json(text: str) -> list[Any]:
@@ -69,17 +73,6 @@ def talk(path: str, conversation: Callable[[AdminConnection], Awaitable[T]]) -> 
         return trio.run(run)
     except AdminError as exc:
         raise CommandError(str(exc)) from None
-
-
-def describe_prefixes(prefixes: Sequence[dict[str, Any]]) -> str:
-    """``["user"] (120 keys), ["team"] (1 key)``: what a reply that matched nothing found."""
-    if not prefixes:
-        return "it holds no keys"
-    found = ", ".join(
-        f"{key_text(item['prefix'])} ({item['keys']} key{'' if item['keys'] == 1 else 's'})"
-        for item in prefixes
-    )
-    return f"prefixes there: {found}"
 
 
 def snapshot_rows(reply: dict[str, Any]) -> list[list[str]]:

@@ -15,6 +15,7 @@ from types import ModuleType
 from typing import Any, Final, Literal, Protocol, TextIO
 
 import attrs
+import orjson
 
 #: Exit code: the command did its job and found nothing wrong.
 EXIT_OK: Final = 0
@@ -151,6 +152,22 @@ def format_duration(seconds: float) -> str:
         return f"{hours}h{minutes:02d}m"
     days, hours = divmod(hours, 24)
     return f"{days}d{hours:02d}h"
+
+
+def key_text(key: Any) -> str:
+    """A key as the command line shows it: its canonical JSON, as ``inspect`` shows a store's."""
+    return orjson.dumps(key).decode() if isinstance(key, list) else str(key)
+
+
+def describe_prefixes(prefixes: Sequence[dict[str, Any]]) -> str:
+    """``["user"] (120 keys), ["team"] (1 key)``: what a reply that matched nothing found."""
+    if not prefixes:
+        return "it holds no keys"
+    found = ", ".join(
+        f"{key_text(item['prefix'])} ({item['keys']} key{'' if item['keys'] == 1 else 's'})"
+        for item in prefixes
+    )
+    return f"prefixes there: {found}"
 
 
 class Progress(Protocol):

@@ -24,8 +24,15 @@ import attrs
 import trio
 
 from ..admin import AdminConnection, AdminError, open_admin_connection
-from ._attach import key_text
-from ._output import EXIT_OK, Column, CommandError, format_duration, format_plain_table, load_rich
+from ._output import (
+    EXIT_OK,
+    Column,
+    CommandError,
+    format_duration,
+    format_plain_table,
+    key_text,
+    load_rich,
+)
 
 KEY_COLUMNS = (
     Column("KEY"),
