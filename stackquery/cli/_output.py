@@ -28,10 +28,12 @@ EXIT_CODES_EPILOG: Final = """\
 exit codes:
   0  done, nothing wrong found
   1  done, but problems were found: inspect saw foreign or corrupt entries
-     under the prefix, invalidate left unreadable entries alone, a benchmark
-     failed
-  2  bad usage, or the store could not be reached or opened (a wrong path,
-     an unreachable Redis URL, a missing benchmarks folder)
+     under the prefix, invalidate left unreadable entries alone, a key prefix
+     matched nothing (--attach, --sqlite, --file), a refetch waited on failed,
+     a benchmark failed or missed its target
+  2  bad usage, or the store or process could not be reached or opened (a
+     wrong path, an unreachable Redis URL, nothing at an --attach socket, a
+     missing benchmarks folder)
 """
 
 
