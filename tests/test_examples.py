@@ -29,16 +29,21 @@ TIMEOUT = 60.0
 ENV = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
 
 
-async def run_example(script: str, *args: str) -> str:
-    """Run an example to completion (bounded); return its stdout once it exited cleanly."""
+async def finished_example(script: str, *args: str) -> subprocess.CompletedProcess[bytes]:
+    """Run an example to completion (bounded), however it ends; return what it did."""
     with trio.fail_after(TIMEOUT):
-        done = await trio.run_process(
+        return await trio.run_process(
             [sys.executable, str(EXAMPLES / script), *args],
             capture_stdout=True,
             capture_stderr=True,
             check=False,
             env=ENV,
         )
+
+
+async def run_example(script: str, *args: str) -> str:
+    """Run an example to completion (bounded); return its stdout once it exited cleanly."""
+    done = await finished_example(script, *args)
     stderr = done.stderr.decode()
     assert (done.returncode, stderr) == (0, ""), stderr[-3000:]
     return done.stdout.decode()

@@ -12,33 +12,32 @@ import pytest
 import trio
 
 from tests.redis_server import RedisServer, free_loopback_port
-from tests.test_examples import ENV, EXAMPLES, TIMEOUT, rates_line, run_example
+from tests.test_examples import ENV, EXAMPLES, TIMEOUT, finished_example, rates_line, run_example
 
 pytestmark = pytest.mark.slow
 
 
-async def run_failing(script: str, *args: str) -> tuple[int, str, str]:
-    """Run an example that is expected to fail (bounded); return status, stdout, stderr."""
-    with trio.fail_after(TIMEOUT):
-        done = await trio.run_process(
-            [sys.executable, str(EXAMPLES / script), *args],
-            capture_stdout=True,
-            capture_stderr=True,
-            check=False,
-            env=ENV,
-        )
-    return done.returncode, done.stdout.decode(), done.stderr.decode()
+async def read_to_end(stream: trio.abc.ReceiveStream) -> bytes:
+    """Everything a child process writes to ``stream`` until it closes it."""
+    data = b""
+    while chunk := await stream.receive_some():
+        data += chunk
+    return data
 
 
-async def test_a_reader_started_before_any_writer_says_so_and_waits(redis_url: str) -> None:
-    """It prints that it waits, then the writer's values once one runs; no traceback."""
-    command = [sys.executable, str(EXAMPLES / "bg_reader.py"), "--redis", redis_url]
-    process = await trio.lowlevel.open_process(
-        [*command, "--until", "2", "--poll", "1"],
+async def start_example(script: str, *args: str) -> trio.Process:
+    """Start an example with its stdout and stderr piped to us."""
+    return await trio.lowlevel.open_process(
+        [sys.executable, str(EXAMPLES / script), *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env=ENV,
     )
+
+
+async def test_a_reader_started_before_any_writer_says_so_and_waits(redis_url: str) -> None:
+    """It prints that it waits, then the writer's values once one runs; no traceback."""
+    process = await start_example("bg_reader.py", "--redis", redis_url, "--until", "2")
     assert process.stdout is not None and process.stderr is not None
     waiting = f"no rates in {redis_url} yet: waiting for a writer (bg_writer.py)\n".encode()
     try:
@@ -50,12 +49,8 @@ async def test_a_reader_started_before_any_writer_says_so_and_waits(redis_url: s
             writer = await run_example(
                 "bg_writer.py", "--redis", redis_url, "--interval", "0.2", "--count", "2"
             )
-            rest = b""
-            while chunk := await process.stdout.receive_some():
-                rest += chunk
-            errors = b""
-            while chunk := await process.stderr.receive_some():
-                errors += chunk
+            rest = await read_to_end(process.stdout)
+            errors = await read_to_end(process.stderr)
             await process.wait()
     finally:
         if process.returncode is None:
@@ -68,8 +63,9 @@ async def test_a_reader_started_before_any_writer_says_so_and_waits(redis_url: s
 async def test_a_writer_without_redis_says_it_cannot_publish() -> None:
     """Exit 1, nothing claimed as published, and why on stderr."""
     url = f"redis://127.0.0.1:{free_loopback_port()}/0"
-    status, out, err = await run_failing("bg_writer.py", "--redis", url, "--count", "2")
-    assert (status, out) == (1, "")
+    done = await finished_example("bg_writer.py", "--redis", url, "--count", "2")
+    err = done.stderr.decode()
+    assert (done.returncode, done.stdout) == (1, b"")
     assert err.startswith(f"cannot publish: Redis at {url} is unreachable: ")
     assert err.count("\n") == 1
 
@@ -79,13 +75,8 @@ async def test_a_writer_whose_redis_dies_stops_claiming_to_publish(
 ) -> None:
     """Values published while Redis is up; the first one after it died is reported, exit 1."""
     url = redis_server.url
-    command = [sys.executable, str(EXAMPLES / "bg_writer.py"), "--redis", url]
-    process = await trio.lowlevel.open_process(
-        [*command, "--interval", "0.2", "--count", "1000"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=ENV,
-    )
+    args = ("--redis", url, "--interval", "0.2", "--count", "1000")
+    process = await start_example("bg_writer.py", *args)
     assert process.stdout is not None and process.stderr is not None
     try:
         with trio.fail_after(TIMEOUT):
@@ -93,11 +84,8 @@ async def test_a_writer_whose_redis_dies_stops_claiming_to_publish(
             while b"\n" not in out:
                 out += await process.stdout.receive_some()
             redis_server.kill()
-            while chunk := await process.stdout.receive_some():
-                out += chunk
-            err = b""
-            while chunk := await process.stderr.receive_some():
-                err += chunk
+            out += await read_to_end(process.stdout)
+            err = await read_to_end(process.stderr)
             await process.wait()
     finally:
         if process.returncode is None:

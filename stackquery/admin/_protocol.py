@@ -18,7 +18,7 @@ import orjson
 import trio
 
 from .._errors import InvalidKeyError
-from .._keys import QueryKey, canonical_key, prefix_hash
+from .._keys import QueryKey, canonical_key, key_from_hash, prefix_hash
 
 PROTOCOL_VERSION: Final = 1
 """Bumped when a reply changes in a way an older reader would misread."""
@@ -119,20 +119,12 @@ def key_from_json(value: Any) -> QueryKey:
     """
     if not isinstance(value, list):
         raise RequestError(f'a key prefix is a JSON array such as ["user"], got {value!r:.100}')
-    key = _tuples(value)
+    key = key_from_hash(orjson.dumps(value).decode())  # arrays become tuples
     try:
         canonical_key(key)
     except InvalidKeyError as exc:
         raise RequestError(f"not a valid query key: {exc}") from None
-    return key  # type: ignore[no-any-return]
-
-
-def _tuples(value: Any) -> Any:
-    if isinstance(value, list):
-        return tuple(_tuples(item) for item in value)
-    if isinstance(value, dict):
-        return {name: _tuples(item) for name, item in value.items()}
-    return value
+    return key
 
 
 def prefix_argument(request: dict[str, Any], *, required: bool) -> tuple[QueryKey, str]:

@@ -24,6 +24,7 @@ from ._output import (
     describe_prefixes,
     format_duration,
     key_text,
+    print_json,
     print_table,
 )
 
@@ -135,7 +136,7 @@ def run_attach_inspect(
         arguments["limit"] = limit
     reply: dict[str, Any] = talk(path, lambda admin: admin.request("snapshot", **arguments))
     if json_output:
-        out.write(orjson.dumps(reply, option=orjson.OPT_INDENT_2).decode() + "\n")
+        print_json(reply, stream=out)
     else:
         if reply["keys"]:
             print_table(COLUMNS, snapshot_rows(reply), stream=out, plain=plain)

@@ -10,10 +10,9 @@ from contextlib import aclosing
 from typing import Any, TextIO
 
 import attrs
-import orjson
 import trio
 
-from ._output import EXIT_OK, EXIT_PROBLEMS, Column, format_duration, print_table
+from ._output import EXIT_OK, EXIT_PROBLEMS, Column, format_duration, print_json, print_table
 from ._stores import (
     EntryInfo,
     EntryStatus,
@@ -214,7 +213,7 @@ def run_inspect(
     """
     report = trio.run(functools.partial(collect, target, prefix, limit=limit))
     if json_output:
-        out.write(orjson.dumps(as_json(report), option=orjson.OPT_INDENT_2).decode() + "\n")
+        print_json(as_json(report), stream=out)
     else:
         print_report(report, out=out, plain=plain)
     return EXIT_PROBLEMS if report.problems else EXIT_OK

@@ -67,6 +67,11 @@ def load_rich() -> ModuleType | None:
         return None
 
 
+def print_json(document: Any, *, stream: TextIO) -> None:
+    """Print ``document`` as indented JSON (what ``--json`` prints)."""
+    stream.write(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode() + "\n")
+
+
 def format_plain_table(columns: Sequence[Column], rows: Sequence[Sequence[str]]) -> str:
     """Return ``rows`` as aligned plain text under a header and a rule.
 
