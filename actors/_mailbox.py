@@ -1,10 +1,12 @@
-"""A bounded inbox over a trio memory channel."""
+"""A bounded inbox: a deque, its one parked receiver, and senders waiting for room."""
 
 from __future__ import annotations
 
+from collections import OrderedDict, deque
 from typing import Generic, TypeVar, final
 
 import attrs
+import outcome
 import trio
 
 M = TypeVar("M")
@@ -48,6 +50,10 @@ class Mailbox(Generic[M]):
     atomic with respect to cancellation, as trio's memory channels are: a
     cancelled ``tell`` delivered nothing, a cancelled ``receive`` took nothing.
 
+    A deque and the one parked receiver, rather than a memory-channel pair:
+    a key's actor is made on every cold fetch, and the channel pair was most
+    of what making one cost.
+
     Args:
         capacity: how many undelivered messages fit; must be at least 1.
 
@@ -55,13 +61,18 @@ class Mailbox(Generic[M]):
         ValueError: if ``capacity`` is below 1.
     """
 
-    __slots__ = ("_delivered", "_receive", "_send", "capacity")
+    __slots__ = ("_closed", "_delivered", "_queue", "_receiver", "_senders", "capacity")
 
     def __init__(self, capacity: int = 1024) -> None:
-        if not isinstance(capacity, int) or capacity < 1:
+        if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1:
             raise ValueError(f"mailbox capacity must be an int >= 1, got {capacity!r}")
         self.capacity = capacity
-        self._send, self._receive = trio.open_memory_channel[M](capacity)
+        self._queue: deque[M] = deque()
+        self._receiver: trio.lowlevel.Task | None = None
+        """The actor's task, parked in :meth:`receive` on an empty mailbox."""
+        self._senders: OrderedDict[trio.lowlevel.Task, M] = OrderedDict()
+        """Tasks parked in :meth:`tell` on a full mailbox, with their messages, oldest first."""
+        self._closed = False
         self._delivered = 0
 
     def tell_nowait(self, message: M) -> None:
@@ -71,53 +82,113 @@ class Mailbox(Generic[M]):
             MailboxFull: the mailbox holds ``capacity`` messages already.
             MailboxClosed: the mailbox was closed.
         """
-        try:
-            self._send.send_nowait(message)
-        except trio.WouldBlock:
-            raise MailboxFull(f"mailbox full ({self.capacity} messages queued)") from None
-        except trio.ClosedResourceError:
-            raise MailboxClosed("mailbox is closed") from None
+        if self._closed:
+            raise MailboxClosed("mailbox is closed")
+        receiver = self._receiver
+        if receiver is not None:
+            self._receiver = None
+            trio.lowlevel.reschedule(receiver, outcome.Value(message))
+        elif len(self._queue) < self.capacity:
+            self._queue.append(message)
+        else:
+            raise MailboxFull(f"mailbox full ({self.capacity} messages queued)")
         self._delivered += 1
 
     async def tell(self, message: M) -> None:
         """Deliver ``message``, waiting for room if the mailbox is full.
 
         Raises:
-            MailboxClosed: the mailbox was closed.
+            MailboxClosed: the mailbox was closed (before or while waiting).
         """
+        await trio.lowlevel.checkpoint_if_cancelled()
         try:
-            await self._send.send(message)
-        except trio.ClosedResourceError:
-            raise MailboxClosed("mailbox is closed") from None
-        self._delivered += 1
+            self.tell_nowait(message)
+        except MailboxFull:
+            pass
+        else:
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return
+        task = trio.lowlevel.current_task()
+        self._senders[task] = message
+
+        def abort(_raise_cancel: trio.lowlevel.RaiseCancelT) -> trio.lowlevel.Abort:
+            del self._senders[task]
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        await trio.lowlevel.wait_task_rescheduled(abort)
 
     async def receive(self) -> M:
-        """Take the oldest message, waiting for one if the mailbox is empty."""
-        return await self._receive.receive()
+        """Take the oldest message, waiting for one if the mailbox is empty.
+
+        Raises:
+            trio.EndOfChannel: the mailbox is closed and empty.
+            trio.BusyResourceError: another task is already waiting to receive.
+        """
+        await trio.lowlevel.checkpoint_if_cancelled()
+        try:
+            message = self.receive_nowait()
+        except trio.WouldBlock:
+            pass
+        else:
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return message
+        if self._receiver is not None:
+            raise trio.BusyResourceError("another task is receiving from this mailbox")
+        task = self._receiver = trio.lowlevel.current_task()
+
+        def abort(_raise_cancel: trio.lowlevel.RaiseCancelT) -> trio.lowlevel.Abort:
+            if self._receiver is task:
+                self._receiver = None
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        return await trio.lowlevel.wait_task_rescheduled(abort)  # type: ignore[no-any-return]
 
     def receive_nowait(self) -> M:
         """Take the oldest message.
 
         Raises:
             trio.WouldBlock: the mailbox is empty.
+            trio.EndOfChannel: the mailbox is closed and empty.
         """
-        return self._receive.receive_nowait()
+        queue = self._queue
+        if not queue:
+            if self._closed:
+                raise trio.EndOfChannel
+            raise trio.WouldBlock
+        message = queue.popleft()
+        if self._senders:  # room now: the oldest waiting sender's message goes in
+            task, waiting = self._senders.popitem(last=False)
+            queue.append(waiting)
+            self._delivered += 1
+            trio.lowlevel.reschedule(task)
+        return message
 
     def empty(self) -> bool:
         """Whether no message is waiting to be received."""
-        return self._receive.statistics().current_buffer_used == 0
+        return not self._queue
 
     def close(self) -> None:
-        """Refuse further messages; those already queued can still be received."""
-        self._send.close()
+        """Refuse further messages; those already queued can still be received.
+
+        Senders waiting for room get :class:`MailboxClosed`; a receiver
+        waiting on the empty mailbox gets ``trio.EndOfChannel``.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        senders, self._senders = self._senders, OrderedDict()
+        for task in senders:
+            trio.lowlevel.reschedule(task, outcome.Error(MailboxClosed("mailbox is closed")))
+        receiver, self._receiver = self._receiver, None
+        if receiver is not None:
+            trio.lowlevel.reschedule(receiver, outcome.Error(trio.EndOfChannel()))
 
     def statistics(self) -> MailboxStatistics:
         """Return the mailbox's current :class:`MailboxStatistics`."""
-        stats = self._send.statistics()
         return MailboxStatistics(
-            queued=stats.current_buffer_used,
+            queued=len(self._queue),
             capacity=self.capacity,
-            senders_waiting=stats.tasks_waiting_send,
+            senders_waiting=len(self._senders),
             delivered=self._delivered,
         )
 

@@ -77,6 +77,11 @@ class ChainStorage(ByteStore):
         return self._levels
 
     @property
+    def inner_stores(self) -> tuple[StorageBackend, ...]:
+        """The levels, fastest first (see :class:`StorageBackend`)."""
+        return self._levels
+
+    @property
     def reports_ttl(self) -> bool:
         """Whether every level reports remaining TTLs (else a hit's TTL may be unknown)."""
         return all(self._reporting)

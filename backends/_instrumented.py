@@ -70,6 +70,11 @@ class InstrumentedStorage:
         return self._store
 
     @property
+    def inner_stores(self) -> tuple[StorageBackend]:
+        """The wrapped store, as the one item of a tuple (see :class:`StorageBackend`)."""
+        return (self._store,)
+
+    @property
     def name(self) -> str:
         """The ``cache_name`` recorded with every event."""
         return self._name

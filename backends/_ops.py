@@ -123,6 +123,27 @@ async def delete_prefix(store: StorageBackend, prefix: str) -> int:
     return removed
 
 
+def stores_within(store: object) -> list[object]:
+    """Return ``store`` and every store it wraps, outermost first, depth first.
+
+    Wrappers name the stores they wrap in an ``inner_stores`` attribute (see
+    :class:`StorageBackend`); a store without one wraps nothing.  A store
+    reached twice is listed once.
+    """
+    found: list[object] = []
+    seen: set[int] = set()
+    pending = [store]
+    while pending:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        found.append(current)
+        inner = getattr(current, "inner_stores", ())
+        pending.extend(reversed(tuple(inner)))
+    return found
+
+
 def reports_ttl(store: object) -> bool:
     """Return whether ``store`` can tell the remaining TTL of what it returns.
 

@@ -17,6 +17,13 @@ class StorageBackend(Protocol):
 
     A store whose ``get`` returns ``str`` (as PyStackQuery's protocol does) is
     accepted: the text is encoded as UTF-8 before use.
+
+    A store that wraps others (:class:`~backends.InstrumentedStorage`,
+    :class:`~backends.ChainStorage`, or one of yours) lists them in an
+    ``inner_stores`` attribute, a tuple in the order it consults them, so
+    that code looking for a particular store (the query client looks for a
+    ``RedisStorage`` to run its fleet on) finds it through the wrappers; see
+    :func:`backends.ops.stores_within`.
     """
 
     async def get(self, key: str) -> bytes | str | None:

@@ -17,7 +17,14 @@ from backends import (
 
 from . import serializers
 from ._client import ClientStatistics, QueryClient, QueryRecord, current_client, open_query_client
-from ._entry import CorruptEntryError, StoredEntry, pack_entry, try_unpack_entry, unpack_entry
+from ._entry import (
+    MAX_CLOCK_SKEW,
+    CorruptEntryError,
+    StoredEntry,
+    pack_entry,
+    try_unpack_entry,
+    unpack_entry,
+)
 from ._errors import (
     ClientClosedError,
     InvalidKeyError,
@@ -47,6 +54,7 @@ from .metrics._export import OpenTelemetryMetrics, PrometheusMetrics
 from .serializers._core import DeserializationError, SerializationError, Serializer, SignatureError
 
 __all__ = [
+    "MAX_CLOCK_SKEW",
     "UNSET",
     "BackgroundFunction",
     "BgDecorator",

@@ -30,7 +30,7 @@ from ._mutation import Mutation, MutationOptions
 from ._observer import QueryObserver
 from ._options import QueryClientConfig, QueryOptions
 from ._owners import QueryOwners
-from ._parts import ClientParts
+from ._parts import ClientParts, require_trio
 from ._query_cache import Predicate, QueryCache
 from ._records import ClientStatistics, QueryRecord, query_records
 from ._state import QueryState, Snapshot
@@ -48,16 +48,6 @@ _current_client: contextvars.ContextVar[QueryClient | None] = contextvars.Contex
 def current_client() -> QueryClient | None:
     """Return the innermost query client open in this context, or ``None``."""
     return _current_client.get()
-
-
-def _check_trio() -> None:
-    try:
-        trio.lowlevel.current_task()
-    except RuntimeError:
-        raise RuntimeError(
-            "stackquery runs under trio: use the client inside trio.run "
-            "(from asyncio code, through trio-asyncio)"
-        ) from None
 
 
 class QueryClient:
@@ -101,7 +91,7 @@ class QueryClient:
         self._closed = False
 
     async def __aenter__(self) -> QueryClient:
-        _check_trio()
+        require_trio()
         if self._stack is not None or self._closed:
             raise RuntimeError("a QueryClient can be entered only once")
         stack = AsyncExitStack()
@@ -128,7 +118,7 @@ class QueryClient:
     def _check_open(self) -> QueryOwners:
         owners = self._owners
         if owners is None or owners.closed:
-            _check_trio()
+            require_trio()
             raise ClientClosedError("the query client is not open: use it inside `async with`")
         return owners
 
@@ -180,7 +170,7 @@ class QueryClient:
         snap = self.snapshots.get(key_hash)
         # `is`, not `==`: an equal stale_time given as another float object
         # takes the slow path, which judges it correctly.
-        if snap is not None and snap.fresh and snap.stale_time is options.stale_time:
+        if snap is not None and snap.fresh_for is options.stale_time:
             self._hits[key_hash] = self._cache.use_bound
             return snap.data  # type: ignore[no-any-return]
         owners = self._check_open()

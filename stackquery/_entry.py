@@ -30,6 +30,23 @@ Binary serializers are picked for size, so their payload is not inflated by
 base64; the length field makes a truncated payload detectable even for formats
 (protobuf) that would decode a prefix without complaint.
 
+**Signed entries** (format version 2).  A serializer that signs (an
+:class:`EntrySigner`: :func:`~stackquery.serializers.pickle`) writes the same
+binary frame with version 2, and its payload (``signature + pickle``) is
+signed over the entry's *context* followed by the pickle::
+
+    magic, version 2, flags, data_updated_at, name length, name,
+    key length (4 bytes, big-endian), key (UTF-8)
+
+so an entry is bound to the L2 key it was written under and to its header: a
+copy under another key, an edited time or a cleared invalidated flag fails
+the signature.  Setting the invalidated flag without the secret (what
+``stackquery invalidate`` does) is honoured: the signature is then checked
+against the flag cleared, and the entry reads as invalidated.  A signed
+entry of format 1 (signature over the pickle only) is refused as an
+``unsupported-version``: the client counts it as corrupt, misses, and the
+next fetch rewrites the key in format 2.  Unsigned serializers keep format 1.
+
 Anything that is not a well-formed entry of the expected serializer raises
 :class:`CorruptEntryError`; the client treats it as a miss, counts and logs it.
 """
@@ -40,7 +57,7 @@ import logging
 import math
 import struct
 from collections.abc import Callable
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, Protocol, cast, runtime_checkable
 
 import attrs
 import orjson
@@ -51,25 +68,43 @@ from .serializers._core import (
     JsonSerializer,
     SerializationError,
     Serializer,
+    SignatureError,
     _json_error,
     _type_name,
+    check_finite,
 )
 
 __all__ = [
     "FORMAT_VERSION",
+    "MAX_CLOCK_SKEW",
+    "SIGNED_FORMAT_VERSION",
     "CorruptEntryError",
     "CorruptReason",
+    "EntrySigner",
     "StoredEntry",
+    "bound_future",
+    "flag_invalidated",
     "pack_entry",
+    "read_envelope",
     "try_unpack_entry",
     "unpack_entry",
 ]
 
 #: The entry format version written by :func:`pack_entry` and read by :func:`unpack_entry`.
 FORMAT_VERSION: Final = 1
+#: The format version of entries written by an :class:`EntrySigner` (bound to their key).
+SIGNED_FORMAT_VERSION: Final = 2
+
+#: Seconds an entry's ``data_updated_at`` may be ahead of this process's clock
+#: (another machine's clock runs ahead).  Past it the time is not believed: see
+#: :func:`bound_future`.
+MAX_CLOCK_SKEW: Final = 5.0
 
 _MAGIC: Final = b"\xffSQ"
 _HEADER: Final = struct.Struct(">3sBBdIB")
+_SIGNED_HEAD: Final = struct.Struct(">3sBBdB")
+_KEY_LENGTH: Final = struct.Struct(">I")
+_FLAGS_AT: Final = 4
 _FLAG_INVALIDATED: Final = 0x01
 _MAX_PAYLOAD: Final = 0xFFFFFFFF
 _TEXT_PREFIX: Final = b'{"sq":'
@@ -116,6 +151,30 @@ class CorruptEntryError(StackqueryError, ValueError):
         self.found_serializer = found_serializer
 
 
+@runtime_checkable
+class EntrySigner(Protocol):
+    """A serializer whose entries are signed over their key and header (format 2).
+
+    ``dumps_signed(value, context)`` returns bytes that only
+    ``loads_signed(data, context)`` with the same ``context`` accepts; a
+    mismatch raises :class:`~stackquery.serializers.SignatureError` before
+    anything is decoded.
+    """
+
+    @property
+    def name(self) -> str:
+        """The id stored in entries written with this serializer."""
+        ...
+
+    def dumps_signed(self, value: Any, context: bytes) -> bytes:
+        """Encode ``value`` bound to ``context``."""
+        ...
+
+    def loads_signed(self, data: bytes, context: bytes) -> Any:
+        """Decode ``data`` if it was bound to ``context``."""
+        ...
+
+
 @attrs.frozen
 class StoredEntry:
     """One entry decoded from L2."""
@@ -148,11 +207,13 @@ def pack_entry(
     data_updated_at: float,
     serializer: Serializer,
     invalidated: bool = False,
+    key: str = "",
 ) -> bytes:
     """Encode ``value`` and its metadata as one L2 entry.
 
-    With the built-in JSON serializer the entry is UTF-8 JSON text; with any
-    other it is a binary frame (see the module docstring).
+    With the built-in JSON serializer the entry is UTF-8 JSON text; with a
+    signing serializer (an :class:`EntrySigner`) a format 2 binary frame
+    bound to ``key``; with any other a binary frame (see the module docstring).
 
     Args:
         value: the value to store.
@@ -160,6 +221,8 @@ def pack_entry(
         serializer: the serializer that encodes ``value`` (already checked by
             :func:`~stackquery.serializers.as_serializer`).
         invalidated: whether the entry is stale by invalidation.
+        key: the L2 key the entry is stored under (the client's ``key_prefix``
+            and the key's canonical hash); a signed entry is bound to it.
 
     Returns:
         The entry's bytes.
@@ -176,12 +239,24 @@ def pack_entry(
     if type(serializer) is JsonSerializer:
         envelope = {"sq": FORMAT_VERSION, "s": "json", "t": t, "i": bool(invalidated), "d": value}
         try:
-            return orjson.dumps(envelope, option=_JSON_OPTIONS)
+            text = orjson.dumps(envelope, option=_JSON_OPTIONS)
         except orjson.JSONEncodeError as exc:
             raise _json_error(value, exc) from None
+        check_finite(value, text)
+        return text
     name = serializer.name
+    name_bytes = name.encode()
+    if len(name_bytes) > 255:
+        raise ValueError(f"a serializer's name must be at most 255 bytes: {name!r}")
+    flags = _FLAG_INVALIDATED if invalidated else 0
+    version = FORMAT_VERSION
     try:
-        payload = serializer.dumps(value)
+        signer = _signer(serializer)
+        if signer is not None:
+            version = SIGNED_FORMAT_VERSION
+            payload = signer.dumps_signed(value, _signed_context(flags, t, name_bytes, key))
+        else:
+            payload = serializer.dumps(value)
     except SerializationError:
         raise
     except Exception as exc:
@@ -205,15 +280,27 @@ def pack_entry(
             serializer=name,
             value_type=_type_name(value),
         )
-    name_bytes = name.encode()
-    if len(name_bytes) > 255:
-        raise ValueError(f"a serializer's name must be at most 255 bytes: {name!r}")
-    flags = _FLAG_INVALIDATED if invalidated else 0
-    header = _HEADER.pack(_MAGIC, FORMAT_VERSION, flags, t, len(payload), len(name_bytes))
+    header = _HEADER.pack(_MAGIC, version, flags, t, len(payload), len(name_bytes))
     return b"".join((header, name_bytes, payload))
 
 
-def unpack_entry(raw: bytes | bytearray | memoryview | str, serializer: Serializer) -> StoredEntry:
+def _signer(serializer: Serializer) -> EntrySigner | None:
+    """``serializer`` if it signs entries (a cheap test: ``isinstance`` on a protocol is not)."""
+    if hasattr(serializer, "dumps_signed") and hasattr(serializer, "loads_signed"):
+        return cast(EntrySigner, serializer)
+    return None
+
+
+def _signed_context(flags: int, t: float, name: bytes, key: str) -> bytes:
+    """What a format 2 entry's signature covers besides its payload."""
+    key_bytes = key.encode("utf-8", "surrogatepass")
+    head = _SIGNED_HEAD.pack(_MAGIC, SIGNED_FORMAT_VERSION, flags, t, len(name))
+    return b"".join((head, name, _KEY_LENGTH.pack(len(key_bytes)), key_bytes))
+
+
+def unpack_entry(
+    raw: bytes | bytearray | memoryview | str, serializer: Serializer, *, key: str = ""
+) -> StoredEntry:
     """Decode an entry written by :func:`pack_entry` with the same serializer.
 
     A ``str`` (from a store that returns text) is accepted; only a text-frame
@@ -222,6 +309,8 @@ def unpack_entry(raw: bytes | bytearray | memoryview | str, serializer: Serializ
     Args:
         raw: the bytes (or text) read from L2.
         serializer: the serializer the entry is expected to have been written with.
+        key: the L2 key it was read from; a signed entry must have been
+            written for this key.
 
     Returns:
         The decoded :class:`StoredEntry`.
@@ -229,8 +318,9 @@ def unpack_entry(raw: bytes | bytearray | memoryview | str, serializer: Serializ
     Raises:
         CorruptEntryError: ``raw`` is not a stackquery entry, is of another
             format version, is truncated or damaged, was written by another
-            serializer, or its payload does not decode.  Nothing else is raised
-            for any input bytes.
+            serializer, its payload does not decode, or (signed) it was not
+            signed for ``key`` and its header, or is a signed entry of format 1.
+            Nothing else is raised for any input bytes.
     """
     if isinstance(raw, str) or raw[:1] == b"{":
         try:
@@ -262,12 +352,67 @@ def unpack_entry(raw: bytes | bytearray | memoryview | str, serializer: Serializ
         return _unpack_text(envelope, serializer)
     head = bytes(raw[:3])
     if head == _MAGIC:
-        return _unpack_binary(raw, serializer)
+        return _unpack_binary(raw, serializer, key)
     if head and _MAGIC.startswith(head):
         raise _corrupt("truncated", "entry is shorter than its header", serializer)
     if not head:
         raise _corrupt("truncated", "entry is empty", serializer)
     raise _corrupt("foreign", "not a stackquery entry", serializer)
+
+
+def _loads_signed(
+    signer: EntrySigner, payload: bytes, flags: int, t: float, name: str, key: str
+) -> Any:
+    """Check a format 2 payload against its key and header; return the value.
+
+    An invalidated flag set by someone without the secret (the entry was
+    signed without it) is honoured: it only makes the entry stale.
+    """
+    name_bytes = name.encode()
+    try:
+        return signer.loads_signed(payload, _signed_context(flags, t, name_bytes, key))
+    except SignatureError:
+        if not flags & _FLAG_INVALIDATED:
+            raise
+    return signer.loads_signed(payload, _signed_context(0, t, name_bytes, key))
+
+
+def flag_invalidated(raw: bytes) -> bytes | None:
+    """Return the entry ``raw`` with its invalidated flag set, or ``None`` if it is set already.
+
+    Value, time and (for a signed entry) signature are kept, and a binary
+    payload is not decoded: a signed entry flagged this way still verifies,
+    as invalidated, without the secret.
+
+    Raises:
+        CorruptEntryError: ``raw`` is not a well-formed stackquery entry.
+    """
+    entry = read_envelope(raw)
+    if entry.invalidated:
+        return None
+    if raw[:1] == b"{":
+        return pack_entry(
+            entry.value, data_updated_at=entry.data_updated_at, serializer=_JSON, invalidated=True
+        )
+    flags = raw[_FLAGS_AT] | _FLAG_INVALIDATED
+    return b"".join((raw[:_FLAGS_AT], bytes((flags,)), raw[_FLAGS_AT + 1 :]))
+
+
+@attrs.frozen
+class _AnySerializer:
+    """Stands for whichever serializer wrote a binary entry read by :func:`read_envelope`."""
+
+    name: str = ""
+
+    def dumps(self, value: Any) -> bytes:
+        raise NotImplementedError("reads envelopes only")
+
+    def loads(self, data: bytes) -> Any:
+        raise NotImplementedError("reads envelopes only")
+
+
+_JSON: Final = JsonSerializer()
+_ANY: Final = _AnySerializer()
 
 
 def _corrupt(
@@ -324,13 +469,22 @@ def _unpack_text(envelope: Any, serializer: Serializer) -> StoredEntry:
     )
 
 
-def _unpack_binary(raw: bytes | bytearray | memoryview, serializer: Serializer) -> StoredEntry:
+def _unpack_binary(
+    raw: bytes | bytearray | memoryview, serializer: Serializer, key: str, *, opaque: bool = False
+) -> StoredEntry:
+    """Decode a binary frame; ``opaque``: any serializer's, its payload kept as bytes."""
     size = len(raw)
     if size < _HEADER.size:
         raise _corrupt("truncated", "entry is shorter than its header", serializer)
     _, version, flags, t, payload_size, name_size = _HEADER.unpack_from(raw)
-    if version != FORMAT_VERSION:
-        raise _corrupt("unsupported-version", f"format version {version}, expected 1", serializer)
+    signer = _signer(serializer)
+    wanted = SIGNED_FORMAT_VERSION if signer is not None else FORMAT_VERSION
+    if version != wanted and not (opaque and version == SIGNED_FORMAT_VERSION):
+        if signer is not None and version == FORMAT_VERSION:
+            detail = "format 1 signed entries are not bound to their key; format 2 is"
+        else:
+            detail = f"format version {version}, expected {wanted}"
+        raise _corrupt("unsupported-version", detail, serializer)
     expected = _HEADER.size + name_size + payload_size
     if size < expected:
         raise _corrupt(
@@ -348,7 +502,7 @@ def _unpack_binary(raw: bytes | bytearray | memoryview, serializer: Serializer) 
         name = bytes(raw[_HEADER.size : _HEADER.size + name_size]).decode()
     except UnicodeDecodeError:
         raise _corrupt("malformed", "serializer name is not UTF-8", serializer) from None
-    if name != serializer.name:
+    if name != serializer.name and not opaque:
         raise _corrupt(
             "serializer-mismatch",
             f"written by {name!r}, expected {serializer.name!r}",
@@ -357,7 +511,19 @@ def _unpack_binary(raw: bytes | bytearray | memoryview, serializer: Serializer) 
         )
     payload = bytes(raw[_HEADER.size + name_size :])
     try:
-        value = serializer.loads(payload)
+        if opaque:
+            value: Any = payload
+        elif signer is not None:
+            value = _loads_signed(signer, payload, flags, t, name, key)
+        else:
+            value = serializer.loads(payload)
+    except SignatureError as exc:
+        raise _corrupt(
+            "undecodable-payload",
+            "the signature does not cover this key and header",
+            serializer,
+            name,
+        ) from exc
     except Exception as exc:
         raise _corrupt(
             "undecodable-payload", f"{name} could not decode the payload: {exc!r}", serializer, name
@@ -370,10 +536,50 @@ def _unpack_binary(raw: bytes | bytearray | memoryview, serializer: Serializer) 
     )
 
 
+def read_envelope(raw: bytes | bytearray | memoryview | str) -> StoredEntry:
+    """Decode any stackquery entry's envelope, whichever serializer wrote it.
+
+    A text entry is decoded whole; a binary entry's payload is kept as bytes,
+    undecoded and unverified (a signed payload's signature is not checked):
+    for showing and flagging entries, never for serving them.
+
+    Raises:
+        CorruptEntryError: ``raw`` is not a well-formed stackquery entry.
+    """
+    if isinstance(raw, str) or raw[:1] == b"{":
+        return unpack_entry(raw, _JSON)
+    if bytes(raw[:3]) != _MAGIC:
+        return unpack_entry(raw, _JSON)  # raises: truncated, or foreign
+    return _unpack_binary(raw, _ANY, "", opaque=True)
+
+
+def bound_future(
+    entry: StoredEntry, now: float, on_future: Callable[[StoredEntry], object]
+) -> StoredEntry:
+    """Return ``entry``, unless it says it was fetched after ``now`` + :data:`MAX_CLOCK_SKEW`.
+
+    A time that far ahead is a forgery or a broken clock: believed, it would
+    keep the entry fresh until then, and no newer entry could replace it.
+    Such an entry keeps its value, is stamped ``now`` and marked invalidated
+    (served stale, refetched), and is handed to ``on_future`` (to count it).
+
+    Args:
+        entry: an entry read from L2.
+        now: wall-clock seconds now.
+        on_future: called with ``entry`` when its time is past the allowance.
+    """
+    if entry.data_updated_at <= now + MAX_CLOCK_SKEW:
+        return entry
+    on_future(entry)
+    return attrs.evolve(entry, data_updated_at=now, invalidated=True)
+
+
 def try_unpack_entry(
     raw: bytes | bytearray | memoryview | str | None,
     serializer: Serializer,
     on_corrupt: Callable[[CorruptEntryError], object] | None = None,
+    *,
+    key: str = "",
 ) -> StoredEntry | None:
     """Decode an entry, turning a corrupt one into a miss.
 
@@ -383,6 +589,7 @@ def try_unpack_entry(
         on_corrupt: called with the :class:`CorruptEntryError` of a corrupt
             entry (to count and log it); when ``None`` the error is logged at
             WARNING on the ``stackquery.entry`` logger.
+        key: the L2 key it was read from (see :func:`unpack_entry`).
 
     Returns:
         The decoded entry, or ``None`` for a miss or a corrupt entry.
@@ -393,7 +600,7 @@ def try_unpack_entry(
     if raw is None:
         return None
     try:
-        return unpack_entry(raw, serializer)
+        return unpack_entry(raw, serializer, key=key)
     except CorruptEntryError as exc:
         if on_corrupt is None:
             _logger.warning("ignoring L2 entry: %s", exc)

@@ -12,9 +12,14 @@ the origin call that follows never reads L2 again.
 
 While the read is out the key has no actor, so the doors that change a
 passivated key change its snapshot directly; :meth:`ColdReads.land` reads
-what they did from the snapshot: gone (removed, reset) cancels the waiters,
-invalidated serves the data stale and refetches once, newer data set
-meanwhile wins.
+what they did from the snapshot: invalidated serves the data stale and
+refetches once, newer data set meanwhile wins.  A removal or a reset does
+not wait for the read: it settles the read's waiters with
+``QueryCancelledError`` at once (:meth:`ColdReads.abandon`), and what the
+store answers later is dropped.  Every read started is settled exactly once:
+by :meth:`ColdReads.land`, :meth:`ColdReads.cancel` or
+:meth:`ColdReads.abandon`, whichever comes first, and a read started for a
+key never replaces one that is still out unsettled.
 """
 
 from __future__ import annotations
@@ -74,28 +79,40 @@ class ColdReads:
             Exception: whatever an ``initial_data`` factory raised.
         """
         cache = self._cache
+        key_hash = options.key_hash
+        stranded = self._tier.cold_reads.get(key_hash)
+        if stranded is not None:
+            # Only a key dropped from L1 while its read was out is read again;
+            # the drop did not go through abandon(), so the old read's waiters
+            # hear of it here rather than never.
+            self.abandon(stranded, why="remove_queries or reset_queries")
         previous = cache.create(options)
         cache.publish(_state.fetching(previous, now=trio.current_time()))
-        cold = ColdRead(options, previous, self._tier.l2.read_soon(options.key_hash))
-        self._tier.cold_reads[options.key_hash] = cold
+        cold = ColdRead(options, previous, self._tier.l2.read_soon(key_hash))
+        self._tier.cold_reads[key_hash] = cold
         return cold
 
     async def wait(self, cold: ColdRead) -> Any:
         """Await the key's L2 read, land it, and return the key's data (or raise its fetch's error).
 
         Cancelled, the caller stops waiting; the read goes on in the client's
-        nursery and still lands for the others.
+        nursery and still lands for the others.  Settled while the store has
+        not answered (cancel_queries, a removal or a reset of the key), it
+        returns that outcome at once.
         """
-        try:
-            entry = await cold.read.wait()
-        except BaseException:
-            if not self.closed:
-                self._nursery.start_soon(self._land_later, cold, name="stackquery-hydration")
-            else:
-                self.land(cold, None)
-            raise
-        self.land(cold, entry)
         reply = cold.reply
+        with cold.waiting:
+            try:
+                entry = await cold.read.wait()
+            except BaseException:
+                if reply.is_set:
+                    raise  # settled early: cold.waiting absorbs its own cancellation
+                if not self.closed:
+                    self._nursery.start_soon(self._land_later, cold, name="stackquery-hydration")
+                else:
+                    self.land(cold, None)
+                raise
+            self.land(cold, entry)
         if reply.is_set:  # no second checkpoint: the read was one
             return reply.result_nowait()
         return await reply.wait()
@@ -109,7 +126,7 @@ class ColdReads:
         key_hash = options.key_hash
         cold_reads = self._tier.cold_reads
         if cold_reads.get(key_hash) is not cold:
-            return  # cancelled by cancel_queries, which settled the waiters
+            return  # settled already: cancel_queries, remove_queries, reset_queries
         del cold_reads[key_hash]
         reply = cold.reply
         registry = self._registry
@@ -161,8 +178,25 @@ class ColdReads:
                 else _state.idle(snap, now=now)
             )
             cache.publish(new)
-        cold.reply.set_error(QueryCancelledError("query fetch cancelled by cancel_queries"))
+        cold.settle_early(QueryCancelledError("query fetch cancelled by cancel_queries"))
         return True
+
+    def abandon(self, cold: ColdRead | None, *, why: str) -> None:
+        """Settle ``cold``'s waiters with ``QueryCancelledError`` (its key was removed or reset).
+
+        Nothing is done if ``cold`` is ``None`` or no longer the key's read
+        (landed or settled already).  The key's snapshot is left alone: the
+        removal or reset that abandons the read has changed it.  What the
+        store answers later is dropped.
+        """
+        if cold is None:
+            return
+        cold_reads = self._tier.cold_reads
+        key_hash = cold.options.key_hash
+        if cold_reads.get(key_hash) is not cold:
+            return
+        del cold_reads[key_hash]
+        cold.settle_early(QueryCancelledError(f"query fetch cancelled by {why}"))
 
     def _join_actor(self, options: QueryOptions[Any], reply: Reply[Any]) -> None:
         cache = self._cache

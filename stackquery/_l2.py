@@ -6,6 +6,16 @@ at once (so a value mutated later is stored as it was fetched) and a writer
 task drains the latest op per key in batches, retrying with backoff while the
 store is down.  Nothing here raises into a reader: a failing, slow or corrupt
 store is a miss, counted in :class:`L2Statistics` and logged.
+
+Every store call runs in a task of its own (:class:`_StoreCall`), so that
+whoever waits for it stops at ``l2_timeout`` whatever the store is made of.
+The call is cancelled then too, which stops an async store; a call in a
+worker thread (``SQLiteStorage``, ``FileStorage``) cannot be stopped and
+finishes when its thread does.  What it finishes with is not lost nor used
+twice: a late read's answer is dropped (its readers were told "miss" at the
+deadline), a late write that lands is counted as written once, and the writer
+sends nothing else to the store until that call has ended, so a newer value
+of a key never lands before an older one still in a thread.
 """
 
 from __future__ import annotations
@@ -13,6 +23,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 import attrs
@@ -57,7 +68,10 @@ class L2Statistics:
     pending_writes: int
     """Writes and deletes waiting for the writer."""
     dropped_writes: int
-    """Writes given up at shutdown."""
+    """Writes and deletes given up at shutdown: every one queued or in the batch
+    being stored when ``shutdown_timeout`` ran out."""
+    future_entries: int = 0
+    """Entries stamped past now + ``MAX_CLOCK_SKEW``: taken as stale, stamped now."""
 
 
 @attrs.frozen
@@ -74,6 +88,27 @@ class _Delete:
 
 
 _DELETE = _Delete()
+
+
+@attrs.define(eq=False)
+class _StoreCall:
+    """One store call, run in a task of its own so that its waiter can stop at ``deadline``.
+
+    Whoever first learns that the call failed counts it: the call itself
+    when it fails or is cut off by the deadline while its waiter still
+    waits, else the waiter, at the deadline (``abandoned``).  A call that
+    succeeds reports it through ``landed``, on time or late.
+    """
+
+    operation: str
+    deadline: float
+    landed: Callable[[Any], object] | None = None
+    """Told the call's result once it succeeded, however late."""
+    result: Any = None
+    error: BaseException | None = None
+    abandoned: bool = False
+    """Its waiter stopped waiting at the deadline (and counted it failed)."""
+    done: trio.Event = attrs.field(factory=trio.Event)
 
 
 class L2Cache:
@@ -103,12 +138,13 @@ class L2Cache:
         self.key_prefix = key_prefix
         self.timeout = timeout
         self._reads: dict[str, Reply[StoredEntry | None]] = {}
+        self._reads_since = 0.0
+        """When the oldest read in ``_reads`` was asked for: its answer is due ``timeout`` later."""
         self._reads_wanted = trio.Event()
         self._writes: dict[str, _Set | _Delete] = {}
         self._writes_wanted = trio.Event()
-        self._writer_busy = False
         self._writing: dict[str, _Set | _Delete] = {}
-        """The batch the writer is storing now (not in the store for sure yet)."""
+        """What the writer is storing now and has not landed yet (not in the store for sure)."""
         self._drained = trio.Event()
         self._drained.set()
         self._stats: defaultdict[str, int] = defaultdict(int)
@@ -133,6 +169,15 @@ class L2Cache:
             serialize_errors=s["serialize_errors"],
             pending_writes=len(self._writes),
             dropped_writes=s["dropped_writes"],
+            future_entries=s["future_entries"],
+        )
+
+    def count_future_entry(self, entry: StoredEntry) -> None:
+        """Count (and log) an entry read with a time past the clock-skew allowance."""
+        self._stats["future_entries"] += 1
+        self._error_log.warning(
+            "L2 entry stamped %r, past the clock-skew allowance, taken as stale",
+            entry.data_updated_at,
         )
 
     # -- reads -------------------------------------------------------------------
@@ -160,7 +205,9 @@ class L2Cache:
             pending = self._writing.get(key_hash)
         if pending is not None:
             entry = (
-                try_unpack_entry(pending.raw, self.serializer, self._on_corrupt)
+                try_unpack_entry(
+                    pending.raw, self.serializer, self._on_corrupt, key=self.key_prefix + key_hash
+                )
                 if isinstance(pending, _Set)
                 else None
             )
@@ -170,40 +217,103 @@ class L2Cache:
             return answered
         reply = self._reads.get(key_hash)
         if reply is None:
+            if not self._reads:
+                self._reads_since = trio.current_time()
             reply = self._reads[key_hash] = Reply()
             self._reads_wanted.set()
         return reply
 
     async def run_reader(self) -> None:
-        """Serve batched reads until cancelled; cancelled, the reads left unanswered miss."""
-        batch: dict[str, Reply[StoredEntry | None]] = {}
-        try:
-            while True:
-                await self._reads_wanted.wait()
-                self._reads_wanted = trio.Event()
-                batch, self._reads = self._reads, {}
-                keys = list(batch)
-                self._stats["read_batches"] += 1
-                raws = await self._get_many(keys)
-                for key_hash, raw in zip(keys, raws, strict=True):
-                    entry = try_unpack_entry(raw, self.serializer, self._on_corrupt)
-                    self._stats["hits" if entry is not None else "misses"] += 1
-                    batch[key_hash].set_value(entry)
-        finally:
-            # A caller waiting from outside the client must not wait forever.
-            for reply in [*batch.values(), *self._reads.values()]:
-                if not reply.is_set:
-                    reply.set_value(None)
-            self._reads = {}
+        """Serve batched reads until cancelled; cancelled, the reads left unanswered miss.
 
-    async def _get_many(self, keys: list[str]) -> list[bytes | None]:
+        Each read is answered within ``timeout`` of being asked for: a batch
+        goes out with the deadline of its oldest read, and one the store has
+        not answered by then is a miss for all its keys (what the store says
+        later is dropped).  Cancelled, it returns once the store calls it
+        started have ended (a call in a worker thread ends with its thread).
+        """
+        batch: dict[str, Reply[StoredEntry | None]] = {}
+        async with trio.open_nursery() as calls:
+            try:
+                while True:
+                    await self._reads_wanted.wait()
+                    self._reads_wanted = trio.Event()
+                    batch, self._reads = self._reads, {}
+                    keys = list(batch)
+                    self._stats["read_batches"] += 1
+                    raws = await self._get_many(calls, keys, self._reads_since + self.timeout)
+                    for key_hash, raw in zip(keys, raws, strict=True):
+                        entry = try_unpack_entry(
+                            raw, self.serializer, self._on_corrupt, key=self.key_prefix + key_hash
+                        )
+                        self._stats["hits" if entry is not None else "misses"] += 1
+                        batch[key_hash].set_value(entry)
+            finally:
+                # A caller waiting from outside the client must not wait forever.
+                for reply in [*batch.values(), *self._reads.values()]:
+                    if not reply.is_set:
+                        reply.set_value(None)
+                self._reads = {}
+
+    async def _get_many(
+        self, calls: trio.Nursery, keys: list[str], deadline: float
+    ) -> list[bytes | None]:
         prefix = self.key_prefix
+        read = partial(ops.get_many, self.store, [prefix + k for k in keys])
+        call = self._start(calls, "get_many", read, deadline)
         try:
-            with trio.fail_after(self.timeout):
-                return await ops.get_many(self.store, [prefix + k for k in keys])
-        except (Exception, trio.TooSlowError) as exc:
-            self._on_error("get_many", exc)
+            raws: list[bytes | None] = await self._wait(call)
+        except Exception:  # counted by _wait or the call
             return [None] * len(keys)
+        return raws
+
+    # -- store calls ----------------------------------------------------------------
+
+    def _start(
+        self,
+        nursery: trio.Nursery,
+        operation: str,
+        call: Callable[[], Awaitable[Any]],
+        deadline: float,
+        *,
+        landed: Callable[[Any], object] | None = None,
+    ) -> _StoreCall:
+        handle = _StoreCall(operation, deadline, landed)
+        nursery.start_soon(self._run_call, handle, call, name=f"stackquery-l2-{operation}")
+        return handle
+
+    async def _run_call(self, handle: _StoreCall, call: Callable[[], Awaitable[Any]]) -> None:
+        try:
+            with trio.CancelScope(deadline=handle.deadline) as scope:
+                try:
+                    handle.result = await call()
+                except Exception as exc:
+                    handle.error = exc
+            if scope.cancelled_caught:
+                handle.error = trio.TooSlowError(f"no answer within {self.timeout:g} s")
+            if handle.error is None:
+                if handle.landed is not None:
+                    handle.landed(handle.result)
+            elif not handle.abandoned:
+                self._on_error(handle.operation, handle.error)
+        finally:
+            handle.done.set()
+
+    async def _wait(self, handle: _StoreCall) -> Any:
+        """Return the call's result, or raise its error; at its deadline, TooSlowError.
+
+        Every error raised here has been counted (here or by the call).
+        """
+        with trio.move_on_at(handle.deadline):
+            await handle.done.wait()
+        if not handle.done.is_set():
+            handle.abandoned = True
+            error = trio.TooSlowError(f"no answer within {self.timeout:g} s")
+            self._on_error(handle.operation, error)
+            raise error
+        if handle.error is not None:
+            raise handle.error
+        return handle.result
 
     def _on_corrupt(self, error: CorruptEntryError) -> None:
         self._stats["corrupt"] += 1
@@ -225,38 +335,17 @@ class L2Cache:
         data_updated_at: float,
         ttl: float | None,
         invalidated: bool = False,
-    ) -> None:
-        """Queue ``value`` to be written; synchronous, never raises.
-
-        A value the serializer cannot encode stays in L1 only; the failure is
-        counted and logged.
-        """
-        raw = self._pack(key_hash, value, data_updated_at, invalidated)
-        if raw is not None:
-            self._queue(key_hash, _Set(raw, ttl, data_updated_at, invalidated))
-
-    async def write_now(
-        self,
-        key_hash: str,
-        value: Any,
-        *,
-        data_updated_at: float,
-        ttl: float | None,
-        invalidated: bool = False,
     ) -> bool:
-        """Write ``value`` at once, bypassing the queue; return whether it landed.
+        """Queue ``value`` to be written; return whether it was queued.  Synchronous, never raises.
 
-        For the holder of a fleet lease, who must not release it before its
-        value is in the store.  Never raises.
+        A value the serializer cannot encode stays in L1 only (not queued);
+        the failure is counted and logged.
         """
         raw = self._pack(key_hash, value, data_updated_at, invalidated)
         if raw is None:
             return False
-        self._writes.pop(key_hash, None)  # this write supersedes a queued one
-        failed = await self._write_batch(
-            {key_hash: _Set(raw, ttl, data_updated_at, invalidated)}, announce=False
-        )
-        return not failed
+        self._queue(key_hash, _Set(raw, ttl, data_updated_at, invalidated))
+        return True
 
     def _pack(
         self, key_hash: str, value: Any, data_updated_at: float, invalidated: bool
@@ -267,6 +356,7 @@ class L2Cache:
                 data_updated_at=data_updated_at,
                 serializer=self.serializer,
                 invalidated=invalidated,
+                key=self.key_prefix + key_hash,
             )
         except Exception as exc:
             self._stats["serialize_errors"] += 1
@@ -284,31 +374,41 @@ class L2Cache:
         self._writes_wanted.set()
 
     async def run_writer(self) -> None:
-        """Drain queued writes until cancelled, retrying with backoff while the store fails."""
+        """Drain queued writes until cancelled, retrying with backoff while the store fails.
+
+        Cancelled, it returns once the store calls it started have ended (a
+        call in a worker thread ends with its thread).
+        """
         backoff = Backoff(first=0.2, cap=_RETRY_BACKOFF_MAX)
-        while True:
-            if not self._writes:
-                self._drained.set()
-                await self._writes_wanted.wait()
-            self._writes_wanted = trio.Event()
-            batch, self._writes = self._writes, {}
-            self._writer_busy = True
-            self._writing = batch
-            try:
-                failed = await self._write_batch(batch)
-            finally:
-                self._writer_busy = False
-                self._writing = {}
-            if failed:
-                for key_hash, op in failed.items():
-                    self._writes.setdefault(key_hash, op)  # a newer op wins
-                await backoff.wait(wake=self._reconnected)
-            else:
-                backoff.reset()
+        async with trio.open_nursery() as calls:
+            while True:
+                if not self._writes:
+                    self._drained.set()
+                    await self._writes_wanted.wait()
+                self._writes_wanted = trio.Event()
+                batch, self._writes = self._writes, {}
+                self._writing = dict(batch)
+                try:
+                    failed = await self._write_batch(calls, batch)
+                finally:
+                    self._writing = {}
+                if failed:
+                    for key_hash, op in failed.items():
+                        self._writes.setdefault(key_hash, op)  # a newer op wins
+                    await backoff.wait(wake=self._reconnected)
+                else:
+                    backoff.reset()
 
     async def _write_batch(
-        self, batch: dict[str, _Set | _Delete], *, announce: bool = True
+        self, calls: trio.Nursery, batch: dict[str, _Set | _Delete]
     ) -> dict[str, _Set | _Delete]:
+        """Store ``batch``; return the ops that failed.
+
+        Each store call is awaited to its end, however late: a call past the
+        deadline is counted failed then, and the writer still waits for it
+        (a write in a worker thread may land yet), so that nothing newer
+        reaches the store before it.
+        """
         prefix = self.key_prefix
         by_ttl: defaultdict[float | None, dict[str, bytes]] = defaultdict(dict)
         deletes: list[str] = []
@@ -319,24 +419,15 @@ class L2Cache:
                 deletes.append(key_hash)
         failed: dict[str, _Set | _Delete] = {}
         for ttl, items in by_ttl.items():
-            try:
-                with trio.fail_after(self.timeout):
-                    await ops.set_many(self.store, items, ttl)
-                self._stats["writes"] += len(items)
-            except (Exception, trio.TooSlowError) as exc:
-                self._on_error("set_many", exc)
-                for full_key in items:
-                    key_hash = full_key[len(prefix) :]
-                    failed[key_hash] = batch[key_hash]
+            keys = [full_key[len(prefix) :] for full_key in items]
+            write = partial(ops.set_many, self.store, items, ttl)
+            if not await self._store_to_the_end(calls, "set_many", write, "writes", keys):
+                failed.update((key_hash, batch[key_hash]) for key_hash in keys)
         for key_hash in deletes:
-            try:
-                with trio.fail_after(self.timeout):
-                    await self.store.delete(prefix + key_hash)
-                self._stats["deletes"] += 1
-            except (Exception, trio.TooSlowError) as exc:
-                self._on_error("delete", exc)
+            delete = partial(self.store.delete, prefix + key_hash)
+            if not await self._store_to_the_end(calls, "delete", delete, "deletes", [key_hash]):
                 failed[key_hash] = _DELETE
-        if announce and self.on_written is not None:
+        if self.on_written is not None:
             written = [
                 (key_hash, op.data_updated_at)
                 for key_hash, op in batch.items()
@@ -344,11 +435,38 @@ class L2Cache:
             ]
             if written:
                 self.on_written(written)
-        if announce and self.on_deleted is not None:
+        if self.on_deleted is not None:
             deleted = [key_hash for key_hash in deletes if key_hash not in failed]
             if deleted:
                 self.on_deleted(deleted)
         return failed
+
+    async def _store_to_the_end(
+        self,
+        calls: trio.Nursery,
+        operation: str,
+        call: Callable[[], Awaitable[Any]],
+        counter: str,
+        keys: list[str],
+    ) -> bool:
+        """Store a write or delete of ``keys``, awaited to its end; return whether it landed."""
+
+        def landed(_result: object) -> None:
+            # Counted as it leaves _writing: one that flush() gave up on (and
+            # counted dropped) is not counted written too when it lands late.
+            writing = self._writing
+            self._stats[counter] += sum(writing.pop(key, None) is not None for key in keys)
+
+        deadline = trio.current_time() + self.timeout
+        handle = self._start(calls, operation, call, deadline, landed=landed)
+        try:
+            await self._wait(handle)
+        except trio.TooSlowError:
+            if handle.abandoned:
+                await handle.done.wait()  # still running (a worker thread): it may land yet
+        except Exception:  # counted by the call
+            pass
+        return handle.done.is_set() and handle.error is None
 
     async def wait_drained(self) -> None:
         """Return once no write or delete is queued or being stored (at once if none is)."""
@@ -357,10 +475,19 @@ class L2Cache:
     async def flush(self, seconds: float) -> bool:
         """Wait up to ``seconds`` for queued writes to land; return whether they did.
 
-        Writes still queued when the time is up are counted as dropped.
+        Every write and delete still queued or being stored when the time is
+        up is counted as dropped, and one warning says how many.
         """
         with trio.move_on_after(seconds):
             await self._drained.wait()
             return True
-        self._stats["dropped_writes"] += len(self._writes) + (1 if self._writer_busy else 0)
+        dropped = len(self._writes) + len(self._writing)
+        self._writing = {}  # given up: a late landing of one of these is not counted written
+        self._stats["dropped_writes"] += dropped
+        logger.warning(
+            "%d L2 writes dropped at close: %r did not take them within shutdown_timeout (%g s)",
+            dropped,
+            self.store,
+            seconds,
+        )
         return False

@@ -21,7 +21,7 @@ import trio
 from actors import Reply
 
 from . import _state
-from ._entry import StoredEntry
+from ._entry import StoredEntry, bound_future
 from ._l2 import L2Cache
 from ._options import UNSET, QueryOptions
 from ._query_cache import QueryCache
@@ -38,6 +38,15 @@ class ColdRead:
     read: Reply[StoredEntry | None]
     reply: Reply[Any] = attrs.field(factory=Reply)
     """What every caller of the key waits on."""
+    waiting: trio.CancelScope = attrs.field(factory=trio.CancelScope)
+    """Around the starting caller's wait for ``read``: cancelled once ``reply`` is
+    settled without the read (cancel_queries, a removal, a reset), so that
+    caller hears at once rather than when the store answers."""
+
+    def settle_early(self, error: BaseException) -> None:
+        """Settle the key's fetch with ``error`` before the read lands; wake its caller."""
+        self.reply.set_error(error)
+        self.waiting.cancel()
 
 
 class L2Tier:
@@ -113,6 +122,7 @@ class L2Tier:
         snap = cache.get(key_hash)
         if snap is None:
             return None
+        entry = bound_future(entry, cache.clock.wall(), self.l2.count_future_entry)
         held = snap.data_updated_at
         if held is not None and held >= entry.data_updated_at:
             return None  # L1 already has data as new: a late read never overwrites it

@@ -355,6 +355,39 @@ _STORAGE_TTL = _seconds(
 class QueryClientConfig:
     """Settings of a query client; each query may override the per-query ones.
 
+    Entries written to ``storage`` expire with their key's ``gc_time`` (300 s
+    by default, in SQLite and Redis too) unless ``storage_ttl`` says how long
+    they live in the store (``None``: until deleted)::
+
+        import trio
+
+        import stackquery as sq
+
+
+        async def load_user() -> dict:
+            return {"id": 42, "name": "Ada"}
+
+
+        async def main() -> None:
+            user = sq.QueryOptions(query_key=("user", 42), query_fn=load_user)
+            async with sq.SQLiteStorage("cache.sqlite3") as store:
+                # storage_ttl unset: the entry leaves SQLite with the key's gc_time.
+                config = sq.QueryClientConfig(storage=store)
+                async with sq.open_query_client(config) as client:
+                    await client.fetch_query(user)
+                _, ttl = await store.get_with_ttl('sq:["user",42]')
+                print(round(ttl))  # 300
+
+                # storage_ttl=None: kept until deleted (or seconds: 7 * 24 * 3600).
+                config = sq.QueryClientConfig(storage=store, storage_ttl=None)
+                async with sq.open_query_client(config) as client:
+                    await client.set_query_data(("user", 42), {"id": 42, "name": "Ada L."})
+                _, ttl = await store.get_with_ttl('sq:["user",42]')
+                print(ttl)  # None
+
+
+        trio.run(main)
+
     Raises (at construction):
         InvalidOptionError: a setting of the wrong type or out of range (a
             negative, NaN or, where it would hang or overflow, infinite time; a
@@ -374,7 +407,8 @@ class QueryClientConfig:
     """Seconds before a retry: a number, or a function of the 0-based retry number."""
     storage: Any = attrs.field(default=None, validator=_check_storage)
     """The L2 store (a ``backends.StorageBackend``: async ``get``, ``set``, ``delete``),
-    or ``None`` for L1 only."""
+    or ``None`` for L1 only.  Its entries expire with each key's ``gc_time`` unless
+    ``storage_ttl`` is set (see above)."""
     serializer: Any = attrs.field(default=None, validator=_check_serializer)
     """How values become bytes in L2; ``None`` means ``serializers.json``."""
     max_queries: int | None = attrs.field(default=None)
@@ -386,7 +420,9 @@ class QueryClientConfig:
     l2_timeout: float = attrs.field(
         default=2.0, validator=_seconds("l2_timeout", allow_none=False, allow_zero=False)
     )
-    """Seconds an L2 call may take before it counts as failed."""
+    """Seconds an L2 call may take before it counts as failed: the longest a caller waits
+    for the store, whatever the store (a call in a worker thread finishes later, and a
+    late read's answer is dropped)."""
     shutdown_timeout: float = attrs.field(
         default=5.0, validator=_seconds("shutdown_timeout", allow_none=False)
     )
@@ -419,7 +455,8 @@ class QueryClientConfig:
     )
     """Actor crashes absorbed (restart from the last snapshot) before the client fails."""
     storage_ttl: Any = attrs.field(default=UNSET)
-    """TTL of L2 entries in seconds; ``None``: no expiry; unset: each key's ``gc_time``."""
+    """TTL of L2 entries in seconds; ``None``: no expiry; unset: each key's ``gc_time``
+    (300 s by default: a persistent store then forgets an entry as soon as L1 would)."""
     admin_socket: str | os.PathLike[str] | None = attrs.field(
         default=None, validator=_check_admin_socket
     )

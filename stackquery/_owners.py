@@ -263,11 +263,18 @@ class QueryOwners:
 
     async def remove(self, key_hash: str, *, delete_l2: bool = True) -> None:
         """Drop the key from L1 (and from L2 if ``delete_l2``), cancelling its fetch."""
+        cold = self._cold_reads.get(key_hash) if self._cold_reads is not None else None
         await self._tell_or_apply(
             key_hash,
             lambda r: Remove(r, delete_l2=delete_l2),
             lambda: self._drop(key_hash, delete_l2=delete_l2),
         )
+        self._abandon(cold, why="remove_queries")
+
+    def _abandon(self, cold: ColdRead | None, *, why: str) -> None:
+        # The read out when the change was asked for, not one started since.
+        if self._cold_reads is not None:
+            self._cold_reads.abandon(cold, why=why)
 
     def _drop(self, key_hash: str, *, delete_l2: bool) -> None:
         self._cache.drop(key_hash)
@@ -276,7 +283,9 @@ class QueryOwners:
 
     async def reset(self, key_hash: str) -> None:
         """Put the key back to its initial state; observed, it refetches."""
+        cold = self._cold_reads.get(key_hash) if self._cold_reads is not None else None
         await self._tell_or_apply(key_hash, Reset, lambda: self._drop(key_hash, delete_l2=False))
+        self._abandon(cold, why="reset_queries")
 
     async def apply_entry(self, key_hash: str, entry: StoredEntry) -> None:
         """Take an L2 entry another process wrote, unless L1 holds data as new."""

@@ -18,7 +18,6 @@ from contextlib import asynccontextmanager
 import trio
 
 from actors import Registry, Supervisor
-from backends import RedisClient
 
 from ._clock import Clock
 from ._events import EventHub
@@ -31,9 +30,26 @@ from ._query_actor import QueryActor
 from ._query_cache import QueryCache
 from ._records import ClientStatistics
 from .admin._server import AdminParts, AdminServer, ClientCommands
+from .fleet._counters import logger as fleet_logger
 from .fleet._fleet import Fleet
+from .fleet._link import RedisLink, find_redis
 from .serializers import Serializer, as_serializer
 from .serializers import json as json_serializer
+
+
+def require_trio() -> None:
+    """Raise a clear error when called outside ``trio.run`` (under asyncio, say).
+
+    Raises:
+        RuntimeError: not running under trio.
+    """
+    try:
+        trio.lowlevel.current_task()
+    except RuntimeError:
+        raise RuntimeError(
+            "stackquery runs under trio: use the client inside trio.run "
+            "(from asyncio code, through trio-asyncio)"
+        ) from None
 
 
 class ClientParts:
@@ -54,42 +70,48 @@ class ClientParts:
         self.l2: L2Cache | None = None
         self.tier: L2Tier | None = None
         self.fleet: Fleet | None = None
+        self._fleet_off: str | None = None
+        """Why the client runs without a fleet it was asked for (logged when it opens)."""
         if config.storage is not None:
-            redis = getattr(config.storage, "redis", None)
+            redis = find_redis(config.storage)
             self.l2 = L2Cache(
                 config.storage,
                 self.serializer,
                 config.key_prefix,
                 config.l2_timeout,
-                reconnected=redis.wait_reconnected if isinstance(redis, RedisClient) else None,
+                reconnected=redis.client.wait_reconnected if isinstance(redis, RedisLink) else None,
             )
             self.tier = L2Tier(self.cache, self.l2, config.storage_ttl)
-            self.fleet = self._build_fleet(self.l2, self.tier)
+            self.fleet = self._build_fleet(self.l2, self.tier, redis)
         self.supervisor: Supervisor | None = None
         self.registry: Registry[str, QueryActor] | None = None
         self.owners: QueryOwners | None = None
         self._writer_scope = trio.CancelScope(shield=True)
 
-    def _build_fleet(self, l2: L2Cache, tier: L2Tier) -> Fleet | None:
+    def _build_fleet(self, l2: L2Cache, tier: L2Tier, redis: RedisLink | str) -> Fleet | None:
         config = self.config
-        redis = getattr(config.storage, "redis", None)
-        if not isinstance(redis, RedisClient):
-            return None
         if config.broadcast is False and config.single_flight is False:
             return None
+        if not isinstance(redis, RedisLink):
+            # Off without a word when nobody asked for it and there is no Redis at all.
+            asked = config.broadcast or config.single_flight
+            if asked or not redis.startswith("no RedisStorage"):
+                self._fleet_off = redis
+            return None
         fleet = Fleet(
-            redis,
+            redis.client,
             self.cache,
             tier,
-            key_prefix=config.key_prefix,
+            key_prefix=redis.prefix + config.key_prefix,
+            db=redis.db,
             lease_time=config.lease_time,
             poll_interval=config.lease_poll_interval,
             timeout=config.l2_timeout,
             broadcast=config.broadcast,
             single_flight=config.single_flight,
         )
+        l2.on_written = fleet.written
         if fleet.broadcasts:
-            l2.on_written = fleet.announce_written
             l2.on_deleted = fleet.announce_deleted
         return fleet
 
@@ -150,6 +172,8 @@ class ClientParts:
         owners = QueryOwners(cache, registry, tier, cold_reads, nursery)
         self.supervisor, self.registry, self.owners = supervisor, registry, owners
         cache.open(Clock.start(), owners.is_busy)
+        if self._fleet_off is not None:
+            fleet_logger.warning("fleet off (no broadcast, no single flight): %s", self._fleet_off)
         nursery.start_soon(cache.run_timers, name="stackquery-timers")
         nursery.start_soon(cache.run_use_clock, name="stackquery-use-clock")
         if self.l2 is not None:
@@ -220,4 +244,4 @@ class ClientParts:
         )
 
 
-__all__ = ["ClientParts"]
+__all__ = ["ClientParts", "require_trio"]

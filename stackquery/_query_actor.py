@@ -242,18 +242,22 @@ class QueryActor:
             self._start_pending_fetch()
             if self._fetch is None and not self.observers and self._mailbox.empty():
                 return
-            with trio.move_on_at(self._next_refetch_at):
+            if self._next_refetch_at == math.inf:  # no refetch interval: no cancel scope
                 message = await self._mailbox.receive()
-                try:
-                    self._handle(message)
-                except Exception as exc:
-                    # A bug: the supervisor restarts the actor, and the asker
-                    # must not wait forever for a reply that will never come.
-                    if not isinstance(message, Wake) and not message.reply.is_set:
-                        message.reply.set_error(exc)
-                    raise
-                continue
-            self._on_refetch_interval()
+            else:
+                with trio.move_on_at(self._next_refetch_at) as interval:
+                    message = await self._mailbox.receive()
+                if interval.cancelled_caught:
+                    self._on_refetch_interval()
+                    continue
+            try:
+                self._handle(message)
+            except Exception as exc:
+                # A bug: the supervisor restarts the actor, and the asker
+                # must not wait forever for a reply that will never come.
+                if not isinstance(message, Wake) and not message.reply.is_set:
+                    message.reply.set_error(exc)
+                raise
 
     def _handle(self, message: Message) -> None:
         if isinstance(message, Wake):
@@ -289,21 +293,19 @@ class QueryActor:
             self._cancel_fetch(revert=False, why="reset_queries")
             self._drop(delete_l2=False)
             error: Exception | None = None
-            options = self.options
-            if options is not None:
+            observed = self.observed_options()
+            if observed is not None:  # unobserved, the key is simply gone, as if passivated
                 # Published, not only created: that arms the key's gc timer.
                 try:
-                    self._cache.publish(self._cache.create(options))
+                    self._cache.publish(self._cache.create(observed))
                 except Exception as exc:  # initial_data raised: the caller's error, not a crash
                     error = exc
                     self._cache.publish(
                         self._cache.create_for_key(
-                            self.key_hash, stale_time=options.stale_time, gc_time=options.gc_time
+                            self.key_hash, stale_time=observed.stale_time, gc_time=observed.gc_time
                         )
                     )
-            self.notify()
-            observed = self.observed_options()
-            if observed is not None:
+                self.notify()
                 # Reset means asking the origin again: not reading L2's copy back.
                 self._skip_l2 = True
                 self.claim_fetch(observed)
@@ -352,6 +354,8 @@ class QueryActor:
 
     def notify(self) -> None:
         """Tell every observer the key's current state; an observer never raises."""
+        if not self.observers:
+            return  # most fetches have none: build no state for nobody
         state = self._cache.state(self.key_hash)
         for observer in list(self.observers):
             observer.on_state(state)
@@ -447,7 +451,10 @@ class QueryActor:
         snap = self._cache.get(self.key_hash)
         seen = snap.data_updated_at if snap is not None else None
         return await leases.acquire_or_wait(
-            self.key_hash, seen, lambda: tier.l2.read(self.key_hash)
+            self.key_hash,
+            seen,
+            lambda: tier.l2.read(self.key_hash),
+            query_timeout=fetch.options.timeout,
         )
 
     async def _end_lease(self, lease: Lease, snap: _state.Snapshot | None) -> None:

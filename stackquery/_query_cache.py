@@ -340,11 +340,15 @@ class QueryCache:
         refetch pushes staleness back) is found when the earlier entry fires.
         """
         if snap.fetch_status is _state.FetchStatus.FETCHING:
-            # Busy: nothing to collect, nothing fresh to go stale.  The publish
-            # that ends the fetch arms the timer, so a cold key gets one entry
-            # (its staleness) instead of two (a gc entry, then an earlier one).
-            return snap
-        deadline = _next_deadline(snap)
+            # Busy: nothing to collect.  The publish that ends the fetch arms
+            # the timer, so a cold key gets one entry (its staleness) instead
+            # of two (a gc entry, then an earlier one); only data set while
+            # the fetch runs has a staleness to time meanwhile.
+            if not snap.fresh:
+                return snap
+            deadline = snap.stale_at
+        else:
+            deadline = _next_deadline(snap)
         if deadline < snap.timer_at:
             self._timers.push(deadline, snap.key_hash)
             snap = attrs.evolve(snap, timer_at=deadline)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 import math
-from typing import Any, Generic, TypeVar
+from typing import Any, Final, Generic, TypeVar
 
 import attrs
 
@@ -82,6 +82,10 @@ class Failure:
     """Failed attempts since the last success."""
 
 
+NOT_FRESH: Final = object()
+"""``Snapshot.fresh_for`` of data that is not fresh (no stale time is this object)."""
+
+
 @attrs.frozen
 class Snapshot:
     """The published state of one key: what the L1 table holds.
@@ -104,8 +108,11 @@ class Snapshot:
     failure: Failure | None = None
     """Errors and failed attempts, ``None`` for a key that never failed."""
     is_invalidated: bool = False
-    fresh: bool = False
-    """Successful, not invalidated, and younger than ``stale_time``."""
+    fresh_for: object = NOT_FRESH
+    """While the data is fresh (successful, not invalidated, younger than
+    ``stale_time``): the ``stale_time`` object it was judged with, else
+    :data:`NOT_FRESH`.  So the fresh-hit test is one identity comparison
+    with the caller's ``stale_time``."""
     stale_time: float | None = None
     """The option the freshness was judged with (``None``: the client's)."""
     stale_at: float = -math.inf
@@ -120,6 +127,11 @@ class Snapshot:
     """Fetches started for this key since it entered L1."""
     error_count: int = 0
     """Fetches of this key that failed for good since it entered L1."""
+
+    @property
+    def fresh(self) -> bool:
+        """Successful, not invalidated, and younger than ``stale_time``."""
+        return self.fresh_for is not NOT_FRESH
 
     @property
     def error(self) -> BaseException | None:
@@ -193,7 +205,7 @@ def with_data(
         failure=failure,
         data_updated_at=updated_at_wall,
         is_invalidated=False,
-        fresh=stale_at > now,
+        fresh_for=stale_time if stale_at > now else NOT_FRESH,
         stale_time=stale_time,
         stale_at=stale_at,
         active_at=now,
@@ -226,7 +238,7 @@ def failed(snap: Snapshot, error: BaseException, *, now: float, now_wall: float)
         status=QueryStatus.ERROR,
         fetch_status=FetchStatus.IDLE,
         failure=Failure(error, now_wall, snap.fetch_failure_count + 1),
-        fresh=False,
+        fresh_for=NOT_FRESH,
         active_at=now,
         error_count=snap.error_count + 1,
     )
@@ -234,12 +246,12 @@ def failed(snap: Snapshot, error: BaseException, *, now: float, now_wall: float)
 
 def invalidated(snap: Snapshot, *, now: float) -> Snapshot:
     """The key's data must be refetched before it counts as fresh again."""
-    return attrs.evolve(snap, is_invalidated=True, fresh=False, active_at=now)
+    return attrs.evolve(snap, is_invalidated=True, fresh_for=NOT_FRESH, active_at=now)
 
 
 def went_stale(snap: Snapshot) -> Snapshot:
     """The data reached its stale time (no use, so ``active_at`` is kept)."""
-    return attrs.evolve(snap, fresh=False)
+    return attrs.evolve(snap, fresh_for=NOT_FRESH)
 
 
 def used(snap: Snapshot, *, now: float) -> Snapshot:
@@ -257,7 +269,7 @@ def restored(snap: Snapshot, previous: Snapshot, *, now: float) -> Snapshot:
         data_updated_at=previous.data_updated_at,
         failure=previous.failure,
         is_invalidated=previous.is_invalidated,
-        fresh=previous.fresh and previous.stale_at > now,
+        fresh_for=previous.fresh_for if previous.stale_at > now else NOT_FRESH,
         stale_time=previous.stale_time,
         stale_at=previous.stale_at,
         active_at=now,

@@ -24,7 +24,7 @@ import functools
 import secrets
 import sys
 from collections.abc import Sequence
-from typing import Final, TextIO
+from typing import TextIO
 
 import attrs
 import trio
@@ -32,8 +32,8 @@ import trio
 from backends import RedisClient, StorageError, StorageUnavailableError
 
 from .._entry import CorruptEntryError
-from .._options import QueryClientConfig
-from ..fleet._fleet import channel_name, invalidate_message
+from ..fleet._link import channel_name
+from ..fleet._wire import encode_invalidate
 from ._output import EXIT_OK, EXIT_PROBLEMS, CommandError
 from ._store_invalidate import StoreInvalidateReport, describe_report, unmatched_prefixes
 from ._stores import (
@@ -50,12 +50,9 @@ from ._stores import (
     walk_redis,
 )
 
-#: The channel when none is given: that of clients with the default ``key_prefix``.
-DEFAULT_CHANNEL: Final = channel_name(QueryClientConfig().key_prefix)
-
 CHANNEL_HELP = (
-    "the fleet's pub/sub channel: the clients' key_prefix followed by 'events' "
-    f"(default: {DEFAULT_CHANNEL})"
+    "the fleet's pub/sub channel (default: the prefix, 'events:db' and the URL's database "
+    f"number, as the clients name it: {channel_name(DEFAULT_PREFIXES['redis'], 0)} for db 0)"
 )
 
 _TIMEOUT = 5.0
@@ -133,7 +130,8 @@ def run_redis_invalidate(
         key_prefixes: query-key prefixes as JSON arrays (``'["user"]'``).
         prefix: the text in front of every canonical key in Redis (``None``:
             ``"sq:"``, the client's default ``key_prefix``).
-        channel: the fleet's channel (``None``: :data:`DEFAULT_CHANNEL`).
+        channel: the fleet's channel (``None``: the clients' channel for
+            ``prefix`` and the URL's database, see :func:`channel_name`).
         out: where the summary is printed.
 
     Returns:
@@ -151,7 +149,7 @@ def run_redis_invalidate(
             url,
             key_prefixes,
             prefix=DEFAULT_PREFIXES["redis"] if prefix is None else prefix,
-            channel=DEFAULT_CHANNEL if channel is None else channel,
+            channel=channel,
         )
     )
     for line in describe_redis_report(report):
@@ -172,7 +170,7 @@ def describe_redis_report(report: RedisInvalidateReport) -> list[str]:
 
 
 async def invalidate_redis(
-    url: str, key_prefixes: Sequence[str], *, prefix: str, channel: str
+    url: str, key_prefixes: Sequence[str], *, prefix: str, channel: str | None = None
 ) -> RedisInvalidateReport:
     """Flag the L2 entries under the query-key prefixes, then tell the running clients.
 
@@ -181,7 +179,8 @@ async def invalidate_redis(
         key_prefixes: query-key prefixes as JSON arrays (``'["user"]'``); ``'[]'``
             is every key.
         prefix: the text in front of every canonical key in Redis.
-        channel: the fleet's pub/sub channel.
+        channel: the fleet's pub/sub channel (``None``: the clients' channel
+            for ``prefix`` and the URL's database).
 
     Raises:
         CommandError: a bad key prefix or URL, or Redis could not be reached or failed.
@@ -211,6 +210,8 @@ async def invalidate_redis(
     except ValueError as exc:
         raise CommandError(f"bad Redis URL {redact_url(url)!r}: {exc}") from None
     where = redact_url(url)
+    if channel is None:
+        channel = channel_name(prefix, client.address.db)
     try:
         async with client:
             for name in sorted(matches):
@@ -222,7 +223,7 @@ async def invalidate_redis(
             node = f"cli:{secrets.token_hex(4)}"
             listeners = 0
             for hash_prefix in hash_prefixes:
-                message = invalidate_message(hash_prefix, exact=False, hashes=[], node=node)
+                message = encode_invalidate(hash_prefix, exact=False, hashes=[], node=node)
                 listeners = max(listeners, await client.publish(channel, message))
     except StorageUnavailableError as exc:
         raise CommandError(f"cannot reach Redis at {where}: {exc}") from exc

@@ -26,7 +26,7 @@ import redis.exceptions
 from backends import FileStorage, RedisClient, SQLiteStorage, StorageError, StorageUnavailableError
 
 from .. import serializers
-from .._entry import CorruptEntryError, StoredEntry, pack_entry, unpack_entry
+from .._entry import CorruptEntryError, StoredEntry, flag_invalidated, read_envelope
 from .._errors import InvalidKeyError
 from .._keys import QueryKey, canonical_key, hash_matches, prefix_hash
 from ._output import CommandError
@@ -117,11 +117,6 @@ class _OpaquePayload:
         return data
 
 
-# No serializer has an empty name, so every well-formed binary entry is a
-# "serializer-mismatch" for it, which names the serializer that wrote it.
-_PROBE = _OpaquePayload("")
-
-
 def read_entry(raw: bytes) -> tuple[StoredEntry, serializers.Serializer]:
     """Decode an entry's envelope whatever serializer wrote it.
 
@@ -135,16 +130,10 @@ def read_entry(raw: bytes) -> tuple[StoredEntry, serializers.Serializer]:
     Raises:
         CorruptEntryError: ``raw`` is not a well-formed stackquery entry.
     """
+    entry = read_envelope(raw)
     if raw[:1] == b"{":
-        return unpack_entry(raw, serializers.json), serializers.json
-    try:
-        unpack_entry(raw, _PROBE)
-    except CorruptEntryError as exc:
-        if exc.reason != "serializer-mismatch" or exc.found_serializer is None:
-            raise
-        opaque = _OpaquePayload(exc.found_serializer)
-        return unpack_entry(raw, opaque), opaque
-    raise AssertionError("an entry matched a serializer with no name")  # pragma: no cover
+        return entry, serializers.json
+    return entry, _OpaquePayload(entry.serializer)
 
 
 def invalidated_copy(raw: bytes) -> bytes | None:
@@ -153,15 +142,7 @@ def invalidated_copy(raw: bytes) -> bytes | None:
     Raises:
         CorruptEntryError: ``raw`` is not a well-formed stackquery entry.
     """
-    entry, serializer = read_entry(raw)
-    if entry.invalidated:
-        return None
-    return pack_entry(
-        entry.value,
-        data_updated_at=entry.data_updated_at,
-        serializer=serializer,
-        invalidated=True,
-    )
+    return flag_invalidated(raw)
 
 
 def decode_key(text: str) -> str | None:

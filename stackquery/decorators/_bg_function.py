@@ -158,7 +158,7 @@ class Background:
                 # slow path starts the loop (or finds another function owning the key).
                 if client is not None and client is self.running_in:
                     snap = client.snapshots.get(key_hash)
-                    if snap is not None and snap.fresh and snap.stale_time is stale_time:
+                    if snap is not None and snap.fresh_for is stale_time:
                         return snap.data
                 return await slow(client)
 

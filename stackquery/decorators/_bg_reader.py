@@ -7,14 +7,15 @@ from typing import Any
 
 import attrs
 
-from backends import RedisClient, StorageError, ops
+from backends import StorageError, ops
 
 from .._entry import unpack_entry
 from .._errors import StackqueryError
 from .._keys import canonical_key
 from .._observer import QueryObserver
 from .._retry import Backoff
-from ..fleet._fleet import channel_name, parse_message
+from ..fleet import _wire
+from ..fleet._link import RedisLink, channel_name, find_redis
 from ..serializers import Serializer
 
 logger = logging.getLogger("stackquery.bg")
@@ -39,10 +40,11 @@ class StoreRead:
         object.__setattr__(self, "entry_hash", canonical_key(("bg", self.key))[1])
 
     async def __call__(self) -> Any:
-        raw = await ops.get(self.store, self.key_prefix + self.entry_hash)
+        name = self.key_prefix + self.entry_hash
+        raw = await ops.get(self.store, name)
         if raw is None:
             raise MissingValueError(f"the store holds no value for bg key {self.key!r}")
-        return unpack_entry(raw, self.serializer).value
+        return unpack_entry(raw, self.serializer, key=name).value
 
     async def follow_messages(self, observer: QueryObserver[Any]) -> None:
         """Read the entry again each time the writer announces it, until cancelled.
@@ -52,10 +54,11 @@ class StoreRead:
         are lost while the subscription is down, so each (re)subscription
         reads the entry once.
         """
-        redis = getattr(self.store, "redis", None)
-        if not isinstance(redis, RedisClient):
+        link = find_redis(self.store)
+        if not isinstance(link, RedisLink):
             return
-        channel = channel_name(self.key_prefix)
+        redis = link.client
+        channel = channel_name(link.prefix + self.key_prefix, link.db)
         backoff = Backoff(first=0.1, cap=5.0)
         while True:
             try:
@@ -70,10 +73,12 @@ class StoreRead:
             await backoff.wait()
 
     def _names_entry(self, data: bytes) -> bool:
-        message = parse_message(data)
-        if message is None:
-            return False
-        op, keys = message["op"], message["k"]
-        if op == "upd":
-            return any(isinstance(k, list) and k and k[0] == self.entry_hash for k in keys)
-        return op == "del" and self.entry_hash in keys
+        try:
+            message = _wire.parse_message(data)
+        except _wire.MalformedMessageError:
+            return False  # anyone can publish: a forged message is not the writer's news
+        if isinstance(message, _wire.Update):
+            return any(key_hash == self.entry_hash for key_hash, _ in message.items)
+        if isinstance(message, _wire.Delete):
+            return self.entry_hash in message.hashes
+        return isinstance(message, _wire.StaleAll)

@@ -203,10 +203,14 @@ def _args_wrapper(state: CachedCalls[Any]) -> Callable[..., Coroutine[Any, Any, 
                 memo = by_kwargs.get((args, tuple(kwargs.items()))) if kwargs else by_args.get(args)
             except TypeError:
                 memo = None
-            if memo is not None and memo.exact is None:
+            if memo is not None:
+                check = memo.check  # set when a 0, 1 or bool is among the arguments
+                if check is not None and not check(args, kwargs):
+                    memo = memo.other and memo.other.matching(args, kwargs)
+            if memo is not None:
                 options = memo.options
                 snap = client.snapshots.get(options.key_hash)
-                if snap is not None and snap.fresh and snap.stale_time is options.stale_time:
+                if snap is not None and snap.fresh_for is options.stale_time:
                     return snap.data
         return await slow(client, args, kwargs)
 
@@ -225,7 +229,7 @@ def _static_wrapper(
         client = resolve()
         if client is not None and not args and not kwargs:
             snap = client.snapshots.get(key_hash)
-            if snap is not None and snap.fresh and snap.stale_time is stale_time:
+            if snap is not None and snap.fresh_for is stale_time:
                 return snap.data
         return await slow(client, args, kwargs)
 
@@ -246,7 +250,7 @@ def _key_fn_wrapper(state: CachedCalls[Any]) -> Callable[..., Coroutine[Any, Any
             options = memo_for_key(key)
             if options is not None:
                 snap = client.snapshots.get(options.key_hash)
-                if snap is not None and snap.fresh and snap.stale_time is options.stale_time:
+                if snap is not None and snap.fresh_for is options.stale_time:
                     return snap.data
         return await slow(client, args, kwargs, key)
 

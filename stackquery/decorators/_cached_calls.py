@@ -53,15 +53,28 @@ def namespace_of(func: Callable[..., Any]) -> str:
     return base if count == 1 else f"{base}#{count}"
 
 
+ArgsCheck = Callable[[tuple[Any, ...], dict[str, Any]], bool]
+"""Whether a call's arguments may use a memo found for equal arguments."""
+
+
 @attrs.frozen
 class _Memo:
     """The options of one call shape."""
 
     options: QueryOptions[Any]
-    exact: str | None
-    """``repr`` of the arguments when they hold a 0, 1 or bool: ``f(1)`` and
-    ``f(True)`` are equal dict keys but two cache keys, so such a memo is used
-    only by a call whose arguments have the same ``repr``."""
+    check: ArgsCheck | None = None
+    """For a call's memo whose arguments hold a 0, 1 or bool: ``f(1)`` and
+    ``f(True)`` are equal dict keys but two cache keys, so the memo is used
+    only by a call whose arguments there have the same types (``None``: any)."""
+    other: _Memo | None = None
+    """The memo of equal arguments of other types (``f(True)`` after ``f(1)``)."""
+
+    def matching(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Memo | None:
+        """This memo or the one chained to it that fits the call's argument types."""
+        memo: _Memo | None = self
+        while memo is not None and memo.check is not None and not memo.check(args, kwargs):
+            memo = memo.other
+        return memo
 
 
 def _ambiguous(value: object) -> bool:
@@ -69,6 +82,27 @@ def _ambiguous(value: object) -> bool:
     if isinstance(value, tuple):
         return any(_ambiguous(v) for v in value)
     return isinstance(value, int | float) and (value == 0 or value == 1)
+
+
+def _args_check(args: tuple[Any, ...], kwargs: dict[str, Any]) -> ArgsCheck | None:
+    """The check a memo of these arguments needs, or ``None`` when they are unambiguous.
+
+    A flat 0, 1 or bool is checked by its type, which costs one comparison
+    on the hot path; one inside a nested tuple by the ``repr`` of the call.
+    """
+    if not any(map(_ambiguous, args)) and not any(map(_ambiguous, kwargs.values())):
+        return None
+    if any(isinstance(v, tuple) and _ambiguous(v) for v in (*args, *kwargs.values())):
+        exact = repr((args, kwargs))
+        return lambda a, k: repr((a, k)) == exact
+    positions = tuple((i, type(v)) for i, v in enumerate(args) if _ambiguous(v))
+    names = tuple((n, type(v)) for n, v in kwargs.items() if _ambiguous(v))
+    if len(positions) == 1 and not names:
+        ((i, cls),) = positions
+        return lambda a, _k: type(a[i]) is cls
+    return lambda a, k: (
+        all(type(a[i]) is c for i, c in positions) and all(type(k[n]) is c for n, c in names)
+    )
 
 
 @attrs.define(eq=False)
@@ -146,10 +180,11 @@ class CachedCalls(Generic[R]):
             found = memo.get(shape)
         except TypeError:  # an unhashable argument (a dict): valid in a key, not memoized
             return self.build_options(args, kwargs, self.template.parts(args, kwargs))
-        if found is not None and (found.exact is None or found.exact == repr(shape)):
-            return found.options
+        fits = found.matching(args, kwargs) if found is not None else None
+        if fits is not None:
+            return fits.options
         options = self.build_options(args, kwargs, self.template.parts(args, kwargs))
-        _remember(memo, shape, _Memo(options, repr(shape) if _ambiguous(shape) else None))
+        _remember(memo, shape, options, args, kwargs)
         return options
 
     def _options_by_key(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> QueryOptions[Any]:
@@ -165,7 +200,7 @@ class CachedCalls(Generic[R]):
         """
         options = self.build_options(args, kwargs, (key,))
         with contextlib.suppress(TypeError):  # unhashable: build_options refused it already
-            _remember(self.by_key, key, _Memo(options, _exact(key)))
+            _remember(self.by_key, key, options, (key,), {})
         return options
 
     def memo_for_key(self, key: Any) -> QueryOptions[Any] | None:
@@ -174,9 +209,8 @@ class CachedCalls(Generic[R]):
             found = self.by_key.get(key)
         except TypeError:
             return None
-        if found is None or (found.exact is not None and found.exact != repr(key)):
-            return None
-        return found.options
+        fits = found.matching((key,), {}) if found is not None else None
+        return fits.options if fits is not None else None
 
     # -- calls ----------------------------------------------------------------
 
@@ -210,7 +244,7 @@ class CachedCalls(Generic[R]):
                 client = await self.choice.open()
             options = self.options_for(args, kwargs)
             snap = client.snapshots.get(options.key_hash)
-            if snap is not None and snap.fresh and snap.stale_time is options.stale_time:
+            if snap is not None and snap.fresh_for is options.stale_time:
                 metrics.record_hit(name)
                 return snap.data
             self._record_read(client, snap, options)
@@ -282,14 +316,31 @@ class CachedCalls(Generic[R]):
             self.metrics.record_delete(self.name)
 
 
-def _remember(memo: dict[Any, _Memo], shape: Any, entry: _Memo) -> None:
-    if len(memo) >= MEMO_SIZE:
+def _remember(
+    memo: dict[Any, _Memo],
+    shape: Any,
+    options: QueryOptions[Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> None:
+    """Memoize ``options`` for the call shape, keeping the memos of equal arguments of
+    other types (``f(True)`` beside ``f(1)``) chained behind it.
+
+    Raises:
+        TypeError: ``shape`` is not hashable.
+    """
+    others = []
+    found = memo.get(shape)
+    while found is not None:
+        if found.check is not None and not found.check(args, kwargs):
+            others.append(found)
+        found = found.other
+    chain = None
+    for other in reversed(others):
+        chain = attrs.evolve(other, other=chain)
+    if shape not in memo and len(memo) >= MEMO_SIZE:
         del memo[next(iter(memo))]
-    memo[shape] = entry
-
-
-def _exact(key: Any) -> str | None:
-    return repr(key) if _ambiguous(key) else None
+    memo[shape] = _Memo(options, check=_args_check(args, kwargs), other=chain)
 
 
 async def fetch(client: QueryClient, options: QueryOptions[Any]) -> Any:

@@ -20,12 +20,24 @@ class FleetStatistics:
     subscriptions: int
     """Times the subscription was (re)established."""
     published: int
+    overflows: int
+    """Times the messages waiting for Redis passed ``MAX_PENDING_MESSAGES`` and were
+    replaced by one telling every process to mark all it holds stale."""
     received: int
+    """Messages from other processes that passed the checks and were applied (a newer
+    client's operation: ignored)."""
+    rejected: int
+    """Messages that failed the checks (malformed or forged), or failed to apply; logged."""
     leases_taken: int
     leases_waited: int
     """Fetches that waited for another process's value instead of calling the origin."""
     takeovers: int
     """Leases taken after waiting (the holder finished without a value, or died)."""
+    lease_wait_timeouts: int
+    """Waits for another process's lease that ran out (3 x ``lease_time``, or the
+    query's ``timeout``): the origin was called without the lease."""
+    foreign_leases: int
+    """Lease keys found without an expiry (no stackquery client sets one) and given one."""
     errors: int
 
 
@@ -37,10 +49,14 @@ class FleetCounters:
             (
                 "subscriptions",
                 "published",
+                "overflows",
                 "received",
+                "rejected",
                 "leases_taken",
                 "leases_waited",
                 "takeovers",
+                "lease_wait_timeouts",
+                "foreign_leases",
                 "errors",
             ),
             0,

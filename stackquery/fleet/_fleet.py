@@ -1,49 +1,46 @@
 """Many processes on one Redis behaving like one cache: the broadcast.
 
 Invalidations, removals and new data (a completed fetch, a
-``set_query_data``) are published on one pub/sub channel under the client's
-``key_prefix``.  Receivers mark keys invalidated, drop them, or read the new
-entry from L2 into L1 (observers see it without calling the origin).  New
-data is announced only after its L2 write landed.  Pub/sub drops messages
-while a connection is down, so on every (re)subscription a client marks all
-of its L1 entries stale.  Both this and single flight (``_leases``) degrade
-to single-process behaviour while Redis is unreachable.
+``set_query_data``) are published on one pub/sub channel named after the
+whole key prefix and the database (:func:`~stackquery.fleet._link.channel_name`).
+Receivers check each message (:mod:`~stackquery.fleet._wire`), then mark keys
+invalidated, drop them, or read the new entry from L2 into L1 (observers see
+it without calling the origin).  New data is announced only after its L2
+write landed.  A message Redis could not take is retried until it can.
+Pub/sub drops messages while a connection is down, so on every
+(re)subscription a client marks all of its L1 entries stale.  Both this and
+single flight (``_leases``) degrade to single-process behaviour while Redis
+is unreachable.
 """
 
 from __future__ import annotations
 
 import logging
 import secrets
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-import orjson
 import trio
 
-from backends import StorageError
+from backends import RedisReplyError, StorageError
 
 from .._keys import QueryKey, prefix_hash
 from .._l2_tier import L2Tier
 from .._owners import QueryOwners
 from .._query_cache import QueryCache
 from .._retry import Backoff
-from . import _apply
+from .._throttle import ThrottledWarning
+from . import _apply, _wire
 from ._counters import FleetCounters, FleetStatistics
 from ._leases import Leases
+from ._link import channel_name
 
 if TYPE_CHECKING:
     from backends import RedisClient
 
 logger = logging.getLogger("stackquery.fleet")
 
-
-def channel_name(key_prefix: str) -> str:
-    """The pub/sub channel of the clients sharing ``key_prefix``."""
-    return f"{key_prefix}events"
-
-
-def invalidate_message(prefix: str | None, *, exact: bool, hashes: list[str], node: str) -> bytes:
-    """Encode an invalidation: of every key under ``prefix`` (a hash prefix), or of ``hashes``."""
-    return orjson.dumps({"n": node, "op": "inv", "p": prefix, "x": exact, "k": hashes})
+MAX_PENDING_MESSAGES = 1000
+"""Messages a client keeps for Redis while it cannot publish (past it: one "all stale")."""
 
 
 class Fleet:
@@ -53,7 +50,11 @@ class Fleet:
         redis: the trio-native Redis client (the ``RedisStorage``'s own).
         cache: the L1 table.
         tier: the L2 tier.
-        key_prefix: names the channel and the lease keys.
+        key_prefix: the text in front of every key in Redis (the
+            ``RedisStorage``'s prefix, then the client's ``key_prefix``):
+            names the channel and the lease keys.
+        db: the database number, in the channel's name (pub/sub channels
+            are shared by every database of a server).
         lease_time: seconds a lease lives unless renewed.
         poll_interval: seconds between looks at L2 while waiting for another
             process's value.
@@ -69,6 +70,7 @@ class Fleet:
         tier: L2Tier,
         *,
         key_prefix: str,
+        db: int,
         lease_time: float,
         poll_interval: float,
         timeout: float,
@@ -79,7 +81,7 @@ class Fleet:
         self._cache = cache
         self._tier = tier
         self._owners: QueryOwners | None = None
-        self.channel = channel_name(key_prefix)
+        self.channel = channel_name(key_prefix, db)
         self.node = secrets.token_hex(8)
         self._timeout = timeout
         self.broadcasts = broadcast is not False
@@ -87,6 +89,7 @@ class Fleet:
         self._outbox_ready = trio.Event()
         self._connected = False
         self._counters = FleetCounters()
+        self._reject_log = ThrottledWarning(logger)
         self.leases = Leases(
             redis,
             tier,
@@ -97,7 +100,6 @@ class Fleet:
             poll_interval=poll_interval,
             timeout=timeout,
             single_flight=single_flight,
-            announce=self.announce_written if self.broadcasts else None,
         )
 
     def open(self, owners: QueryOwners) -> None:
@@ -110,18 +112,29 @@ class Fleet:
 
     # -- broadcast: sending ---------------------------------------------------------
 
+    def written(self, items: list[tuple[str, float]]) -> None:
+        """Entries landed in L2 (key hash, data_updated_at): wake lease holders, announce."""
+        self.leases.landed(items)
+        if self.broadcasts:
+            self.announce_written(items)
+
     def announce_written(self, items: list[tuple[str, float]]) -> None:
         """New data for these keys landed in L2 (key hash, data_updated_at); synchronous."""
-        self._send({"n": self.node, "op": "upd", "k": items})
+        for run in _wire.chunks([key_hash for key_hash, _ in items]):
+            self._send(_wire.encode_update([items[i] for i in run], node=self.node))
 
     def announce_deleted(self, key_hashes: list[str]) -> None:
         """These keys were deleted from L2; synchronous."""
-        self._send({"n": self.node, "op": "del", "k": key_hashes})
+        for run in _wire.chunks(key_hashes):
+            self._send(_wire.encode_delete([key_hashes[i] for i in run], node=self.node))
 
     def announce_invalidated(self, prefix: str | None, *, exact: bool, hashes: list[str]) -> None:
         """Keys were invalidated here: under a hash ``prefix``, or exactly ``hashes``."""
-        self._outbox.append(invalidate_message(prefix, exact=exact, hashes=hashes, node=self.node))
-        self._outbox_ready.set()
+        if prefix is not None:
+            self._send(_wire.encode_invalidate(prefix, exact=exact, hashes=[], node=self.node))
+        for run in _wire.chunks(hashes):
+            message = [hashes[i] for i in run]
+            self._send(_wire.encode_invalidate(None, exact=exact, hashes=message, node=self.node))
 
     def announce_invalidation(
         self, key: QueryKey, *, exact: bool, chosen: list[str] | None
@@ -136,28 +149,48 @@ class Fleet:
         elif chosen:
             self.announce_invalidated(None, exact=True, hashes=chosen)
 
-    def _send(self, message: dict[str, Any]) -> None:
-        self._outbox.append(orjson.dumps(message))
+    def _send(self, message: bytes) -> None:
+        if len(self._outbox) >= MAX_PENDING_MESSAGES:
+            # Redis has been out of reach for long: whatever was waiting, the
+            # others must now take everything they hold as stale.
+            self._counters.counts["overflows"] += 1
+            message = _wire.encode_stale_all(node=self.node)
+            self._outbox = []
+        self._outbox.append(message)
         self._outbox_ready.set()
 
     async def run_publisher(self) -> None:
-        """Publish queued messages until cancelled; a failed publish is counted and dropped.
+        """Publish queued messages, in order, until cancelled.
 
-        Dropping is safe: a receiver that misses a message serves its copy
-        stale-while-revalidate at worst, and treats every reconnect as "all
-        stale".
+        A publish that fails because Redis cannot be reached (down, frozen,
+        a half-open connection) is retried, with backoff and at once when the
+        client reconnects, so that every invalidation reaches the processes
+        that did not lose their own subscription (those that did mark all
+        they hold stale when they subscribe again).  A publish that Redis
+        refuses (an ACL) is counted and dropped.  Past
+        :data:`MAX_PENDING_MESSAGES` waiting, the queue is replaced by one
+        message telling every process to mark all it holds stale.
         """
+        backoff = Backoff(first=0.1, cap=1.0)
         while True:
-            await self._outbox_ready.wait()
-            self._outbox_ready = trio.Event()
-            batch, self._outbox = self._outbox, []
-            for message in batch:
-                try:
-                    with trio.fail_after(self._timeout):
-                        await self._redis.publish(self.channel, message)
-                    self._counters.counts["published"] += 1
-                except (StorageError, trio.TooSlowError) as exc:
-                    self._counters.on_error("publish", exc)
+            while not self._outbox:
+                await self._outbox_ready.wait()
+                self._outbox_ready = trio.Event()
+            outbox = self._outbox
+            try:
+                with trio.fail_after(self._timeout):
+                    await self._redis.publish(self.channel, outbox[0])
+            except RedisReplyError as exc:
+                self._counters.on_error("publish", exc)
+            except (StorageError, trio.TooSlowError) as exc:
+                self._counters.on_error("publish", exc)
+                await backoff.wait(wake=self._redis.wait_reconnected)
+                continue
+            else:
+                self._counters.counts["published"] += 1
+                backoff.reset()
+            if outbox is self._outbox:  # not replaced by an "all stale" meanwhile
+                del outbox[0]
 
     # -- broadcast: receiving -------------------------------------------------------
 
@@ -183,62 +216,38 @@ class Fleet:
             await backoff.wait()
 
     async def _on_message(self, owners: QueryOwners, data: bytes) -> None:
-        message = parse_message(data)
-        if message is None:
-            # Anyone can publish on the channel: a foreign or damaged message
-            # must not reach the code that applies it (and crash the client).
-            logger.warning("ignoring a malformed fleet message: %r", data[:200])
+        # Anyone can publish on the channel: a message is checked field by field
+        # before anything applies it, and whatever still fails applying it is
+        # counted and logged, never raised: the subscriber must outlive it.
+        try:
+            message = _wire.parse_message(data)
+        except _wire.MalformedMessageError as exc:
+            self._reject(exc, data)
             return
-        node, op = message["n"], message["op"]
-        keys: Any = message.get("k")
-        if node == self.node:
+        if message.node == self.node:
             return
-        self._counters.counts["received"] += 1
-        if op == "inv":
+        try:
+            await self._apply(owners, message)
+        except Exception as exc:
+            self._reject(exc, data)
+        else:
+            self._counters.counts["received"] += 1
+
+    async def _apply(self, owners: QueryOwners, message: _wire.Message) -> None:
+        if isinstance(message, _wire.Invalidate):
             await _apply.apply_invalidation(
-                self._cache, owners, message.get("p"), bool(message.get("x")), keys
+                self._cache, owners, message.prefix, message.exact, list(message.hashes)
             )
-        elif op == "del":
-            await _apply.apply_removal(owners, list(keys))
-        elif op == "upd":
-            for key_hash, _updated_at in keys:
+        elif isinstance(message, _wire.Delete):
+            await _apply.apply_removal(owners, list(message.hashes))
+        elif isinstance(message, _wire.StaleAll):
+            owners.check_open()
+            owners.mark_all_stale()
+        elif isinstance(message, _wire.Update):
+            for key_hash, _updated_at in message.items:
                 self.leases.arrived(key_hash)
-            await _apply.apply_update(
-                self._cache, owners, self._tier, [(k, float(t)) for k, t in keys]
-            )
+            await _apply.apply_update(self._cache, owners, self._tier, list(message.items))
 
-
-def parse_message(data: bytes) -> dict[str, Any] | None:
-    """Return the message in ``data`` if it is well formed for its operation, else ``None``.
-
-    An operation this version does not know is well formed (a newer client's
-    message): it is received and ignored.
-    """
-    try:
-        message = orjson.loads(data)
-    except orjson.JSONDecodeError:
-        return None
-    if not (
-        isinstance(message, dict)
-        and isinstance(message.get("n"), str)
-        and isinstance(message.get("op"), str)
-    ):
-        return None
-    op, keys = message["op"], message.get("k")
-    if op in ("inv", "del"):
-        well_formed = isinstance(keys, list) and all(isinstance(k, str) for k in keys)
-        if op == "inv":
-            prefix, exact = message.get("p"), message.get("x", False)
-            well_formed = well_formed and isinstance(prefix, str | None) and isinstance(exact, bool)
-    elif op == "upd":
-        well_formed = isinstance(keys, list) and all(
-            isinstance(item, list)
-            and len(item) == 2
-            and isinstance(item[0], str)
-            and isinstance(item[1], int | float)
-            and not isinstance(item[1], bool)
-            for item in keys
-        )
-    else:
-        well_formed = True
-    return message if well_formed else None
+    def _reject(self, error: Exception, data: bytes) -> None:
+        self._counters.counts["rejected"] += 1
+        self._reject_log.warning("fleet message rejected (%r): %r", error, data[:200])

@@ -25,7 +25,11 @@ MIN_PICKLE_KEY_BYTES: Final = 16
 class PickleSerializer:
     """Pickle, signed with HMAC-SHA256 so that only holders of the key can make entries.
 
-    An encoded value is ``signature (32 bytes) + pickle``.  ``loads`` checks the
+    On its own, an encoded value is ``signature (32 bytes) + pickle``, the
+    signature over the pickle.  In an L2 entry (:func:`~stackquery.pack_entry`)
+    the signature covers the entry's *context* too (its key and header, see
+    :meth:`dumps_signed`), so that a signed value cannot be copied under
+    another key nor have its time edited.  Every ``loads*`` checks the
     signature with :func:`hmac.compare_digest` before unpickling anything.
     Build it with :func:`pickle`.
     """
@@ -41,16 +45,7 @@ class PickleSerializer:
         Raises:
             SerializationError: the value cannot be pickled.
         """
-        try:
-            data = _pickle.dumps(value, protocol=_pickle.HIGHEST_PROTOCOL)
-        except Exception as exc:  # __reduce__ and friends may raise anything
-            value_type = _type_name(value)
-            raise SerializationError(
-                f"pickle cannot encode {value_type} value: {exc}",
-                serializer=self.name,
-                value_type=value_type,
-            ) from exc
-        return hmac.digest(self._key, data, hashlib.sha256) + data
+        return self.dumps_signed(value, b"")
 
     def loads(self, data: bytes) -> Any:
         """Verify the signature, then unpickle.
@@ -60,10 +55,43 @@ class PickleSerializer:
                 does not match; nothing was unpickled.
             DeserializationError: the signature matched but unpickling failed.
         """
+        return self.loads_signed(data, b"")
+
+    def dumps_signed(self, value: Any, context: bytes) -> bytes:
+        """Pickle ``value``; prepend the signature of ``context`` followed by the pickle.
+
+        Args:
+            value: what to pickle.
+            context: bytes the value is bound to (an entry's key and header);
+                only :meth:`loads_signed` with the same context accepts the result.
+
+        Raises:
+            SerializationError: the value cannot be pickled.
+        """
+        try:
+            data = _pickle.dumps(value, protocol=_pickle.HIGHEST_PROTOCOL)
+        except Exception as exc:  # __reduce__ and friends may raise anything
+            value_type = _type_name(value)
+            raise SerializationError(
+                f"pickle cannot encode {value_type} value: {exc}",
+                serializer=self.name,
+                value_type=value_type,
+            ) from exc
+        return self._sign(context, data) + data
+
+    def loads_signed(self, data: bytes, context: bytes) -> Any:
+        """Verify that ``data`` was signed with ``context``, then unpickle.
+
+        Raises:
+            SignatureError: ``data`` is shorter than a signature, or its
+                signature does not match ``context`` and the pickle; nothing
+                was unpickled.
+            DeserializationError: the signature matched but unpickling failed.
+        """
         if len(data) < _SIGNATURE_BYTES:
             raise SignatureError("pickle data is shorter than its signature", serializer=self.name)
         view = memoryview(data)
-        expected = hmac.digest(self._key, view[_SIGNATURE_BYTES:], hashlib.sha256)
+        expected = self._sign(context, view[_SIGNATURE_BYTES:])
         if not hmac.compare_digest(expected, view[:_SIGNATURE_BYTES]):
             raise SignatureError("pickle signature does not match", serializer=self.name)
         try:
@@ -74,6 +102,11 @@ class PickleSerializer:
             raise DeserializationError(
                 f"pickle cannot decode the data: {exc!r}", serializer=self.name
             ) from exc
+
+    def _sign(self, context: bytes, data: bytes | memoryview) -> bytes:
+        mac = hmac.new(self._key, context, hashlib.sha256)
+        mac.update(data)
+        return mac.digest()
 
     def __repr__(self) -> str:
         return "stackquery.serializers.pickle(key=<redacted>)"

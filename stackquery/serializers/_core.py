@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import math
 from types import ModuleType
 from typing import Any, Final, Protocol, final, runtime_checkable
 
@@ -89,15 +90,22 @@ class JsonSerializer:
     """JSON through orjson; the default serializer and the fastest.
 
     Round-trips ``dict`` (``str`` keys), ``list``, ``str``, ``int`` (64-bit),
-    ``float``, ``bool`` and ``None``.  Some values change type on the way:
+    finite ``float``, ``bool`` and ``None``.  Some values change type on the way:
 
     * tuples come back as lists;
     * ``str``/``int``/``dict``/``list`` subclasses (``IntEnum``, ``OrderedDict``
-      ...), ``Enum`` members and ``UUID`` come back as the plain JSON value;
-    * ``nan`` and ``±inf`` are not JSON: orjson writes them as ``null``.
+      ...), ``Enum`` members and ``UUID`` come back as the plain JSON value.
 
     ``datetime``/``date``/``time``, dataclasses, ``set``, ``bytes``, ints past
-    64 bits and non-``str`` dict keys raise :class:`SerializationError`.
+    64 bits, non-``str`` dict keys and the floats ``nan``, ``inf`` and
+    ``-inf`` (anywhere in the value) raise :class:`SerializationError`:
+    each would come back as something else (a ``str``, a ``dict``, ``None``)
+    in another process or after a restart.  The non-finite floats are refused
+    rather than written in a private tagged form: JSON has no spelling for
+    them, and every other reader of the entry (the CLI, another language, a
+    text-only store's other users) would see the tag, not the float.  A
+    client keeps such a value in L1 and counts it in ``serialize_errors``;
+    ``serializers.msgpack`` and ``serializers.pickle`` carry them faithfully.
     The encoded bytes are always UTF-8 text.
     """
 
@@ -110,9 +118,11 @@ class JsonSerializer:
             SerializationError: the value (or something inside it) is not JSON.
         """
         try:
-            return orjson.dumps(value, option=_JSON_OPTIONS)
+            encoded = orjson.dumps(value, option=_JSON_OPTIONS)
         except orjson.JSONEncodeError as exc:
             raise _json_error(value, exc) from None
+        check_finite(value, encoded)
+        return encoded
 
     def loads(self, data: bytes | bytearray | memoryview | str) -> Any:
         """Decode JSON text.
@@ -138,6 +148,36 @@ def _json_error(value: object, exc: orjson.JSONEncodeError) -> SerializationErro
         serializer="json",
         value_type=value_type,
     )
+
+
+def check_finite(value: object, encoded: bytes) -> None:
+    """Refuse a value holding ``nan`` or ``±inf``, which orjson encoded as ``null``.
+
+    ``encoded`` is what orjson made of the value (or of an envelope around
+    it): without ``null`` in it there is no non-finite float to look for, so
+    only values that hold ``None`` (or the text "null") are walked.
+
+    Raises:
+        SerializationError: ``value`` holds ``nan``, ``inf`` or ``-inf``.
+    """
+    if b"null" not in encoded:
+        return
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, float):
+            if not math.isfinite(item):
+                value_type = _type_name(value)
+                raise SerializationError(
+                    f"json cannot encode {value_type} value: float {item!r} has no JSON form "
+                    "(it would be read back as None)",
+                    serializer="json",
+                    value_type=value_type,
+                )
+        elif isinstance(item, dict):
+            pending.extend(item.values())
+        elif isinstance(item, list | tuple):
+            pending.extend(item)
 
 
 def _check_name(name: object) -> str:

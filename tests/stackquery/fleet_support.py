@@ -39,12 +39,18 @@ def fleet_config(url: str, **settings: Any) -> sq.QueryClientConfig:
 async def open_clients(
     url: str, count: int, **settings: Any
 ) -> AsyncIterator[list[sq.QueryClient]]:
-    """Open ``count`` clients on ``url``, all subscribed to the fleet channel."""
+    """Open ``count`` clients on ``url``, all subscribed to the fleet channel.
+
+    ``storage=`` may be a function that makes each client's store.
+    """
+    make_storage = settings.pop("storage", None)
     async with AsyncExitStack() as stack:
-        clients = [
-            await stack.enter_async_context(sq.open_query_client(fleet_config(url, **settings)))
-            for _ in range(count)
-        ]
+        clients = []
+        for _ in range(count):
+            if make_storage is not None:
+                settings["storage"] = make_storage()
+            config = fleet_config(url, **settings)
+            clients.append(await stack.enter_async_context(sq.open_query_client(config)))
         for client in clients:
             if settings.get("broadcast") is not False:
                 await wait_until(lambda c=client: fleet(c).connected)

@@ -9,9 +9,11 @@ what reached the store.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import pytest
 import trio
 
 import stackquery as sq
@@ -42,6 +44,15 @@ def l2_stats(client: sq.QueryClient) -> sq.L2Statistics:
     return stats
 
 
+def l2_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """The WARNING messages logged on ``stackquery.l2``."""
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "stackquery.l2" and r.levelno == logging.WARNING
+    ]
+
+
 def store_key(options_or_hash: sq.QueryOptions[Any] | str) -> str:
     """The L2 key of a query (the client's default ``key_prefix`` and the key's hash)."""
     if isinstance(options_or_hash, str):
@@ -59,6 +70,9 @@ def entry_bytes(value: Any, *, at: float, invalidated: bool = False) -> bytes:
 class ControlledStorage:
     """A MemoryStorage whose calls the test can make fail, hang, or wait at a gate.
 
+    Another store (a ``SQLiteStorage``) can stand behind the switches instead:
+    pass it as ``memory``.
+
     Attributes:
         failure: raised (a fresh copy) by every call while set.
         hanging: while true, every call sleeps forever (until cancelled).
@@ -69,7 +83,7 @@ class ControlledStorage:
         hung_calls: calls that hung.
     """
 
-    def __init__(self, memory: MemoryStorage | None = None) -> None:
+    def __init__(self, memory: Any = None) -> None:
         self.memory = memory if memory is not None else MemoryStorage()
         self.failure: Exception | None = None
         self.hanging = False

@@ -324,6 +324,32 @@ class TestKeys:
             assert await f((0, 0)) == "v4"
             assert calls.count == 4
 
+    async def test_hits_with_zero_one_or_bool_arguments_take_the_fast_path(
+        self, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Once cached, page(42, 1), page(42, True), flag=False hits skip the slow path."""
+        from stackquery.decorators._cached_calls import CachedCalls
+
+        slow_calls: list[tuple[Any, ...]] = []
+        original = CachedCalls.call
+
+        async def counting(self: Any, client: Any, args: Any, kwargs: Any) -> Any:
+            slow_calls.append(args)
+            return await original(self, client, args, kwargs)
+
+        monkeypatch.setattr(CachedCalls, "call", counting)
+
+        @sq.cache(60, key="page:{}:{}:{flag}")
+        async def page(user: int, n: Any, flag: bool = True) -> tuple[int, Any, bool]:
+            return (user, n, flag)
+
+        async with sq.open_query_client():
+            for _ in range(3):
+                assert await page(42, 1) == (42, 1, True)
+                assert await page(42, True) == (42, True, True)
+                assert await page(42, 0, flag=False) == (42, 0, False)
+            assert slow_calls == [(42, 1), (42, True), (42, 0)]
+
     async def test_positional_and_keyword_calls_share_a_key(
         self, autojump_clock: trio.testing.MockClock
     ) -> None:

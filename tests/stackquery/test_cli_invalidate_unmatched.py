@@ -74,4 +74,4 @@ async def test_redis_notes_the_prefix_and_still_tells_the_running_clients(
         lines[1]
         == '  no entries under ["usr"]; prefixes there: ["user"] (2 keys), ["team"] (1 key)'
     )
-    assert lines[2].startswith("published on sq:events: ")
+    assert lines[2].startswith("published on sq:events:db0: ")

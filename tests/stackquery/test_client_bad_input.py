@@ -53,11 +53,6 @@ class TestInvalidKeys:
                 r"^query key \('u', \{'a': \[1\]\}\) holds a list; use a tuple, which is hashable$",
             ),
             (
-                ("u", 2**70),
-                r"^query key \('u', 1180591620717411303424\) cannot be encoded: "
-                r"Integer exceeds 64-bit range$",
-            ),
-            (
                 ("u", "\ud800"),
                 r"^query key \('u', '\\ud800'\) cannot be encoded: "
                 r"str is not valid UTF-8: surrogates not allowed$",
@@ -79,9 +74,9 @@ class TestInvalidKeys:
             sq.QueryOptions(query_key=("u", object()), query_fn=load)
 
     def test_huge_integral_float_is_a_key_element(self) -> None:
-        """An integral float past 64 bits (1e300) is a valid element, kept as a float."""
+        """An integral float past 64 bits (1e300) is a valid element, hashed as its int."""
         options = sq.QueryOptions(query_key=("u", 1e300), query_fn=load)
-        assert options.key_hash == '["u",1e+300]'
+        assert options.key_hash == f'["u",{int(1e300)}]'
 
     @pytest.mark.parametrize(
         "call",

@@ -7,9 +7,11 @@ not reach the origin.  Named after the behaviour a user relies on.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import math
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -211,26 +213,47 @@ class TestWaitersWokenAtTheEnd:
         assert seen[-1] == "v"
 
 
+_UNDER_ASYNCIO = """
+import asyncio, sys
+import stackquery as sq
+
+async def origin():
+    return 1
+
+async def open_one():
+    async with sq.open_query_client():
+        pass
+
+async def fetch_one():
+    await sq.QueryClient().fetch_query(sq.QueryOptions(query_key=("k",), query_fn=origin))
+
+for main in (open_one, fetch_one):
+    try:
+        asyncio.run(main())
+    except RuntimeError as exc:
+        print(type(exc).__name__, exc)
+"""
+
+
 class TestOutsideTrio:
-    def test_opening_a_client_under_asyncio_says_stackquery_runs_under_trio(self) -> None:
-        """Used from asyncio, the client raises one clear error instead of an internal one."""
+    def test_used_under_asyncio_the_client_says_stackquery_runs_under_trio(self) -> None:
+        """Opened or used from asyncio, the client raises one clear error, not an internal one.
 
-        async def main() -> None:
-            async with sq.open_query_client():
-                pass
-
-        with pytest.raises(RuntimeError, match=r"^stackquery runs under trio: "):
-            asyncio.run(main())
-
-    def test_fetching_under_asyncio_says_stackquery_runs_under_trio(self) -> None:
-        """A client made elsewhere and used from asyncio raises the same clear error."""
-        client = sq.QueryClient()
-
-        async def main() -> None:
-            await client.fetch_query(options(Origin()))
-
-        with pytest.raises(RuntimeError, match=r"^stackquery runs under trio: "):
-            asyncio.run(main())
+        In a fresh interpreter: a test that used trio-asyncio before leaves asyncio patched.
+        """
+        done = subprocess.run(
+            [sys.executable, "-c", _UNDER_ASYNCIO],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=Path(__file__).resolve().parents[2],
+            check=True,
+        )
+        message = (
+            "RuntimeError stackquery runs under trio: use the client inside trio.run "
+            "(from asyncio code, through trio-asyncio)"
+        )
+        assert done.stdout.splitlines() == [message, message]
 
 
 class TestMaxQueries:
@@ -306,3 +329,50 @@ class TestBgTtl:
             assert await load() == "a"
             assert await load() == "b"
             assert trio.current_time() == 2.0
+
+
+class TestFetchQueryInput:
+    async def test_fetch_query_given_something_else_than_options_says_what_it_got(self) -> None:
+        """fetch_query({...}) is a TypeError naming the type, not an AttributeError."""
+        async with sq.open_query_client() as client:
+            with pytest.raises(TypeError, match=r"^options must be a QueryOptions, got dict$"):
+                await client.fetch_query({"query_key": KEY})  # type: ignore[arg-type]
+
+
+class TestFoundByTheModel:
+    async def test_data_set_while_a_fetch_runs_goes_stale_on_time(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """Data set while the key's fetch is in flight is stale once its stale time has passed."""
+        origin = Origin(delay=100.0)
+        async with sq.open_query_client(sq.QueryClientConfig(stale_time=10.0)) as client:
+            await client.prefetch_query(options(origin))
+            await client.set_query_data(KEY, "set")
+            await trio.sleep(11.0)
+            state = client.get_query_state(KEY)
+            assert state is not None
+            assert (state.data, state.fetch_status, state.is_stale) == (
+                "set",
+                sq.FetchStatus.FETCHING,
+                True,
+            )
+
+    async def test_reset_uncaches_an_unobserved_key_being_fetched(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """reset_queries drops an unobserved key whose fetch is in flight, as an idle one."""
+        outcomes: list[Any] = []
+        async with sq.open_query_client() as client, trio.open_nursery() as nursery:
+
+            async def caller() -> None:
+                try:
+                    outcomes.append(await client.fetch_query(options(Origin(delay=100.0))))
+                except sq.QueryCancelledError as exc:
+                    outcomes.append(exc)
+
+            nursery.start_soon(caller)
+            await wait_all_tasks_blocked()
+            assert await client.reset_queries(KEY) == 1
+            await wait_all_tasks_blocked()
+            assert [type(outcome) for outcome in outcomes] == [sq.QueryCancelledError]
+            assert client.get_query_state(KEY) is None

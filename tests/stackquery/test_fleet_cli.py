@@ -30,7 +30,7 @@ pytestmark = pytest.mark.slow
 
 PREFIX = "sq:"
 """``RedisStorage``'s default prefix, then the client's default ``key_prefix``."""
-CHANNEL = "sq:events"
+CHANNEL = "sq:events:db0"
 
 
 def name_of(key: tuple[Any, ...]) -> str:
@@ -133,7 +133,7 @@ class TestCommandLine:
         captured = capsys.readouterr()
         assert captured.out == (
             f'invalidated 2 entries under ["user"] in the Redis {redis_url}\n'
-            "published on sq:events: 0 subscribers got it\n"
+            "published on sq:events:db0: 0 subscribers got it\n"
         )
         assert captured.err == ""
 
@@ -217,7 +217,7 @@ class TestAgainstRunningProcesses:
             assert done.returncode == 0, done.stderr
             assert done.stdout.decode() == (
                 f'invalidated 1 entry under ["user"] in the Redis {url}\n'
-                "published on sq:events: 2 subscribers got it\n"
+                "published on sq:events:db0: 2 subscribers got it\n"
             )
             for worker in (a, b):
                 await worker.wait_state(

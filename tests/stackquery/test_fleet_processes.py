@@ -51,13 +51,14 @@ class TestSingleFlight:
     ) -> None:
         """A live holder keeps its lease; SIGKILLed, another process fetches once it expires."""
         key = ["hang", 1]
-        async with open_workers(redis_url, 2, tmp_path, lease_time=0.6, poll=0.05) as (a, b):
+        async with open_workers(redis_url, 2, tmp_path, lease_time=1.0, poll=0.05) as (a, b):
             a_fetch = await a.send("fetch", key=key)
             await a.event("origin_started")
             b_fetch = await b.send("fetch", key=key)
             await b.wait_stats(lambda s: s["leases_waited"] == 1)
-            # Three lease times: a holder that did not renew would have lost it twice over.
-            await trio.sleep(1.8)
+            # 1.5 lease times: a holder that did not renew would have lost it.  (B's
+            # wait ends by itself at 3 lease times: A must die, and its lease expire, first.)
+            await trio.sleep(1.5)
             assert await origin_calls(redis_url, key) == 1
             assert (await b.stats())["takeovers"] == 0
             a.kill()

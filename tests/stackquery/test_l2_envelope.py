@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import re
 from typing import Any
 
@@ -13,7 +12,7 @@ from trio.testing import wait_all_tasks_blocked
 
 import stackquery as sq
 from tests.stackquery.client_origin import Origin
-from tests.stackquery.l2_store import ControlledStorage, entry_bytes, store_key
+from tests.stackquery.l2_store import ControlledStorage, entry_bytes, l2_warnings, store_key
 
 KEY = ("user", 1)
 L2_KEY = 'sq:["user",1]'
@@ -40,14 +39,6 @@ def options(origin: Any, key: tuple[Any, ...] = KEY, **kwargs: Any) -> sq.QueryO
 
 def config(store: Any, **kwargs: Any) -> sq.QueryClientConfig:
     return sq.QueryClientConfig(storage=store, **kwargs)
-
-
-def l2_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [
-        r.getMessage()
-        for r in caplog.records
-        if r.name == "stackquery.l2" and r.levelno == logging.WARNING
-    ]
 
 
 class FragileSerializer:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -22,6 +21,7 @@ from tests.stackquery.l2_store import (
     config,
     entry_bytes,
     l2_stats,
+    l2_warnings,
     options,
 )
 
@@ -32,14 +32,6 @@ STORE_ERRORS = {
     "runtime error": RuntimeError("a bug in the store"),
     "key error": KeyError("oops"),
 }
-
-
-def l2_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [
-        r.getMessage()
-        for r in caplog.records
-        if r.name == "stackquery.l2" and r.levelno == logging.WARNING
-    ]
 
 
 class MisbehavingStorage:

@@ -31,9 +31,9 @@ class WatchedStore:
         self.counts = {"request_path_ops": 0, "background_gets": 0, "writes": 0}
 
     @property
-    def redis(self) -> Any:
-        """The store's Redis client, where the reader subscribes to the writer's messages."""
-        return self.store.redis
+    def inner_stores(self) -> tuple[RedisStorage]:
+        """The wrapped store: the reader finds the Redis to subscribe to through it."""
+        return (self.store,)
 
     def _count(self, kind: str) -> None:
         if trio.lowlevel.current_task() is self.request_task:
