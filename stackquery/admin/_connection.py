@@ -18,8 +18,8 @@ import trio
 from .._errors import StackqueryError
 from ._protocol import encode, receive_line
 
-MAX_REPLY_LINE: Final = 512 * 1024 * 1024
-"""Bytes a reply line may hold (a snapshot of 100,000 keys is about 15 MB)."""
+MAX_REPLY_LINE: Final = 64 * 1024 * 1024
+"""Bytes a reply line may hold (a snapshot of 10,000 keys is about 1.5 MB)."""
 
 
 class AdminError(StackqueryError):

@@ -1,15 +1,22 @@
-"""The endpoint's memory of recent cache events: a bounded ring, and counts since it opened."""
+"""The endpoint's memory of recent cache events: a bounded ring, and counts since it opened.
+
+The ring is fed as the events happen, by the client's own event hub (a
+:class:`RecordingEventHub` when ``admin_socket`` is set): no task, no
+buffer in between, about a microsecond per event.
+"""
 
 from __future__ import annotations
 
+import weakref
 from collections import Counter, deque
 from typing import Any
 
 import attrs
 
 from .._clock import Clock
-from .._events import CacheEvent, CacheEventType, EventStream
+from .._events import CacheEventType, EventHub, EventStream
 from .._keys import QueryKey
+from .._state import QueryState
 
 _ERROR_TEXT = 200
 """Characters of a failed fetch's error kept in its event."""
@@ -31,8 +38,6 @@ class EventRecord:
     invalidated: bool
     error: str | None
     """``Type: message`` of a failed fetch's error, cut to 200 characters."""
-    missed: int
-    """Events dropped just before this one because the endpoint fell behind."""
 
     def as_json(self) -> dict[str, Any]:
         """The record as the ``events`` reply carries it."""
@@ -45,16 +50,11 @@ class EventRecord:
             "fetch_status": self.fetch_status,
             "invalidated": self.invalidated,
             "error": self.error,
-            "missed": self.missed,
         }
 
 
 class EventLog:
     """The last ``size`` events of one client, and counts of every event since it opened.
-
-    Fed by :meth:`run` from an :class:`EventStream` of the client's event hub
-    whose buffer is as large as the ring, so a burst is dropped (and counted
-    in ``missed``) rather than stored twice.
 
     Args:
         size: events kept.
@@ -66,29 +66,18 @@ class EventLog:
         self._clock = clock
         self._ring: deque[EventRecord] = deque(maxlen=size)
         self._seq = 0
-        self._missed = 0
         self._counts: Counter[str] = Counter()
 
-    async def run(self, stream: EventStream) -> None:
-        """Record every event ``stream`` yields until it ends (the client closed)."""
-        async with stream:
-            async for event in stream:
-                self.record(event)
-
-    def record(self, event: CacheEvent) -> None:
-        """Keep ``event`` in the ring and count it."""
+    def record(self, kind: CacheEventType, key: QueryKey, state: QueryState[Any] | None) -> None:
+        """Keep the event in the ring (the oldest goes once it is full) and count it."""
         self._seq += 1
-        self._missed += event.missed
-        state = event.state
-        kind = event.type
         counts = self._counts
         counts[kind.value] += 1
         error = None
         if kind is CacheEventType.FETCH_STARTED:
             # A fetch of a key with no data is a miss; one of a key with data, a refetch.
-            counts[
-                "fetch_cold" if state is None or state.data_updated_at is None else "refetch"
-            ] += 1
+            cold = state is None or state.data_updated_at is None
+            counts["fetch_cold" if cold else "refetch"] += 1
         elif kind is CacheEventType.FETCH_FAILED and state is not None and state.error is not None:
             error = f"{type(state.error).__name__}: {state.error}"[:_ERROR_TEXT]
         self._ring.append(
@@ -96,12 +85,11 @@ class EventLog:
                 seq=self._seq,
                 at=self._clock.wall(),
                 type=kind,
-                key=event.key,
+                key=key,
                 status=state.status.value if state is not None else None,
                 fetch_status=state.fetch_status.value if state is not None else None,
                 invalidated=state.is_invalidated if state is not None else False,
                 error=error,
-                missed=event.missed,
             )
         )
 
@@ -117,13 +105,17 @@ class EventLog:
         chosen.reverse()
         return chosen
 
+    @property
+    def seq(self) -> int:
+        """The last event's ``seq`` (0 before the first)."""
+        return self._seq
+
     def statistics(self) -> dict[str, Any]:
-        """Counts since the endpoint opened: every event type, misses and refetches among
-        the fetches started, events missed; and the last ``seq``."""
+        """Counts since the endpoint opened: every event type, and misses, refetches and
+        failures among the fetches; and the last ``seq``."""
         counts = {kind.value: self._counts[kind.value] for kind in CacheEventType}
         return {
             "seq": self._seq,
-            "missed": self._missed,
             "counts": counts,
             "fetches": {
                 "cold": self._counts["fetch_cold"],
@@ -131,3 +123,36 @@ class EventLog:
                 "failed": self._counts[CacheEventType.FETCH_FAILED.value],
             },
         }
+
+
+class _Listeners(weakref.WeakSet[EventStream]):
+    """A hub's open streams, which count as someone listening while the log is set.
+
+    The cache builds events only while its hub's ``streams`` is non-empty (a
+    client nobody listens to pays nothing for events); the endpoint's ring
+    listens too.
+    """
+
+    def __init__(self, hub: RecordingEventHub) -> None:
+        super().__init__()
+        self._hub = weakref.ref(hub)
+
+    def __bool__(self) -> bool:
+        hub = self._hub()
+        return (hub is not None and hub.log is not None) or len(self) > 0
+
+
+class RecordingEventHub(EventHub):
+    """The client's event hub when it has an attach endpoint: every event also goes to
+    the endpoint's :class:`EventLog` once the endpoint set ``log``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.log: EventLog | None = None
+        self.streams = _Listeners(self)
+
+    def emit(self, type: CacheEventType, key: QueryKey, state: QueryState[Any] | None) -> None:
+        """Send the event to the open streams, and to the log."""
+        super().emit(type, key, state)
+        if self.log is not None:
+            self.log.record(type, key, state)

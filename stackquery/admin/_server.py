@@ -30,7 +30,6 @@ import attrs
 import trio
 
 from .._errors import ClientClosedError, StackqueryError
-from .._events import EventHub
 from .._keys import QueryKey
 from .._l2 import L2Cache
 from .._owners import QueryOwners
@@ -39,7 +38,7 @@ from .._records import ClientStatistics
 from .._throttle import ThrottledWarning
 from ..fleet._fleet import Fleet
 from . import _views
-from ._event_log import EventLog
+from ._event_log import EventLog, RecordingEventHub
 from ._protocol import (
     MAX_REQUEST_LINE,
     PROTOCOL_VERSION,
@@ -82,8 +81,8 @@ class AdminLimits:
     """Seconds a reply may wait for the peer to read it before the connection is closed."""
     events_kept: int = 1000
     """Recent events the ring keeps (the ``events`` op's largest ``limit``)."""
-    max_snapshot_keys: int = 100_000
-    """Largest ``limit`` of the ``snapshot`` op."""
+    max_snapshot_keys: int = 10_000
+    """Largest ``limit`` of the ``snapshot`` op (a reply of about 1.5 MB)."""
     max_refetch_wait: float = 300.0
     """Largest ``timeout`` of the ``refetch`` op, in seconds."""
 
@@ -108,7 +107,7 @@ class AdminParts:
     owners: QueryOwners
     commands: ClientCommands
     statistics: Callable[[], ClientStatistics]
-    events: EventHub
+    events: RecordingEventHub
     l2: L2Cache | None
     fleet: Fleet | None
     key_prefix: str
@@ -160,15 +159,15 @@ class AdminServer:
         """
         sock = self._listen()
         parts = self.parts
-        self._log = EventLog(self.limits.events_kept, parts.cache.clock)
+        self._log = parts.events.log = EventLog(self.limits.events_kept, parts.cache.clock)
         self._started_at = trio.current_time()
         try:
             listener = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._log.run, parts.events.open(self.limits.events_kept))
                 task_status.started()
                 await self._accept(listener, nursery)
         finally:
+            parts.events.log = None
             sock.close()
             self._remove_file()
 
@@ -392,7 +391,7 @@ class AdminServer:
         records = self._log.recent(limit, after)
         return {
             "events": [record.as_json() for record in records],
-            "seq": self._log.statistics()["seq"],
+            "seq": self._log.seq,
             "kept": self._log.size,
         }
 

@@ -8,7 +8,6 @@ longer, the client's other tasks (and fresh hits) never wait more than a chunk.
 
 from __future__ import annotations
 
-import heapq
 from collections import Counter
 from collections.abc import AsyncIterator, Iterable
 from typing import Any, Literal
@@ -41,17 +40,20 @@ def key_json(key_hash: str) -> Any:
 async def chunks(cache: QueryCache, hash_prefix: str) -> AsyncIterator[list[tuple[str, Snapshot]]]:
     """The keys under ``hash_prefix`` with their snapshots, a chunk at a time.
 
-    A checkpoint follows each chunk.  The table is copied first (its entries,
-    not its snapshots: those are immutable), so keys that change meanwhile are
-    reported as they were at the start.
+    A checkpoint follows each chunk.  The table's keys are copied first (a
+    list of strings: about 2 ms for 100,000 keys); each key's snapshot is read
+    when its chunk comes, and a key removed meanwhile is left out.
     """
-    items = list(cache.snapshots.items())
-    for start in range(0, len(items), CHUNK):
-        yield [
-            (key_hash, snap)
-            for key_hash, snap in items[start : start + CHUNK]
-            if hash_matches(key_hash, hash_prefix, exact=False)
-        ]
+    snapshots = cache.snapshots
+    hashes = list(snapshots)
+    for start in range(0, len(hashes), CHUNK):
+        chunk = []
+        for key_hash in hashes[start : start + CHUNK]:
+            if hash_matches(key_hash, hash_prefix, exact=False):
+                snap = snapshots.get(key_hash)
+                if snap is not None:
+                    chunk.append((key_hash, snap))
+        yield chunk
         await trio.lowlevel.checkpoint()
 
 
@@ -106,33 +108,42 @@ async def snapshot(
     """The ``snapshot`` reply: the first ``limit`` keys under ``key`` in ``order``, and counts.
 
     ``order`` is ``"key"`` (canonical JSON text) or ``"fetches"`` (most
-    fetched first).  ``prefixes`` is there when nothing matched.
+    fetched first).  ``prefixes`` is there when nothing matched.  The chosen
+    keys are kept sorted chunk by chunk (a merge of two sorted runs), and
+    described in chunks too, so no step holds the client up for long.
     """
     total = len(cache)
     summary = _empty_summary()
-    best: list[tuple[tuple[int, str], str, Snapshot]] = []
-    observers: dict[str, tuple[int, bool]] = {}
+    best: list[tuple[int, str]] = []
     async for chunk in chunks(cache, prefix_hash(key)):
+        new = []
         for key_hash, snap in chunk:
             actor = owners.actor(key_hash)
-            watching = len(actor.observers) if actor is not None else 0
-            _count(summary, snap, watching, actor is not None)
-            rank = (-snap.fetch_count if order == "fetches" else 0, key_hash)
-            best.append((rank, key_hash, snap))
-            observers[key_hash] = (watching, actor is not None)
-        if len(best) > 2 * limit + CHUNK:
-            best = heapq.nsmallest(limit, best)
-            observers = {key_hash: observers[key_hash] for _, key_hash, _ in best}
-    chosen = heapq.nsmallest(limit, best)
+            _count(
+                summary, snap, len(actor.observers) if actor is not None else 0, actor is not None
+            )
+            new.append((-snap.fetch_count if order == "fetches" else 0, key_hash))
+        if new and limit:
+            new.sort()
+            best += new
+            best.sort()
+            del best[limit:]
+    records = []
+    for start in range(0, len(best), CHUNK):
+        for _, key_hash in best[start : start + CHUNK]:
+            current = cache.get(key_hash)
+            if current is not None:  # else removed since it was counted
+                actor = owners.actor(key_hash)
+                watching = len(actor.observers) if actor is not None else 0
+                records.append(describe(key_hash, current, watching, actor is not None, now))
+        await trio.lowlevel.checkpoint()
     reply: dict[str, Any] = {
         "now": now,
         "total": total,
         "matched": summary["keys"],
-        "truncated": summary["keys"] > len(chosen),
+        "truncated": summary["keys"] > len(records),
         "summary": dict(summary),
-        "keys": [
-            describe(key_hash, snap, *observers[key_hash], now) for _, key_hash, snap in chosen
-        ],
+        "keys": records,
     }
     if summary["keys"] == 0:
         reply["prefixes"] = await found_prefixes(cache, key)

@@ -120,8 +120,7 @@ def build_frame(path: str, previous: Sample | None, current: Sample, *, rows: in
         f"  observers {summary['observers']}  timers {client['timers']}",
         f"fetches/s  cold {rate('events', 'fetches', 'cold'):.1f}"
         f"  refetch {rate('events', 'fetches', 'refetch'):.1f}"
-        f"  failed {rate('events', 'fetches', 'failed'):.1f}"
-        f"  (events missed {stats['events']['missed']})",
+        f"  failed {rate('events', 'fetches', 'failed'):.1f}",
         _l2_line(stats.get("l2"), rate),
         _fleet_line(stats.get("fleet"), rate),
         _breakers_line(stats.get("breakers") or {}),

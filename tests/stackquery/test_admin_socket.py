@@ -292,7 +292,6 @@ class TestStatsAndEvents:
             "breakers": {},
             "events": {
                 "seq": 8,
-                "missed": 0,
                 "counts": {
                     "added": 2,
                     "updated": 2,
@@ -368,7 +367,6 @@ class TestStatsAndEvents:
                 "fetch_status": "idle",
                 "invalidated": False,
                 "error": None,
-                "missed": 0,
             },
             {
                 "seq": 4,
@@ -378,7 +376,6 @@ class TestStatsAndEvents:
                 "fetch_status": "idle",
                 "invalidated": False,
                 "error": None,
-                "missed": 0,
             },
             {
                 "seq": 5,
@@ -388,7 +385,6 @@ class TestStatsAndEvents:
                 "fetch_status": "fetching",
                 "invalidated": False,
                 "error": None,
-                "missed": 0,
             },
             {
                 "seq": 6,
@@ -398,7 +394,6 @@ class TestStatsAndEvents:
                 "fetch_status": "idle",
                 "invalidated": False,
                 "error": "Failure: down",
-                "missed": 0,
             },
         ]
         assert [e["seq"] for e in later["result"]["events"]] == [6]
@@ -410,8 +405,6 @@ class TestStatsAndEvents:
         async with sq.open_query_client(config(socket_path)) as client:
             for number in range(600):
                 await client.set_query_data(("k", number), number)
-            # The ring is fed by a task reading an event stream: let it catch up.
-            await trio.testing.wait_all_tasks_blocked()
             peer = await Peer.connect(socket_path)
             events = (await peer.ask({"op": "events", "limit": 1000}))["result"]["events"]
             stats = without_now(await peer.ask({"op": "stats"}))
@@ -547,7 +540,7 @@ class TestCommands:
                 "idle_timeout": 60.0,
                 "send_timeout": 10.0,
                 "events_kept": 1000,
-                "max_snapshot_keys": 100000,
+                "max_snapshot_keys": 10000,
                 "max_refetch_wait": 300.0,
             },
         }
@@ -585,12 +578,12 @@ BAD_REQUESTS = [
     (
         b'{"op": "snapshot", "limit": -1}',
         "bad_request",
-        '"limit" must be an integer from 0 to 100000, got -1',
+        '"limit" must be an integer from 0 to 10000, got -1',
     ),
     (
         b'{"op": "snapshot", "limit": true}',
         "bad_request",
-        '"limit" must be an integer from 0 to 100000, got True',
+        '"limit" must be an integer from 0 to 10000, got True',
     ),
     (
         b'{"op": "snapshot", "order": "age"}',

@@ -220,7 +220,6 @@ def sample(now: float, uptime: float, fetches: dict[str, int], **counters: int) 
         "fleet": None,
         "breakers": {},
         "events": {
-            "missed": 0,
             "fetches": {
                 "cold": counters.get("cold", 0),
                 "refetch": counters.get("refetch", 0),
@@ -254,7 +253,7 @@ class TestTopFrames:
             """\
             stackquery top: /run/app.sock (pid 4242), up 10s; rates since the client opened
             keys 2  actors 2  fetching 1  stale 1  in error 0  observers 2  timers 3
-            fetches/s  cold 1.0  refetch 2.0  failed 0.0  (events missed 0)
+            fetches/s  cold 1.0  refetch 2.0  failed 0.0
             L2  reads/s 1.0  hit -  writes/s 0.0  pending 0  errors 0  corrupt 0
             fleet  none
             breakers  none
@@ -269,7 +268,7 @@ class TestTopFrames:
         """Each rate and each key's fetches/s from the two samples; the busiest key first."""
         frame = build_frame("/run/app.sock", FIRST, SECOND, rows=2)
         assert frame.lines[1:3] == (
-            "fetches/s  cold 2.0  refetch 3.5  failed 0.0  (events missed 0)",
+            "fetches/s  cold 2.0  refetch 3.5  failed 0.0",
             "L2  reads/s 2.0  hit 75 %  writes/s 0.0  pending 0  errors 0  corrupt 0",
         )
         assert frame.title.endswith("rates over the last 2.0 s")
@@ -289,7 +288,7 @@ class TestTopFrames:
         assert text.splitlines()[0] == (
             "stackquery top: /run/app.sock (pid 4242), up 12s; rates over the last 2.0 s"
         )
-        assert "fetches/s  cold 2.0  refetch 3.5  failed 0.0  (events missed 0)" in text
+        assert "fetches/s  cold 2.0  refetch 3.5  failed 0.0" in text
         assert [line.split()[:2] for line in text.splitlines()[-3:]] == [
             ['["user",1]', "4.0"],
             ['["user",2]', "1.0"],
@@ -310,7 +309,7 @@ class TestTop:
         assert lines[0].startswith(f"stackquery top: {socket_path} (pid ")
         assert lines[1:6] == [
             "keys 3  actors 1  fetching 0  stale 0  in error 0  observers 1  timers 3",
-            "fetches/s  cold 0.0  refetch 0.0  failed 0.0  (events missed 0)",
+            "fetches/s  cold 0.0  refetch 0.0  failed 0.0",
             "L2  none",
             "fleet  none",
             "breakers  none",
