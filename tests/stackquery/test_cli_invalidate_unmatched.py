@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 import trio
@@ -12,21 +11,9 @@ import stackquery as sq
 from backends import SQLiteStorage
 from stackquery.__main__ import main
 from tests.stackquery.cli_process import fill
+from tests.stackquery.test_cli_store_invalidate import VALUES, sqlite_path
 
-VALUES: dict[tuple[Any, ...], Any] = {("user", 1): "a", ("user", 2): "b", ("team", 1): "t"}
-
-
-@pytest.fixture
-def sqlite_path(tmp_path: Path) -> Path:
-    """A SQLite store with ("user", 1), ("user", 2) and ("team", 1)."""
-    path = tmp_path / "cache.db"
-
-    async def go() -> None:
-        async with SQLiteStorage(path) as store:
-            await fill(store, VALUES)
-
-    trio.run(go)
-    return path
+__all__ = ["sqlite_path"]  # the fixture, used by name: ("user", 1), ("user", 2), ("users",)
 
 
 def test_a_local_store_names_the_prefixes_it_has_and_exits_1(
@@ -38,7 +25,7 @@ def test_a_local_store_names_the_prefixes_it_has_and_exits_1(
     assert capsys.readouterr().out.splitlines() == [
         f'invalidated 1 entry under ["user", 1] ["usr"] ["user", 9] in the SQLite store '
         f"{sqlite_path}",
-        '  no entries under ["usr"]; prefixes there: ["user"] (2 keys), ["team"] (1 key)',
+        '  no entries under ["usr"]; prefixes there: ["user"] (2 keys), ["users"] (1 key)',
         '  no entries under ["user", 9]; prefixes there: ["user",1] (1 key), ["user",2] (1 key)',
     ]
 
@@ -72,6 +59,6 @@ async def test_redis_notes_the_prefix_and_still_tells_the_running_clients(
     lines = capsys.readouterr().out.splitlines()
     assert (
         lines[1]
-        == '  no entries under ["usr"]; prefixes there: ["user"] (2 keys), ["team"] (1 key)'
+        == '  no entries under ["usr"]; prefixes there: ["user"] (2 keys), ["users"] (1 key)'
     )
     assert lines[2].startswith("published on sq:events:db0: ")
