@@ -13,6 +13,13 @@ gracefully.  Needs the ``examples`` extra (hypercorn)::
     curl localhost:8000/users/7                   # the old value at once; a refetch behind it
     curl localhost:8000/stats
 
+With ``--admin-socket PATH`` (or ``STACKQUERY_ADMIN_SOCKET=PATH``) the client also
+serves its attach endpoint there, for operators::
+
+    python examples/http_daemon.py --admin-socket /tmp/users.sock &
+    stackquery top --attach /tmp/users.sock
+    stackquery invalidate --attach /tmp/users.sock '["user"]'
+
 The first line on stdout is the URL it listens on (``--port 0``: a free port).
 """
 
@@ -20,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import signal
 from functools import partial
@@ -107,7 +115,9 @@ def storage(spec: str) -> MemoryStorage | SQLiteStorage | RedisStorage:
     raise argparse.ArgumentTypeError(f"expected memory, sqlite:PATH or redis:URL, got {spec!r}")
 
 
-async def main(port: int, store: MemoryStorage | SQLiteStorage | RedisStorage) -> None:
+async def main(
+    port: int, store: MemoryStorage | SQLiteStorage | RedisStorage, admin_socket: str | None
+) -> None:
     server = hypercorn.Config()
     server.bind = [f"127.0.0.1:{port}"]
     server.loglevel = "WARNING"
@@ -118,7 +128,7 @@ async def main(port: int, store: MemoryStorage | SQLiteStorage | RedisStorage) -
             async for _ in signals:
                 return
 
-        config = sq.QueryClientConfig(stale_time=30.0, storage=store)
+        config = sq.QueryClientConfig(stale_time=30.0, storage=store, admin_socket=admin_socket)
         async with (
             store,  # closed last, once the client has flushed its writes to it
             sq.open_query_client(config) as client,
@@ -134,5 +144,12 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=8000, help="0: any free port")
     parser.add_argument("--storage", default="memory", type=storage, help=storage.__doc__)
+    parser.add_argument(
+        "--admin-socket",
+        metavar="PATH",
+        default=os.environ.get("STACKQUERY_ADMIN_SOCKET") or None,
+        help="serve the client's attach endpoint at this Unix socket "
+        "(default: $STACKQUERY_ADMIN_SOCKET; none without it)",
+    )
     args = parser.parse_args()
-    trio.run(main, args.port, args.storage)
+    trio.run(main, args.port, args.storage, args.admin_socket)

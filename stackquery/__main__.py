@@ -1,8 +1,10 @@
-"""stackquery: a tour of the query client (demo), and tools for its L2 stores.
+"""stackquery: a tour of the query client (demo), and tools for its stores and processes.
 
-demo runs a tour; inspect lists what a SQLite, file or Redis store holds;
-invalidate marks keys stale there (and, on Redis, in every running process);
-bench runs the benchmark scripts of a checkout.
+demo runs a tour; inspect lists what a SQLite, file or Redis store holds, or
+what a running client holds (--attach its admin socket); invalidate marks
+keys stale there (on Redis, in every running process; with --attach, in that
+process); top shows a running client live; bench runs the benchmark scripts
+of a checkout.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from .cli._commands import (
     add_bench_options,
     add_inspect_options,
     add_store_invalidate_options,
+    add_top_options,
     help_with_exit_codes,
     is_store_invalidate,
     run_command,
@@ -36,8 +39,12 @@ def main(argv: list[str] | None = None) -> int:
     add_inspect_options(
         commands.add_parser(
             "inspect",
-            help="list an L2 store's keys: age, TTL, size, serializer, invalidated",
-            description="List the keys under the prefix of an L2 store, read-only.",
+            help="list an L2 store's keys, or a running client's (--attach)",
+            description=(
+                "List the keys under the prefix of an L2 store (age, TTL, size, serializer, "
+                "invalidated), read-only; or, with --attach, the keys a running client holds "
+                "(status, age, observers, fetches) under KEY-PREFIX."
+            ),
             **help_with_exit_codes(),
         )
     )
@@ -47,13 +54,14 @@ def main(argv: list[str] | None = None) -> int:
         description=(
             "Mark every entry under each KEY-PREFIX invalidated, so that the next read "
             "refetches it.  --sqlite/--file rewrite the entries in the store (a running "
-            "process keeps what it holds in memory); --redis also tells every running client."
+            "process keeps what it holds in memory); --redis also tells every running client; "
+            "--attach invalidates what one running client holds (its observed keys refetch)."
         ),
         **help_with_exit_codes(),
     )
     # The store to edit: --sqlite/--file (_cli_store_invalidate); --redis joins this group.
     invalidate_store = invalidate.add_mutually_exclusive_group(required=True)
-    add_store_invalidate_options(invalidate_store)
+    add_store_invalidate_options(invalidate_store, invalidate)
     add_redis_invalidate_options(invalidate_store, invalidate)
     invalidate.add_argument("--prefix", help=PREFIX_HELP)
     invalidate.add_argument("key_prefixes", nargs="+", metavar="KEY-PREFIX", help=KEY_PREFIX_HELP)
@@ -69,8 +77,19 @@ def main(argv: list[str] | None = None) -> int:
             **help_with_exit_codes(),
         )
     )
+    add_top_options(
+        commands.add_parser(
+            "top",
+            help="a live view of a running client (--attach its admin socket)",
+            description=(
+                "Show a running client's busiest keys, fetch rates (cold, refetch, failed), "
+                "fetches in flight, L2 and fleet health, refreshed every --interval seconds."
+            ),
+            **help_with_exit_codes(),
+        )
+    )
     args = parser.parse_args(argv)
-    if args.command in ("inspect", "bench") or (
+    if args.command in ("inspect", "bench", "top") or (
         args.command == "invalidate" and is_store_invalidate(args)
     ):
         return run_command(args)

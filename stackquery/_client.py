@@ -95,7 +95,7 @@ class QueryClient:
         if self._stack is not None or self._closed:
             raise RuntimeError("a QueryClient can be entered only once")
         stack = AsyncExitStack()
-        self._owners = await stack.enter_async_context(self._parts.running())
+        self._owners = await stack.enter_async_context(self._parts.running(self))
         self._stack = stack
         self._token = _current_client.set(self)
         return self

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import inspect
 import math
+import os
 import types
 from collections.abc import Callable, Mapping
 from pathlib import PurePath
@@ -215,6 +216,29 @@ def _check_key_prefix(_instance: object, _attribute: object, value: object) -> N
         value.encode("utf-8")
     except UnicodeEncodeError:
         raise InvalidOptionError(f"key_prefix must be valid unicode text, got {value!r}") from None
+
+
+ADMIN_SOCKET_MAX_BYTES: Final = 100
+"""Longest ``admin_socket`` path, in bytes: a Unix socket's address holds 107, and the
+endpoint binds a short temporary name beside it before renaming it into place."""
+
+
+def _check_admin_socket(_instance: object, _attribute: object, value: Any) -> None:
+    if value is None:
+        return
+    if not isinstance(value, str | os.PathLike) or isinstance(value, bytes):
+        raise InvalidOptionError(f"admin_socket must be a path (str) or None, got {_got(value)}")
+    path = os.fspath(value)
+    if not isinstance(path, str) or not path or "\0" in path:
+        raise InvalidOptionError(
+            f"admin_socket must be a non-empty path without NUL characters, got {value!r}"
+        )
+    size = len(os.fsencode(path))
+    if size > ADMIN_SOCKET_MAX_BYTES:
+        raise InvalidOptionError(
+            f"admin_socket is {size} bytes long; a Unix socket path holds at most "
+            f"{ADMIN_SOCKET_MAX_BYTES} here: use a shorter one, such as /run/APP/stackquery.sock"
+        )
 
 
 def _check_restart_intensity(_instance: object, _attribute: object, value: object) -> None:
@@ -433,6 +457,13 @@ class QueryClientConfig:
     storage_ttl: Any = attrs.field(default=UNSET)
     """TTL of L2 entries in seconds; ``None``: no expiry; unset: each key's ``gc_time``
     (300 s by default: a persistent store then forgets an entry as soon as L1 would)."""
+    admin_socket: str | os.PathLike[str] | None = attrs.field(
+        default=None, validator=_check_admin_socket
+    )
+    """A Unix socket path where the client serves its attach endpoint to operators
+    (``stackquery top --attach PATH``): snapshot, statistics, recent events, and
+    invalidate / refetch / remove by prefix.  Created owner-only (0600) when the client
+    opens, removed when it closes; ``None`` (the default): no endpoint."""
 
     @storage_ttl.validator
     def _check_storage_ttl(self, attribute: object, value: Any) -> None:

@@ -3,12 +3,15 @@
 The client is a facade; this is where its parts are made and wired, once:
 the L1 table, the L2 store and its tier, the fleet (only on Redis), and,
 when the client opens, the supervisor and registry of the key actors, the
-callers' cold reads and :class:`~stackquery._owners.QueryOwners` over them.
-Each part is handed the parts it uses; none of them knows the client.
+callers' cold reads and :class:`~stackquery._owners.QueryOwners` over them,
+and the attach endpoint when ``admin_socket`` is set.  Each part is handed the
+parts it uses; none of them knows the client (the endpoint's commands go
+through the client's public methods, handed over as :class:`ClientCommands`).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -26,6 +29,8 @@ from ._owners import QueryOwners
 from ._query_actor import QueryActor
 from ._query_cache import QueryCache
 from ._records import ClientStatistics
+from .admin._event_log import RecordingEventHub
+from .admin._server import AdminParts, AdminServer, ClientCommands
 from .fleet._counters import logger as fleet_logger
 from .fleet._fleet import Fleet
 from .fleet._link import RedisLink, find_redis
@@ -57,7 +62,8 @@ class ClientParts:
 
     def __init__(self, config: QueryClientConfig) -> None:
         self.config = config
-        self.events = EventHub()
+        # With an attach endpoint, the hub also feeds its ring of recent events.
+        self.events = RecordingEventHub() if config.admin_socket is not None else EventHub()
         self.cache = QueryCache(config, self.events)
         configured = config.serializer
         self.serializer: Serializer = (
@@ -112,8 +118,11 @@ class ClientParts:
         return fleet
 
     @asynccontextmanager
-    async def running(self) -> AsyncIterator[QueryOwners]:
+    async def running(self, commands: ClientCommands | None = None) -> AsyncIterator[QueryOwners]:
         """Run the parts in a nursery of their own for the duration of the block.
+
+        With ``admin_socket`` set and ``commands`` given, the attach endpoint
+        is listening when the block starts.
 
         Leaving lets pending L2 writes land (bounded by ``shutdown_timeout``,
         shielded: a block left by cancellation still gets its writes in),
@@ -127,7 +136,10 @@ class ClientParts:
         try:
             async with trio.open_nursery() as nursery:
                 try:
-                    yield self.open(nursery)
+                    owners = self.open(nursery)
+                    if self.config.admin_socket is not None and commands is not None:
+                        await self._start_admin(nursery, owners, commands)
+                    yield owners
                 except BaseException as exc:
                     raised = exc
                     raise
@@ -174,6 +186,29 @@ class ClientParts:
             nursery.start_soon(fleet.run_subscriber, name="stackquery-fleet-subscriber")
             nursery.start_soon(fleet.run_publisher, name="stackquery-fleet-publisher")
         return owners
+
+    async def _start_admin(
+        self, nursery: trio.Nursery, owners: QueryOwners, commands: ClientCommands
+    ) -> None:
+        """Start the attach endpoint; it listens once this returns.
+
+        Raises:
+            AdminSocketError: the socket could not be made at ``admin_socket``.
+        """
+        assert self.config.admin_socket is not None
+        assert isinstance(self.events, RecordingEventHub)
+        parts = AdminParts(
+            cache=self.cache,
+            owners=owners,
+            commands=commands,
+            statistics=self.statistics,
+            events=self.events,
+            l2=self.l2,
+            fleet=self.fleet,
+            key_prefix=self.config.key_prefix,
+        )
+        server = AdminServer(os.fspath(self.config.admin_socket), parts)
+        await nursery.start(server.serve, name="stackquery-admin-socket")
 
     async def _run_writer(self, l2: L2Cache) -> None:
         # Shielded until close: a block left by cancellation must still be able

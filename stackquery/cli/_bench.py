@@ -4,9 +4,16 @@ The benchmarks are the scripts in ``tests/benchmarks/`` of a stackquery
 checkout (a developer tool: an installed package has none).  Each runs as
 its own process, ``python SCRIPT [--rounds N]``, from the checkout's root with
 the checkout on ``PYTHONPATH``; its output (its tables) is printed when it
-ends, and a summary table closes the run.  A script that imports a module
-that is not installed (an extra such as ``opentelemetry-sdk``) is skipped and
-says which; one that does not take ``--rounds`` runs its own number of rounds.
+ends, and a summary table closes the run.  One that does not take
+``--rounds`` runs its own number of rounds.  Each ends as one of:
+
+* ``ok``: it ran and met its targets (or has none);
+* ``missed``: it ran, and its target was missed: it printed a line starting
+  with ``verdict: FAIL`` or ending with ``MISSED`` (whatever its exit status);
+* ``failed``: it crashed or exited non-zero without such a verdict;
+* ``skipped``: it needs a module that is not installed (an extra such as
+  ``opentelemetry-sdk``): an import at the top of the script, checked before it
+  runs, or a ``ModuleNotFoundError`` it died of.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ import ast
 import functools
 import importlib.util
 import os
+import re
 import subprocess
 import sys
 import time
@@ -36,6 +44,9 @@ from ._output import (
 )
 
 _BENCHMARKS_DIR = Path("tests") / "benchmarks"
+_MISSING_MODULE = re.compile(r"^ModuleNotFoundError: No module named '([\w.]+)'$")
+_VERDICT_MISSED = re.compile(r"^\s*(verdict: FAIL\b.*|.*\bMISSED)\s*$")
+Outcome = Literal["ok", "missed", "failed", "skipped"]
 # Where ``import stackquery`` found this package: a checkout's root when used in place.
 _PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 
@@ -61,9 +72,10 @@ class BenchResult:
     """How one benchmark went."""
 
     benchmark: Benchmark
-    outcome: Literal["ok", "failed", "skipped"]
+    outcome: Outcome
     detail: str
-    """The exit status of a failed run, what a skipped one needs, or the rounds run."""
+    """The rounds run, the target missed, the exit status of a failed run, or what a
+    skipped one needs."""
     seconds: float
     output: str
     """What the script printed (stdout and stderr, in order)."""
@@ -206,13 +218,34 @@ async def run_benchmark(
             progress.set_status(lines[-1].strip())
     seconds = time.monotonic() - started
     text = output.decode(errors="replace").rstrip("\n")
-    if process.returncode != 0:
-        return BenchResult(benchmark, "failed", f"exit status {process.returncode}", seconds, text)
     if rounds is not None and benchmark.takes_rounds:
-        detail = "1 round" if rounds == 1 else f"{rounds} rounds"
+        ran = "1 round" if rounds == 1 else f"{rounds} rounds"
     else:
-        detail = "its own rounds"
-    return BenchResult(benchmark, "ok", detail, seconds, text)
+        ran = "its own rounds"
+    assert process.returncode is not None  # the nursery waited for it
+    outcome, detail = classify(process.returncode, text, ran)
+    return BenchResult(benchmark, outcome, detail, seconds, text)
+
+
+def classify(returncode: int, output: str, ran: str) -> tuple[Outcome, str]:
+    """How a run ended, from its exit status and output, and the detail the summary shows.
+
+    Args:
+        returncode: the script's exit status.
+        output: what it printed.
+        ran: the rounds it ran, in words (the detail of a run that went well).
+    """
+    lines = output.splitlines()
+    if returncode != 0 and lines:
+        missing = _MISSING_MODULE.match(lines[-1].strip())
+        if missing:
+            return "skipped", f"needs {missing[1]} (not installed)"
+    verdicts = [line.strip() for line in lines if _VERDICT_MISSED.match(line)]
+    if verdicts:
+        return "missed", f"ran; target missed: {verdicts[-1][:80]}"
+    if returncode != 0:
+        return "failed", f"exit status {returncode}"
+    return "ok", ran
 
 
 def skipped(benchmark: Benchmark) -> BenchResult:
@@ -234,8 +267,8 @@ async def run_all(
         result = await run_benchmark(benchmark, rounds, progress)
         progress.finish_step()
         text = result.output
-        if result.outcome == "failed":
-            text += f"\n({benchmark.path.name} failed: {result.detail})"
+        if result.outcome != "ok":
+            text += f"\n({benchmark.path.name} {result.outcome}: {result.detail})"
         progress.emit(f"== {benchmark.path.name} ({result.seconds:.1f}s) ==\n{text}\n")
         results.append(result)
     return results
@@ -279,8 +312,8 @@ def run_bench(
         err: where the progress is shown.
 
     Returns:
-        ``EXIT_PROBLEMS`` when a benchmark failed, else ``EXIT_OK`` (skipped
-        ones are not failures).
+        ``EXIT_PROBLEMS`` when a benchmark failed or missed its target, else
+        ``EXIT_OK`` (skipped ones are not failures: the summary says what they need).
 
     Raises:
         CommandError: no benchmarks folder, or a name that is not a benchmark in it.
@@ -302,5 +335,5 @@ def run_bench(
     ]
     columns = [Column("BENCHMARK"), Column("RESULT"), Column("DETAIL"), Column("SECONDS", "right")]
     print_table(columns, rows, stream=out, plain=plain)
-    failed = sum(1 for result in results if result.outcome == "failed")
-    return EXIT_PROBLEMS if failed else EXIT_OK
+    problems = sum(1 for result in results if result.outcome in ("failed", "missed"))
+    return EXIT_PROBLEMS if problems else EXIT_OK

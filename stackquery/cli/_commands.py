@@ -1,4 +1,4 @@
-"""The options of ``inspect``, ``invalidate --sqlite/--file`` and ``bench``, and their dispatch.
+"""The options of ``inspect``, ``invalidate``, ``top`` and ``bench``, and their dispatch.
 
 ``__main__`` declares the subcommands; this module adds their options and
 runs them, so that each command's module is imported only when it runs.
@@ -16,13 +16,29 @@ if TYPE_CHECKING:
     from ._stores import StoreKind
 
 #: The subcommands :func:`run_command` runs.
-COMMANDS = ("inspect", "invalidate", "bench")
+COMMANDS = ("inspect", "invalidate", "bench", "top")
 
 PREFIX_HELP = (
     "the text in front of each canonical key in the store: the client's key_prefix, "
     "after RedisStorage's own prefix if it was given one (default: sq:)"
 )
 KEY_PREFIX_HELP = "a query-key prefix as a JSON array, e.g. '[\"user\"]' or '[\"user\", 42]'"
+ATTACH_HELP = "the admin socket of a running client (QueryClientConfig(admin_socket=PATH))"
+
+
+def positive_number(text: str) -> float:
+    """Parse a positive number of seconds (an ``argparse`` type).
+
+    Raises:
+        argparse.ArgumentTypeError: ``text`` is not a finite number > 0.
+    """
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return value
 
 
 def positive_int(text: str) -> int:
@@ -51,6 +67,13 @@ def add_inspect_options(parser: argparse.ArgumentParser) -> None:
     where.add_argument("--sqlite", metavar="PATH", help="a SQLiteStorage database file")
     where.add_argument("--file", metavar="DIR", help="a FileStorage directory")
     where.add_argument("--redis", metavar="URL", help="a Redis URL (redis://host:port/db)")
+    where.add_argument("--attach", metavar="PATH", help=ATTACH_HELP)
+    parser.add_argument(
+        "key_prefix",
+        nargs="?",
+        metavar="KEY-PREFIX",
+        help="with --attach: only the keys under this prefix (a JSON array)",
+    )
     parser.add_argument("--prefix", help=PREFIX_HELP)
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument(
@@ -59,10 +82,33 @@ def add_inspect_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plain", action="store_true", help="plain text even with rich")
 
 
-def add_store_invalidate_options(where: argparse._MutuallyExclusiveGroup) -> None:
-    """Add ``--sqlite`` and ``--file`` to the store choice of ``stackquery invalidate``."""
+def add_store_invalidate_options(
+    where: argparse._MutuallyExclusiveGroup, parser: argparse.ArgumentParser
+) -> None:
+    """Add ``--sqlite``, ``--file`` and ``--attach`` to the store choice of ``invalidate``."""
     where.add_argument("--sqlite", metavar="PATH", help="a SQLiteStorage database file")
     where.add_argument("--file", metavar="DIR", help="a FileStorage directory")
+    where.add_argument(
+        "--attach",
+        metavar="PATH",
+        help=ATTACH_HELP + ": invalidates what that process holds, observed keys refetch",
+    )
+    parser.add_argument(
+        "--wait",
+        action="store_true",
+        help="with --attach: wait until the observed keys' refetches settled",
+    )
+
+
+def add_top_options(parser: argparse.ArgumentParser) -> None:
+    """Add the options of ``stackquery top``."""
+    parser.add_argument("--attach", metavar="PATH", required=True, help=ATTACH_HELP)
+    parser.add_argument(
+        "--interval", type=positive_number, default=2.0, metavar="SECONDS", help="between refreshes"
+    )
+    parser.add_argument("--rows", type=positive_int, default=10, metavar="N", help="keys shown")
+    parser.add_argument("--once", action="store_true", help="print one frame and exit")
+    parser.add_argument("--plain", action="store_true", help="plain text even with rich")
 
 
 def add_bench_options(parser: argparse.ArgumentParser) -> None:
@@ -77,12 +123,18 @@ def add_bench_options(parser: argparse.ArgumentParser) -> None:
 
 
 def is_store_invalidate(args: argparse.Namespace) -> bool:
-    """Whether an ``invalidate`` command line names a SQLite or file store."""
-    return bool(getattr(args, "sqlite", None) or getattr(args, "file", None))
+    """Whether an ``invalidate`` command line names a SQLite or file store, or a socket."""
+    return bool(
+        getattr(args, "sqlite", None)
+        or getattr(args, "file", None)
+        or getattr(args, "attach", None)
+    )
 
 
 def run_command(args: argparse.Namespace) -> int:
-    """Run ``inspect``, ``invalidate --sqlite/--file`` or ``bench``; return the exit code.
+    """Run ``inspect``, ``invalidate --sqlite/--file/--attach``, ``top`` or ``bench``.
+
+    Returns the exit code.
 
     A :class:`CommandError` is printed on stderr as ``stackquery COMMAND: error: ...``
     and its exit code returned.
@@ -95,6 +147,23 @@ def run_command(args: argparse.Namespace) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "top":
+        from ._top import run_top
+
+        return run_top(
+            args.attach,
+            interval=args.interval,
+            once=args.once,
+            rows=args.rows,
+            plain=args.plain,
+            out=sys.stdout,
+        )
+    if getattr(args, "attach", None) is not None:
+        return _dispatch_attach(args)
+    if getattr(args, "key_prefix", None) is not None:
+        raise CommandError("a KEY-PREFIX is taken only with --attach")
+    if getattr(args, "wait", False):
+        raise CommandError("--wait is taken only with --attach")
     if args.command == "bench":
         from ._bench import run_bench
 
@@ -127,4 +196,21 @@ def _dispatch(args: argparse.Namespace) -> int:
     prefix = DEFAULT_PREFIXES[target.kind] if args.prefix is None else args.prefix
     return run_inspect(
         target, prefix, json_output=args.json, limit=args.limit, plain=args.plain, out=sys.stdout
+    )
+
+
+def _dispatch_attach(args: argparse.Namespace) -> int:
+    from ._attach import run_attach_inspect, run_attach_invalidate
+
+    if args.prefix is not None:
+        raise CommandError("--prefix names a store's key prefix: it is not taken with --attach")
+    if args.command == "invalidate":
+        return run_attach_invalidate(args.attach, args.key_prefixes, wait=args.wait, out=sys.stdout)
+    return run_attach_inspect(
+        args.attach,
+        args.key_prefix,
+        json_output=args.json,
+        limit=args.limit,
+        plain=args.plain,
+        out=sys.stdout,
     )

@@ -10,10 +10,9 @@ from contextlib import aclosing
 from typing import Any, TextIO
 
 import attrs
-import orjson
 import trio
 
-from ._output import EXIT_OK, EXIT_PROBLEMS, Column, print_table
+from ._output import EXIT_OK, EXIT_PROBLEMS, Column, format_duration, print_json, print_table
 from ._stores import (
     EntryInfo,
     EntryStatus,
@@ -101,28 +100,6 @@ async def _walk(target: StoreTarget, prefix: str) -> AsyncGenerator[RawEntry, No
     async with open_local_store(target) as store, aclosing(store.walk(prefix)) as entries:
         async for entry in entries:
             yield entry
-
-
-def format_duration(seconds: float) -> str:
-    """Return ``seconds`` in the largest two units that fit: ``42s``, ``3m05s``, ``2d04h``.
-
-    A negative duration (a clock that ran behind the writer's) keeps its sign.
-    """
-    if seconds < 0:
-        return "-" + format_duration(-seconds)
-    if seconds < 10:
-        return f"{seconds:.1f}s"
-    whole = int(seconds)
-    if whole < 60:
-        return f"{whole}s"
-    minutes, secs = divmod(whole, 60)
-    if minutes < 60:
-        return f"{minutes}m{secs:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    if hours < 24:
-        return f"{hours}h{minutes:02d}m"
-    days, hours = divmod(hours, 24)
-    return f"{days}d{hours:02d}h"
 
 
 def table_row(info: EntryInfo, prefix: str, now: float) -> list[str]:
@@ -236,7 +213,7 @@ def run_inspect(
     """
     report = trio.run(functools.partial(collect, target, prefix, limit=limit))
     if json_output:
-        out.write(orjson.dumps(as_json(report), option=orjson.OPT_INDENT_2).decode() + "\n")
+        print_json(as_json(report), stream=out)
     else:
         print_report(report, out=out, plain=plain)
     return EXIT_PROBLEMS if report.problems else EXIT_OK

@@ -15,6 +15,7 @@ from types import ModuleType
 from typing import Any, Final, Literal, Protocol, TextIO
 
 import attrs
+import orjson
 
 #: Exit code: the command did its job and found nothing wrong.
 EXIT_OK: Final = 0
@@ -27,10 +28,12 @@ EXIT_CODES_EPILOG: Final = """\
 exit codes:
   0  done, nothing wrong found
   1  done, but problems were found: inspect saw foreign or corrupt entries
-     under the prefix, invalidate left unreadable entries alone, a benchmark
-     failed
-  2  bad usage, or the store could not be reached or opened (a wrong path,
-     an unreachable Redis URL, a missing benchmarks folder)
+     under the prefix, invalidate left unreadable entries alone, a key prefix
+     matched nothing (--attach, --sqlite, --file), a refetch waited on failed,
+     a benchmark failed or missed its target
+  2  bad usage, or the store or process could not be reached or opened (a
+     wrong path, an unreachable Redis URL, nothing at an --attach socket, a
+     missing benchmarks folder)
 """
 
 
@@ -62,6 +65,11 @@ def load_rich() -> ModuleType | None:
         return importlib.import_module("rich")
     except ImportError:
         return None
+
+
+def print_json(document: Any, *, stream: TextIO) -> None:
+    """Print ``document`` as indented JSON (what ``--json`` prints)."""
+    stream.write(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode() + "\n")
 
 
 def format_plain_table(columns: Sequence[Column], rows: Sequence[Sequence[str]]) -> str:
@@ -129,6 +137,44 @@ def print_table(
     for row in rows:
         table.add_row(*(Text(cell) for cell in row))
     Console(file=stream, highlight=False).print(table)
+
+
+def format_duration(seconds: float) -> str:
+    """Return ``seconds`` in the largest two units that fit: ``42s``, ``3m05s``, ``2d04h``.
+
+    A negative duration (a clock that ran behind the writer's) keeps its sign.
+    """
+    if seconds < 0:
+        return "-" + format_duration(-seconds)
+    if seconds < 10:
+        return f"{seconds:.1f}s"
+    whole = int(seconds)
+    if whole < 60:
+        return f"{whole}s"
+    minutes, secs = divmod(whole, 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours}h{minutes:02d}m"
+    days, hours = divmod(hours, 24)
+    return f"{days}d{hours:02d}h"
+
+
+def key_text(key: Any) -> str:
+    """A key as the command line shows it: its canonical JSON, as ``inspect`` shows a store's."""
+    return orjson.dumps(key).decode() if isinstance(key, list) else str(key)
+
+
+def describe_prefixes(prefixes: Sequence[dict[str, Any]]) -> str:
+    """``["user"] (120 keys), ["team"] (1 key)``: what a reply that matched nothing found."""
+    if not prefixes:
+        return "it holds no keys"
+    found = ", ".join(
+        f"{key_text(item['prefix'])} ({item['keys']} key{'' if item['keys'] == 1 else 's'})"
+        for item in prefixes
+    )
+    return f"prefixes there: {found}"
 
 
 class Progress(Protocol):

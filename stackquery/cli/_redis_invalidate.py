@@ -35,7 +35,7 @@ from .._entry import CorruptEntryError
 from ..fleet._link import channel_name
 from ..fleet._wire import encode_invalidate
 from ._output import EXIT_OK, EXIT_PROBLEMS, CommandError
-from ._store_invalidate import StoreInvalidateReport, describe_report
+from ._store_invalidate import StoreInvalidateReport, describe_report, unmatched_prefixes
 from ._stores import (
     DEFAULT_PREFIXES,
     EntryInfo,
@@ -136,7 +136,9 @@ def run_redis_invalidate(
 
     Returns:
         ``EXIT_PROBLEMS`` when some matching keys hold values that are not
-        stackquery entries (they are left alone), else ``EXIT_OK``.
+        stackquery entries (they are left alone), else ``EXIT_OK``.  A key
+        prefix without entries in Redis is noted but not a problem: the
+        published message still reaches the keys running clients hold.
 
     Raises:
         CommandError: a bad key prefix or URL, or Redis could not be reached or failed.
@@ -188,13 +190,20 @@ async def invalidate_redis(
     hash_prefixes = [parse_key_prefix(text) for text in key_prefixes]
     target = StoreTarget("redis", url)
     matches: dict[str, RawEntry] = {}
+    counts = []
     for hash_prefix in hash_prefixes:
+        count = 0
         # The text prefix narrows the SCAN; key_matches then drops ["users"] under ["user".
         async for entry in walk_redis(url, prefix + hash_prefix):
             key = decode_key(entry.name[len(prefix) :])
             if key is not None and key_matches(key, hash_prefix):
                 matches[entry.name] = entry
-    counts = dict.fromkeys(("invalidated", "already", "expired", "busy"), 0)
+                count += 1
+        counts.append(count)
+    unmatched = await unmatched_prefixes(
+        lambda: walk_redis(url, prefix), prefix, key_prefixes, counts
+    )
+    outcomes = dict.fromkeys(("invalidated", "already", "expired", "busy"), 0)
     unreadable: list[EntryInfo] = []
     try:
         client = RedisClient.from_url(url, timeout=_TIMEOUT)
@@ -210,7 +219,7 @@ async def invalidate_redis(
                 if outcome == "unreadable":
                     unreadable.append(describe_entry(matches[name], prefix))
                 else:
-                    counts[outcome] += 1
+                    outcomes[outcome] += 1
             node = f"cli:{secrets.token_hex(4)}"
             listeners = 0
             for hash_prefix in hash_prefixes:
@@ -223,12 +232,13 @@ async def invalidate_redis(
     store = StoreInvalidateReport(
         target,
         tuple(key_prefixes),
-        counts["invalidated"],
-        counts["already"],
-        counts["expired"],
+        outcomes["invalidated"],
+        outcomes["already"],
+        outcomes["expired"],
         tuple(unreadable),
+        unmatched,
     )
-    return RedisInvalidateReport(store, channel, listeners, counts["busy"])
+    return RedisInvalidateReport(store, channel, listeners, outcomes["busy"])
 
 
 async def _flag(client: RedisClient, entry: RawEntry) -> str:

@@ -15,14 +15,16 @@ stale value taken for fresh.
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
-from typing import TextIO
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any, TextIO
 
 import attrs
 import trio
 
 from .._entry import CorruptEntryError
-from ._output import EXIT_OK, EXIT_PROBLEMS, CommandError
+from .._keys import key_from_hash
+from ..admin._views import nearby_prefixes
+from ._output import EXIT_OK, EXIT_PROBLEMS, CommandError, describe_prefixes
 from ._stores import (
     DEFAULT_PREFIXES,
     EntryInfo,
@@ -53,6 +55,38 @@ class StoreInvalidateReport:
     """Matching entries that expired before they could be rewritten."""
     unreadable: tuple[EntryInfo, ...]
     """Matching keys whose values are not stackquery entries (left as they were)."""
+    unmatched: tuple[tuple[str, tuple[dict[str, Any], ...]], ...] = ()
+    """Each key prefix (as given) under which the store has no key, with the prefixes
+    near it that it does have (``{"prefix": [...], "keys": count}``, most keys first)."""
+
+
+async def unmatched_prefixes(
+    walk: Callable[[], AsyncIterator[RawEntry]],
+    prefix: str,
+    key_prefixes: Sequence[str],
+    matched: Sequence[int],
+) -> tuple[tuple[str, tuple[dict[str, Any], ...]], ...]:
+    """The key prefixes that matched no key, each with what the store has near it.
+
+    Args:
+        walk: yields every entry under ``prefix`` (walked only if a prefix matched nothing).
+        prefix: the text in front of every canonical key in the store.
+        key_prefixes: the query-key prefixes as given (JSON arrays).
+        matched: how many keys each one matched.
+
+    Raises:
+        CommandError: the store could not be read.
+    """
+    if all(matched):
+        return ()
+    hashes = [
+        key async for entry in walk() if (key := decode_key(entry.name[len(prefix) :])) is not None
+    ]
+    return tuple(
+        (text, tuple(nearby_prefixes(hashes, key_from_hash(parse_key_prefix(text) + "]"))))
+        for text, count in zip(key_prefixes, matched, strict=True)
+        if count == 0
+    )
 
 
 async def invalidate_local_store(
@@ -79,12 +113,19 @@ async def invalidate_local_store(
     unreadable: list[EntryInfo] = []
     async with open_local_store(target) as store:
         matches: dict[str, RawEntry] = {}
+        counts = []
         for hash_prefix in hash_prefixes:
+            count = 0
             # The text prefix narrows the walk; key_matches then drops ["users"] under ["user".
             async for entry in store.walk(prefix + hash_prefix):
                 key = decode_key(entry.name[len(prefix) :])
                 if key is not None and key_matches(key, hash_prefix):
                     matches[entry.name] = entry
+                    count += 1
+            counts.append(count)
+        unmatched = await unmatched_prefixes(
+            lambda: store.walk(prefix), prefix, key_prefixes, counts
+        )
         for name in sorted(matches):
             entry = matches[name]
             try:
@@ -99,7 +140,7 @@ async def invalidate_local_store(
             else:
                 expired += 1
     return StoreInvalidateReport(
-        target, tuple(key_prefixes), invalidated, already, expired, tuple(unreadable)
+        target, tuple(key_prefixes), invalidated, already, expired, tuple(unreadable), unmatched
     )
 
 
@@ -120,6 +161,9 @@ def describe_report(report: StoreInvalidateReport) -> list[str]:
         line += f" ({', '.join(notes)})"
     lines = [line]
     lines += [f"  {info.name}: {info.status}: {info.problem}" for info in report.unreadable]
+    lines += [
+        f"  no entries under {text}; {describe_prefixes(near)}" for text, near in report.unmatched
+    ]
     return lines
 
 
@@ -143,7 +187,8 @@ def run_store_invalidate(
 
     Returns:
         ``EXIT_PROBLEMS`` when some matching keys hold values that are not
-        stackquery entries (they are left alone), else ``EXIT_OK``.
+        stackquery entries (they are left alone), or a key prefix matched no
+        entry, else ``EXIT_OK``.
 
     Raises:
         CommandError: bad key prefix, or the store could not be opened, read or written.
@@ -155,4 +200,4 @@ def run_store_invalidate(
     )
     for line in describe_report(report):
         print(line, file=out)
-    return EXIT_PROBLEMS if report.unreadable else EXIT_OK
+    return EXIT_PROBLEMS if report.unreadable or report.unmatched else EXIT_OK

@@ -87,20 +87,20 @@ def bench_dir(tmp_path: Path) -> Path:
 
 
 def test_runs_each_benchmark_and_prints_its_output(bench_dir: Path) -> None:
-    """Each script runs once with --rounds where it takes it; a failure makes exit 1."""
+    """Each script runs once with --rounds where it takes it; a missed target makes exit 1."""
     result = run_cli("bench", "--dir", str(bench_dir), "--rounds", "2", "--plain")
     assert result.returncode == 1, result.stderr
     out = result.stdout
     assert "round 0  1.0 us\nround 1  2.0 us\n" in out
     assert "round 2" not in out
     assert "fixed rounds: 3 []\n" in out
-    assert "verdict: FAIL\n(broken.py failed: exit status 3)\n" in out
+    assert "verdict: FAIL\n(broken.py missed: ran; target missed: verdict: FAIL)\n" in out
     assert "never runs" not in out
     headings = [line.split(" (")[0] for line in out.splitlines() if line.startswith("== ")]
     assert headings == ["== broken.py", "== fast.py", "== fixed.py"]
     rows = [re.split(r"\s{2,}", line) for line in out.splitlines()[-4:]]
     assert [row[:3] for row in rows] == [
-        ["broken", "failed", "exit status 3"],
+        ["broken", "missed", "ran; target missed: verdict: FAIL"],
         ["fast", "ok", "2 rounds"],
         ["fixed", "ok", "its own rounds"],
         ["needs_extra", "skipped", "needs stackquery_no_such_extra (not installed)"],

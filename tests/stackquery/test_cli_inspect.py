@@ -309,7 +309,7 @@ class TestErrors:
     @pytest.mark.parametrize(
         ("argv", "message"),
         [
-            ([], "one of the arguments --sqlite --file --redis is required"),
+            ([], "one of the arguments --sqlite --file --redis --attach is required"),
             (
                 ["--sqlite", "a", "--file", "b"],
                 "argument --file: not allowed with argument --sqlite",
