@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import weakref
 from collections import deque
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
@@ -105,11 +106,21 @@ class EventStream:
         await self.aclose()
 
 
+Recorder = Callable[[CacheEventType, QueryKey, "QueryState[Any] | None"], None]
+"""Takes every event as it happens (the attach endpoint's ring); must not block or raise."""
+
+
 class EventHub:
-    """Fans events out to the open :class:`EventStream` objects of one client."""
+    """Fans events out to the open :class:`EventStream` objects of one client, and its recorder."""
 
     def __init__(self) -> None:
         self.streams: weakref.WeakSet[EventStream] = weakref.WeakSet()
+        self.recorder: Recorder | None = None
+
+    @property
+    def listening(self) -> bool:
+        """Whether anyone takes events (a stream, the recorder): else none are built."""
+        return self.recorder is not None or len(self.streams) > 0
 
     def open(self, buffer: int) -> EventStream:
         """Open a stream that buffers at most ``buffer`` unread events.
@@ -128,9 +139,12 @@ class EventHub:
             stream._close()
 
     def emit(self, type: CacheEventType, key: QueryKey, state: QueryState[Any] | None) -> None:
-        event = CacheEvent(type, key, state)
-        for stream in list(self.streams):
-            stream._put(event)
+        if self.streams:
+            event = CacheEvent(type, key, state)
+            for stream in list(self.streams):
+                stream._put(event)
+        if self.recorder is not None:
+            self.recorder(type, key, state)
 
     def published(self, old: Snapshot | None, new: Snapshot) -> None:
         """Emit the events that going from ``old`` to ``new`` means."""

@@ -29,7 +29,6 @@ from ._owners import QueryOwners
 from ._query_actor import QueryActor
 from ._query_cache import QueryCache
 from ._records import ClientStatistics
-from .admin._event_log import RecordingEventHub
 from .admin._server import AdminParts, AdminServer, ClientCommands
 from .fleet._counters import logger as fleet_logger
 from .fleet._fleet import Fleet
@@ -63,7 +62,7 @@ class ClientParts:
     def __init__(self, config: QueryClientConfig) -> None:
         self.config = config
         # With an attach endpoint, the hub also feeds its ring of recent events.
-        self.events = RecordingEventHub() if config.admin_socket is not None else EventHub()
+        self.events = EventHub()
         self.cache = QueryCache(config, self.events)
         configured = config.serializer
         self.serializer: Serializer = (
@@ -196,7 +195,6 @@ class ClientParts:
             AdminSocketError: the socket could not be made at ``admin_socket``.
         """
         assert self.config.admin_socket is not None
-        assert isinstance(self.events, RecordingEventHub)
         parts = AdminParts(
             cache=self.cache,
             owners=owners,

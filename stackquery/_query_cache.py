@@ -222,7 +222,7 @@ class QueryCache:
             # Room is made before the new key goes in, so the new key is never the one evicted.
             self._evict(max_queries - 1)
         self.snapshots[key_hash] = snap
-        if self.events.streams:
+        if self.events.listening:
             self.events.emit(CacheEventType.ADDED, snap.key, snap.state)
         return snap
 
@@ -272,7 +272,7 @@ class QueryCache:
         """Make ``snap`` the key's state, its timer armed; return what was stored."""
         key_hash = snap.key_hash
         snapshots = self.snapshots
-        if self.events.streams:
+        if self.events.listening:
             self.events.published(snapshots.get(key_hash), snap)
         # Moved to the back: the table's order is the eviction order (least recently used first).
         snapshots.pop(key_hash, None)
@@ -305,7 +305,7 @@ class QueryCache:
         self.hits.pop(key_hash, None)
         if snap is None:
             return
-        if self.events.streams:
+        if self.events.listening:
             self.events.emit(CacheEventType.REMOVED, snap.key, None)
         if snap.timer_at != math.inf and not timer_fired:
             # Its entry stays in the heap until its deadline; under key churn
@@ -322,7 +322,7 @@ class QueryCache:
 
     def emit_observer(self, key_hash: str, *, added: bool) -> None:
         """Report an observer added to or removed from the key."""
-        if not self.events.streams:
+        if not self.events.listening:
             return
         kind = CacheEventType.OBSERVER_ADDED if added else CacheEventType.OBSERVER_REMOVED
         snap = self.snapshots.get(key_hash)

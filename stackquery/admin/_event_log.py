@@ -1,20 +1,19 @@
 """The endpoint's memory of recent cache events: a bounded ring, and counts since it opened.
 
-The ring is fed as the events happen, by the client's own event hub (a
-:class:`RecordingEventHub` when ``admin_socket`` is set): no task, no
-buffer in between, about a microsecond per event.
+The ring is fed as the events happen: the endpoint sets :meth:`EventLog.record`
+as the client's event hub's ``recorder``: no task, no buffer in between, about a
+microsecond per event.
 """
 
 from __future__ import annotations
 
-import weakref
 from collections import Counter, deque
 from typing import Any
 
 import attrs
 
 from .._clock import Clock
-from .._events import CacheEventType, EventHub, EventStream
+from .._events import CacheEventType
 from .._keys import QueryKey
 from .._state import QueryState
 
@@ -123,36 +122,3 @@ class EventLog:
                 "failed": self._counts[CacheEventType.FETCH_FAILED.value],
             },
         }
-
-
-class _Listeners(weakref.WeakSet[EventStream]):
-    """A hub's open streams, which count as someone listening while the log is set.
-
-    The cache builds events only while its hub's ``streams`` is non-empty (a
-    client nobody listens to pays nothing for events); the endpoint's ring
-    listens too.
-    """
-
-    def __init__(self, hub: RecordingEventHub) -> None:
-        super().__init__()
-        self._hub = weakref.ref(hub)
-
-    def __bool__(self) -> bool:
-        hub = self._hub()
-        return (hub is not None and hub.log is not None) or len(self) > 0
-
-
-class RecordingEventHub(EventHub):
-    """The client's event hub when it has an attach endpoint: every event also goes to
-    the endpoint's :class:`EventLog` once the endpoint set ``log``."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.log: EventLog | None = None
-        self.streams = _Listeners(self)
-
-    def emit(self, type: CacheEventType, key: QueryKey, state: QueryState[Any] | None) -> None:
-        """Send the event to the open streams, and to the log."""
-        super().emit(type, key, state)
-        if self.log is not None:
-            self.log.record(type, key, state)

@@ -30,6 +30,7 @@ import attrs
 import trio
 
 from .._errors import ClientClosedError, StackqueryError
+from .._events import EventHub
 from .._keys import QueryKey
 from .._l2 import L2Cache
 from .._owners import QueryOwners
@@ -38,7 +39,7 @@ from .._records import ClientStatistics
 from .._throttle import ThrottledWarning
 from ..fleet._fleet import Fleet
 from . import _views
-from ._event_log import EventLog, RecordingEventHub
+from ._event_log import EventLog
 from ._protocol import (
     MAX_REQUEST_LINE,
     PROTOCOL_VERSION,
@@ -107,7 +108,7 @@ class AdminParts:
     owners: QueryOwners
     commands: ClientCommands
     statistics: Callable[[], ClientStatistics]
-    events: RecordingEventHub
+    events: EventHub
     l2: L2Cache | None
     fleet: Fleet | None
     key_prefix: str
@@ -159,7 +160,8 @@ class AdminServer:
         """
         sock = self._listen()
         parts = self.parts
-        self._log = parts.events.log = EventLog(self.limits.events_kept, parts.cache.clock)
+        self._log = EventLog(self.limits.events_kept, parts.cache.clock)
+        parts.events.recorder = self._log.record
         self._started_at = trio.current_time()
         try:
             listener = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
@@ -167,7 +169,7 @@ class AdminServer:
                 task_status.started()
                 await self._accept(listener, nursery)
         finally:
-            parts.events.log = None
+            parts.events.recorder = None
             sock.close()
             self._remove_file()
 

@@ -238,7 +238,9 @@ class TestForgedMessages:
         async with open_clients(redis_url, 1) as (client,):
             await client.fetch_query(sq.QueryOptions(key, origin))
             await publish(redis_url, CHANNEL, invalidation('["a"]'), invalidation('["a"'))
-            await wait_until(lambda: state_of(client, key).is_invalidated)
+            # Both messages handled (they arrive in order, but are counted one by one).
+            await wait_until(lambda: fleet(client).received + fleet(client).rejected == 2)
+            assert state_of(client, key).is_invalidated
             stats = fleet(client)
             assert (stats.received, stats.rejected) == (1, 1)
             assert await client.fetch_query(sq.QueryOptions(("b",), origin)) == "v2"
