@@ -1,0 +1,258 @@
+"""Bugs the models found, each shrunk to a minimal deterministic regression test.
+
+Each test is marked ``xfail(strict=True)`` until the bug is fixed: the suite
+stays green, and the fix turns the test into an unexpected pass, which fails
+until the mark is removed.  While a bug is open, the models steer around the
+exact interleaving that triggers it, behind the flag named in
+``KNOWN_BUGS``, so that they keep hunting for other bugs; remove the flag
+with the mark.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+from trio.testing import wait_all_tasks_blocked
+
+import stackquery as sq
+from backends import MemoryStorage
+from tests.model.harness import GatedOrigin
+from tests.stackquery.l2_store import ControlledStorage
+
+KNOWN_BUGS: dict[str, str] = {
+    "updates_outlive_close": "TestObserverStreams::test_updates_outside_the_client_end_at_close",
+    "reset_observed_reads_l2": "TestReset::test_reset_of_an_observed_key_refetches_from_the_origin",
+    "reset_fetching_keeps_key": "TestReset::test_reset_uncaches_an_unobserved_key_being_fetched",
+    "cold_read_removed_strands_waiter": (
+        "TestColdReads::test_removing_a_key_during_its_l2_read_fails_its_waiters"
+    ),
+    "cold_read_cancel_starter_waits": (
+        "TestColdReads::test_cancel_queries_during_an_l2_read_fails_every_waiter_at_once"
+    ),
+    "stale_flag_frozen_while_fetching": (
+        "TestStaleness::test_data_set_during_a_fetch_goes_stale_on_time"
+    ),
+    "cold_read_joiner_stranded_at_close": (
+        "TestColdReads::test_a_caller_joined_to_a_cold_read_is_failed_at_close"
+    ),
+}
+"""Open bugs the models steer around: flag -> the regression test that pins it.
+
+* ``updates_outlive_close``: the models unsubscribe every ``updates()`` stream
+  before closing the client instead of checking that the stream ends.
+* ``reset_observed_reads_l2``: the models skip ``reset_queries`` when it
+  matches an observed key that has an entry in L2.
+* ``reset_fetching_keeps_key``: the models skip ``reset_queries`` when it
+  matches an unobserved key with a fetch in flight.
+* ``cold_read_removed_strands_waiter``: the models skip ``remove_queries`` and
+  ``reset_queries`` when they match a key whose first fetch is reading L2 in a
+  caller's task.
+* ``cold_read_cancel_starter_waits``: the models skip ``cancel_queries`` when
+  it matches a key whose first fetch is reading L2 in a caller's task that
+  still waits.
+* ``stale_flag_frozen_while_fetching``: the models skip a clock jump that would
+  carry fresh data past its stale time while its key has a fetch in flight.
+* ``cold_read_joiner_stranded_at_close``: before closing, the models release
+  held L2 reads when a cold read whose first caller was cancelled still has
+  waiters.
+"""
+
+
+def options(origin: Any, key: tuple[Any, ...] = ("a", 1), **kwargs: Any) -> sq.QueryOptions[Any]:
+    return sq.QueryOptions(query_key=key, query_fn=origin, **kwargs)
+
+
+class TestObserverStreams:
+    @pytest.mark.xfail(
+        strict=True, reason="bug: updates() read outside the client never ends after it closes"
+    )
+    async def test_updates_outside_the_client_end_at_close(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """An updates() stream read by a task outside the client ends when the client closes."""
+        ended = trio.Event()
+        async with trio.open_nursery() as outside:
+            async with sq.open_query_client() as client:
+                observer = client.watch(options(GatedOrigin("a1")))
+
+                async def read_updates() -> None:
+                    with contextlib.suppress(sq.ClientClosedError):
+                        async with observer.updates() as states:
+                            async for _state in states:
+                                pass
+                    ended.set()
+
+                outside.start_soon(read_updates)
+                await wait_all_tasks_blocked()
+            with trio.move_on_after(60.0):
+                await ended.wait()
+            outside.cancel_scope.cancel()
+        assert ended.is_set()
+
+
+class TestReset:
+    @pytest.mark.xfail(
+        strict=True, reason="bug: reset of an observed key reads its pre-reset value back from L2"
+    )
+    async def test_reset_of_an_observed_key_refetches_from_the_origin(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """reset_queries on an observed key calls the origin again, not L2's pre-reset entry."""
+        origin = GatedOrigin("a1")
+        seen: list[Any] = []
+        config = sq.QueryClientConfig(storage=MemoryStorage(), stale_time=60.0)
+        async with sq.open_query_client(config) as client:
+            unsubscribe = client.watch(options(origin)).subscribe(lambda s: seen.append(s.data))
+            await wait_all_tasks_blocked()
+            assert await client.reset_queries(("a", 1)) == 1
+            await wait_all_tasks_blocked()
+            unsubscribe()
+            assert origin.calls == 2
+            assert client.get_query_data(("a", 1)) == "a1#2"
+        assert seen == [None, "a1#1", None, "a1#2"]
+
+    @pytest.mark.xfail(
+        strict=True,
+        reason="bug: reset of an unobserved key with a fetch in flight leaves it cached as pending",
+    )
+    async def test_reset_uncaches_an_unobserved_key_being_fetched(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """reset_queries uncaches an unobserved key whose fetch is in flight, as it does an idle one."""
+        origin = GatedOrigin("a1")
+        origin.hold()
+        outcomes: list[Any] = []
+        async with sq.open_query_client() as client, trio.open_nursery() as nursery:
+
+            async def caller() -> None:
+                try:
+                    outcomes.append(await client.fetch_query(options(origin)))
+                except sq.QueryCancelledError as exc:
+                    outcomes.append(exc)
+
+            nursery.start_soon(caller)
+            await wait_all_tasks_blocked()
+            assert await client.reset_queries(("a", 1)) == 1
+            await wait_all_tasks_blocked()
+            assert [type(outcome) for outcome in outcomes] == [sq.QueryCancelledError]
+            assert client.get_query_state(("a", 1)) is None
+
+
+class TestColdReads:
+    @pytest.mark.xfail(
+        strict=True,
+        reason="bug: remove during a cold key's L2 read leaves its waiter waiting (forever if refetched)",
+    )
+    async def test_removing_a_key_during_its_l2_read_fails_its_waiters(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """remove_queries fails a cold key's waiter at once, and a new fetch cannot strand it."""
+        store = ControlledStorage()
+        store.read_gate = trio.Event()
+        config = sq.QueryClientConfig(storage=store, l2_timeout=1000.0)
+        outcomes: list[Any] = []
+        async with sq.open_query_client(config) as client, trio.open_nursery() as nursery:
+
+            async def fetch() -> None:
+                try:
+                    outcomes.append(await client.fetch_query(options(GatedOrigin("a1"))))
+                except sq.QueryCancelledError as exc:
+                    outcomes.append(exc)
+
+            nursery.start_soon(fetch)
+            await wait_all_tasks_blocked()
+            assert await client.remove_queries(("a", 1)) == 1
+            await wait_all_tasks_blocked()
+            nursery.start_soon(fetch)
+            await wait_all_tasks_blocked()
+            store.read_gate.set()
+            await wait_all_tasks_blocked()
+            assert [type(outcome) for outcome in outcomes] == [sq.QueryCancelledError, str]
+    @pytest.mark.xfail(
+        strict=True,
+        reason="bug: cancel_queries during a cold L2 read leaves the caller that started it waiting",
+    )
+    async def test_cancel_queries_during_an_l2_read_fails_every_waiter_at_once(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """cancel_queries fails the caller reading a cold key from L2, not only those who joined."""
+        store = ControlledStorage()
+        store.read_gate = trio.Event()
+        config = sq.QueryClientConfig(storage=store, l2_timeout=1000.0)
+        outcomes: list[Any] = []
+        async with sq.open_query_client(config) as client, trio.open_nursery() as nursery:
+
+            async def fetch(name: str) -> None:
+                try:
+                    await client.fetch_query(options(GatedOrigin("a1")))
+                except sq.QueryCancelledError:
+                    outcomes.append(name)
+
+            nursery.start_soon(fetch, "starter")
+            await wait_all_tasks_blocked()
+            nursery.start_soon(fetch, "joiner")
+            await wait_all_tasks_blocked()
+            assert await client.cancel_queries(("a", 1)) == 1
+            await wait_all_tasks_blocked()
+            assert sorted(outcomes) == ["joiner", "starter"]
+            store.read_gate.set()
+
+    @pytest.mark.xfail(
+        strict=True,
+        reason="bug: a caller joined to a cold L2 read is stranded at close once its starter left",
+    )
+    async def test_a_caller_joined_to_a_cold_read_is_failed_at_close(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """Closing fails a cold key's waiter with ClientClosedError after the read's starter left."""
+        store = ControlledStorage()
+        store.read_gate = trio.Event()
+        config = sq.QueryClientConfig(storage=store, l2_timeout=1000.0)
+        outcomes: list[Any] = []
+        async with trio.open_nursery() as outside:
+            async with sq.open_query_client(config) as client:
+
+                async def fetch(scope: trio.CancelScope) -> None:
+                    with scope:
+                        try:
+                            outcomes.append(await client.fetch_query(options(GatedOrigin("a1"))))
+                        except sq.ClientClosedError as exc:
+                            outcomes.append(exc)
+
+                starter = trio.CancelScope()
+                outside.start_soon(fetch, starter)
+                await wait_all_tasks_blocked()
+                outside.start_soon(fetch, trio.CancelScope())
+                await wait_all_tasks_blocked()
+                starter.cancel()
+                await wait_all_tasks_blocked()
+            with trio.move_on_after(60.0):
+                while not outcomes:
+                    await trio.sleep(1.0)
+            outside.cancel_scope.cancel()
+        assert [type(outcome) for outcome in outcomes] == [sq.ClientClosedError]
+
+
+class TestStaleness:
+    @pytest.mark.xfail(
+        strict=True, reason="bug: fresh data published while a fetch is in flight never goes stale"
+    )
+    async def test_data_set_during_a_fetch_goes_stale_on_time(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """Data set while the key's fetch is in flight is stale once its stale time has passed."""
+        origin = GatedOrigin("a1")
+        origin.hold()
+        async with sq.open_query_client(sq.QueryClientConfig(stale_time=10.0)) as client:
+            await client.prefetch_query(options(origin))
+            await client.set_query_data(("a", 1), "set")
+            await trio.sleep(11.0)
+            state = client.get_query_state(("a", 1))
+            assert state is not None
+            assert (state.data, state.fetch_status) == ("set", sq.FetchStatus.FETCHING)
+            assert state.is_stale
+            origin.release()
