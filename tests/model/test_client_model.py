@@ -69,7 +69,13 @@ from trio.testing import wait_all_tasks_blocked
 
 import stackquery as sq
 from backends import MemoryStorage
-from tests.model.harness import Failure, GatedOrigin, manual_clock, model_settings, run_deterministic
+from tests.model.harness import (
+    Failure,
+    GatedOrigin,
+    manual_clock,
+    model_settings,
+    run_deterministic,
+)
 from tests.model.test_findings import KNOWN_BUGS
 from tests.stackquery.l2_store import ControlledStorage
 
@@ -928,15 +934,16 @@ class Driver:
         if isinstance(op, Cancel) and "cold_read_cancel_starter_waits" in KNOWN_BUGS:
             for k in model.cached(op.prefix, op.exact):
                 fetch = k.fetch
-                if fetch is not None and fetch.phase == "l2" and fetch.reader is not None:
-                    if fetch.reader.outcome is None:
-                        return "cold_read_cancel_starter_waits"
+                reader = fetch.reader if fetch is not None and fetch.phase == "l2" else None
+                if reader is not None and reader.outcome is None:
+                    return "cold_read_cancel_starter_waits"
         if isinstance(op, Reset):
             for k in model.cached(op.prefix, op.exact):
                 observed = model.observed(k.key)
                 if observed and k.key in model.store and "reset_observed_reads_l2" in KNOWN_BUGS:
                     return "reset_observed_reads_l2"
-                if not observed and k.fetch is not None and "reset_fetching_keeps_key" in KNOWN_BUGS:
+                fetching = k.fetch is not None
+                if not observed and fetching and "reset_fetching_keeps_key" in KNOWN_BUGS:
                     return "reset_fetching_keeps_key"
         return None
 

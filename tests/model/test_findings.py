@@ -122,7 +122,7 @@ class TestReset:
     async def test_reset_uncaches_an_unobserved_key_being_fetched(
         self, autojump_clock: trio.testing.MockClock
     ) -> None:
-        """reset_queries uncaches an unobserved key whose fetch is in flight, as it does an idle one."""
+        """reset_queries uncaches an unobserved key being fetched, as it does an idle one."""
         origin = GatedOrigin("a1")
         origin.hold()
         outcomes: list[Any] = []
@@ -145,7 +145,7 @@ class TestReset:
 class TestColdReads:
     @pytest.mark.xfail(
         strict=True,
-        reason="bug: remove during a cold key's L2 read leaves its waiter waiting (forever if refetched)",
+        reason="bug: remove during a cold L2 read leaves its waiter waiting (forever if refetched)",
     )
     async def test_removing_a_key_during_its_l2_read_fails_its_waiters(
         self, autojump_clock: trio.testing.MockClock
@@ -172,9 +172,10 @@ class TestColdReads:
             store.read_gate.set()
             await wait_all_tasks_blocked()
             assert [type(outcome) for outcome in outcomes] == [sq.QueryCancelledError, str]
+
     @pytest.mark.xfail(
         strict=True,
-        reason="bug: cancel_queries during a cold L2 read leaves the caller that started it waiting",
+        reason="bug: cancel_queries during a cold L2 read leaves the caller who started it waiting",
     )
     async def test_cancel_queries_during_an_l2_read_fails_every_waiter_at_once(
         self, autojump_clock: trio.testing.MockClock
@@ -208,11 +209,12 @@ class TestColdReads:
     async def test_a_caller_joined_to_a_cold_read_is_failed_at_close(
         self, autojump_clock: trio.testing.MockClock
     ) -> None:
-        """Closing fails a cold key's waiter with ClientClosedError after the read's starter left."""
+        """Closing fails a cold key's waiter with ClientClosedError once the read's starter left."""
         store = ControlledStorage()
         store.read_gate = trio.Event()
         config = sq.QueryClientConfig(storage=store, l2_timeout=1000.0)
         outcomes: list[Any] = []
+        settled = trio.Event()
         async with trio.open_nursery() as outside:
             async with sq.open_query_client(config) as client:
 
@@ -222,6 +224,7 @@ class TestColdReads:
                             outcomes.append(await client.fetch_query(options(GatedOrigin("a1"))))
                         except sq.ClientClosedError as exc:
                             outcomes.append(exc)
+                        settled.set()
 
                 starter = trio.CancelScope()
                 outside.start_soon(fetch, starter)
@@ -231,8 +234,7 @@ class TestColdReads:
                 starter.cancel()
                 await wait_all_tasks_blocked()
             with trio.move_on_after(60.0):
-                while not outcomes:
-                    await trio.sleep(1.0)
+                await settled.wait()
             outside.cancel_scope.cancel()
         assert [type(outcome) for outcome in outcomes] == [sq.ClientClosedError]
 
