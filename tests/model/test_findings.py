@@ -36,6 +36,12 @@ KNOWN_BUGS: dict[str, str] = {
     "stale_flag_frozen_while_fetching": (
         "TestStaleness::test_data_set_during_a_fetch_goes_stale_on_time"
     ),
+    "refetch_after_survives_cancel": (
+        "TestPendingRefetch::test_cancelled_fetch_leaves_no_refetch_behind"
+    ),
+    "cold_read_lands_on_observed_key_fetching": (
+        "TestColdReads::test_a_cold_read_landing_after_an_observer_came_ends_the_fetch"
+    ),
     "cold_read_joiner_stranded_at_close": (
         "TestColdReads::test_a_caller_joined_to_a_cold_read_is_failed_at_close"
     ),
@@ -45,7 +51,8 @@ KNOWN_BUGS: dict[str, str] = {
 * ``updates_outlive_close``: the models unsubscribe every ``updates()`` stream
   before closing the client instead of checking that the stream ends.
 * ``reset_observed_reads_l2``: the models skip ``reset_queries`` when it
-  matches an observed key that has an entry in L2.
+  matches an observed key that has an entry in L2 or while L2 reads are held
+  (the refetch reads L2 before the origin).
 * ``reset_fetching_keeps_key``: the models skip ``reset_queries`` when it
   matches an unobserved key with a fetch in flight.
 * ``cold_read_removed_strands_waiter``: the models skip ``remove_queries`` and
@@ -56,6 +63,11 @@ KNOWN_BUGS: dict[str, str] = {
   still waits.
 * ``stale_flag_frozen_while_fetching``: the models skip a clock jump that would
   carry fresh data past its stale time while its key has a fetch in flight.
+* ``refetch_after_survives_cancel``: the models skip ``cancel_queries``,
+  ``remove_queries`` and ``reset_queries`` when they match a key whose fetch
+  in flight owes a refetch to an invalidation.
+* ``cold_read_lands_on_observed_key_fetching``: the models skip subscribing to
+  a key with fresh data whose first fetch is reading L2 in a caller's task.
 * ``cold_read_joiner_stranded_at_close``: before closing, the models release
   held L2 reads when a cold read whose first caller was cancelled still has
   waiters.
@@ -174,6 +186,29 @@ class TestColdReads:
             assert [type(outcome) for outcome in outcomes] == [sq.QueryCancelledError, str]
 
     @pytest.mark.xfail(
+        strict=True, reason="bug: a cold L2 read landing after an observer came leaves it fetching"
+    )
+    async def test_a_cold_read_landing_after_an_observer_came_ends_the_fetch(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """A cold key's L2 read that lands once the key is observed leaves the key idle."""
+        store = ControlledStorage()
+        store.read_gate = trio.Event()
+        config = sq.QueryClientConfig(storage=store, stale_time=10.0, l2_timeout=1000.0)
+        opts = options(GatedOrigin("a1"))
+        async with sq.open_query_client(config) as client, trio.open_nursery() as nursery:
+            nursery.start_soon(client.fetch_query, opts)
+            await wait_all_tasks_blocked()
+            await client.set_query_data(("a", 1), "set")
+            unsubscribe = client.watch(opts).subscribe(lambda _state: None)
+            store.read_gate.set()
+            await wait_all_tasks_blocked()
+            state = client.get_query_state(("a", 1))
+            unsubscribe()
+        assert state is not None
+        assert (state.data, state.fetch_status) == ("set", sq.FetchStatus.IDLE)
+
+    @pytest.mark.xfail(
         strict=True,
         reason="bug: cancel_queries during a cold L2 read leaves the caller who started it waiting",
     )
@@ -258,3 +293,26 @@ class TestStaleness:
             assert (state.data, state.fetch_status) == ("set", sq.FetchStatus.FETCHING)
             assert state.is_stale
             origin.release()
+
+
+class TestPendingRefetch:
+    @pytest.mark.parametrize("cancel", ["cancel_queries", "remove_queries"])
+    @pytest.mark.xfail(
+        strict=True, reason="bug: a refetch owed to an invalidation survives the fetch's cancel"
+    )
+    async def test_cancelled_fetch_leaves_no_refetch_behind(
+        self, cancel: str, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """Cancelling an observed key's fetch drops the refetch an invalidation queued behind it."""
+        origin = GatedOrigin("a1")
+        origin.hold()
+        async with sq.open_query_client(sq.QueryClientConfig(stale_time=60.0)) as client:
+            unsubscribe = client.watch(options(origin)).subscribe(lambda _state: None)
+            await wait_all_tasks_blocked()
+            assert await client.invalidate_queries(("a", 1)) == 1
+            assert await getattr(client, cancel)(("a", 1)) == 1
+            origin.release()
+            assert await client.fetch_query(options(origin)) == "a1#2"
+            await wait_all_tasks_blocked()
+            unsubscribe()
+            assert origin.calls == 2
