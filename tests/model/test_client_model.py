@@ -64,7 +64,6 @@ import pytest
 import trio
 import trio.testing
 from hypothesis import given
-from hypothesis import strategies as st
 from trio.testing import wait_all_tasks_blocked
 
 import stackquery as sq
@@ -76,6 +75,31 @@ from tests.model.harness import (
     model_settings,
     run_deterministic,
 )
+from tests.model.operations import (
+    KEYS,
+    PENDING,
+    Advance,
+    Cancel,
+    CancelCaller,
+    FailOrigin,
+    Fetch,
+    HoldL2Reads,
+    HoldOrigin,
+    Invalidate,
+    Op,
+    ReleaseL2Reads,
+    ReleaseOrigin,
+    Remove,
+    Reset,
+    SetData,
+    Subscribe,
+    Unsubscribe,
+    View,
+    key_name,
+    matches,
+    programs,
+    view_of,
+)
 from tests.model.test_findings import KNOWN_BUGS
 from tests.stackquery.l2_store import ControlledStorage
 
@@ -84,165 +108,6 @@ STALE_TIME = 10.5
 L2_TIMEOUT = 10_000.0
 """Longer than any program runs: a held L2 read is held, not timed out (the liveness model
 times reads out)."""
-
-KEYS: list[tuple[Any, ...]] = [("a", 1), ("a", 1, "x"), ("b", 1)]
-MATCHERS: list[tuple[tuple[Any, ...], bool]] = [
-    ((), False),
-    (("a",), False),
-    (("a", 1), False),
-    (("a", 1), True),
-    (("b", 1), True),
-]
-"""(key, exact) arguments of the changes: everything, a prefix of two keys, one key exactly."""
-
-View = tuple[str, Any, str | None]
-"""What an observer is told: (status, data, error message)."""
-PENDING: View = ("pending", None, None)
-
-
-def key_name(key: tuple[Any, ...]) -> str:
-    return "".join(str(part) for part in key)
-
-
-def matches(key: tuple[Any, ...], prefix: tuple[Any, ...], exact: bool) -> bool:
-    return key == prefix if exact else key[: len(prefix)] == prefix
-
-
-def view_of(state: sq.QueryState[Any] | None) -> View:
-    if state is None:
-        return PENDING
-    error = None if state.error is None else str(state.error)
-    return (state.status.value, state.data, error)
-
-
-# -- operations -------------------------------------------------------------------------------
-
-
-@attrs.frozen
-class Fetch:
-    key: tuple[Any, ...]
-    callers: int
-
-
-@attrs.frozen
-class CancelCaller:
-    index: int
-
-
-@attrs.frozen
-class SetData:
-    key: tuple[Any, ...]
-
-
-@attrs.frozen
-class Invalidate:
-    prefix: tuple[Any, ...]
-    exact: bool
-
-
-@attrs.frozen
-class Remove:
-    prefix: tuple[Any, ...]
-    exact: bool
-
-
-@attrs.frozen
-class Reset:
-    prefix: tuple[Any, ...]
-    exact: bool
-
-
-@attrs.frozen
-class Cancel:
-    prefix: tuple[Any, ...]
-    exact: bool
-
-
-@attrs.frozen
-class Subscribe:
-    key: tuple[Any, ...]
-    stream: bool
-
-
-@attrs.frozen
-class Unsubscribe:
-    index: int
-
-
-@attrs.frozen
-class Advance:
-    seconds: int
-
-
-@attrs.frozen
-class HoldOrigin:
-    key: tuple[Any, ...]
-
-
-@attrs.frozen
-class ReleaseOrigin:
-    key: tuple[Any, ...]
-
-
-@attrs.frozen
-class FailOrigin:
-    key: tuple[Any, ...]
-    failing: bool
-
-
-@attrs.frozen
-class HoldL2Reads:
-    pass
-
-
-@attrs.frozen
-class ReleaseL2Reads:
-    pass
-
-
-Op = Any
-
-
-def op_strategies(keys: list[tuple[Any, ...]], l2_gates: bool) -> dict[str, st.SearchStrategy[Op]]:
-    """Each kind of operation, on ``keys``; L2 gates only over a ControlledStorage."""
-    key = st.sampled_from(keys)
-    matcher = st.sampled_from(MATCHERS)
-    kinds: dict[str, st.SearchStrategy[Op]] = {
-        "fetch": st.builds(Fetch, key, st.integers(1, 3)),
-        "cancel_caller": st.builds(CancelCaller, st.integers(0, 7)),
-        "set_data": st.builds(SetData, key),
-        "invalidate": matcher.map(lambda m: Invalidate(*m)),
-        "remove": matcher.map(lambda m: Remove(*m)),
-        "reset": matcher.map(lambda m: Reset(*m)),
-        "cancel": matcher.map(lambda m: Cancel(*m)),
-        "subscribe": st.builds(Subscribe, key, st.booleans()),
-        "unsubscribe": st.builds(Unsubscribe, st.integers(0, 7)),
-        "advance": st.builds(Advance, st.sampled_from([1, 4, 11])),
-        "hold_origin": st.builds(HoldOrigin, key),
-        "release_origin": st.builds(ReleaseOrigin, key),
-        "fail_origin": st.builds(FailOrigin, key, st.booleans()),
-    }
-    if l2_gates:
-        kinds["hold_l2"] = st.just(HoldL2Reads())
-        kinds["release_l2"] = st.just(ReleaseL2Reads())
-    return kinds
-
-
-@st.composite
-def programs(draw: st.DrawFn, l2_gates: bool, max_size: int = 40) -> list[Op]:
-    """A program, swarm-style: each draws which keys and which kinds of operation it uses.
-
-    Most programs then repeat a few kinds on one or two keys, which is what it
-    takes to reach interleavings several steps deep (hold, fetch, invalidate,
-    cancel, fetch again, release); shrinking still works on the operations.
-    """
-    keys = draw(st.sampled_from([KEYS[:1], KEYS[:2], KEYS]))
-    strategies = op_strategies(keys, l2_gates)
-    kinds = [kind for kind in sorted(strategies) if draw(st.booleans())] or ["fetch"]
-    kind_st = st.sampled_from(kinds).flatmap(lambda kind: strategies[kind])
-    size = draw(st.integers(0, max_size))  # st.lists alone averages a handful of operations
-    return draw(st.lists(kind_st, min_size=size, max_size=size))
-
 
 # -- the model ----------------------------------------------------------------------------------
 
@@ -992,6 +857,13 @@ def _subscribe_during_fresh_cold_read(model: Model, op: Op) -> bool:
     return _cold_read(k) is not None and model.fresh(k)
 
 
+def _subscribe_during_stale_cold_read(model: Model, op: Op) -> bool:
+    if not isinstance(op, Subscribe):
+        return False
+    k = model.keys[op.key]
+    return _cold_read(k) is not None and k.has_data and not model.fresh(k)
+
+
 def _advance_past_stale_while_fetching(model: Model, op: Op) -> bool:
     if not isinstance(op, Advance):
         return False
@@ -1010,6 +882,7 @@ TRIGGERS: dict[str, Callable[[Model, Op], bool]] = {
     "cold_read_cancel_starter_waits": _cancel_during_cold_read,
     "refetch_after_survives_cancel": _cancel_owing_refetch,
     "cold_read_lands_on_observed_key_fetching": _subscribe_during_fresh_cold_read,
+    "observer_during_cold_read_second_fetch": _subscribe_during_stale_cold_read,
     "stale_flag_frozen_while_fetching": _advance_past_stale_while_fetching,
 }
 """Per KNOWN_BUGS flag (those steered around before an operation): does ``op`` trigger it now?
