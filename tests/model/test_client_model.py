@@ -31,7 +31,8 @@ model takes one reading and says so next to the rule.  The rules, per key:
 * a fetch of a key without data in L1 reads L2 first (when there is L2):
   fresh data there settles it with no origin call; stale (or invalidated)
   data is handed to the waiters and one origin call follows; a miss calls
-  the origin.  Data set in L1 while L2 is read is newer and wins.
+  the origin.  Data set in L1 while L2 is read is newer and wins (and is
+  never invalidated by an invalidation that came before it was set).
 * invalidation marks the cached matches; a fetch in flight then lands, but
   not as fresh; an observed key refetches (after the fetch in flight, if
   any).  An invalidation during the L2 read of a fetch makes what L2 holds
@@ -293,14 +294,15 @@ class Model:
         ):
             k.set_data(entry.data, entry.updated_at)
             k.invalidated = entry.invalidated or fetch.invalidated
-        # The origin call that follows (if any) starts after the invalidation: it is the
-        # refetch the invalidation asked for.
+        # The origin call that follows starts after the invalidation: it is the refetch the
+        # invalidation asked for (owed to an observed key even if fresh data was set since).
+        owed = fetch.refetch_after and self.observed(k.key)
         fetch.invalidated = fetch.refetch_after = False
         if k.has_data:
             for caller in fetch.waiters:
                 caller.outcome = ("value", k.data)
             fetch.waiters = []
-            if self.fresh(k):
+            if self.fresh(k) and not owed:
                 k.fetch = None
                 self.changed(k)
                 return
@@ -864,6 +866,13 @@ def _subscribe_during_stale_cold_read(model: Model, op: Op) -> bool:
     return _cold_read(k) is not None and k.has_data and not model.fresh(k)
 
 
+def _set_after_invalidation_during_l2_read(model: Model, op: Op) -> bool:
+    if not isinstance(op, SetData):
+        return False
+    fetch = model.keys[op.key].fetch
+    return fetch is not None and fetch.phase == "l2" and not fetch.reader and fetch.invalidated
+
+
 def _advance_past_stale_while_fetching(model: Model, op: Op) -> bool:
     if not isinstance(op, Advance):
         return False
@@ -884,6 +893,7 @@ TRIGGERS: dict[str, Callable[[Model, Op], bool]] = {
     "cold_read_lands_on_observed_key_fetching": _subscribe_during_fresh_cold_read,
     "observer_during_cold_read_second_fetch": _subscribe_during_stale_cold_read,
     "stale_flag_frozen_while_fetching": _advance_past_stale_while_fetching,
+    "invalidation_marks_later_set": _set_after_invalidation_during_l2_read,
 }
 """Per KNOWN_BUGS flag (those steered around before an operation): does ``op`` trigger it now?
 (``updates_outlive_close`` and ``cold_read_joiner_stranded_at_close`` are steered around at

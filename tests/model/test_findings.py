@@ -48,6 +48,9 @@ KNOWN_BUGS: dict[str, str] = {
     "observer_during_cold_read_second_fetch": (
         "TestColdReads::test_an_observer_during_a_cold_read_leaves_cancel_queries_one_fetch"
     ),
+    "invalidation_marks_later_set": (
+        "TestStaleness::test_data_set_after_an_invalidation_during_an_l2_read_stays_valid"
+    ),
     "cold_read_joiner_stranded_at_close": (
         "TestColdReads::test_a_caller_joined_to_a_cold_read_is_failed_at_close"
     ),
@@ -79,6 +82,8 @@ KNOWN_BUGS: dict[str, str] = {
   flight holds one entry at most).
 * ``observer_during_cold_read_second_fetch``: the models skip subscribing to a
   key holding stale data whose first fetch is reading L2 in a caller's task.
+* ``invalidation_marks_later_set``: the models skip ``set_query_data`` on a
+  key whose actor reads L2 for a fetch that was invalidated in flight.
 * ``cold_read_joiner_stranded_at_close``: before closing, the models release
   held L2 reads when a cold read whose first caller was cancelled still has
   waiters.
@@ -338,6 +343,31 @@ class TestStaleness:
             assert (state.data, state.fetch_status) == ("set", sq.FetchStatus.FETCHING)
             assert state.is_stale
             origin.release()
+
+    @pytest.mark.xfail(
+        strict=True, reason="bug: an invalidation during an actor's L2 read marks data set after it"
+    )
+    async def test_data_set_after_an_invalidation_during_an_l2_read_stays_valid(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """Data set after an invalidation, while the observed key reads L2, is not invalidated."""
+        store = ControlledStorage()
+        store.read_gate = trio.Event()
+        origin = GatedOrigin("a1")
+        origin.hold()
+        config = sq.QueryClientConfig(storage=store, stale_time=60.0, l2_timeout=1000.0)
+        async with sq.open_query_client(config) as client:
+            unsubscribe = client.watch(options(origin)).subscribe(lambda _state: None)
+            await wait_all_tasks_blocked()
+            assert await client.invalidate_queries(("a", 1)) == 1
+            await client.set_query_data(("a", 1), "set")
+            store.read_gate.set()
+            await wait_all_tasks_blocked()
+            state = client.get_query_state(("a", 1))
+            origin.release()
+            unsubscribe()
+        assert state is not None
+        assert (state.data, state.is_invalidated) == ("set", False)
 
 
 class TestPendingRefetch:

@@ -133,8 +133,8 @@ class LivenessDriver:
                 for op in self.program:
                     await self.step(op)
                 await self.finish()
-                snapshot = {key: client.get_query_state(key) for key in KEYS}
-            await self.check_store(snapshot)
+            # Read once closed: a refetch may land while the close lets the last writes finish.
+            await self.check_store({key: client.get_query_state(key) for key in KEYS})
             await self.wait_callers("after close")
 
     # -- steps ---------------------------------------------------------------------------
@@ -297,6 +297,7 @@ class LivenessDriver:
         for origin in self.origins.values():
             origin.release()
         self.apply_gate(ReleaseL2Reads())
+        await wait_all_tasks_blocked()
         await self.wait_callers("once everything was released")
         for _ in range(int(BOUND)):  # a refetch may have a retry to wait out
             fetching = [key for key in KEYS if self.is_fetching(key)]
@@ -318,8 +319,11 @@ class LivenessDriver:
         self.trace.append("close")
 
     def is_fetching(self, key: tuple[Any, ...]) -> bool:
+        """Whether the key shows a fetch, or has one in flight or claimed."""
+        assert self.client is not None
         state = self.state(key)
-        return state is not None and state.fetch_status is sq.FetchStatus.FETCHING
+        shown = state is not None and state.fetch_status is sq.FetchStatus.FETCHING
+        return shown or self.client.is_fetching(key, exact=True) > 0
 
     async def check_store(self, l1: dict[tuple[Any, ...], sq.QueryState[Any] | None]) -> None:
         """L2 is never behind L1, except by what dropped_writes counts."""
