@@ -81,7 +81,7 @@ async def one_lifetime(store: Any, number: int) -> None:
 class TestSoak:
     @pytest.mark.parametrize("kind", ["memory", "sqlite", "file"])
     def test_client_lifetimes_leak_no_task_and_no_fd(self, kind: str, tmp_path: Path) -> None:
-        """1,000 clients opened and closed in turn leave trio's tasks and the fds as they found them."""
+        """1,000 clients opened and closed in turn leave the task and fd counts as they were."""
 
         async def main() -> None:
             baseline_tasks = trio.lowlevel.current_statistics().tasks_living
