@@ -69,6 +69,12 @@ class SetData:
 class Invalidate:
     prefix: tuple[Any, ...]
     exact: bool
+    refetch: bool = True
+
+
+@attrs.frozen
+class Prefetch:
+    key: tuple[Any, ...]
 
 
 @attrs.frozen
@@ -154,7 +160,12 @@ def op_strategies(
         "fetch": st.builds(Fetch, key, st.integers(1, 3)),
         "cancel_caller": st.builds(CancelCaller, st.integers(0, 7)),
         "set_data": st.builds(SetData, key),
-        "invalidate": matcher.map(lambda m: Invalidate(*m)),
+        "invalidate": st.builds(
+            lambda m, refetch: Invalidate(*m, refetch=refetch),
+            matcher,
+            st.sampled_from([True, True, False]),
+        ),
+        "prefetch": st.builds(Prefetch, key),
         "remove": matcher.map(lambda m: Remove(*m)),
         "reset": matcher.map(lambda m: Reset(*m)),
         "cancel": matcher.map(lambda m: Cancel(*m)),

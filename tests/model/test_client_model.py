@@ -23,6 +23,8 @@ The model (:class:`Model`) is written from DESIGN.md and the public
 docstrings, not from the implementation.  Where the contract is silent the
 model takes one reading and says so next to the rule.  The rules, per key:
 
+* prefetch: starts a fetch unless the data is fresh or a fetch is in
+  flight; never waits, never raises.
 * fetch: fresh data is returned at once (no origin call); stale data is
   returned at once and starts exactly one background refetch unless a fetch
   is in flight; without data the caller joins the fetch in flight or starts
@@ -35,7 +37,7 @@ model takes one reading and says so next to the rule.  The rules, per key:
   never invalidated by an invalidation that came before it was set).
 * invalidation marks the cached matches; a fetch in flight then lands, but
   not as fresh; an observed key refetches (after the fetch in flight, if
-  any).  An invalidation during the L2 read of a fetch makes what L2 holds
+  any) unless ``refetch=False``.  An invalidation during the L2 read of a fetch makes what L2 holds
   land stale; the origin call that follows is the refetch it asked for.
 * ``cancel_queries`` puts back the state from before the fetch and fails its
   waiters with ``QueryCancelledError``; nothing of the cancelled fetch is
@@ -56,6 +58,7 @@ hunting for others; each has a minimal xfail regression test there.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from typing import Any
@@ -88,6 +91,7 @@ from tests.model.operations import (
     HoldOrigin,
     Invalidate,
     Op,
+    Prefetch,
     ReleaseL2Reads,
     ReleaseOrigin,
     Remove,
@@ -366,14 +370,14 @@ class Model:
         self.changed(k)
         return value
 
-    def invalidate(self, prefix: tuple[Any, ...], exact: bool) -> int:
+    def invalidate(self, prefix: tuple[Any, ...], exact: bool, refetch: bool) -> int:
         matched = self.cached(prefix, exact)
         for k in matched:
             k.invalidated = True
             self.persist(k)
             if k.fetch is not None:
                 k.fetch.invalidated = True
-            if self.observed(k.key):
+            if refetch and self.observed(k.key):
                 if k.fetch is not None:
                     k.fetch.refetch_after = True
                 else:
@@ -418,6 +422,11 @@ class Model:
             k.restore(fetch.previous)
             self.changed(k)
         return count
+
+    def prefetch(self, key: tuple[Any, ...]) -> None:
+        k = self.keys[key]
+        if not self.fresh(k) and k.fetch is None:
+            self.start_fetch(k, [])
 
     def subscribe(self, observer: ObserverModel) -> None:
         self.observers.append(observer)
@@ -573,6 +582,9 @@ class Driver:
             return await self.change(op)
         if isinstance(op, Subscribe):
             return await self.subscribe(op)
+        if isinstance(op, Prefetch):
+            model.prefetch(op.key)
+            return await self.call(lambda: client.prefetch_query(self.options[op.key]))
         if isinstance(op, Unsubscribe):
             active = [o for o in self.observers if o.model.active]
             if active:
@@ -616,7 +628,8 @@ class Driver:
         assert client is not None
         method: Callable[..., Any]
         if isinstance(op, Invalidate):
-            method, expected = client.invalidate_queries, model.invalidate(op.prefix, op.exact)
+            expected = model.invalidate(op.prefix, op.exact, op.refetch)
+            method = functools.partial(client.invalidate_queries, refetch=op.refetch)
         elif isinstance(op, Remove):
             method, expected = client.remove_queries, model.remove(op.prefix, op.exact)
         elif isinstance(op, Reset):

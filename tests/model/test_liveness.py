@@ -54,6 +54,7 @@ from tests.model.operations import (
     HoldOrigin,
     Invalidate,
     Op,
+    Prefetch,
     ReleaseL2Reads,
     ReleaseL2Writes,
     ReleaseOrigin,
@@ -195,7 +196,11 @@ class LivenessDriver:
             self.sets += 1
             await self.call(lambda: client.set_query_data(op.key, f"set{self.sets}"))
         elif isinstance(op, Invalidate):
-            await self.call(lambda: client.invalidate_queries(op.prefix, exact=op.exact))
+            await self.call(
+                lambda: client.invalidate_queries(op.prefix, exact=op.exact, refetch=op.refetch)
+            )
+        elif isinstance(op, Prefetch):
+            await self.call(lambda: client.prefetch_query(self.options[op.key]))
         elif isinstance(op, Remove):
             for key in KEYS:
                 if matches(key, op.prefix, op.exact) and self.state(key) is not None:
