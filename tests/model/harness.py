@@ -18,12 +18,27 @@ from __future__ import annotations
 
 import os
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import trio
 import trio.testing
 from hypothesis import HealthCheck, settings
+from trio.testing import wait_all_tasks_blocked
+
+import stackquery as sq
+from backends import FileStorage, MemoryStorage, SQLiteStorage
+from tests.model.operations import (
+    FailOrigin,
+    HoldL2Reads,
+    HoldL2Writes,
+    HoldOrigin,
+    ReleaseL2Reads,
+    ReleaseL2Writes,
+    ReleaseOrigin,
+)
+from tests.stackquery.l2_store import ControlledStorage
 
 
 class Failure(Exception):
@@ -77,6 +92,98 @@ class GatedOrigin:
         if fails:
             raise Failure(label)
         return label
+
+
+class Gates:
+    """What a program holds and fails: each key's origin; a ControlledStorage's reads, writes."""
+
+    def __init__(
+        self, origins: Mapping[Any, GatedOrigin], store: ControlledStorage | None = None
+    ) -> None:
+        self.origins = origins
+        self.store = store
+
+    @property
+    def held(self) -> bool:
+        """Whether anything is held."""
+        store = self.store
+        gated = store is not None and (store.read_gate is not None or store.write_gate is not None)
+        return gated or any(origin.held for origin in self.origins.values())
+
+    def apply(self, op: Any) -> bool:
+        """Flip the switch ``op`` names; return whether it named one."""
+        if isinstance(op, HoldOrigin):
+            self.origins[op.key].hold()
+        elif isinstance(op, ReleaseOrigin):
+            self.origins[op.key].release()
+        elif isinstance(op, FailOrigin):
+            self.origins[op.key].failing = op.failing
+        elif isinstance(op, HoldL2Reads | HoldL2Writes):
+            assert self.store is not None
+            name = "read_gate" if isinstance(op, HoldL2Reads) else "write_gate"
+            if getattr(self.store, name) is None:
+                setattr(self.store, name, trio.Event())
+        elif isinstance(op, ReleaseL2Reads | ReleaseL2Writes):
+            assert self.store is not None
+            name = "read_gate" if isinstance(op, ReleaseL2Reads) else "write_gate"
+            gate = getattr(self.store, name)
+            if gate is not None:
+                gate.set()
+                setattr(self.store, name, None)
+        else:
+            return False
+        return True
+
+
+class ProgramDriver:
+    """What both models' drivers share: the trace of a program, and calls that must return."""
+
+    def __init__(self, keys: list[tuple[Any, ...]], store: ControlledStorage | None) -> None:
+        self.origins = {key: GatedOrigin("".join(map(str, key))) for key in keys}
+        """Each key's origin: results ``"a1#1"``, ``"a1#2"`` ... for the key ``("a", 1)``."""
+        self.gates = Gates(self.origins, store)
+        self.options = {
+            key: sq.QueryOptions(query_key=key, query_fn=self.origins[key]) for key in keys
+        }
+        """One QueryOptions per key, used by every call (a fresh hit compares its stale_time)."""
+        self.trace: list[str] = []
+        """The operations run so far, for the failure message."""
+        self.skipped: list[str] = []
+        """The KNOWN_BUGS flags of the operations skipped, one entry per skip."""
+        self.nursery: trio.Nursery | None = None
+        """Where callers, observers' readers and the client's calls run (outside the client)."""
+
+    def fail(self, message: str) -> None:
+        """Fail the example, with the operations that led here."""
+        trace = "\n  ".join(self.trace)
+        raise AssertionError(f"{message}\noperations so far:\n  {trace}")
+
+    async def call(self, fn: Callable[[], Awaitable[Any]]) -> Any:
+        """Run one of the client's async changes in a task of its own; it must return at once.
+
+        The changes (invalidate, remove, set ...) never wait for a fetch or a
+        store: still running once every task is blocked means it hung.
+        """
+        assert self.nursery is not None
+        box: list[Any] = []
+
+        async def run() -> None:
+            box.append(await fn())
+
+        self.nursery.start_soon(run)
+        await wait_all_tasks_blocked()
+        if not box:
+            self.fail("the operation did not return")
+        return box[0]
+
+
+def make_store(kind: str, tmp_path: Path) -> Any:
+    """A new store of ``kind`` (memory, sqlite, file); the last two in ``tmp_path``."""
+    if kind == "memory":
+        return MemoryStorage()
+    if kind == "sqlite":
+        return SQLiteStorage(tmp_path / "l2.sqlite")
+    return FileStorage(tmp_path / "l2")
 
 
 def examples(default_ci: int, default_local: int) -> int:

@@ -74,7 +74,7 @@ import stackquery as sq
 from backends import MemoryStorage
 from tests.model.harness import (
     Failure,
-    GatedOrigin,
+    ProgramDriver,
     manual_clock,
     model_settings,
     run_deterministic,
@@ -385,13 +385,17 @@ class Model:
             self.changed(k)
         return len(matched)
 
+    def drop(self, k: KeyModel) -> None:
+        """Cancel the key's fetch (its waiters get QueryCancelledError) and uncache it."""
+        if k.fetch is not None:
+            self.fail_waiters(k.fetch, ("cancelled",))
+            k.fetch = None
+        k.clear()
+
     def remove(self, prefix: tuple[Any, ...], exact: bool) -> int:
         matched = self.cached(prefix, exact)
         for k in matched:
-            if k.fetch is not None:
-                self.fail_waiters(k.fetch, ("cancelled",))
-                k.fetch = None
-            k.clear()
+            self.drop(k)
             self.store.pop(k.key, None)
             self.changed(k)
         return len(matched)
@@ -399,10 +403,7 @@ class Model:
     def reset(self, prefix: tuple[Any, ...], exact: bool) -> int:
         matched = self.cached(prefix, exact)
         for k in matched:
-            if k.fetch is not None:
-                self.fail_waiters(k.fetch, ("cancelled",))
-                k.fetch = None
-            k.clear()
+            self.drop(k)
             if self.observed(k.key):
                 k.in_l1 = True
                 self.changed(k)
@@ -471,26 +472,20 @@ class ObserverHandle:
     error: BaseException | None = None
 
 
-class Driver:
+class Driver(ProgramDriver):
     """Runs one program against a client and the model side by side."""
 
     def __init__(self, mode: str, program: list[Op]) -> None:
-        self.mode = mode
-        self.program = program
-        self.model = Model(l2=mode != "l1")
         self.memory = MemoryStorage()
         self.controlled = ControlledStorage(self.memory) if mode == "controlled" else None
         self.store: Any = self.controlled if mode == "controlled" else self.memory
-        self.origins = {key: GatedOrigin(key_name(key)) for key in KEYS}
-        self.options = {
-            key: sq.QueryOptions(query_key=key, query_fn=self.origins[key]) for key in KEYS
-        }
+        super().__init__(KEYS, self.controlled)
+        self.mode = mode
+        self.program = program
+        self.model = Model(l2=mode != "l1")
         self.callers: list[CallerTask] = []
         self.observers: list[ObserverHandle] = []
-        self.trace: list[str] = []
-        self.skipped: list[str] = []
         self.client: sq.QueryClient | None = None
-        self.nursery: trio.Nursery | None = None
         self.close_requested = trio.Event()
         self.host_done = False
 
@@ -504,6 +499,7 @@ class Driver:
         )
 
     async def run(self) -> None:
+        self.trace.append(f"mode={self.mode}")
         clock = trio.lowlevel.current_clock()
         assert isinstance(clock, trio.testing.MockClock)
         try:
@@ -523,10 +519,6 @@ class Driver:
             await self.close_requested.wait()
         self.host_done = True
 
-    def fail(self, message: str) -> None:
-        trace = "\n  ".join(self.trace)
-        raise AssertionError(f"{message}\nmode={self.mode}; operations so far:\n  {trace}")
-
     # -- one operation ----------------------------------------------------------------------------
 
     async def step(self, op: Op) -> None:
@@ -539,20 +531,6 @@ class Driver:
         await wait_all_tasks_blocked()
         self.model.settle()
         self.check(op, result)
-
-    async def call(self, fn: Callable[[], Any]) -> Any:
-        """Run one of the client's async methods in a task of its own: it must return."""
-        assert self.nursery is not None
-        box: list[Any] = []
-
-        async def run() -> None:
-            box.append(await fn())
-
-        self.nursery.start_soon(run)
-        await wait_all_tasks_blocked()
-        if not box:
-            self.fail("the operation did not return")
-        return box[0]
 
     async def apply(self, op: Op) -> Any:
         model, client = self.model, self.client
@@ -602,25 +580,15 @@ class Driver:
         model = self.model
         if isinstance(op, HoldOrigin):
             model.keys[op.key].origin_held = True
-            self.origins[op.key].hold()
         elif isinstance(op, ReleaseOrigin):
             model.release_origin(op.key)
-            self.origins[op.key].release()
         elif isinstance(op, FailOrigin):
             model.keys[op.key].origin_failing = op.failing
-            self.origins[op.key].failing = op.failing
         elif isinstance(op, HoldL2Reads):
-            assert self.controlled is not None
             model.l2_held = True
-            if self.controlled.read_gate is None:
-                self.controlled.read_gate = trio.Event()
         elif isinstance(op, ReleaseL2Reads):
-            assert self.controlled is not None
             model.release_l2()
-            if self.controlled.read_gate is not None:
-                self.controlled.read_gate.set()
-                self.controlled.read_gate = None
-        else:  # pragma: no cover - exhaustive
+        if not self.gates.apply(op):  # pragma: no cover - exhaustive
             raise AssertionError(f"unknown operation {op!r}")
 
     async def change(self, op: Invalidate | Remove | Reset | Cancel) -> tuple[int, int]:

@@ -33,9 +33,8 @@ import trio
 import trio.testing
 
 import stackquery as sq
-from backends import FileStorage, MemoryStorage, SQLiteStorage
 from tests.faulty_store import FAULTED, Fault, FaultyStore
-from tests.model.harness import run_deterministic
+from tests.model.harness import make_store, run_deterministic
 
 KEYS = [("g", group, number) for group in range(3) for number in range(8)]
 WORKERS = 12
@@ -68,14 +67,6 @@ class Values:
         value = f"{key}:set{self.sets}"
         self.produced[key].add(value)
         return value
-
-
-def make_store(kind: str, tmp_path: Path) -> Any:
-    if kind == "memory":
-        return MemoryStorage()
-    if kind == "sqlite":
-        return SQLiteStorage(tmp_path / "l2.sqlite")
-    return FileStorage(tmp_path / "l2")
 
 
 def clock_for(kind: str) -> trio.testing.MockClock:

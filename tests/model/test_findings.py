@@ -103,6 +103,16 @@ def options(origin: Any, key: tuple[Any, ...] = ("a", 1), **kwargs: Any) -> sq.Q
     return sq.QueryOptions(query_key=key, query_fn=origin, **kwargs)
 
 
+def held_reads(**config: Any) -> tuple[ControlledStorage, sq.QueryClientConfig]:
+    """A store whose reads wait at a gate the test opens, and a client config over it.
+
+    ``l2_timeout`` is longer than any test runs: a held read stays held.
+    """
+    store = ControlledStorage()
+    store.read_gate = trio.Event()
+    return store, sq.QueryClientConfig(storage=store, l2_timeout=1000.0, **config)
+
+
 class TestObserverStreams:
     @pytest.mark.xfail(
         strict=True, reason="bug: updates() read outside the client never ends after it closes"
@@ -188,9 +198,7 @@ class TestColdReads:
         self, autojump_clock: trio.testing.MockClock
     ) -> None:
         """remove_queries fails a cold key's waiter at once, and a new fetch cannot strand it."""
-        store = ControlledStorage()
-        store.read_gate = trio.Event()
-        config = sq.QueryClientConfig(storage=store, l2_timeout=1000.0)
+        store, config = held_reads()
         outcomes: list[Any] = []
         async with sq.open_query_client(config) as client, trio.open_nursery() as nursery:
 
@@ -217,9 +225,7 @@ class TestColdReads:
         self, autojump_clock: trio.testing.MockClock
     ) -> None:
         """A cold key's L2 read that lands once the key is observed leaves the key idle."""
-        store = ControlledStorage()
-        store.read_gate = trio.Event()
-        config = sq.QueryClientConfig(storage=store, stale_time=10.0, l2_timeout=1000.0)
+        store, config = held_reads(stale_time=10.0)
         opts = options(GatedOrigin("a1"))
         async with sq.open_query_client(config) as client, trio.open_nursery() as nursery:
             nursery.start_soon(client.fetch_query, opts)
@@ -241,11 +247,9 @@ class TestColdReads:
         self, autojump_clock: trio.testing.MockClock
     ) -> None:
         """An observer arriving during a cold key's L2 read joins its fetch: one cancel ends it."""
-        store = ControlledStorage()
-        store.read_gate = trio.Event()
+        store, config = held_reads(stale_time=10.0)
         origin = GatedOrigin("a1")
         origin.hold()
-        config = sq.QueryClientConfig(storage=store, stale_time=10.0, l2_timeout=1000.0)
         async with sq.open_query_client(config) as client, trio.open_nursery() as nursery:
 
             async def fetch() -> None:  # a cold read in the caller's task (prefetch uses the actor)
@@ -275,9 +279,7 @@ class TestColdReads:
         self, autojump_clock: trio.testing.MockClock
     ) -> None:
         """cancel_queries fails the caller reading a cold key from L2, not only those who joined."""
-        store = ControlledStorage()
-        store.read_gate = trio.Event()
-        config = sq.QueryClientConfig(storage=store, l2_timeout=1000.0)
+        store, config = held_reads()
         outcomes: list[Any] = []
         async with sq.open_query_client(config) as client, trio.open_nursery() as nursery:
 
@@ -304,9 +306,7 @@ class TestColdReads:
         self, autojump_clock: trio.testing.MockClock
     ) -> None:
         """Closing fails a cold key's waiter with ClientClosedError once the read's starter left."""
-        store = ControlledStorage()
-        store.read_gate = trio.Event()
-        config = sq.QueryClientConfig(storage=store, l2_timeout=1000.0)
+        _store, config = held_reads()  # its reads stay held through close
         outcomes: list[Any] = []
         settled = trio.Event()
         async with trio.open_nursery() as outside:
@@ -360,11 +360,9 @@ class TestStaleness:
         self, autojump_clock: trio.testing.MockClock
     ) -> None:
         """Data set after an invalidation, while the observed key reads L2, is not invalidated."""
-        store = ControlledStorage()
-        store.read_gate = trio.Event()
+        store, config = held_reads(stale_time=60.0)
         origin = GatedOrigin("a1")
         origin.hold()
-        config = sq.QueryClientConfig(storage=store, stale_time=60.0, l2_timeout=1000.0)
         async with sq.open_query_client(config) as client:
             unsubscribe = client.watch(options(origin)).subscribe(lambda _state: None)
             await wait_all_tasks_blocked()

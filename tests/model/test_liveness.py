@@ -41,29 +41,29 @@ from hypothesis import strategies as st
 from trio.testing import wait_all_tasks_blocked
 
 import stackquery as sq
-from tests.model.harness import Failure, GatedOrigin, model_settings, run_deterministic
+from tests.model.harness import (
+    Failure,
+    ProgramDriver,
+    model_settings,
+    run_deterministic,
+)
 from tests.model.operations import (
     KEYS,
     Advance,
     Cancel,
     CancelCaller,
-    FailOrigin,
     Fetch,
-    HoldL2Reads,
     HoldL2Writes,
-    HoldOrigin,
     Invalidate,
     Op,
     Prefetch,
     ReleaseL2Reads,
     ReleaseL2Writes,
-    ReleaseOrigin,
     Remove,
     Reset,
     SetData,
     Subscribe,
     Unsubscribe,
-    key_name,
     matches,
     programs,
 )
@@ -91,37 +91,21 @@ class Watcher:
     active: bool = True
 
 
-class LivenessDriver:
+class LivenessDriver(ProgramDriver):
     """Runs one program; checks only that nothing waits forever and that L2 ends up right."""
 
     def __init__(self, program: list[Op], close_with_writes_held: bool) -> None:
+        self.store = ControlledStorage()
+        super().__init__(KEYS, self.store)
         self.program = program
         self.close_with_writes_held = close_with_writes_held
-        self.store = ControlledStorage()
-        self.origins = {key: GatedOrigin(key_name(key)) for key in KEYS}
-        self.options = {
-            key: sq.QueryOptions(query_key=key, query_fn=self.origins[key]) for key in KEYS
-        }
         self.callers: list[Caller] = []
         self.watchers: list[Watcher] = []
         self.removed: dict[tuple[Any, ...], bool] = dict.fromkeys(KEYS, False)
         self.written: set[tuple[Any, ...]] = set()
         """Keys that ever had data or were removed (so had an L2 write or delete)."""
-        self.trace: list[str] = []
-        self.skipped: list[str] = []
         self.sets = 0
         self.client: sq.QueryClient | None = None
-        self.nursery: trio.Nursery | None = None
-
-    def fail(self, message: str) -> None:
-        trace = "\n  ".join(self.trace)
-        raise AssertionError(f"{message}\noperations:\n  {trace}")
-
-    @property
-    def held(self) -> bool:
-        store = self.store
-        gates = store.read_gate is not None or store.write_gate is not None
-        return gates or any(origin.held for origin in self.origins.values())
 
     async def run(self) -> None:
         config = sq.QueryClientConfig(
@@ -149,7 +133,7 @@ class LivenessDriver:
         await self.apply(op)
         await wait_all_tasks_blocked()
         self.note_written()
-        if not self.held:
+        if not self.gates.held:
             await self.wait_callers("with nothing held")
 
     def note_written(self) -> None:
@@ -165,20 +149,6 @@ class LivenessDriver:
     def state(self, key: tuple[Any, ...]) -> sq.QueryState[Any] | None:
         assert self.client is not None
         return self.client.get_query_state(key)
-
-    async def call(self, fn: Callable[[], Any]) -> Any:
-        """Run one of the client's async methods in a task of its own: it must return."""
-        assert self.nursery is not None
-        box: list[Any] = []
-
-        async def run() -> None:
-            box.append(await fn())
-
-        self.nursery.start_soon(run)
-        await wait_all_tasks_blocked()
-        if not box:
-            self.fail("the operation did not return")
-        return box[0]
 
     async def apply(self, op: Op) -> None:
         client, nursery = self.client, self.nursery
@@ -222,28 +192,7 @@ class LivenessDriver:
             self.apply_gate(op)
 
     def apply_gate(self, op: Op) -> None:
-        store = self.store
-        if isinstance(op, HoldOrigin):
-            self.origins[op.key].hold()
-        elif isinstance(op, ReleaseOrigin):
-            self.origins[op.key].release()
-        elif isinstance(op, FailOrigin):
-            self.origins[op.key].failing = op.failing
-        elif isinstance(op, HoldL2Reads):
-            if store.read_gate is None:
-                store.read_gate = trio.Event()
-        elif isinstance(op, ReleaseL2Reads):
-            if store.read_gate is not None:
-                store.read_gate.set()
-                store.read_gate = None
-        elif isinstance(op, HoldL2Writes):
-            if store.write_gate is None:
-                store.write_gate = trio.Event()
-        elif isinstance(op, ReleaseL2Writes):
-            if store.write_gate is not None:
-                store.write_gate.set()
-                store.write_gate = None
-        else:  # pragma: no cover - exhaustive
+        if not self.gates.apply(op):  # pragma: no cover - exhaustive
             raise AssertionError(f"unknown operation {op!r}")
 
     def subscribe(self, op: Subscribe) -> None:

@@ -38,8 +38,7 @@ import trio
 import trio.testing
 
 import stackquery as sq
-from backends import FileStorage, MemoryStorage, SQLiteStorage
-from tests.model.harness import GatedOrigin, run_deterministic
+from tests.model.harness import GatedOrigin, make_store, run_deterministic
 from tests.model.test_findings import KNOWN_BUGS
 
 CLIENTS = int(os.environ.get("STACKQUERY_SOAK_CLIENTS", "1000"))
@@ -51,14 +50,6 @@ GC_TIME = 60.0
 
 def open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
-
-
-def make_store(kind: str, tmp_path: Path) -> Any:
-    if kind == "memory":
-        return MemoryStorage()
-    if kind == "sqlite":
-        return SQLiteStorage(tmp_path / "l2.sqlite")
-    return FileStorage(tmp_path / "l2")
 
 
 async def one_lifetime(store: Any, number: int) -> None:
