@@ -37,8 +37,9 @@ model takes one reading and says so next to the rule.  The rules, per key:
   never invalidated by an invalidation that came before it was set).
 * invalidation marks the cached matches; a fetch in flight then lands, but
   not as fresh; an observed key refetches (after the fetch in flight, if
-  any) unless ``refetch=False``.  An invalidation during the L2 read of a fetch makes what L2 holds
-  land stale; the origin call that follows is the refetch it asked for.
+  any) unless ``refetch=False``.  An invalidation during the L2 read of a
+  fetch makes what L2 holds land stale; the origin call that follows is the
+  refetch it asked for.
 * ``cancel_queries`` puts back the state from before the fetch and fails its
   waiters with ``QueryCancelledError``; nothing of the cancelled fetch is
   left to happen later.  ``remove_queries`` drops the key from L1 and L2 and
@@ -50,6 +51,14 @@ model takes one reading and says so next to the rule.  The rules, per key:
 * observers see the key's state (status, data, error) at once, then each
   change of those; an ``updates()`` stream sees a subsequence of the same
   states ending with the current one.
+
+Readings the model takes where the contract is silent: ``set_query_data``
+during a fetch's origin call does not stop the fetch, whose result lands
+afterwards (as in TanStack Query); ``cancel_queries`` puts back the state
+from before the fetch started, its L2 read included; an unobserved key's
+``reset_queries`` leaves its L2 entry (the existing specification
+``test_reset_drops_unobserved_keys_to_their_initial_state`` says reset
+uncaches; only removal deletes from L2).
 
 Known bugs (``KNOWN_BUGS`` in ``test_findings.py``) are steered around by
 skipping the one operation that would trigger each, so that the model keeps

@@ -17,7 +17,9 @@ properties are:
    and no key is left fetching;
 3. at close (sometimes with L2 writes still held), L2 holds for every key in
    L1 with data that data, or data written later (a cancelled fetch puts an
-   older value back in L1 only), never an entry less invalidated than L1's;
+   older value back in L1 only, perhaps with the same timestamp: for such a
+   key only the timestamps are compared), never an entry less invalidated
+   than L1's;
    a key whose last change was a removal is not in L2; and every key that
    misses this is counted in ``l2_statistics().dropped_writes``.
 
@@ -104,6 +106,9 @@ class LivenessDriver(ProgramDriver):
         self.removed: dict[tuple[Any, ...], bool] = dict.fromkeys(KEYS, False)
         self.written: set[tuple[Any, ...]] = set()
         """Keys that ever had data or were removed (so had an L2 write or delete)."""
+        self.reverted: set[tuple[Any, ...]] = set()
+        """Keys whose fetch ``cancel_queries`` cancelled: L1 went back to older data, which
+        may carry the same timestamp as what L2 got since (the clock need not have moved)."""
         self.sets = 0
         self.client: sq.QueryClient | None = None
 
@@ -179,6 +184,9 @@ class LivenessDriver(ProgramDriver):
         elif isinstance(op, Reset):
             await self.call(lambda: client.reset_queries(op.prefix, exact=op.exact))
         elif isinstance(op, Cancel):
+            for key in KEYS:
+                if matches(key, op.prefix, op.exact) and self.is_fetching(key):
+                    self.reverted.add(key)
             await self.call(lambda: client.cancel_queries(op.prefix, exact=op.exact))
         elif isinstance(op, Subscribe):
             self.subscribe(op)
@@ -292,8 +300,13 @@ class LivenessDriver(ProgramDriver):
                 assert state.data_updated_at is not None
                 if entry is None or entry.data_updated_at < state.data_updated_at:
                     behind.append((key, "older"))
-                elif entry.data_updated_at == state.data_updated_at and (
-                    entry.value != state.data or (state.is_invalidated and not entry.invalidated)
+                elif (
+                    entry.data_updated_at == state.data_updated_at
+                    and key not in self.reverted
+                    and (
+                        entry.value != state.data
+                        or (state.is_invalidated and not entry.invalidated)
+                    )
                 ):
                     behind.append((key, "differs"))
             elif state is None and self.removed[key] and entry is not None:
