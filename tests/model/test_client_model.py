@@ -906,13 +906,13 @@ def run_program(mode: str, program: list[Op]) -> Driver:
 
 class TestClientModel:
     @pytest.mark.parametrize("mode", ["l1", "memory"])
-    @model_settings(default_ci=60, default_local=300)
+    @model_settings(default_ci=600, default_local=2000)
     @given(program=programs(l2_gates=False))
     def test_client_follows_the_model(self, mode: str, program: list[Op]) -> None:
         """Every caller, origin count, state and observer matches the model after each step."""
         run_program(mode, program)
 
-    @model_settings(default_ci=80, default_local=400)
+    @model_settings(default_ci=600, default_local=2000)
     @given(program=programs(l2_gates=True))
     def test_client_follows_the_model_with_held_l2_reads(self, program: list[Op]) -> None:
         """The same, over a ControlledStorage whose reads the program holds and releases."""

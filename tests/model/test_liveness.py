@@ -338,7 +338,7 @@ class LivenessDriver(ProgramDriver):
 
 
 class TestLiveness:
-    @model_settings(default_ci=60, default_local=300)
+    @model_settings(default_ci=500, default_local=2000)
     @given(
         program=programs(l2_gates=True, write_gates=True),
         close_with_writes_held=st.booleans(),
