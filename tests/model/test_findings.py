@@ -193,7 +193,7 @@ class TestColdReads:
     @pytest.mark.parametrize("drop", ["remove_queries", "reset_queries"])
     @pytest.mark.xfail(
         strict=True,
-        reason="bug: remove/reset during a cold L2 read leaves its waiter waiting (forever if refetched)",
+        reason="bug: remove/reset during a cold L2 read strands its waiter (forever if refetched)",
     )
     async def test_removing_a_key_during_its_l2_read_fails_its_waiters(
         self, drop: str, autojump_clock: trio.testing.MockClock
