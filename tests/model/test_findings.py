@@ -460,3 +460,23 @@ class TestMaxQueries:
                 await client.set_query_data(("k", number), number)
             assert client.statistics().queries == 10
             assert client.statistics().timers <= 20
+
+
+def _strict_xfail(test: Any) -> bool:
+    return any(
+        mark.name == "xfail" and mark.kwargs.get("strict")
+        for mark in getattr(test, "pytestmark", [])
+    )
+
+
+class TestKnownBugs:
+    def test_every_flag_names_a_strict_xfail_test_and_every_such_test_has_a_flag(self) -> None:
+        """KNOWN_BUGS and the xfail marks here change together: a fix removes both."""
+        pinned = {
+            f"{name}::{attribute}"
+            for name, cls in globals().items()
+            if isinstance(cls, type) and name.startswith("Test")
+            for attribute in vars(cls)
+            if attribute.startswith("test_") and _strict_xfail(getattr(cls, attribute))
+        }
+        assert sorted(pinned) == sorted(KNOWN_BUGS.values())
