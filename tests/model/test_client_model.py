@@ -849,11 +849,13 @@ def _subscribe_during_fresh_cold_read(model: Model, op: Op) -> bool:
     return _cold_read(k) is not None and model.fresh(k)
 
 
-def _subscribe_during_stale_cold_read(model: Model, op: Op) -> bool:
+def _subscribe_during_changed_cold_read(model: Model, op: Op) -> bool:
+    """Subscribing during a cold read once the key changed (data set, invalidated) since."""
     if not isinstance(op, Subscribe):
         return False
     k = model.keys[op.key]
-    return _cold_read(k) is not None and k.has_data and not model.fresh(k)
+    fetch = _cold_read(k)
+    return fetch is not None and k.save() != fetch.previous and not model.fresh(k)
 
 
 def _set_after_invalidation_during_l2_read(model: Model, op: Op) -> bool:
@@ -881,7 +883,7 @@ TRIGGERS: dict[str, Callable[[Model, Op], bool]] = {
     "cold_read_cancel_starter_waits": _cancel_during_cold_read,
     "refetch_after_survives_cancel": _cancel_owing_refetch,
     "cold_read_lands_on_observed_key_fetching": _subscribe_during_fresh_cold_read,
-    "observer_during_cold_read_second_fetch": _subscribe_during_stale_cold_read,
+    "observer_during_cold_read_second_fetch": _subscribe_during_changed_cold_read,
     "stale_flag_frozen_while_fetching": _advance_past_stale_while_fetching,
     "invalidation_marks_later_set": _set_after_invalidation_during_l2_read,
 }

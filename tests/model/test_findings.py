@@ -85,7 +85,10 @@ KNOWN_BUGS: dict[str, str] = {
   close only when at most one key was ever written (so that the batch in
   flight holds one entry at most).
 * ``observer_during_cold_read_second_fetch``: the models skip subscribing to a
-  key holding stale data whose first fetch is reading L2 in a caller's task.
+  key whose first fetch is reading L2 in a caller's task once the key changed
+  since the read began (data set, invalidated): the observer's separate fetch
+  then calls the origin at once, or takes that changed state as the one
+  ``cancel_queries`` puts back.
 * ``invalidation_marks_later_set``: the models skip ``set_query_data`` on a
   key whose actor reads L2 for a fetch that was invalidated in flight.
 * ``eviction_spares_all_hit``: the soak's churn fresh-hits every other key
