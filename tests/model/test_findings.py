@@ -1,11 +1,11 @@
 """Bugs the models found, each shrunk to a minimal deterministic regression test.
 
-Each test is marked ``xfail(strict=True)`` until the bug is fixed: the suite
-stays green, and the fix turns the test into an unexpected pass, which fails
-until the mark is removed.  While a bug is open, the models steer around the
-exact interleaving that triggers it, behind the flag named in
-``KNOWN_BUGS``, so that they keep hunting for other bugs; remove the flag
-with the mark.
+While a bug is open its test is marked ``xfail(strict=True)`` (the suite stays
+green; the fix turns it into an unexpected pass, which fails until the mark is
+removed), and the models steer around the exact interleaving that triggers it,
+behind the flag named in ``KNOWN_BUGS``, so that they keep hunting for other
+bugs; the fix removes the flag with the mark.  Every bug found so far is fixed:
+these tests now pin the fixes.
 """
 
 from __future__ import annotations
@@ -23,42 +23,8 @@ from backends import MemoryStorage
 from tests.model.harness import GatedOrigin
 from tests.stackquery.l2_store import ControlledStorage
 
-KNOWN_BUGS: dict[str, str] = {
-    "updates_outlive_close": "TestObserverStreams::test_updates_outside_the_client_end_at_close",
-    "reset_observed_reads_l2": "TestReset::test_reset_of_an_observed_key_refetches_from_the_origin",
-    "reset_fetching_keeps_key": "TestReset::test_reset_uncaches_an_unobserved_key_being_fetched",
-    "cold_read_removed_strands_waiter": (
-        "TestColdReads::test_removing_a_key_during_its_l2_read_fails_its_waiters"
-    ),
-    "cold_read_cancel_starter_waits": (
-        "TestColdReads::test_cancel_queries_during_an_l2_read_fails_every_waiter_at_once"
-    ),
-    "stale_flag_frozen_while_fetching": (
-        "TestStaleness::test_data_set_during_a_fetch_goes_stale_on_time"
-    ),
-    "refetch_after_survives_cancel": (
-        "TestPendingRefetch::test_cancelled_fetch_leaves_no_refetch_behind"
-    ),
-    "cold_read_lands_on_observed_key_fetching": (
-        "TestColdReads::test_a_cold_read_landing_after_an_observer_came_ends_the_fetch"
-    ),
-    "dropped_writes_counts_batches": (
-        "TestShutdown::test_dropped_writes_counts_every_entry_of_the_batch_in_flight"
-    ),
-    "observer_during_cold_read_second_fetch": (
-        "TestColdReads::test_an_observer_during_a_cold_read_leaves_cancel_queries_one_fetch"
-    ),
-    "invalidation_marks_later_set": (
-        "TestStaleness::test_data_set_after_an_invalidation_during_an_l2_read_stays_valid"
-    ),
-    "eviction_spares_all_hit": "TestMaxQueries::test_max_queries_holds_when_every_key_was_hit",
-    "timers_outlive_evicted_keys": (
-        "TestMaxQueries::test_timers_stay_bounded_by_max_queries_under_churn"
-    ),
-    "cold_read_joiner_stranded_at_close": (
-        "TestColdReads::test_a_caller_joined_to_a_cold_read_is_failed_at_close"
-    ),
-}
+KNOWN_BUGS: dict[str, str] = {}
+"""Open bugs the models steer around: flag -> the test that pins it (none open now)."""
 """Open bugs the models steer around: flag -> the regression test that pins it.
 
 * ``updates_outlive_close``: the models unsubscribe every ``updates()`` stream
@@ -117,9 +83,6 @@ def held_reads(**config: Any) -> tuple[ControlledStorage, sq.QueryClientConfig]:
 
 
 class TestObserverStreams:
-    @pytest.mark.xfail(
-        strict=True, reason="bug: updates() read outside the client never ends after it closes"
-    )
     async def test_updates_outside_the_client_end_at_close(
         self, autojump_clock: trio.testing.MockClock
     ) -> None:
@@ -145,9 +108,6 @@ class TestObserverStreams:
 
 
 class TestReset:
-    @pytest.mark.xfail(
-        strict=True, reason="bug: reset of an observed key reads its pre-reset value back from L2"
-    )
     async def test_reset_of_an_observed_key_refetches_from_the_origin(
         self, autojump_clock: trio.testing.MockClock
     ) -> None:
@@ -165,10 +125,6 @@ class TestReset:
             assert client.get_query_data(("a", 1)) == "a1#2"
         assert seen == [None, "a1#1", None, "a1#2"]
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="bug: reset of an unobserved key with a fetch in flight leaves it cached as pending",
-    )
     async def test_reset_uncaches_an_unobserved_key_being_fetched(
         self, autojump_clock: trio.testing.MockClock
     ) -> None:
@@ -194,10 +150,6 @@ class TestReset:
 
 class TestColdReads:
     @pytest.mark.parametrize("drop", ["remove_queries", "reset_queries"])
-    @pytest.mark.xfail(
-        strict=True,
-        reason="bug: remove/reset during a cold L2 read strands its waiter (forever if refetched)",
-    )
     async def test_removing_a_key_during_its_l2_read_fails_its_waiters(
         self, drop: str, autojump_clock: trio.testing.MockClock
     ) -> None:
@@ -222,9 +174,6 @@ class TestColdReads:
             await wait_all_tasks_blocked()
             assert [type(outcome) for outcome in outcomes] == [sq.QueryCancelledError, str]
 
-    @pytest.mark.xfail(
-        strict=True, reason="bug: a cold L2 read landing after an observer came leaves it fetching"
-    )
     async def test_a_cold_read_landing_after_an_observer_came_ends_the_fetch(
         self, autojump_clock: trio.testing.MockClock
     ) -> None:
@@ -243,10 +192,6 @@ class TestColdReads:
         assert state is not None
         assert (state.data, state.fetch_status) == ("set", sq.FetchStatus.IDLE)
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="bug: an observer during a cold L2 read starts a second fetch cancel_queries misses",
-    )
     async def test_an_observer_during_a_cold_read_leaves_cancel_queries_one_fetch(
         self, autojump_clock: trio.testing.MockClock
     ) -> None:
@@ -275,10 +220,6 @@ class TestColdReads:
             unsubscribe()
             assert client.get_query_data(("a", 1)) is None  # what it was before the fetch
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="bug: cancel_queries during a cold L2 read leaves the caller who started it waiting",
-    )
     async def test_cancel_queries_during_an_l2_read_fails_every_waiter_at_once(
         self, autojump_clock: trio.testing.MockClock
     ) -> None:
@@ -302,10 +243,6 @@ class TestColdReads:
             assert sorted(outcomes) == ["joiner", "starter"]
             store.read_gate.set()
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="bug: a caller joined to a cold L2 read is stranded at close once its starter left",
-    )
     async def test_a_caller_joined_to_a_cold_read_is_failed_at_close(
         self, autojump_clock: trio.testing.MockClock
     ) -> None:
@@ -338,9 +275,6 @@ class TestColdReads:
 
 
 class TestStaleness:
-    @pytest.mark.xfail(
-        strict=True, reason="bug: fresh data published while a fetch is in flight never goes stale"
-    )
     async def test_data_set_during_a_fetch_goes_stale_on_time(
         self, autojump_clock: trio.testing.MockClock
     ) -> None:
@@ -357,9 +291,6 @@ class TestStaleness:
             assert state.is_stale
             origin.release()
 
-    @pytest.mark.xfail(
-        strict=True, reason="bug: an invalidation during an actor's L2 read marks data set after it"
-    )
     async def test_data_set_after_an_invalidation_during_an_l2_read_stays_valid(
         self, autojump_clock: trio.testing.MockClock
     ) -> None:
@@ -383,9 +314,6 @@ class TestStaleness:
 
 class TestPendingRefetch:
     @pytest.mark.parametrize("cancel", ["cancel_queries", "remove_queries"])
-    @pytest.mark.xfail(
-        strict=True, reason="bug: a refetch owed to an invalidation survives the fetch's cancel"
-    )
     async def test_cancelled_fetch_leaves_no_refetch_behind(
         self, cancel: str, autojump_clock: trio.testing.MockClock
     ) -> None:
@@ -405,9 +333,6 @@ class TestPendingRefetch:
 
 
 class TestShutdown:
-    @pytest.mark.xfail(
-        strict=True, reason="bug: dropped_writes counts the batch in flight at close as one write"
-    )
     async def test_dropped_writes_counts_every_entry_of_the_batch_in_flight(
         self, autojump_clock: trio.testing.MockClock
     ) -> None:
@@ -430,10 +355,6 @@ class TestShutdown:
 
 
 class TestMaxQueries:
-    @pytest.mark.xfail(
-        strict=True,
-        reason="bug: max_queries is not enforced when every key was hit since the last pass",
-    )
     async def test_max_queries_holds_when_every_key_was_hit(
         self, autojump_clock: trio.testing.MockClock
     ) -> None:
@@ -450,10 +371,6 @@ class TestMaxQueries:
                 await trio.sleep(2.0)
             assert client.statistics().queries == 10
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="bug: evicted keys leave their timer entries behind: the heap grows with churn",
-    )
     async def test_timers_stay_bounded_by_max_queries_under_churn(
         self, autojump_clock: trio.testing.MockClock
     ) -> None:
