@@ -105,17 +105,6 @@ class L2Tier:
         cold = self.cold_reads.get(key_hash)
         return await (self.l2.read(key_hash) if cold is None else cold.read.wait())
 
-    async def load(self, key_hash: str) -> Snapshot | None:
-        """Read the key from L2 into L1 unless L1 holds data as new; return its snapshot.
-
-        Never raises.
-        """
-        entry = await self.read(key_hash)
-        snap = self.cache.get(key_hash)
-        if entry is None or snap is None:
-            return snap
-        return self.apply_entry(key_hash, entry) or snap
-
     def apply_entry(self, key_hash: str, entry: StoredEntry) -> Snapshot | None:
         """Publish an L2 entry into L1 unless L1 holds data as new; return the new snapshot."""
         cache = self.cache

@@ -288,8 +288,6 @@ class QueryActor:
             except Exception as exc:
                 message.reply.set_error(exc)
             else:
-                if self._fetch is not None:  # set after an invalidation: not invalidated by it
-                    self._fetch.invalidated = False
                 self._persist(snap)
                 message.reply.set_value(snap.data)
                 self.notify()
@@ -512,18 +510,26 @@ class QueryActor:
         Stale data is handed to the waiters at once and the fetch goes on as
         a background refresh.
         """
-        assert self._tier is not None
+        tier = self._tier
+        assert tier is not None
         cache = self._cache
-        snap = await self._tier.load(self.key_hash)
-        if snap is None or not cache.servable(snap, fetch.options):
+        entry = await tier.read(self.key_hash)
+        snap = cache.get(self.key_hash)
+        if snap is None:
+            return False
+        # None: L1 holds data as new as the entry's (set while L2 was read).
+        landed = tier.apply_entry(self.key_hash, entry) if entry is not None else None
+        snap = landed or snap
+        if not cache.servable(snap, fetch.options):
             return False
         if fetch.invalidated:
             # Invalidated while L2 was read: the stored data lands, but not as
             # fresh; the origin call that follows starts after the invalidation,
             # so it is the refetch the invalidation asked for: no second one.
+            # Data set meanwhile is newer than the invalidation, and stays valid.
             fetch.invalidated = False
             self._refetch_after = False
-            if not snap.is_invalidated:
+            if landed is not None and not snap.is_invalidated:
                 snap = cache.publish(_state.invalidated(snap, now=trio.current_time()))
         data = snap.data
         if cache.is_fresh(snap, fetch.options):
