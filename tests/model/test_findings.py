@@ -311,6 +311,23 @@ class TestStaleness:
         assert state is not None
         assert (state.data, state.is_invalidated) == ("set", False)
 
+    async def test_a_fetch_invalidated_in_flight_lands_invalidated_after_a_set_too(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """An origin call in flight at an invalidation lands invalidated, data set since or not."""
+        origin = GatedOrigin("a1")
+        origin.hold()
+        async with sq.open_query_client(sq.QueryClientConfig(stale_time=60.0)) as client:
+            await client.prefetch_query(options(origin))
+            await wait_all_tasks_blocked()
+            assert await client.invalidate_queries(("a", 1)) == 1
+            await client.set_query_data(("a", 1), "set")
+            origin.release()
+            await wait_all_tasks_blocked()
+            state = client.get_query_state(("a", 1))
+        assert state is not None
+        assert (state.data, state.is_invalidated, state.is_stale) == ("a1#1", True, True)
+
 
 class TestPendingRefetch:
     @pytest.mark.parametrize("cancel", ["cancel_queries", "remove_queries"])
