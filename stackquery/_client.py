@@ -360,7 +360,7 @@ class QueryClient:
         owners = self._check_open()
         if not isinstance(options, MutationOptions):
             raise TypeError(f"options must be a MutationOptions, got {type(options).__name__}")
-        retry_delay = self.config.retry_delay
+        retry_delay = self.config.retry_rule.delay
         return Mutation(options, owners=owners, clock=self.clock, default_retry_delay=retry_delay)
 
     def dehydrate(self, predicate: DehydratePredicate | None = None) -> dict[str, Any]:

@@ -46,7 +46,7 @@ from ._messages import (
 from ._options import QueryClientConfig, QueryOptions
 from ._query_cache import QueryCache
 from ._query_fn import call_query_fn, run_callbacks
-from ._retry import call_with_retries, retry_delay
+from ._retry import call_with_retries
 from .fleet._leases import Lease, Leases
 
 
@@ -546,8 +546,8 @@ class QueryActor:
 
     async def _attempts(self, fetch: _Fetch) -> tuple[bool, Any]:
         options = fetch.options
-        config = self._config
-        retries = options.retry if options.retry is not None else config.retry
+        rule = options.retry_rule.over(self._config.retry_rule)
+        assert rule.should_retry is not None and rule.delay is not None  # the config has both
 
         def failed_attempt(_failures: int, _error: Exception) -> None:
             snap = self._cache.get(self.key_hash)
@@ -556,8 +556,8 @@ class QueryActor:
 
         return await call_with_retries(
             lambda: call_query_fn(options),
-            retries=retries,
-            delay=lambda n: retry_delay(options.retry_delay, config.retry_delay, n),
+            should_retry=rule.should_retry,
+            delay=rule.delay,
             on_failed_attempt=failed_attempt,
         )
 
