@@ -38,7 +38,7 @@ from ._errors import InvalidOptionError
 from ._options import _optional_callable, _retry_count, _retry_delay, is_async_callable
 from ._retry import call_with_retries
 from ._retry import default_retry_delay as library_retry_delay
-from ._retry_policy import DelayFn, delay_function, RetryDelaySpec, RetryPolicy, RetryRule
+from ._retry_policy import DelayFn, RetryDelaySpec, RetryPolicy, RetryRule, delay_function
 
 if TYPE_CHECKING:
     from ._clock import Clock
@@ -168,9 +168,7 @@ class Mutation(Generic[T, V]):
     ) -> None:
         self._owners = owners
         self._clock = clock
-        self._default_retry_delay = default_retry_delay or delay_function(
-            library_retry_delay
-        )
+        self._default_retry_delay = default_retry_delay or delay_function(library_retry_delay)
         self.options = options
         self._state: MutationState[T] = _IDLE
         self._listeners: list[MutationListener] = []

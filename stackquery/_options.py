@@ -17,8 +17,8 @@ from actors import RestartIntensity
 from backends import RedisClient
 
 from ._errors import InvalidOptionError
-from ._keys import QueryKey, canonical_key
 from ._freshness import check_jitter, check_seed, number_or_function
+from ._keys import QueryKey, canonical_key
 from ._retry import default_retry_delay
 from ._retry_policy import RetryDelaySpec, RetryPolicy, RetryRule, check_retry, delay_arity
 from .serializers import as_serializer

@@ -17,7 +17,9 @@ busy (not to be collected) is a callable it is given.
 
 from __future__ import annotations
 
+import logging
 import math
+import random
 from collections.abc import Callable
 from typing import Any
 
@@ -28,10 +30,13 @@ from . import _state
 from ._clock import Clock
 from ._errors import ClientClosedError
 from ._events import CacheEventType, EventHub
+from ._freshness import computed_seconds, jittered
 from ._keys import QueryKey, hash_matches, key_from_hash, prefix_hash
 from ._options import UNSET, QueryClientConfig, QueryOptions
-from ._state import QueryState, Snapshot
+from ._state import QueryState, Snapshot, StaleTime
 from ._timers import KeyTimers
+
+logger = logging.getLogger("stackquery.freshness")
 
 USE_CLOCK_RESOLUTION = 1.0
 """Seconds within which the last use of a key by fresh hits is known.
@@ -45,6 +50,11 @@ Predicate = Callable[[QueryKey, QueryState[Any]], bool]
 
 EMPTY_STATE: QueryState[Any] = QueryState()
 """The state of a key that has no snapshot."""
+
+
+def _none_as_inf(seconds: Any) -> Any:
+    """A ``refetch_interval`` function's ``None`` (stop polling) as ``inf`` (never due)."""
+    return math.inf if seconds is None else seconds
 
 
 def _never_busy(_key_hash: str) -> bool:
@@ -75,6 +85,12 @@ class QueryCache:
         """Timer entries of dropped keys, still in the heap (see :meth:`drop`)."""
         self._clock: Clock | None = None
         self._is_busy: Callable[[str], bool] = _never_busy
+        self.random = random.Random(config.seed)
+        """The client's own random source (jitter), seeded by ``config.seed``: never the
+        global one."""
+        self.freshness_errors = 0
+        """Calls of a ``stale_time`` / ``refetch_interval`` / ``ttl`` function that raised or
+        returned no number of seconds >= 0 (the data was then stale at once)."""
 
     def open(self, clock: Clock, is_busy: Callable[[str], bool]) -> None:
         """Start keeping time with ``clock``; ``is_busy(key_hash)`` keeps a key from gc."""
@@ -148,12 +164,66 @@ class QueryCache:
 
     # -- freshness -------------------------------------------------------------------
 
-    def resolve_stale_time(self, stale_time: float | None) -> float:
+    def resolve_stale_time(self, stale_time: Any) -> Any:
         """A query's ``stale_time``, or the client's when the query leaves it ``None``."""
         return self.config.stale_time if stale_time is None else stale_time
 
+    def fresh_period(self, stale_time: Any, data: Any, jitter: float | None) -> float:
+        """Seconds ``data`` stays fresh: ``stale_time`` (or the client's), computed from
+        ``data`` if it is a function, spread by ``jitter`` (``None``: the client's).
+
+        Called when data lands, never on a fresh hit.  A function that raises or
+        returns no number of seconds >= 0 is logged and counted: the data is stale at
+        once (0 s).  Never raises.
+        """
+        seconds = self.resolve_stale_time(stale_time)
+        if callable(seconds):
+            seconds = self.computed("stale_time", seconds, data)
+            if seconds is None:
+                return 0.0
+        spread = self.config.jitter if jitter is None else jitter
+        return jittered(seconds, spread, self.random) if spread else seconds
+
+    def computed(self, name: str, fn: Callable[[Any], Any], argument: Any) -> float | None:
+        """``fn(argument)`` as seconds >= 0, or ``None`` (logged, counted) if it raised or
+        returned something else."""
+        seconds = computed_seconds(name, fn, argument)
+        if seconds is None:
+            self.freshness_errors += 1
+        return seconds
+
+    def refetch_interval(self, options: QueryOptions[Any]) -> float | None:
+        """Seconds to the next refetch of an observed key, or ``None``: no polling.
+
+        A ``refetch_interval`` function is asked now, with the key's state; one that
+        raises or returns neither ``None`` nor a number of seconds > 0 is logged and
+        counted, and means ``None`` (the observer stops polling).  Never raises.
+        """
+        interval = options.refetch_interval
+        if not callable(interval):
+            return interval
+        state = self.state(options.key_hash)
+        seconds = self.computed("refetch_interval", lambda s: _none_as_inf(interval(s)), state)
+        if seconds == 0:
+            self.freshness_errors += 1
+            logger.error("refetch_interval function %r returned 0; it must be > 0", interval)
+            return None
+        return None if seconds is None or seconds == math.inf else seconds
+
+    def remembered_error(self, key_hash: str) -> BaseException | None:
+        """The key's last error while ``error_ttl`` still holds it, else ``None``."""
+        snap = self.snapshots.get(key_hash)
+        failure = snap.failure if snap is not None else None
+        if failure is None or failure.error is None or failure.error_until == -math.inf:
+            return None
+        return failure.error if trio.current_time() < failure.error_until else None
+
     def is_fresh(self, snap: Snapshot, options: QueryOptions[Any]) -> bool:
-        """Whether ``snap`` is fresh for a query with ``options`` (its own ``stale_time``)."""
+        """Whether ``snap`` is fresh for a query with ``options`` (its own ``stale_time``).
+
+        Judged by another ``stale_time`` than the snapshot's, a ``stale_time`` function
+        runs now, on the data (without jitter).
+        """
         if snap.stale_time == options.stale_time:
             return snap.fresh
         state = snap.state
@@ -161,7 +231,7 @@ class QueryCache:
             return False
         assert state.data_updated_at is not None
         updated = self.clock.from_wall(state.data_updated_at)
-        return updated + self.resolve_stale_time(options.stale_time) > trio.current_time()
+        return updated + self.fresh_period(options.stale_time, snap.data, 0.0) > trio.current_time()
 
     def is_fresh_for(self, options: QueryOptions[Any]) -> bool:
         """Whether the table holds fresh data for ``options``."""
@@ -169,10 +239,18 @@ class QueryCache:
         return snap is not None and self.is_fresh(snap, options)
 
     def too_old(self, snap: Snapshot, options: QueryOptions[Any]) -> bool:
-        """Whether the key's data is past the query's ``max_age`` (then it is never served)."""
+        """Whether the key's data is past the query's ``max_age`` or ``max_stale`` (then it is
+        never served)."""
         max_age = options.max_age
         updated = snap.data_updated_at
-        if max_age is None or updated is None:
+        if updated is None:
+            return False
+        if (
+            options.max_stale is not None
+            and snap.stale_at + options.max_stale <= trio.current_time()
+        ):
+            return True
+        if max_age is None:
             return False
         return self.clock.from_wall(updated) + max_age <= trio.current_time()
 
@@ -207,7 +285,7 @@ class QueryCache:
         self,
         key_hash: str,
         *,
-        stale_time: float | None = None,
+        stale_time: StaleTime | None = None,
         gc_time: float | None = None,
     ) -> Snapshot:
         """Put a new, empty key in the table, making room first under ``max_queries``."""
@@ -229,11 +307,18 @@ class QueryCache:
     def with_data(
         self, snap: Snapshot, data: Any, options: QueryOptions[Any] | None, *, updated_at: float
     ) -> Snapshot:
-        """``snap`` holding ``data`` fetched or set at trio time ``updated_at``; not published."""
+        """``snap`` holding ``data`` fetched or set at trio time ``updated_at``; not published.
+
+        The fresh period is computed here, once per landing (see :meth:`fresh_period`).
+        """
         stale_time = options.stale_time if options is not None else None
         gc_time = (
             options.gc_time if options is not None and options.gc_time is not None else snap.gc_time
         )
+        period = self.fresh_period(stale_time, data, options.jitter if options else None)
+        if options is not None and options.max_stale is not None:
+            # Kept (in L1, and in L2 whose TTL is gc_time) while it may be served.
+            gc_time = max(gc_time, period + options.max_stale)
         if gc_time != snap.gc_time:
             snap = attrs.evolve(snap, gc_time=gc_time)
         return _state.with_data(
@@ -242,7 +327,7 @@ class QueryCache:
             updated_at_wall=self.clock.wall(updated_at),
             updated_at=updated_at,
             stale_time=stale_time,
-            resolved_stale_time=self.resolve_stale_time(stale_time),
+            resolved_stale_time=period,
             now=trio.current_time(),
         )
 

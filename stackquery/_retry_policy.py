@@ -170,7 +170,9 @@ class RetryRule:
     def over(self, default: RetryRule) -> RetryRule:
         """This rule, each part left ``None`` taken from ``default``."""
         return RetryRule(
-            should_retry=self.should_retry if self.should_retry is not None else default.should_retry,
+            should_retry=self.should_retry
+            if self.should_retry is not None
+            else default.should_retry,
             delay=self.delay if self.delay is not None else default.delay,
         )
 

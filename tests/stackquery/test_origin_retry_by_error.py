@@ -1,4 +1,4 @@
-"""Specification of retry by error: ``retry(failure_count, error)`` and ``retry_delay(n, error)``."""
+"""Specification of retry by error: ``retry(failure_count, error)``, ``retry_delay(n, error)``."""
 
 from __future__ import annotations
 
