@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 from typing import Any
@@ -176,7 +177,7 @@ class TestDecoratorJitter:
                 break
             expected.append(expected[-1] + pause)
         assert started == expected
-        assert len(set(round(b - a, 9) for a, b in zip(started, started[1:]))) > 1
+        assert len({round(b - a, 9) for a, b in itertools.pairwise(started)}) > 1
 
     async def test_bg_without_jitter_keeps_its_exact_interval(
         self, autojump_clock: trio.testing.MockClock

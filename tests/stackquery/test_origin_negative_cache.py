@@ -215,7 +215,7 @@ class TestErrorTtl:
     async def test_with_stale_data_the_stale_value_is_served_and_the_origin_spared(
         self, autojump_clock: trio.testing.MockClock
     ) -> None:
-        """Data "a" (stale from t=10); the refetch at t=20 fails: until t=50, "a", no origin call."""
+        """Data "a" (stale from t=10); the refetch at t=20 fails: until t=50 "a", no origin call."""
         origin = Origin("a", Failure("down"), "b")
         opts = options(origin, retry=0, stale_time=10.0, error_ttl=30.0)
         async with sq.open_query_client() as client:
