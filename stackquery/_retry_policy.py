@@ -15,6 +15,7 @@ wrong shape is a ``TypeError`` at construction.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 from collections.abc import Callable
@@ -42,7 +43,18 @@ def _got(value: object) -> str:
 
 
 def accepts(fn: Callable[..., Any], count: int) -> bool | None:
-    """Whether ``fn`` can be called with ``count`` positional arguments; ``None``: unknown."""
+    """Whether ``fn`` can be called with ``count`` positional arguments; ``None``: unknown.
+
+    Remembered per function (a bounded cache): options built again and again with one
+    function, as ``@cache`` builds them per argument tuple, read its signature once.
+    """
+    try:
+        return _accepts_cached(fn, count)
+    except TypeError:  # an unhashable callable: read its signature every time
+        return _accepts(fn, count)
+
+
+def _accepts(fn: Callable[..., Any], count: int) -> bool | None:
     try:
         signature = inspect.signature(fn)
     except (TypeError, ValueError):  # a builtin or extension without a signature
@@ -52,6 +64,9 @@ def accepts(fn: Callable[..., Any], count: int) -> bool | None:
     except TypeError:
         return False
     return True
+
+
+_accepts_cached = functools.lru_cache(maxsize=1024)(_accepts)
 
 
 def check_retry(*, allow_none: bool) -> Any:
@@ -162,6 +177,8 @@ class RetryRule:
         Raises:
             TypeError: a ``retry_delay`` function that takes neither one nor two arguments.
         """
+        if retry is None and delay is None:
+            return _DEFAULTS
         return cls(
             should_retry=None if retry is None else retry_predicate(retry),
             delay=None if delay is None else delay_function(delay),
@@ -175,6 +192,10 @@ class RetryRule:
             else default.should_retry,
             delay=self.delay if self.delay is not None else default.delay,
         )
+
+
+_DEFAULTS: RetryRule = RetryRule()
+"""The rule of options that leave both to the default (one shared object)."""
 
 
 def decide_retry(predicate: RetryPredicate, failure_count: int, error: Exception) -> bool:
