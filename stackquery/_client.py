@@ -156,8 +156,8 @@ class QueryClient:
 
         Raises:
             TypeError: ``options`` is not a :class:`QueryOptions`.
-            Exception: the error of the fetch, after its retries, when there
-                is no data to serve.
+            Exception: the fetch's error after its retries (or, within ``error_ttl``,
+                the error remembered, without an origin call) when no data is served.
             QueryCancelledError: the fetch waited on was cancelled by
                 ``cancel_queries`` or ``remove_queries``.
             ClientClosedError: the client is not open (fresh hits excepted).

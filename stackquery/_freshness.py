@@ -82,17 +82,18 @@ def check_seed(_instance: object, _attribute: object, value: Any) -> None:
         raise InvalidOptionError(f"seed must be None or an int, got {_got(value)}")
 
 
-def computed_seconds(name: str, fn: Callable[[Any], Any], argument: Any) -> float | None:
-    """``fn(argument)`` as seconds >= 0 (``inf`` allowed), or ``None`` if it raised or is bad.
+def computed_seconds(
+    name: str, fn: Callable[[Any], Any], argument: Any, consequence: str
+) -> float | None:
+    """``fn(argument)`` as seconds >= 0 (``inf`` allowed), or ``None`` if it raised or
+    returned anything else (a negative, NaN, text, ``None``, a bool).
 
-    ``None`` from a ``refetch_interval`` function is its answer, not an
-    error: the caller tells the two apart with ``allow_none``-free logic
-    (see :func:`computed_interval`).  Logged here; the caller counts.
+    Logged here; the caller counts.  Never raises.
     """
     try:
         seconds = fn(argument)
     except Exception:
-        logger.exception("%s function %r raised; the data is stale at once", name, fn)
+        logger.exception("%s function %r raised; %s", name, fn, consequence)
         return None
     if (
         isinstance(seconds, bool)
@@ -101,10 +102,11 @@ def computed_seconds(name: str, fn: Callable[[Any], Any], argument: Any) -> floa
         or seconds < 0
     ):
         logger.error(
-            "%s function %r returned %r, not a number of seconds >= 0; the data is stale at once",
+            "%s function %r returned %r, not a number of seconds >= 0; %s",
             name,
             fn,
             seconds,
+            consequence,
         )
         return None
     return float(seconds)

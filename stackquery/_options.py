@@ -390,8 +390,11 @@ class QueryClientConfig:
     Raises (at construction):
         InvalidOptionError: a setting of the wrong type or out of range (a
             negative, NaN or, where it would hang or overflow, infinite time; a
-            ``storage`` that is not a store; a ``key_prefix`` that is not text
-            ...); the message names the setting and, when there is one, the fix.
+            ``storage`` that is not a store; a ``key_prefix`` that is not text,
+            a ``jitter`` outside [0, 1) ...); the message names the setting and,
+            when there is one, the fix.
+        TypeError: a ``retry``, ``retry_delay`` or ``stale_time`` function of the
+            wrong shape (see :mod:`stackquery._retry_policy`).
     """
 
     stale_time: float | Callable[[Any], float] = attrs.field(
@@ -502,11 +505,16 @@ class QueryOptions(Generic[T]):
 
     Raises (at construction):
         InvalidKeyError: ``query_key`` is not a valid key.
-        TypeError: ``query_fn`` or a callback is not callable, or ``query_fn``
-            requires arguments (it is called with none; a callable whose
-            signature cannot be read is accepted).
+        TypeError: ``query_fn``, a callback or ``cache_if`` is not callable, or
+            ``query_fn`` requires arguments (it is called with none; a callable
+            whose signature cannot be read is accepted); a ``retry`` function
+            that does not take ``(failure_count, error)``, a ``retry_delay``
+            function taking neither ``(failure_count)`` nor ``(failure_count,
+            error)``, a ``stale_time`` / ``refetch_interval`` function that does
+            not take one argument.
         InvalidOptionError: a time is negative or NaN (or an infinite
-            ``retry_delay``), ``retry`` is negative, a flag is not a ``bool``.
+            ``retry_delay``; a zero ``error_ttl``), ``retry`` is neither an int
+            >= 0 nor callable, ``jitter`` is outside [0, 1), a flag is not a ``bool``.
     """
 
     query_key: QueryKey = attrs.field()

@@ -184,10 +184,16 @@ class QueryCache:
         spread = self.config.jitter if jitter is None else jitter
         return jittered(seconds, spread, self.random) if spread else seconds
 
-    def computed(self, name: str, fn: Callable[[Any], Any], argument: Any) -> float | None:
+    def computed(
+        self,
+        name: str,
+        fn: Callable[[Any], Any],
+        argument: Any,
+        consequence: str = "the data is stale at once",
+    ) -> float | None:
         """``fn(argument)`` as seconds >= 0, or ``None`` (logged, counted) if it raised or
         returned something else."""
-        seconds = computed_seconds(name, fn, argument)
+        seconds = computed_seconds(name, fn, argument, consequence)
         if seconds is None:
             self.freshness_errors += 1
         return seconds
@@ -203,7 +209,9 @@ class QueryCache:
         if not callable(interval):
             return interval
         state = self.state(options.key_hash)
-        seconds = self.computed("refetch_interval", lambda s: _none_as_inf(interval(s)), state)
+        seconds = self.computed(
+            "refetch_interval", lambda s: _none_as_inf(interval(s)), state, "polling stops"
+        )
         if seconds == 0:
             self.freshness_errors += 1
             logger.error("refetch_interval function %r returned 0; it must be > 0", interval)

@@ -12,7 +12,6 @@ the fleet and ``bg.read`` all take their waits from here.
 from __future__ import annotations
 
 import contextlib
-import math
 import random
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -36,33 +35,6 @@ def default_retry_delay(attempt: int) -> float:
     many clients failing together do not retry in lockstep.
     """
     return min(2.0**attempt, 30.0) * (0.5 + random.random() / 2)
-
-
-def retry_delay(delay: RetryDelay | None, default: RetryDelay, attempt: int) -> float:
-    """Seconds before retry number ``attempt``: ``delay`` if given, else ``default``.
-
-    Raises:
-        InvalidOptionError: the ``retry_delay`` function raised, or returned
-            something else than a finite number of seconds >= 0.
-    """
-    chosen = default if delay is None else delay
-    if not callable(chosen):
-        return float(chosen)  # a number, checked when the options were made
-    try:
-        seconds = chosen(attempt)
-    except Exception as exc:
-        raise InvalidOptionError(
-            f"retry_delay({attempt}) raised {type(exc).__name__}: {exc}"
-        ) from exc
-    if (
-        isinstance(seconds, bool)
-        or not isinstance(seconds, int | float)
-        or not 0 <= seconds < math.inf  # NaN fails too
-    ):
-        raise InvalidOptionError(
-            f"retry_delay({attempt}) returned {seconds!r}: must be a finite number of seconds >= 0"
-        )
-    return float(seconds)
 
 
 async def call_with_retries(
@@ -149,4 +121,4 @@ class Backoff:
         self._failures = 0
 
 
-__all__ = ["Backoff", "RetryDelay", "call_with_retries", "default_retry_delay", "retry_delay"]
+__all__ = ["Backoff", "RetryDelay", "call_with_retries", "default_retry_delay"]
