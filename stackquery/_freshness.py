@@ -112,6 +112,71 @@ def computed_seconds(
     return float(seconds)
 
 
+class Freshness:
+    """Fresh periods and polling intervals computed when data lands, for one client.
+
+    Owns the client's random source (``random.Random(seed)``: the global one is never
+    touched) and counts the functions that raised or answered no valid time.
+
+    Args:
+        stale_time: the client's ``stale_time`` (seconds or a function of the data).
+        jitter: the client's ``jitter``.
+        seed: seed of the random source (``None``: from the OS).
+    """
+
+    def __init__(self, stale_time: Any, jitter: float, seed: int | None) -> None:
+        self.stale_time = stale_time
+        self.jitter = jitter
+        self.random = random.Random(seed)
+        self.errors = 0
+        """Calls of a ``stale_time`` / ``refetch_interval`` / ``ttl`` function that raised
+        or returned no valid number of seconds."""
+
+    def fresh_period(self, stale_time: Any, data: Any, jitter: float | None) -> float:
+        """Seconds ``data`` stays fresh: ``stale_time`` (``None``: the client's), computed
+        from ``data`` if it is a function, spread by ``jitter`` (``None``: the client's).
+
+        A function that raises or returns no number of seconds >= 0 is logged and
+        counted: the data is stale at once (0 s).  Never raises.
+        """
+        seconds = self.stale_time if stale_time is None else stale_time
+        if callable(seconds):
+            seconds = self.computed("stale_time", seconds, data, "the data is stale at once")
+            if seconds is None:
+                return 0.0
+        spread = self.jitter if jitter is None else jitter
+        return jittered(seconds, spread, self.random) if spread else seconds
+
+    def refetch_interval(self, interval: Callable[[Any], Any], state: Any) -> float | None:
+        """``interval(state)``: seconds to the next refetch, or ``None`` (stop polling).
+
+        A function that raises or returns neither ``None`` nor a number of seconds
+        > 0 is logged and counted, and means ``None``.  Never raises.
+        """
+        seconds = self.computed(
+            "refetch_interval", lambda s: _none_as_inf(interval(s)), state, "polling stops"
+        )
+        if seconds == 0:
+            self.errors += 1
+            logger.error("refetch_interval function %r returned 0; it must be > 0", interval)
+            return None
+        return None if seconds is None or seconds == math.inf else seconds
+
+    def computed(
+        self, name: str, fn: Callable[[Any], Any], argument: Any, consequence: str
+    ) -> float | None:
+        """``fn(argument)`` as seconds >= 0, or ``None`` (logged, counted)."""
+        seconds = computed_seconds(name, fn, argument, consequence)
+        if seconds is None:
+            self.errors += 1
+        return seconds
+
+
+def _none_as_inf(seconds: Any) -> Any:
+    """A ``refetch_interval`` function's ``None`` (stop polling) as ``inf`` (never due)."""
+    return math.inf if seconds is None else seconds
+
+
 def jittered(seconds: float, jitter: float, rng: random.Random) -> float:
     """``seconds`` spread uniformly over ``±jitter`` of itself (0 and ``inf`` stay as they are)."""
     if not jitter or not 0 < seconds < math.inf:
@@ -120,6 +185,7 @@ def jittered(seconds: float, jitter: float, rng: random.Random) -> float:
 
 
 __all__ = [
+    "Freshness",
     "check_jitter",
     "check_seed",
     "computed_seconds",

@@ -17,9 +17,7 @@ busy (not to be collected) is a callable it is given.
 
 from __future__ import annotations
 
-import logging
 import math
-import random
 from collections.abc import Callable
 from typing import Any
 
@@ -30,13 +28,11 @@ from . import _state
 from ._clock import Clock
 from ._errors import ClientClosedError
 from ._events import CacheEventType, EventHub
-from ._freshness import computed_seconds, jittered
+from ._freshness import Freshness
 from ._keys import QueryKey, hash_matches, key_from_hash, prefix_hash
 from ._options import UNSET, QueryClientConfig, QueryOptions
 from ._state import QueryState, Snapshot, StaleTime
 from ._timers import KeyTimers
-
-logger = logging.getLogger("stackquery.freshness")
 
 USE_CLOCK_RESOLUTION = 1.0
 """Seconds within which the last use of a key by fresh hits is known.
@@ -50,11 +46,6 @@ Predicate = Callable[[QueryKey, QueryState[Any]], bool]
 
 EMPTY_STATE: QueryState[Any] = QueryState()
 """The state of a key that has no snapshot."""
-
-
-def _none_as_inf(seconds: Any) -> Any:
-    """A ``refetch_interval`` function's ``None`` (stop polling) as ``inf`` (never due)."""
-    return math.inf if seconds is None else seconds
 
 
 def _never_busy(_key_hash: str) -> bool:
@@ -85,12 +76,8 @@ class QueryCache:
         """Timer entries of dropped keys, still in the heap (see :meth:`drop`)."""
         self._clock: Clock | None = None
         self._is_busy: Callable[[str], bool] = _never_busy
-        self.random = random.Random(config.seed)
-        """The client's own random source (jitter), seeded by ``config.seed``: never the
-        global one."""
-        self.freshness_errors = 0
-        """Calls of a ``stale_time`` / ``refetch_interval`` / ``ttl`` function that raised or
-        returned no number of seconds >= 0 (the data was then stale at once)."""
+        self.freshness = Freshness(config.stale_time, config.jitter, config.seed)
+        """Fresh periods computed and jittered when data lands; the client's random source."""
 
     def open(self, clock: Clock, is_busy: Callable[[str], bool]) -> None:
         """Start keeping time with ``clock``; ``is_busy(key_hash)`` keeps a key from gc."""
@@ -169,54 +156,16 @@ class QueryCache:
         return self.config.stale_time if stale_time is None else stale_time
 
     def fresh_period(self, stale_time: Any, data: Any, jitter: float | None) -> float:
-        """Seconds ``data`` stays fresh: ``stale_time`` (or the client's), computed from
-        ``data`` if it is a function, spread by ``jitter`` (``None``: the client's).
-
-        Called when data lands, never on a fresh hit.  A function that raises or
-        returns no number of seconds >= 0 is logged and counted: the data is stale at
-        once (0 s).  Never raises.
-        """
-        seconds = self.resolve_stale_time(stale_time)
-        if callable(seconds):
-            seconds = self.computed("stale_time", seconds, data)
-            if seconds is None:
-                return 0.0
-        spread = self.config.jitter if jitter is None else jitter
-        return jittered(seconds, spread, self.random) if spread else seconds
-
-    def computed(
-        self,
-        name: str,
-        fn: Callable[[Any], Any],
-        argument: Any,
-        consequence: str = "the data is stale at once",
-    ) -> float | None:
-        """``fn(argument)`` as seconds >= 0, or ``None`` (logged, counted) if it raised or
-        returned something else."""
-        seconds = computed_seconds(name, fn, argument, consequence)
-        if seconds is None:
-            self.freshness_errors += 1
-        return seconds
+        """Seconds ``data`` stays fresh (see :meth:`Freshness.fresh_period`); never raises."""
+        return self.freshness.fresh_period(stale_time, data, jitter)
 
     def refetch_interval(self, options: QueryOptions[Any]) -> float | None:
-        """Seconds to the next refetch of an observed key, or ``None``: no polling.
-
-        A ``refetch_interval`` function is asked now, with the key's state; one that
-        raises or returns neither ``None`` nor a number of seconds > 0 is logged and
-        counted, and means ``None`` (the observer stops polling).  Never raises.
-        """
+        """Seconds to the next refetch of an observed key, or ``None`` (see
+        :meth:`Freshness.refetch_interval`: a function is asked with the key's state)."""
         interval = options.refetch_interval
         if not callable(interval):
             return interval
-        state = self.state(options.key_hash)
-        seconds = self.computed(
-            "refetch_interval", lambda s: _none_as_inf(interval(s)), state, "polling stops"
-        )
-        if seconds == 0:
-            self.freshness_errors += 1
-            logger.error("refetch_interval function %r returned 0; it must be > 0", interval)
-            return None
-        return None if seconds is None or seconds == math.inf else seconds
+        return self.freshness.refetch_interval(interval, self.state(options.key_hash))
 
     def remembered_error(self, key_hash: str) -> BaseException | None:
         """The key's last error while ``error_ttl`` still holds it, else ``None``."""

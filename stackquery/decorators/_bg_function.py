@@ -267,7 +267,7 @@ class Background:
         jitter = self.config.origin.jitter
         if jitter is None:
             jitter = client.config.jitter
-        rng = client.cache.random
+        rng = client.cache.freshness.random
         if not self.config.run_immediately:
             await trio.sleep(interval)
         while True:
