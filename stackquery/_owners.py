@@ -158,6 +158,8 @@ class QueryOwners:
             # error_ttl holds the last error (stale data is served, the origin spared).
             if cold is None and cache.remembered_error(key_hash) is None:
                 registry.activate(key_hash).claim_fetch(options)  # its publish records the use
+            else:
+                cache.hits[key_hash] = cache.use_bound  # a use all the same (gc counts from it)
             return False
         if cold is not None:
             return cold.reply
