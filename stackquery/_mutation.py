@@ -40,6 +40,7 @@ from ._retry import RetryDelay, call_with_retries, retry_delay
 
 if TYPE_CHECKING:
     from ._clock import Clock
+    from ._mutation_runs import MutationRuns
     from ._owners import QueryOwners
 
 T = TypeVar("T")
@@ -75,6 +76,13 @@ class MutationState(Generic[T]):
     """Wall-clock time (client clock) the call started; ``None`` when idle."""
 
 
+def _check_scope(_instance: object, _attribute: object, value: Any) -> None:
+    if value is not None and (not isinstance(value, str) or not value):
+        raise InvalidOptionError(
+            f"scope must be a non-empty str or None, got {type(value).__name__}: {value!r:.100}"
+        )
+
+
 def _retries(_instance: object, attribute: object, value: Any) -> None:
     if value is None:
         raise InvalidOptionError("retry must be an int >= 0, got None")
@@ -91,8 +99,8 @@ class MutationOptions(Generic[T, V]):
 
     Raises (at construction):
         TypeError: ``mutation_fn`` or a callback is not callable.
-        InvalidOptionError: ``retry`` is not an int >= 0, or ``retry_delay`` is
-            a negative or NaN number.
+        InvalidOptionError: ``retry`` is not an int >= 0, ``retry_delay`` is
+            a negative or NaN number, or ``scope`` is not a non-empty str or ``None``.
     """
 
     mutation_fn: Callable[[V], Any] = attrs.field()
@@ -120,6 +128,9 @@ class MutationOptions(Generic[T, V]):
     )
     """Seconds before a retry (a number or a function of the 0-based retry number);
     ``None``: the client's ``retry_delay``."""
+    scope: str | None = attrs.field(default=None, validator=_check_scope)
+    """Mutations of one client with the same scope (``"account:42"``) run one at a time,
+    in the order of their ``mutate`` calls; ``None`` (the default): no waiting."""
     is_async: bool = attrs.field(init=False, repr=False, eq=False)
     """Whether ``mutation_fn`` is awaited (True) or run in a worker thread."""
 
@@ -159,8 +170,10 @@ class Mutation(Generic[T, V]):
         owners: QueryOwners,
         clock: Clock,
         default_retry_delay: RetryDelay,
+        runs: MutationRuns,
     ) -> None:
         self._owners = owners
+        self._runs = runs
         self._clock = clock
         self._default_retry_delay = default_retry_delay
         self.options = options
@@ -199,6 +212,11 @@ class Mutation(Generic[T, V]):
         worker thread is abandoned: it runs to its end there and its result
         is discarded.
 
+        With a ``scope``, the whole call (``on_mutate`` to ``on_settled``)
+        waits until every earlier ``mutate`` call of the client with that
+        scope has returned; the state is ``pending`` meanwhile.  A call
+        cancelled while it waits leaves the queue (the next keeps its place).
+
         Raises:
             Exception: ``on_mutate``'s error, or ``mutation_fn``'s error after
                 its retries.
@@ -216,7 +234,8 @@ class Mutation(Generic[T, V]):
         )
         self._set(call.id, call.pending)
         try:
-            return await self._run(call, variables)
+            async with self._runs.run(self.options.scope):
+                return await self._run(call, variables)
         except Exception:
             raise  # _run has set the error state
         except BaseException:

@@ -552,6 +552,9 @@ class QueryOptions(Generic[T]):
     """Canonical JSON of the key: the L1 table's key and the L2 key's suffix."""
     is_async: bool = attrs.field(init=False, repr=False, eq=False)
     """Whether ``query_fn`` is awaited (True) or run in a worker thread."""
+    defaults_memo: Any = attrs.field(init=False, default=None, repr=False, eq=False)
+    """The client's cache of these options with its query defaults filled in (see
+    ``set_query_defaults``): ``(version, resolved)``; not for users."""
 
     def __attrs_post_init__(self) -> None:
         key, key_hash = canonical_key(self.query_key)

@@ -141,6 +141,7 @@ class QueryOwners:
         registry = self.check_open()
         cache = self._cache
         key_hash = options.key_hash
+        cache.remember(options)
         if snap is None:
             snap = cache.get(key_hash)
             if snap is None and key_hash not in registry:
@@ -174,6 +175,7 @@ class QueryOwners:
         registry = self.check_open()
         cache = self._cache
         key_hash = options.key_hash
+        cache.remember(options)
         snap = cache.get(key_hash)
         if snap is None and options.initial_data is not UNSET and key_hash not in registry:
             snap = cache.create(options)
@@ -189,6 +191,7 @@ class QueryOwners:
             ClientClosedError: the client is closed.
         """
         registry = self.check_open()
+        self._cache.remember(options)
         cold = self._cold_reads.get(options.key_hash) if self._cold_reads is not None else None
         if cold is not None:  # a caller's cold L2 read is the key's fetch now
             return cold.reply
@@ -226,6 +229,7 @@ class QueryOwners:
         options = observer.options
         key_hash = options.key_hash
         cache = self._cache
+        cache.remember(options)
         # Seeded here, before the actor judges freshness: fresh initial_data needs no fetch.
         cold = cache.get(key_hash) is None and key_hash not in registry
         if cold and options.initial_data is not UNSET:
