@@ -21,7 +21,7 @@ import trio
 from actors import Reply
 
 from ._errors import InvalidOptionError
-from ._keys import QueryKey, canonical_key
+from ._keys import QueryKey, hash_matches, prefix_hash
 from ._mutation_runs import MutationRuns
 from ._options import QueryOptions
 from ._owners import QueryOwners
@@ -161,11 +161,12 @@ class ClientWide:
         """How many matching keys have a fetch in flight or claimed (0 once closed)."""
         if owners is None or owners.closed:
             return 0
-        if exact and predicate is None:  # a cold read in flight has no snapshot to match
-            hashes = [canonical_key(prefix)[1]]
-        else:
+        if predicate is not None:  # it needs each key's state: only keys in the table
             hashes = self._cache.matching(prefix, exact, predicate)
-        return sum(owners.is_fetching(key_hash) for key_hash in hashes)
+            return sum(owners.is_fetching(key_hash) for key_hash in hashes)
+        # From the fetches, not the table: a claimed fetch may have no snapshot yet.
+        text = prefix_hash(prefix)
+        return sum(hash_matches(h, text, exact=exact) for h in owners.fetching_keys())
 
 
 __all__ = ["ClientWide", "RefetchType"]

@@ -114,6 +114,13 @@ class QueryOwners:
         actor = self._registry.get(key_hash)
         return actor is not None and actor.is_fetching
 
+    def fetching_keys(self) -> set[str]:
+        """Every key with a fetch in flight or claimed (a cold L2 read included)."""
+        keys = {key_hash for key_hash, actor in self._registry.items() if actor.is_fetching}
+        if self._tier is not None:
+            keys.update(self._tier.cold_reads)
+        return keys
+
     def current_reply(self, key_hash: str) -> Reply[Any] | None:
         """The reply of the key's fetch in flight or claimed, or ``None``."""
         cold = self._cold_reads.get(key_hash) if self._cold_reads is not None else None
