@@ -246,7 +246,15 @@ def pack_entry(
         check_finite(value, text)
         return text
     if type(serializer) is TypedJsonSerializer:
-        return _pack_text(serializer.name, t, invalidated, serializer.to_json(value), value)
+        # Embedded as written: the tags and checks are the serializer's.
+        envelope = {
+            "sq": FORMAT_VERSION,
+            "s": serializer.name,
+            "t": t,
+            "i": bool(invalidated),
+            "d": orjson.Fragment(serializer.dumps(value)),
+        }
+        return orjson.dumps(envelope)
     name = serializer.name
     name_bytes = name.encode()
     if len(name_bytes) > 255:
@@ -360,12 +368,14 @@ def unpack_entry(
                 if (
                     version == FORMAT_VERSION
                     and type(version) is int
-                    and name == "json"
                     and name == serializer.name
+                    and name in _TEXT_SERIALIZERS
                     and type(t) is float
                     and t >= 0.0
                     and type(invalidated) is bool
                 ):
+                    if type(serializer) is TypedJsonSerializer:
+                        value = _typed_value(serializer, value)
                     return StoredEntry(value, t, invalidated, name)
         return _unpack_text(envelope, serializer)
     head = bytes(raw[:3])
@@ -485,15 +495,28 @@ def _unpack_text(envelope: Any, serializer: Serializer, *, opaque: bool = False)
         raise _corrupt("malformed", f"data_updated_at is negative: {t!r}", serializer, name)
     value = envelope["d"]
     if isinstance(serializer, TypedJsonSerializer) and not opaque:
-        try:
-            value = serializer.from_json(value)
-        except DeserializationError as exc:
-            raise _corrupt(
-                "undecodable-payload", f"{name} could not decode the value: {exc}", serializer, name
-            ) from exc
+        value = _typed_value(serializer, value)
     return StoredEntry(
         value=value, data_updated_at=float(t), invalidated=invalidated, serializer=name
     )
+
+
+def _typed_value(serializer: TypedJsonSerializer, tree: Any) -> Any:
+    """The value a typed JSON entry holds.
+
+    Raises:
+        CorruptEntryError: its tags are malformed, name an unregistered type,
+            or hold fields the registered class refuses.
+    """
+    try:
+        return serializer.from_json(tree)
+    except DeserializationError as exc:
+        raise _corrupt(
+            "undecodable-payload",
+            f"{serializer.name} could not decode the value: {exc}",
+            serializer,
+            serializer.name,
+        ) from exc
 
 
 def _unpack_binary(

@@ -24,6 +24,7 @@ import dataclasses
 import datetime as _dt
 import decimal
 import enum
+import re
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final, final
@@ -56,6 +57,9 @@ _STANDARD: Final[Mapping[type, tuple[str, Callable[[Any], str]]]] = {
     decimal.Decimal: ("sq:decimal", str),
 }
 """The standard types always round-tripped, by exact type: name and how to write one."""
+
+_UUID_TEXT: Final = re.compile(rb"-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-")
+"""The middle of a UUID as orjson writes one (lowercase, hyphenated)."""
 
 _JSON_BASES: Final = (dict, list, tuple, str, int, float)
 """Plain JSON types; a subclass that is no enum is written as its base."""
@@ -226,6 +230,7 @@ class TypedJsonSerializer:
                 )
             self._by_name[registered.name] = registered
             self._by_type[registered.cls] = registered
+        self._enum_text = _enum_values_text(self._by_type.values())
 
     @property
     def types(self) -> dict[str, type]:
@@ -239,6 +244,19 @@ class TypedJsonSerializer:
             SerializationError: an unregistered type, a non-str dict key, a
                 non-finite float, an int past 64 bits.
         """
+        if type(value) is not dict or TAG not in value:
+            # The fast path: orjson refuses (with these options) datetimes,
+            # dataclasses, attrs classes, Decimals and every other object, but
+            # writes UUIDs and enum members itself; an output without their
+            # traces is exactly right.  Anything else is walked.
+            try:
+                encoded = orjson.dumps(value, option=_JSON_OPTIONS)
+            except orjson.JSONEncodeError:
+                pass
+            else:
+                if not self._may_hide_types(encoded):
+                    check_finite(value, encoded)
+                    return encoded
         tree = self.to_json(value)
         try:
             encoded = orjson.dumps(tree, option=_JSON_OPTIONS)
@@ -261,6 +279,16 @@ class TypedJsonSerializer:
                 f"{self.name} cannot decode the data: {exc}", serializer=self.name
             ) from None
         return self.from_json(tree)
+
+    def _may_hide_types(self, encoded: bytes) -> bool:
+        """Whether orjson's output may hold a UUID or a registered enum member it wrote itself.
+
+        False positives (a string shaped like a UUID, a number equal to an
+        enum's value) only send the value down the walk, which tags exactly.
+        """
+        if encoded.count(b"-") >= 4 and _UUID_TEXT.search(encoded) is not None:
+            return True
+        return self._enum_text is not None and self._enum_text.search(encoded) is not None
 
     # -- the JSON tree ---------------------------------------------------------
 
@@ -400,6 +428,29 @@ class TypedJsonSerializer:
     def __repr__(self) -> str:
         names = ", ".join(self._by_name)
         return f"stackquery.serializers.json(types=[{names}])"
+
+
+def _enum_values_text(registered: Iterable[_Registered]) -> re.Pattern[bytes] | None:
+    """A pattern of every registered enum member's value as orjson writes it, as a JSON value.
+
+    A value is at the top or follows ``[``, ``:`` or ``,``, and is followed
+    by ``,``, ``]``, ``}`` or the end: a key (followed by ``:``) never
+    matches, nor does a string's inside (a quote in a string is escaped).
+    """
+    texts: set[bytes] = set()
+    for entry in registered:
+        if entry.kind != "enum":
+            continue
+        members: type[enum.Enum] = entry.cls  # an Enum class: kind "enum"
+        for member in members:
+            try:
+                texts.add(orjson.dumps(member.value, option=_JSON_OPTIONS))
+            except orjson.JSONEncodeError:
+                continue  # orjson cannot write it: such a member always takes the walk
+    if not texts:
+        return None
+    alternatives = b"|".join(re.escape(text) for text in sorted(texts, key=len, reverse=True))
+    return re.compile(rb"(?:^|(?<=[\[:,]))(?:" + alternatives + rb")(?=[,\]}]|$)")
 
 
 def _qualified(cls: type) -> str:
