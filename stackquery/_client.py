@@ -56,9 +56,12 @@ class QueryClient(ClientBase):
     Rules for every method: an async one is a checkpoint (except
     :meth:`fetch_query` on a fresh hit); an invalid key raises
     :class:`InvalidKeyError`; outside the ``async with``, all but the
-    synchronous readers raise :class:`ClientClosedError`.  ``key`` matches
-    every key that starts with it (``()``: all), or equals it if ``exact``,
-    and for which ``predicate(key, state)`` is true.
+    synchronous readers raise :class:`ClientClosedError`.  ``key`` (or
+    ``prefix``) matches every key that starts with it (``()``: all), or
+    equals it if ``exact``, and for which ``predicate(key, state)`` is true.
+    Options a query leaves unset take the defaults of its key's prefix
+    (:meth:`set_query_defaults`).  Its parts and the read-only answers
+    (statistics, records, events) are in :class:`ClientBase`.
     """
 
     async def __aenter__(self) -> QueryClient:

@@ -480,7 +480,8 @@ class QueryClientConfig:
 
 @attrs.frozen
 class QueryOptions(Generic[T]):
-    """What to fetch for a key, and how.  Fields left ``None`` take the client's value.
+    """What to fetch for a key, and how.  Fields left ``None`` take the query defaults of
+    the key's prefix (``QueryClient.set_query_defaults``), else the client's value.
 
     Raises (at construction):
         InvalidKeyError: ``query_key`` is not a valid key.
