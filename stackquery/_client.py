@@ -118,16 +118,19 @@ class QueryClient(ClientBase):
             raise TypeError(f"options must be a QueryOptions, got {got}") from None
         snap = self.snapshots.get(key_hash)
         # `is`, not `==`: an equal stale_time given as another float object
-        # takes the slow path, which judges it correctly.
-        if snap is not None and snap.fresh_for is options.stale_time:
+        # takes the slow path, which judges it correctly.  The second test is a
+        # stale_time a query default gave these options (memoized below).
+        if snap is not None and (
+            snap.fresh_for is options.stale_time
+            or (
+                (memo := options.defaults_memo) is not None and snap.fresh_for is memo[1].stale_time
+            )
+        ):
             self._hits[key_hash] = self._cache.use_bound
             return snap.data  # type: ignore[no-any-return]
         owners = self._check_open()
         if self._wide.defaults:
             options = self._wide.defaults.resolve(options)
-            if snap is not None and snap.fresh_for is options.stale_time:  # a default's
-                self._hits[key_hash] = self._cache.use_bound
-                return snap.data  # type: ignore[no-any-return]
         reply = owners.serve_or_claim(options, snap)
         if reply is True:  # fresh by the caller's own stale_time: a hit like above
             return self.snapshots[key_hash].data  # type: ignore[no-any-return]
