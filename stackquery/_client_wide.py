@@ -21,7 +21,7 @@ import trio
 from actors import Reply
 
 from ._errors import InvalidOptionError
-from ._keys import QueryKey, hash_matches, prefix_hash
+from ._keys import QueryKey, hash_matches, key_from_hash, prefix_hash
 from ._mutation_runs import MutationRuns
 from ._options import QueryOptions
 from ._owners import QueryOwners
@@ -161,12 +161,14 @@ class ClientWide:
         """How many matching keys have a fetch in flight or claimed (0 once closed)."""
         if owners is None or owners.closed:
             return 0
-        if predicate is not None:  # it needs each key's state: only keys in the table
-            hashes = self._cache.matching(prefix, exact, predicate)
-            return sum(owners.is_fetching(key_hash) for key_hash in hashes)
-        # From the fetches, not the table: a claimed fetch may have no snapshot yet.
+        # From the fetches, not the table: a claimed fetch may have no snapshot yet
+        # (a predicate then sees the empty state).
         text = prefix_hash(prefix)
-        return sum(hash_matches(h, text, exact=exact) for h in owners.fetching_keys())
+        hashes = [h for h in owners.fetching_keys() if hash_matches(h, text, exact=exact)]
+        if predicate is None:
+            return len(hashes)
+        cache = self._cache
+        return sum(bool(predicate(key_from_hash(h), cache.state(h))) for h in hashes)
 
 
 __all__ = ["ClientWide", "RefetchType"]
