@@ -10,6 +10,7 @@ import trio.testing
 from trio.testing import wait_all_tasks_blocked
 
 import stackquery as sq
+from stackquery._mutation_runs import MutationRuns
 
 
 class Writes:
@@ -198,3 +199,26 @@ async def _in_scope(scope: trio.CancelScope, fn: Any, *args: Any) -> None:
     """Run ``fn(*args)`` under ``scope`` (so a test can cancel one task of a nursery)."""
     with scope:
         await fn(*args)
+
+
+class TestScopeQueues:
+    async def test_a_scope_keeps_no_queue_once_nobody_holds_or_waits_for_it(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """Scopes come and go with their mutations: none is left after runs and cancellations."""
+        runs = MutationRuns()
+
+        async def hold(scope: str, seconds: float) -> None:
+            async with runs.run(scope):
+                await trio.sleep(seconds)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(hold, "a", 1.0)
+            await wait_all_tasks_blocked()
+            waiting = trio.CancelScope()
+            nursery.start_soon(_in_scope, waiting, hold, "a", 1.0)
+            nursery.start_soon(hold, "b", 1.0)
+            await wait_all_tasks_blocked()
+            assert (runs.running, runs.scopes) == (3, 2)
+            waiting.cancel()
+        assert (runs.running, runs.scopes) == (0, 0)

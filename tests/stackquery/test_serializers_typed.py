@@ -367,3 +367,15 @@ class TestCacheDecorator:
             assert (done.returncode, done.stderr.decode()) == (0, "")
             outputs.append(done.stdout.decode())
         assert outputs == ["User Ada 1\n", "User Ada 0\n"]
+
+
+class TestWarmRestart:
+    async def test_dehydrate_and_hydrate_keep_the_types(self) -> None:
+        """A typed client's dehydrated data hydrates back as the registered classes."""
+        config = sq.QueryClientConfig(serializer=TYPED)
+        async with sq.open_query_client(config) as client:
+            await client.set_query_data(("order",), ORDER)
+            saved = client.dehydrate()
+        async with sq.open_query_client(config) as restarted:
+            assert await restarted.hydrate(saved) == 1
+            assert restarted.get_query_data(("order",)) == ORDER
