@@ -73,7 +73,8 @@ from .serializers._core import (
     _type_name,
     check_finite,
 )
-from .serializers._json import JsonSerializer, TypedJsonSerializer
+from .serializers._json import JsonSerializer
+from .serializers._typed_json import TypedJsonSerializer
 
 __all__ = [
     "FORMAT_VERSION",

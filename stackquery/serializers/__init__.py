@@ -41,7 +41,8 @@ from ._core import (
     _check_name,
     _type_name,
 )
-from ._json import JsonSerializer, TypedJsonSerializer
+from ._json import JsonSerializer
+from ._typed_json import TypedJsonSerializer
 
 __all__ = [
     "DeserializationError",
