@@ -12,30 +12,26 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from types import TracebackType
 from typing import Any, TypeVar
 
 import trio
 
-from ._clock import Clock
-from ._dehydrate import DehydratePredicate, dehydrate, hydrate
-from ._errors import ClientClosedError, InvalidOptionError
-from ._events import EventStream
+from ._client_base import ClientBase
+from ._client_wide import RefetchType
+from ._dehydrate import hydrate
+from ._errors import InvalidOptionError
 from ._keys import QueryKey, canonical_key
-from ._l2 import L2Cache, L2Statistics
 from ._l2_tier import ColdRead
 from ._mutation import Mutation, MutationOptions
 from ._observer import QueryObserver
 from ._options import QueryClientConfig, QueryOptions
-from ._owners import QueryOwners
-from ._parts import ClientParts, require_trio
-from ._query_cache import Predicate, QueryCache
-from ._records import ClientStatistics, QueryRecord, query_records
-from ._state import QueryState, Snapshot
-from .fleet._counters import FleetStatistics
-from .serializers import Serializer
+from ._parts import require_trio
+from ._query_cache import Predicate
+from ._records import ClientStatistics, QueryRecord
+from ._state import QueryState
 
 T = TypeVar("T")
 V = TypeVar("V")
@@ -50,7 +46,7 @@ def current_client() -> QueryClient | None:
     return _current_client.get()
 
 
-class QueryClient:
+class QueryClient(ClientBase):
     """A cache of query results, one actor per key, for the life of a trio program.
 
     Use it as an async context manager (or through :func:`open_query_client`):
@@ -60,35 +56,13 @@ class QueryClient:
     Rules for every method: an async one is a checkpoint (except
     :meth:`fetch_query` on a fresh hit); an invalid key raises
     :class:`InvalidKeyError`; outside the ``async with``, all but the
-    synchronous readers raise :class:`ClientClosedError`.  ``key`` matches
-    every key that starts with it (``()``: all), or equals it if ``exact``,
-    and for which ``predicate(key, state)`` is true.
+    synchronous readers raise :class:`ClientClosedError`.  ``key`` (or
+    ``prefix``) matches every key that starts with it (``()``: all), or
+    equals it if ``exact``, and for which ``predicate(key, state)`` is true.
+    Options a query leaves unset take the defaults of its key's prefix
+    (:meth:`set_query_defaults`).  Its parts and the read-only answers
+    (statistics, records, events) are in :class:`ClientBase`.
     """
-
-    def __init__(self, config: QueryClientConfig | None = None) -> None:
-        if config is not None and not isinstance(config, QueryClientConfig):
-            raise TypeError(f"config must be a QueryClientConfig, got {type(config).__name__}")
-        self.config = config if config is not None else QueryClientConfig()
-        self._parts = parts = ClientParts(self.config)
-        # For the decorators and tools built on the client: read these, change
-        # keys only through the client's methods.
-        self.cache: QueryCache = parts.cache
-        """The L1 table."""
-        self.snapshots: Mapping[str, Snapshot] = parts.cache.snapshots
-        """Every key's snapshot by key hash: the cache's own dict, never rebound, so that a
-        fresh hit of ``fetch_query`` or of a decorated function is one lookup here."""
-        self.l2: L2Cache | None = parts.l2
-        """The L2 store behind the client's serializer and key prefix, or ``None``."""
-        self.serializer: Serializer = parts.serializer
-        """What values go through on their way to L2 (and ``dehydrate``)."""
-        self._cache = parts.cache
-        self._hits = parts.cache.hits  # never rebound either
-        self._events = parts.events
-        self._fleet = parts.fleet
-        self._owners: QueryOwners | None = None
-        self._stack: AsyncExitStack | None = None
-        self._token: contextvars.Token[QueryClient | None] | None = None
-        self._closed = False
 
     async def __aenter__(self) -> QueryClient:
         require_trio()
@@ -114,31 +88,6 @@ class QueryClient:
         self._closed = True
         stack, self._stack = self._stack, None
         return await stack.__aexit__(exc_type, exc, tb)
-
-    def _check_open(self) -> QueryOwners:
-        owners = self._owners
-        if owners is None or owners.closed:
-            require_trio()
-            raise ClientClosedError("the query client is not open: use it inside `async with`")
-        return owners
-
-    @property
-    def is_open(self) -> bool:
-        """Whether the client is inside its ``async with`` block."""
-        return self._owners is not None and not self._owners.closed
-
-    @property
-    def clock(self) -> Clock:
-        """The client's clock (trio time mapped to wall time).
-
-        Raises:
-            ClientClosedError: the client was never opened.
-        """
-        return self._cache.clock
-
-    def start_soon(self, async_fn: Callable[..., Awaitable[object]], *args: Any, name: str) -> None:
-        """Run ``async_fn(*args)`` in the client's nursery; cancelled when the client closes."""
-        self._check_open().start_soon(async_fn, *args, name=name)
 
     async def fetch_query(self, options: QueryOptions[T]) -> T:
         """Return the key's data: at once if fresh, at once (and refetch) if stale, else fetch.
@@ -169,11 +118,19 @@ class QueryClient:
             raise TypeError(f"options must be a QueryOptions, got {got}") from None
         snap = self.snapshots.get(key_hash)
         # `is`, not `==`: an equal stale_time given as another float object
-        # takes the slow path, which judges it correctly.
-        if snap is not None and snap.fresh_for is options.stale_time:
+        # takes the slow path, which judges it correctly.  The second test is a
+        # stale_time a query default gave these options (memoized below).
+        if snap is not None and (
+            snap.fresh_for is options.stale_time
+            or (
+                (memo := options.defaults_memo) is not None and snap.fresh_for is memo[1].stale_time
+            )
+        ):
             self._hits[key_hash] = self._cache.use_bound
             return snap.data  # type: ignore[no-any-return]
         owners = self._check_open()
+        if self._wide.defaults:
+            options = self._wide.defaults.resolve(options)
         reply = owners.serve_or_claim(options, snap)
         if reply is True:  # fresh by the caller's own stale_time: a hit like above
             return self.snapshots[key_hash].data  # type: ignore[no-any-return]
@@ -194,7 +151,7 @@ class QueryClient:
 
         The fetch's outcome lands in the cache; its error is never raised here.
         """
-        self._check_open().prefetch(options)
+        self._check_open().prefetch(self._wide.defaults.resolve(options))
         await trio.lowlevel.checkpoint()
 
     def watch(self, options: QueryOptions[T], *, notify_on: Any = "data") -> QueryObserver[T]:
@@ -213,7 +170,7 @@ class QueryClient:
         owners = self._check_open()
         if notify_on not in ("data", "all"):
             raise InvalidOptionError(f"notify_on must be 'data' or 'all', got {notify_on!r}")
-        return QueryObserver(owners, options, notify_on=notify_on)
+        return QueryObserver(owners, self._wide.defaults.resolve(options), notify_on=notify_on)
 
     def get_query_data(self, key: QueryKey) -> Any:
         """Return the key's data from L1, or ``None`` if it has none; synchronous."""
@@ -225,13 +182,58 @@ class QueryClient:
         snap = self.snapshots.get(canonical_key(key)[1])
         return snap.state if snap is not None else None
 
-    def is_fetching(self, key: QueryKey = (), *, exact: bool = False) -> int:
-        """Return how many keys under ``key`` (or equal to it) have a fetch in flight or claimed."""
-        owners = self._owners
-        if owners is None or owners.closed:
-            return 0
-        hashes = [canonical_key(key)[1]] if exact else self._cache.matching(key, exact, None)
-        return sum(owners.is_fetching(key_hash) for key_hash in hashes)
+    def is_fetching(
+        self, prefix: QueryKey = (), *, exact: bool = False, predicate: Predicate | None = None
+    ) -> int:
+        """Return how many matching keys have a fetch in flight or claimed (0 when closed)."""
+        return self._wide.fetching(self._owners, prefix, exact=exact, predicate=predicate)
+
+    def is_mutating(self) -> int:
+        """Return how many ``mutate`` calls have not returned yet (waiting for a scope too)."""
+        return self._wide.mutations.running
+
+    def get_queries_data(self, prefix: QueryKey = ()) -> list[tuple[QueryKey, Any]]:
+        """Return ``(key, data)`` for each key under ``prefix`` holding data, from L1; sync."""
+        return self._wide.queries_data(prefix, exact=False, predicate=None)
+
+    async def set_queries_data(self, prefix: QueryKey, updater: Any) -> list[tuple[QueryKey, Any]]:
+        """:meth:`set_query_data` on each key under ``prefix`` holding data (the others are
+        left alone); return ``(key, data)`` pairs.  An ``updater`` that raises stops there:
+        earlier keys keep their new data.
+
+        Raises:
+            Exception: whatever ``updater`` raised.
+        """
+        return await self._wide.set_queries_data(self._check_open(), prefix, updater)
+
+    async def ensure_query_data(
+        self, options: QueryOptions[T], *, revalidate_if_stale: bool = False
+    ) -> T:
+        """Return the key's cached data even if stale (refetched in the background if
+        ``revalidate_if_stale``), else :meth:`fetch_query` it.
+
+        Raises:
+            TypeError: ``options`` is not a :class:`QueryOptions`.
+            Exception: as :meth:`fetch_query`, when there is no data to serve.
+        """
+        owners = self._check_open()
+        fetch = self.fetch_query
+        return await self._wide.ensure(owners, options, fetch, revalidate_if_stale)  # type: ignore[no-any-return]
+
+    def set_query_defaults(self, prefix: QueryKey, **options: Any) -> None:
+        """Give every query under ``prefix`` these options unless it sets them; synchronous.
+
+        The longest matching prefix wins per option; none: forget the prefix.
+
+        Raises:
+            InvalidOptionError: an unknown option, one that cannot be a default
+                (``query_key``, ``query_fn``, ``enabled``), or a bad value.
+        """
+        self._wide.defaults.set(prefix, options)
+
+    def get_query_defaults(self, key: QueryKey) -> dict[str, Any]:
+        """Return the defaults a query with ``key`` gets (every matching prefix's, merged)."""
+        return self._wide.defaults.get(key)
 
     async def set_query_data(
         self, key: QueryKey, updater: Any, *, updated_at: float | None = None
@@ -280,6 +282,32 @@ class QueryClient:
             await owners.fetches_settled(hashes)
         return len(hashes)
 
+    async def refetch_queries(
+        self,
+        prefix: QueryKey = (),
+        *,
+        exact: bool = False,
+        predicate: Predicate | None = None,
+        type: RefetchType = "all",
+        wait: bool = False,
+    ) -> int:
+        """Fetch matching keys again now, fresh or not, as TanStack's ``refetchQueries``.
+
+        ``type``: ``"active"`` (observed by an enabled observer), ``"inactive"``
+        or ``"all"``.  An unobserved key is fetched with the options it was last
+        read with; one this client never read (only set, hydrated) is skipped, as
+        is one whose observers are all disabled.  A key with a fetch in flight
+        joins it.  ``wait``: return once the fetches settled (their errors are in
+        the keys' states, not raised).  Returns how many keys were refetched.
+
+        Raises:
+            InvalidOptionError: ``type`` is not one of the three.
+        """
+        owners = self._check_open()
+        return await self._wide.refetch(
+            owners, prefix, exact=exact, predicate=predicate, type=type, wait=wait
+        )
+
     async def cancel_queries(
         self,
         key: QueryKey = (),
@@ -316,41 +344,6 @@ class QueryClient:
         owners = self._check_open()
         return await owners.reset_each(self._cache.matching(key, exact, predicate))
 
-    def events(self, *, buffer: int = 1000) -> EventStream:
-        """Return a stream of :class:`CacheEvent` for every key, from now on.
-
-        ``async for event in client.events(): ...``.  The stream buffers at
-        most ``buffer`` unread events; past that the oldest are dropped and
-        the next event read carries how many in ``missed``, so a slow consumer
-        never slows the cache.  The stream ends when the client closes or
-        the stream is closed (``aclose()`` / ``async with``).
-
-        Raises:
-            InvalidOptionError: ``buffer`` is below 1.
-        """
-        self._check_open()
-        return self._events.open(buffer)
-
-    def snapshot(self) -> list[QueryRecord]:
-        """Return one :class:`QueryRecord` per key in L1, for introspection; synchronous."""
-        return query_records(self._cache, self._owners, opened=self._owners is not None)
-
-    def statistics(self) -> ClientStatistics:
-        """Return the client's current :class:`ClientStatistics`."""
-        return self._parts.statistics()
-
-    def l2_statistics(self) -> L2Statistics | None:
-        """Return the second tier's :class:`L2Statistics`, or ``None`` without storage."""
-        return self.l2.statistics() if self.l2 is not None else None
-
-    def fleet_statistics(self) -> FleetStatistics | None:
-        """Return the :class:`FleetStatistics`, or ``None`` when the client has no fleet."""
-        return self._fleet.statistics() if self._fleet is not None else None
-
-    def __repr__(self) -> str:
-        state = "closed" if self._closed else "open" if self._owners is not None else "new"
-        return f"<QueryClient {state} queries={len(self._cache)}>"
-
     def mutation(self, options: MutationOptions[T, V]) -> Mutation[T, V]:
         """Return a :class:`Mutation` that runs ``options.mutation_fn`` on this client.
 
@@ -360,16 +353,13 @@ class QueryClient:
         owners = self._check_open()
         if not isinstance(options, MutationOptions):
             raise TypeError(f"options must be a MutationOptions, got {type(options).__name__}")
-        retry_delay = self.config.retry_rule.delay
-        return Mutation(options, owners=owners, clock=self.clock, default_retry_delay=retry_delay)
-
-    def dehydrate(self, predicate: DehydratePredicate | None = None) -> dict[str, Any]:
-        """Return the cached data as a dict for :meth:`hydrate`; synchronous, works once closed too.
-
-        Raises:
-            SerializationError: a value the serializer cannot encode.
-        """
-        return dehydrate(self.snapshots, self.serializer, predicate)
+        return Mutation(
+            options,
+            owners=owners,
+            clock=self.clock,
+            default_retry_delay=self.config.retry_rule.delay,
+            runs=self._wide.mutations,
+        )
 
     async def hydrate(self, dehydrated: dict[str, Any]) -> int:
         """Load a :meth:`dehydrate` dict into L1; return how many keys were loaded.

@@ -29,7 +29,8 @@ import orjson
 
 from ._keys import QueryKey, canonical_key
 from ._state import QueryState, QueryStatus, Snapshot
-from .serializers._core import JsonSerializer, SerializationError, Serializer
+from .serializers._core import SerializationError, Serializer
+from .serializers._json import JsonSerializer
 
 #: The version of the dict :func:`dehydrate` writes and :func:`hydrate` reads.
 DEHYDRATED_VERSION: Final = 1

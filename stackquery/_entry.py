@@ -65,7 +65,7 @@ import orjson
 from ._errors import StackqueryError
 from .serializers._core import (
     _JSON_OPTIONS,
-    JsonSerializer,
+    DeserializationError,
     SerializationError,
     Serializer,
     SignatureError,
@@ -73,6 +73,8 @@ from .serializers._core import (
     _type_name,
     check_finite,
 )
+from .serializers._json import JsonSerializer
+from .serializers._typed_json import TypedJsonSerializer
 
 __all__ = [
     "FORMAT_VERSION",
@@ -244,6 +246,16 @@ def pack_entry(
             raise _json_error(value, exc) from None
         check_finite(value, text)
         return text
+    if type(serializer) is TypedJsonSerializer:
+        # Embedded as written: the tags and checks are the serializer's.
+        envelope = {
+            "sq": FORMAT_VERSION,
+            "s": serializer.name,
+            "t": t,
+            "i": bool(invalidated),
+            "d": orjson.Fragment(serializer.dumps(value)),
+        }
+        return orjson.dumps(envelope)
     name = serializer.name
     name_bytes = name.encode()
     if len(name_bytes) > 255:
@@ -282,6 +294,21 @@ def pack_entry(
         )
     header = _HEADER.pack(_MAGIC, version, flags, t, len(payload), len(name_bytes))
     return b"".join((header, name_bytes, payload))
+
+
+def _pack_text(name: str, t: float, invalidated: bool, tree: Any, value: Any) -> bytes:
+    """A text entry of a JSON serializer ``name`` holding ``tree`` (what ``value`` became).
+
+    Raises:
+        SerializationError: ``tree`` is not JSON (``value`` named in the message).
+    """
+    envelope = {"sq": FORMAT_VERSION, "s": name, "t": t, "i": bool(invalidated), "d": tree}
+    try:
+        text = orjson.dumps(envelope, option=_JSON_OPTIONS)
+    except orjson.JSONEncodeError as exc:
+        raise _json_error(value, exc, name) from None
+    check_finite(tree, text)
+    return text
 
 
 def _signer(serializer: Serializer) -> EntrySigner | None:
@@ -342,12 +369,14 @@ def unpack_entry(
                 if (
                     version == FORMAT_VERSION
                     and type(version) is int
-                    and name == "json"
                     and name == serializer.name
+                    and name in _TEXT_SERIALIZERS
                     and type(t) is float
                     and t >= 0.0
                     and type(invalidated) is bool
                 ):
+                    if type(serializer) is TypedJsonSerializer:
+                        value = _typed_value(serializer, value)
                     return StoredEntry(value, t, invalidated, name)
         return _unpack_text(envelope, serializer)
     head = bytes(raw[:3])
@@ -390,10 +419,8 @@ def flag_invalidated(raw: bytes) -> bytes | None:
     entry = read_envelope(raw)
     if entry.invalidated:
         return None
-    if raw[:1] == b"{":
-        return pack_entry(
-            entry.value, data_updated_at=entry.data_updated_at, serializer=_JSON, invalidated=True
-        )
+    if raw[:1] == b"{":  # a text entry: its value is its JSON, whichever JSON wrote it
+        return _pack_text(entry.serializer, entry.data_updated_at, True, entry.value, entry.value)
     flags = raw[_FLAGS_AT] | _FLAG_INVALIDATED
     return b"".join((raw[:_FLAGS_AT], bytes((flags,)), raw[_FLAGS_AT + 1 :]))
 
@@ -413,6 +440,8 @@ class _AnySerializer:
 
 _JSON: Final = JsonSerializer()
 _ANY: Final = _AnySerializer()
+_TEXT_SERIALIZERS: Final = frozenset({JsonSerializer.name, TypedJsonSerializer.name})
+"""The serializers whose entries are text envelopes."""
 
 
 def _corrupt(
@@ -437,7 +466,8 @@ def _text_parse_error(
     return _corrupt("foreign", "not a stackquery entry", serializer)
 
 
-def _unpack_text(envelope: Any, serializer: Serializer) -> StoredEntry:
+def _unpack_text(envelope: Any, serializer: Serializer, *, opaque: bool = False) -> StoredEntry:
+    """Decode a text entry; ``opaque``: any JSON serializer's, its value kept as JSON."""
     if type(envelope) is not dict or "sq" not in envelope:
         raise _corrupt("foreign", "not a stackquery entry", serializer)
     version = envelope["sq"]
@@ -453,20 +483,41 @@ def _unpack_text(envelope: Any, serializer: Serializer) -> StoredEntry:
         or "d" not in envelope
     ):
         raise _corrupt("malformed", "envelope fields are missing or mistyped", serializer)
-    if name != serializer.name:
+    if name != serializer.name and not opaque:
         raise _corrupt(
             "serializer-mismatch",
             f"written by {name!r}, expected {serializer.name!r}",
             serializer,
             found=name,
         )
-    if name != "json":
+    if name not in _TEXT_SERIALIZERS:
         raise _corrupt("malformed", f"a text entry must be json, not {name!r}", serializer, name)
     if t < 0:
         raise _corrupt("malformed", f"data_updated_at is negative: {t!r}", serializer, name)
+    value = envelope["d"]
+    if isinstance(serializer, TypedJsonSerializer) and not opaque:
+        value = _typed_value(serializer, value)
     return StoredEntry(
-        value=envelope["d"], data_updated_at=float(t), invalidated=invalidated, serializer=name
+        value=value, data_updated_at=float(t), invalidated=invalidated, serializer=name
     )
+
+
+def _typed_value(serializer: TypedJsonSerializer, tree: Any) -> Any:
+    """The value a typed JSON entry holds.
+
+    Raises:
+        CorruptEntryError: its tags are malformed, name an unregistered type,
+            or hold fields the registered class refuses.
+    """
+    try:
+        return serializer.from_json(tree)
+    except DeserializationError as exc:
+        raise _corrupt(
+            "undecodable-payload",
+            f"{serializer.name} could not decode the value: {exc}",
+            serializer,
+            serializer.name,
+        ) from exc
 
 
 def _unpack_binary(
@@ -547,7 +598,11 @@ def read_envelope(raw: bytes | bytearray | memoryview | str) -> StoredEntry:
         CorruptEntryError: ``raw`` is not a well-formed stackquery entry.
     """
     if isinstance(raw, str) or raw[:1] == b"{":
-        return unpack_entry(raw, _JSON)
+        try:
+            envelope = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise _text_parse_error(raw, exc, _JSON) from None
+        return _unpack_text(envelope, _JSON, opaque=True)
     if bytes(raw[:3]) != _MAGIC:
         return unpack_entry(raw, _JSON)  # raises: truncated, or foreign
     return _unpack_binary(raw, _ANY, "", opaque=True)

@@ -42,6 +42,7 @@ from ._retry_policy import DelayFn, RetryDelaySpec, RetryPolicy, RetryRule, dela
 
 if TYPE_CHECKING:
     from ._clock import Clock
+    from ._mutation_runs import MutationRuns
     from ._owners import QueryOwners
 
 T = TypeVar("T")
@@ -77,6 +78,13 @@ class MutationState(Generic[T]):
     """Wall-clock time (client clock) the call started; ``None`` when idle."""
 
 
+def _check_scope(_instance: object, _attribute: object, value: Any) -> None:
+    if value is not None and (not isinstance(value, str) or not value):
+        raise InvalidOptionError(
+            f"scope must be a non-empty str or None, got {type(value).__name__}: {value!r:.100}"
+        )
+
+
 def _retries(_instance: object, attribute: object, value: Any) -> None:
     if value is None:
         raise InvalidOptionError("retry must be an int >= 0, got None")
@@ -93,8 +101,9 @@ class MutationOptions(Generic[T, V]):
 
     Raises (at construction):
         TypeError: ``mutation_fn`` or a callback is not callable.
-        InvalidOptionError: ``retry`` is neither an int >= 0 nor callable, or
-            ``retry_delay`` is a negative or NaN number.
+        InvalidOptionError: ``retry`` is neither an int >= 0 nor callable,
+            ``retry_delay`` is a negative or NaN number, or ``scope`` is not a non-empty
+            str or ``None``.
         TypeError: a ``retry`` function that cannot be called as ``retry(failure_count,
             error)``, a ``retry_delay`` function taking neither one nor two arguments.
     """
@@ -123,6 +132,9 @@ class MutationOptions(Generic[T, V]):
     retry_delay: RetryDelaySpec | None = attrs.field(default=None, validator=_retry_delay)
     """Seconds before a retry (a number, a function of the 0-based retry number, or of
     ``(failure_count, error)``); ``None``: the client's ``retry_delay``."""
+    scope: str | None = attrs.field(default=None, validator=_check_scope)
+    """Mutations of one client with the same scope (``"account:42"``) run one at a time,
+    in the order of their ``mutate`` calls; ``None`` (the default): no waiting."""
     is_async: bool = attrs.field(init=False, repr=False, eq=False)
     """Whether ``mutation_fn`` is awaited (True) or run in a worker thread."""
     retry_rule: RetryRule = attrs.field(init=False, repr=False, eq=False)
@@ -165,8 +177,10 @@ class Mutation(Generic[T, V]):
         owners: QueryOwners,
         clock: Clock,
         default_retry_delay: DelayFn | None,
+        runs: MutationRuns,
     ) -> None:
         self._owners = owners
+        self._runs = runs
         self._clock = clock
         self._default_retry_delay = default_retry_delay or delay_function(library_retry_delay)
         self.options = options
@@ -205,6 +219,11 @@ class Mutation(Generic[T, V]):
         worker thread is abandoned: it runs to its end there and its result
         is discarded.
 
+        With a ``scope``, the whole call (``on_mutate`` to ``on_settled``)
+        waits until every earlier ``mutate`` call of the client with that
+        scope has returned; the state is ``pending`` meanwhile.  A call
+        cancelled while it waits leaves the queue (the next keeps its place).
+
         Raises:
             Exception: ``on_mutate``'s error, or ``mutation_fn``'s error after
                 its retries.
@@ -222,7 +241,8 @@ class Mutation(Generic[T, V]):
         )
         self._set(call.id, call.pending)
         try:
-            return await self._run(call, variables)
+            async with self._runs.run(self.options.scope):
+                return await self._run(call, variables)
         except Exception:
             raise  # _run has set the error state
         except BaseException:

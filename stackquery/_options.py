@@ -501,7 +501,8 @@ class QueryClientConfig:
 
 @attrs.frozen
 class QueryOptions(Generic[T]):
-    """What to fetch for a key, and how.  Fields left ``None`` take the client's value.
+    """What to fetch for a key, and how.  Fields left ``None`` take the query defaults of
+    the key's prefix (``QueryClient.set_query_defaults``), else the client's value.
 
     Raises (at construction):
         InvalidKeyError: ``query_key`` is not a valid key.
@@ -605,6 +606,9 @@ class QueryOptions(Generic[T]):
     time counted); past it the caller waits for a new fetch.  ``None``: no such bound."""
     retry_rule: RetryRule = attrs.field(init=False, repr=False, eq=False)
     """``retry`` and ``retry_delay`` compiled (a function's arity decided once)."""
+    defaults_memo: Any = attrs.field(init=False, default=None, repr=False, eq=False)
+    """The client's cache of these options with its query defaults filled in (see
+    ``set_query_defaults``): ``(version, resolved)``; not for users."""
 
     def __attrs_post_init__(self) -> None:
         key, key_hash = canonical_key(self.query_key)

@@ -114,6 +114,13 @@ class QueryOwners:
         actor = self._registry.get(key_hash)
         return actor is not None and actor.is_fetching
 
+    def fetching_keys(self) -> set[str]:
+        """Every key with a fetch in flight or claimed (a cold L2 read included)."""
+        keys = {key_hash for key_hash, actor in self._registry.items() if actor.is_fetching}
+        if self._tier is not None:
+            keys.update(self._tier.cold_reads)
+        return keys
+
     def current_reply(self, key_hash: str) -> Reply[Any] | None:
         """The reply of the key's fetch in flight or claimed, or ``None``."""
         cold = self._cold_reads.get(key_hash) if self._cold_reads is not None else None
@@ -142,6 +149,7 @@ class QueryOwners:
         registry = self.check_open()
         cache = self._cache
         key_hash = options.key_hash
+        cache.remember(options)
         if snap is None:
             snap = cache.get(key_hash)
             if snap is None and key_hash not in registry:
@@ -190,6 +198,7 @@ class QueryOwners:
         registry = self.check_open()
         cache = self._cache
         key_hash = options.key_hash
+        cache.remember(options)
         snap = cache.get(key_hash)
         if snap is None and options.initial_data is not UNSET and key_hash not in registry:
             snap = cache.create(options)
@@ -207,6 +216,7 @@ class QueryOwners:
             ClientClosedError: the client is closed.
         """
         registry = self.check_open()
+        self._cache.remember(options)
         cold = self._cold_reads.get(options.key_hash) if self._cold_reads is not None else None
         if cold is not None:  # a caller's cold L2 read is the key's fetch now
             return cold.reply
@@ -244,6 +254,7 @@ class QueryOwners:
         options = observer.options
         key_hash = options.key_hash
         cache = self._cache
+        cache.remember(options)
         # Seeded here, before the actor judges freshness: fresh initial_data needs no fetch.
         cold = cache.get(key_hash) is None and key_hash not in registry
         if cold and options.initial_data is not UNSET:

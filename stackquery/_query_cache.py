@@ -71,6 +71,9 @@ class QueryCache:
         as it was then: a hit stores a float (no clock read, no allocation).  Never rebound."""
         self.use_bound = 0.0
         """An upper bound of "now", kept ahead by :meth:`run_use_clock`."""
+        self.last_options: dict[str, QueryOptions[Any]] = {}
+        """The options each key was last read or fetched with (not on fresh hits): what
+        ``refetch_queries`` fetches an unobserved key with.  Dropped with the key."""
         self._timers = KeyTimers(self._on_timer)
         self._dead_timers = 0
         """Timer entries of dropped keys, still in the heap (see :meth:`drop`)."""
@@ -128,6 +131,19 @@ class QueryCache:
         """The key's state (the empty state for a key not in the table)."""
         snap = self.snapshots.get(key_hash)
         return snap.state if snap is not None else EMPTY_STATE
+
+    def remember(self, options: QueryOptions[Any]) -> None:
+        """Record ``options`` as the key's :attr:`last_options`.
+
+        Keys recorded but never put in the table (a read that failed before
+        its key was made) are swept once they could be as many as the keys.
+        """
+        last = self.last_options
+        last[options.key_hash] = options
+        if len(last) > 2 * len(self.snapshots) + 1024:
+            snapshots = self.snapshots
+            for key_hash in [k for k in last if k not in snapshots]:
+                del last[key_hash]
 
     def matches(
         self, key: QueryKey, exact: bool, predicate: Predicate | None
@@ -345,6 +361,7 @@ class QueryCache:
         snaps = self.snapshots
         snap = snaps.pop(key_hash, None)
         self.hits.pop(key_hash, None)
+        self.last_options.pop(key_hash, None)
         if snap is None:
             return
         if self.events.listening:

@@ -3,6 +3,7 @@
 Users pick one in the client's config::
 
     sq.QueryClientConfig(serializer=sq.serializers.json)            # the default
+    sq.QueryClientConfig(serializer=sq.serializers.json(types=[User, Status]))  # typed JSON
     sq.QueryClientConfig(serializer=sq.serializers.pickle(key=SECRET))
     sq.QueryClientConfig(serializer=sq.serializers.msgpack)           # extra: msgpack
     sq.QueryClientConfig(serializer=sq.serializers.protobuf(User))    # extra: protobuf
@@ -34,13 +35,14 @@ from ._binary import (
 )
 from ._core import (
     DeserializationError,
-    JsonSerializer,
     SerializationError,
     Serializer,
     SignatureError,
     _check_name,
     _type_name,
 )
+from ._json import JsonSerializer
+from ._typed_json import TypedJsonSerializer
 
 __all__ = [
     "DeserializationError",
@@ -51,6 +53,7 @@ __all__ = [
     "SerializationError",
     "Serializer",
     "SignatureError",
+    "TypedJsonSerializer",
     "as_serializer",
     "json",
     "msgpack",
@@ -120,7 +123,8 @@ def as_serializer(obj: object) -> Serializer:
     return obj  # type: ignore[return-value]  # checked by hand above
 
 
-#: The default serializer: JSON through orjson.
+#: The default serializer: JSON through orjson.  ``json(types=[...])`` makes a
+#: :class:`TypedJsonSerializer` that also brings back those types.
 json: Final = JsonSerializer()
 
 #: MessagePack; needs ``pip install 'stackquery[msgpack]'``.

@@ -73,6 +73,14 @@ class Invalidate:
 
 
 @attrs.frozen
+class RefetchActive:
+    """``refetch_queries(prefix, exact=, type="active")``: the observed matches fetch again."""
+
+    prefix: tuple[Any, ...]
+    exact: bool
+
+
+@attrs.frozen
 class Prefetch:
     key: tuple[Any, ...]
 
@@ -151,9 +159,12 @@ Op = Any
 
 
 def op_strategies(
-    keys: list[tuple[Any, ...]], l2_gates: bool, write_gates: bool = False
+    keys: list[tuple[Any, ...]], l2_gates: bool, write_gates: bool = False, refetch: bool = False
 ) -> dict[str, st.SearchStrategy[Op]]:
-    """Each kind of operation on ``keys``; L2 read (and write) gates need a ControlledStorage."""
+    """Each kind of operation on ``keys``; L2 read (and write) gates need a ControlledStorage.
+
+    ``refetch``: ``refetch_queries(type="active")`` too (the client model knows it).
+    """
     key = st.sampled_from(keys)
     matcher = st.sampled_from(MATCHERS)
     kinds: dict[str, st.SearchStrategy[Op]] = {
@@ -176,6 +187,8 @@ def op_strategies(
         "release_origin": st.builds(ReleaseOrigin, key),
         "fail_origin": st.builds(FailOrigin, key, st.booleans()),
     }
+    if refetch:
+        kinds["refetch_active"] = matcher.map(lambda m: RefetchActive(*m))
     if l2_gates:
         kinds["hold_l2"] = st.just(HoldL2Reads())
         kinds["release_l2"] = st.just(ReleaseL2Reads())
@@ -187,7 +200,12 @@ def op_strategies(
 
 @st.composite
 def programs(
-    draw: st.DrawFn, l2_gates: bool, *, write_gates: bool = False, max_size: int = 40
+    draw: st.DrawFn,
+    l2_gates: bool,
+    *,
+    write_gates: bool = False,
+    refetch: bool = False,
+    max_size: int = 40,
 ) -> list[Op]:
     """A program, swarm-style: each draws which keys and which kinds of operation it uses.
 
@@ -196,7 +214,7 @@ def programs(
     cancel, fetch again, release); shrinking still works on the operations.
     """
     keys = draw(st.sampled_from([KEYS[:1], KEYS[:2], KEYS]))
-    strategies = op_strategies(keys, l2_gates, write_gates)
+    strategies = op_strategies(keys, l2_gates, write_gates, refetch)
     kinds = [kind for kind in sorted(strategies) if draw(st.booleans())] or ["fetch"]
     kind_st = st.sampled_from(kinds).flatmap(lambda kind: strategies[kind])
     size = draw(st.integers(0, max_size))  # st.lists alone averages a handful of operations

@@ -23,6 +23,9 @@ The model (:class:`Model`) is written from DESIGN.md and the public
 docstrings, not from the implementation.  Where the contract is silent the
 model takes one reading and says so next to the rule.  The rules, per key:
 
+* ``refetch_queries(type="active")``: each observed match fetches again,
+  fresh or not (a cold one reads L2 first, as any fetch of a key without
+  data); one with a fetch in flight joins it.  Returns how many matched.
 * prefetch: starts a fetch unless the data is fresh or a fetch is in
   flight; never waits, never raises.
 * fetch: fresh data is returned at once (no origin call); stale data is
@@ -101,6 +104,7 @@ from tests.model.operations import (
     Invalidate,
     Op,
     Prefetch,
+    RefetchActive,
     ReleaseL2Reads,
     ReleaseOrigin,
     Remove,
@@ -394,6 +398,14 @@ class Model:
             self.changed(k)
         return len(matched)
 
+    def refetch_active(self, prefix: tuple[Any, ...], exact: bool) -> int:
+        """Each observed match fetches again, fresh or not; one with a fetch in flight joins it."""
+        matched = [k for k in self.cached(prefix, exact) if self.observed(k.key)]
+        for k in matched:
+            if k.fetch is None:
+                self.start_fetch(k, [])
+        return len(matched)
+
     def drop(self, k: KeyModel) -> None:
         """Cancel the key's fetch (its waiters get QueryCancelledError) and uncache it."""
         if k.fetch is not None:
@@ -567,6 +579,12 @@ class Driver(ProgramDriver):
             return (got, expected)
         if isinstance(op, Invalidate | Remove | Reset | Cancel):
             return await self.change(op)
+        if isinstance(op, RefetchActive):
+            expected = model.refetch_active(op.prefix, op.exact)
+            got = await self.call(
+                lambda: client.refetch_queries(op.prefix, exact=op.exact, type="active")
+            )
+            return (got, expected)
         if isinstance(op, Subscribe):
             return await self.subscribe(op)
         if isinstance(op, Prefetch):
@@ -909,13 +927,13 @@ def run_program(mode: str, program: list[Op]) -> Driver:
 class TestClientModel:
     @pytest.mark.parametrize("mode", ["l1", "memory"])
     @model_settings(default_ci=600, default_local=2000)
-    @given(program=programs(l2_gates=False))
+    @given(program=programs(l2_gates=False, refetch=True))
     def test_client_follows_the_model(self, mode: str, program: list[Op]) -> None:
         """Every caller, origin count, state and observer matches the model after each step."""
         run_program(mode, program)
 
     @model_settings(default_ci=600, default_local=2000)
-    @given(program=programs(l2_gates=True))
+    @given(program=programs(l2_gates=True, refetch=True))
     def test_client_follows_the_model_with_held_l2_reads(self, program: list[Op]) -> None:
         """The same, over a ControlledStorage whose reads the program holds and releases."""
         run_program("controlled", program)
