@@ -1,11 +1,10 @@
 """QueryClient: the facade users call, and the hot path.
 
-The client's parts are built and run by :class:`~stackquery._parts.ClientParts`;
-its methods check their input, then delegate, mostly to
-:class:`~stackquery._owners.QueryOwners`, which routes each read and change of
-a key to whoever owns it.  The fresh hit in :meth:`QueryClient.fetch_query` is
-the one path that matters most for speed: one dict lookup of the key's
-canonical hash, one flag test, no clock read, no message, no checkpoint.
+The client's parts are built and run by :class:`~stackquery._parts.ClientParts`; its
+methods check their input, then delegate, mostly to :class:`~stackquery._owners.QueryOwners`,
+which routes each read and change of a key to whoever owns it.  The fresh hit in
+:meth:`QueryClient.fetch_query` is the one path that matters most for speed: one dict
+lookup of the key's canonical hash, one flag test, no clock read, no message, no checkpoint.
 """
 
 from __future__ import annotations
@@ -23,6 +22,7 @@ from ._clock import Clock
 from ._dehydrate import DehydratePredicate, dehydrate, hydrate
 from ._errors import ClientClosedError, InvalidOptionError
 from ._events import EventStream
+from ._fetch_many import fetch_queries as _fetch_queries
 from ._keys import QueryKey, canonical_key
 from ._l2 import L2Cache, L2Statistics
 from ._l2_tier import ColdRead
@@ -70,8 +70,7 @@ class QueryClient:
             raise TypeError(f"config must be a QueryClientConfig, got {type(config).__name__}")
         self.config = config if config is not None else QueryClientConfig()
         self._parts = parts = ClientParts(self.config)
-        # For the decorators and tools built on the client: read these, change
-        # keys only through the client's methods.
+        # For decorators and tools: read these; change keys only through the client's methods.
         self.cache: QueryCache = parts.cache
         """The L1 table."""
         self.snapshots: Mapping[str, Snapshot] = parts.cache.snapshots
@@ -168,8 +167,7 @@ class QueryClient:
             got = type(options).__name__
             raise TypeError(f"options must be a QueryOptions, got {got}") from None
         snap = self.snapshots.get(key_hash)
-        # `is`, not `==`: an equal stale_time given as another float object
-        # takes the slow path, which judges it correctly.
+        # `is`, not `==`: an equal stale_time as another float object takes the slow path.
         if snap is not None and snap.fresh_for is options.stale_time:
             self._hits[key_hash] = self._cache.use_bound
             return snap.data  # type: ignore[no-any-return]
@@ -188,6 +186,8 @@ class QueryClient:
         # Awaited here, not in a helper coroutine: one frame less per parked
         # caller, which counts when 10,000 callers wait on one cold key.
         return await reply.wait()  # type: ignore[no-any-return]
+
+    fetch_queries = _fetch_queries  # `await client.fetch_queries([opts, ...])`: see _fetch_many
 
     async def prefetch_query(self, options: QueryOptions[Any]) -> None:
         """Start a fetch of the key unless its data is fresh; never waits for it.
