@@ -251,6 +251,10 @@ def _template(key: object) -> str | None:
 class CacheFamily(Generic[P, R]):
     """``sq.cache``: the ``@cache`` decorator, with ``@cache.batch`` beside it."""
 
+    __name__: str
+    __qualname__: str
+    __wrapped__: Callable[P, R]
+
     def __init__(self, cache: Callable[P, R]) -> None:
         self._cache = cache
         functools.update_wrapper(self, cache)

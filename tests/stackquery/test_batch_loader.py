@@ -1,4 +1,4 @@
-"""Specification of ``@cache.batch``: merged origin calls, per-id caching, missing ids, L2, errors."""
+"""Specification of ``@cache.batch``: merged origin calls, per-id caching, missing ids, L2."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ import trio.testing
 import stackquery as sq
 from backends import MemoryStorage
 from stackquery._keys import canonical_key
-
 from tests.stackquery.l2_store import ControlledStorage
 
 
@@ -135,7 +134,7 @@ class TestMerging:
         origin = Origin(delay=1.0)
         get_user = loader(origin)
         async with sq.open_query_client(no_retry()), trio.open_nursery() as nursery:
-            first: list[str] = []
+            first: list[str | None] = []
 
             async def first_caller() -> None:
                 first.append(await get_user(1))
@@ -190,7 +189,9 @@ class TestFreshAndStale:
                 assert await get_user(1) == "u1#1"
                 assert await get_user.many([2, 1]) == ["u2#1", "u1#1"]
 
-    async def test_f_1_and_f_true_are_two_keys(self, autojump_clock: trio.testing.MockClock) -> None:
+    async def test_f_1_and_f_true_are_two_keys(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
         """An id equal to another of another type (1, True) is not served the other's entry."""
         origin = Origin()
 
@@ -220,7 +221,7 @@ class TestMissingIds:
     async def test_missing_error_raises_for_that_id_only(
         self, autojump_clock: trio.testing.MockClock
     ) -> None:
-        """missing="error": MissingIdError (a KeyError) for the missing id, values for the others."""
+        """missing="error": MissingIdError (a KeyError) for that id only, values for the others."""
         origin = Origin()
         origin.omit = {2}
         get_user = loader(origin, missing="error")
@@ -353,7 +354,7 @@ class TestErrors:
         origin = Origin(delay=1.0)
         get_user = loader(origin)
         async with sq.open_query_client(no_retry()):
-            results: dict[int, str] = {}
+            results: dict[int, str | None] = {}
 
             async def impatient() -> None:
                 with trio.move_on_after(0.5):
@@ -448,7 +449,10 @@ class TestDecorating:
             ({"ttl": 60, "max_batch": True}, r"max_batch must be an int >= 1, got True"),
             ({"ttl": 60, "max_batch": 2.5}, r"max_batch must be an int >= 1, got 2.5"),
             ({"ttl": 60, "missing": "raise"}, r"missing must be 'none', 'error' or 'skip'"),
-            ({"ttl": 60, "store": MemoryStorage(), "client": sq.QueryClient()}, "give client= or store=, not both"),
+            (
+                {"ttl": 60, "store": MemoryStorage(), "client": sq.QueryClient()},
+                "give client= or store=, not both",
+            ),
         ],
     )
     def test_bad_options_are_refused_when_decorating(
