@@ -190,7 +190,7 @@ def batch(
             func=func, name=name, max_batch=max_batch, missing=missing, metrics=metrics
         )
         calls = BatchCalls(origin, template, ttl=ttl, stale=stale, choice=choice)
-        wrapper = calls.one_measured if metrics is not None else one_wrapper(calls)
+        wrapper = one_wrapper(calls)
         wrapped: Any = functools.wraps(func)(wrapper)
         wrapped.many = calls.many
         wrapped.invalidate = calls.invalidate

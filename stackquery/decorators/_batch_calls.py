@@ -148,13 +148,22 @@ class BatchCalls:
             if snap is not None and snap.fresh_for is options.stale_time:
                 metrics.record_hit(self.name)
                 return snap.data
-            if snap is not None and snap.has_data and not client.cache.too_old(snap, options):
-                metrics.record_stale_hit(self.name)
-            else:
-                metrics.record_miss(self.name)
+            self._record_read(client, options)
             return await self.fetch(client, options)
         finally:
             metrics.record_latency(self.name, "get", trio.current_time() - start)
+
+    def _record_read(self, client: QueryClient, options: QueryOptions[Any]) -> None:
+        """Tell the metrics whether reading the id is a hit, a stale hit or a miss."""
+        metrics = self.origin.metrics
+        assert metrics is not None
+        snap = client.snapshots.get(options.key_hash)
+        if snap is not None and snap.fresh_for is options.stale_time:
+            metrics.record_hit(self.name)
+        elif snap is not None and snap.has_data and not client.cache.too_old(snap, options):
+            metrics.record_stale_hit(self.name)
+        else:
+            metrics.record_miss(self.name)
 
     async def many(self, ids: Iterable[Any]) -> list[Any]:
         """Return the values of ``ids`` in order; see :func:`batch`.
@@ -175,14 +184,9 @@ class BatchCalls:
             client = await self.choice.open()
         batches = self.batches_for(client)
         options_list = [self.options_for(batches, item_id) for item_id in ids]
-        metrics = self.origin.metrics
-        if metrics is not None:
+        if self.origin.metrics is not None:
             for options in options_list:
-                snap = client.snapshots.get(options.key_hash)
-                if snap is not None and snap.fresh_for is options.stale_time:
-                    metrics.record_hit(self.name)
-                else:
-                    metrics.record_miss(self.name)
+                self._record_read(client, options)
         fetch_one = functools.partial(self.fetch, client)
         return await fetch_all(client.snapshots, options_list, fetch_one)
 
@@ -230,6 +234,14 @@ class BatchCalls:
 
 
 def one_wrapper(calls: BatchCalls) -> Callable[[Any], Coroutine[Any, Any, Any]]:
+    """Return ``f(id)``: the fresh hit inline, the rest in ``calls`` (all of it with metrics)."""
+    if calls.origin.metrics is not None:
+        measured = calls.one_measured
+
+        async def cached_measured(item_id: Any, /) -> Any:
+            return await measured(item_id)
+
+        return cached_measured
     resolve = calls.resolve
     batches_for = calls.batches_for
     slow = calls.one

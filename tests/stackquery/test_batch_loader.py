@@ -372,6 +372,32 @@ class TestErrors:
             assert len(origin.calls) == 1
 
 
+class TestClients:
+    async def test_closing_the_client_mid_call_does_not_wait_for_the_origin(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """The window's call runs in the client's nursery: closing the client cancels it."""
+        origin = Origin(delay=100.0)
+        get_user = loader(origin)
+        async with sq.open_query_client(no_retry()) as client:
+            client.start_soon(get_user, 1, name="caller")
+            await trio.sleep(0.5)
+        assert trio.current_time() == 0.5
+        assert origin.calls == [[1]]
+
+    async def test_each_client_has_its_own_windows_and_entries(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """Two clients: each caches its ids; a window never mixes them."""
+        origin = Origin()
+        get_user = loader(origin)
+        async with sq.open_query_client(no_retry()) as first:
+            async with sq.open_query_client(no_retry()):
+                assert await get_user(1) == "u1#1"  # the innermost client
+            assert await get_user(1) == "u1#2"  # the outer one had not cached it
+            assert first.get_query_data(("fn", get_user.cache_name, "user:{}", 1)) == "u1#2"
+
+
 class TestL2:
     async def test_cold_ids_are_read_from_l2_in_one_get_many(
         self, autojump_clock: trio.testing.MockClock
@@ -419,6 +445,25 @@ class TestInvalidateAndClear:
             assert await get_user.many([1, 2]) == ["u1#2", "u2#1"]
             assert origin.calls[1:] == [[1]]
 
+    async def test_invalidate_during_the_origin_call_fetches_the_id_again(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """A caller waiting on an id that is invalidated gets a value fetched after that."""
+        origin = Origin()
+        get_user = loader(origin)
+        async with sq.open_query_client(no_retry()), trio.open_nursery() as nursery:
+            got: list[str | None] = []
+
+            async def caller() -> None:
+                got.append(await get_user(1))
+
+            nursery.start_soon(caller)
+            await trio.sleep(0.5)
+            await get_user.invalidate(1)
+        assert got == ["u1#2"]
+        assert origin.calls == [[1], [1]]
+        assert trio.current_time() == 1.5
+
     async def test_clear_removes_every_id_of_this_function_only(
         self, autojump_clock: trio.testing.MockClock
     ) -> None:
@@ -436,6 +481,27 @@ class TestInvalidateAndClear:
             assert await get_user.many([1, 2]) == ["u1#2", "u2#2"]
             assert await get_other(1) == "u1#1"
             assert len(other_origin.calls) == 1
+
+
+class TestMetrics:
+    async def test_reads_and_origin_calls_are_recorded(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """Per id: hits, stale hits and misses; per origin call: a fetch and its latency."""
+        metrics = sq.InMemoryMetrics()
+        origin = Origin()
+        get_user = loader(origin, ttl=10, stale=20, metrics=metrics)
+        async with sq.open_query_client(no_retry()):
+            await get_user.many([1, 2])  # two misses, one fetch
+            assert await get_user(1) == "u1#1"  # a hit
+            await trio.sleep(15)
+            assert await get_user.many([1, 3]) == ["u1#1", "u3#2"]  # a stale hit and a miss
+            await get_user.invalidate(2)
+        stats = metrics.get_stats()["caches"][get_user.cache_name]
+        assert (stats["hits"], stats["stale_hits"], stats["misses"]) == (1, 1, 3)
+        assert (stats["fetches"], stats["deletes"]) == (len(origin.calls), 1)
+        assert origin.sorted_calls == [[1, 2], [1, 3]]  # 1's refresh and 3's miss: one call
+        assert stats["latency"]["fetch"]["count"] == 2
 
 
 class TestDecorating:
