@@ -21,7 +21,7 @@ import trio
 from backends import ops
 
 from .._client import QueryClient
-from .._errors import QueryCancelledError
+from .._errors import InvalidKeyError, QueryCancelledError
 from .._fetch_many import fetch_all
 from .._keys import QueryKey, canonical_key, prefix_hash
 from .._options import QueryOptions
@@ -85,16 +85,16 @@ class BatchCalls:
         """Return the id's options on ``batches``' client, memoized.
 
         Raises:
-            InvalidKeyError: the id cannot be part of a key.
+            InvalidKeyError: the id cannot be part of a key, or is not hashable.
         """
         memo = batches.options
         try:
             found = memo.get(item_id)
         except TypeError:
-            found = None
-            hashable = False
-        else:
-            hashable = True
+            raise InvalidKeyError(
+                f"{self.name}(): an id must be hashable (it is a key of the function's "
+                f"mapping), got {type(item_id).__name__}: {item_id!r}"
+            ) from None
         if found is not None and found[0] is type(item_id):
             return found[1]
         query_key, _ = self.key_of(item_id)
@@ -107,7 +107,7 @@ class BatchCalls:
             max_age=None if lifetime == math.inf else lifetime,
             retry=0,  # retried per origin call, in the batch window
         )
-        if hashable and found is None:
+        if found is None:
             if len(memo) >= MEMO_SIZE:
                 del memo[next(iter(memo))]
             memo[item_id] = (type(item_id), options)

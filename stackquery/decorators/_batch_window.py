@@ -132,10 +132,13 @@ class ClientBatches:
             client = self.client_ref()
             if client is None:
                 raise ClientClosedError("the query client of this batch function is gone")
-            window = self.window = _Window()
+            window = _Window()
+            # Opened once its flush is started: a client that refuses the task
+            # (closed) must not leave a window behind that nobody flushes.
             client.start_soon(
                 self.origin.flush, self, window, client, name=f"stackquery-batch {self.origin.name}"
             )
+            self.window = window
         reply = window.replies.get(item_id)
         if reply is None:
             reply = window.replies[item_id] = Reply()
@@ -207,6 +210,17 @@ class BatchOrigin:
             for item_id in chunk:
                 replies[item_id].set_error(result)
             return
+        try:
+            self._settle(chunk, replies, result)
+        except Exception as exc:  # a mapping that fails to be read: its ids get the error
+            for item_id in chunk:
+                if not replies[item_id].is_set:
+                    replies[item_id].set_error(exc)
+
+    def _settle(
+        self, chunk: list[Any], replies: dict[Any, Reply[Any]], result: Mapping[Any, Any]
+    ) -> None:
+        """Give each id of ``chunk`` its value from ``result``, or what ``missing`` says."""
         found = 0
         for item_id in chunk:
             reply = replies[item_id]

@@ -347,6 +347,25 @@ class TestErrors:
             with pytest.raises(TypeError, match=r"get_users\(\) must return a mapping .*got list"):
                 await get_users.many([1, 2])
 
+    async def test_a_mapping_that_fails_to_be_read_fails_its_ids_not_the_client(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """A mapping whose lookups raise: its callers get the error, the client goes on."""
+
+        class Broken(dict[int, str]):
+            def __getitem__(self, key: int) -> str:
+                raise RuntimeError("broken mapping")
+
+        @sq.cache.batch(60)
+        async def get_users(ids: list[int]) -> dict[int, str]:
+            return Broken({i: "x" for i in ids})
+
+        async with sq.open_query_client(no_retry()):
+            with pytest.raises(RuntimeError, match="broken mapping"):
+                await get_users.many([1, 2])
+            with pytest.raises(RuntimeError, match="broken mapping"):
+                await get_users(3)
+
     async def test_a_cancelled_caller_does_not_cancel_the_batch(
         self, autojump_clock: trio.testing.MockClock
     ) -> None:
@@ -576,6 +595,8 @@ class TestDecorating:
         async with sq.open_query_client(no_retry()):
             with pytest.raises(sq.InvalidKeyError):
                 await get_user([1])  # type: ignore[arg-type]
+            with pytest.raises(sq.InvalidKeyError, match=r"an id must be hashable .*got dict"):
+                await get_user({"a": 1})  # type: ignore[arg-type]
             with pytest.raises(TypeError, match="many\\(\\) takes a list of ids, got str"):
                 await get_user.many("123")  # type: ignore[arg-type]
 
