@@ -191,7 +191,10 @@ def batch(
         )
         calls = BatchCalls(origin, template, ttl=ttl, stale=stale, choice=choice)
         wrapper = one_wrapper(calls)
+        # It takes one id, not the decorated function's list (``__wrapped__`` is that).
+        signature = inspect.signature(wrapper)
         wrapped: Any = functools.wraps(func)(wrapper)
+        wrapped.__signature__ = signature
         wrapped.many = calls.many
         wrapped.invalidate = calls.invalidate
         wrapped.clear = calls.clear

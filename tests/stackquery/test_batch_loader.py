@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Any
 
@@ -611,6 +612,9 @@ class TestDecorating:
     ) -> None:
         get_user = loader(Origin())
         assert get_user.__name__ == "get_users"
+        (one,) = inspect.signature(get_user).parameters.values()
+        assert (one.name, one.kind) == ("item_id", inspect.Parameter.POSITIONAL_ONLY)
+        assert list(inspect.signature(get_user.__wrapped__).parameters) == ["ids"]
         assert get_user.cache_name.endswith("loader.<locals>.get_users") or "#" in (
             get_user.cache_name
         )
