@@ -16,7 +16,9 @@ first one is in the window by then.  Concurrent callers started together
 (tasks of one nursery, one ``many`` call, the waiters of one L2 ``get_many``)
 reach their ``query_fn`` in the same batch, since each key goes through the
 same steps (actor activation, fetch task) to get there.  No sleep, no timer:
-the window costs no latency.  An id that arrives later goes in the next window.
+the window costs no latency.  An id that arrives later goes in the next window:
+a cold id that is read from L2 first reaches its ``query_fn`` after the read,
+so it does not share a call with a stale id's refresh asked for at the same time.
 
 The flush closes the window (later ids open a new one), splits its ids in
 chunks of ``max_batch`` and calls the origin once per chunk, concurrently,
