@@ -451,6 +451,20 @@ class TestL2:
             assert origin.sorted_calls == [[1, 2], [3, 4]]
 
 
+    async def test_with_a_store_cold_ids_go_out_after_their_read(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """A stale id's refresh and cold ids read from L2 first: two calls, as documented."""
+        origin = Origin()
+        get_user = loader(origin, ttl=10, stale=100)
+        async with sq.open_query_client(sq.QueryClientConfig(storage=MemoryStorage(), retry=0)):
+            await get_user(1)
+            await trio.sleep(20)
+            assert await get_user.many([1, 2, 3]) == ["u1#1", "u2#3", "u3#3"]
+            await trio.sleep(5)
+        assert origin.sorted_calls == [[1], [1], [2, 3]]
+
+
 class TestInvalidateAndClear:
     async def test_invalidate_removes_one_id(self, autojump_clock: trio.testing.MockClock) -> None:
         """``invalidate(id)`` drops that id (L1 and L2); the next call fetches it alone."""
