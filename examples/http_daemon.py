@@ -11,6 +11,7 @@ gracefully.  Needs the ``examples`` extra (hypercorn)::
     curl localhost:8000/users/7                   # 200 ms the first time, instant after
     curl -X POST localhost:8000/users/7/invalidate
     curl localhost:8000/users/7                   # the old value at once; a refetch behind it
+    curl 'localhost:8000/users?ids=1,2,3'         # many users: one batch call for the cold ones
     curl localhost:8000/stats
 
 With ``--admin-socket PATH`` (or ``STACKQUERY_ADMIN_SOCKET=PATH``) the client also
@@ -32,6 +33,7 @@ import re
 import signal
 from functools import partial
 from typing import Any
+from urllib.parse import parse_qs
 
 import attrs
 import hypercorn
@@ -43,6 +45,9 @@ import stackquery as sq
 from backends import MemoryStorage, RedisStorage, SQLiteStorage
 
 USER_PATH = re.compile(r"/users/(\d+)")
+USER_IDS = re.compile(r"\d+(?:,\d+)*")
+MAX_IDS = 1000
+"""Most ids one ``/users?ids=`` request may ask for."""
 INVALIDATE_PATH = re.compile(r"/users/(\d+)/invalidate")
 
 
@@ -52,6 +57,19 @@ class UserApp:
     def __init__(self, client: sq.QueryClient) -> None:
         self.client = client
         self.origin_calls = 0
+        self.batch_calls = 0
+
+        # The origin's batch endpoint, behind a batch loader: the ids of one request (and of
+        # concurrent requests in the same scheduling tick) that are not cached go out in one
+        # call; each id is cached on its own, under its own key, for 30 s.
+        @sq.cache.batch(30, key="user:{}", client=client, max_batch=100)
+        async def load_users(ids: list[int]) -> dict[int, dict[str, Any]]:
+            self.batch_calls += 1
+            call = self.batch_calls
+            await trio.sleep(0.2)
+            return {i: {"id": i, "batch_call": call} for i in ids if i < 100}  # unknown: None
+
+        self.get_users = load_users
 
     async def load_user(self, user_id: int) -> dict[str, Any] | None:
         """The origin (a database, an API): slow, and None for an unknown user."""
@@ -65,7 +83,12 @@ class UserApp:
             query_key=("user", user_id), query_fn=partial(self.load_user, user_id)
         )
 
-    async def handle(self, method: str, path: str) -> tuple[int, object]:
+    async def handle(self, method: str, path: str, query: str = "") -> tuple[int, object]:
+        if method == "GET" and path == "/users":
+            ids = parse_qs(query).get("ids", [""])[-1]
+            if not USER_IDS.fullmatch(ids) or ids.count(",") >= MAX_IDS:
+                return 400, {"error": f"expected ?ids=1,2,3 (at most {MAX_IDS} ids)"}
+            return 200, {"users": await self.get_users.many(int(i) for i in ids.split(","))}
         if method == "GET" and (match := USER_PATH.fullmatch(path)):
             user = await self.client.fetch_query(self.user_query(int(match[1])))
             return (200, user) if user is not None else (404, {"error": f"no user {match[1]}"})
@@ -76,6 +99,7 @@ class UserApp:
             l2 = self.client.l2_statistics()
             return 200, {
                 "origin_calls": self.origin_calls,
+                "batch_calls": self.batch_calls,
                 "client": attrs.asdict(self.client.statistics()),
                 "l2": attrs.asdict(l2) if l2 is not None else None,
                 "queries": [
@@ -96,7 +120,8 @@ class UserApp:
             return
         if scope["type"] != "http":
             return  # no websockets here
-        status, payload = await self.handle(scope["method"], scope["path"])
+        query = scope["query_string"].decode("latin-1")
+        status, payload = await self.handle(scope["method"], scope["path"], query)
         body = json.dumps(payload).encode()
         headers = [(b"content-type", b"application/json")]
         await send({"type": "http.response.start", "status": status, "headers": headers})

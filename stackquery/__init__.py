@@ -43,10 +43,11 @@ from ._observer import QueryObserver
 from ._options import UNSET, QueryClientConfig, QueryOptions
 from ._retry import default_retry_delay
 from ._state import FetchStatus, QueryState, QueryStatus
+from .decorators._batch import BatchedFunction, BatchStatistics, MissingIdError, cache
 from .decorators._bg import BgDecorator, bg
 from .decorators._bg_function import BackgroundFunction, BgKeyConflictError
 from .decorators._bg_reader import MissingValueError
-from .decorators._cache import CachedFunction, cache
+from .decorators._cache import CachedFunction
 from .decorators._key_template import KeyTemplateError
 from .fleet._counters import FleetStatistics
 from .metrics._collector import InMemoryMetrics, MetricsCollector
@@ -57,6 +58,8 @@ __all__ = [
     "MAX_CLOCK_SKEW",
     "UNSET",
     "BackgroundFunction",
+    "BatchStatistics",
+    "BatchedFunction",
     "BgDecorator",
     "BgKeyConflictError",
     "CacheEvent",
@@ -80,6 +83,7 @@ __all__ = [
     "L2Statistics",
     "MemoryStorage",
     "MetricsCollector",
+    "MissingIdError",
     "MissingValueError",
     "Mutation",
     "MutationOptions",

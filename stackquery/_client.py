@@ -1,11 +1,10 @@
 """QueryClient: the facade users call, and the hot path.
 
-The client's parts are built and run by :class:`~stackquery._parts.ClientParts`;
-its methods check their input, then delegate, mostly to
-:class:`~stackquery._owners.QueryOwners`, which routes each read and change of
-a key to whoever owns it.  The fresh hit in :meth:`QueryClient.fetch_query` is
-the one path that matters most for speed: one dict lookup of the key's
-canonical hash, one flag test, no clock read, no message, no checkpoint.
+The client's parts are built and run by :class:`~stackquery._parts.ClientParts`; its
+methods check their input, then delegate, mostly to :class:`~stackquery._owners.QueryOwners`,
+which routes each read and change of a key to whoever owns it.  The fresh hit in
+:meth:`QueryClient.fetch_query` is the one path that matters most for speed: one dict
+lookup of the key's canonical hash, one flag test, no clock read, no message, no checkpoint.
 """
 
 from __future__ import annotations
@@ -23,6 +22,7 @@ from ._client_base import ClientBase
 from ._client_wide import RefetchType
 from ._dehydrate import hydrate
 from ._errors import InvalidOptionError
+from ._fetch_many import fetch_queries as _fetch_queries
 from ._keys import QueryKey, canonical_key
 from ._l2_tier import ColdRead
 from ._mutation import Mutation, MutationOptions
@@ -145,6 +145,8 @@ class QueryClient(ClientBase):
         # Awaited here, not in a helper coroutine: one frame less per parked
         # caller, which counts when 10,000 callers wait on one cold key.
         return await reply.wait()  # type: ignore[no-any-return]
+
+    fetch_queries = _fetch_queries  # `await client.fetch_queries([opts, ...])`: see _fetch_many
 
     async def prefetch_query(self, options: QueryOptions[Any]) -> None:
         """Start a fetch of the key unless its data is fresh; never waits for it.

@@ -160,6 +160,37 @@ class TestHttpDaemon:
             )
         assert_stopped_cleanly(daemon)
 
+    async def test_users_by_ids_come_from_the_batch_loader(self) -> None:
+        """``/users?ids=`` answers in order with one batch call for the cold ids only."""
+        async with (
+            running_daemon("--storage", "memory", stop=signal.SIGINT) as daemon,
+            httpx.AsyncClient(base_url=daemon.url) as http,
+        ):
+            first = await http.get("/users", params={"ids": "3,1,100,2"})
+            assert (first.status_code, first.json()) == (
+                200,
+                {
+                    "users": [
+                        {"id": 3, "batch_call": 1},
+                        {"id": 1, "batch_call": 1},
+                        None,
+                        {"id": 2, "batch_call": 1},
+                    ]
+                },
+            )
+            second = await http.get("/users", params={"ids": "2,5"})
+            assert second.json() == {
+                "users": [{"id": 2, "batch_call": 1}, {"id": 5, "batch_call": 2}]
+            }
+            stats = (await http.get("/stats")).json()
+            assert (stats["batch_calls"], stats["origin_calls"]) == (2, 0)
+            assert stats["client"]["queries"] == 5
+            for bad in ("", "ids=", "ids=1,x", "ids=" + ",".join(["1"] * 1001)):
+                refused = await http.get("/users?" + bad)
+                assert refused.status_code == 400, bad
+                assert refused.json() == {"error": "expected ?ids=1,2,3 (at most 1000 ids)"}
+        assert_stopped_cleanly(daemon)
+
     async def test_a_second_run_on_the_same_sqlite_file_serves_from_it_and_stops_on_sigterm(
         self, tmp_path: Path
     ) -> None:

@@ -91,6 +91,22 @@ class TestFreshHit:
                 assert _finish_without_yielding(lambda: get(*args)) == args[0]
                 assert _retained_blocks(lambda: get(*args)) <= 10
 
+    @pytest.mark.parametrize("item_id", [42, 1, True, 0.0, "a"])
+    async def test_cache_batch_hit_never_yields_reads_no_clock_keeps_nothing(
+        self, monkeypatch: pytest.MonkeyPatch, item_id: Any
+    ) -> None:
+        """A @cache.batch hit of one id: one step, no clock read, nothing kept."""
+
+        @sq.cache.batch(600, key="guard:{}")
+        async def get(ids: list[Any]) -> dict[Any, Any]:
+            return {i: i for i in ids}
+
+        async with sq.open_query_client():
+            assert await get(item_id) == item_id
+            with _clock_forbidden(monkeypatch):
+                assert _finish_without_yielding(lambda: get(item_id)) == item_id
+                assert _retained_blocks(lambda: get(item_id)) <= 10
+
     async def test_the_guard_catches_a_hit_that_checkpoints(self) -> None:
         """The check above can fail: a coroutine that checkpoints is caught."""
 

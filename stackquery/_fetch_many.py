@@ -1,0 +1,148 @@
+"""Many keys at once: ``QueryClient.fetch_queries`` and ``@cache.batch``'s ``many``.
+
+Each key is fetched as ``fetch_query`` fetches it (fresh hit, stale hit and
+refetch, or a wait on the key's one fetch), but the keys that are not fresh
+start together: one task each, all started in the same run-loop batch, so
+that their cold L2 reads are asked for before the L2 reader wakes and go out
+as one ``get_many``, and their origin calls start in the same batch too (which
+is what lets a batch loader merge them).  Fresh keys are served inline, with
+no task and no checkpoint.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any, Protocol, TypeVar
+
+import trio
+
+from ._options import QueryOptions
+from ._state import Snapshot
+
+T = TypeVar("T")
+
+FetchOne = Callable[[QueryOptions[Any]], Awaitable[Any]]
+"""Fetches one key (``QueryClient.fetch_query`` or a decorator's wrapper of it)."""
+
+
+def checked_options(options_list: Iterable[QueryOptions[Any]]) -> list[QueryOptions[Any]]:
+    """Return ``options_list`` as a list, every item checked.
+
+    Raises:
+        TypeError: ``options_list`` is not iterable (or is a single ``QueryOptions``,
+            a string or a mapping); an item is not a ``QueryOptions`` (the
+            message names its position).
+    """
+    if isinstance(options_list, QueryOptions | str | bytes | Mapping):
+        raise TypeError(
+            f"options_list must be a list of QueryOptions, got {type(options_list).__name__}"
+        )
+    try:
+        listed = list(options_list)
+    except TypeError:
+        got = type(options_list).__name__
+        raise TypeError(f"options_list must be a list of QueryOptions, got {got}") from None
+    for index, options in enumerate(listed):
+        if not isinstance(options, QueryOptions):
+            raise TypeError(
+                f"options_list[{index}] must be a QueryOptions, got {type(options).__name__}"
+            )
+    return listed
+
+
+async def fetch_all(
+    snapshots: Mapping[str, Snapshot], options_list: list[QueryOptions[Any]], fetch_one: FetchOne
+) -> list[Any]:
+    """Fetch every key of ``options_list`` with ``fetch_one``; return their data in order.
+
+    A key listed twice is fetched once (with the options listed first); both
+    places get its data.  Fresh keys are read inline: a list of fresh keys
+    only does not checkpoint, like a fresh hit of ``fetch_query``.  The other
+    keys are fetched concurrently, and every one of them settles before this
+    returns or raises.
+
+    Cancelled, the caller stops waiting; the keys' fetches go on and land in
+    the cache, as ``fetch_query``'s do.
+
+    Raises:
+        Exception: the first error (in list order) of a key's fetch, once every
+            key has settled (as ``fetch_query`` would raise it for that key;
+            the other keys' data is in the cache).
+    """
+    results: list[Any] = [None] * len(options_list)
+    first_of: dict[str, int] = {}
+    waiting: list[int] = []
+    for index, options in enumerate(options_list):
+        key_hash = options.key_hash
+        if key_hash in first_of:
+            continue
+        first_of[key_hash] = index
+        snap = snapshots.get(key_hash)
+        if snap is not None and snap.fresh_for is options.stale_time:
+            results[index] = snap.data
+        else:
+            waiting.append(index)
+    errors: dict[int, Exception] = {}
+    if len(waiting) == 1:
+        (index,) = waiting
+        try:
+            results[index] = await fetch_one(options_list[index])
+        except Exception as exc:
+            errors[index] = exc
+    elif waiting:
+
+        async def fetch_into(index: int) -> None:
+            try:
+                results[index] = await fetch_one(options_list[index])
+            except Exception as exc:
+                errors[index] = exc
+
+        async with trio.open_nursery() as nursery:
+            for index in waiting:
+                nursery.start_soon(fetch_into, index)
+    if errors:
+        raise errors[min(errors)]
+    if len(first_of) < len(options_list):
+        for index, options in enumerate(options_list):
+            first = first_of[options.key_hash]
+            if first != index:
+                results[index] = results[first]
+    return results
+
+
+class _Fetcher(Protocol):
+    """What :func:`fetch_queries` needs of its client (a ``QueryClient``)."""
+
+    @property
+    def snapshots(self) -> Mapping[str, Snapshot]: ...
+
+    async def fetch_query(self, options: QueryOptions[T]) -> T: ...
+
+
+async def fetch_queries(self: _Fetcher, options_list: Iterable[QueryOptions[Any]]) -> list[Any]:
+    """Fetch each query as ``fetch_query`` does, all at once; return their data in order.
+
+    ``QueryClient.fetch_queries``.  A key listed twice is fetched once.  The
+    keys that are not fresh start together, so the cold ones are read from
+    L2 in one ``get_many`` (unless a read of other keys is out then: they
+    wait for it and go in the next one).  A list of fresh keys only is
+    served without a checkpoint, like a fresh hit of ``fetch_query``.
+
+    Errors follow TanStack Query's ``fetchQuery``, per key: every key
+    settles (its data or its error lands in the cache), then the first
+    error in list order is raised.  To get each key's outcome instead, read
+    ``get_query_state`` afterwards, or call ``fetch_query`` per key.
+
+    Cancelled, the caller stops waiting; the keys' fetches go on for their
+    other waiters and still land in the cache.
+
+    Raises:
+        TypeError: ``options_list`` is not a list (an iterable) of ``QueryOptions``.
+        Exception: the first error, in list order, that ``fetch_query``
+            raised for a key (its fetch's error after retries,
+            ``QueryCancelledError``, ``ClientClosedError``).
+    """
+    return await fetch_all(self.snapshots, checked_options(options_list), self.fetch_query)
+
+
+__all__ = ["FetchOne", "checked_options", "fetch_all", "fetch_queries"]
