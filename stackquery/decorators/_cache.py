@@ -26,7 +26,7 @@ from .._client import QueryClient
 from .._errors import InvalidOptionError
 from .._options import QueryOptions
 from ..metrics._collector import MetricsCollector
-from ._cached_calls import CachedCalls, namespace_of
+from ._cached_calls import ONE_KEYWORD, ONE_POSITIONAL, CachedCalls, namespace_of
 from ._key_template import KeyTemplate, KeyTemplateSpec
 from ._run_clients import ClientChoice
 
@@ -194,23 +194,39 @@ def _args_wrapper(state: CachedCalls[Any]) -> Callable[..., Coroutine[Any, Any, 
     resolve = state.resolve
     by_args = state.by_args
     by_kwargs = state.by_kwargs
+    stale_time = state.stale_time
     slow = state.call
 
     async def cached(*args: Any, **kwargs: Any) -> Any:
         client = resolve()
         if client is not None:
+            # The memo of arguments holding a 0, 1 or bool says where (f(1)
+            # and f(True) are one dict key): one such argument is tested
+            # inline; several, or one inside a tuple, by matching().
             try:
-                memo = by_kwargs.get((args, tuple(kwargs.items()))) if kwargs else by_args.get(args)
-            except TypeError:
+                if kwargs:
+                    memo = by_kwargs.get((args, tuple(kwargs.items())))
+                    if memo is not None and memo.kind:
+                        kind = memo.kind
+                        if kind == ONE_KEYWORD:
+                            fits = type(kwargs[memo.at]) is memo.cls
+                        else:
+                            fits = kind == ONE_POSITIONAL and type(args[memo.at]) is memo.cls
+                        if not fits:
+                            memo = memo.matching(args, kwargs)
+                else:
+                    memo = by_args.get(args)
+                    if (
+                        memo is not None
+                        and memo.kind
+                        and (memo.kind != ONE_POSITIONAL or type(args[memo.at]) is not memo.cls)
+                    ):
+                        memo = memo.matching(args, kwargs)
+            except TypeError:  # an unhashable argument: the slow path says what is wrong
                 memo = None
             if memo is not None:
-                check = memo.check  # set when a 0, 1 or bool is among the arguments
-                if check is not None and not check(args, kwargs):
-                    memo = memo.other and memo.other.matching(args, kwargs)
-            if memo is not None:
-                options = memo.options
-                snap = client.snapshots.get(options.key_hash)
-                if snap is not None and snap.fresh_for is options.stale_time:
+                snap = client.snapshots.get(memo.key_hash)
+                if snap is not None and snap.fresh_for is stale_time:
                     return snap.data
         return await slow(client, args, kwargs)
 

@@ -324,6 +324,26 @@ class TestKeys:
             assert await f((0, 0)) == "v4"
             assert calls.count == 4
 
+    async def test_several_zero_one_or_bool_arguments_keep_their_keys_apart(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """page(0, 1), page(False, True), page(0, True), page(0.0, 1.0): three keys."""
+        calls = Calls()
+
+        @sq.cache(60, key="page:{}:{}")
+        async def page(a: Any, b: Any) -> str:
+            return await calls(a, b)
+
+        async with sq.open_query_client():
+            for _ in range(2):
+                assert await page(0, 1) == "v1"
+                assert await page(False, True) == "v2"
+                assert await page(0, True) == "v3"
+                assert await page(0.0, 1.0) == "v1"
+                assert await page(0, b=1) == "v1"
+                assert await page(False, b=True) == "v2"
+            assert calls.count == 3
+
     async def test_hits_with_zero_one_or_bool_arguments_take_the_fast_path(
         self, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
     ) -> None:

@@ -91,6 +91,26 @@ class TestFreshHit:
                 assert _finish_without_yielding(lambda: get(*args)) == args[0]
                 assert _retained_blocks(lambda: get(*args)) <= 10
 
+    @pytest.mark.parametrize(
+        ("args", "kwargs"),
+        [((42, 1), {}), ((0, 1), {}), ((True, 0.0), {}), ((42,), {"n": 1}), ((0,), {"n": False})],
+    )
+    async def test_two_argument_cache_hit_keeps_nothing(
+        self, monkeypatch: pytest.MonkeyPatch, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> None:
+        """page(42, 1), page(0, 1), page(True, 0.0), by keyword too: one step, nothing kept."""
+
+        @sq.cache(600, key="guard:{}:{}")
+        async def page(user: Any, n: Any) -> Any:
+            return (user, n)
+
+        expected = (*args, *kwargs.values())
+        async with sq.open_query_client():
+            assert await page(*args, **kwargs) == expected
+            with _clock_forbidden(monkeypatch):
+                assert _finish_without_yielding(lambda: page(*args, **kwargs)) == expected
+                assert _retained_blocks(lambda: page(*args, **kwargs)) <= 10
+
     async def test_the_guard_catches_a_hit_that_checkpoints(self) -> None:
         """The check above can fail: a coroutine that checkpoints is caught."""
 
