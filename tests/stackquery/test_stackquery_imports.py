@@ -10,6 +10,11 @@ class TestImport:
         """`import stackquery` loads neither redis-py, trio-asyncio nor a cloud or metrics SDK."""
         assert after("import stackquery")["loaded"] == []
 
+    def test_loads_no_module_it_needs_only_later(self) -> None:
+        """`import stackquery` leaves importlib.metadata (read once a Redis connection opens)."""
+        watched = ("importlib.metadata", "email")
+        assert after("import stackquery", watched)["loaded"] == []
+
     def test_leaves_asyncio_alone(self) -> None:
         """After `import stackquery`, asyncio keeps its default policy and runs its own loop."""
         assert after("import stackquery")["asyncio"] == UNTOUCHED_ASYNCIO
