@@ -88,7 +88,11 @@ class ColdReads:
             self.abandon(stranded, why="remove_queries or reset_queries")
         previous = cache.create(options)
         cache.publish(_state.fetching(previous, now=trio.current_time()))
-        cold = ColdRead(options, previous, self._tier.l2.read_soon(key_hash))
+        l2 = self._tier.l2
+        if l2.reads_in_caller and not l2.has_pending(key_hash):
+            cold = ColdRead(options, previous, Reply(), direct=True)
+        else:
+            cold = ColdRead(options, previous, l2.read_soon(key_hash))
         self._tier.cold_reads[key_hash] = cold
         return cold
 
@@ -103,8 +107,23 @@ class ColdReads:
         reply = cold.reply
         with cold.waiting:
             try:
-                entry = await cold.read.wait()
+                if cold.direct:
+                    # The one read, from this task: no hop through the reader.
+                    entry = await self._tier.l2.read_now(cold.options.key_hash)
+                    cold.read.set_value(entry)
+                else:
+                    entry = await cold.read.wait()
             except BaseException:
+                if cold.direct and not cold.read.is_set:
+                    # This caller's read ended with it; whoever shares the
+                    # read (the waiters, an actor's L2Tier.read) gets another.
+                    if not self.closed:
+                        read = self._tier.l2.read_soon(cold.options.key_hash)
+                        self._nursery.start_soon(
+                            self._read_for_others, cold, read, name="stackquery-hydration"
+                        )
+                        raise
+                    cold.read.set_value(None)
                 if reply.is_set:
                     raise  # settled early: cold.waiting absorbs its own cancellation
                 if not self.closed:
@@ -116,6 +135,17 @@ class ColdReads:
         if reply.is_set:  # no second checkpoint: the read was one
             return reply.result_nowait()
         return await reply.wait()
+
+    async def _read_for_others(self, cold: ColdRead, read: Reply[StoredEntry | None]) -> None:
+        """A direct read's caller left before the store answered: read again, then land."""
+        try:
+            entry = await read.wait()
+        except BaseException:  # the client is closing
+            cold.read.set_value(None)
+            self.land(cold, None)
+            raise
+        cold.read.set_value(entry)
+        self.land(cold, entry)
 
     async def _land_later(self, cold: ColdRead) -> None:
         try:

@@ -36,6 +36,9 @@ class ColdRead:
     previous: Snapshot
     """The key's snapshot before it was published as fetching."""
     read: Reply[StoredEntry | None]
+    """What the store answered; set by the starting caller itself when ``direct``."""
+    direct: bool = False
+    """The starting caller reads the store from its own task (``L2Cache.read_now``)."""
     reply: Reply[Any] = attrs.field(factory=Reply)
     """What every caller of the key waits on."""
     waiting: trio.CancelScope = attrs.field(factory=trio.CancelScope)
