@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 import trio
 
 from ._clock import Clock
+from ._current import CURRENT_CLIENT
 from ._dehydrate import DehydratePredicate, dehydrate, hydrate
 from ._errors import ClientClosedError, InvalidOptionError
 from ._events import EventStream
@@ -40,9 +41,7 @@ from .serializers import Serializer
 T = TypeVar("T")
 V = TypeVar("V")
 
-_current_client: contextvars.ContextVar[QueryClient | None] = contextvars.ContextVar(
-    "stackquery_current_client", default=None
-)
+_current_client: contextvars.ContextVar[QueryClient | None] = CURRENT_CLIENT
 
 
 def current_client() -> QueryClient | None:

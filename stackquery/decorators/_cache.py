@@ -191,29 +191,62 @@ def _seconds(name: str, value: object) -> float:
 
 
 def _args_wrapper(state: CachedCalls[Any]) -> Callable[..., Coroutine[Any, Any, Any]]:
-    resolve = state.resolve
     by_args = state.by_args
     by_kwargs = state.by_kwargs
+    by_keywords = state.by_keywords
     stale_time = state.stale_time
     slow = state.call
+    fixed = state.choice.client
+    if fixed is not None:
+        get = fixed.snapshots.get
+
+        async def on_fixed_client(*args: Any, **kwargs: Any) -> Any:
+            # As below, with the client's snapshot lookup bound once.
+            try:
+                if kwargs:
+                    memo = (
+                        by_kwargs.get((args, tuple(kwargs.items())))
+                        if args
+                        else by_keywords.get(tuple(kwargs.items()))
+                    )
+                    if memo is not None and memo.kind and not _kind_fits(memo, args, kwargs):
+                        memo = memo.matching(args, kwargs)
+                else:
+                    memo = by_args.get(args)
+                    if (
+                        memo is not None
+                        and memo.kind
+                        and (memo.kind != ONE_POSITIONAL or type(args[memo.at]) is not memo.cls)
+                    ):
+                        memo = memo.matching(args, kwargs)
+            except TypeError:  # an unhashable argument: the slow path says what is wrong
+                memo = None
+            if memo is not None:
+                snap = get(memo.key_hash)
+                if snap is not None and snap.fresh_for is stale_time:
+                    return snap.data
+            return await slow(fixed, args, kwargs)
+
+        return on_fixed_client
+    first, fallback = state.choice.lookups()
 
     async def cached(*args: Any, **kwargs: Any) -> Any:
-        client = resolve()
+        client = first()
+        if client is None:
+            client = fallback.client
         if client is not None:
             # The memo of arguments holding a 0, 1 or bool says where (f(1)
             # and f(True) are one dict key): one such argument is tested
             # inline; several, or one inside a tuple, by matching().
             try:
                 if kwargs:
-                    memo = by_kwargs.get((args, tuple(kwargs.items())))
-                    if memo is not None and memo.kind:
-                        kind = memo.kind
-                        if kind == ONE_KEYWORD:
-                            fits = type(kwargs[memo.at]) is memo.cls
-                        else:
-                            fits = kind == ONE_POSITIONAL and type(args[memo.at]) is memo.cls
-                        if not fits:
-                            memo = memo.matching(args, kwargs)
+                    memo = (
+                        by_kwargs.get((args, tuple(kwargs.items())))
+                        if args
+                        else by_keywords.get(tuple(kwargs.items()))
+                    )
+                    if memo is not None and memo.kind and not _kind_fits(memo, args, kwargs):
+                        memo = memo.matching(args, kwargs)
                 else:
                     memo = by_args.get(args)
                     if (
@@ -233,16 +266,37 @@ def _args_wrapper(state: CachedCalls[Any]) -> Callable[..., Coroutine[Any, Any, 
     return cached
 
 
+def _kind_fits(memo: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+    """Whether a keyword call's one ambiguous argument has the memo's type (else: matching)."""
+    if memo.kind == ONE_KEYWORD:
+        return type(kwargs[memo.at]) is memo.cls
+    return memo.kind == ONE_POSITIONAL and type(args[memo.at]) is memo.cls
+
+
 def _static_wrapper(
     state: CachedCalls[Any], options: QueryOptions[Any]
 ) -> Callable[..., Coroutine[Any, Any, Any]]:
-    resolve = state.resolve
     slow = state.call
     key_hash = options.key_hash
     stale_time = options.stale_time
+    fixed = state.choice.client
+    if fixed is not None:
+        get = fixed.snapshots.get
+
+        async def on_fixed_client(*args: Any, **kwargs: Any) -> Any:
+            if not args and not kwargs:
+                snap = get(key_hash)
+                if snap is not None and snap.fresh_for is stale_time:
+                    return snap.data
+            return await slow(fixed, args, kwargs)
+
+        return on_fixed_client
+    first, fallback = state.choice.lookups()
 
     async def cached(*args: Any, **kwargs: Any) -> Any:
-        client = resolve()
+        client = first()
+        if client is None:
+            client = fallback.client
         if client is not None and not args and not kwargs:
             snap = client.snapshots.get(key_hash)
             if snap is not None and snap.fresh_for is stale_time:

@@ -177,6 +177,9 @@ class CachedCalls(Generic[R]):
     """The options of a function without parameters (one key, no memo)."""
     by_args: dict[Any, _Memo] = attrs.field(init=False, factory=dict)
     by_kwargs: dict[Any, _Memo] = attrs.field(init=False, factory=dict)
+    """Memo of calls with positional and keyword arguments: by ``(args, kwargs items)``."""
+    by_keywords: dict[Any, _Memo] = attrs.field(init=False, factory=dict)
+    """Memo of calls with keyword arguments only: by the items alone (one tuple less)."""
     by_key: dict[Any, _Memo] = attrs.field(init=False, factory=dict)
     """Memo of a callable key: by its result (it may differ between equal calls)."""
     refresh_started: dict[str, float] = attrs.field(init=False, factory=dict)
@@ -228,7 +231,10 @@ class CachedCalls(Generic[R]):
             return self._options_by_key(args, kwargs)
         memo, shape = self.by_args, args
         if kwargs:
-            memo, shape = self.by_kwargs, (args, tuple(kwargs.items()))
+            if args:
+                memo, shape = self.by_kwargs, (args, tuple(kwargs.items()))
+            else:
+                memo, shape = self.by_keywords, tuple(kwargs.items())
         try:
             found = memo.get(shape)
         except TypeError:  # an unhashable argument (a dict): valid in a key, not memoized
@@ -363,6 +369,7 @@ class CachedCalls(Generic[R]):
         await client.remove_queries(self.namespace_key)
         self.by_args.clear()
         self.by_kwargs.clear()
+        self.by_keywords.clear()
         self.by_key.clear()
         l2 = client.l2
         if l2 is not None:
