@@ -111,6 +111,36 @@ class TestFreshHit:
                 assert _finish_without_yielding(lambda: page(*args, **kwargs)) == expected
                 assert _retained_blocks(lambda: page(*args, **kwargs)) <= 10
 
+    @pytest.mark.parametrize("mode", ["client=", "no client open"])
+    async def test_cache_hit_on_a_given_or_default_client_keeps_nothing(
+        self, monkeypatch: pytest.MonkeyPatch, mode: str
+    ) -> None:
+        """With client= and on the run's default client: static, positional, keyword hits too."""
+        async with contextlib.AsyncExitStack() as stack:
+            client = None
+            if mode == "client=":
+                client = await stack.enter_async_context(sq.open_query_client())
+
+            @sq.cache(600, key="flags", client=client)
+            async def flags() -> str:
+                return "on"
+
+            @sq.cache(600, key="guard:{n}", client=client)
+            async def get(n: Any) -> Any:
+                return n
+
+            calls: list[Callable[[], Awaitable[Any]]] = [
+                flags,
+                lambda: get(1),
+                lambda: get(n=True),
+                lambda: get(42),
+            ]
+            for call in calls:
+                expected = await call()
+                with _clock_forbidden(monkeypatch):
+                    assert _finish_without_yielding(call) == expected
+                    assert _retained_blocks(call) <= 10
+
     async def test_the_guard_catches_a_hit_that_checkpoints(self) -> None:
         """The check above can fail: a coroutine that checkpoints is caught."""
 
