@@ -89,7 +89,7 @@ class ColdReads:
         previous = cache.create(options)
         cache.publish(_state.fetching(previous, now=trio.current_time()))
         l2 = self._tier.l2
-        if l2.reads_in_caller and not l2.has_pending(key_hash):
+        if l2.can_read_now(key_hash):
             cold = ColdRead(options, previous, Reply(), direct=True)
         else:
             cold = ColdRead(options, previous, l2.read_soon(key_hash))
@@ -182,22 +182,30 @@ class ColdReads:
             self._join_actor(options, reply)
             return
         invalidated = snap.is_invalidated
-        if entry is not None:
-            snap = self._tier.apply_entry(key_hash, entry) or snap
+        # The entry's snapshot is published once, with what follows folded in
+        # (one publish, one timer arming per key: bulk hydration pays per key).
+        landed = self._tier.entry_snapshot(key_hash, entry) if entry is not None else None
+        if landed is not None:
+            snap = landed
         if not cache.servable(snap, options):
+            if landed is not None:
+                cache.publish(landed)
             registry.activate(key_hash).continue_fetch(options, cold.previous, reply)
             return
         now = trio.current_time()
         if invalidated and not snap.is_invalidated:
             # Invalidated while L2 was read: the stored data lands, not as fresh,
             # and the refetch that follows is the one the invalidation asked for.
-            snap = cache.publish(_state.invalidated(snap, now=now))
+            snap = _state.invalidated(snap, now=now)
+            landed = snap
         if cache.is_fresh(snap, options):
             cache.publish(_state.idle(snap, now=now))
             reply.set_value(snap.data)
             if actor is not None:  # an observer came during the read
                 actor.after_cold_read()
             return
+        if landed is not None:
+            cache.publish(landed)
         reply.set_value(snap.data)  # stale: served at once, refetched in the background
         registry.activate(key_hash).continue_fetch(options, cold.previous, Reply())
 

@@ -140,6 +140,8 @@ class L2Cache:
         self.reads_in_caller = getattr(store, "cancel_safe_reads", False) is True
         """Whether a single read may go to the store from the caller's task
         (:meth:`read_now`): the store's ``get`` honours trio cancellation at once."""
+        self.reads_now = 0
+        """Reads out from callers' tasks: while one is, more go to the batch (one MGET)."""
         self._reads: dict[str, Reply[StoredEntry | None]] = {}
         self._reads_since = 0.0
         """When the oldest read in ``_reads`` was asked for: its answer is due ``timeout`` later."""
@@ -196,15 +198,21 @@ class L2Cache:
         """
         return await self.read_soon(key_hash).wait()
 
-    def has_pending(self, key_hash: str) -> bool:
-        """Whether a write or delete of the key has not landed yet (a read answers with it)."""
-        return key_hash in self._writes or key_hash in self._writing
+    def can_read_now(self, key_hash: str) -> bool:
+        """Whether :meth:`read_now` suits this read: the store allows it, no other read is
+        out or queued (many at once go out as one batch), no write of the key is pending."""
+        return (
+            self.reads_in_caller
+            and not self.reads_now
+            and not self._reads
+            and key_hash not in self._writes
+            and key_hash not in self._writing
+        )
 
     async def read_now(self, key_hash: str) -> StoredEntry | None:
         """Read the key's entry with one ``get`` from the caller's task (no batch, no hop).
 
-        For stores with ``reads_in_caller`` and a key without a pending write
-        (:meth:`has_pending`; :meth:`read_soon` answers those).  A store that
+        Use it when :meth:`can_read_now` says so.  A store that
         fails, or does not answer within ``timeout``, is a miss, counted as
         the batched read counts it.  Cancelled, the ``get`` is abandoned (the
         store drops its reply) and ``Cancelled`` propagates: a caller that
@@ -214,11 +222,14 @@ class L2Cache:
         stats["reads"] += 1
         key = self.key_prefix + key_hash
         raw: bytes | None = None
+        self.reads_now += 1
         with trio.move_on_after(self.timeout) as scope:
             try:
                 raw = await ops.get(self.store, key)
             except Exception as exc:
                 self._on_error("get", exc)
+            finally:
+                self.reads_now -= 1
         if scope.cancelled_caught:
             self._on_error("get", trio.TooSlowError(f"no answer within {self.timeout:g} s"))
         entry = try_unpack_entry(raw, self.serializer, self._on_corrupt, key=key)

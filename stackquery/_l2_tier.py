@@ -110,6 +110,11 @@ class L2Tier:
 
     def apply_entry(self, key_hash: str, entry: StoredEntry) -> Snapshot | None:
         """Publish an L2 entry into L1 unless L1 holds data as new; return the new snapshot."""
+        new = self.entry_snapshot(key_hash, entry)
+        return None if new is None else self.cache.publish(new)
+
+    def entry_snapshot(self, key_hash: str, entry: StoredEntry) -> Snapshot | None:
+        """The snapshot :meth:`apply_entry` would publish (``None``: it would not); pure."""
         cache = self.cache
         snap = cache.get(key_hash)
         if snap is None:
@@ -132,7 +137,7 @@ class L2Tier:
         )
         if entry.invalidated:
             new = _state.invalidated(new, now=now)
-        return cache.publish(new)
+        return new
 
 
 __all__ = ["ColdRead", "L2Tier"]
