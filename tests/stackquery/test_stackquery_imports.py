@@ -11,9 +11,15 @@ class TestImport:
         assert after("import stackquery")["loaded"] == []
 
     def test_loads_no_module_it_needs_only_later(self) -> None:
-        """`import stackquery` leaves importlib.metadata (read once a Redis connection opens)."""
-        watched = ("importlib.metadata", "email")
+        """`import stackquery` loads neither importlib.metadata nor the stores it does not use."""
+        watched = ("importlib.metadata", "email", "sqlite3", "backends._file", "backends._gcs")
         assert after("import stackquery", watched)["loaded"] == []
+
+    def test_a_lazily_imported_store_is_there_when_named(self) -> None:
+        """sq.SQLiteStorage and backends.FileStorage import their module when first named."""
+        code = "import stackquery as sq, backends; sq.SQLiteStorage; backends.FileStorage"
+        watched = ("sqlite3", "backends._file")
+        assert after(code, watched)["loaded"] == ["backends._file", "sqlite3"]
 
     def test_leaves_asyncio_alone(self) -> None:
         """After `import stackquery`, asyncio keeps its default policy and runs its own loop."""
