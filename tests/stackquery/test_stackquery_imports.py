@@ -12,14 +12,14 @@ class TestImport:
 
     def test_loads_no_module_it_needs_only_later(self) -> None:
         """`import stackquery` loads neither importlib.metadata nor the stores it does not use."""
-        watched = ("importlib.metadata", "email", "sqlite3", "backends._file", "backends._gcs")
+        watched = ("importlib.metadata", "email", "backends._sqlite", "backends._file")
         assert after("import stackquery", watched)["loaded"] == []
 
     def test_a_lazily_imported_store_is_there_when_named(self) -> None:
         """sq.SQLiteStorage and backends.FileStorage import their module when first named."""
         code = "import stackquery as sq, backends; sq.SQLiteStorage; backends.FileStorage"
-        watched = ("sqlite3", "backends._file")
-        assert after(code, watched)["loaded"] == ["backends._file", "sqlite3"]
+        watched = ("backends._sqlite", "backends._file")
+        assert after(code, watched)["loaded"] == ["backends._file", "backends._sqlite"]
 
     def test_leaves_asyncio_alone(self) -> None:
         """After `import stackquery`, asyncio keeps its default policy and runs its own loop."""
