@@ -11,8 +11,15 @@ class TestImport:
         assert after("import stackquery")["loaded"] == []
 
     def test_loads_no_module_it_needs_only_later(self) -> None:
-        """`import stackquery` loads neither importlib.metadata nor the stores it does not use."""
-        watched = ("importlib.metadata", "email", "backends._sqlite", "backends._file")
+        """`import stackquery` loads no store, attach endpoint or fleet it does not use yet."""
+        watched = (
+            "importlib.metadata",
+            "email",
+            "backends._sqlite",
+            "backends._file",
+            "stackquery.admin._server",
+            "stackquery.fleet._fleet",
+        )
         assert after("import stackquery", watched)["loaded"] == []
 
     def test_a_lazily_imported_store_is_there_when_named(self) -> None:
