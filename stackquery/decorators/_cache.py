@@ -27,6 +27,7 @@ from .._errors import InvalidOptionError
 from .._options import QueryOptions
 from ..metrics._collector import MetricsCollector
 from ._cached_calls import ONE_KEYWORD, ONE_POSITIONAL, CachedCalls, namespace_of
+from ._exact_wrapper import exact_wrapper
 from ._key_template import KeyTemplate, KeyTemplateSpec
 from ._run_clients import ClientChoice
 
@@ -160,7 +161,7 @@ def cache(
         elif state.template.is_callable:
             wrapper = _key_fn_wrapper(state)
         else:
-            wrapper = _args_wrapper(state)
+            wrapper = exact_wrapper(state) or _args_wrapper(state)
         wrapped: Any = functools.wraps(func)(wrapper)
         wrapped.invalidate = state.invalidate
         wrapped.clear = state.clear
