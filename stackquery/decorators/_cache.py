@@ -157,7 +157,7 @@ def cache(
         if metrics is not None:
             wrapper = _measured_wrapper(state)
         elif state.static is not None:
-            wrapper = _static_wrapper(state, state.static)
+            wrapper = exact_wrapper(state) or _static_wrapper(state, state.static)
         elif state.template.is_callable:
             wrapper = _key_fn_wrapper(state)
         else:

@@ -48,11 +48,24 @@ async def {name}({params}):
 """
 
 
+_STATIC_BODY = """
+async def {name}():
+    _sq_client = {find_client}
+    if _sq_client is not None:
+        _sq_snap = {snapshots_get}(_sq_key_hash)
+        if _sq_snap is not None and _sq_snap.fresh_for is _sq_stale_time:
+            return _sq_snap.data
+    return await _sq_slow(_sq_client, (), {{}})
+"""
+
+
 def exact_wrapper(state: CachedCalls[Any]) -> Callable[..., Coroutine[Any, Any, Any]] | None:
     """The wrapper with ``state.func``'s own parameters, or ``None`` if they are not all plain."""
     params = list(state.template.signature.parameters.values())
-    if not params or any(p.kind not in _PLAIN or p.name.startswith("_sq_") for p in params):
+    if any(p.kind not in _PLAIN or p.name.startswith("_sq_") for p in params):
         return None
+    if not params and state.static is None:
+        return None  # a callable key: its own wrapper
     namespace: dict[str, Any] = {
         "_sq_by_args": state.by_args,
         "_sq_stale_time": state.stale_time,
@@ -83,7 +96,9 @@ def exact_wrapper(state: CachedCalls[Any]) -> Callable[..., Coroutine[Any, Any, 
             "_sq_first()\n    if _sq_client is None:\n        _sq_client = _sq_fallback.client"
         )
         snapshots_get = "_sq_client.snapshots.get"
-    source = _BODY.format(
+    if state.static is not None:
+        namespace["_sq_key_hash"] = state.static.key_hash
+    source = (_BODY if state.static is None else _STATIC_BODY).format(
         name=state.func.__name__ if state.func.__name__.isidentifier() else "cached",
         params=", ".join(source_params),
         names="".join(f"{p.name}, " for p in params),

@@ -418,7 +418,9 @@ class TestKeys:
 
         async with sq.open_query_client():
             assert await flags() == "on"
-            with pytest.raises(TypeError, match=r"^too many positional arguments$"):
+            # Python's own refusal, naming the function: its wrapper has its parameters.
+            refused = r"<locals>\.flags\(\) takes 0 positional arguments but 1 was given$"
+            with pytest.raises(TypeError, match=refused):
                 await flags(1)  # type: ignore[call-arg]
             assert await get_user(1) == "u"
             with pytest.raises(TypeError, match=r"unexpected keyword argument 'nope'"):
