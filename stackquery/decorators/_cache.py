@@ -11,7 +11,9 @@ The hot path is the point of this module.  The ``QueryOptions`` of a call
 are built once and memoized by the call's arguments, so a fresh hit is: find
 the client, one dict lookup of the arguments, one of the key's snapshot, a
 flag test.  The wrapper is chosen when decorating: with ``metrics=None`` no
-metrics code runs at all.
+metrics code runs at all; a function with plain parameters gets one made
+with those parameters (``_exact_wrapper.py``), the others the generic
+``*args, **kwargs`` wrappers below.
 """
 
 from __future__ import annotations
