@@ -8,7 +8,7 @@ import sys
 from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
 from types import TracebackType
-from typing import TYPE_CHECKING, Protocol, cast, final
+from typing import TYPE_CHECKING, ClassVar, Protocol, cast, final
 
 import trio
 
@@ -90,6 +90,11 @@ class RedisStorage(ByteStore):
         TypeError: ``url_or_client`` is none of the above, or ``prefix`` is not ``str``.
         ValueError: the URL, ``timeout``, ``ping_interval`` or ``batch_size`` is not valid.
     """
+
+    cancel_safe_reads: ClassVar[bool] = True
+    """``get`` honours trio cancellation at once (a reply that comes later is
+    dropped), so a caller may read from its own task rather than through a
+    batching task."""
 
     def __init__(
         self,

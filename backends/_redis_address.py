@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import importlib.metadata
 import ssl
 from typing import Any, Final
 
@@ -119,6 +118,8 @@ LIB_NAME: Final = "stackquery"
 @functools.cache
 def lib_version() -> str:
     """The installed stackquery version for ``CLIENT SETINFO lib-ver``; "0" if unknown."""
+    import importlib.metadata  # here: it costs 5 ms of start-up (email, csv, zipfile ...)
+
     try:
         return importlib.metadata.version(LIB_NAME)
     except importlib.metadata.PackageNotFoundError:

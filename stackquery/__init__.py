@@ -1,16 +1,12 @@
 """stackquery: an actor-based concurrent cache runtime for trio."""
 
+from typing import TYPE_CHECKING, Any
+
 from actors import RestartIntensity
 from backends import (
-    ChainStorage,
-    FileStorage,
-    GCSStorage,
-    InstrumentedStorage,
     MemoryStorage,
     RedisCommandRefusedError,
     RedisStorage,
-    S3Storage,
-    SQLiteStorage,
     StorageBackend,
     StorageTLSError,
 )
@@ -125,3 +121,39 @@ __all__ = [
     "try_unpack_entry",
     "unpack_entry",
 ]
+
+if TYPE_CHECKING:
+    from backends import (
+        ChainStorage,
+        FileStorage,
+        GCSStorage,
+        InstrumentedStorage,
+        S3Storage,
+        SQLiteStorage,
+    )
+
+_FROM_BACKENDS = frozenset(
+    (
+        "ChainStorage",
+        "FileStorage",
+        "GCSStorage",
+        "InstrumentedStorage",
+        "S3Storage",
+        "SQLiteStorage",
+    )
+)
+"""Re-exported from ``backends`` when first named (they are imported lazily there)."""
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _FROM_BACKENDS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import backends
+
+    value = getattr(backends, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_FROM_BACKENDS})

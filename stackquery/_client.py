@@ -20,6 +20,7 @@ import trio
 
 from ._client_base import ClientBase
 from ._client_wide import RefetchType
+from ._current import CURRENT_CLIENT
 from ._dehydrate import hydrate
 from ._errors import InvalidOptionError
 from ._fetch_many import fetch_queries as _fetch_queries
@@ -36,9 +37,7 @@ from ._state import QueryState
 T = TypeVar("T")
 V = TypeVar("V")
 
-_current_client: contextvars.ContextVar[QueryClient | None] = contextvars.ContextVar(
-    "stackquery_current_client", default=None
-)
+_current_client: contextvars.ContextVar[QueryClient | None] = CURRENT_CLIENT
 
 
 def current_client() -> QueryClient | None:

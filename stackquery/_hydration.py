@@ -88,7 +88,11 @@ class ColdReads:
             self.abandon(stranded, why="remove_queries or reset_queries")
         previous = cache.create(options)
         cache.publish(_state.fetching(previous, now=trio.current_time()))
-        cold = ColdRead(options, previous, self._tier.l2.read_soon(key_hash))
+        l2 = self._tier.l2
+        if l2.can_read_now(key_hash):
+            cold = ColdRead(options, previous, Reply(), direct=True)
+        else:
+            cold = ColdRead(options, previous, l2.read_soon(key_hash))
         self._tier.cold_reads[key_hash] = cold
         return cold
 
@@ -103,8 +107,23 @@ class ColdReads:
         reply = cold.reply
         with cold.waiting:
             try:
-                entry = await cold.read.wait()
+                if cold.direct:
+                    # The one read, from this task: no hop through the reader.
+                    entry = await self._tier.l2.read_now(cold.options.key_hash)
+                    cold.read.set_value(entry)
+                else:
+                    entry = await cold.read.wait()
             except BaseException:
+                if cold.direct and not cold.read.is_set:
+                    # This caller's read ended with it; whoever shares the
+                    # read (the waiters, an actor's L2Tier.read) gets another.
+                    if not self.closed:
+                        read = self._tier.l2.read_soon(cold.options.key_hash)
+                        self._nursery.start_soon(
+                            self._read_for_others, cold, read, name="stackquery-hydration"
+                        )
+                        raise
+                    cold.read.set_value(None)
                 if reply.is_set:
                     raise  # settled early: cold.waiting absorbs its own cancellation
                 if not self.closed:
@@ -116,6 +135,17 @@ class ColdReads:
         if reply.is_set:  # no second checkpoint: the read was one
             return reply.result_nowait()
         return await reply.wait()
+
+    async def _read_for_others(self, cold: ColdRead, read: Reply[StoredEntry | None]) -> None:
+        """A direct read's caller left before the store answered: read again, then land."""
+        try:
+            entry = await read.wait()
+        except BaseException:  # the client is closing
+            cold.read.set_value(None)
+            self.land(cold, None)
+            raise
+        cold.read.set_value(entry)
+        self.land(cold, entry)
 
     async def _land_later(self, cold: ColdRead) -> None:
         try:
@@ -152,22 +182,30 @@ class ColdReads:
             self._join_actor(options, reply)
             return
         invalidated = snap.is_invalidated
-        if entry is not None:
-            snap = self._tier.apply_entry(key_hash, entry) or snap
+        # The entry's snapshot is published once, with what follows folded in
+        # (one publish, one timer arming per key: bulk hydration pays per key).
+        landed = self._tier.entry_snapshot(key_hash, entry) if entry is not None else None
+        if landed is not None:
+            snap = landed
         if not cache.servable(snap, options):
+            if landed is not None:
+                cache.publish(landed)
             registry.activate(key_hash).continue_fetch(options, cold.previous, reply)
             return
         now = trio.current_time()
         if invalidated and not snap.is_invalidated:
             # Invalidated while L2 was read: the stored data lands, not as fresh,
             # and the refetch that follows is the one the invalidation asked for.
-            snap = cache.publish(_state.invalidated(snap, now=now))
+            snap = _state.invalidated(snap, now=now)
+            landed = snap
         if cache.is_fresh(snap, options):
             cache.publish(_state.idle(snap, now=now))
             reply.set_value(snap.data)
             if actor is not None:  # an observer came during the read
                 actor.after_cold_read()
             return
+        if landed is not None:
+            cache.publish(landed)
         reply.set_value(snap.data)  # stale: served at once, refetched in the background
         registry.activate(key_hash).continue_fetch(options, cold.previous, Reply())
 

@@ -137,6 +137,11 @@ class L2Cache:
         self.serializer = serializer
         self.key_prefix = key_prefix
         self.timeout = timeout
+        self.reads_in_caller = getattr(store, "cancel_safe_reads", False) is True
+        """Whether a single read may go to the store from the caller's task
+        (:meth:`read_now`): the store's ``get`` honours trio cancellation at once."""
+        self.reads_now = 0
+        """Reads out from callers' tasks: while one is, more go to the batch (one MGET)."""
         self._reads: dict[str, Reply[StoredEntry | None]] = {}
         self._reads_since = 0.0
         """When the oldest read in ``_reads`` was asked for: its answer is due ``timeout`` later."""
@@ -192,6 +197,44 @@ class L2Cache:
         write landed must not come back with the value it had before).
         """
         return await self.read_soon(key_hash).wait()
+
+    def can_read_now(self, key_hash: str) -> bool:
+        """Whether :meth:`read_now` suits this read: the store allows it, no other read is
+        out or queued (many at once go out as one batch), no write of the key is pending."""
+        return (
+            self.reads_in_caller
+            and not self.reads_now
+            and not self._reads
+            and key_hash not in self._writes
+            and key_hash not in self._writing
+        )
+
+    async def read_now(self, key_hash: str) -> StoredEntry | None:
+        """Read the key's entry with one ``get`` from the caller's task (no batch, no hop).
+
+        Use it when :meth:`can_read_now` says so.  A store that
+        fails, or does not answer within ``timeout``, is a miss, counted as
+        the batched read counts it.  Cancelled, the ``get`` is abandoned (the
+        store drops its reply) and ``Cancelled`` propagates: a caller that
+        shares the read must read again (:meth:`read_soon`).
+        """
+        stats = self._stats
+        stats["reads"] += 1
+        key = self.key_prefix + key_hash
+        raw: bytes | None = None
+        self.reads_now += 1
+        with trio.move_on_after(self.timeout) as scope:
+            try:
+                raw = await ops.get(self.store, key)
+            except Exception as exc:
+                self._on_error("get", exc)
+            finally:
+                self.reads_now -= 1
+        if scope.cancelled_caught:
+            self._on_error("get", trio.TooSlowError(f"no answer within {self.timeout:g} s"))
+        entry = try_unpack_entry(raw, self.serializer, self._on_corrupt, key=key)
+        stats["hits" if entry is not None else "misses"] += 1
+        return entry
 
     def read_soon(self, key_hash: str) -> Reply[StoredEntry | None]:
         """Ask for the key's entry as :meth:`read` does; return the reply it arrives in.

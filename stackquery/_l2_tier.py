@@ -36,6 +36,9 @@ class ColdRead:
     previous: Snapshot
     """The key's snapshot before it was published as fetching."""
     read: Reply[StoredEntry | None]
+    """What the store answered; set by the starting caller itself when ``direct``."""
+    direct: bool = False
+    """The starting caller reads the store from its own task (``L2Cache.read_now``)."""
     reply: Reply[Any] = attrs.field(factory=Reply)
     """What every caller of the key waits on."""
     waiting: trio.CancelScope = attrs.field(factory=trio.CancelScope)
@@ -107,6 +110,11 @@ class L2Tier:
 
     def apply_entry(self, key_hash: str, entry: StoredEntry) -> Snapshot | None:
         """Publish an L2 entry into L1 unless L1 holds data as new; return the new snapshot."""
+        new = self.entry_snapshot(key_hash, entry)
+        return None if new is None else self.cache.publish(new)
+
+    def entry_snapshot(self, key_hash: str, entry: StoredEntry) -> Snapshot | None:
+        """The snapshot :meth:`apply_entry` would publish (``None``: it would not); pure."""
         cache = self.cache
         snap = cache.get(key_hash)
         if snap is None:
@@ -129,7 +137,7 @@ class L2Tier:
         )
         if entry.invalidated:
             new = _state.invalidated(new, now=now)
-        return cache.publish(new)
+        return new
 
 
 __all__ = ["ColdRead", "L2Tier"]

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -29,12 +30,14 @@ from ._owners import QueryOwners
 from ._query_actor import QueryActor
 from ._query_cache import QueryCache
 from ._records import ClientStatistics
-from .admin._server import AdminParts, AdminServer, ClientCommands
 from .fleet._counters import logger as fleet_logger
-from .fleet._fleet import Fleet
 from .fleet._link import RedisLink, find_redis
 from .serializers import Serializer, as_serializer
 from .serializers import json as json_serializer
+
+if TYPE_CHECKING:
+    from .admin._server import ClientCommands
+    from .fleet._fleet import Fleet
 
 
 def require_trio() -> None:
@@ -99,6 +102,8 @@ class ClientParts:
             if asked or not redis.startswith("no RedisStorage"):
                 self._fleet_off = redis
             return None
+        from .fleet._fleet import Fleet  # here: only a client on Redis runs a fleet
+
         fleet = Fleet(
             redis.client,
             self.cache,
@@ -195,6 +200,9 @@ class ClientParts:
             AdminSocketError: the socket could not be made at ``admin_socket``.
         """
         assert self.config.admin_socket is not None
+        # Here: most clients serve no attach endpoint, and need not import it.
+        from .admin._server import AdminParts, AdminServer
+
         parts = AdminParts(
             cache=self.cache,
             owners=owners,

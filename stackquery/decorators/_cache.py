@@ -12,7 +12,9 @@ The hot path is the point of this module.  The ``QueryOptions`` of a call
 are built once and memoized by the call's arguments, so a fresh hit is: find
 the client, one dict lookup of the arguments, one of the key's snapshot, a
 flag test.  The wrapper is chosen when decorating: with ``metrics=None`` no
-metrics code runs at all.
+metrics code runs at all; a function with plain parameters gets one made
+with those parameters (``_exact_wrapper.py``), the others the generic
+``*args, **kwargs`` wrappers below.
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ from .._errors import InvalidOptionError
 from .._options import QueryOptions
 from .._retry_policy import RetryPolicy, accepts
 from ..metrics._collector import MetricsCollector
-from ._cached_calls import CachedCalls, namespace_of
+from ._cached_calls import ONE_KEYWORD, ONE_POSITIONAL, CachedCalls, namespace_of
+from ._exact_wrapper import exact_wrapper
 from ._key_template import KeyTemplate, KeyTemplateSpec
 from ._origin_protection import OriginProtection
 from ._run_clients import ClientChoice
@@ -181,11 +184,11 @@ def cache(
         if metrics is not None:
             wrapper = _measured_wrapper(state)
         elif state.static is not None:
-            wrapper = _static_wrapper(state, state.static)
+            wrapper = exact_wrapper(state) or _static_wrapper(state, state.static)
         elif state.template.is_callable:
             wrapper = _key_fn_wrapper(state)
         else:
-            wrapper = _args_wrapper(state)
+            wrapper = exact_wrapper(state) or _args_wrapper(state)
         wrapped: Any = functools.wraps(func)(wrapper)
         wrapped.invalidate = state.invalidate
         wrapped.clear = state.clear
@@ -227,42 +230,112 @@ def _seconds(name: str, value: object) -> float:
 
 
 def _args_wrapper(state: CachedCalls[Any]) -> Callable[..., Coroutine[Any, Any, Any]]:
-    resolve = state.resolve
     by_args = state.by_args
     by_kwargs = state.by_kwargs
+    by_keywords = state.by_keywords
+    stale_time = state.stale_time
     slow = state.call
+    fixed = state.choice.client
+    if fixed is not None:
+        get = fixed.snapshots.get
 
-    async def cached(*args: Any, **kwargs: Any) -> Any:
-        client = resolve()
-        if client is not None:
+        async def on_fixed_client(*args: Any, **kwargs: Any) -> Any:
+            # As below, with the client's snapshot lookup bound once.
             try:
-                memo = by_kwargs.get((args, tuple(kwargs.items()))) if kwargs else by_args.get(args)
-            except TypeError:
+                if kwargs:
+                    memo = (
+                        by_kwargs.get((args, tuple(kwargs.items())))
+                        if args
+                        else by_keywords.get(tuple(kwargs.items()))
+                    )
+                    if memo is not None and memo.kind and not _kind_fits(memo, args, kwargs):
+                        memo = memo.matching(args, kwargs)
+                else:
+                    memo = by_args.get(args)
+                    if (
+                        memo is not None
+                        and memo.kind
+                        and (memo.kind != ONE_POSITIONAL or type(args[memo.at]) is not memo.cls)
+                    ):
+                        memo = memo.matching(args, kwargs)
+            except TypeError:  # an unhashable argument: the slow path says what is wrong
                 memo = None
             if memo is not None:
-                check = memo.check  # set when a 0, 1 or bool is among the arguments
-                if check is not None and not check(args, kwargs):
-                    memo = memo.other and memo.other.matching(args, kwargs)
+                snap = get(memo.key_hash)
+                if snap is not None and snap.fresh_for is stale_time:
+                    return snap.data
+            return await slow(fixed, args, kwargs)
+
+        return on_fixed_client
+    first, fallback = state.choice.lookups()
+
+    async def cached(*args: Any, **kwargs: Any) -> Any:
+        client = first()
+        if client is None:
+            client = fallback.client
+        if client is not None:
+            # The memo of arguments holding a 0, 1 or bool says where (f(1)
+            # and f(True) are one dict key): one such argument is tested
+            # inline; several, or one inside a tuple, by matching().
+            try:
+                if kwargs:
+                    memo = (
+                        by_kwargs.get((args, tuple(kwargs.items())))
+                        if args
+                        else by_keywords.get(tuple(kwargs.items()))
+                    )
+                    if memo is not None and memo.kind and not _kind_fits(memo, args, kwargs):
+                        memo = memo.matching(args, kwargs)
+                else:
+                    memo = by_args.get(args)
+                    if (
+                        memo is not None
+                        and memo.kind
+                        and (memo.kind != ONE_POSITIONAL or type(args[memo.at]) is not memo.cls)
+                    ):
+                        memo = memo.matching(args, kwargs)
+            except TypeError:  # an unhashable argument: the slow path says what is wrong
+                memo = None
             if memo is not None:
-                options = memo.options
-                snap = client.snapshots.get(options.key_hash)
-                if snap is not None and snap.fresh_for is options.stale_time:
+                snap = client.snapshots.get(memo.key_hash)
+                if snap is not None and snap.fresh_for is stale_time:
                     return snap.data
         return await slow(client, args, kwargs)
 
     return cached
 
 
+def _kind_fits(memo: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+    """Whether a keyword call's one ambiguous argument has the memo's type (else: matching)."""
+    if memo.kind == ONE_KEYWORD:
+        return type(kwargs[memo.at]) is memo.cls
+    return memo.kind == ONE_POSITIONAL and type(args[memo.at]) is memo.cls
+
+
 def _static_wrapper(
     state: CachedCalls[Any], options: QueryOptions[Any]
 ) -> Callable[..., Coroutine[Any, Any, Any]]:
-    resolve = state.resolve
     slow = state.call
     key_hash = options.key_hash
     stale_time = options.stale_time
+    fixed = state.choice.client
+    if fixed is not None:
+        get = fixed.snapshots.get
+
+        async def on_fixed_client(*args: Any, **kwargs: Any) -> Any:
+            if not args and not kwargs:
+                snap = get(key_hash)
+                if snap is not None and snap.fresh_for is stale_time:
+                    return snap.data
+            return await slow(fixed, args, kwargs)
+
+        return on_fixed_client
+    first, fallback = state.choice.lookups()
 
     async def cached(*args: Any, **kwargs: Any) -> Any:
-        client = resolve()
+        client = first()
+        if client is None:
+            client = fallback.client
         if client is not None and not args and not kwargs:
             snap = client.snapshots.get(key_hash)
             if snap is not None and snap.fresh_for is stale_time:

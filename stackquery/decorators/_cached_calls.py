@@ -58,15 +58,37 @@ ArgsCheck = Callable[[tuple[Any, ...], dict[str, Any]], bool]
 """Whether a call's arguments may use a memo found for equal arguments."""
 
 
+ONE_POSITIONAL = 1
+"""Memo kind: one positional argument is a 0, 1 or bool (at ``at``, of type ``cls``)."""
+ONE_KEYWORD = 2
+"""Memo kind: one keyword argument is a 0, 1 or bool (named ``at``, of type ``cls``)."""
+SEVERAL = 3
+"""Memo kind: several flat arguments are; their types, positional then keyword, in ``types``."""
+NESTED = 4
+"""Memo kind: one is inside a tuple; only :meth:`_Memo.matching` (by ``repr``) tells."""
+
+
 @attrs.frozen
 class _Memo:
-    """The options of one call shape."""
+    """The options of one call shape.
+
+    ``f(1)`` and ``f(True)`` are equal dict keys but two cache keys, so the
+    memo of arguments holding a 0, 1 or bool is used only by a call whose
+    arguments there have the same types.  The wrappers test that inline by
+    ``kind`` (no call, no allocation for one such argument: the usual
+    ``page(42, 1)``), and fall back to :meth:`matching` when it fails.
+    """
 
     options: QueryOptions[Any]
+    key_hash: str
+    """``options.key_hash``, one attribute read nearer the hot path."""
+    kind: int = 0
+    """0: any argument types fit; else :data:`ONE_POSITIONAL` ... :data:`NESTED`."""
+    at: Any = None
+    cls: type | None = None
+    types: tuple[type, ...] | None = None
     check: ArgsCheck | None = None
-    """For a call's memo whose arguments hold a 0, 1 or bool: ``f(1)`` and
-    ``f(True)`` are equal dict keys but two cache keys, so the memo is used
-    only by a call whose arguments there have the same types (``None``: any)."""
+    """The full test behind ``kind`` (``None``: any arguments fit)."""
     other: _Memo | None = None
     """The memo of equal arguments of other types (``f(True)`` after ``f(1)``)."""
 
@@ -78,6 +100,13 @@ class _Memo:
         return memo
 
 
+def arg_types(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[type, ...]:
+    """The types :attr:`_Memo.types` holds for a call's arguments (an exact-size tuple)."""
+    if kwargs:
+        return (*map(type, args), *map(type, kwargs.values()))
+    return (*map(type, args),)
+
+
 def _ambiguous(value: object) -> bool:
     """Whether ``value`` holds a number equal to a bool (or a bool), at any depth."""
     if isinstance(value, tuple):
@@ -85,24 +114,48 @@ def _ambiguous(value: object) -> bool:
     return isinstance(value, int | float) and (value == 0 or value == 1)
 
 
-def _args_check(args: tuple[Any, ...], kwargs: dict[str, Any]) -> ArgsCheck | None:
-    """The check a memo of these arguments needs, or ``None`` when they are unambiguous.
-
-    A flat 0, 1 or bool is checked by its type, which costs one comparison
-    on the hot path; one inside a nested tuple by the ``repr`` of the call.
-    """
-    if not any(map(_ambiguous, args)) and not any(map(_ambiguous, kwargs.values())):
-        return None
+def _memo(
+    options: QueryOptions[Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    other: _Memo | None,
+) -> _Memo:
+    """The memo of ``options`` for a call, with the type test its arguments need."""
+    positions = [i for i, v in enumerate(args) if _ambiguous(v)]
+    names = [n for n, v in kwargs.items() if _ambiguous(v)]
+    if not positions and not names:
+        return _Memo(options, options.key_hash, other=other)
     if any(isinstance(v, tuple) and _ambiguous(v) for v in (*args, *kwargs.values())):
         exact = repr((args, kwargs))
-        return lambda a, k: repr((a, k)) == exact
-    positions = tuple((i, type(v)) for i, v in enumerate(args) if _ambiguous(v))
-    names = tuple((n, type(v)) for n, v in kwargs.items() if _ambiguous(v))
-    if len(positions) == 1 and not names:
-        ((i, cls),) = positions
-        return lambda a, _k: type(a[i]) is cls
-    return lambda a, k: (
-        all(type(a[i]) is c for i, c in positions) and all(type(k[n]) is c for n, c in names)
+        return _Memo(
+            options,
+            options.key_hash,
+            kind=NESTED,
+            check=lambda a, k: repr((a, k)) == exact,
+            other=other,
+        )
+    types = arg_types(args, kwargs)
+
+    def check(a: tuple[Any, ...], k: dict[str, Any]) -> bool:
+        return arg_types(a, k) == types
+
+    at: int | str | None = None
+    cls: type | None = None
+    if len(positions) + len(names) > 1:
+        kind = SEVERAL
+    elif positions:
+        kind, at, cls = ONE_POSITIONAL, positions[0], type(args[positions[0]])
+    else:
+        kind, at, cls = ONE_KEYWORD, names[0], type(kwargs[names[0]])
+    return _Memo(
+        options,
+        options.key_hash,
+        kind=kind,
+        at=at,
+        cls=cls,
+        types=types,
+        check=check,
+        other=other,
     )
 
 
@@ -125,6 +178,9 @@ class CachedCalls(Generic[R]):
     """The options of a function without parameters (one key, no memo)."""
     by_args: dict[Any, _Memo] = attrs.field(init=False, factory=dict)
     by_kwargs: dict[Any, _Memo] = attrs.field(init=False, factory=dict)
+    """Memo of calls with positional and keyword arguments: by ``(args, kwargs items)``."""
+    by_keywords: dict[Any, _Memo] = attrs.field(init=False, factory=dict)
+    """Memo of calls with keyword arguments only: by the items alone (one tuple less)."""
     by_key: dict[Any, _Memo] = attrs.field(init=False, factory=dict)
     """Memo of a callable key: by its result (it may differ between equal calls)."""
     refresh_started: dict[str, float] = attrs.field(init=False, factory=dict)
@@ -188,7 +244,10 @@ class CachedCalls(Generic[R]):
             return self._options_by_key(args, kwargs)
         memo, shape = self.by_args, args
         if kwargs:
-            memo, shape = self.by_kwargs, (args, tuple(kwargs.items()))
+            if args:
+                memo, shape = self.by_kwargs, (args, tuple(kwargs.items()))
+            else:
+                memo, shape = self.by_keywords, tuple(kwargs.items())
         try:
             found = memo.get(shape)
         except TypeError:  # an unhashable argument (a dict): valid in a key, not memoized
@@ -222,8 +281,13 @@ class CachedCalls(Generic[R]):
             found = self.by_key.get(key)
         except TypeError:
             return None
-        fits = found.matching((key,), {}) if found is not None else None
-        return fits.options if fits is not None else None
+        if found is None:
+            return None
+        if found.kind and (found.kind != ONE_POSITIONAL or type(key) is not found.cls):
+            found = found.matching((key,), {})
+            if found is None:
+                return None
+        return found.options
 
     # -- calls ----------------------------------------------------------------
 
@@ -318,6 +382,7 @@ class CachedCalls(Generic[R]):
         await client.remove_queries(self.namespace_key)
         self.by_args.clear()
         self.by_kwargs.clear()
+        self.by_keywords.clear()
         self.by_key.clear()
         l2 = client.l2
         if l2 is not None:
@@ -353,7 +418,7 @@ def _remember(
         chain = attrs.evolve(other, other=chain)
     if shape not in memo and len(memo) >= MEMO_SIZE:
         del memo[next(iter(memo))]
-    memo[shape] = _Memo(options, check=_args_check(args, kwargs), other=chain)
+    memo[shape] = _memo(options, args, kwargs, chain)
 
 
 async def fetch(client: QueryClient, options: QueryOptions[Any]) -> Any:

@@ -13,14 +13,16 @@ sees the run end.
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Callable
-from typing import final
+from typing import Protocol, final
 
 import attrs
 import trio
 
 from .._client import QueryClient, current_client
+from .._current import CURRENT_CLIENT
 from .._options import QueryClientConfig
 
 ClientResolver = Callable[[], QueryClient | None]
@@ -61,8 +63,8 @@ class ClientChoice:
     def resolver(self) -> ClientResolver:
         """Return the synchronous, allocation-free lookup the hot path calls."""
         if self.client is not None:
-            fixed = self.client
-            return lambda: fixed
+            # A C-level callable: the hit pays no Python frame to find its client.
+            return itertools.repeat(self.client).__next__
         if self.store is not None:
             store_id = id(self.store)
 
@@ -72,6 +74,14 @@ class ClientChoice:
 
             return store_client
         return _context_or_default
+
+    def lookups(self) -> tuple[ClientResolver, HasClient]:
+        """Without ``client=``: the hot path's lookup, and where its ``client`` attribute
+        is read when the lookup finds nothing (the context's client, by a C call; then
+        the run's default client, one attribute read)."""
+        if self.store is not None:
+            return self.resolver(), _NO_CLIENT
+        return read_current_client, _THREAD_CLIENTS
 
     async def open(self) -> QueryClient:
         """Return the client, opening the run's default or store client if needed.
@@ -100,6 +110,8 @@ class _ThreadClients(threading.local):
     """
 
     hosted: _Hosted | None = None
+    client: QueryClient | None = None
+    """``hosted.client`` while it is open, else ``None``: one attribute read for the hot path."""
     stores: dict[int, _Hosted]
     """The run's open store clients, by ``id(store)``."""
 
@@ -110,14 +122,30 @@ class _ThreadClients(threading.local):
 _THREAD_CLIENTS = _ThreadClients()
 
 
+read_current_client: ClientResolver = CURRENT_CLIENT.get
+""":func:`current_client` as a C call (no Python frame), for the hot path."""
+
+
 def _context_or_default() -> QueryClient | None:
-    # Written out (no calls to current_client): this runs on every hit of a
-    # decorated function without client= or store=.
-    client = current_client()
+    client = read_current_client()
     if client is not None:
         return client
     hosted = _THREAD_CLIENTS.hosted
     return hosted.client if hosted is not None and hosted.open else None
+
+
+class HasClient(Protocol):
+    """Something with a ``client`` attribute: the client found, or ``None``."""
+
+    @property
+    def client(self) -> QueryClient | None: ...
+
+
+class _NoClient:
+    client = None
+
+
+_NO_CLIENT = _NoClient()
 
 
 async def open_run_client(store: object | None) -> QueryClient:
@@ -184,6 +212,7 @@ async def _host(hosted: _Hosted, closing: trio.Event, store: object | None) -> N
 def _publish_to_thread(hosted: _Hosted, store: object | None) -> None:
     if store is None:
         _THREAD_CLIENTS.hosted = hosted
+        _THREAD_CLIENTS.client = hosted.client
     else:
         _THREAD_CLIENTS.stores[id(store)] = hosted
 
@@ -194,6 +223,7 @@ def _withdraw_from_thread(hosted: _Hosted, store: object | None) -> None:
     if store is None:
         if _THREAD_CLIENTS.hosted is hosted:
             _THREAD_CLIENTS.hosted = None
+            _THREAD_CLIENTS.client = None
     elif _THREAD_CLIENTS.stores.get(id(store)) is hosted:
         del _THREAD_CLIENTS.stores[id(store)]
 

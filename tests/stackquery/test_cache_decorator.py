@@ -324,6 +324,26 @@ class TestKeys:
             assert await f((0, 0)) == "v4"
             assert calls.count == 4
 
+    async def test_several_zero_one_or_bool_arguments_keep_their_keys_apart(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """page(0, 1), page(False, True), page(0, True), page(0.0, 1.0): three keys."""
+        calls = Calls()
+
+        @sq.cache(60, key="page:{}:{}")
+        async def page(a: Any, b: Any) -> str:
+            return await calls(a, b)
+
+        async with sq.open_query_client():
+            for _ in range(2):
+                assert await page(0, 1) == "v1"
+                assert await page(False, True) == "v2"
+                assert await page(0, True) == "v3"
+                assert await page(0.0, 1.0) == "v1"
+                assert await page(0, b=1) == "v1"
+                assert await page(False, b=True) == "v2"
+            assert calls.count == 3
+
     async def test_hits_with_zero_one_or_bool_arguments_take_the_fast_path(
         self, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
     ) -> None:
@@ -348,7 +368,8 @@ class TestKeys:
                 assert await page(42, 1) == (42, 1, True)
                 assert await page(42, True) == (42, True, True)
                 assert await page(42, 0, flag=False) == (42, 0, False)
-            assert slow_calls == [(42, 1), (42, True), (42, 0)]
+            # The slow path gets every parameter, defaults filled in.
+            assert slow_calls == [(42, 1, True), (42, True, True), (42, 0, False)]
 
     async def test_positional_and_keyword_calls_share_a_key(
         self, autojump_clock: trio.testing.MockClock
@@ -397,7 +418,9 @@ class TestKeys:
 
         async with sq.open_query_client():
             assert await flags() == "on"
-            with pytest.raises(TypeError, match=r"^too many positional arguments$"):
+            # Python's own refusal, naming the function: its wrapper has its parameters.
+            refused = r"<locals>\.flags\(\) takes 0 positional arguments but 1 was given$"
+            with pytest.raises(TypeError, match=refused):
                 await flags(1)  # type: ignore[call-arg]
             assert await get_user(1) == "u"
             with pytest.raises(TypeError, match=r"unexpected keyword argument 'nope'"):
@@ -709,3 +732,79 @@ class TestMetrics:
         assert stats["latency"]["get"]["count"] == 7
         assert stats["latency"]["fetch"]["count"] == 3
         assert stats["latency"]["fetch"]["max"] == 1.0
+
+
+class TestSignatureExactWrapper:
+    """A function with plain parameters gets a wrapper with those parameters."""
+
+    async def test_positional_keyword_and_default_calls_are_one_hit(
+        self, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """get(1), get(1, 2), get(a=1), get(b=2, a=1): one origin call, one slow-path call."""
+        from stackquery.decorators._cached_calls import CachedCalls
+
+        slow_calls: list[tuple[Any, ...]] = []
+        original = CachedCalls.call
+
+        async def counting(self: Any, client: Any, args: Any, kwargs: Any) -> Any:
+            slow_calls.append(args)
+            return await original(self, client, args, kwargs)
+
+        monkeypatch.setattr(CachedCalls, "call", counting)
+        calls = Calls()
+
+        @sq.cache(60)
+        async def get(a: int, b: int = 2) -> str:
+            return await calls(a, b)
+
+        async with sq.open_query_client():
+            assert [await get(1), await get(1, 2), await get(a=1), await get(b=2, a=1)] == [
+                "v1"
+            ] * 4
+            assert calls.args == [(1, 2)]
+            assert slow_calls == [(1, 2)]
+
+    async def test_parameters_named_like_the_wrappers_locals_work(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """Parameters called client, args, memo, snap, kwargs or slow are ordinary arguments."""
+
+        @sq.cache(60, key="x:{client}:{args}:{memo}:{snap}:{kwargs}:{slow}")
+        async def f(client: int, args: int, memo: int, snap: int, kwargs: int, slow: int) -> int:
+            return client + args + memo + snap + kwargs + slow
+
+        async with sq.open_query_client():
+            assert await f(1, 2, 3, 4, 5, 6) == 21
+            assert await f(1, 2, 3, 4, 5, slow=6) == 21
+
+    async def test_positional_only_parameters_stay_positional_only(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """def f(a, /, b): f(1, b=2) works, f(a=1, b=2) is refused as the function refuses it."""
+
+        @sq.cache(60)
+        async def f(a: int, /, b: int) -> int:
+            return a * 10 + b
+
+        async with sq.open_query_client():
+            assert await f(1, b=2) == 12
+            assert await f(1, 2) == 12
+            with pytest.raises(
+                TypeError, match=r"<locals>\.f\(\) got some positional-only arguments"
+            ):
+                await f(a=1, b=2)  # type: ignore[call-arg]
+
+    async def test_arguments_that_do_not_fit_name_the_function(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """A missing argument is the TypeError Python raises for the function itself."""
+
+        @sq.cache(60, key="user:{}")
+        async def get_user(user_id: int) -> str:
+            return "u"
+
+        async with sq.open_query_client():
+            with pytest.raises(
+                TypeError, match=r"<locals>\.get_user\(\) missing 1 required positional"
+            ):
+                await get_user()  # type: ignore[call-arg]

@@ -107,6 +107,56 @@ class TestFreshHit:
                 assert _finish_without_yielding(lambda: get(item_id)) == item_id
                 assert _retained_blocks(lambda: get(item_id)) <= 10
 
+    @pytest.mark.parametrize(
+        ("args", "kwargs"),
+        [((42, 1), {}), ((0, 1), {}), ((True, 0.0), {}), ((42,), {"n": 1}), ((0,), {"n": False})],
+    )
+    async def test_two_argument_cache_hit_keeps_nothing(
+        self, monkeypatch: pytest.MonkeyPatch, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> None:
+        """page(42, 1), page(0, 1), page(True, 0.0), by keyword too: one step, nothing kept."""
+
+        @sq.cache(600, key="guard:{}:{}")
+        async def page(user: Any, n: Any) -> Any:
+            return (user, n)
+
+        expected = (*args, *kwargs.values())
+        async with sq.open_query_client():
+            assert await page(*args, **kwargs) == expected
+            with _clock_forbidden(monkeypatch):
+                assert _finish_without_yielding(lambda: page(*args, **kwargs)) == expected
+                assert _retained_blocks(lambda: page(*args, **kwargs)) <= 10
+
+    @pytest.mark.parametrize("mode", ["client=", "no client open"])
+    async def test_cache_hit_on_a_given_or_default_client_keeps_nothing(
+        self, monkeypatch: pytest.MonkeyPatch, mode: str
+    ) -> None:
+        """With client= and on the run's default client: static, positional, keyword hits too."""
+        async with contextlib.AsyncExitStack() as stack:
+            client = None
+            if mode == "client=":
+                client = await stack.enter_async_context(sq.open_query_client())
+
+            @sq.cache(600, key="flags", client=client)
+            async def flags() -> str:
+                return "on"
+
+            @sq.cache(600, key="guard:{n}", client=client)
+            async def get(n: Any) -> Any:
+                return n
+
+            calls: list[Callable[[], Awaitable[Any]]] = [
+                flags,
+                lambda: get(1),
+                lambda: get(n=True),
+                lambda: get(42),
+            ]
+            for call in calls:
+                expected = await call()
+                with _clock_forbidden(monkeypatch):
+                    assert _finish_without_yielding(call) == expected
+                    assert _retained_blocks(call) <= 10
+
     async def test_the_guard_catches_a_hit_that_checkpoints(self) -> None:
         """The check above can fail: a coroutine that checkpoints is caught."""
 

@@ -12,8 +12,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import attrs
 import pytest
 import trio
+import trio.testing
 
 import stackquery as sq
 from backends._redis import RedisStorage
@@ -262,4 +264,58 @@ class TestEntries:
             assert (stats.reads, stats.hits, stats.misses) == (1, 0, 1)
             assert stats.errors >= 1  # the read; write attempts add to it on the real clock
         assert l2_stats(client).dropped_writes == 1
+        assert origin.calls == 1
+
+
+class GatedGets(RedisStorage):
+    """A RedisStorage whose single ``get`` never gets past its gate (``get_many`` is as is)."""
+
+    async def get(self, key: str) -> bytes | None:
+        await trio.sleep_forever()
+        return await super().get(key)  # pragma: no cover
+
+
+class TestReadInCallersTask:
+    async def test_a_cold_key_is_read_by_its_caller_without_a_batch(self, redis_url: str) -> None:
+        """A cold key Redis holds fresh: one GET from the caller's task, no reader batch."""
+        origin = Origin("a1")
+        async with sq.open_query_client(config(redis_url, **L2_ONLY)) as a:
+            await a.fetch_query(options(origin, stale_time=60.0))
+        async with sq.open_query_client(config(redis_url, **L2_ONLY)) as b:
+            assert await b.fetch_query(options(origin, stale_time=60.0)) == "a1"
+            stats = l2_stats(b)
+            assert (stats.reads, stats.read_batches, stats.hits, stats.errors) == (1, 0, 1, 0)
+        assert origin.calls == 1
+
+    async def test_the_starting_caller_cancelled_mid_read_leaves_the_others_served(
+        self, redis_url: str
+    ) -> None:
+        """The caller whose task reads is cancelled at once: the joined caller gets the value."""
+        origin = Origin("a1")
+        async with sq.open_query_client(config(redis_url, **L2_ONLY)) as a:
+            await a.fetch_query(options(origin, stale_time=60.0))
+        gated = config(redis_url, **L2_ONLY)
+        gated = attrs.evolve(gated, storage=GatedGets(redis_url, timeout=1.0))
+        async with sq.open_query_client(gated) as b:
+            got: list[Any] = []
+            starter = trio.CancelScope()
+
+            async def starting() -> None:
+                with starter:
+                    got.append(await b.fetch_query(options(origin, stale_time=60.0)))
+
+            async def joined() -> None:
+                got.append(await b.fetch_query(options(origin, stale_time=60.0)))
+
+            with trio.fail_after(DEADLINE):
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(starting)
+                    await trio.testing.wait_all_tasks_blocked()  # its GET is out
+                    nursery.start_soon(joined)
+                    await trio.testing.wait_all_tasks_blocked()
+                    starter.cancel()
+            assert starter.cancelled_caught
+            assert got == ["a1"]
+            stats = l2_stats(b)
+            assert (stats.hits, stats.errors) == (1, 0)
         assert origin.calls == 1

@@ -1,0 +1,112 @@
+"""A ``@cache`` wrapper with the decorated function's own parameters.
+
+``async def cached(*args, **kwargs)`` costs a dict per call (the keyword
+arguments, even when there are none), and a call by keyword must be
+memoized by its items.  For a function whose parameters are all plain
+(positional or keyword, no ``*args``, ``**kwargs`` or keyword-only), the
+wrapper is made with the same parameters and defaults: Python binds the
+call, however it was passed, and the memo key is the tuple of every
+parameter's value, so ``get(42)`` and ``get(user_id=42)`` are one dict
+lookup of ``(42,)``.  Everything else is as in the generic wrapper (see
+``_cache.py``): the same memo, the same type test of a 0, 1 or bool, the
+same slow path (given the arguments as positional ones, defaults filled in).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from ._cached_calls import ONE_POSITIONAL, CachedCalls
+
+_PLAIN = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+
+_BODY = """
+async def {name}({params}):
+    _sq_args = ({names})
+    _sq_client = {find_client}
+    if _sq_client is not None:
+        try:
+            _sq_memo = _sq_by_args.get(_sq_args)
+        except TypeError:  # an unhashable argument: the slow path says what is wrong
+            _sq_memo = None
+        if (
+            _sq_memo is not None
+            and _sq_memo.kind
+            and (
+                _sq_memo.kind != _sq_one_positional
+                or type(_sq_args[_sq_memo.at]) is not _sq_memo.cls
+            )
+        ):
+            _sq_memo = _sq_memo.matching(_sq_args, _sq_no_kwargs)
+        if _sq_memo is not None:
+            _sq_snap = {snapshots_get}(_sq_memo.key_hash)
+            if _sq_snap is not None and _sq_snap.fresh_for is _sq_stale_time:
+                return _sq_snap.data
+    return await _sq_slow(_sq_client, _sq_args, {{}})
+"""
+
+
+_STATIC_BODY = """
+async def {name}():
+    _sq_client = {find_client}
+    if _sq_client is not None:
+        _sq_snap = {snapshots_get}(_sq_key_hash)
+        if _sq_snap is not None and _sq_snap.fresh_for is _sq_stale_time:
+            return _sq_snap.data
+    return await _sq_slow(_sq_client, (), {{}})
+"""
+
+
+def exact_wrapper(state: CachedCalls[Any]) -> Callable[..., Coroutine[Any, Any, Any]] | None:
+    """The wrapper with ``state.func``'s own parameters, or ``None`` if they are not all plain."""
+    params = list(state.template.signature.parameters.values())
+    if any(p.kind not in _PLAIN or p.name.startswith("_sq_") for p in params):
+        return None
+    if not params and state.static is None:
+        return None  # a callable key: its own wrapper
+    namespace: dict[str, Any] = {
+        "_sq_by_args": state.by_args,
+        "_sq_stale_time": state.stale_time,
+        "_sq_slow": state.call,
+        "_sq_one_positional": ONE_POSITIONAL,
+        "_sq_no_kwargs": {},
+    }
+    source_params = []
+    for i, p in enumerate(params):
+        if p.default is inspect.Parameter.empty:
+            source_params.append(p.name)
+        else:
+            namespace[f"_sq_default_{i}"] = p.default
+            source_params.append(f"{p.name}=_sq_default_{i}")
+    if any(p.kind is inspect.Parameter.POSITIONAL_ONLY for p in params):
+        last = max(i for i, p in enumerate(params) if p.kind is inspect.Parameter.POSITIONAL_ONLY)
+        source_params.insert(last + 1, "/")
+    fixed = state.choice.client
+    if fixed is not None:
+        namespace["_sq_fixed"] = fixed
+        namespace["_sq_get"] = fixed.snapshots.get
+        find_client, snapshots_get = "_sq_fixed", "_sq_get"
+    else:
+        first, fallback = state.choice.lookups()
+        namespace["_sq_first"] = first
+        namespace["_sq_fallback"] = fallback
+        find_client = (
+            "_sq_first()\n    if _sq_client is None:\n        _sq_client = _sq_fallback.client"
+        )
+        snapshots_get = "_sq_client.snapshots.get"
+    if state.static is not None:
+        namespace["_sq_key_hash"] = state.static.key_hash
+    source = (_BODY if state.static is None else _STATIC_BODY).format(
+        name=state.func.__name__ if state.func.__name__.isidentifier() else "cached",
+        params=", ".join(source_params),
+        names="".join(f"{p.name}, " for p in params),
+        find_client=find_client,
+        snapshots_get=snapshots_get,
+    )
+    exec(compile(source, f"<stackquery @cache wrapper of {state.name}>", "exec"), namespace)
+    wrapper: Callable[..., Coroutine[Any, Any, Any]] = namespace[
+        state.func.__name__ if state.func.__name__.isidentifier() else "cached"
+    ]
+    return wrapper
