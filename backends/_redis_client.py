@@ -21,6 +21,7 @@ import trio
 from ._errors import StorageClosedError, StorageError, StorageUnavailableError
 from ._redis_address import RedisAddress, RedisConnector
 from ._redis_connection import MultiplexedConnection, close_now, connection_error
+from ._redis_sentinel import SentinelAddress, SentinelConnector, is_sentinel_url
 from ._resp import (
     NOT_ENOUGH_DATA,
     CommandArg,
@@ -192,7 +193,7 @@ class RedisClient:
 
     def __init__(
         self,
-        address: RedisAddress,
+        address: RedisAddress | SentinelAddress,
         *,
         timeout: float | None = DEFAULT_TIMEOUT,
         ping_interval: float | None = DEFAULT_PING_INTERVAL,
@@ -203,7 +204,12 @@ class RedisClient:
         self._timeout = _seconds_or_none("timeout", timeout)
         self._ping_interval = _seconds_or_none("ping_interval", ping_interval)
         self._use_hiredis = use_hiredis
-        self._connector = RedisConnector(address, use_hiredis=use_hiredis)
+        self._connector: RedisConnector | SentinelConnector
+        if isinstance(address, SentinelAddress):
+            self._connector = SentinelConnector(address, use_hiredis=use_hiredis)
+        else:
+            self._connector = RedisConnector(address, use_hiredis=use_hiredis)
+        self._follows_master = isinstance(address, SentinelAddress)
         self._connection: MultiplexedConnection | None = None
         self._connections_made = 0
         self._subscriptions: set[Subscription] = set()
@@ -222,16 +228,60 @@ class RedisClient:
     ) -> RedisClient:
         """Make a client for ``url`` (redis-py's URL syntax, see :meth:`RedisAddress.from_url`).
 
+        ``redis+sentinel://[user:pass@]host:port[,host:port...]/service_name[/db]``
+        makes a client of the master that the sentinels name (see
+        :mod:`backends._redis_sentinel`): it asks them on every (re)connect,
+        reconnects when the master answers ``READONLY`` (the command is sent
+        again, once, to the new master) and, while :meth:`follow_failovers`
+        runs, as soon as a sentinel announces ``+switch-master``.
+
         Raises:
             ValueError: the URL, ``timeout`` or ``ping_interval`` is not valid.
         """
-        address = RedisAddress.from_url(url, ssl_context=ssl_context)
+        address: RedisAddress | SentinelAddress
+        if is_sentinel_url(url):
+            if ssl_context is not None:
+                raise ValueError("a redis+sentinel:// client does not support TLS")
+            address = SentinelAddress.from_url(url)
+        else:
+            address = RedisAddress.from_url(url, ssl_context=ssl_context)
         return cls(address, timeout=timeout, ping_interval=ping_interval, use_hiredis=use_hiredis)
 
     @property
-    def address(self) -> RedisAddress:
-        """Where this client connects."""
+    def address(self) -> RedisAddress | SentinelAddress:
+        """Where this client connects (the sentinels, for a ``redis+sentinel://`` client)."""
         return self._address
+
+    @property
+    def master(self) -> tuple[str, int] | None:
+        """Under Sentinel: the master the last connection went to; else ``None``."""
+        connector = self._connector
+        return connector.master if isinstance(connector, SentinelConnector) else None
+
+    async def follow_failovers(self) -> None:
+        """Under Sentinel: reconnect to a new master as soon as a sentinel announces it; forever.
+
+        Listens for ``+switch-master`` on the sentinels (one after another
+        when one is lost); on an announcement for this client's service,
+        breaks the shared connection (calls waiting on it fail with
+        :class:`StorageUnavailableError`) and every subscription, so that the
+        next call and the next subscribe go to the new master.  Without
+        Sentinel it returns at once.  Cancel it to stop; it raises nothing else.
+        """
+        connector = self._connector
+        if not isinstance(connector, SentinelConnector):
+            await trio.lowlevel.checkpoint()
+            return
+        interval = self._ping_interval if self._ping_interval is not None else DEFAULT_PING_INTERVAL
+        await connector.follow_switches(self._master_switched, interval)
+
+    def _master_switched(self) -> None:
+        cause = ConnectionResetError("the sentinels announced a new master")
+        connection = self._connection
+        if connection is not None and connection.usable:
+            connection.fail(cause)
+        for subscription in self._subscriptions:
+            subscription._drop(cause)
 
     @property
     def timeout(self) -> float | None:
@@ -286,7 +336,7 @@ class RedisClient:
         name = _command_name(args[0])
         if name in _REFUSALS or name in _BY_ARGUMENTS:
             _check_command(name, args, in_pipeline=False)
-        (reply,) = await self._current_connection(name).request(payload, 1, name)
+        (reply,) = await self._request(payload, 1, name)
         if isinstance(reply, Exception):
             raise _reply_error(reply, name)
         return reply
@@ -336,9 +386,7 @@ class RedisClient:
         if not payloads:
             await trio.lowlevel.checkpoint()
             return []
-        replies = await self._current_connection("PIPELINE").request(
-            b"".join(payloads), len(payloads), "PIPELINE"
-        )
+        replies = await self._request(b"".join(payloads), len(payloads), "PIPELINE")
         if raise_on_error:
             for reply in replies:
                 if isinstance(reply, Exception):  # an error reply (see RedisReply)
@@ -470,6 +518,18 @@ class RedisClient:
         failure = self._connector.certificate_failure
         if failure is not None:
             raise connection_error(failure, operation)
+
+    async def _request(self, payload: bytes, expected: int, operation: str) -> list[RedisReply]:
+        connection = self._current_connection(operation)
+        replies = await connection.request(payload, expected, operation)
+        if self._follows_master and any(map(_is_readonly, replies)):
+            # A demoted master refused it (nothing ran): reconnect, which asks
+            # the sentinels, and send it once more, to the new master.
+            connection.fail(ConnectionResetError("the master was demoted (READONLY)"))
+            replies = await self._current_connection(operation).request(
+                payload, expected, operation
+            )
+        return replies
 
     def _current_connection(self, operation: str) -> MultiplexedConnection:
         self._check_open()
@@ -607,6 +667,8 @@ class Subscription:
                 try:
                     data = await self._stream.receive_some()
                 except trio.ClosedResourceError as exc:
+                    if self._lost is not None and not self._closed:  # dropped by _drop
+                        raise self._lose(self._lost) from None
                     raise StorageClosedError(
                         "the subscription is closed", backend="RedisClient", operation="subscribe"
                     ) from exc
@@ -632,6 +694,12 @@ class Subscription:
             except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                 self._lost = exc
 
+    def _drop(self, cause: BaseException) -> None:
+        """Lose the connection from outside: the waiting task and every later wait raise."""
+        if self._lost is None and not self._closed:
+            self._lost = cause
+            close_now(self._stream)
+
     def _lose(self, cause: BaseException) -> StorageUnavailableError:
         """Mark the connection lost, close its socket, and return the error to raise."""
         self._lost = cause
@@ -650,6 +718,13 @@ def _seconds_or_none(name: str, value: float | None) -> float | None:
     if not (isinstance(value, int | float) and not isinstance(value, bool) and value > 0):
         raise ValueError(f"{name} must be a positive number of seconds or None, not {value!r}")
     return None if math.isinf(value) else value
+
+
+def _is_readonly(reply: RedisReply) -> bool:
+    """Whether ``reply`` is the error of a replica (a demoted master) refusing a write."""
+    # redis-py's parser turns "-READONLY ..." into its ReadOnlyError (named
+    # here, so that plain clients never import redis.exceptions for it).
+    return isinstance(reply, Exception) and type(reply).__name__ == "ReadOnlyError"
 
 
 def _command_name(name: CommandArg) -> str:
