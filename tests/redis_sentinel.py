@@ -11,7 +11,11 @@ from __future__ import annotations
 
 import socket
 import time
+from collections.abc import Callable
 from types import TracebackType
+
+import pytest
+import trio
 
 from tests.redis_server import RedisServer, RedisServerError
 
@@ -100,6 +104,16 @@ def wait_until(what: str, check: object, timeout: float = _READY_TIMEOUT) -> Non
     raise RedisServerError(f"{what} did not happen within {timeout} s (last error: {last!r})")
 
 
+async def eventually(what: str, check: Callable[[], bool], seconds: float) -> None:
+    """In trio: poll ``check`` (in a thread: it may block) until true, or fail the test."""
+    with trio.move_on_after(seconds):
+        # Polled: the state is another process's, and nothing signals its change.
+        while not await trio.to_thread.run_sync(check):  # noqa: ASYNC110
+            await trio.sleep(0.02)
+        return
+    pytest.fail(f"{what} did not happen within {seconds} s")
+
+
 class SentinelSetup:
     """A master, a replica of it, and three sentinels that agree about both.
 
@@ -134,9 +148,7 @@ class SentinelSetup:
                 not settle within 15 s.
         """
         self.master.start()
-        self.replica = RedisServer(
-            (*_FAST_SYNC, "--replicaof", "127.0.0.1", str(self.master.port))
-        )
+        self.replica = RedisServer((*_FAST_SYNC, "--replicaof", "127.0.0.1", str(self.master.port)))
         self.replica.start()
         replica = self.replica
         wait_until(
@@ -193,4 +205,12 @@ class SentinelSetup:
         self.stop()
 
 
-__all__ = ["SERVICE", "SentinelServer", "SentinelSetup", "command", "info_field", "wait_until"]
+__all__ = [
+    "SERVICE",
+    "SentinelServer",
+    "SentinelSetup",
+    "command",
+    "eventually",
+    "info_field",
+    "wait_until",
+]

@@ -195,7 +195,18 @@ class Fleet:
     # -- broadcast: receiving -------------------------------------------------------
 
     async def run_subscriber(self) -> None:
-        """Receive the other processes' messages until cancelled, resubscribing after a drop."""
+        """Receive the other processes' messages until cancelled, resubscribing after a drop.
+
+        Under Sentinel it also follows the sentinels' ``+switch-master``
+        announcements, so that the subscription, the leases and the
+        announcements move to a new master at once (see
+        :meth:`backends.RedisClient.follow_failovers`).
+        """
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._redis.follow_failovers, name="stackquery-fleet-failovers")
+            await self._subscribe_forever()
+
+    async def _subscribe_forever(self) -> None:
         owners = self._owners
         assert owners is not None, "open() the fleet before running its subscriber"
         backoff = Backoff(first=0.1, cap=5.0)
