@@ -30,6 +30,7 @@ from ._redis_client import (
     RedisReplyError,
     Subscription,
 )
+from ._redis_tracking import Invalidation, TrackingRefusedError
 from ._s3 import S3Storage
 from ._sqlite import SQLiteStorage
 
@@ -39,6 +40,7 @@ __all__ = [
     "FileStorage",
     "GCSStorage",
     "InstrumentedStorage",
+    "Invalidation",
     "MemoryStorage",
     "MemoryStorageStatistics",
     "RedisAddress",
@@ -58,6 +60,7 @@ __all__ = [
     "StorageUnsupportedError",
     "Subscription",
     "TTLStorageBackend",
+    "TrackingRefusedError",
     "map_storage_errors",
     "ops",
 ]

@@ -21,7 +21,14 @@ import trio
 from ._errors import StorageClosedError, StorageError, StorageUnavailableError
 from ._redis_address import RedisAddress, RedisConnector
 from ._redis_connection import MultiplexedConnection, close_now, connection_error
-from ._redis_sentinel import SentinelAddress, SentinelConnector, is_sentinel_url
+from ._redis_sentinel import SentinelAddress, SentinelConnector, exchange, is_sentinel_url
+from ._redis_tracking import (
+    INVALIDATE_CHANNEL,
+    Invalidation,
+    TrackingRefusedError,
+    parse_invalidation,
+    tracking_command,
+)
 from ._resp import (
     NOT_ENOUGH_DATA,
     CommandArg,
@@ -437,8 +444,42 @@ class RedisClient:
         """
         if not channels:
             raise ValueError("subscribe() needs at least one channel")
+        async with self._subscribed(channels, ()) as subscription:
+            yield subscription
+
+    @asynccontextmanager
+    async def subscribe_tracking(
+        self, *channels: str | bytes, prefixes: Sequence[str]
+    ) -> AsyncIterator[Subscription]:
+        """As :meth:`subscribe`, also hearing of each change to a key under ``prefixes``.
+
+        Server-assisted invalidation in broadcasting mode (see
+        :mod:`backends._redis_tracking`): a write by anybody, an expiry, an
+        eviction or a ``FLUSHDB`` of such a key arrives as an
+        :class:`~backends._redis_tracking.Invalidation` from
+        :meth:`Subscription.next_event` (``async for`` skips them).  The
+        subscription has a second connection, the tracking one, and is lost
+        when either is.
+
+        Raises:
+            ValueError: no channel, no prefix, or overlapping prefixes.
+            TrackingRefusedError: (a ``StorageError``) the server refused
+                ``CLIENT TRACKING`` (older than Redis 6, or an ACL).
+            StorageUnavailableError, StorageTLSError, StorageError,
+            StorageClosedError: as for :meth:`subscribe`.
+        """
+        if not channels:
+            raise ValueError("subscribe_tracking() needs at least one channel")
+        tracking_command(0, prefixes)  # bad prefixes fail here, before connecting
+        async with self._subscribed(channels, prefixes) as subscription:
+            yield subscription
+
+    @asynccontextmanager
+    async def _subscribed(
+        self, channels: Sequence[str | bytes], prefixes: Sequence[str]
+    ) -> AsyncIterator[Subscription]:
         self._check_can_connect("subscribe")
-        subscription = await self._open_subscription(channels)
+        subscription = await self._open_subscription(channels, prefixes)
         self._subscriptions.add(subscription)
         try:
             yield subscription
@@ -557,7 +598,9 @@ class RedisClient:
         self._connected_event.set()
         return stream
 
-    async def _open_subscription(self, channels: Sequence[str | bytes]) -> Subscription:
+    async def _open_subscription(
+        self, channels: Sequence[str | bytes], prefixes: Sequence[str] = ()
+    ) -> Subscription:
         with trio.move_on_after(self._timeout if self._timeout is not None else math.inf):
             try:
                 stream = await self._open_stream()
@@ -569,7 +612,13 @@ class RedisClient:
                 ping_interval=self._ping_interval,
             )
             try:
-                await subscription._start(channels)
+                await subscription._start(channels, tracking=bool(prefixes))
+                if prefixes:
+                    try:
+                        tracker = await self._open_stream()
+                    except Exception as exc:
+                        raise connection_error(exc, "subscribe") from exc
+                    await subscription._track(tracker, prefixes)
             except BaseException:
                 await subscription.aclose()
                 raise
@@ -601,6 +650,9 @@ class Subscription:
         self._pong_due: float | None = None
         self._closed = False
         self._lost: BaseException | None = None
+        self._tracking = False
+        self._client_id: int | None = None
+        self._tracker: trio.abc.Stream | None = None
 
     @property
     def connected(self) -> bool:
@@ -611,10 +663,24 @@ class Subscription:
         return self
 
     async def __anext__(self) -> tuple[bytes, bytes]:
-        """Wait for the next message and return ``(channel, data)``.
+        """Wait for the next message and return ``(channel, data)``; skips invalidations.
 
         Raises:
             StorageUnavailableError: the connection is lost.
+            StorageClosedError: the subscription or its client was closed.
+        """
+        while True:
+            event = await self.next_event()
+            if not isinstance(event, Invalidation):
+                return event
+
+    async def next_event(self) -> tuple[bytes, bytes] | Invalidation:
+        """Wait for the next message, or (tracking) the server's next invalidation.
+
+        Cancelled, nothing is lost: a message not returned yet stays buffered.
+
+        Raises:
+            StorageUnavailableError: the connection (or the tracking one) is lost.
             StorageClosedError: the subscription or its client was closed.
         """
         buffered = True
@@ -625,6 +691,10 @@ class Subscription:
                 buffered = False
                 continue
             if isinstance(reply, list) and reply and reply[0] == b"message":
+                if self._tracking and len(reply) == 3 and reply[1] == INVALIDATE_CHANNEL:
+                    if buffered:
+                        await trio.lowlevel.checkpoint()
+                    return parse_invalidation(reply[2])
                 if len(reply) != 3 or not all(isinstance(part, bytes) for part in reply):
                     raise self._lose(ValueError(f"malformed pub/sub message: {reply!r:.100}"))
                 if buffered:
@@ -635,12 +705,30 @@ class Subscription:
             # Anything else is a (un)subscribe confirmation, not a message.
 
     async def aclose(self) -> None:
-        """Close the subscription's connection; idempotent."""
+        """Close the subscription's connection (and its tracking one); idempotent."""
         self._closed = True
+        if self._tracker is not None:
+            await trio.aclose_forcefully(self._tracker)
         await trio.aclose_forcefully(self._stream)
 
-    async def _start(self, channels: Sequence[str | bytes]) -> None:
-        await self._stream.send_all(pack_command(("SUBSCRIBE", *channels)))
+    async def _start(self, channels: Sequence[str | bytes], *, tracking: bool = False) -> None:
+        if tracking:
+            # The id first: a subscribed RESP2 connection accepts no CLIENT command.
+            channels = [*channels, INVALIDATE_CHANNEL]
+            await self._stream.send_all(
+                pack_command(("CLIENT", "ID")) + pack_command(("SUBSCRIBE", *channels))
+            )
+            while (reply := self._next_reply()) is NOT_ENOUGH_DATA:
+                self._reader.feed(await self._receive())
+            if not isinstance(reply, int) or isinstance(reply, bool):
+                raise StorageError(
+                    f"redis CLIENT ID: unexpected reply {reply!r:.100}",
+                    backend="RedisClient",
+                    operation="subscribe",
+                )
+            self._client_id = reply
+        else:
+            await self._stream.send_all(pack_command(("SUBSCRIBE", *channels)))
         for _ in channels:
             while (reply := self._next_reply()) is NOT_ENOUGH_DATA:
                 self._reader.feed(await self._receive())
@@ -648,6 +736,21 @@ class Subscription:
                 raise StorageError(
                     f"redis subscribe failed: {reply}", backend="RedisClient", operation="subscribe"
                 ) from reply
+
+    async def _track(self, tracker: trio.abc.Stream, prefixes: Sequence[str]) -> None:
+        """Turn tracking on for this subscription's id on ``tracker``, kept open from now on."""
+        self._tracker = tracker
+        assert self._client_id is not None
+        reply = await exchange(
+            tracker, tracking_command(self._client_id, prefixes), use_hiredis=False
+        )
+        if reply != b"OK":
+            raise TrackingRefusedError(
+                f"redis refused CLIENT TRACKING: {reply!r:.200}",
+                backend="RedisClient",
+                operation="subscribe",
+            )
+        self._tracking = True
 
     def _next_reply(self) -> object:
         try:
@@ -682,6 +785,10 @@ class Subscription:
                 return data
             if self._pong_due is not None:
                 raise self._lose(TimeoutError(f"no answer to PING within {self._ping_interval} s"))
+            tracker = self._tracker
+            # Nothing is ever sent to the tracking connection: readable means closed.
+            if isinstance(tracker, trio.SocketStream) and tracker.socket.is_readable():
+                raise self._lose(ConnectionResetError("redis closed the tracking connection"))
             await self._ping()
 
     async def _ping(self) -> None:
@@ -699,11 +806,15 @@ class Subscription:
         if self._lost is None and not self._closed:
             self._lost = cause
             close_now(self._stream)
+            if self._tracker is not None:
+                close_now(self._tracker)
 
     def _lose(self, cause: BaseException) -> StorageUnavailableError:
         """Mark the connection lost, close its socket, and return the error to raise."""
         self._lost = cause
         close_now(self._stream)
+        if self._tracker is not None:
+            close_now(self._tracker)
         error = StorageUnavailableError(
             f"redis subscription lost: {cause!r}", backend="RedisClient", operation="subscribe"
         )
