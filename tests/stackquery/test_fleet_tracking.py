@@ -47,7 +47,7 @@ class TestWritesByOthers:
     async def test_another_tools_write_marks_the_key_stale_and_its_observer_refetches(
         self, redis_url: str
     ) -> None:
-        """A raw SET on an entry key (no stackquery entry) makes L1 stale; the observer refetches."""
+        """A raw SET on an entry key (not our format) makes L1 stale; the observer refetches."""
         origin = Counted("v")
         async with open_clients(redis_url, 1) as (a,):
             assert fleet(a).tracking is True
