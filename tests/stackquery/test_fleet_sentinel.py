@@ -7,13 +7,17 @@ deadline that fails naming what did not happen.
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import trio
 
 import stackquery as sq
 from backends import RedisStorage
+from stackquery.__main__ import main
+from stackquery.cli._redis_invalidate import invalidate_redis
 from tests.redis_sentinel import SentinelSetup, eventually, info_field
-from tests.stackquery.fleet_support import fleet, open_clients
+from tests.stackquery.fleet_support import fleet, open_clients, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -104,3 +108,36 @@ async def test_killing_the_master_under_load_loses_no_caller_and_never_writes_to
     for client in clients:
         fleet_stats = fleet(client)
         assert fleet_stats.subscriptions >= 2  # the first, and one on the new master
+
+
+async def test_bg_read_and_the_cli_reach_the_master_through_the_sentinels(
+    sentinel_setup: SentinelSetup,
+) -> None:
+    """The sentinel URL works wherever a Redis URL does: bg.read's store, the CLI's ``--redis``."""
+    url = sentinel_setup.url
+    async with open_clients(url, 2) as (writer, reading):
+        await writer.set_query_data(("bg", "rates"), "r1")
+        await wait_until(lambda: writer.l2_statistics().pending_writes == 0)  # type: ignore[union-attr]
+        reader = sq.bg.read("rates", interval=3600.0, store=RedisStorage(url), client=reading)
+        assert await reader() == "r1"
+        await writer.set_query_data(("bg", "rates"), "r2")
+        with trio.fail_after(10):
+            while await reader() != "r2":  # noqa: ASYNC110  (the message comes from Redis)
+                await trio.sleep(0.005)
+        await writer.fetch_query(sq.QueryOptions(("user", 1), origin_of("u")))
+        await wait_until(lambda: writer.l2_statistics().pending_writes == 0)  # type: ignore[union-attr]
+        report = await invalidate_redis(url, ['["user"]'], prefix="sq:")
+        # Listeners: both clients and the bg reader.
+        assert (report.store.invalidated, report.listeners) == (1, 3)
+        await wait_until(lambda: writer.get_query_state(("user", 1)).is_invalidated)  # type: ignore[union-attr]
+        # The command line (its own trio.run, in a thread) connects the same way.
+        argv = ["invalidate", "--redis", url, '["nothing"]']
+        assert await trio.to_thread.run_sync(main, argv) == 0
+
+
+def origin_of(value: str) -> Any:
+    async def origin() -> str:
+        await trio.lowlevel.checkpoint()
+        return value
+
+    return origin
