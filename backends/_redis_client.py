@@ -217,6 +217,8 @@ class RedisClient:
         else:
             self._connector = RedisConnector(address, use_hiredis=use_hiredis)
         self._follows_master = isinstance(address, SentinelAddress)
+        self._retired: list[MultiplexedConnection] = []
+        """Connections to a former master, closed once their callers have their replies."""
         self._connection: MultiplexedConnection | None = None
         self._connections_made = 0
         self._subscriptions: set[Subscription] = set()
@@ -283,12 +285,34 @@ class RedisClient:
         await connector.follow_switches(self._master_switched, interval)
 
     def _master_switched(self) -> None:
-        cause = ConnectionResetError("the sentinels announced a new master")
         connection = self._connection
-        if connection is not None and connection.usable:
-            connection.fail(cause)
+        if connection is not None:
+            self._retire(connection)
+        cause = ConnectionResetError("the sentinels announced a new master")
         for subscription in self._subscriptions:
             subscription._drop(cause)
+
+    def _retire(self, connection: MultiplexedConnection) -> None:
+        """Send no new command on ``connection``; close it once its callers have their replies.
+
+        Its callers are not failed: a command already written has run (or
+        been refused) on the old master, whose answer they get.
+        """
+        if self._connection is connection:
+            self._connection = None
+        if connection.usable:
+            if connection.idle:
+                connection.close()
+            elif connection not in self._retired:  # every READONLY caller retires it
+                self._retired.append(connection)
+
+    def _close_retired(self) -> None:
+        for connection in list(self._retired):
+            if not connection.usable:
+                self._retired.remove(connection)
+            elif connection.idle:
+                connection.close()
+                self._retired.remove(connection)
 
     @property
     def timeout(self) -> float | None:
@@ -534,6 +558,10 @@ class RedisClient:
         connection, self._connection = self._connection, None
         if connection is not None and connection.usable:
             connection.close()
+        for retired in self._retired:
+            if retired.usable:
+                retired.close()
+        self._retired.clear()
         for subscription in list(self._subscriptions):
             await subscription.aclose()
         await trio.lowlevel.checkpoint()
@@ -563,13 +591,16 @@ class RedisClient:
     async def _request(self, payload: bytes, expected: int, operation: str) -> list[RedisReply]:
         connection = self._current_connection(operation)
         replies = await connection.request(payload, expected, operation)
-        if self._follows_master and any(map(_is_readonly, replies)):
-            # A demoted master refused it (nothing ran): reconnect, which asks
-            # the sentinels, and send it once more, to the new master.
-            connection.fail(ConnectionResetError("the master was demoted (READONLY)"))
-            replies = await self._current_connection(operation).request(
-                payload, expected, operation
-            )
+        if self._follows_master:
+            if any(map(_is_readonly, replies)):
+                # A demoted master refused it (nothing ran): reconnect, which
+                # asks the sentinels, and send it once more, to the new master.
+                self._retire(connection)
+                replies = await self._current_connection(operation).request(
+                    payload, expected, operation
+                )
+            if self._retired:
+                self._close_retired()
         return replies
 
     def _current_connection(self, operation: str) -> MultiplexedConnection:

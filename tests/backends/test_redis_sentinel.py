@@ -93,4 +93,4 @@ async def test_a_client_finds_the_master_and_follows_a_manual_failover_without_a
             "our connections leaving the old master", lambda: not our_clients(old.port), 5
         )
         nursery.cancel_scope.cancel()
-    assert errors == []
+    assert errors == [], [repr(e) for e in errors]
