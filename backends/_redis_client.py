@@ -367,7 +367,10 @@ class RedisClient:
         name = _command_name(args[0])
         if name in _REFUSALS or name in _BY_ARGUMENTS:
             _check_command(name, args, in_pipeline=False)
-        (reply,) = await self._request(payload, 1, name)
+        if self._follows_master:
+            (reply,) = await self._request(payload, 1, name)
+        else:  # the hot path: no extra frame
+            (reply,) = await self._current_connection(name).request(payload, 1, name)
         if isinstance(reply, Exception):
             raise _reply_error(reply, name)
         return reply
@@ -589,6 +592,7 @@ class RedisClient:
             raise connection_error(failure, operation)
 
     async def _request(self, payload: bytes, expected: int, operation: str) -> list[RedisReply]:
+        """Send and return the replies; under Sentinel, resend once to a new master on READONLY."""
         connection = self._current_connection(operation)
         replies = await connection.request(payload, expected, operation)
         if self._follows_master:

@@ -157,6 +157,8 @@ class SentinelConnector:
                 stream = await self._open_master(host, port)
                 if stream is not None:
                     return stream
+            # That sentinel may be the one with stale news: start with the next.
+            self._first_sentinel = (self._first_sentinel + 1) % len(self.address.sentinels)
             await trio.sleep(_RETRY_PAUSE)
 
     async def _ask_sentinels(self) -> list[tuple[str, int]]:
