@@ -30,6 +30,7 @@ from ._redis_client import (
     RedisReplyError,
     Subscription,
 )
+from ._redis_sentinel import SentinelAddress
 from ._redis_tracking import Invalidation, TrackingRefusedError
 from ._s3 import S3Storage
 from ._sqlite import SQLiteStorage
@@ -51,6 +52,7 @@ __all__ = [
     "RedisStorage",
     "S3Storage",
     "SQLiteStorage",
+    "SentinelAddress",
     "StorageBackend",
     "StorageClosedError",
     "StorageError",

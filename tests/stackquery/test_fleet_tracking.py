@@ -7,11 +7,13 @@ condition with a deadline.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import pytest
 
 import stackquery as sq
+from backends import StorageError
 from stackquery._errors import InvalidOptionError
 from tests.stackquery.fleet_support import Counted, fleet, open_clients, raw_redis, wait_until
 
@@ -75,6 +77,26 @@ class TestWritesByOthers:
             # with the stale data at once and refetches).
             assert await a.fetch_query(sq.QueryOptions(KEY, origin)) == "v1"
             await wait_until(lambda: a.get_query_data(KEY) == "v2")
+
+    async def test_an_eviction_marks_the_key_stale(self, redis_url: str) -> None:
+        """Redis out of memory evicts the entry: the holder hears it."""
+        origin = Counted("v")
+        async with open_clients(redis_url, 1) as (a,):
+            await a.fetch_query(sq.QueryOptions(KEY, origin))
+            await wait_until(lambda: fleet(a).keys_invalidated == 1)  # our own write
+            redis = await raw_redis(redis_url)
+            try:
+                await redis.execute("CONFIG", "SET", "maxmemory-policy", "allkeys-random")
+                await redis.execute("CONFIG", "SET", "maxmemory", "1")
+                # The next write makes the server evict every key it can first.
+                with contextlib.suppress(StorageError):
+                    await redis.execute("SET", "unrelated", "x")
+                assert await redis.execute("EXISTS", L2_KEY) == 0
+            finally:
+                await redis.execute("CONFIG", "SET", "maxmemory", "0")
+                await redis.aclose()
+            await wait_until(lambda: state_of(a, KEY).is_invalidated)
+            assert (fleet(a).invalidations_stale, origin.calls) == (1, 1)
 
     async def test_a_flushdb_marks_everything_stale(self, redis_url: str) -> None:
         origin = Counted("v")
