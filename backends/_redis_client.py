@@ -272,10 +272,12 @@ class RedisClient:
 
         Listens for ``+switch-master`` on the sentinels (one after another
         when one is lost); on an announcement for this client's service,
-        breaks the shared connection (calls waiting on it fail with
-        :class:`StorageUnavailableError`) and every subscription, so that the
-        next call and the next subscribe go to the new master.  Without
-        Sentinel it returns at once.  Cancel it to stop; it raises nothing else.
+        retires the shared connection (calls already written on it still get
+        their replies; new calls open a connection to the new master) and
+        drops every subscription (its waiting task gets
+        :class:`StorageUnavailableError`; subscribe again to follow).
+        Without Sentinel it returns at once.  Cancel it to stop; it raises
+        nothing else.
         """
         connector = self._connector
         if not isinstance(connector, SentinelConnector):
