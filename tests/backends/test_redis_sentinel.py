@@ -9,8 +9,10 @@ from __future__ import annotations
 import pytest
 import trio
 
-from backends import RedisClient, StorageError
+from backends import RedisClient, StorageError, StorageUnavailableError
+from backends._redis_sentinel import SentinelAddress, SentinelConnector
 from tests.redis_sentinel import SERVICE, SentinelSetup, command, eventually, info_field
+from tests.redis_server import RedisServer, free_loopback_port
 
 pytestmark = pytest.mark.slow
 
@@ -94,3 +96,27 @@ async def test_a_client_finds_the_master_and_follows_a_manual_failover_without_a
         )
         nursery.cancel_scope.cancel()
     assert errors == [], [repr(e) for e in errors]
+
+
+async def test_the_role_check_refuses_a_replica() -> None:
+    """A server that is not a master (what a sentinel with stale news may name) is not used."""
+    with (
+        RedisServer() as master,
+        RedisServer(("--replicaof", "127.0.0.1", str(master.port))) as replica,
+    ):
+        connector = SentinelConnector(SentinelAddress(((("127.0.0.1", 1)),), "svc"))
+        assert await connector._open_master("127.0.0.1", replica.port) is None
+        stream = await connector._open_master("127.0.0.1", master.port)
+        assert stream is not None
+        await stream.aclose()
+        assert connector.master == ("127.0.0.1", master.port)
+
+
+async def test_no_sentinel_reachable_fails_within_the_timeout() -> None:
+    """Every sentinel down: the command keeps asking, then fails as unavailable."""
+    ports = (free_loopback_port(), free_loopback_port())
+    url = f"redis+sentinel://127.0.0.1:{ports[0]},127.0.0.1:{ports[1]}/svc"
+    async with RedisClient.from_url(url, timeout=0.3) as client:
+        with pytest.raises(StorageUnavailableError, match="could not connect"):
+            await client.execute("PING")
+        assert client.master is None

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 import stackquery as sq
-from backends import StorageError
+from backends import RedisStorage, StorageError
 from stackquery._errors import InvalidOptionError
 from tests.stackquery.fleet_support import Counted, fleet, open_clients, raw_redis, wait_until
 
@@ -191,3 +191,31 @@ class TestSwitch:
         with pytest.raises(InvalidOptionError, match="redis_tracking must be True, False or None"):
             sq.QueryClientConfig(redis_tracking="yes")  # type: ignore[arg-type]
         assert sq.QueryClientConfig(redis_tracking=None, broadcast=False).redis_tracking is None
+
+
+class TestTheTrackingConnection:
+    async def test_losing_it_loses_the_subscription_which_comes_back_tracking(
+        self, redis_url: str
+    ) -> None:
+        """Killed by the server, the tracking connection is noticed at the next ping."""
+
+        def storage() -> RedisStorage:
+            return RedisStorage(redis_url, timeout=2.0, ping_interval=0.05)
+
+        origin = Counted("v")
+        async with open_clients(redis_url, 1, storage=storage) as (a,):
+            await a.fetch_query(sq.QueryOptions(KEY, origin))
+            clients = await command(redis_url, "CLIENT", "LIST")
+            fields = [dict(f.split(b"=", 1) for f in line.split()) for line in clients.splitlines()]
+            tracking = [f[b"id"] for f in fields if b"t" in f[b"flags"]]  # t: tracking on
+            assert len(tracking) == 1, clients
+            await command(redis_url, "CLIENT", "KILL", "ID", tracking[0])
+            await wait_until(lambda: fleet(a).subscriptions == 2)
+            await wait_until(lambda: fleet(a).connected)
+            # The resubscription marked everything stale: fetch it fresh again.
+            assert state_of(a, KEY).is_invalidated
+            await a.fetch_query(sq.QueryOptions(KEY, origin))
+            await wait_until(lambda: not state_of(a, KEY).is_invalidated)
+            await command(redis_url, "SET", L2_KEY, "x")  # heard: tracking is back
+            await wait_until(lambda: state_of(a, KEY).is_invalidated)
+            assert fleet(a).invalidations_stale == 1
