@@ -28,6 +28,8 @@ from ._redis_client import (
     RedisReplyError,
     Subscription,
 )
+from ._redis_sentinel import SentinelAddress
+from ._redis_tracking import Invalidation, TrackingRefusedError
 
 if TYPE_CHECKING:
     from ._chain import ChainStorage
@@ -70,6 +72,7 @@ __all__ = [
     "FileStorage",
     "GCSStorage",
     "InstrumentedStorage",
+    "Invalidation",
     "MemoryStorage",
     "MemoryStorageStatistics",
     "RedisAddress",
@@ -80,6 +83,7 @@ __all__ = [
     "RedisStorage",
     "S3Storage",
     "SQLiteStorage",
+    "SentinelAddress",
     "StorageBackend",
     "StorageClosedError",
     "StorageError",
@@ -89,6 +93,7 @@ __all__ = [
     "StorageUnsupportedError",
     "Subscription",
     "TTLStorageBackend",
+    "TrackingRefusedError",
     "map_storage_errors",
     "ops",
 ]

@@ -57,9 +57,11 @@ class RedisStorage(ByteStore):
 
     ``url_or_client`` decides the connection:
 
-    * a URL (``redis://``, ``rediss://``, ``unix://``): a :class:`RedisClient`
-      of this store's own, trio-native and automatically pipelined; closed by
-      :meth:`aclose`.  This is the fast path.
+    * a URL (``redis://``, ``rediss://``, ``unix://``, or
+      ``redis+sentinel://host:port[,host:port...]/service_name[/db]``, the
+      master that the sentinels name, followed through failovers): a
+      :class:`RedisClient` of this store's own, trio-native and automatically
+      pipelined; closed by :meth:`aclose`.  This is the fast path.
     * a :class:`RedisClient`: used as is, and left open by :meth:`aclose`
       (useful to share one connection with pub/sub or lease code).
     * a ``redis.asyncio.Redis``: commands go through trio-asyncio, which must

@@ -21,6 +21,14 @@ import trio
 from ._errors import StorageClosedError, StorageError, StorageUnavailableError
 from ._redis_address import RedisAddress, RedisConnector
 from ._redis_connection import MultiplexedConnection, close_now, connection_error
+from ._redis_sentinel import SentinelAddress, SentinelConnector, exchange, is_sentinel_url
+from ._redis_tracking import (
+    INVALIDATE_CHANNEL,
+    Invalidation,
+    TrackingRefusedError,
+    parse_invalidation,
+    tracking_command,
+)
 from ._resp import (
     NOT_ENOUGH_DATA,
     CommandArg,
@@ -192,7 +200,7 @@ class RedisClient:
 
     def __init__(
         self,
-        address: RedisAddress,
+        address: RedisAddress | SentinelAddress,
         *,
         timeout: float | None = DEFAULT_TIMEOUT,
         ping_interval: float | None = DEFAULT_PING_INTERVAL,
@@ -203,7 +211,14 @@ class RedisClient:
         self._timeout = _seconds_or_none("timeout", timeout)
         self._ping_interval = _seconds_or_none("ping_interval", ping_interval)
         self._use_hiredis = use_hiredis
-        self._connector = RedisConnector(address, use_hiredis=use_hiredis)
+        self._connector: RedisConnector | SentinelConnector
+        if isinstance(address, SentinelAddress):
+            self._connector = SentinelConnector(address, use_hiredis=use_hiredis)
+        else:
+            self._connector = RedisConnector(address, use_hiredis=use_hiredis)
+        self._follows_master = isinstance(address, SentinelAddress)
+        self._retired: list[MultiplexedConnection] = []
+        """Connections to a former master, closed once their callers have their replies."""
         self._connection: MultiplexedConnection | None = None
         self._connections_made = 0
         self._subscriptions: set[Subscription] = set()
@@ -222,16 +237,84 @@ class RedisClient:
     ) -> RedisClient:
         """Make a client for ``url`` (redis-py's URL syntax, see :meth:`RedisAddress.from_url`).
 
+        ``redis+sentinel://[user:pass@]host:port[,host:port...]/service_name[/db]``
+        makes a client of the master that the sentinels name (see
+        :mod:`backends._redis_sentinel`): it asks them on every (re)connect,
+        reconnects when the master answers ``READONLY`` (the command is sent
+        again, once, to the new master) and, while :meth:`follow_failovers`
+        runs, as soon as a sentinel announces ``+switch-master``.
+
         Raises:
             ValueError: the URL, ``timeout`` or ``ping_interval`` is not valid.
         """
-        address = RedisAddress.from_url(url, ssl_context=ssl_context)
+        address: RedisAddress | SentinelAddress
+        if is_sentinel_url(url):
+            if ssl_context is not None:
+                raise ValueError("a redis+sentinel:// client does not support TLS")
+            address = SentinelAddress.from_url(url)
+        else:
+            address = RedisAddress.from_url(url, ssl_context=ssl_context)
         return cls(address, timeout=timeout, ping_interval=ping_interval, use_hiredis=use_hiredis)
 
     @property
-    def address(self) -> RedisAddress:
-        """Where this client connects."""
+    def address(self) -> RedisAddress | SentinelAddress:
+        """Where this client connects (the sentinels, for a ``redis+sentinel://`` client)."""
         return self._address
+
+    @property
+    def master(self) -> tuple[str, int] | None:
+        """Under Sentinel: the master the last connection went to; else ``None``."""
+        connector = self._connector
+        return connector.master if isinstance(connector, SentinelConnector) else None
+
+    async def follow_failovers(self) -> None:
+        """Under Sentinel: reconnect to a new master as soon as a sentinel announces it; forever.
+
+        Listens for ``+switch-master`` on the sentinels (one after another
+        when one is lost); on an announcement for this client's service,
+        retires the shared connection (calls already written on it still get
+        their replies; new calls open a connection to the new master) and
+        drops every subscription (its waiting task gets
+        :class:`StorageUnavailableError`; subscribe again to follow).
+        Without Sentinel it returns at once.  Cancel it to stop; it raises
+        nothing else.
+        """
+        connector = self._connector
+        if not isinstance(connector, SentinelConnector):
+            await trio.lowlevel.checkpoint()
+            return
+        interval = self._ping_interval if self._ping_interval is not None else DEFAULT_PING_INTERVAL
+        await connector.follow_switches(self._master_switched, interval)
+
+    def _master_switched(self) -> None:
+        connection = self._connection
+        if connection is not None:
+            self._retire(connection)
+        cause = ConnectionResetError("the sentinels announced a new master")
+        for subscription in self._subscriptions:
+            subscription._drop(cause)
+
+    def _retire(self, connection: MultiplexedConnection) -> None:
+        """Send no new command on ``connection``; close it once its callers have their replies.
+
+        Its callers are not failed: a command already written has run (or
+        been refused) on the old master, whose answer they get.
+        """
+        if self._connection is connection:
+            self._connection = None
+        if connection.usable:
+            if connection.idle:
+                connection.close()
+            elif connection not in self._retired:  # every READONLY caller retires it
+                self._retired.append(connection)
+
+    def _close_retired(self) -> None:
+        for connection in list(self._retired):
+            if not connection.usable:
+                self._retired.remove(connection)
+            elif connection.idle:
+                connection.close()
+                self._retired.remove(connection)
 
     @property
     def timeout(self) -> float | None:
@@ -286,7 +369,10 @@ class RedisClient:
         name = _command_name(args[0])
         if name in _REFUSALS or name in _BY_ARGUMENTS:
             _check_command(name, args, in_pipeline=False)
-        (reply,) = await self._current_connection(name).request(payload, 1, name)
+        if self._follows_master:
+            (reply,) = await self._request(payload, 1, name)
+        else:  # the hot path: no extra frame
+            (reply,) = await self._current_connection(name).request(payload, 1, name)
         if isinstance(reply, Exception):
             raise _reply_error(reply, name)
         return reply
@@ -336,9 +422,7 @@ class RedisClient:
         if not payloads:
             await trio.lowlevel.checkpoint()
             return []
-        replies = await self._current_connection("PIPELINE").request(
-            b"".join(payloads), len(payloads), "PIPELINE"
-        )
+        replies = await self._request(b"".join(payloads), len(payloads), "PIPELINE")
         if raise_on_error:
             for reply in replies:
                 if isinstance(reply, Exception):  # an error reply (see RedisReply)
@@ -389,8 +473,42 @@ class RedisClient:
         """
         if not channels:
             raise ValueError("subscribe() needs at least one channel")
+        async with self._subscribed(channels, ()) as subscription:
+            yield subscription
+
+    @asynccontextmanager
+    async def subscribe_tracking(
+        self, *channels: str | bytes, prefixes: Sequence[str]
+    ) -> AsyncIterator[Subscription]:
+        """As :meth:`subscribe`, also hearing of each change to a key under ``prefixes``.
+
+        Server-assisted invalidation in broadcasting mode (see
+        :mod:`backends._redis_tracking`): a write by anybody, an expiry, an
+        eviction or a ``FLUSHDB`` of such a key arrives as an
+        :class:`~backends._redis_tracking.Invalidation` from
+        :meth:`Subscription.next_event` (``async for`` skips them).  The
+        subscription has a second connection, the tracking one, and is lost
+        when either is.
+
+        Raises:
+            ValueError: no channel, no prefix, or overlapping prefixes.
+            TrackingRefusedError: (a ``StorageError``) the server refused
+                ``CLIENT TRACKING`` (older than Redis 6, or an ACL).
+            StorageUnavailableError, StorageTLSError, StorageError,
+            StorageClosedError: as for :meth:`subscribe`.
+        """
+        if not channels:
+            raise ValueError("subscribe_tracking() needs at least one channel")
+        tracking_command(0, prefixes)  # bad prefixes fail here, before connecting
+        async with self._subscribed(channels, prefixes) as subscription:
+            yield subscription
+
+    @asynccontextmanager
+    async def _subscribed(
+        self, channels: Sequence[str | bytes], prefixes: Sequence[str]
+    ) -> AsyncIterator[Subscription]:
         self._check_can_connect("subscribe")
-        subscription = await self._open_subscription(channels)
+        subscription = await self._open_subscription(channels, prefixes)
         self._subscriptions.add(subscription)
         try:
             yield subscription
@@ -445,6 +563,10 @@ class RedisClient:
         connection, self._connection = self._connection, None
         if connection is not None and connection.usable:
             connection.close()
+        for retired in self._retired:
+            if retired.usable:
+                retired.close()
+        self._retired.clear()
         for subscription in list(self._subscriptions):
             await subscription.aclose()
         await trio.lowlevel.checkpoint()
@@ -470,6 +592,22 @@ class RedisClient:
         failure = self._connector.certificate_failure
         if failure is not None:
             raise connection_error(failure, operation)
+
+    async def _request(self, payload: bytes, expected: int, operation: str) -> list[RedisReply]:
+        """Send and return the replies; under Sentinel, resend once to a new master on READONLY."""
+        connection = self._current_connection(operation)
+        replies = await connection.request(payload, expected, operation)
+        if self._follows_master:
+            if any(map(_is_readonly, replies)):
+                # A demoted master refused it (nothing ran): reconnect, which
+                # asks the sentinels, and send it once more, to the new master.
+                self._retire(connection)
+                replies = await self._current_connection(operation).request(
+                    payload, expected, operation
+                )
+            if self._retired:
+                self._close_retired()
+        return replies
 
     def _current_connection(self, operation: str) -> MultiplexedConnection:
         self._check_open()
@@ -497,7 +635,9 @@ class RedisClient:
         self._connected_event.set()
         return stream
 
-    async def _open_subscription(self, channels: Sequence[str | bytes]) -> Subscription:
+    async def _open_subscription(
+        self, channels: Sequence[str | bytes], prefixes: Sequence[str] = ()
+    ) -> Subscription:
         with trio.move_on_after(self._timeout if self._timeout is not None else math.inf):
             try:
                 stream = await self._open_stream()
@@ -509,7 +649,13 @@ class RedisClient:
                 ping_interval=self._ping_interval,
             )
             try:
-                await subscription._start(channels)
+                await subscription._start(channels, tracking=bool(prefixes))
+                if prefixes:
+                    try:
+                        tracker = await self._open_stream()
+                    except Exception as exc:
+                        raise connection_error(exc, "subscribe") from exc
+                    await subscription._track(tracker, prefixes)
             except BaseException:
                 await subscription.aclose()
                 raise
@@ -541,6 +687,9 @@ class Subscription:
         self._pong_due: float | None = None
         self._closed = False
         self._lost: BaseException | None = None
+        self._tracking = False
+        self._client_id: int | None = None
+        self._tracker: trio.abc.Stream | None = None
 
     @property
     def connected(self) -> bool:
@@ -551,10 +700,24 @@ class Subscription:
         return self
 
     async def __anext__(self) -> tuple[bytes, bytes]:
-        """Wait for the next message and return ``(channel, data)``.
+        """Wait for the next message and return ``(channel, data)``; skips invalidations.
 
         Raises:
             StorageUnavailableError: the connection is lost.
+            StorageClosedError: the subscription or its client was closed.
+        """
+        while True:
+            event = await self.next_event()
+            if not isinstance(event, Invalidation):
+                return event
+
+    async def next_event(self) -> tuple[bytes, bytes] | Invalidation:
+        """Wait for the next message, or (tracking) the server's next invalidation.
+
+        Cancelled, nothing is lost: a message not returned yet stays buffered.
+
+        Raises:
+            StorageUnavailableError: the connection (or the tracking one) is lost.
             StorageClosedError: the subscription or its client was closed.
         """
         buffered = True
@@ -565,6 +728,10 @@ class Subscription:
                 buffered = False
                 continue
             if isinstance(reply, list) and reply and reply[0] == b"message":
+                if self._tracking and len(reply) == 3 and reply[1] == INVALIDATE_CHANNEL:
+                    if buffered:
+                        await trio.lowlevel.checkpoint()
+                    return parse_invalidation(reply[2])
                 if len(reply) != 3 or not all(isinstance(part, bytes) for part in reply):
                     raise self._lose(ValueError(f"malformed pub/sub message: {reply!r:.100}"))
                 if buffered:
@@ -575,12 +742,30 @@ class Subscription:
             # Anything else is a (un)subscribe confirmation, not a message.
 
     async def aclose(self) -> None:
-        """Close the subscription's connection; idempotent."""
+        """Close the subscription's connection (and its tracking one); idempotent."""
         self._closed = True
+        if self._tracker is not None:
+            await trio.aclose_forcefully(self._tracker)
         await trio.aclose_forcefully(self._stream)
 
-    async def _start(self, channels: Sequence[str | bytes]) -> None:
-        await self._stream.send_all(pack_command(("SUBSCRIBE", *channels)))
+    async def _start(self, channels: Sequence[str | bytes], *, tracking: bool = False) -> None:
+        if tracking:
+            # The id first: a subscribed RESP2 connection accepts no CLIENT command.
+            channels = [*channels, INVALIDATE_CHANNEL]
+            await self._stream.send_all(
+                pack_command(("CLIENT", "ID")) + pack_command(("SUBSCRIBE", *channels))
+            )
+            while (reply := self._next_reply()) is NOT_ENOUGH_DATA:
+                self._reader.feed(await self._receive())
+            if not isinstance(reply, int) or isinstance(reply, bool):
+                raise StorageError(
+                    f"redis CLIENT ID: unexpected reply {reply!r:.100}",
+                    backend="RedisClient",
+                    operation="subscribe",
+                )
+            self._client_id = reply
+        else:
+            await self._stream.send_all(pack_command(("SUBSCRIBE", *channels)))
         for _ in channels:
             while (reply := self._next_reply()) is NOT_ENOUGH_DATA:
                 self._reader.feed(await self._receive())
@@ -588,6 +773,21 @@ class Subscription:
                 raise StorageError(
                     f"redis subscribe failed: {reply}", backend="RedisClient", operation="subscribe"
                 ) from reply
+
+    async def _track(self, tracker: trio.abc.Stream, prefixes: Sequence[str]) -> None:
+        """Turn tracking on for this subscription's id on ``tracker``, kept open from now on."""
+        self._tracker = tracker
+        assert self._client_id is not None
+        reply = await exchange(
+            tracker, tracking_command(self._client_id, prefixes), use_hiredis=False
+        )
+        if reply != b"OK":
+            raise TrackingRefusedError(
+                f"redis refused CLIENT TRACKING: {reply!r:.200}",
+                backend="RedisClient",
+                operation="subscribe",
+            )
+        self._tracking = True
 
     def _next_reply(self) -> object:
         try:
@@ -607,6 +807,8 @@ class Subscription:
                 try:
                     data = await self._stream.receive_some()
                 except trio.ClosedResourceError as exc:
+                    if self._lost is not None and not self._closed:  # dropped by _drop
+                        raise self._lose(self._lost) from None
                     raise StorageClosedError(
                         "the subscription is closed", backend="RedisClient", operation="subscribe"
                     ) from exc
@@ -620,6 +822,10 @@ class Subscription:
                 return data
             if self._pong_due is not None:
                 raise self._lose(TimeoutError(f"no answer to PING within {self._ping_interval} s"))
+            tracker = self._tracker
+            # Nothing is ever sent to the tracking connection: readable means closed.
+            if isinstance(tracker, trio.SocketStream) and tracker.socket.is_readable():
+                raise self._lose(ConnectionResetError("redis closed the tracking connection"))
             await self._ping()
 
     async def _ping(self) -> None:
@@ -632,10 +838,20 @@ class Subscription:
             except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                 self._lost = exc
 
+    def _drop(self, cause: BaseException) -> None:
+        """Lose the connection from outside: the waiting task and every later wait raise."""
+        if self._lost is None and not self._closed:
+            self._lost = cause
+            close_now(self._stream)
+            if self._tracker is not None:
+                close_now(self._tracker)
+
     def _lose(self, cause: BaseException) -> StorageUnavailableError:
         """Mark the connection lost, close its socket, and return the error to raise."""
         self._lost = cause
         close_now(self._stream)
+        if self._tracker is not None:
+            close_now(self._tracker)
         error = StorageUnavailableError(
             f"redis subscription lost: {cause!r}", backend="RedisClient", operation="subscribe"
         )
@@ -650,6 +866,13 @@ def _seconds_or_none(name: str, value: float | None) -> float | None:
     if not (isinstance(value, int | float) and not isinstance(value, bool) and value > 0):
         raise ValueError(f"{name} must be a positive number of seconds or None, not {value!r}")
     return None if math.isinf(value) else value
+
+
+def _is_readonly(reply: RedisReply) -> bool:
+    """Whether ``reply`` is the error of a replica (a demoted master) refusing a write."""
+    # redis-py's parser turns "-READONLY ..." into its ReadOnlyError (named
+    # here, so that plain clients never import redis.exceptions for it).
+    return isinstance(reply, Exception) and type(reply).__name__ == "ReadOnlyError"
 
 
 def _command_name(name: CommandArg) -> str:

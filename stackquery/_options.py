@@ -135,7 +135,7 @@ def _delays(*, allow_none: bool) -> Any:
 _retry_delay = _delays(allow_none=True)
 """``retry_delay`` of a query or mutation: ``None`` takes the client's."""
 
-_STORE_URL_SCHEMES = ("redis://", "rediss://", "unix://")
+_STORE_URL_SCHEMES = ("redis://", "rediss://", "unix://", "redis+sentinel://")
 _SERIALIZER_NAMES: Mapping[str, str] = {
     "json": "stackquery.serializers.json",
     "msgpack": "stackquery.serializers.msgpack",
@@ -460,6 +460,14 @@ class QueryClientConfig:
         ),
     )
     """Seconds between looks at Redis while waiting for another process's value."""
+    redis_tracking: bool | None = attrs.field(
+        default=None, validator=_flag("redis_tracking", allow_none=True)
+    )
+    """Hear writes this client did not make: the Redis server names every entry key
+    that changes (another tool's write, an expiry, an eviction, a ``FLUSHDB``) and the
+    fleet marks what L1 holds of it stale (``CLIENT TRACKING ... BCAST``; see "Hearing
+    writes we did not make" in the README).  ``None``: on whenever the fleet broadcasts;
+    ``True`` needs ``broadcast`` (its subscription hears the server)."""
     restart_intensity: RestartIntensity = attrs.field(
         factory=RestartIntensity, validator=_check_restart_intensity
     )
@@ -485,6 +493,14 @@ class QueryClientConfig:
 
     def __attrs_post_init__(self) -> None:
         object.__setattr__(self, "retry_rule", RetryRule.of(self.retry, self.retry_delay))
+
+    @redis_tracking.validator
+    def _check_redis_tracking(self, attribute: object, value: Any) -> None:
+        if value is True and self.broadcast is False:
+            raise InvalidOptionError(
+                "redis_tracking=True needs the fleet's subscription, which broadcast=False "
+                "turns off; set broadcast=None/True, or redis_tracking=None/False"
+            )
 
     @storage_ttl.validator
     def _check_storage_ttl(self, attribute: object, value: Any) -> None:

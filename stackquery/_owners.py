@@ -397,6 +397,29 @@ class QueryOwners:
         await trio.lowlevel.checkpoint()
         return count
 
+    def mark_stale(self, key_hashes: list[str]) -> int:
+        """Mark these keys invalidated in L1 only; observed ones refetch.  Returns how many.
+
+        For changes heard from the server (:mod:`stackquery.fleet._tracking`):
+        L2 already holds whatever the change left (writing an invalidated
+        entry back would be heard as one more change).  Keys without data,
+        or already invalidated, are left alone.
+        """
+        marked = 0
+        for key_hash in key_hashes:
+            snap = self._cache.snapshots.get(key_hash)
+            if snap is None or not snap.has_data or snap.is_invalidated:
+                continue
+            self._cache.mark_invalidated(key_hash)
+            marked += 1
+            actor = None if self.closed else self.actor(key_hash)
+            if actor is not None:
+                actor.notify()
+                options = actor.observed_options()
+                if options is not None:
+                    actor.claim_fetch(options)
+        return marked
+
     def mark_all_stale(self) -> None:
         """Anything may have changed (pub/sub was down): every key with data is invalidated.
 

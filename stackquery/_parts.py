@@ -115,6 +115,7 @@ class ClientParts:
             timeout=config.l2_timeout,
             broadcast=config.broadcast,
             single_flight=config.single_flight,
+            tracking=config.redis_tracking,
         )
         l2.on_written = fleet.written
         if fleet.broadcasts:

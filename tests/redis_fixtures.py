@@ -12,6 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.redis_sentinel import SentinelSetup
 from tests.redis_server import REDIS_SERVER_BINARY, RedisServer
 
 
@@ -37,3 +38,11 @@ def redis_server() -> Iterator[RedisServer]:
 def redis_url(redis_server: RedisServer) -> str:
     """The ``redis://`` URL of this test's own redis-server."""
     return redis_server.url
+
+
+@pytest.fixture
+def sentinel_setup() -> Iterator[SentinelSetup]:
+    """A master, a replica and three sentinels on free loopback ports, killed after the test."""
+    require_redis_server_binary()
+    with SentinelSetup() as setup:
+        yield setup

@@ -155,6 +155,8 @@ FRIENDS = {
     ("stackquery/cli/_stores.py", "parts._replace"),
     # The client and its Subscription handle, in one module.
     ("backends/_redis_client.py", "subscription._start"),
+    ("backends/_redis_client.py", "subscription._track"),
+    ("backends/_redis_client.py", "subscription._drop"),
     # redis-py's parser reads from `_buffer` and has no public way to be given one.
     ("backends/_resp.py", "self._parser._buffer"),
 }

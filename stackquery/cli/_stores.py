@@ -239,11 +239,11 @@ def redact_url(url: str) -> str:
         return url
     if parts.password is None:
         return url
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
+    # The hosts as written: a redis+sentinel:// URL names several, which
+    # urlsplit cannot read a port from.
+    hosts = parts.netloc.rpartition("@")[2]
     user = parts.username or ""
-    return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:***@{hosts}"))
 
 
 class LocalStore:

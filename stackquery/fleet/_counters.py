@@ -39,6 +39,18 @@ class FleetStatistics:
     foreign_leases: int
     """Lease keys found without an expiry (no stackquery client sets one) and given one."""
     errors: int
+    tracking: bool = False
+    """Whether the server tells this client of every change to its keys (``redis_tracking``)."""
+    keys_invalidated: int = 0
+    """Keys the server said changed (a write by anybody, an expiry, an eviction)."""
+    invalidations_checked: int = 0
+    """Of those, keys held in L1 whose L2 entry was read to see what changed."""
+    invalidations_applied: int = 0
+    """Keys whose newer L2 entry (another process's) was taken into L1 that way."""
+    invalidations_stale: int = 0
+    """Keys marked stale because L2 no longer held their data (gone, foreign, invalidated)."""
+    flushes: int = 0
+    """Times the server said every key changed (``FLUSHDB``/``FLUSHALL``): all marked stale."""
 
 
 class FleetCounters:
@@ -58,6 +70,11 @@ class FleetCounters:
                 "lease_wait_timeouts",
                 "foreign_leases",
                 "errors",
+                "keys_invalidated",
+                "invalidations_checked",
+                "invalidations_applied",
+                "invalidations_stale",
+                "flushes",
             ),
             0,
         )
@@ -68,9 +85,9 @@ class FleetCounters:
         self.counts["errors"] += 1
         self._error_log.warning("fleet %s failed: %r", operation, error)
 
-    def statistics(self, *, connected: bool) -> FleetStatistics:
+    def statistics(self, *, connected: bool, tracking: bool = False) -> FleetStatistics:
         """Return the current :class:`FleetStatistics`."""
-        return FleetStatistics(connected=connected, **self.counts)
+        return FleetStatistics(connected=connected, tracking=tracking, **self.counts)
 
 
 __all__ = ["FleetCounters", "FleetStatistics", "logger"]

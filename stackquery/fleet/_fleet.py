@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import logging
 import secrets
+from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING
 
 import trio
 
-from backends import RedisReplyError, StorageError
+from backends import Invalidation, RedisReplyError, StorageError, TrackingRefusedError
 
 from .._keys import QueryKey, prefix_hash
 from .._l2_tier import L2Tier
@@ -33,9 +34,10 @@ from . import _apply, _wire
 from ._counters import FleetCounters, FleetStatistics
 from ._leases import Leases
 from ._link import channel_name
+from ._tracking import KeyTracking
 
 if TYPE_CHECKING:
-    from backends import RedisClient
+    from backends import RedisClient, Subscription
 
 logger = logging.getLogger("stackquery.fleet")
 
@@ -61,6 +63,8 @@ class Fleet:
         timeout: seconds a Redis call may take.
         broadcast: the client's ``broadcast`` setting (``False``: no pub/sub).
         single_flight: the client's ``single_flight`` setting.
+        tracking: the client's ``redis_tracking`` setting (``None``: on with
+            the broadcast; see :mod:`stackquery.fleet._tracking`).
     """
 
     def __init__(
@@ -76,6 +80,7 @@ class Fleet:
         timeout: float,
         broadcast: bool | None,
         single_flight: bool | None,
+        tracking: bool | None = None,
     ) -> None:
         self._redis = redis
         self._cache = cache
@@ -90,6 +95,9 @@ class Fleet:
         self._connected = False
         self._counters = FleetCounters()
         self._reject_log = ThrottledWarning(logger)
+        self.tracking: KeyTracking | None = None
+        if self.broadcasts and tracking is not False:
+            self.tracking = KeyTracking(cache, tier, self._counters, key_prefix=key_prefix)
         self.leases = Leases(
             redis,
             tier,
@@ -108,7 +116,9 @@ class Fleet:
 
     def statistics(self) -> FleetStatistics:
         """Return the current :class:`FleetStatistics`."""
-        return self._counters.statistics(connected=self._connected)
+        return self._counters.statistics(
+            connected=self._connected, tracking=self._connected and self.tracking is not None
+        )
 
     # -- broadcast: sending ---------------------------------------------------------
 
@@ -195,25 +205,59 @@ class Fleet:
     # -- broadcast: receiving -------------------------------------------------------
 
     async def run_subscriber(self) -> None:
-        """Receive the other processes' messages until cancelled, resubscribing after a drop."""
+        """Receive the other processes' messages until cancelled, resubscribing after a drop.
+
+        Under Sentinel it also follows the sentinels' ``+switch-master``
+        announcements, so that the subscription, the leases and the
+        announcements move to a new master at once (see
+        :meth:`backends.RedisClient.follow_failovers`).
+        """
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._redis.follow_failovers, name="stackquery-fleet-failovers")
+            await self._subscribe_forever()
+
+    async def _subscribe_forever(self) -> None:
         owners = self._owners
         assert owners is not None, "open() the fleet before running its subscriber"
         backoff = Backoff(first=0.1, cap=5.0)
         while True:
             try:
-                async with self._redis.subscribe(self.channel) as messages:
+                async with self._subscription() as messages:
                     self._connected = True
                     self._counters.counts["subscriptions"] += 1
                     backoff.reset()
                     # Messages published while we were not subscribed are lost.
                     owners.mark_all_stale()
-                    async for _channel, data in messages:
-                        await self._on_message(owners, data)
+                    while True:
+                        event = await messages.next_event()
+                        if isinstance(event, Invalidation):
+                            await self._on_invalidation(owners, event)
+                        else:
+                            await self._on_message(owners, event[1])
+            except TrackingRefusedError as exc:
+                # An old server or an ACL: the broadcast goes on without tracking.
+                self._counters.on_error("CLIENT TRACKING (now off)", exc)
+                self.tracking = None
+                continue
             except StorageError as exc:
                 self._counters.on_error("subscribe", exc)
             finally:
                 self._connected = False
             await backoff.wait()
+
+    def _subscription(self) -> AbstractAsyncContextManager[Subscription]:
+        if self.tracking is None:
+            return self._redis.subscribe(self.channel)
+        return self._redis.subscribe_tracking(self.channel, prefixes=[self.tracking.prefix])
+
+    async def _on_invalidation(self, owners: QueryOwners, invalidation: Invalidation) -> None:
+        tracking = self.tracking
+        if tracking is None:
+            return
+        try:
+            await tracking.apply(owners, invalidation)
+        except Exception as exc:  # the subscriber must outlive whatever the server said
+            self._reject(exc, repr(invalidation.keys).encode()[:200])
 
     async def _on_message(self, owners: QueryOwners, data: bytes) -> None:
         # Anyone can publish on the channel: a message is checked field by field
