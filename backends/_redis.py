@@ -15,6 +15,7 @@ import trio
 from ._base import ByteStore, Reading
 from ._errors import StorageError, map_storage_errors
 from ._redis_client import DEFAULT_PING_INTERVAL, DEFAULT_TIMEOUT, RedisClient, RedisReplyError
+from ._redis_cluster import RedisClusterClient, is_cluster_url, scan_names
 from ._resp import CommandArg, RedisReply
 from ._validation import check_key, check_keys, check_prefix
 
@@ -108,11 +109,15 @@ class RedisStorage(ByteStore):
         self._redis: RedisCommands
         self._unavailable = _UNAVAILABLE
         self._reply_errors: tuple[type[Exception], ...] = (RedisReplyError,)
-        if isinstance(url_or_client, str):
+        if isinstance(url_or_client, str) and is_cluster_url(url_or_client):
+            self._redis = RedisClusterClient.from_url(
+                url_or_client, timeout=timeout, ping_interval=ping_interval
+            )
+        elif isinstance(url_or_client, str):
             self._redis = RedisClient.from_url(
                 url_or_client, timeout=timeout, ping_interval=ping_interval
             )
-        elif isinstance(url_or_client, RedisClient):
+        elif isinstance(url_or_client, RedisClient | RedisClusterClient):
             self._redis = url_or_client
         elif _is_asyncio_client(url_or_client):
             from . import _redis_asyncio
@@ -214,6 +219,8 @@ class RedisStorage(ByteStore):
 
     async def _delete_prefix(self, prefix: str) -> int:
         pattern = _GLOB_SPECIAL.sub(r"\\\1", self._prefix + prefix) + "*"
+        if isinstance(self._redis, RedisClusterClient):
+            return await _delete_on_every_master(self._redis, pattern)
         removed = 0
         cursor: int | bytes = 0
         while True:
@@ -296,6 +303,16 @@ class _Translation:
                 )
                 raise relabelled from exc.__cause__ or exc
             raise exc
+
+
+async def _delete_on_every_master(redis: RedisClusterClient, pattern: str) -> int:
+    """``SCAN`` every master of a cluster and ``UNLINK`` what matches (per slot)."""
+    removed = 0
+    async for names in scan_names(redis, pattern, count=_SCAN_COUNT):
+        count = await redis.execute("UNLINK", *names)
+        assert isinstance(count, int)
+        removed += count
+    return removed
 
 
 def _is_asyncio_client(candidate: object) -> bool:
