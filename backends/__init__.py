@@ -7,6 +7,7 @@ calls any store uniformly, whichever optional operations it has.
 
 from . import _ops as ops
 from ._chain import ChainStorage
+from ._cluster_slots import CrossSlotError
 from ._errors import (
     StorageClosedError,
     StorageError,
@@ -30,12 +31,19 @@ from ._redis_client import (
     RedisReplyError,
     Subscription,
 )
+from ._redis_cluster import (
+    RedisClusterClient,
+    RedisClusterStatistics,
+    redis_client_from_url,
+    scan_names,
+)
 from ._s3 import S3Storage
 from ._sqlite import SQLiteStorage
 
 __all__ = [
     "BatchStorageBackend",
     "ChainStorage",
+    "CrossSlotError",
     "FileStorage",
     "GCSStorage",
     "InstrumentedStorage",
@@ -44,6 +52,8 @@ __all__ = [
     "RedisAddress",
     "RedisClient",
     "RedisClientStatistics",
+    "RedisClusterClient",
+    "RedisClusterStatistics",
     "RedisCommandRefusedError",
     "RedisReplyError",
     "RedisStorage",
@@ -60,4 +70,6 @@ __all__ = [
     "TTLStorageBackend",
     "map_storage_errors",
     "ops",
+    "redis_client_from_url",
+    "scan_names",
 ]

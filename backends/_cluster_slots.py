@@ -146,9 +146,10 @@ class MalformedTopologyError(ValueError):
 def parse_shards(reply: RedisReply, *, default_host: str) -> SlotMap:
     """Read a ``CLUSTER SHARDS`` reply (Redis 7.0+) into a :class:`SlotMap`.
 
-    Nodes whose ``health`` is not ``online`` are left out (a replica still
-    loading, a master marked failed); an ``ip`` of ``""`` or ``?`` means the
-    node we asked (``default_host``).
+    Nodes whose ``health`` is ``fail`` are left out.  A replica ``loading``
+    is kept: Redis 7.0 says so of every replica whose master took no write
+    yet, and it serves pub/sub all the same.  An ``ip`` of ``""`` or ``?``
+    means the node we asked (``default_host``).
 
     Raises:
         MalformedTopologyError: the reply is not a list of shards as documented.
@@ -162,14 +163,12 @@ def parse_shards(reply: RedisReply, *, default_host: str) -> SlotMap:
         nodes = fields.get("nodes")
         if not isinstance(slots, list) or not isinstance(nodes, list) or len(slots) % 2:
             raise MalformedTopologyError(f"CLUSTER SHARDS: bad shard {raw!r:.200}")
-        ranges = tuple(
-            _slot_range(slots[i], slots[i + 1]) for i in range(0, len(slots), 2)
-        )
+        ranges = tuple(_slot_range(slots[i], slots[i + 1]) for i in range(0, len(slots), 2))
         primary: NodeAddress | None = None
         replicas: list[NodeAddress] = []
         for raw_node in nodes:
             node = _pairs(raw_node, "node")
-            if node.get("health") != b"online":
+            if node.get("health") == b"fail":
                 continue
             address = _node_address(node, default_host)
             if node.get("role") == b"master":

@@ -322,11 +322,7 @@ class RedisClusterClient:
         total = 0
         for node in slot_map.nodes:
             reply = await self._on_node(node, ("PUBSUB", "NUMSUB", channel))
-            if (
-                not isinstance(reply, list)
-                or len(reply) != 2
-                or not isinstance(reply[1], int)
-            ):
+            if not isinstance(reply, list) or len(reply) != 2 or not isinstance(reply[1], int):
                 raise StorageError(
                     f"redis PUBSUB NUMSUB: unexpected reply {reply!r:.100}",
                     backend="RedisClusterClient",
@@ -423,7 +419,7 @@ class RedisClusterClient:
             walked.add(node)
 
     async def wait_reconnected(self) -> None:
-        """Wait until any node's connection is next opened (see :meth:`RedisClient.wait_reconnected`).
+        """Wait until a connection to any node is next opened (see ``RedisClient``'s).
 
         Raises:
             StorageClosedError: the client is closed, or gets closed while waiting.
@@ -765,7 +761,8 @@ def cluster_seeds(url: str, *, ssl_context: ssl.SSLContext | None = None) -> lis
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in CLUSTER_SCHEMES:
         raise ValueError(
-            f"a redis cluster URL starts with redis+cluster:// or rediss+cluster://, not {url!r:.50}"
+            "a redis cluster URL starts with redis+cluster:// or rediss+cluster://, "
+            f"not {url!r:.50}"
         )
     scheme = parts.scheme.split("+", 1)[0]
     credentials, _, hosts = parts.netloc.rpartition("@")
@@ -781,6 +778,19 @@ def cluster_seeds(url: str, *, ssl_context: ssl.SSLContext | None = None) -> lis
     if not seeds:
         raise ValueError("a redis cluster URL needs at least one host:port")
     return seeds
+
+
+def redis_client_from_url(
+    url: str, *, timeout: float | None = DEFAULT_TIMEOUT, ssl_context: ssl.SSLContext | None = None
+) -> RedisClient | RedisClusterClient:
+    """A :class:`RedisClusterClient` for a ``redis+cluster://`` URL, else a :class:`RedisClient`.
+
+    Raises:
+        ValueError: the URL or ``timeout`` is not valid.
+    """
+    if is_cluster_url(url):
+        return RedisClusterClient.from_url(url, timeout=timeout, ssl_context=ssl_context)
+    return RedisClient.from_url(url, timeout=timeout, ssl_context=ssl_context)
 
 
 def is_cluster_url(url: str) -> bool:
@@ -802,7 +812,9 @@ async def scan_names(
         return
     cursor = 0
     while True:
-        cursor, names = _scan_reply(await client.execute("SCAN", cursor, "MATCH", match, "COUNT", count))
+        cursor, names = _scan_reply(
+            await client.execute("SCAN", cursor, "MATCH", match, "COUNT", count)
+        )
         if names:
             yield names
         if cursor == 0:

@@ -53,8 +53,10 @@ def command(port: int, *args: str | int | bytes, timeout: float = 5.0) -> object
 
 def info(port: int, section: str) -> dict[str, str]:
     """``INFO section`` (or ``CLUSTER INFO`` for ``section="cluster-info"``) as a dict."""
-    raw = command(port, "CLUSTER", "INFO") if section == "cluster-info" else command(
-        port, "INFO", section
+    raw = (
+        command(port, "CLUSTER", "INFO")
+        if section == "cluster-info"
+        else command(port, "INFO", section)
     )
     assert isinstance(raw, bytes)
     pairs = (line.split(":", 1) for line in raw.decode().splitlines() if ":" in line)
@@ -130,12 +132,15 @@ class RedisCluster:
         while time.monotonic() < deadline:
             try:
                 states = [info(port, "cluster-info") for port in self.live_ports()]
-                if all(
-                    state.get("cluster_state") == "ok"
-                    and state.get("cluster_slots_ok") == "16384"
-                    and state.get("cluster_size") == str(self.masters)
-                    for state in states
-                ) and self._replicas_linked():
+                if (
+                    all(
+                        state.get("cluster_state") == "ok"
+                        and state.get("cluster_slots_ok") == "16384"
+                        and state.get("cluster_size") == str(self.masters)
+                        for state in states
+                    )
+                    and self._replicas_linked()
+                ):
                     return
                 last = repr([state.get("cluster_state") for state in states])
             except RedisServerError as exc:
@@ -196,4 +201,3 @@ class RedisCluster:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
-

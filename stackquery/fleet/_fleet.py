@@ -35,7 +35,7 @@ from ._leases import Leases
 from ._link import channel_name
 
 if TYPE_CHECKING:
-    from backends import RedisClient
+    from ._link import FleetRedis
 
 logger = logging.getLogger("stackquery.fleet")
 
@@ -47,7 +47,8 @@ class Fleet:
     """The client's link to the other processes on the same Redis.
 
     Args:
-        redis: the trio-native Redis client (the ``RedisStorage``'s own).
+        redis: the trio-native Redis client (the ``RedisStorage``'s own; a
+            cluster's routes each lease to its key's node).
         cache: the L1 table.
         tier: the L2 tier.
         key_prefix: the text in front of every key in Redis (the
@@ -65,7 +66,7 @@ class Fleet:
 
     def __init__(
         self,
-        redis: RedisClient,
+        redis: FleetRedis,
         cache: QueryCache,
         tier: L2Tier,
         *,
