@@ -7,7 +7,7 @@ the servers and routes; this module reads their answers (``CLUSTER SHARDS``,
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Final
 
 import attrs
@@ -49,9 +49,17 @@ class CrossSlotError(ValueError):
 
 def key_slot(key: CommandArg) -> int:
     """The hash slot of ``key`` (honouring a ``{hash tag}``), as redis-py computes it."""
-    from redis.crc import key_slot as crc_key_slot
+    global _crc_key_slot
+    if _crc_key_slot is None:
+        # Imported on first use: importing redis-py costs ~150 ms, which a
+        # program that never talks to a cluster should not pay.
+        from redis.crc import key_slot as crc_key_slot
 
-    return crc_key_slot(_as_bytes(key))
+        _crc_key_slot = crc_key_slot
+    return _crc_key_slot(key if isinstance(key, bytes) else _as_bytes(key))
+
+
+_crc_key_slot: Callable[[bytes], int] | None = None
 
 
 def command_keys(name: str, args: Sequence[CommandArg]) -> Sequence[CommandArg]:

@@ -22,10 +22,8 @@ any node hears every message, whichever node it was published on.
 from __future__ import annotations
 
 import contextlib
-import math
 import random
 import ssl
-import urllib.parse
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from types import TracebackType
@@ -36,14 +34,18 @@ import trio
 
 from ._cluster_slots import (
     CrossSlotError,
-    MalformedTopologyError,
     NodeAddress,
     SlotMap,
     command_slot,
     key_slot,
     parse_redirect,
-    parse_shards,
-    parse_slots,
+)
+from ._cluster_topology import (
+    FIRST_BACKOFF,
+    MAX_BACKOFF,
+    ClusterTopology,
+    cluster_seeds,
+    is_cluster_url,
 )
 from ._errors import StorageClosedError, StorageError, StorageUnavailableError
 from ._redis_address import RedisAddress
@@ -57,9 +59,6 @@ from ._redis_client import (
 )
 from ._resp import CommandArg, RedisReply
 
-CLUSTER_SCHEMES: Final = ("redis+cluster", "rediss+cluster")
-"""URL schemes that name a cluster (``rediss+cluster``: TLS)."""
-
 _SPLITTABLE: Final = frozenset({"MGET", "DEL", "UNLINK", "EXISTS", "TOUCH"})
 """Multi-key commands run as one command per slot when their keys span slots."""
 _CLUSTER_REFUSALS: Final[dict[str, str]] = {
@@ -71,10 +70,6 @@ _CLUSTER_REFUSALS: Final[dict[str, str]] = {
     "SCAN": "walks one node only on a cluster: use RedisClusterClient.scan()",
     "KEYS": "walks one node only on a cluster: use RedisClusterClient.scan()",
 }
-_TOPOLOGY_TIMEOUT: Final = 1.0
-"""Seconds one node may take to describe the cluster before the next one is asked."""
-_FIRST_BACKOFF: Final = 0.025
-_MAX_BACKOFF: Final = 0.5
 _RETRY_BUDGET_WITHOUT_TIMEOUT: Final = 30.0
 """Seconds a call rides out redirects and outages when the client has no ``timeout``."""
 
@@ -148,19 +143,18 @@ class RedisClusterClient:
         if any(seed.db != 0 or seed.path is not None for seed in seeds):
             raise ValueError("redis cluster nodes are TCP addresses with database 0 only")
         self._template = seeds[0]
-        self._seeds = [(seed.host, seed.port) for seed in seeds]
         self._timeout = timeout
         self._ping_interval = ping_interval
         self._use_hiredis = use_hiredis
         self._nodes: dict[NodeAddress, RedisClient] = {}
         # Built now: it checks timeout and ping_interval, and imports the parser.
-        self._node(self._seeds[0])
-        self._map: SlotMap | None = None
-        self._generation = 0
-        self._refreshing: trio.Event | None = None
+        self._node((seeds[0].host, seeds[0].port))
+        self._topology = ClusterTopology(
+            [(seed.host, seed.port) for seed in seeds], self._node, timeout
+        )
         self._subscription_turn = random.randrange(1 << 16)
         self._subscriptions: set[Subscription] = set()
-        self._counts = dict.fromkeys(("refreshes", "moved", "asked", "retries"), 0)
+        self._counts = dict.fromkeys(("moved", "asked", "retries"), 0)
         self._closed = False
 
     @classmethod
@@ -197,7 +191,7 @@ class RedisClusterClient:
     @property
     def slot_map(self) -> SlotMap | None:
         """The slot map as last read (``None`` before the first command)."""
-        return self._map
+        return self._topology.map
 
     async def execute(self, *args: CommandArg) -> RedisReply:
         """Run one command on the master of its keys' slot and return its reply.
@@ -254,7 +248,7 @@ class RedisClusterClient:
         if not batch:
             await trio.lowlevel.checkpoint()
             return replies
-        slot_map = await self._current_map()
+        slot_map = await self._topology.current()
         groups: dict[NodeAddress, list[int]] = {}
         alone: list[int] = []
         for index, (name, command) in enumerate(zip(names, batch, strict=True)):
@@ -318,7 +312,7 @@ class RedisClusterClient:
                 partial count is not returned).
             As :meth:`execute` otherwise.
         """
-        slot_map = await self._current_map()
+        slot_map = await self._topology.current()
         total = 0
         for node in slot_map.nodes:
             reply = await self._on_node(node, ("PUBSUB", "NUMSUB", channel))
@@ -350,10 +344,10 @@ class RedisClusterClient:
             raise ValueError("subscribe() needs at least one channel")
         self._check_open()
         try:
-            nodes = list((await self._current_map()).nodes)
+            nodes = list((await self._topology.current()).nodes)
         except StorageUnavailableError:
             nodes = []
-        nodes = nodes or list(self._seeds)
+        nodes = nodes or list(self._topology.seeds)
         self._subscription_turn += 1
         start = self._subscription_turn % len(nodes)
         last: StorageUnavailableError | None = None
@@ -393,7 +387,7 @@ class RedisClusterClient:
                 is an error, never a short result.
             StorageError, StorageClosedError: as for :meth:`execute`.
         """
-        slot_map = await self._current_map(complete=True)
+        slot_map = await self._topology.current(complete=True)
         pending = list(slot_map.primaries)
         walked: set[NodeAddress] = set()
         while pending:
@@ -413,7 +407,7 @@ class RedisClusterClient:
                         break
             except StorageUnavailableError:
                 # Walk its successor instead (found once the cluster has failed it over).
-                successor = await self._successor(node, slot_map)
+                successor = await self._topology.successor(node, slot_map, self._deadline())
                 pending.append(successor)
                 continue
             walked.add(node)
@@ -438,10 +432,11 @@ class RedisClusterClient:
 
     def statistics(self) -> RedisClusterStatistics:
         """Return a snapshot of the client's state."""
+        slot_map = self._topology.map
         return RedisClusterStatistics(
-            primaries=0 if self._map is None else len(self._map.primaries),
+            primaries=0 if slot_map is None else len(slot_map.primaries),
             nodes_connected=sum(c.statistics().connected for c in self._nodes.values()),
-            refreshes=self._counts["refreshes"],
+            refreshes=self._topology.generation,
             moved=self._counts["moved"],
             asked=self._counts["asked"],
             retries=self._counts["retries"],
@@ -454,8 +449,7 @@ class RedisClusterClient:
         Calls waiting fail with :class:`StorageClosedError`, and so does every later call.
         """
         self._closed = True
-        if self._refreshing is not None:
-            self._refreshing.set()
+        self._topology.close()
         for client in list(self._nodes.values()):
             await client.aclose()
         await trio.lowlevel.checkpoint()
@@ -499,20 +493,6 @@ class RedisClusterClient:
             return primaries[0] if primaries else None
         return slot_map.owners[slot]
 
-    async def _current_map(self, *, complete: bool = False) -> SlotMap:
-        """The slot map, read first if there is none (or, with ``complete``, it has holes)."""
-        slot_map = self._map
-        if slot_map is None or (complete and not slot_map.complete):
-            await self._refresh(self._generation)
-            slot_map = self._map
-            if slot_map is None:
-                raise StorageUnavailableError(
-                    "redis cluster: no node described the cluster",
-                    backend="RedisClusterClient",
-                    operation="CLUSTER SHARDS",
-                )
-        return slot_map
-
     def _deadline(self) -> float:
         budget = self._timeout if self._timeout is not None else _RETRY_BUDGET_WITHOUT_TIMEOUT
         return trio.current_time() + budget
@@ -520,11 +500,11 @@ class RedisClusterClient:
     async def _routed(self, slot: int | None, args: Sequence[CommandArg], name: str) -> RedisReply:
         """Run ``args`` on the master of ``slot``, following redirects and riding out outages."""
         deadline = self._deadline()
-        delay = _FIRST_BACKOFF
+        delay = FIRST_BACKOFF
         asking: NodeAddress | None = None
         while True:
             self._check_open()
-            generation = self._generation
+            generation = self._topology.generation
             failure: Exception
             try:
                 if asking is not None:
@@ -535,7 +515,7 @@ class RedisClusterClient:
                     if isinstance(replies[1], Exception):
                         raise _reply_error(replies[1], name)
                     return replies[1]
-                node_or_none = self._owner_in(await self._current_map(), slot)
+                node_or_none = self._owner_in(await self._topology.current(), slot)
                 if node_or_none is None:
                     raise StorageUnavailableError(
                         f"redis cluster: no master serves slot {slot}",
@@ -554,7 +534,7 @@ class RedisClusterClient:
                     continue
                 if kind == "MOVED" and target is not None:
                     self._counts["moved"] += 1
-                    await self._moved(generation, *target)
+                    await self._topology.moved(generation, *target)
                     continue
                 failure = exc
             except StorageUnavailableError as exc:
@@ -568,16 +548,16 @@ class RedisClusterClient:
                 raise failure
             self._counts["retries"] += 1
             await trio.sleep(min(delay, deadline - now))
-            delay = min(delay * 2, _MAX_BACKOFF)
+            delay = min(delay * 2, MAX_BACKOFF)
             with contextlib.suppress(StorageError):
-                await self._refresh(generation)
+                await self._topology.refresh(generation)
 
     async def _on_node(
         self, node: NodeAddress, args: Sequence[CommandArg], *, retry: bool = True
     ) -> RedisReply:
         """Run ``args`` on ``node`` itself (no routing), retrying transient errors if ``retry``."""
         deadline = self._deadline()
-        delay = _FIRST_BACKOFF
+        delay = FIRST_BACKOFF
         while True:
             try:
                 return await self._node(node).execute(*args)
@@ -588,7 +568,7 @@ class RedisClusterClient:
                 if not retry or now >= deadline:
                     raise
                 await trio.sleep(min(delay, deadline - now))
-                delay = min(delay * 2, _MAX_BACKOFF)
+                delay = min(delay * 2, MAX_BACKOFF)
 
     async def _run_group(
         self,
@@ -661,124 +641,6 @@ class RedisClusterClient:
             total += reply
         return total
 
-    # -- the slot map ------------------------------------------------------------------
-
-    async def _moved(self, generation: int, slot: int, node: NodeAddress) -> None:
-        """Follow a ``MOVED``: the slot at once, the rest of the map by reading it again."""
-        if self._map is not None:
-            self._map = self._map.moved(slot, node)
-        with contextlib.suppress(StorageError):
-            await self._refresh(generation)
-
-    async def _refresh(self, generation: int) -> None:
-        """Read the slot map again, unless it was read since ``generation``; one read at a time.
-
-        Raises:
-            StorageUnavailableError: no node described the cluster.
-        """
-        if generation != self._generation:
-            return
-        if self._refreshing is not None:
-            await self._refreshing.wait()
-            return
-        done = self._refreshing = trio.Event()
-        try:
-            self._map = await self._read_map()
-            self._generation += 1
-            self._counts["refreshes"] += 1
-        finally:
-            self._refreshing = None
-            done.set()
-
-    async def _read_map(self) -> SlotMap:
-        known = [] if self._map is None else list(self._map.nodes)
-        candidates = list(dict.fromkeys([*known, *self._seeds]))
-        fallback: SlotMap | None = None
-        last: BaseException | None = None
-        for node in candidates:
-            self._check_open()
-            with trio.move_on_after(min(self._timeout or math.inf, _TOPOLOGY_TIMEOUT)):
-                try:
-                    slot_map = await self._describe(node)
-                except (StorageError, MalformedTopologyError) as exc:
-                    last = exc
-                    continue
-                if slot_map.complete:
-                    return slot_map
-                fallback = fallback or slot_map
-        if fallback is not None:
-            return fallback
-        error = StorageUnavailableError(
-            f"redis cluster: no node described the cluster: {last!r}",
-            backend="RedisClusterClient",
-            operation="CLUSTER SHARDS",
-        )
-        error.__cause__ = last
-        raise error
-
-    async def _describe(self, node: NodeAddress) -> SlotMap:
-        client = self._node(node)
-        try:
-            reply = await client.execute("CLUSTER", "SHARDS")
-        except RedisReplyError:  # older than Redis 7.0
-            return parse_slots(await client.execute("CLUSTER", "SLOTS"), default_host=node[0])
-        return parse_shards(reply, default_host=node[0])
-
-    async def _successor(self, node: NodeAddress, old_map: SlotMap) -> NodeAddress:
-        """The master now serving the slots ``node`` served in ``old_map``; waits for a failover.
-
-        Raises:
-            StorageUnavailableError: ``node`` is still the master (or none
-                serves its slots) after ``timeout``.
-        """
-        slot = old_map.owners.index(node)
-        deadline = self._deadline()
-        delay = _FIRST_BACKOFF
-        while True:
-            with contextlib.suppress(StorageError):
-                await self._refresh(self._generation)
-            owner = None if self._map is None else self._map.owners[slot]
-            if owner is not None and owner != node:
-                return owner
-            now = trio.current_time()
-            if now >= deadline:
-                raise StorageUnavailableError(
-                    f"redis cluster: node {node[0]}:{node[1]} cannot be reached "
-                    "and no other master took over its slots",
-                    backend="RedisClusterClient",
-                    operation="SCAN",
-                )
-            await trio.sleep(min(delay, deadline - now))
-            delay = min(delay * 2, _MAX_BACKOFF)
-
-
-def cluster_seeds(url: str, *, ssl_context: ssl.SSLContext | None = None) -> list[RedisAddress]:
-    """The seed nodes of a ``redis+cluster://`` (or ``rediss+cluster://``) URL.
-
-    Raises:
-        ValueError: another scheme, no host, a database other than 0, or a bad option.
-    """
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme not in CLUSTER_SCHEMES:
-        raise ValueError(
-            "a redis cluster URL starts with redis+cluster:// or rediss+cluster://, "
-            f"not {url!r:.50}"
-        )
-    scheme = parts.scheme.split("+", 1)[0]
-    credentials, _, hosts = parts.netloc.rpartition("@")
-    login = f"{credentials}@" if credentials else ""
-    if parts.path not in ("", "/", "/0"):
-        raise ValueError("a redis cluster has database 0 only")
-    query = f"?{parts.query}" if parts.query else ""
-    seeds = [
-        RedisAddress.from_url(f"{scheme}://{login}{host.strip()}/0{query}", ssl_context=ssl_context)
-        for host in hosts.split(",")
-        if host.strip()
-    ]
-    if not seeds:
-        raise ValueError("a redis cluster URL needs at least one host:port")
-    return seeds
-
 
 def redis_client_from_url(
     url: str, *, timeout: float | None = DEFAULT_TIMEOUT, ssl_context: ssl.SSLContext | None = None
@@ -791,11 +653,6 @@ def redis_client_from_url(
     if is_cluster_url(url):
         return RedisClusterClient.from_url(url, timeout=timeout, ssl_context=ssl_context)
     return RedisClient.from_url(url, timeout=timeout, ssl_context=ssl_context)
-
-
-def is_cluster_url(url: str) -> bool:
-    """Whether ``url`` names a Redis Cluster (``redis+cluster://``, ``rediss+cluster://``)."""
-    return url.partition("://")[0].lower() in CLUSTER_SCHEMES
 
 
 async def scan_names(

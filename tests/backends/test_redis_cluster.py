@@ -10,6 +10,7 @@ import trio
 
 from backends import (
     CrossSlotError,
+    RedisClient,
     RedisClusterClient,
     RedisCommandRefusedError,
     RedisReplyError,
@@ -24,7 +25,7 @@ from backends._cluster_slots import (
     parse_shards,
     parse_slots,
 )
-from backends._redis_cluster import cluster_seeds
+from backends._cluster_topology import cluster_seeds
 from tests.redis_cluster import RedisCluster, command
 
 DEADLINE = 10.0
@@ -204,6 +205,25 @@ class TestClient:
                     while len(heard) < nodes:  # noqa: ASYNC110 - messages come from the servers
                         await trio.sleep(0.005)
         assert heard == [b"hello"] * nodes
+
+
+class TestAskingInAPipeline:
+    async def test_asking_is_allowed_before_a_command_of_the_same_pipeline(
+        self, redis_url: str
+    ) -> None:
+        """ASKING then the command it is for, written together: nobody else's command between."""
+        async with RedisClient.from_url(redis_url) as redis:
+            replies = await redis.pipeline([("ASKING",), ("PING",)], raise_on_error=False)
+        assert isinstance(replies[0], Exception)  # not a cluster node: the server says so
+        assert replies[1] == b"PONG"
+
+    async def test_a_trailing_asking_is_refused(self, redis_url: str) -> None:
+        """ASKING last would apply to another caller's command: refused, nothing sent."""
+        async with RedisClient.from_url(redis_url) as redis:
+            with pytest.raises(RedisCommandRefusedError, match="^ASKING would apply"):
+                await redis.pipeline([("PING",), ("ASKING",)])
+            with pytest.raises(RedisCommandRefusedError, match="^ASKING would apply"):
+                await redis.execute("ASKING")
 
 
 class TestStorage:
