@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, Protocol, cast, final
 import trio
 
 from ._base import ByteStore, Reading
+from ._cluster_topology import is_cluster_url
 from ._errors import StorageError, map_storage_errors
 from ._redis_client import DEFAULT_PING_INTERVAL, DEFAULT_TIMEOUT, RedisClient, RedisReplyError
-from ._cluster_topology import is_cluster_url
 from ._redis_cluster import RedisClusterClient, scan_names
 from ._resp import CommandArg, RedisReply
 from ._validation import check_key, check_keys, check_prefix

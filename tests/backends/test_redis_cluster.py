@@ -174,36 +174,36 @@ class TestClient:
         """Six subscriptions, one per node (replicas too), all hear one publish."""
         channel = f"{cluster_prefix}events"
         nodes = len(redis_cluster.nodes)
+        heard: list[bytes] = []
+        ready = trio.Semaphore(0)
         async with (
             RedisClusterClient.from_url(redis_cluster_url) as subscriber,
             RedisClusterClient.from_url(redis_cluster_url) as publisher,
+            trio.open_nursery() as nursery,
         ):
-            async with trio.open_nursery() as nursery:
-                heard: list[bytes] = []
-                ready = trio.Semaphore(0)
 
-                async def listen() -> None:
-                    async with subscriber.subscribe(channel) as messages:
-                        ready.release()
-                        async for _channel, data in messages:
-                            heard.append(data)
-                            return
+            async def listen() -> None:
+                async with subscriber.subscribe(channel) as messages:
+                    ready.release()
+                    async for _channel, data in messages:
+                        heard.append(data)
+                        return
 
+            for _ in range(nodes):
+                nursery.start_soon(listen)
+            with trio.fail_after(DEADLINE):
                 for _ in range(nodes):
-                    nursery.start_soon(listen)
-                with trio.fail_after(DEADLINE):
-                    for _ in range(nodes):
-                        await ready.acquire()
-                counts = [
-                    command(port, "PUBSUB", "NUMSUB", channel)[1]  # type: ignore[index]
-                    for port in redis_cluster.ports
-                ]
-                assert counts == [1] * nodes
-                assert await publisher.count_subscribers(channel) == nodes
-                await publisher.publish(channel, b"hello")
-                with trio.fail_after(DEADLINE):
-                    while len(heard) < nodes:  # noqa: ASYNC110 - messages come from the servers
-                        await trio.sleep(0.005)
+                    await ready.acquire()
+            counts = [
+                command(port, "PUBSUB", "NUMSUB", channel)[1]  # type: ignore[index]
+                for port in redis_cluster.ports
+            ]
+            assert counts == [1] * nodes
+            assert await publisher.count_subscribers(channel) == nodes
+            await publisher.publish(channel, b"hello")
+            with trio.fail_after(DEADLINE):
+                while len(heard) < nodes:  # noqa: ASYNC110 - messages come from the servers
+                    await trio.sleep(0.005)
         assert heard == [b"hello"] * nodes
 
 
@@ -220,9 +220,9 @@ class TestAskingInAPipeline:
     async def test_a_trailing_asking_is_refused(self, redis_url: str) -> None:
         """ASKING last would apply to another caller's command: refused, nothing sent."""
         async with RedisClient.from_url(redis_url) as redis:
-            with pytest.raises(RedisCommandRefusedError, match="^ASKING would apply"):
+            with pytest.raises(RedisCommandRefusedError, match=r"^ASKING would apply"):
                 await redis.pipeline([("PING",), ("ASKING",)])
-            with pytest.raises(RedisCommandRefusedError, match="^ASKING would apply"):
+            with pytest.raises(RedisCommandRefusedError, match=r"^ASKING would apply"):
                 await redis.execute("ASKING")
 
 
@@ -256,7 +256,7 @@ class TestStorage:
 
 
 def move_slot(cluster: RedisCluster, slot: int, source: int, target: int) -> None:
-    """Move ``slot`` and its keys from master ``source`` to master ``target`` (as resharding does)."""
+    """Move ``slot`` and its keys from master ``source`` to ``target``, as resharding does."""
     source_id = command(source, "CLUSTER", "MYID")
     target_id = command(target, "CLUSTER", "MYID")
     assert isinstance(source_id, bytes) and isinstance(target_id, bytes)

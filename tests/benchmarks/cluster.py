@@ -92,7 +92,9 @@ async def failover_under_load(cluster: RedisCluster, how: str) -> dict[str, floa
     async with RedisStorage(cluster.url, prefix="fo:", timeout=10.0) as store:
         names = [f"k{i}" for i in range(200)]
         master = cluster.owner_of(key_slot("fo:k0"))
-        lost_slots = {key_slot("fo:" + n) for n in names if cluster.owner_of(key_slot("fo:" + n)) == master}
+        lost_slots = {
+            key_slot("fo:" + n) for n in names if cluster.owner_of(key_slot("fo:" + n)) == master
+        }
         replica = cluster.replica_of(master)
         stop = trio.Event()
 
@@ -123,13 +125,16 @@ async def failover_under_load(cluster: RedisCluster, how: str) -> dict[str, floa
                 cluster.node(master).kill()
             else:
                 await trio.to_thread.run_sync(command, replica, "CLUSTER", "FAILOVER")
-            while info(replica, "replication")["role"] != "master":
+            # Another process's state: nothing to wait on but polling it.
+            while info(replica, "replication")["role"] != "master":  # noqa: ASYNC110
                 await trio.sleep(0.01)
             promoted = time.monotonic() - began
             await trio.sleep(1.0)
             stop.set()
         values = await store.get_many(sorted(acked))
-    lost = sum(value != b"%d" % acked[name] for name, value in zip(sorted(acked), values, strict=True))
+    lost = sum(
+        value != b"%d" % acked[name] for name, value in zip(sorted(acked), values, strict=True)
+    )
     return {
         "replica promoted after (s)": promoted,
         "longest call (s)": longest,
@@ -168,7 +173,9 @@ def main() -> None:
         title = "SIGKILL a master" if how == "kill" else "CLUSTER FAILOVER"
         print(f"\n{title}, 20 callers writing and reading back (cluster-node-timeout 1000 ms)")
         for name, value in figures.items():
-            print(f"  {name:34} {value:.2f}" if isinstance(value, float) else f"  {name:34} {value}")
+            print(
+                f"  {name:34} {value:.2f}" if isinstance(value, float) else f"  {name:34} {value}"
+            )
 
 
 if __name__ == "__main__":

@@ -92,9 +92,7 @@ class TestFleetOnACluster:
                 await wait_until(lambda c=client: c.get_query_state(("user", 1)).is_invalidated)
             await a.set_query_data(("user", 1), {"name": "new"})
             for client in (b, c):
-                await wait_until(
-                    lambda c=client: c.get_query_data(("user", 1)) == {"name": "new"}
-                )
+                await wait_until(lambda c=client: c.get_query_data(("user", 1)) == {"name": "new"})
             assert [fleet(client).errors for client in (a, b, c)] == [0, 0, 0]
 
 
@@ -156,4 +154,3 @@ class TestCliOnACluster:
         async with RedisStorage(redis_cluster_url, prefix=cluster_prefix) as store:
             raws = await store.get_many([canonical_key(key)[1] for key in keys])
         assert all(sq.unpack_entry(raw, sq.serializers.json).invalidated for raw in raws)  # type: ignore[arg-type]
-
