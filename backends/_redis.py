@@ -62,8 +62,13 @@ class RedisStorage(ByteStore):
     * a URL (``redis://``, ``rediss://``, ``unix://``): a :class:`RedisClient`
       of this store's own, trio-native and automatically pipelined; closed by
       :meth:`aclose`.  This is the fast path.
-    * a :class:`RedisClient`: used as is, and left open by :meth:`aclose`
-      (useful to share one connection with pub/sub or lease code).
+    * a ``redis+cluster://host:port[,host:port...]`` URL (``rediss+cluster://``:
+      TLS): a :class:`RedisClusterClient` of this store's own, routing each key
+      to its master; batch operations are split per slot and
+      :meth:`delete_prefix` walks every master.  Closed by :meth:`aclose`.
+    * a :class:`RedisClient` or :class:`RedisClusterClient`: used as is, and
+      left open by :meth:`aclose` (useful to share one connection with pub/sub
+      or lease code).
     * a ``redis.asyncio.Redis``: commands go through trio-asyncio, which must
       be running (``async with trio_asyncio.open_loop():``).  About three times
       slower per unbatched command; the client's own timeouts apply.  Left open
@@ -95,7 +100,7 @@ class RedisStorage(ByteStore):
 
     def __init__(
         self,
-        url_or_client: str | RedisClient | redis.asyncio.Redis,
+        url_or_client: str | RedisClient | RedisClusterClient | redis.asyncio.Redis,
         *,
         prefix: str = "",
         timeout: float | None = DEFAULT_TIMEOUT,

@@ -14,7 +14,7 @@ import subprocess
 import time
 from types import TracebackType
 
-from tests.redis_server import RedisServer, RedisServerError
+from tests.redis_server import RedisServer, RedisServerError, free_loopback_port
 
 REDIS_CLI_BINARY = "/usr/bin/redis-cli"
 _READY_TIMEOUT = 20.0
@@ -78,6 +78,8 @@ class RedisCluster:
                     "--cluster-enabled", "yes",
                     "--cluster-config-file", "nodes.conf",
                     "--cluster-node-timeout", str(NODE_TIMEOUT_MS),
+                    # The bus defaults to port + 10000, past 65535 for a high free port.
+                    "--cluster-port", str(free_loopback_port()),
                     # A replica with a stale link still stands for election: tests
                     # kill masters right after writing.
                     "--cluster-replica-validity-factor", "0",

@@ -8,6 +8,9 @@ and lease keys.  Every wait is bounded.
 
 from __future__ import annotations
 
+import os
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,6 +30,8 @@ from tests.stackquery.test_bg_processes import PROCESS_TIMEOUT, run_worker
 pytestmark = pytest.mark.slow
 
 KEYS = 20
+REPO_ROOT = Path(__file__).resolve().parents[2]
+README_MARK = "<!-- cluster snippet: run by tests/stackquery/test_cluster_fleet.py -->\n```python\n"
 
 
 class SlowOrigin:
@@ -154,3 +159,21 @@ class TestCliOnACluster:
         async with RedisStorage(redis_cluster_url, prefix=cluster_prefix) as store:
             raws = await store.get_many([canonical_key(key)[1] for key in keys])
         assert all(sq.unpack_entry(raw, sq.serializers.json).invalidated for raw in raws)  # type: ignore[arg-type]
+
+
+class TestReadme:
+    async def test_the_cluster_snippet_runs(self, redis_cluster_url: str, tmp_path: Path) -> None:
+        """The README's cluster example, given the test cluster's URL, prints its value and 3."""
+        readme = (REPO_ROOT / "README.md").read_text()
+        snippet = readme.split(README_MARK, 1)[1].split("```", 1)[0]
+        with trio.fail_after(60.0):
+            done = await trio.run_process(
+                [sys.executable, "-c", snippet, redis_cluster_url],
+                cwd=tmp_path,
+                capture_stdout=True,
+                capture_stderr=True,
+                check=False,
+                env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+            )
+        assert (done.returncode, done.stderr.decode()) == (0, "")
+        assert done.stdout.decode() == "{'name': 'ada'}\n3\n"
