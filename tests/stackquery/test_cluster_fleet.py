@@ -177,3 +177,12 @@ class TestReadme:
             )
         assert (done.returncode, done.stderr.decode()) == (0, "")
         assert done.stdout.decode() == "{'name': 'ada'}\n3\n"
+
+
+def test_a_cluster_url_given_as_storage_names_the_fix() -> None:
+    """storage="redis+cluster://..." is refused with the RedisStorage call that works."""
+    url = "redis+cluster://10.0.0.1:7000"
+    with pytest.raises(
+        sq.InvalidOptionError, match=r"; use RedisStorage\('redis\+cluster://10\.0\.0\.1:7000'\)$"
+    ):
+        sq.QueryClientConfig(storage=url)
