@@ -70,6 +70,8 @@ _CLUSTER_REFUSALS: Final[dict[str, str]] = {
     "SCAN": "walks one node only on a cluster: use RedisClusterClient.scan()",
     "KEYS": "walks one node only on a cluster: use RedisClusterClient.scan()",
 }
+_MAX_REDIRECTS: Final = 16
+"""``MOVED``/``ASK`` replies a call follows at once; past them it backs off like on an outage."""
 _RETRY_BUDGET_WITHOUT_TIMEOUT: Final = 30.0
 """Seconds a call rides out redirects and outages when the client has no ``timeout``."""
 
@@ -112,8 +114,9 @@ class RedisClusterClient:
     ``INFO``) runs on one master.
 
     Cancellation and timeouts are :class:`RedisClient`'s, per attempt; a call
-    rides out redirects and outages for ``timeout`` in all (30 s when
-    ``timeout`` is ``None``).  A command whose connection broke after it was
+    rides out outages and transient errors for ``timeout`` after the first
+    one (30 s when ``timeout`` is ``None``), and follows up to 16 redirects
+    at once.  A command whose connection broke after it was
     written is sent again: it may run twice (every command stackquery sends
     may).
 
@@ -144,6 +147,7 @@ class RedisClusterClient:
             raise ValueError("redis cluster nodes are TCP addresses with database 0 only")
         self._template = seeds[0]
         self._timeout = timeout
+        self._budget = timeout if timeout is not None else _RETRY_BUDGET_WITHOUT_TIMEOUT
         self._ping_interval = ping_interval
         self._use_hiredis = use_hiredis
         self._nodes: dict[NodeAddress, RedisClient] = {}
@@ -494,13 +498,13 @@ class RedisClusterClient:
         return slot_map.owners[slot]
 
     def _deadline(self) -> float:
-        budget = self._timeout if self._timeout is not None else _RETRY_BUDGET_WITHOUT_TIMEOUT
-        return trio.current_time() + budget
+        return trio.current_time() + self._budget
 
     async def _routed(self, slot: int | None, args: Sequence[CommandArg], name: str) -> RedisReply:
         """Run ``args`` on the master of ``slot``, following redirects and riding out outages."""
-        deadline = self._deadline()
+        deadline: float | None = None  # set by the first failure: the hot path reads no clock
         delay = FIRST_BACKOFF
+        redirects = 0
         asking: NodeAddress | None = None
         while True:
             self._check_open()
@@ -515,7 +519,10 @@ class RedisClusterClient:
                     if isinstance(replies[1], Exception):
                         raise _reply_error(replies[1], name)
                     return replies[1]
-                node_or_none = self._owner_in(await self._topology.current(), slot)
+                slot_map = self._topology.map
+                if slot_map is None:
+                    slot_map = await self._topology.current()
+                node_or_none = self._owner_in(slot_map, slot)
                 if node_or_none is None:
                     raise StorageUnavailableError(
                         f"redis cluster: no master serves slot {slot}",
@@ -528,11 +535,14 @@ class RedisClusterClient:
                 if redirect is None:
                     raise
                 kind, target = redirect
-                if kind == "ASK" and target is not None:
-                    self._counts["asked"] += 1
-                    asking = target[1]
-                    continue
-                if kind == "MOVED" and target is not None:
+                # Bounded: nodes that send a caller round in circles (a cluster
+                # misconfigured, or not what it claims) get the retry path below.
+                if target is not None and redirects < _MAX_REDIRECTS:
+                    redirects += 1
+                    if kind == "ASK":
+                        self._counts["asked"] += 1
+                        asking = target[1]
+                        continue
                     self._counts["moved"] += 1
                     await self._topology.moved(generation, *target)
                     continue
@@ -544,6 +554,8 @@ class RedisClusterClient:
                     raise
                 failure = exc  # a node client closed under us: cannot happen, but never fatal
             now = trio.current_time()
+            if deadline is None:
+                deadline = now + self._budget
             if now >= deadline:
                 raise failure
             self._counts["retries"] += 1
