@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 import trio
 
@@ -25,6 +26,7 @@ from stackquery.cli._redis_invalidate import invalidate_redis
 from stackquery.cli._stores import StoreTarget
 from tests.redis_cluster import RedisCluster
 from tests.stackquery.fleet_support import fleet, open_clients, wait_until
+from tests.stackquery.fleet_workers.harness import open_workers
 from tests.stackquery.test_bg_processes import PROCESS_TIMEOUT, run_worker
 
 pytestmark = pytest.mark.slow
@@ -99,6 +101,24 @@ class TestFleetOnACluster:
             for client in (b, c):
                 await wait_until(lambda c=client: c.get_query_data(("user", 1)) == {"name": "new"})
             assert [fleet(client).errors for client in (a, b, c)] == [0, 0, 0]
+
+
+class TestFleetProcessesOnACluster:
+    async def test_four_processes_of_250_callers_call_the_origin_once(
+        self, redis_cluster_url: str, cluster_prefix: str, tmp_path: Path
+    ) -> None:
+        """4 processes x 250 concurrent callers of one cold key on the cluster: one origin call."""
+        key = ["report", cluster_prefix]
+        async with open_workers(redis_cluster_url, 4, tmp_path, delay=0.2) as workers:
+            sent = [await worker.send("burst", key=key, callers=250) for worker in workers]
+            replies = [await worker.reply(i) for worker, i in zip(workers, sent, strict=True)]
+            stats = [await worker.stats() for worker in workers]
+        async with RedisClusterClient.from_url(redis_cluster_url) as redis:
+            calls = await redis.execute("GET", b"origin:" + orjson.dumps(key))
+        assert calls == b"1"
+        values = [reply["values"] for reply in replies]
+        assert values == [[[values[0][0][0], 250]]] * 4
+        assert sum(s["leases_taken"] for s in stats) == 1
 
 
 class TestBgOnACluster:
