@@ -59,14 +59,14 @@ class ClusterTopology:
         self._refreshing: trio.Event | None = None
         self._closed = False
 
-    async def current(self, *, complete: bool = False) -> SlotMap:
-        """The slot map, read first if there is none (or, with ``complete``, it has holes).
+    async def current(self) -> SlotMap:
+        """The slot map, read first if there is none.
 
         Raises:
             StorageUnavailableError: no node described the cluster.
         """
         slot_map = self.map
-        if slot_map is None or (complete and not slot_map.complete):
+        if slot_map is None:
             await self.refresh(self.generation)
             slot_map = self.map
             if slot_map is None:
@@ -76,6 +76,30 @@ class ClusterTopology:
                     operation="CLUSTER SHARDS",
                 )
         return slot_map
+
+    async def complete(self, deadline: float) -> SlotMap:
+        """A slot map in which every slot has a master, read again (with backoff) until then.
+
+        Raises:
+            StorageUnavailableError: no complete map by ``deadline``.
+        """
+        delay = FIRST_BACKOFF
+        while True:
+            with contextlib.suppress(StorageError):
+                slot_map = await self.current()
+                if slot_map.complete:
+                    return slot_map
+            now = trio.current_time()
+            if now >= deadline:
+                raise StorageUnavailableError(
+                    "redis cluster: some slots have no master (a failover under way?)",
+                    backend="RedisClusterClient",
+                    operation="CLUSTER SHARDS",
+                )
+            await trio.sleep(min(delay, deadline - now))
+            delay = min(delay * 2, MAX_BACKOFF)
+            with contextlib.suppress(StorageError):
+                await self.refresh(self.generation)
 
     async def moved(self, generation: int, slot: int, node: NodeAddress) -> None:
         """Follow a ``MOVED``: the slot at once, the rest of the map by reading it again."""
@@ -140,10 +164,13 @@ class ClusterTopology:
         candidates = list(dict.fromkeys([*known, *self.seeds]))
         fallback: SlotMap | None = None
         last: BaseException | None = None
+        # Without a timeout nothing is bounded by time (a test's mock clock would jump it).
+        patience = math.inf if self._timeout is None else min(self._timeout, _TOPOLOGY_TIMEOUT)
         for node in candidates:
             if self._closed:
                 break
-            with trio.move_on_after(min(self._timeout or math.inf, _TOPOLOGY_TIMEOUT)):
+            last = TimeoutError(f"{node[0]}:{node[1]} did not answer within {patience} s")
+            with trio.move_on_after(patience):
                 try:
                     slot_map = await self._describe(node)
                 except (StorageError, MalformedTopologyError) as exc:

@@ -252,7 +252,11 @@ class RedisClusterClient:
         if not batch:
             await trio.lowlevel.checkpoint()
             return replies
-        slot_map = await self._topology.current()
+        slot_map: SlotMap | None = self._topology.map
+        if slot_map is None:
+            # No map and none to be had now: every command goes alone, riding it out.
+            with contextlib.suppress(StorageUnavailableError):
+                slot_map = await self._topology.current()
         groups: dict[NodeAddress, list[int]] = {}
         alone: list[int] = []
         for index, (name, command) in enumerate(zip(names, batch, strict=True)):
@@ -263,7 +267,7 @@ class RedisClusterClient:
                     raise
                 alone.append(index)
                 continue
-            node = self._owner_in(slot_map, slot)
+            node = None if slot_map is None else self._owner_in(slot_map, slot)
             if node is None:
                 alone.append(index)
             else:
@@ -316,7 +320,7 @@ class RedisClusterClient:
                 partial count is not returned).
             As :meth:`execute` otherwise.
         """
-        slot_map = await self._topology.current()
+        slot_map = await self._topology.complete(self._deadline())
         total = 0
         for node in slot_map.nodes:
             reply = await self._on_node(node, ("PUBSUB", "NUMSUB", channel))
@@ -391,7 +395,7 @@ class RedisClusterClient:
                 is an error, never a short result.
             StorageError, StorageClosedError: as for :meth:`execute`.
         """
-        slot_map = await self._topology.current(complete=True)
+        slot_map = await self._topology.complete(self._deadline())
         pending = list(slot_map.primaries)
         walked: set[NodeAddress] = set()
         while pending:
