@@ -168,6 +168,34 @@ class TestClient:
             finally:
                 move_slot(redis_cluster, slot, target, source)
 
+    async def test_ask_and_tryagain_during_a_migration(
+        self, redis_cluster: RedisCluster, redis_cluster_url: str, cluster_prefix: str
+    ) -> None:
+        """Mid-migration: a moved key is read after ASK; MGET over the split slot backs off."""
+        first, second = f"{cluster_prefix}{{ask}}1", f"{cluster_prefix}{{ask}}2"
+        slot = key_slot(first)
+        async with RedisClusterClient.from_url(redis_cluster_url, timeout=0.3) as redis:
+            await redis.execute("MSET", first, "a", second, "b")
+            source = redis_cluster.owner_of(slot)
+            target = next(p for p in redis_cluster.masters_ports() if p != source)
+            source_id = command(source, "CLUSTER", "MYID")
+            target_id = command(target, "CLUSTER", "MYID")
+            assert isinstance(source_id, bytes) and isinstance(target_id, bytes)
+            command(target, "CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
+            command(source, "CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
+            command(source, "MIGRATE", "127.0.0.1", target, "", 0, 5000, "KEYS", first)
+            try:
+                assert await redis.execute("GET", first) == b"a"
+                assert await redis.execute("GET", second) == b"b"
+                assert redis.statistics().asked == 1
+                with pytest.raises(RedisReplyError, match="TryAgainError"):
+                    await redis.execute("MGET", first, second)
+                assert redis.statistics().retries >= 2
+            finally:
+                migrate_keys(source, target, slot)
+                finish_move(redis_cluster, slot, target_id)
+            assert await redis.execute("MGET", first, second) == [b"a", b"b"]
+
     async def test_every_subscriber_hears_a_message_published_anywhere(
         self, redis_cluster: RedisCluster, redis_cluster_url: str, cluster_prefix: str
     ) -> None:
