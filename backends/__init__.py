@@ -8,6 +8,7 @@ calls any store uniformly, whichever optional operations it has.
 from typing import TYPE_CHECKING, Any
 
 from . import _ops as ops
+from ._cluster_slots import CrossSlotError
 from ._errors import (
     StorageClosedError,
     StorageError,
@@ -27,6 +28,12 @@ from ._redis_client import (
     RedisCommandRefusedError,
     RedisReplyError,
     Subscription,
+)
+from ._redis_cluster import (
+    RedisClusterClient,
+    RedisClusterStatistics,
+    redis_client_from_url,
+    scan_names,
 )
 from ._redis_sentinel import SentinelAddress
 from ._redis_tracking import Invalidation, TrackingRefusedError
@@ -69,6 +76,7 @@ def __dir__() -> list[str]:
 __all__ = [
     "BatchStorageBackend",
     "ChainStorage",
+    "CrossSlotError",
     "FileStorage",
     "GCSStorage",
     "InstrumentedStorage",
@@ -78,6 +86,8 @@ __all__ = [
     "RedisAddress",
     "RedisClient",
     "RedisClientStatistics",
+    "RedisClusterClient",
+    "RedisClusterStatistics",
     "RedisCommandRefusedError",
     "RedisReplyError",
     "RedisStorage",
@@ -96,4 +106,6 @@ __all__ = [
     "TrackingRefusedError",
     "map_storage_errors",
     "ops",
+    "redis_client_from_url",
+    "scan_names",
 ]

@@ -13,8 +13,10 @@ from typing import TYPE_CHECKING, ClassVar, Protocol, cast, final
 import trio
 
 from ._base import ByteStore, Reading
+from ._cluster_topology import is_cluster_url
 from ._errors import StorageError, map_storage_errors
 from ._redis_client import DEFAULT_PING_INTERVAL, DEFAULT_TIMEOUT, RedisClient, RedisReplyError
+from ._redis_cluster import RedisClusterClient, scan_names
 from ._resp import CommandArg, RedisReply
 from ._validation import check_key, check_keys, check_prefix
 
@@ -62,8 +64,13 @@ class RedisStorage(ByteStore):
       master that the sentinels name, followed through failovers): a
       :class:`RedisClient` of this store's own, trio-native and automatically
       pipelined; closed by :meth:`aclose`.  This is the fast path.
-    * a :class:`RedisClient`: used as is, and left open by :meth:`aclose`
-      (useful to share one connection with pub/sub or lease code).
+    * a ``redis+cluster://host:port[,host:port...]`` URL (``rediss+cluster://``:
+      TLS): a :class:`RedisClusterClient` of this store's own, routing each key
+      to its master; batch operations are split per slot and
+      :meth:`delete_prefix` walks every master.  Closed by :meth:`aclose`.
+    * a :class:`RedisClient` or :class:`RedisClusterClient`: used as is, and
+      left open by :meth:`aclose` (useful to share one connection with pub/sub
+      or lease code).
     * a ``redis.asyncio.Redis``: commands go through trio-asyncio, which must
       be running (``async with trio_asyncio.open_loop():``).  About three times
       slower per unbatched command; the client's own timeouts apply.  Left open
@@ -100,7 +107,7 @@ class RedisStorage(ByteStore):
 
     def __init__(
         self,
-        url_or_client: str | RedisClient | redis.asyncio.Redis,
+        url_or_client: str | RedisClient | RedisClusterClient | redis.asyncio.Redis,
         *,
         prefix: str = "",
         timeout: float | None = DEFAULT_TIMEOUT,
@@ -115,11 +122,15 @@ class RedisStorage(ByteStore):
         self._redis: RedisCommands
         self._unavailable = _UNAVAILABLE
         self._reply_errors: tuple[type[Exception], ...] = (RedisReplyError,)
-        if isinstance(url_or_client, str):
+        if isinstance(url_or_client, str) and is_cluster_url(url_or_client):
+            self._redis = RedisClusterClient.from_url(
+                url_or_client, timeout=timeout, ping_interval=ping_interval
+            )
+        elif isinstance(url_or_client, str):
             self._redis = RedisClient.from_url(
                 url_or_client, timeout=timeout, ping_interval=ping_interval
             )
-        elif isinstance(url_or_client, RedisClient):
+        elif isinstance(url_or_client, RedisClient | RedisClusterClient):
             self._redis = url_or_client
         elif _is_asyncio_client(url_or_client):
             from . import _redis_asyncio
@@ -221,6 +232,8 @@ class RedisStorage(ByteStore):
 
     async def _delete_prefix(self, prefix: str) -> int:
         pattern = _GLOB_SPECIAL.sub(r"\\\1", self._prefix + prefix) + "*"
+        if isinstance(self._redis, RedisClusterClient):
+            return await _delete_on_every_master(self._redis, pattern)
         removed = 0
         cursor: int | bytes = 0
         while True:
@@ -303,6 +316,16 @@ class _Translation:
                 )
                 raise relabelled from exc.__cause__ or exc
             raise exc
+
+
+async def _delete_on_every_master(redis: RedisClusterClient, pattern: str) -> int:
+    """``SCAN`` every master of a cluster and ``UNLINK`` what matches (per slot)."""
+    removed = 0
+    async for names in scan_names(redis, pattern, count=_SCAN_COUNT):
+        count = await redis.execute("UNLINK", *names)
+        assert isinstance(count, int)
+        removed += count
+    return removed
 
 
 def _is_asyncio_client(candidate: object) -> bool:

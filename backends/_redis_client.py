@@ -400,16 +400,24 @@ class RedisClient:
             RedisCommandRefusedError: a command is not allowed (as for
                 :meth:`execute`; ``MULTI`` is allowed here when every
                 ``MULTI`` is closed by ``EXEC`` or ``DISCARD`` within the
-                pipeline).  Nothing was sent.
+                pipeline, and ``ASKING`` when a command follows it).
+                Nothing was sent.
             ValueError: a command is empty, or ``MULTI`` is not balanced.
             StorageUnavailableError, StorageTLSError, StorageError,
             StorageClosedError, TypeError: as for :meth:`execute`.
         """
         payloads: list[bytes] = []
         in_transaction = False
+        asking = False
         for command in commands:
             payloads.append(pack_command(command))
             name = _command_name(command[0])
+            if asking or name == "ASKING":
+                # ASKING applies to the next command only: allowed where that
+                # command is this caller's own, the next one in the pipeline.
+                asking = not asking
+                if asking:
+                    continue
             if name in _TRANSACTION_COMMANDS:
                 if (name == "MULTI") == in_transaction:
                     problem = "MULTI inside MULTI" if in_transaction else f"{name} without MULTI"
@@ -419,6 +427,8 @@ class RedisClient:
                 _check_command(name, command, in_pipeline=True)
         if in_transaction:
             raise ValueError("a redis pipeline must close its MULTI with EXEC or DISCARD")
+        if asking:
+            raise RedisCommandRefusedError("ASKING", _REFUSALS["ASKING"])
         if not payloads:
             await trio.lowlevel.checkpoint()
             return []

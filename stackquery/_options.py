@@ -135,7 +135,14 @@ def _delays(*, allow_none: bool) -> Any:
 _retry_delay = _delays(allow_none=True)
 """``retry_delay`` of a query or mutation: ``None`` takes the client's."""
 
-_STORE_URL_SCHEMES = ("redis://", "rediss://", "unix://", "redis+sentinel://")
+_STORE_URL_SCHEMES = (
+    "redis://",
+    "rediss://",
+    "unix://",
+    "redis+sentinel://",
+    "redis+cluster://",
+    "rediss+cluster://",
+)
 _SERIALIZER_NAMES: Mapping[str, str] = {
     "json": "stackquery.serializers.json",
     "msgpack": "stackquery.serializers.msgpack",

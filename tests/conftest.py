@@ -1,3 +1,3 @@
 """Shared test configuration: the real redis-server fixtures."""
 
-pytest_plugins = ["tests.redis_fixtures"]
+pytest_plugins = ["tests.redis_fixtures", "tests.redis_cluster_fixtures"]

@@ -66,7 +66,11 @@ def add_inspect_options(parser: argparse.ArgumentParser) -> None:
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument("--sqlite", metavar="PATH", help="a SQLiteStorage database file")
     where.add_argument("--file", metavar="DIR", help="a FileStorage directory")
-    where.add_argument("--redis", metavar="URL", help="a Redis URL (redis://host:port/db)")
+    where.add_argument(
+        "--redis",
+        metavar="URL",
+        help="a Redis URL (redis://host:port/db, or redis+cluster://host:port,... for a cluster)",
+    )
     where.add_argument("--attach", metavar="PATH", help=ATTACH_HELP)
     parser.add_argument(
         "key_prefix",

@@ -29,7 +29,13 @@ from typing import TextIO
 import attrs
 import trio
 
-from backends import RedisClient, StorageError, StorageUnavailableError
+from backends import (
+    RedisClient,
+    RedisClusterClient,
+    StorageError,
+    StorageUnavailableError,
+    redis_client_from_url,
+)
 
 from .._entry import CorruptEntryError
 from ..fleet._link import channel_name
@@ -90,8 +96,8 @@ def add_redis_invalidate_options(
     where.add_argument(
         "--redis",
         metavar="URL",
-        help="a Redis URL (redis://host:port/db): rewrites the entries and tells every "
-        "running client",
+        help="a Redis URL (redis://host:port/db, or redis+cluster://host:port,... for a "
+        "cluster): rewrites the entries and tells every running client",
     )
     parser.add_argument("--channel", help=CHANNEL_HELP)
 
@@ -206,7 +212,7 @@ async def invalidate_redis(
     outcomes = dict.fromkeys(("invalidated", "already", "expired", "busy"), 0)
     unreadable: list[EntryInfo] = []
     try:
-        client = RedisClient.from_url(url, timeout=_TIMEOUT)
+        client = redis_client_from_url(url, timeout=_TIMEOUT)
     except ValueError as exc:
         raise CommandError(f"bad Redis URL {redact_url(url)!r}: {exc}") from None
     where = redact_url(url)
@@ -225,6 +231,9 @@ async def invalidate_redis(
             for hash_prefix in hash_prefixes:
                 message = encode_invalidate(hash_prefix, exact=False, hashes=[], node=node)
                 listeners = max(listeners, await client.publish(channel, message))
+            if isinstance(client, RedisClusterClient):
+                # A cluster node counts only its own subscribers: ask every node.
+                listeners = await client.count_subscribers(channel)
     except StorageUnavailableError as exc:
         raise CommandError(f"cannot reach Redis at {where}: {exc}") from exc
     except StorageError as exc:
@@ -241,7 +250,7 @@ async def invalidate_redis(
     return RedisInvalidateReport(store, channel, listeners, outcomes["busy"])
 
 
-async def _flag(client: RedisClient, entry: RawEntry) -> str:
+async def _flag(client: RedisClient | RedisClusterClient, entry: RawEntry) -> str:
     """Set one entry's invalidated flag; return what happened to it."""
     raw: bytes | None = entry.value
     for _ in range(_ATTEMPTS):

@@ -23,7 +23,16 @@ import attrs
 import orjson
 import redis.exceptions
 
-from backends import FileStorage, RedisClient, SQLiteStorage, StorageError, StorageUnavailableError
+from backends import (
+    FileStorage,
+    RedisClient,
+    RedisClusterClient,
+    SQLiteStorage,
+    StorageError,
+    StorageUnavailableError,
+    redis_client_from_url,
+    scan_names,
+)
 
 from .. import serializers
 from .._entry import CorruptEntryError, StoredEntry, flag_invalidated, read_envelope
@@ -335,48 +344,39 @@ async def open_local_store(target: StoreTarget) -> AsyncIterator[LocalStore]:
 async def walk_redis(url: str, prefix: str) -> AsyncGenerator[RawEntry, None]:
     """Yield every key under ``prefix`` in the Redis at ``url`` (``SCAN``, then ``GET`` + ``PTTL``).
 
-    A key that is not a string (a hash, a list) is yielded with an empty value
-    and so reads as foreign.
+    On a cluster (``redis+cluster://``) every master is walked; a master that
+    cannot be walked to its end is an error, never a shorter list.  A key
+    yielded twice by a walk (a master lost midway is walked again on its
+    successor) is yielded once.  A key that is not a string (a hash, a list)
+    is yielded with an empty value and so reads as foreign.
 
     Raises:
         CommandError: the URL is not valid, or Redis could not be reached or failed.
     """
     try:
-        client = RedisClient.from_url(url, timeout=_REDIS_TIMEOUT)
+        client = redis_client_from_url(url, timeout=_REDIS_TIMEOUT)
     except ValueError as exc:
         raise CommandError(f"bad Redis URL {redact_url(url)!r}: {exc}") from None
     where = redact_url(url)
     pattern = _GLOB_SPECIAL.sub(r"\\\1", prefix) + "*"
+    seen: set[bytes] = set()
     try:
         async with client:
-            cursor: int = 0
-            while True:
-                reply = await client.execute("SCAN", cursor, "MATCH", pattern, "COUNT", _SCAN_COUNT)
-                next_cursor, names = _scan_reply(reply)
-                for entry in await _read_redis(client, names):
+            async for names in scan_names(client, pattern, count=_SCAN_COUNT):
+                fresh = [name for name in names if name not in seen]
+                if isinstance(client, RedisClusterClient):
+                    seen.update(fresh)
+                for entry in await _read_redis(client, fresh):
                     yield entry
-                cursor = next_cursor
-                if cursor == 0:
-                    return
     except StorageUnavailableError as exc:
         raise CommandError(f"cannot reach Redis at {where}: {exc}") from exc
     except (StorageError, redis.exceptions.RedisError) as exc:
         raise CommandError(f"Redis at {where} failed: {exc}") from exc
 
 
-def _scan_reply(reply: object) -> tuple[int, list[bytes]]:
-    if (
-        isinstance(reply, list)
-        and len(reply) == 2
-        and isinstance(reply[0], bytes | int)
-        and isinstance(reply[1], list)
-        and all(isinstance(name, bytes) for name in reply[1])
-    ):
-        return int(reply[0]), reply[1]
-    raise StorageError(f"unexpected reply to SCAN: {reply!r:.100}")
-
-
-async def _read_redis(client: RedisClient, names: Sequence[bytes]) -> list[RawEntry]:
+async def _read_redis(
+    client: RedisClient | RedisClusterClient, names: Sequence[bytes]
+) -> list[RawEntry]:
     if not names:
         return []
     commands = [command for name in names for command in (("GET", name), ("PTTL", name))]

@@ -22,7 +22,13 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from backends import Invalidation, RedisReplyError, StorageError, TrackingRefusedError
+from backends import (
+    Invalidation,
+    RedisClient,
+    RedisReplyError,
+    StorageError,
+    TrackingRefusedError,
+)
 
 from .._keys import QueryKey, prefix_hash
 from .._l2_tier import L2Tier
@@ -37,7 +43,9 @@ from ._link import channel_name
 from ._tracking import KeyTracking
 
 if TYPE_CHECKING:
-    from backends import RedisClient, Subscription
+    from backends import Subscription
+
+    from ._link import FleetRedis
 
 logger = logging.getLogger("stackquery.fleet")
 
@@ -49,7 +57,8 @@ class Fleet:
     """The client's link to the other processes on the same Redis.
 
     Args:
-        redis: the trio-native Redis client (the ``RedisStorage``'s own).
+        redis: the trio-native Redis client (the ``RedisStorage``'s own; a
+            cluster's routes each lease to its key's node).
         cache: the L1 table.
         tier: the L2 tier.
         key_prefix: the text in front of every key in Redis (the
@@ -69,7 +78,7 @@ class Fleet:
 
     def __init__(
         self,
-        redis: RedisClient,
+        redis: FleetRedis,
         cache: QueryCache,
         tier: L2Tier,
         *,
@@ -96,7 +105,9 @@ class Fleet:
         self._counters = FleetCounters()
         self._reject_log = ThrottledWarning(logger)
         self.tracking: KeyTracking | None = None
-        if self.broadcasts and tracking is not False:
+        # Tracking is per connection: a cluster client would need it on every node
+        # (not built yet), so there the broadcast runs without it.
+        if self.broadcasts and tracking is not False and isinstance(redis, RedisClient):
             self.tracking = KeyTracking(cache, tier, self._counters, key_prefix=key_prefix)
         self.leases = Leases(
             redis,
@@ -212,8 +223,12 @@ class Fleet:
         announcements move to a new master at once (see
         :meth:`backends.RedisClient.follow_failovers`).
         """
+        redis = self._redis
+        if not isinstance(redis, RedisClient):  # a cluster fails over by itself
+            await self._subscribe_forever()
+            return
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._redis.follow_failovers, name="stackquery-fleet-failovers")
+            nursery.start_soon(redis.follow_failovers, name="stackquery-fleet-failovers")
             await self._subscribe_forever()
 
     async def _subscribe_forever(self) -> None:
@@ -246,9 +261,10 @@ class Fleet:
             await backoff.wait()
 
     def _subscription(self) -> AbstractAsyncContextManager[Subscription]:
-        if self.tracking is None:
-            return self._redis.subscribe(self.channel)
-        return self._redis.subscribe_tracking(self.channel, prefixes=[self.tracking.prefix])
+        redis = self._redis
+        if self.tracking is None or not isinstance(redis, RedisClient):
+            return redis.subscribe(self.channel)
+        return redis.subscribe_tracking(self.channel, prefixes=[self.tracking.prefix])
 
     async def _on_invalidation(self, owners: QueryOwners, invalidation: Invalidation) -> None:
         tracking = self.tracking

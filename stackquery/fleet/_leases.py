@@ -34,7 +34,7 @@ WAIT_LEASE_TIMES: Final = 3
 """A fetch waits for another process's lease at most this many lease times."""
 
 if TYPE_CHECKING:
-    from backends import RedisClient
+    from ._link import FleetRedis
 
 _RENEW = """
 if redis.call('get', KEYS[1]) == ARGV[1] then
@@ -70,7 +70,8 @@ class Leases:
     """The leases of one client: take, keep, end.
 
     Args:
-        redis: the trio-native Redis client (the ``RedisStorage``'s own).
+        redis: the trio-native Redis client (the ``RedisStorage``'s own; a
+            cluster's routes each lease to its key's node).
         tier: the client's L2 tier (values are read from and written to it).
         counters: the fleet's counts and error log, shared with the broadcast.
         node: this client's id in the fleet (lease tokens start with it).
@@ -84,7 +85,7 @@ class Leases:
 
     def __init__(
         self,
-        redis: RedisClient,
+        redis: FleetRedis,
         tier: L2Tier,
         counters: FleetCounters,
         *,

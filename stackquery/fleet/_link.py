@@ -13,15 +13,18 @@ from __future__ import annotations
 
 import attrs
 
-from backends import RedisClient, RedisStorage, ops
+from backends import RedisClient, RedisClusterClient, RedisStorage, ops
+
+FleetRedis = RedisClient | RedisClusterClient
+"""What a fleet talks through: one server, or a cluster (the same command surface)."""
 
 
 @attrs.frozen
 class RedisLink:
     """The Redis a fleet runs on."""
 
-    client: RedisClient
-    """The trio-native client of the ``RedisStorage`` found."""
+    client: FleetRedis
+    """The trio-native client of the ``RedisStorage`` found (a cluster's, on a cluster)."""
     prefix: str
     """That store's own ``prefix``: in front of every key the fleet names."""
     db: int
@@ -35,11 +38,11 @@ def find_redis(store: object) -> RedisLink | str:
         the link, or a sentence saying why the fleet cannot run on ``store``.
     """
     found = [s for s in ops.stores_within(store) if isinstance(s, RedisStorage)]
-    usable = [s for s in found if isinstance(s.redis, RedisClient)]
+    usable = [s for s in found if isinstance(s.redis, RedisClient | RedisClusterClient)]
     if usable:
         redis_storage = usable[-1]
         client = redis_storage.redis
-        assert isinstance(client, RedisClient)
+        assert isinstance(client, RedisClient | RedisClusterClient)
         return RedisLink(client, redis_storage.prefix, client.address.db)
     if found:
         return (
@@ -58,4 +61,4 @@ def channel_name(prefix: str, db: int = 0) -> str:
     return f"{prefix}events:db{db}"
 
 
-__all__ = ["RedisLink", "channel_name", "find_redis"]
+__all__ = ["FleetRedis", "RedisLink", "channel_name", "find_redis"]

@@ -149,6 +149,21 @@ async def redis_store(
         yield StoreHarness(store, advance, time_scale=0.15, exact_clock=False)
 
 
+@asynccontextmanager
+async def redis_cluster_store(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[StoreHarness]:
+    """A ``RedisStorage`` on the session's Redis Cluster, under a prefix of this test's own."""
+    url = request.getfixturevalue("redis_cluster_url")
+    prefix = request.getfixturevalue("cluster_prefix")
+
+    async def advance(seconds: float) -> None:
+        await trio.to_thread.run_sync(time.sleep, seconds)
+
+    async with RedisStorage(url, prefix=prefix, timeout=None) as store:
+        yield StoreHarness(store, advance, time_scale=0.15, exact_clock=False)
+
+
 # ---------------------------------------------------------------------------------------
 
 
@@ -161,6 +176,7 @@ STORE_FACTORIES: list[tuple[str, StoreFactory]] = [
     ("chain", chain_store),
     ("instrumented", instrumented_store),
     ("redis", redis_store),
+    ("redis-cluster", redis_cluster_store),
 ]
 
 

@@ -52,6 +52,7 @@ import stackquery as sq
 from backends import StorageError
 from backends._redis import RedisStorage
 from backends._redis_client import RedisClient
+from backends._redis_cluster import RedisClusterClient, redis_client_from_url
 
 EXIT_TIMEOUT = 3
 
@@ -78,7 +79,12 @@ def state_json(state: sq.QueryState[Any] | None) -> dict[str, Any] | None:
 class Worker:
     """The query client of this process and the commands that drive it."""
 
-    def __init__(self, args: argparse.Namespace, client: sq.QueryClient, redis: RedisClient):
+    def __init__(
+        self,
+        args: argparse.Namespace,
+        client: sq.QueryClient,
+        redis: RedisClient | RedisClusterClient,
+    ):
         self.args = args
         self.client = client
         self.redis = redis
@@ -203,7 +209,7 @@ async def run(args: argparse.Namespace) -> int:
     )
     with trio.move_on_after(args.timeout) as deadline:
         async with (
-            RedisClient.from_url(args.redis, timeout=1.0) as redis,
+            redis_client_from_url(args.redis, timeout=1.0) as redis,
             sq.open_query_client(config) as client,
         ):
             with trio.fail_after(10):

@@ -1,0 +1,758 @@
+"""A trio-native Redis Cluster client: our own pipelined connections, routed by hash slot.
+
+One :class:`~backends.RedisClient` per node (one multiplexed connection
+each, as fast as on a single server), and a slot map read from
+``CLUSTER SHARDS`` (``CLUSTER SLOTS`` on servers without it).  Each command
+goes to the master of its key's slot.  The cluster's answers are followed:
+
+* ``MOVED``: the slot has a new master; the map is read again and the
+  command sent there.
+* ``ASK``: the slot is being migrated and this key is already on the
+  target; the command is sent there once, after ``ASKING``.
+* ``TRYAGAIN`` / ``CLUSTERDOWN`` / ``MASTERDOWN`` / ``LOADING``, and a node that
+  cannot be reached (a master that died, until its replica takes over): the
+  command is tried again with backoff, the map read again, until the call's
+  ``timeout`` has passed; then the last error is raised.
+
+Pub/sub is classic (``SUBSCRIBE``/``PUBLISH``): in a cluster every node
+forwards every published message to every other node, so a subscriber on
+any node hears every message, whichever node it was published on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import ssl
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from types import TracebackType
+from typing import Final, final
+
+import attrs
+import trio
+
+from ._cluster_slots import (
+    CrossSlotError,
+    NodeAddress,
+    SlotMap,
+    command_slot,
+    key_slot,
+    parse_redirect,
+)
+from ._cluster_topology import (
+    FIRST_BACKOFF,
+    MAX_BACKOFF,
+    ClusterTopology,
+    cluster_seeds,
+    is_cluster_url,
+)
+from ._errors import StorageClosedError, StorageError, StorageUnavailableError
+from ._redis_address import RedisAddress
+from ._redis_client import (
+    DEFAULT_PING_INTERVAL,
+    DEFAULT_TIMEOUT,
+    RedisClient,
+    RedisCommandRefusedError,
+    RedisReplyError,
+    Subscription,
+)
+from ._resp import CommandArg, RedisReply
+
+_SPLITTABLE: Final = frozenset({"MGET", "DEL", "UNLINK", "EXISTS", "TOUCH"})
+"""Multi-key commands run as one command per slot when their keys span slots."""
+_CLUSTER_REFUSALS: Final[dict[str, str]] = {
+    "SELECT": "cannot run on a cluster: it has database 0 only",
+    "MULTI": "cannot run on a cluster client: a transaction needs one node; "
+    "use a RedisClient on the node of its keys' slot",
+    "EXEC": "cannot run on a cluster client (see MULTI)",
+    "DISCARD": "cannot run on a cluster client (see MULTI)",
+    "SCAN": "walks one node only on a cluster: use RedisClusterClient.scan()",
+    "KEYS": "walks one node only on a cluster: use RedisClusterClient.scan()",
+}
+_MAX_REDIRECTS: Final = 16
+"""``MOVED``/``ASK`` replies a call follows at once; past them it backs off like on an outage."""
+_RETRY_BUDGET_WITHOUT_TIMEOUT: Final = 30.0
+"""Seconds a call rides out redirects and outages when the client has no ``timeout``."""
+
+
+@attrs.frozen
+class RedisClusterStatistics:
+    """A snapshot of a :class:`RedisClusterClient`."""
+
+    primaries: int
+    """Masters in the slot map (0 before the first command)."""
+    nodes_connected: int
+    """Nodes with an open command connection."""
+    refreshes: int
+    """Times the slot map was read."""
+    moved: int
+    """``MOVED`` replies followed."""
+    asked: int
+    """``ASK`` replies followed."""
+    retries: int
+    """Commands tried again after ``TRYAGAIN``, ``CLUSTERDOWN`` or a node out of reach."""
+    subscriptions: int
+    """Open :meth:`RedisClusterClient.subscribe` connections not known to be lost."""
+
+
+@final
+class RedisClusterClient:
+    """Commands routed to the master of their key's hash slot; one pipelined connection per node.
+
+    The same command surface as :class:`RedisClient` (``execute``,
+    ``pipeline``, ``publish``, ``subscribe``, ``wait_reconnected``,
+    ``statistics``, ``aclose``), plus :meth:`scan` over every master.  It runs
+    no background task: the slot map is read on the first command and again
+    when the cluster says it changed.
+
+    A command's keys must share one slot, except ``MGET``, ``DEL``,
+    ``UNLINK``, ``EXISTS`` and ``TOUCH``, which are split per slot and run on
+    their nodes in parallel (so they are not atomic across slots).  A
+    :meth:`pipeline` sends each node its commands together, all nodes in
+    parallel.  A command that names no key (``PING``, ``SCRIPT LOAD``,
+    ``INFO``) runs on one master.
+
+    Cancellation and timeouts are :class:`RedisClient`'s, per attempt; a call
+    rides out outages and transient errors for ``timeout`` after the first
+    one (30 s when ``timeout`` is ``None``), and follows up to 16 redirects
+    at once.  A command whose connection broke after it was
+    written is sent again: it may run twice (every command stackquery sends
+    may).
+
+    Args:
+        seeds: nodes to ask for the cluster's layout (one that answers is
+            enough); their credentials and TLS settings are used for every node.
+        timeout: seconds each call may take, retries included; ``None``:
+            each attempt waits forever, retries stop after 30 s.
+        ping_interval: as for :class:`RedisClient`, for :meth:`subscribe`.
+        use_hiredis: parse with hiredis when it is installed.
+
+    Raises:
+        ValueError: no seed, a seed with a database other than 0, or a bad
+            ``timeout`` / ``ping_interval``.
+    """
+
+    def __init__(
+        self,
+        seeds: Sequence[RedisAddress],
+        *,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        ping_interval: float | None = DEFAULT_PING_INTERVAL,
+        use_hiredis: bool = True,
+    ) -> None:
+        if not seeds:
+            raise ValueError("a redis cluster client needs at least one seed node")
+        if any(seed.db != 0 or seed.path is not None for seed in seeds):
+            raise ValueError("redis cluster nodes are TCP addresses with database 0 only")
+        self._template = seeds[0]
+        self._timeout = timeout
+        self._budget = timeout if timeout is not None else _RETRY_BUDGET_WITHOUT_TIMEOUT
+        self._ping_interval = ping_interval
+        self._use_hiredis = use_hiredis
+        self._nodes: dict[NodeAddress, RedisClient] = {}
+        # Built now: it checks timeout and ping_interval, and imports the parser.
+        self._node((seeds[0].host, seeds[0].port))
+        self._topology = ClusterTopology(
+            [(seed.host, seed.port) for seed in seeds], self._node, timeout
+        )
+        self._subscription_turn = random.randrange(1 << 16)
+        self._subscriptions: set[Subscription] = set()
+        self._counts = dict.fromkeys(("moved", "asked", "retries"), 0)
+        self._closed = False
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        ping_interval: float | None = DEFAULT_PING_INTERVAL,
+        ssl_context: ssl.SSLContext | None = None,
+        use_hiredis: bool = True,
+    ) -> RedisClusterClient:
+        """Make a client for ``redis+cluster://[[user]:password@]host:port[,host:port...][/0]``.
+
+        ``rediss+cluster://`` is TLS; query options as for :meth:`RedisAddress.from_url`.
+
+        Raises:
+            ValueError: not a cluster URL, no host, a database other than 0,
+                or a bad option, ``timeout`` or ``ping_interval``.
+        """
+        seeds = cluster_seeds(url, ssl_context=ssl_context)
+        return cls(seeds, timeout=timeout, ping_interval=ping_interval, use_hiredis=use_hiredis)
+
+    @property
+    def address(self) -> RedisAddress:
+        """The first seed node (credentials, TLS and database 0 hold for every node)."""
+        return self._template
+
+    @property
+    def timeout(self) -> float | None:
+        """Seconds each call may take, retries included, or ``None``."""
+        return self._timeout
+
+    @property
+    def slot_map(self) -> SlotMap | None:
+        """The slot map as last read (``None`` before the first command)."""
+        return self._topology.map
+
+    async def execute(self, *args: CommandArg) -> RedisReply:
+        """Run one command on the master of its keys' slot and return its reply.
+
+        Under cancellation it behaves like :meth:`RedisClient.execute`.
+
+        Raises:
+            CrossSlotError: (a ``ValueError``) the command's keys are in
+                different slots and it is not one that can be split.
+            RedisCommandRefusedError: the command cannot run through this
+                client (``SELECT``, ``MULTI``, ``SCAN``, ``KEYS``, and what
+                :class:`RedisClient` refuses).  Nothing was sent.
+            RedisReplyError: the server answered with an error (``MOVED``,
+                ``ASK`` and the transient cluster errors are followed first).
+            StorageUnavailableError: no node could run it within ``timeout``.
+            StorageError, StorageTLSError, StorageClosedError, ValueError,
+            TypeError: as for :meth:`RedisClient.execute`.
+        """
+        if not args:
+            raise ValueError("a redis command needs at least a command name")
+        name = _command_name(args[0])
+        _check_cluster_command(name)
+        try:
+            slot = command_slot(name, args)
+        except CrossSlotError:
+            if name not in _SPLITTABLE:
+                raise
+            return await self._split(name, args)
+        return await self._routed(slot, args, name)
+
+    async def pipeline(
+        self, commands: Iterable[Sequence[CommandArg]], *, raise_on_error: bool = True
+    ) -> list[RedisReply]:
+        """Run several commands and return their replies in order.
+
+        Each node gets its commands written together; the nodes are sent to
+        in parallel.  Commands on different nodes are not ordered against
+        each other; commands on one key keep their order, except that a
+        command redirected (``MOVED``, ``ASK``) is sent again after the rest
+        of its node's batch.  No transactions (``MULTI``).
+
+        Raises:
+            RedisReplyError: a command failed and ``raise_on_error``.
+            As :meth:`execute` otherwise.
+        """
+        batch = [tuple(command) for command in commands]
+        names: list[str] = []
+        for command in batch:
+            if not command:
+                raise ValueError("a redis command needs at least a command name")
+            names.append(_command_name(command[0]))
+            _check_cluster_command(names[-1])
+        replies: list[RedisReply] = [None] * len(batch)
+        if not batch:
+            await trio.lowlevel.checkpoint()
+            return replies
+        slot_map: SlotMap | None = self._topology.map
+        if slot_map is None:
+            # No map and none to be had now: every command goes alone, riding it out.
+            with contextlib.suppress(StorageUnavailableError):
+                slot_map = await self._topology.current()
+        groups: dict[NodeAddress, list[int]] = {}
+        alone: list[int] = []
+        for index, (name, command) in enumerate(zip(names, batch, strict=True)):
+            try:
+                slot = command_slot(name, command)
+            except CrossSlotError:
+                if name not in _SPLITTABLE:
+                    raise
+                alone.append(index)
+                continue
+            node = None if slot_map is None else self._owner_in(slot_map, slot)
+            if node is None:
+                alone.append(index)
+            else:
+                groups.setdefault(node, []).append(index)
+        failures: list[Exception] = []
+        if len(groups) == 1 and not alone:
+            ((node, indexes),) = groups.items()
+            await self._run_group(node, indexes, batch, replies, failures)
+        else:
+            async with trio.open_nursery() as nursery:
+                for node, indexes in groups.items():
+                    nursery.start_soon(self._run_group, node, indexes, batch, replies, failures)
+                for index in alone:
+                    nursery.start_soon(self._run_alone, index, batch, replies, failures)
+        if failures:
+            raise failures[0]
+        if raise_on_error:
+            for reply in replies:
+                if isinstance(reply, Exception):
+                    raise _reply_error(reply, "PIPELINE")
+        return replies
+
+    async def publish(self, channel: str | bytes, message: str | bytes) -> int:
+        """Publish ``message`` on ``channel`` (through the master of the channel's slot).
+
+        Every node forwards it to its own subscribers, so every subscriber in
+        the cluster gets it.
+
+        Returns:
+            The subscribers on the node it went through (Redis counts no
+            others); :meth:`count_subscribers` counts the whole cluster.
+
+        Raises:
+            As :meth:`execute`.
+        """
+        reply = await self._routed(key_slot(channel), ("PUBLISH", channel, message), "PUBLISH")
+        if not isinstance(reply, int):
+            raise StorageError(
+                f"redis PUBLISH: unexpected reply {reply!r:.100}",
+                backend="RedisClusterClient",
+                operation="PUBLISH",
+            )
+        return reply
+
+    async def count_subscribers(self, channel: str | bytes) -> int:
+        """The subscribers of ``channel`` on every node, masters and replicas (``PUBSUB NUMSUB``).
+
+        Raises:
+            StorageUnavailableError: a node of the map did not answer (a
+                partial count is not returned).
+            As :meth:`execute` otherwise.
+        """
+        slot_map = await self._topology.complete(self._deadline())
+        total = 0
+        for node in slot_map.nodes:
+            reply = await self._on_node(node, ("PUBSUB", "NUMSUB", channel))
+            if not isinstance(reply, list) or len(reply) != 2 or not isinstance(reply[1], int):
+                raise StorageError(
+                    f"redis PUBSUB NUMSUB: unexpected reply {reply!r:.100}",
+                    backend="RedisClusterClient",
+                    operation="PUBSUB",
+                )
+            total += reply[1]
+        return total
+
+    @asynccontextmanager
+    async def subscribe(self, *channels: str | bytes) -> AsyncIterator[Subscription]:
+        """Subscribe to ``channels`` on one node of the cluster (see :meth:`RedisClient.subscribe`).
+
+        Classic pub/sub reaches every node, so any node will do: each
+        subscription takes the next node of the map in turn (a client's
+        first one a random node), and a node that cannot be reached is
+        skipped.  When the node goes away the subscription is lost like any
+        other; subscribe again and another node is taken.
+
+        Raises:
+            StorageUnavailableError: no node of the map could be reached.
+            ValueError, StorageTLSError, StorageError, StorageClosedError:
+                as for :meth:`RedisClient.subscribe`.
+        """
+        if not channels:
+            raise ValueError("subscribe() needs at least one channel")
+        self._check_open()
+        try:
+            nodes = list((await self._topology.current()).nodes)
+        except StorageUnavailableError:
+            nodes = []
+        nodes = nodes or list(self._topology.seeds)
+        self._subscription_turn += 1
+        start = self._subscription_turn % len(nodes)
+        last: StorageUnavailableError | None = None
+        async with contextlib.AsyncExitStack() as stack:
+            subscription: Subscription | None = None
+            for node in nodes[start:] + nodes[:start]:
+                try:
+                    subscription = await stack.enter_async_context(
+                        self._node(node).subscribe(*channels)
+                    )
+                except StorageUnavailableError as exc:
+                    last = exc
+                    continue
+                break
+            if subscription is None:
+                assert last is not None
+                raise last
+            self._subscriptions.add(subscription)
+            try:
+                yield subscription
+            finally:
+                self._subscriptions.discard(subscription)
+
+    async def scan(self, match: str | bytes, *, count: int = 1000) -> AsyncIterator[list[bytes]]:
+        """Yield batches of the key names matching ``match`` on every master.
+
+        Each master is walked with ``SCAN`` to its end.  A master lost
+        midway is walked again from the start on its successor, so a name
+        may be yielded twice.  Keys that exist for the whole walk and stay on
+        their slot are yielded; a key migrated to a master already walked
+        may be missed (as a single server's ``SCAN`` may miss nothing but
+        keys that come and go).
+
+        Raises:
+            StorageUnavailableError: a master (or its successor) could not be
+                walked to its end within ``timeout`` per step: a partial walk
+                is an error, never a short result.
+            StorageError, StorageClosedError: as for :meth:`execute`.
+        """
+        slot_map = await self._topology.complete(self._deadline())
+        pending = list(slot_map.primaries)
+        walked: set[NodeAddress] = set()
+        while pending:
+            node = pending.pop(0)
+            if node in walked:
+                continue
+            cursor = 0
+            try:
+                while True:
+                    reply = await self._on_node(
+                        node, ("SCAN", cursor, "MATCH", match, "COUNT", count), retry=False
+                    )
+                    cursor, names = _scan_reply(reply)
+                    if names:
+                        yield names
+                    if cursor == 0:
+                        break
+            except StorageUnavailableError:
+                # Walk its successor instead (found once the cluster has failed it over).
+                successor = await self._topology.successor(node, slot_map, self._deadline())
+                pending.append(successor)
+                continue
+            walked.add(node)
+
+    async def wait_reconnected(self) -> None:
+        """Wait until a connection to any node is next opened (see ``RedisClient``'s).
+
+        Raises:
+            StorageClosedError: the client is closed, or gets closed while waiting.
+        """
+        self._check_open()
+        async with trio.open_nursery() as nursery:
+            for client in list(self._nodes.values()):
+
+                async def wait(client: RedisClient = client) -> None:
+                    with contextlib.suppress(StorageClosedError):
+                        await client.wait_reconnected()
+                    nursery.cancel_scope.cancel()
+
+                nursery.start_soon(wait)
+        self._check_open()
+
+    def statistics(self) -> RedisClusterStatistics:
+        """Return a snapshot of the client's state."""
+        slot_map = self._topology.map
+        return RedisClusterStatistics(
+            primaries=0 if slot_map is None else len(slot_map.primaries),
+            nodes_connected=sum(c.statistics().connected for c in self._nodes.values()),
+            refreshes=self._topology.generation,
+            moved=self._counts["moved"],
+            asked=self._counts["asked"],
+            retries=self._counts["retries"],
+            subscriptions=sum(s.connected for s in self._subscriptions),
+        )
+
+    async def aclose(self) -> None:
+        """Close every node's connections and subscriptions; idempotent.
+
+        Calls waiting fail with :class:`StorageClosedError`, and so does every later call.
+        """
+        self._closed = True
+        self._topology.close()
+        for client in list(self._nodes.values()):
+            await client.aclose()
+        await trio.lowlevel.checkpoint()
+
+    async def __aenter__(self) -> RedisClusterClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    # -- routing -----------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StorageClosedError(
+                "the redis cluster client is closed", backend="RedisClusterClient"
+            )
+
+    def _node(self, node: NodeAddress) -> RedisClient:
+        client = self._nodes.get(node)
+        if client is None:
+            host, port = node
+            address = attrs.evolve(self._template, host=host, port=port)
+            client = RedisClient(
+                address,
+                timeout=self._timeout,
+                ping_interval=self._ping_interval,
+                use_hiredis=self._use_hiredis,
+            )
+            self._nodes[node] = client
+        return client
+
+    def _owner_in(self, slot_map: SlotMap, slot: int | None) -> NodeAddress | None:
+        if slot is None:
+            primaries = slot_map.primaries
+            return primaries[0] if primaries else None
+        return slot_map.owners[slot]
+
+    def _deadline(self) -> float:
+        return trio.current_time() + self._budget
+
+    async def _routed(self, slot: int | None, args: Sequence[CommandArg], name: str) -> RedisReply:
+        """Run ``args`` on the master of ``slot``, following redirects and riding out outages."""
+        deadline: float | None = None  # set by the first failure: the hot path reads no clock
+        delay = FIRST_BACKOFF
+        redirects = 0
+        asking: NodeAddress | None = None
+        while True:
+            self._check_open()
+            generation = self._topology.generation
+            failure: Exception
+            try:
+                if asking is not None:
+                    node, asking = asking, None
+                    replies = await self._node(node).pipeline(
+                        [("ASKING",), args], raise_on_error=False
+                    )
+                    if isinstance(replies[1], Exception):
+                        raise _reply_error(replies[1], name)
+                    return replies[1]
+                slot_map = self._topology.map
+                if slot_map is None:
+                    slot_map = await self._topology.current()
+                node_or_none = self._owner_in(slot_map, slot)
+                if node_or_none is None:
+                    raise StorageUnavailableError(
+                        f"redis cluster: no master serves slot {slot}",
+                        backend="RedisClusterClient",
+                        operation=name,
+                    )
+                return await self._node(node_or_none).execute(*args)
+            except RedisReplyError as exc:
+                redirect = _redirect(exc.error)
+                if redirect is None:
+                    raise
+                kind, target = redirect
+                # Bounded: nodes that send a caller round in circles (a cluster
+                # misconfigured, or not what it claims) get the retry path below.
+                if target is not None and redirects < _MAX_REDIRECTS:
+                    redirects += 1
+                    if kind == "ASK":
+                        self._counts["asked"] += 1
+                        asking = target[1]
+                        continue
+                    self._counts["moved"] += 1
+                    await self._topology.moved(generation, *target)
+                    continue
+                failure = exc
+            except StorageUnavailableError as exc:
+                failure = exc
+            except StorageClosedError as exc:
+                if self._closed:
+                    raise
+                failure = exc  # a node client closed under us: cannot happen, but never fatal
+            now = trio.current_time()
+            if deadline is None:
+                deadline = now + self._budget
+            if now >= deadline:
+                raise failure
+            self._counts["retries"] += 1
+            await trio.sleep(min(delay, deadline - now))
+            delay = min(delay * 2, MAX_BACKOFF)
+            with contextlib.suppress(StorageError):
+                await self._topology.refresh(generation)
+
+    async def _on_node(
+        self, node: NodeAddress, args: Sequence[CommandArg], *, retry: bool = True
+    ) -> RedisReply:
+        """Run ``args`` on ``node`` itself (no routing), retrying transient errors if ``retry``."""
+        deadline = self._deadline()
+        delay = FIRST_BACKOFF
+        while True:
+            try:
+                return await self._node(node).execute(*args)
+            except (StorageUnavailableError, RedisReplyError) as exc:
+                if isinstance(exc, RedisReplyError) and _redirect(exc.error) is None:
+                    raise
+                now = trio.current_time()
+                if not retry or now >= deadline:
+                    raise
+                await trio.sleep(min(delay, deadline - now))
+                delay = min(delay * 2, MAX_BACKOFF)
+
+    async def _run_group(
+        self,
+        node: NodeAddress,
+        indexes: list[int],
+        batch: list[tuple[CommandArg, ...]],
+        replies: list[RedisReply],
+        failures: list[Exception],
+    ) -> None:
+        try:
+            try:
+                group = await self._node(node).pipeline(
+                    [batch[index] for index in indexes], raise_on_error=False
+                )
+            except (StorageUnavailableError, StorageClosedError):
+                if self._closed:
+                    raise
+                # The node is gone: each command finds its way alone (it may have run).
+                for index in indexes:
+                    replies[index] = await self._one(batch[index])
+                return
+            for index, reply in zip(indexes, group, strict=True):
+                if isinstance(reply, Exception) and _redirect(reply) is not None:
+                    reply = await self._one(batch[index])
+                replies[index] = reply
+        except Exception as exc:
+            failures.append(exc)
+
+    async def _run_alone(
+        self,
+        index: int,
+        batch: list[tuple[CommandArg, ...]],
+        replies: list[RedisReply],
+        failures: list[Exception],
+    ) -> None:
+        try:
+            replies[index] = await self._one(batch[index])
+        except Exception as exc:
+            failures.append(exc)
+
+    async def _one(self, command: tuple[CommandArg, ...]) -> RedisReply:
+        """Run one command of a pipeline by itself: its error reply returned in place."""
+        try:
+            return await self.execute(*command)
+        except RedisReplyError as exc:
+            return exc.error
+
+    async def _split(self, name: str, args: Sequence[CommandArg]) -> RedisReply:
+        """Run a multi-key command whose keys span slots as one command per slot."""
+        by_slot: dict[int, list[int]] = {}
+        keys = args[1:]
+        for position, key in enumerate(keys):
+            by_slot.setdefault(key_slot(key), []).append(position)
+        parts = list(by_slot.values())
+        replies = await self.pipeline(
+            [(args[0], *(keys[position] for position in part)) for part in parts]
+        )
+        if name == "MGET":
+            values: list[RedisReply] = [None] * len(keys)
+            for part, reply in zip(parts, replies, strict=True):
+                if not isinstance(reply, list) or len(reply) != len(part):
+                    raise _unexpected(name, reply)
+                for position, value in zip(part, reply, strict=True):
+                    values[position] = value
+            return values
+        total = 0
+        for reply in replies:
+            if not isinstance(reply, int):
+                raise _unexpected(name, reply)
+            total += reply
+        return total
+
+
+def redis_client_from_url(
+    url: str, *, timeout: float | None = DEFAULT_TIMEOUT, ssl_context: ssl.SSLContext | None = None
+) -> RedisClient | RedisClusterClient:
+    """A :class:`RedisClusterClient` for a ``redis+cluster://`` URL, else a :class:`RedisClient`.
+
+    Raises:
+        ValueError: the URL or ``timeout`` is not valid.
+    """
+    if is_cluster_url(url):
+        return RedisClusterClient.from_url(url, timeout=timeout, ssl_context=ssl_context)
+    return RedisClient.from_url(url, timeout=timeout, ssl_context=ssl_context)
+
+
+async def scan_names(
+    client: RedisClient | RedisClusterClient, match: str | bytes, *, count: int = 1000
+) -> AsyncIterator[list[bytes]]:
+    """Yield batches of the key names matching ``match``: on every master of a cluster.
+
+    Raises:
+        StorageError: as for :meth:`RedisClusterClient.scan` / ``SCAN``.
+    """
+    if isinstance(client, RedisClusterClient):
+        async for names in client.scan(match, count=count):
+            yield names
+        return
+    cursor = 0
+    while True:
+        cursor, names = _scan_reply(
+            await client.execute("SCAN", cursor, "MATCH", match, "COUNT", count)
+        )
+        if names:
+            yield names
+        if cursor == 0:
+            return
+
+
+def _scan_reply(reply: RedisReply) -> tuple[int, list[bytes]]:
+    if (
+        isinstance(reply, list)
+        and len(reply) == 2
+        and isinstance(reply[0], bytes)
+        and reply[0].isdigit()
+        and isinstance(reply[1], list)
+        and all(isinstance(name, bytes) for name in reply[1])
+    ):
+        return int(reply[0]), reply[1]  # type: ignore[return-value]
+    raise _unexpected("SCAN", reply)
+
+
+def _redirect(error: object) -> tuple[str, tuple[int, NodeAddress] | None] | None:
+    """What a cluster error reply asks for: ``("MOVED"|"ASK", target)`` or ``(kind, None)``.
+
+    ``None``: not a reply the client follows (a real error for the caller).
+    """
+    if not isinstance(error, Exception):
+        return None
+    text = str(error)
+    kind = type(error).__name__
+    if kind == "MovedError":
+        return "MOVED", parse_redirect(text)
+    if kind == "AskError":
+        return "ASK", parse_redirect(text)
+    if kind in ("TryAgainError", "ClusterDownError", "MasterDownError", "BusyLoadingError"):
+        return "RETRY", None
+    return None
+
+
+def _reply_error(error: Exception, operation: str) -> RedisReplyError:
+    from redis.exceptions import RedisError
+
+    assert isinstance(error, RedisError)
+    reply_error = RedisReplyError(
+        f"redis {operation}: {type(error).__name__}: {error}", error=error, operation=operation
+    )
+    reply_error.__cause__ = error
+    return reply_error
+
+
+def _unexpected(operation: str, reply: object) -> StorageError:
+    return StorageError(
+        f"redis {operation}: unexpected reply {reply!r:.100}",
+        backend="RedisClusterClient",
+        operation=operation,
+    )
+
+
+def _command_name(name: CommandArg) -> str:
+    if isinstance(name, str):
+        return name.upper()
+    if isinstance(name, bytes | bytearray | memoryview):
+        return bytes(name).decode("utf-8", "replace").upper()
+    return str(name)
+
+
+def _check_cluster_command(name: str) -> None:
+    reason = _CLUSTER_REFUSALS.get(name)
+    if reason is not None:
+        raise RedisCommandRefusedError(name, reason)
