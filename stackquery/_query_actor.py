@@ -44,8 +44,9 @@ from ._messages import (
     Wake,
 )
 from ._options import QueryClientConfig, QueryOptions
+from ._origin_guard import origin_attempt, serve_stale_if_error, settle_not_modified
 from ._query_cache import QueryCache
-from ._query_fn import call_query_fn, run_callbacks
+from ._query_fn import run_callbacks
 from ._retry import call_with_retries, retry_delay
 from .fleet._leases import Lease, Leases
 
@@ -428,6 +429,7 @@ class QueryActor:
         if snap is None:
             snap = cache.create(fetch.options)
         now = trio.current_time()
+        ok, result = settle_not_modified(snap, ok, result, fetch.options)
         if ok:
             snap = cache.with_data(snap, result, fetch.options, updated_at=now)
             if fetch.invalidated:
@@ -437,8 +439,13 @@ class QueryActor:
                 self._persist(snap)
             fetch.reply.set_value(result)
         else:
-            cache.publish(_state.failed(snap, result, now=now, now_wall=cache.clock.wall(now)))
-            fetch.reply.set_error(result)
+            snap = cache.publish(
+                _state.failed(snap, result, now=now, now_wall=cache.clock.wall(now))
+            )
+            if serve_stale_if_error(cache, snap, fetch.options):
+                fetch.reply.set_value(snap.data)
+            else:
+                fetch.reply.set_error(result)
         self.notify()
         run_callbacks(fetch.options, ok, result)
         self._claim_refetch_after()
@@ -555,7 +562,7 @@ class QueryActor:
                 self._cache.publish(_state.attempt_failed(snap, now=trio.current_time()))
 
         return await call_with_retries(
-            lambda: call_query_fn(options),
+            origin_attempt(options, self._cache),
             retries=retries,
             delay=lambda n: retry_delay(options.retry_delay, config.retry_delay, n),
             on_failed_attempt=failed_attempt,

@@ -30,6 +30,7 @@ from ._errors import ClientClosedError
 from ._events import CacheEventType, EventHub
 from ._keys import QueryKey, hash_matches, key_from_hash, prefix_hash
 from ._options import UNSET, QueryClientConfig, QueryOptions
+from ._origin_record import OriginRecord
 from ._state import QueryState, Snapshot
 from ._timers import KeyTimers
 
@@ -74,6 +75,8 @@ class QueryCache:
         self._dead_timers = 0
         """Timer entries of dropped keys, still in the heap (see :meth:`drop`)."""
         self._clock: Clock | None = None
+        self.origin = OriginRecord()
+        """Circuit breakers used and stale-if-error serves, for statistics and records."""
         self._is_busy: Callable[[str], bool] = _never_busy
 
     def open(self, clock: Clock, is_busy: Callable[[str], bool]) -> None:

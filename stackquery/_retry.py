@@ -20,6 +20,7 @@ from typing import TypeVar
 import attrs
 import trio
 
+from ._circuit import CircuitOpenError
 from ._errors import InvalidOptionError
 
 T = TypeVar("T")
@@ -76,7 +77,8 @@ async def call_with_retries(
     Between two attempts it calls ``on_failed_attempt(failures, error)`` and
     sleeps ``delay(retry_number)``.  Returns ``(True, value)``, or
     ``(False, error)`` with the last attempt's error (or the error ``delay``
-    raised: then no further attempt is made).  Cancellation is not
+    raised: then no further attempt is made).  An attempt refused by an open
+    circuit breaker (:class:`CircuitOpenError`) is not retried.  Cancellation is not
     an error: it propagates at once, and no further attempt is made.
     """
     retry_number = 0
@@ -85,8 +87,8 @@ async def call_with_retries(
             return True, await attempt()
         except Exception as exc:
             error: Exception = exc
-        if retry_number >= retries:
-            return False, error
+        if retry_number >= retries or isinstance(error, CircuitOpenError):
+            return False, error  # an open circuit: no origin call was made, none is retried
         if on_failed_attempt is not None:
             on_failed_attempt(retry_number + 1, error)
         try:

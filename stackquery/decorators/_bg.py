@@ -21,6 +21,9 @@ import inspect
 from collections.abc import Callable, Coroutine
 from typing import Any, Protocol, TypeVar, cast, final, overload
 
+import attrs
+
+from .._circuit import CircuitBreaker
 from .._client import QueryClient
 from .._errors import InvalidOptionError
 from .._options import QueryClientConfig
@@ -29,6 +32,7 @@ from ..serializers import as_serializer
 from ..serializers import json as json_serializer
 from ._bg_function import Background, BackgroundFunction, BgConfig, ErrorHandler
 from ._bg_reader import StoreRead
+from ._guards import checked_guards
 
 R = TypeVar("R")
 
@@ -61,6 +65,8 @@ class BgDecorator:
         on_error: ErrorHandler | None = None,
         run_immediately: bool = True,
         client: QueryClient | None = None,
+        stale_if_error: float | None = None,
+        circuit: CircuitBreaker | None = None,
     ) -> BackgroundDecorator:
         """Keep a no-argument function's value fresh by calling it every ``interval`` seconds.
 
@@ -89,12 +95,21 @@ class BgDecorator:
                 value itself).
             client: the client to run on (default: the context's, else the
                 run's default client).
+            stale_if_error: seconds past ``ttl`` during which a call that
+                must wait for a new value gets the last one when that refresh
+                fails (``None``: the client's ``stale_if_error``; no effect
+                without ``ttl``).
+            circuit: a :class:`CircuitBreaker` the function's calls go
+                through; while it is open a refresh fails at once with
+                :class:`CircuitOpenError` (no call, no retry).
 
         Raises:
-            InvalidOptionError: ``interval`` is not > 0, ``ttl`` is negative,
-                ``key`` is empty, or both ``store`` and ``client`` are given.
+            InvalidOptionError: ``interval`` is not > 0, ``ttl`` or
+                ``stale_if_error`` is negative, ``key`` is empty, or both
+                ``store`` and ``client`` are given.
             TypeError: ``key`` is not a ``str``; the decorated object takes
-                arguments or is not callable; ``on_error`` is not callable.
+                arguments or is not callable; ``on_error`` is not callable;
+                ``circuit`` is not a :class:`CircuitBreaker`.
 
         A call raises :class:`BgKeyConflictError` when another function runs
         the same key in the client, and the first load's error when there is
@@ -103,6 +118,8 @@ class BgDecorator:
         config = BgConfig.checked(
             "bg", interval, key, ttl, store, metrics, on_error, run_immediately, client
         )
+        guard_window, guard_circuit = checked_guards("bg", stale_if_error, circuit)
+        config = attrs.evolve(config, stale_if_error=guard_window, circuit=guard_circuit)
 
         def decorate(func: Callable[[], Any]) -> BackgroundFunction[Any]:
             _check_no_arguments(func)
@@ -120,6 +137,8 @@ class BgDecorator:
         metrics: MetricsCollector | None = None,
         on_error: ErrorHandler | None = None,
         run_immediately: bool = True,
+        stale_if_error: float | None = None,
+        circuit: CircuitBreaker | None = None,
     ) -> BackgroundDecorator:
         """The writer of a value shared through ``store``: ``@bg`` whose every refresh lands there.
 
@@ -138,6 +157,8 @@ class BgDecorator:
             metrics=metrics,
             on_error=on_error,
             run_immediately=run_immediately,
+            stale_if_error=stale_if_error,
+            circuit=circuit,
         )
 
     def read(

@@ -12,6 +12,7 @@ from typing import Any, Protocol, TypeVar
 import attrs
 import trio
 
+from .._circuit import CircuitBreaker
 from .._client import QueryClient
 from .._errors import ClientClosedError, InvalidOptionError, StackqueryError
 from .._observer import QueryObserver
@@ -19,6 +20,7 @@ from .._options import QueryOptions
 from .._state import QueryStatus
 from ..metrics._collector import MetricsCollector
 from ._bg_reader import StoreRead
+from ._guards import record_stale_if_error
 from ._origin import origin_call
 from ._run_clients import ClientChoice
 
@@ -63,6 +65,10 @@ class BgConfig:
     metrics: MetricsCollector | None
     on_error: ErrorHandler | None
     run_immediately: bool
+    stale_if_error: float | None = None
+    """Seconds past ``ttl`` the last value is still served when a refresh fails."""
+    circuit: CircuitBreaker | None = None
+    """The circuit breaker the function's calls go through."""
 
     @classmethod
     def checked(
@@ -137,6 +143,8 @@ class Background:
             on_error=self._report_error,
             # A reader's poll is one GET: cheaper than a fleet-wide lease.
             single_flight=False if isinstance(func, StoreRead) else None,
+            stale_if_error=config.stale_if_error,
+            circuit=config.circuit,
         )
         self.resolve = config.choice.resolver()
         self.running_in: QueryClient | None = None
@@ -206,7 +214,9 @@ class Background:
                     metrics.record_stale_hit(self.name)
                 return snap.data
             metrics.record_miss(self.name)
-            return await client.fetch_query(self.options)
+            value = await client.fetch_query(self.options)
+            record_stale_if_error(metrics, self.name, client, self.options)
+            return value
         finally:
             metrics.record_latency(self.name, "get", trio.current_time() - start)
 

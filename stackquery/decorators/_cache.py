@@ -22,11 +22,13 @@ import math
 from collections.abc import Callable, Coroutine
 from typing import Any, ParamSpec, Protocol, TypeVar, overload
 
+from .._circuit import CircuitBreaker
 from .._client import QueryClient
 from .._errors import InvalidOptionError
 from .._options import QueryOptions
 from ..metrics._collector import MetricsCollector
 from ._cached_calls import CachedCalls, namespace_of
+from ._guards import checked_guards
 from ._key_template import KeyTemplate, KeyTemplateSpec
 from ._run_clients import ClientChoice
 
@@ -70,6 +72,8 @@ def cache(
     store: Any = None,
     metrics: MetricsCollector | None = None,
     client: QueryClient | None = None,
+    stale_if_error: float | None = None,
+    circuit: CircuitBreaker | None = None,
 ) -> CacheDecorator:
     """Cache an ``async def`` or plain ``def`` function's results on a query client.
 
@@ -111,15 +115,25 @@ def cache(
         client: the client to run on; by default the innermost client open
             in the calling context, else a client that lives for the rest of
             the ``trio.run``.
+        stale_if_error: seconds past ``ttl + stale`` (the value's max age)
+            during which a caller that waits for a new value gets the last
+            one when the function fails (``None``: the client's
+            ``stale_if_error``, 0 by default); counted as ``stale_if_error``
+            in ``metrics``.
+        circuit: a :class:`CircuitBreaker` each call of the function goes
+            through (shared with whatever else uses it): while it is open
+            the function is not called, stale values are still served and
+            a caller with nothing to serve gets :class:`CircuitOpenError`.
 
     Raises:
-        InvalidOptionError: ``ttl`` or ``stale`` is negative, NaN or not a
-            number; both ``store`` and ``client`` are given.
+        InvalidOptionError: ``ttl``, ``stale`` or ``stale_if_error`` is
+            negative, NaN or not a number; both ``store`` and ``client`` are given.
         KeyTemplateError: (when decorating) the key template does not fit
             the function's signature.
         TypeError: (when decorating) the decorated object is not a function
             (or is an async generator function); ``metrics`` is not a
-            collector; ``client`` is not a ``QueryClient``.
+            collector; ``client`` is not a ``QueryClient``; ``circuit`` is not
+            a ``CircuitBreaker``.
 
     A call raises ``TypeError`` for arguments that do not fit the function,
     ``InvalidKeyError`` for arguments that cannot be part of a key (a list,
@@ -137,6 +151,7 @@ def cache(
         raise TypeError(
             f"cache(): metrics must be a MetricsCollector, got {type(metrics).__name__}"
         )
+    guard_window, guard_circuit = checked_guards("cache", stale_if_error, circuit)
     choice = ClientChoice(client=client, store=store)
 
     def decorate(func: Callable[..., Any]) -> Any:
@@ -152,6 +167,8 @@ def cache(
             stale=stale,
             choice=choice,
             metrics=metrics,
+            stale_if_error=guard_window,
+            circuit=guard_circuit,
         )
         if metrics is not None:
             wrapper = _measured_wrapper(state)

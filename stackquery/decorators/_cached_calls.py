@@ -20,12 +20,14 @@ import trio
 
 from backends import ops
 
+from .._circuit import CircuitBreaker
 from .._client import QueryClient
 from .._errors import QueryCancelledError
 from .._keys import QueryKey, canonical_key, prefix_hash
 from .._options import QueryOptions
 from .._state import Snapshot
 from ..metrics._collector import MetricsCollector
+from ._guards import record_stale_if_error
 from ._key_template import KeyTemplate
 from ._origin import origin_call
 from ._run_clients import ClientChoice, ClientResolver
@@ -128,6 +130,10 @@ class CachedCalls(Generic[R]):
     """Memo of a callable key: by its result (it may differ between equal calls)."""
     refresh_started: dict[str, float] = attrs.field(init=False, factory=dict)
     """With metrics: when each key's pending background refresh was started."""
+    stale_if_error: float | None = None
+    """Seconds past ``ttl + stale`` the last value is served when a call fails."""
+    circuit: CircuitBreaker | None = None
+    """The circuit breaker every call of the function goes through."""
 
     def __attrs_post_init__(self) -> None:
         self.stale_time = self.ttl
@@ -158,6 +164,8 @@ class CachedCalls(Generic[R]):
             gc_time=lifetime,
             max_age=None if lifetime == math.inf else lifetime,
             on_settled=None if self.metrics is None else functools.partial(self._settled, key_hash),
+            stale_if_error=self.stale_if_error,
+            circuit=self.circuit,
         )
 
     def options_for(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> QueryOptions[Any]:
@@ -248,7 +256,9 @@ class CachedCalls(Generic[R]):
                 metrics.record_hit(name)
                 return snap.data
             self._record_read(client, snap, options)
-            return await fetch(client, options)
+            value = await fetch(client, options)
+            record_stale_if_error(metrics, name, client, options)
+            return value
         finally:
             metrics.record_latency(name, "get", trio.current_time() - start)
 
