@@ -65,7 +65,7 @@ class BgDecorator:
         on_error: ErrorHandler | None = None,
         run_immediately: bool = True,
         client: QueryClient | None = None,
-        stale_if_error: float | None = None,
+        stale_if_error: float = 0.0,
         circuit: CircuitBreaker | None = None,
     ) -> BackgroundDecorator:
         """Keep a no-argument function's value fresh by calling it every ``interval`` seconds.
@@ -97,8 +97,8 @@ class BgDecorator:
                 run's default client).
             stale_if_error: seconds past ``ttl`` during which a call that
                 must wait for a new value gets the last one when that refresh
-                fails (``None``: the client's ``stale_if_error``; no effect
-                without ``ttl``).
+                fails (the value is kept that much longer); no effect without
+                ``ttl``.  The decorator's own: the client's is not used.
             circuit: a :class:`CircuitBreaker` the function's calls go
                 through; while it is open a refresh fails at once with
                 :class:`CircuitOpenError` (no call, no retry).
@@ -137,7 +137,7 @@ class BgDecorator:
         metrics: MetricsCollector | None = None,
         on_error: ErrorHandler | None = None,
         run_immediately: bool = True,
-        stale_if_error: float | None = None,
+        stale_if_error: float = 0.0,
         circuit: CircuitBreaker | None = None,
     ) -> BackgroundDecorator:
         """The writer of a value shared through ``store``: ``@bg`` whose every refresh lands there.

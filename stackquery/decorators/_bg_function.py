@@ -65,7 +65,7 @@ class BgConfig:
     metrics: MetricsCollector | None
     on_error: ErrorHandler | None
     run_immediately: bool
-    stale_if_error: float | None = None
+    stale_if_error: float = 0.0
     """Seconds past ``ttl`` the last value is still served when a refresh fails."""
     circuit: CircuitBreaker | None = None
     """The circuit breaker the function's calls go through."""
@@ -138,7 +138,7 @@ class Background:
             # Fresh for ttl: then the hot path stops serving it (ttl is a hard
             # bound, also while a refresh hangs) and a call waits for a new value.
             stale_time=math.inf if ttl is None else ttl,
-            gc_time=math.inf if ttl is None else ttl,
+            gc_time=math.inf if ttl is None else ttl + config.stale_if_error,
             max_age=ttl,
             on_error=self._report_error,
             # A reader's poll is one GET: cheaper than a fleet-wide lease.

@@ -3,7 +3,7 @@
 Each call maps to one query of the client: key ``("fn", <module.qualname>,
 *parts)`` where the parts come from the key template, ``stale_time=ttl``,
 ``max_age=ttl + stale`` (past it the caller waits for a new value) and
-``gc_time=ttl + stale`` (which is also the L2 entry's TTL).  The client does
+``gc_time=ttl + stale + stale_if_error`` (which is also the L2 entry's TTL).  The client does
 the rest: one origin call for concurrent misses, stale-while-revalidate,
 retries, L2.
 
@@ -72,7 +72,7 @@ def cache(
     store: Any = None,
     metrics: MetricsCollector | None = None,
     client: QueryClient | None = None,
-    stale_if_error: float | None = None,
+    stale_if_error: float = 0.0,
     circuit: CircuitBreaker | None = None,
 ) -> CacheDecorator:
     """Cache an ``async def`` or plain ``def`` function's results on a query client.
@@ -117,9 +117,9 @@ def cache(
             the ``trio.run``.
         stale_if_error: seconds past ``ttl + stale`` (the value's max age)
             during which a caller that waits for a new value gets the last
-            one when the function fails (``None``: the client's
-            ``stale_if_error``, 0 by default); counted as ``stale_if_error``
-            in ``metrics``.
+            one when the function fails (the value is kept that much longer,
+            in L1 and in the store); counted as ``stale_if_error`` in
+            ``metrics``.  The decorator's own: the client's is not used.
         circuit: a :class:`CircuitBreaker` each call of the function goes
             through (shared with whatever else uses it): while it is open
             the function is not called, stale values are still served and

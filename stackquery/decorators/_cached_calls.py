@@ -130,7 +130,7 @@ class CachedCalls(Generic[R]):
     """Memo of a callable key: by its result (it may differ between equal calls)."""
     refresh_started: dict[str, float] = attrs.field(init=False, factory=dict)
     """With metrics: when each key's pending background refresh was started."""
-    stale_if_error: float | None = None
+    stale_if_error: float = 0.0
     """Seconds past ``ttl + stale`` the last value is served when a call fails."""
     circuit: CircuitBreaker | None = None
     """The circuit breaker every call of the function goes through."""
@@ -157,11 +157,13 @@ class CachedCalls(Generic[R]):
         """
         query_key, key_hash = canonical_key((*self.namespace_key, *parts))
         lifetime = self.ttl + self.stale
+        # Kept past its max age for as long as it may be served when the function fails.
+        kept = lifetime + self.stale_if_error
         return QueryOptions(
             query_key=query_key,
             query_fn=origin_call(self.func, args, kwargs, name=self.name, metrics=self.metrics),
             stale_time=self.stale_time,
-            gc_time=lifetime,
+            gc_time=kept,
             max_age=None if lifetime == math.inf else lifetime,
             on_settled=None if self.metrics is None else functools.partial(self._settled, key_hash),
             stale_if_error=self.stale_if_error,

@@ -14,8 +14,11 @@ from .._state import QueryStatus
 
 def checked_guards(
     who: str, stale_if_error: object, circuit: object
-) -> tuple[float | None, CircuitBreaker | None]:
+) -> tuple[float, CircuitBreaker | None]:
     """Return ``(stale_if_error, circuit)`` once valid; ``who`` names the decorator in errors.
+
+    A decorator's ``stale_if_error`` is its own (``None`` counts as 0), not the
+    client's: it also decides how long the value is kept past its max age.
 
     Raises:
         InvalidOptionError: ``stale_if_error`` is not ``None`` or a number of seconds >= 0.
@@ -36,7 +39,7 @@ def checked_guards(
             f"{who}(): circuit must be a stackquery.CircuitBreaker or None, "
             f"got {type(circuit).__name__}: {circuit!r}"
         )
-    return (None if stale_if_error is None else float(stale_if_error)), circuit
+    return (0.0 if stale_if_error is None else float(stale_if_error)), circuit
 
 
 def record_stale_if_error(
