@@ -96,13 +96,15 @@ def settle_not_modified(
 
 
 def serve_stale_if_error(
-    cache: QueryCache, snap: _state.Snapshot, options: QueryOptions[Any]
+    cache: QueryCache, snap: _state.Snapshot, options: QueryOptions[Any], waiters: int
 ) -> bool:
     """Whether the callers of a fetch that just failed get ``snap``'s data instead of its error.
 
-    True while the data is younger than ``max_age + stale_if_error``; each
-    such serve is counted (``ClientStatistics.stale_if_error_served``) and
-    emitted (``CacheEventType.STALE_IF_ERROR``).
+    True while the data is younger than ``max_age + stale_if_error``.  The
+    ``waiters`` callers it is served to are counted
+    (``ClientStatistics.stale_if_error_served``) and, if there are any,
+    reported by one ``CacheEventType.STALE_IF_ERROR`` event (a background
+    refetch nobody waits on serves nobody).
     """
     max_age = options.max_age
     updated = snap.data_updated_at
@@ -113,7 +115,9 @@ def serve_stale_if_error(
         window = cache.config.stale_if_error
     if not window or cache.clock.from_wall(updated) + max_age + window <= trio.current_time():
         return False
-    cache.origin.stale_if_error_served += 1
+    if not waiters:
+        return True
+    cache.origin.stale_if_error_served += waiters
     events = cache.events
     if events.listening:
         events.emit(CacheEventType.STALE_IF_ERROR, options.key, snap.state)

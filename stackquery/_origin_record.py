@@ -21,8 +21,8 @@ class OriginRecord:
     key_circuits: dict[str, CircuitBreaker] = attrs.field(factory=dict)
     """The breaker each key last called its origin through."""
     stale_if_error_served: int = 0
-    """Fetches that failed past their data's ``max_age`` and handed out the last good
-    data instead of the error (``stale_if_error``)."""
+    """Callers that waited on a fetch that failed and got the last good data instead of
+    the error (``stale_if_error``)."""
 
     def used(self, key_hash: str, breaker: CircuitBreaker, live: Mapping[str, object]) -> None:
         """The key called its origin through ``breaker``; keys not in ``live`` are forgotten

@@ -442,7 +442,7 @@ class QueryActor:
             snap = cache.publish(
                 _state.failed(snap, result, now=now, now_wall=cache.clock.wall(now))
             )
-            if serve_stale_if_error(cache, snap, fetch.options):
+            if serve_stale_if_error(cache, snap, fetch.options, fetch.reply.waiters):
                 fetch.reply.set_value(snap.data)
             else:
                 fetch.reply.set_error(result)

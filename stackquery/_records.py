@@ -28,7 +28,7 @@ class ClientStatistics:
     circuits: tuple[CircuitStatistics, ...] = ()
     """Every circuit breaker this client's queries called their origin through."""
     stale_if_error_served: int = 0
-    """Failed fetches whose callers got the last good data past its max age instead."""
+    """Callers of failed fetches that got the last good data past its max age instead."""
 
 
 @attrs.frozen
