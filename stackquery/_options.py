@@ -257,6 +257,10 @@ def _check_restart_intensity(_instance: object, _attribute: object, value: objec
     )
 
 
+_NO_META: Final[Mapping[str, Any]] = types.MappingProxyType({})
+"""The ``meta`` of a query that has none: read-only, so one object serves them all."""
+
+
 def _check_meta(_instance: object, _attribute: object, value: object) -> None:
     if not isinstance(value, Mapping):
         raise TypeError(f"meta must be a mapping, got {_got(value)}")
@@ -616,9 +620,7 @@ class QueryOptions(Generic[T]):
     circuit: CircuitBreaker | None = attrs.field(default=None, validator=check_circuit)
     """A :class:`CircuitBreaker` every origin call of this query goes through (shared
     with whatever else uses it); ``None``: none."""
-    meta: Mapping[str, Any] = attrs.field(
-        factory=lambda: types.MappingProxyType({}), validator=_check_meta, eq=False
-    )
+    meta: Mapping[str, Any] = attrs.field(default=_NO_META, validator=_check_meta, eq=False)
     """Free-form data for the ``query_fn`` (``QueryContext.meta``); never read by stackquery."""
     key: QueryKey = attrs.field(init=False, repr=False, eq=False)
     """The canonical key (integral floats as ints, dicts validated)."""

@@ -206,3 +206,40 @@ class TestValidation:
         """QueryOptions leaves it to the client (None); the client's default is 0 (off)."""
         assert sq.QueryOptions(query_key=KEY, query_fn=Origin()).stale_if_error is None
         assert sq.QueryClientConfig().stale_if_error == 0.0
+
+
+class TestCounting:
+    async def test_counts_each_waiting_caller(self, autojump_clock: trio.testing.MockClock) -> None:
+        """Three callers past max age share one failed refetch: three serves, one event."""
+        origin = Origin("v1", Failure("down"), delay=1.0)
+        async with sq.open_query_client() as client:
+            opts = options(origin, stale_if_error=5.0)
+            await client.fetch_query(opts)
+            await trio.sleep(10.0)
+            stream = client.events()
+            results: list[Any] = []
+
+            async def read() -> None:
+                results.append(await client.fetch_query(opts))
+
+            async with trio.open_nursery() as nursery:
+                for _ in range(3):
+                    nursery.start_soon(read)
+            await stream.aclose()
+            served = [e async for e in stream if e.type is CacheEventType.STALE_IF_ERROR]
+            assert (results, origin.calls, len(served)) == (["v1"] * 3, 2, 1)
+            assert client.statistics().stale_if_error_served == 3
+
+    async def test_a_background_refetch_serves_nobody(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """A stale read's refetch that fails in the window is not a serve (nobody waited)."""
+        origin = Origin("v1", Failure("down"))
+        async with sq.open_query_client() as client:
+            opts = options(origin, stale_if_error=5.0)
+            await client.fetch_query(opts)
+            await trio.sleep(5.0)
+            assert await client.fetch_query(opts) == "v1"  # stale, not past max age
+            await trio.testing.wait_all_tasks_blocked()
+            assert origin.calls == 2
+            assert client.statistics().stale_if_error_served == 0
