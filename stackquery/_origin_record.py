@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
+from typing import Any
 
 import attrs
 
@@ -40,6 +42,21 @@ class OriginRecord:
         """The state of the breaker the key last called its origin through, or ``None``."""
         breaker = self.key_circuits.get(key_hash)
         return breaker.state if breaker is not None else None
+
+    def breakers_json(self) -> dict[str, dict[str, Any]]:
+        """The breakers' statistics as JSON, by name (``name#2`` ... for a name used twice);
+        ``retry_at`` is ``None`` unless the breaker is open."""
+        out: dict[str, dict[str, Any]] = {}
+        for stats in self.circuit_statistics():
+            name, n = stats.name, 1
+            while name in out:
+                n += 1
+                name = f"{stats.name}#{n}"
+            info = attrs.asdict(stats, filter=lambda a, _v: a.name != "name")
+            info["state"] = stats.state.value
+            info["retry_at"] = None if stats.retry_at == -math.inf else stats.retry_at
+            out[name] = info
+        return out
 
     def circuit_statistics(self) -> tuple[CircuitStatistics, ...]:
         """The statistics of every breaker the client's queries used, first used first."""
