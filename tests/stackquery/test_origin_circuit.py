@@ -412,3 +412,29 @@ class TestMetrics:
         assert registry.get_sample_value("stackquery_cache_operations_total", labels) == 1.0
         labels["operation"] = "circuit_opened"
         assert registry.get_sample_value("stackquery_cache_operations_total", labels) == 1.0
+
+
+class TestProbeCancellation:
+    async def test_cancel_queries_on_a_probe_leaves_the_breaker_usable(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """A probe fetch cancelled by cancel_queries frees its slot: the next fetch probes."""
+        breaker = sq.CircuitBreaker(failure_threshold=1, recovery_time=10.0)
+        hanging = Origin(delay=math.inf)
+        async with sq.open_query_client() as client:
+            await outcome(client, options(Origin(Failure("down")), circuit=breaker))
+            await trio.sleep(10.0)
+            await client.prefetch_query(options(hanging, B, circuit=breaker))
+            await wait_all_tasks_blocked()
+            assert breaker.statistics().probes_in_flight == 1
+            assert await client.cancel_queries(B) == 1
+            await wait_all_tasks_blocked()
+            stats = breaker.statistics()
+            assert (stats.state, stats.probes_in_flight, stats.abandoned, hanging.cancelled) == (
+                CircuitState.HALF_OPEN,
+                0,
+                1,
+                1,
+            )
+            assert await client.fetch_query(options(Origin("back"), circuit=breaker)) == "back"
+            assert breaker.state is CircuitState.CLOSED
