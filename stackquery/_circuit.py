@@ -116,7 +116,8 @@ class CircuitBreaker:
     the breaker protects the origin, which sees every attempt, so a query
     with ``retry=3`` opens a threshold-5 breaker within two failed fetches
     instead of making 20 calls first; and once it is open the remaining
-    retries of a fetch are not made.
+    retries of a fetch are not made (the fetch ends with
+    :class:`CircuitOpenError` when its next retry is due).
 
     Time is trio's clock (``trio.current_time()``), so a ``MockClock``
     drives it.  All state changes are synchronous: the breaker may be shared
