@@ -6,13 +6,14 @@ attempts' outcome (:func:`settle_not_modified`: a ``NOT_MODIFIED`` answer),
 and a failed fetch (:func:`serve_stale_if_error`: hand out the last good
 data instead of the error while the ``stale_if_error`` window lasts).
 
-**Past max age.**  Data is past its max age when ``now >= fetched_at +
-max_age``: from then on a read no longer gets it at once but waits for a
-new fetch.  ``QueryOptions.max_age`` says it for a query (``None``: never);
-``@cache(ttl, stale=)`` sets ``max_age = ttl + stale`` and ``@bg(ttl=)``
-``max_age = ttl``.  ``stale_if_error=S`` extends it for failures only: when
-that fetch fails, data fetched less than ``max_age + S`` seconds ago is
-handed to the waiting callers instead of the error.
+**Servable until.**  Data stops being served to a read (which then waits
+for a new fetch) at ``QueryCache.servable_until``: ``fetched_at + max_age``
+or ``stale_at + max_stale`` (``stale_at`` as computed by ``stale_time(data)``
+and jittered), whichever comes first; neither set: never.  ``@cache(ttl,
+stale=)`` sets ``max_stale = stale`` and ``@bg(ttl=)`` ``max_age = ttl``.
+``stale_if_error=S`` extends it for failures only: when a fetch fails
+before that moment + ``S``, its waiting callers get the data instead of
+the error.
 """
 
 from __future__ import annotations
@@ -100,20 +101,18 @@ def serve_stale_if_error(
 ) -> bool:
     """Whether the callers of a fetch that just failed get ``snap``'s data instead of its error.
 
-    True while the data is younger than ``max_age + stale_if_error``.  The
+    True until ``stale_if_error`` seconds past the moment the data stopped being
+    servable (``QueryCache.servable_until``).  The
     ``waiters`` callers it is served to are counted
     (``ClientStatistics.stale_if_error_served``) and, if there are any,
     reported by one ``CacheEventType.STALE_IF_ERROR`` event (a background
     refetch nobody waits on serves nobody).
     """
-    max_age = options.max_age
-    updated = snap.data_updated_at
-    if max_age is None or updated is None:
-        return False  # without max_age, data is served stale by the read itself
-    window = options.stale_if_error
-    if window is None:
-        window = cache.config.stale_if_error
-    if not window or cache.clock.from_wall(updated) + max_age + window <= trio.current_time():
+    until = cache.servable_until(snap, options)
+    if until is None:
+        return False  # no bound: data is served stale by the read itself, however old
+    window = cache.stale_if_error_window(options)
+    if not window or until + window <= trio.current_time():
         return False
     if not waiters:
         return True

@@ -244,6 +244,7 @@ class ClientParts:
             timers=self.cache.timer_count,
             circuits=self.cache.origin.circuit_statistics(),
             stale_if_error_served=self.cache.origin.stale_if_error_served,
+            freshness_errors=self.cache.freshness.errors,
         )
 
 

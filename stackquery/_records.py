@@ -29,6 +29,9 @@ class ClientStatistics:
     """Every circuit breaker this client's queries called their origin through."""
     stale_if_error_served: int = 0
     """Callers of failed fetches that got the last good data past its max age instead."""
+    freshness_errors: int = 0
+    """Calls of a ``stale_time`` / ``refetch_interval`` / ``@cache`` ``ttl`` function that
+    raised or returned no valid number of seconds (logged; the data was stale at once)."""
 
 
 @attrs.frozen

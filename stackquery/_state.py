@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import math
+from collections.abc import Callable
 from typing import Any, Final, Generic, TypeVar
 
 import attrs
@@ -17,6 +18,9 @@ import attrs
 from ._keys import QueryKey, key_from_hash
 
 T = TypeVar("T")
+
+StaleTime = float | Callable[[Any], float]
+"""A ``stale_time``: seconds, or ``stale_time(data) -> float``."""
 
 
 class QueryStatus(enum.Enum):
@@ -80,6 +84,9 @@ class Failure:
     """Wall time of that failure (kept through later successes, as TanStack does)."""
     fetch_failure_count: int = 0
     """Failed attempts since the last success."""
+    error_until: float = -math.inf
+    """Trio time until which reads get ``error`` without an origin call (``error_ttl``);
+    ``-inf``: not remembered."""
 
 
 NOT_FRESH: Final = object()
@@ -113,7 +120,7 @@ class Snapshot:
     ``stale_time``): the ``stale_time`` object it was judged with, else
     :data:`NOT_FRESH`.  So the fresh-hit test is one identity comparison
     with the caller's ``stale_time``."""
-    stale_time: float | None = None
+    stale_time: StaleTime | None = None
     """The option the freshness was judged with (``None``: the client's)."""
     stale_at: float = -math.inf
     """Trio time the data goes stale (``inf``: never; ``-inf``: no data)."""
@@ -175,7 +182,7 @@ class Snapshot:
 
 
 def empty_snapshot(
-    key_hash: str, *, stale_time: float | None, gc_time: float, now: float
+    key_hash: str, *, stale_time: StaleTime | None, gc_time: float, now: float
 ) -> Snapshot:
     """A key with no data and no fetch yet."""
     return Snapshot(key_hash=key_hash, stale_time=stale_time, active_at=now, gc_time=gc_time)
@@ -187,7 +194,7 @@ def with_data(
     *,
     updated_at_wall: float,
     updated_at: float,
-    stale_time: float | None,
+    stale_time: StaleTime | None,
     resolved_stale_time: float,
     now: float,
 ) -> Snapshot:
@@ -245,8 +252,15 @@ def failed(snap: Snapshot, error: BaseException, *, now: float, now_wall: float)
 
 
 def invalidated(snap: Snapshot, *, now: float) -> Snapshot:
-    """The key's data must be refetched before it counts as fresh again."""
-    return attrs.evolve(snap, is_invalidated=True, fresh_for=NOT_FRESH, active_at=now)
+    """The key's data must be refetched before it counts as fresh again (a remembered
+    error is forgotten: the next read asks the origin)."""
+    return attrs.evolve(
+        snap,
+        is_invalidated=True,
+        fresh_for=NOT_FRESH,
+        active_at=now,
+        failure=error_forgotten(snap.failure),
+    )
 
 
 def went_stale(snap: Snapshot) -> Snapshot:
@@ -274,3 +288,21 @@ def restored(snap: Snapshot, previous: Snapshot, *, now: float) -> Snapshot:
         stale_at=previous.stale_at,
         active_at=now,
     )
+
+
+def error_remembered(snap: Snapshot, *, until: float) -> Snapshot:
+    """The key's last error stands until trio time ``until`` (``error_ttl``): reads get it
+    without an origin call.  The key stays in L1 at least that long."""
+    failure = snap.failure or Failure()
+    return attrs.evolve(
+        snap,
+        failure=attrs.evolve(failure, error_until=until),
+        gc_time=max(snap.gc_time, until - snap.active_at),
+    )
+
+
+def error_forgotten(failure: Failure | None) -> Failure | None:
+    """``failure`` with its error no longer remembered (the same object if it was not)."""
+    if failure is None or failure.error_until == -math.inf:
+        return failure
+    return attrs.evolve(failure, error_until=-math.inf)

@@ -27,6 +27,7 @@ from .._circuit import CircuitBreaker
 from .._client import QueryClient
 from .._errors import InvalidOptionError
 from .._options import QueryClientConfig
+from .._retry_policy import RetryPolicy
 from ..metrics._collector import MetricsCollector
 from ..serializers import as_serializer
 from ..serializers import json as json_serializer
@@ -67,6 +68,8 @@ class BgDecorator:
         client: QueryClient | None = None,
         stale_if_error: float = 0.0,
         circuit: CircuitBreaker | None = None,
+        retry: RetryPolicy | None = None,
+        jitter: float | None = None,
     ) -> BackgroundDecorator:
         """Keep a no-argument function's value fresh by calling it every ``interval`` seconds.
 
@@ -102,21 +105,37 @@ class BgDecorator:
             circuit: a :class:`CircuitBreaker` the function's calls go
                 through; while it is open a refresh fails at once with
                 :class:`CircuitOpenError` (no call, no retry).
+            retry: retries after a failed refresh (an int), or
+                ``retry(failure_count, error) -> bool``; ``None``: the client's.
+            jitter: spread of each pause between refreshes, a fraction in
+                [0, 1): ``0.1`` makes it ``interval`` ±10%; ``None``: the client's.
 
         Raises:
             InvalidOptionError: ``interval`` is not > 0, ``ttl`` or
-                ``stale_if_error`` is negative, ``key`` is empty, or both
-                ``store`` and ``client`` are given.
+                ``stale_if_error`` is negative, ``key`` is empty, ``jitter``
+                is outside [0, 1), ``retry`` is neither an int >= 0 nor
+                callable, or both ``store`` and ``client`` are given.
             TypeError: ``key`` is not a ``str``; the decorated object takes
                 arguments or is not callable; ``on_error`` is not callable;
-                ``circuit`` is not a :class:`CircuitBreaker`.
+                ``circuit`` is not a :class:`CircuitBreaker`; a ``retry``
+                function of the wrong arity.
 
         A call raises :class:`BgKeyConflictError` when another function runs
         the same key in the client, and the first load's error when there is
         no value to serve.
         """
         config = BgConfig.checked(
-            "bg", interval, key, ttl, store, metrics, on_error, run_immediately, client
+            "bg",
+            interval,
+            key,
+            ttl,
+            store,
+            metrics,
+            on_error,
+            run_immediately,
+            client,
+            retry,
+            jitter,
         )
         guard_window, guard_circuit = checked_guards("bg", stale_if_error, circuit)
         config = attrs.evolve(config, stale_if_error=guard_window, circuit=guard_circuit)
@@ -139,6 +158,8 @@ class BgDecorator:
         run_immediately: bool = True,
         stale_if_error: float = 0.0,
         circuit: CircuitBreaker | None = None,
+        retry: RetryPolicy | None = None,
+        jitter: float | None = None,
     ) -> BackgroundDecorator:
         """The writer of a value shared through ``store``: ``@bg`` whose every refresh lands there.
 
@@ -159,6 +180,8 @@ class BgDecorator:
             run_immediately=run_immediately,
             stale_if_error=stale_if_error,
             circuit=circuit,
+            retry=retry,
+            jitter=jitter,
         )
 
     def read(

@@ -15,6 +15,7 @@ import trio
 from .._circuit import CircuitBreaker
 from .._client import QueryClient
 from .._errors import ClientClosedError, InvalidOptionError, StackqueryError
+from .._freshness import jittered
 from .._observer import QueryObserver
 from .._options import QueryOptions
 from .._state import QueryStatus
@@ -22,6 +23,7 @@ from ..metrics._collector import MetricsCollector
 from ._bg_reader import StoreRead
 from ._guards import record_stale_if_error
 from ._origin import origin_call
+from ._origin_protection import OriginProtection
 from ._run_clients import ClientChoice
 
 R_co = TypeVar("R_co", covariant=True)
@@ -69,6 +71,8 @@ class BgConfig:
     """Seconds past ``ttl`` the last value is still served when a refresh fails."""
     circuit: CircuitBreaker | None = None
     """The circuit breaker the function's calls go through."""
+    origin: OriginProtection = attrs.field(factory=OriginProtection)
+    """``retry`` (passed on to the query) and ``jitter`` (of the interval)."""
 
     @classmethod
     def checked(
@@ -82,12 +86,16 @@ class BgConfig:
         on_error: ErrorHandler | None,
         run_immediately: bool,
         client: QueryClient | None,
+        retry: object = None,
+        jitter: object = None,
     ) -> BgConfig:
         """Validate the arguments of ``bg(...)`` / ``bg.read(...)`` (``who`` names it in errors).
 
         Raises:
-            InvalidOptionError: a bad interval, key or ttl; store and client both given.
-            TypeError: a key that is not a str; a bad client, metrics or on_error.
+            InvalidOptionError: a bad interval, key, ttl, retry or jitter; store and
+                client both given.
+            TypeError: a key that is not a str; a bad client, metrics or on_error; a
+                ``retry`` function of the wrong arity.
         """
         if isinstance(interval, bool) or not isinstance(interval, int | float):
             raise InvalidOptionError(
@@ -119,6 +127,7 @@ class BgConfig:
             metrics=metrics,
             on_error=on_error,
             run_immediately=bool(run_immediately),
+            origin=OriginProtection.checked(who, retry, jitter),
         )
 
 
@@ -145,6 +154,7 @@ class Background:
             single_flight=False if isinstance(func, StoreRead) else None,
             stale_if_error=config.stale_if_error,
             circuit=config.circuit,
+            retry=config.origin.retry,
         )
         self.resolve = config.choice.resolver()
         self.running_in: QueryClient | None = None
@@ -254,14 +264,20 @@ class Background:
             async with trio.open_nursery() as nursery:
                 if isinstance(self.func, StoreRead):
                     nursery.start_soon(self.func.follow_messages, observer)
-                await self._refresh_every_interval(observer)
+                await self._refresh_every_interval(client, observer)
         finally:
             if self.running_in is client:
                 self.running_in = None  # a closed client is not kept alive by us
 
-    async def _refresh_every_interval(self, observer: QueryObserver[Any]) -> None:
+    async def _refresh_every_interval(
+        self, client: QueryClient, observer: QueryObserver[Any]
+    ) -> None:
         interval = self.config.interval
         metrics = self.config.metrics
+        jitter = self.config.origin.jitter
+        if jitter is None:
+            jitter = client.config.jitter
+        rng = client.cache.freshness.random
         if not self.config.run_immediately:
             await trio.sleep(interval)
         while True:
@@ -270,7 +286,9 @@ class Background:
             if metrics is not None:
                 ok = state.status is QueryStatus.SUCCESS
                 metrics.record_background_refresh(self.name, ok, trio.current_time() - start)
-            await trio.sleep_until(max(start + interval, trio.current_time()))
+            # Spread (jitter): loops started together do not hit the origin together.
+            pause = jittered(interval, jitter, rng)
+            await trio.sleep_until(max(start + pause, trio.current_time()))
 
     def _report_error(self, error: BaseException) -> None:
         if self.config.on_error is None:

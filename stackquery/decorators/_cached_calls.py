@@ -30,6 +30,7 @@ from ..metrics._collector import MetricsCollector
 from ._guards import record_stale_if_error
 from ._key_template import KeyTemplate
 from ._origin import origin_call
+from ._origin_protection import OriginProtection
 from ._run_clients import ClientChoice, ClientResolver
 
 R = TypeVar("R")
@@ -114,13 +115,13 @@ class CachedCalls(Generic[R]):
     func: Callable[..., Any]
     name: str
     template: KeyTemplate
-    ttl: float
+    ttl: float | Callable[[Any], float]
     stale: float
     choice: ClientChoice
     metrics: MetricsCollector | None
-    stale_time: float = attrs.field(init=False)
-    """``ttl``, as the one float object every query of this function carries: the
-    client's fresh-hit test compares stale times by identity."""
+    stale_time: float | Callable[[Any], float] = attrs.field(init=False)
+    """``ttl``, as the one float (or function) object every query of this function carries:
+    the client's fresh-hit test compares stale times by identity."""
     resolve: ClientResolver = attrs.field(init=False)
     static: QueryOptions[Any] | None = attrs.field(init=False, default=None)
     """The options of a function without parameters (one key, no memo)."""
@@ -134,6 +135,8 @@ class CachedCalls(Generic[R]):
     """Seconds past ``ttl + stale`` the last value is served when a call fails."""
     circuit: CircuitBreaker | None = None
     """The circuit breaker every call of the function goes through."""
+    origin: OriginProtection = attrs.field(factory=OriginProtection)
+    """``retry``, ``jitter``, ``cache_if`` and ``error_ttl``, passed on to each query."""
 
     def __attrs_post_init__(self) -> None:
         self.stale_time = self.ttl
@@ -156,18 +159,27 @@ class CachedCalls(Generic[R]):
             InvalidKeyError: a part cannot be part of a key.
         """
         query_key, key_hash = canonical_key((*self.namespace_key, *parts))
-        lifetime = self.ttl + self.stale
-        # Kept past its max age for as long as it may be served when the function fails.
-        kept = lifetime + self.stale_if_error
+        origin = self.origin
+        # Stale data is served for `stale` seconds after it went stale: counted from its
+        # stale time as computed (ttl(value)) and jittered, which max_stale is; a failed
+        # call serves it stale_if_error seconds longer.  The key stays in L1 (and its L2
+        # entry lives) at least ttl + stale + stale_if_error; the client keeps it longer
+        # when a computed or jittered period asks for it (QueryCache.with_data).
+        ttl = self.ttl
+        kept = None if callable(ttl) else ttl + self.stale + self.stale_if_error
         return QueryOptions(
             query_key=query_key,
             query_fn=origin_call(self.func, args, kwargs, name=self.name, metrics=self.metrics),
             stale_time=self.stale_time,
             gc_time=kept,
-            max_age=None if lifetime == math.inf else lifetime,
             on_settled=None if self.metrics is None else functools.partial(self._settled, key_hash),
             stale_if_error=self.stale_if_error,
             circuit=self.circuit,
+            retry=origin.retry,
+            jitter=origin.jitter,
+            error_ttl=origin.error_ttl,
+            cache_if=origin.cache_if,
+            max_stale=None if self.stale == math.inf else self.stale,
         )
 
     def options_for(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> QueryOptions[Any]:
