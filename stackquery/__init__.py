@@ -12,6 +12,7 @@ from backends import (
 )
 
 from . import serializers
+from ._circuit import CircuitBreaker, CircuitOpenError, CircuitState, CircuitStatistics
 from ._client import ClientStatistics, QueryClient, QueryRecord, current_client, open_query_client
 from ._entry import (
     MAX_CLOCK_SKEW,
@@ -37,6 +38,7 @@ from ._l2 import L2Statistics
 from ._mutation import Mutation, MutationOptions, MutationState, MutationStatus
 from ._observer import QueryObserver
 from ._options import UNSET, QueryClientConfig, QueryOptions
+from ._query_context import NOT_MODIFIED, NotModifiedWithoutDataError, QueryContext
 from ._retry import default_retry_delay
 from ._state import FetchStatus, QueryState, QueryStatus
 from .decorators._batch import BatchedFunction, BatchStatistics, MissingIdError, cache
@@ -52,6 +54,7 @@ from .serializers._core import DeserializationError, SerializationError, Seriali
 
 __all__ = [
     "MAX_CLOCK_SKEW",
+    "NOT_MODIFIED",
     "UNSET",
     "BackgroundFunction",
     "BatchStatistics",
@@ -62,6 +65,10 @@ __all__ = [
     "CacheEventType",
     "CachedFunction",
     "ChainStorage",
+    "CircuitBreaker",
+    "CircuitOpenError",
+    "CircuitState",
+    "CircuitStatistics",
     "ClientClosedError",
     "ClientStatistics",
     "CorruptEntryError",
@@ -85,11 +92,13 @@ __all__ = [
     "MutationOptions",
     "MutationState",
     "MutationStatus",
+    "NotModifiedWithoutDataError",
     "OpenTelemetryMetrics",
     "PrometheusMetrics",
     "QueryCancelledError",
     "QueryClient",
     "QueryClientConfig",
+    "QueryContext",
     "QueryKey",
     "QueryObserver",
     "QueryOptions",

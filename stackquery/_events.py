@@ -27,6 +27,14 @@ class CacheEventType(enum.Enum):
     OBSERVER_REMOVED = "observer_removed"
     FETCH_STARTED = "fetch_started"
     FETCH_FAILED = "fetch_failed"
+    STALE_IF_ERROR = "stale_if_error"
+    """A fetch of data past its max age failed: its callers got the last good data."""
+    CIRCUIT_OPENED = "circuit_opened"
+    """A call of this key's origin opened its circuit breaker."""
+    CIRCUIT_HALF_OPENED = "circuit_half_opened"
+    """This key's call was let through its open breaker as a probe."""
+    CIRCUIT_CLOSED = "circuit_closed"
+    """This key's probe succeeded: its breaker closed."""
 
 
 @attrs.frozen

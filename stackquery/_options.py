@@ -16,6 +16,7 @@ import attrs
 from actors import RestartIntensity
 from backends import RedisClient
 
+from ._circuit import CircuitBreaker, check_circuit
 from ._errors import InvalidOptionError
 from ._freshness import check_jitter, check_seed, number_or_function
 from ._keys import QueryKey, canonical_key
@@ -262,15 +263,66 @@ def _check_restart_intensity(_instance: object, _attribute: object, value: objec
     )
 
 
+_NO_META: Final[Mapping[str, Any]] = types.MappingProxyType({})
+"""The ``meta`` of a query that has none: read-only, so one object serves them all."""
+
+
+def _check_meta(_instance: object, _attribute: object, value: object) -> None:
+    if not isinstance(value, Mapping):
+        raise TypeError(f"meta must be a mapping, got {_got(value)}")
+
+
 def _check_query_fn(_instance: object, _attribute: object, value: Any) -> None:
     if not callable(value):
         raise TypeError(f"query_fn must be callable, got {_got(value)}")
     unbound = _unbound_parameters(value)
-    if unbound:
+    if not unbound or (len(unbound) == 1 and _takes_positional(value, unbound[0])):
+        return
+    if len(unbound) == 1:
         raise TypeError(
-            f"query_fn {_callable_name(value)} requires {', '.join(unbound)} but is called "
-            "with no arguments; bind them with functools.partial or a lambda"
+            f"query_fn {_callable_name(value)} requires {unbound[0]} as a keyword but is "
+            "called with no arguments, or with its QueryContext as the one positional "
+            "argument; bind it with functools.partial or a lambda"
         )
+    raise TypeError(
+        f"query_fn {_callable_name(value)} requires {', '.join(unbound)} but is called "
+        "with no arguments, or with one (its QueryContext); bind them with "
+        "functools.partial or a lambda"
+    )
+
+
+def takes_context(fn: Callable[..., Any]) -> bool:
+    """Whether ``fn`` (a valid ``query_fn``) is called with a :class:`QueryContext`.
+
+    It is when exactly one of its parameters has no value (no default, not
+    bound by a partial) and that one may be passed positionally.
+    """
+    unbound = _unbound_parameters(fn)
+    return len(unbound) == 1 and _takes_positional(fn, unbound[0])
+
+
+def _takes_positional(fn: Callable[..., Any], name: str) -> bool:
+    """Whether ``fn``'s parameter ``name`` can be given as the call's one positional argument."""
+    target: Any = fn
+    bound_positional = 0
+    if type(target) is functools.partial:  # as _unbound_parameters reads it
+        bound_positional = len(target.args)
+        target = target.func
+    if isinstance(target, types.MethodType):
+        bound_positional += 1
+        target = target.__func__
+    if isinstance(target, types.FunctionType):
+        # The one positional argument fills the first parameter not bound positionally.
+        code = target.__code__
+        return bound_positional < code.co_argcount and code.co_varnames[bound_positional] == name
+    try:
+        parameter = inspect.signature(fn, follow_wrapped=False).parameters.get(name)
+    except (TypeError, ValueError):
+        return False
+    return parameter is not None and parameter.kind in (
+        parameter.POSITIONAL_ONLY,
+        parameter.POSITIONAL_OR_KEYWORD,
+    )
 
 
 def _unbound_parameters(fn: Callable[..., Any]) -> list[str]:
@@ -489,6 +541,13 @@ class QueryClientConfig:
     (``stackquery top --attach PATH``): snapshot, statistics, recent events, and
     invalidate / refetch / remove by prefix.  Created owner-only (0600) when the client
     opens, removed when it closes; ``None`` (the default): no endpoint."""
+    stale_if_error: float = attrs.field(
+        default=0.0, validator=_seconds("stale_if_error", allow_none=False)
+    )
+    """Seconds past the moment a query's data stops being servable (its ``max_age`` or
+    ``max_stale``) during which its last good data is still served
+    when the refetch fails (``0``: the callers get the error); see
+    ``QueryOptions.stale_if_error``."""
 
     jitter: float = attrs.field(default=0.0, validator=check_jitter(allow_none=False))
     """Spread of each fresh period (and ``@bg`` interval): ``0.1`` draws it uniformly
@@ -529,9 +588,13 @@ class QueryOptions(Generic[T]):
 
     Raises (at construction):
         InvalidKeyError: ``query_key`` is not a valid key.
-        TypeError: ``query_fn``, a callback or ``cache_if`` is not callable, or
-            ``query_fn`` requires arguments (it is called with none; a callable
-            whose signature cannot be read is accepted); a ``retry`` function
+        TypeError: ``query_fn`` or a callback is not callable, or ``query_fn``
+            requires more than one argument, or one it cannot take positionally
+            (it is called with none, or with its :class:`QueryContext` when it has
+            exactly one parameter without a default; a callable whose signature
+            cannot be read is called with none); ``meta`` is not a mapping;
+            ``circuit`` is not a :class:`CircuitBreaker`; ``cache_if`` is not
+            callable; a ``retry`` function
             that does not take ``(failure_count, error)``, a ``retry_delay``
             function taking neither ``(failure_count)`` nor ``(failure_count,
             error)``, a ``stale_time`` / ``refetch_interval`` function that does
@@ -543,8 +606,10 @@ class QueryOptions(Generic[T]):
 
     query_key: QueryKey = attrs.field()
     """The key, a tuple such as ``("user", 42)``."""
-    query_fn: Callable[[], Any] = attrs.field(validator=_check_query_fn)
-    """Loads the value: awaited if async, else run in a worker thread."""
+    query_fn: Callable[..., Any] = attrs.field(validator=_check_query_fn)
+    """Loads the value: awaited if async, else run in a worker thread.  Called with no
+    argument, or with a :class:`QueryContext` if it has exactly one parameter without a
+    default; it may return :data:`NOT_MODIFIED` to keep the key's data (fresh as of now)."""
     stale_time: float | Callable[[Any], float] | None = attrs.field(
         default=None,
         validator=number_or_function("stale_time", _seconds("stale_time", allow_none=True), "data"),
@@ -604,12 +669,29 @@ class QueryOptions(Generic[T]):
     )
     """Seconds after its fetch past which data is no longer served stale by ``fetch_query``
     (nor taken from L2): the caller waits for a new fetch.  ``None``: served however old."""
+    stale_if_error: float | None = attrs.field(
+        default=None, validator=_seconds("stale_if_error", allow_none=True)
+    )
+    """Seconds past the moment data stops being servable (``fetched_at + max_age`` or
+    ``stale_at + max_stale``, whichever comes first) during which the last good data is
+    still served when the refetch fails: a caller that must wait for a new value gets the
+    old one instead of the error until that moment + ``stale_if_error``.  ``None``: the
+    client's (0 by default); no effect without ``max_age`` or ``max_stale`` (data is then
+    served stale however old)."""
+    circuit: CircuitBreaker | None = attrs.field(default=None, validator=check_circuit)
+    """A :class:`CircuitBreaker` every origin call of this query goes through (shared
+    with whatever else uses it); ``None``: none."""
+    meta: Mapping[str, Any] = attrs.field(default=_NO_META, validator=_check_meta, eq=False)
+    """Free-form data for the ``query_fn`` (``QueryContext.meta``); never read by stackquery."""
     key: QueryKey = attrs.field(init=False, repr=False, eq=False)
     """The canonical key (integral floats as ints, dicts validated)."""
     key_hash: str = attrs.field(init=False, repr=False, eq=False)
     """Canonical JSON of the key: the L1 table's key and the L2 key's suffix."""
     is_async: bool = attrs.field(init=False, repr=False, eq=False)
     """Whether ``query_fn`` is awaited (True) or run in a worker thread."""
+    takes_context: bool = attrs.field(init=False, repr=False, eq=False)
+    """Whether ``query_fn`` is called with a :class:`QueryContext` (its one required
+    parameter), decided once, here."""
     jitter: float | None = attrs.field(default=None, validator=check_jitter(allow_none=True))
     """Spread of each fresh period, a fraction in [0, 1); ``None``: the client's."""
     error_ttl: float | None = attrs.field(
@@ -638,4 +720,5 @@ class QueryOptions(Generic[T]):
         object.__setattr__(self, "key", key)
         object.__setattr__(self, "key_hash", key_hash)
         object.__setattr__(self, "is_async", is_async_callable(self.query_fn))
+        object.__setattr__(self, "takes_context", takes_context(self.query_fn))
         object.__setattr__(self, "retry_rule", RetryRule.of(self.retry, self.retry_delay))

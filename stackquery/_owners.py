@@ -34,6 +34,7 @@ from ._messages import (
     SetData,
 )
 from ._options import UNSET, QueryOptions
+from ._origin_guard import serve_stale_if_error
 from ._query_actor import QueryActor
 from ._query_cache import QueryCache
 from ._state import QueryState, Snapshot
@@ -138,7 +139,8 @@ class QueryOwners:
 
         Returns ``True`` when the key's data is fresh by the caller's own
         stale time, ``False`` when it is stale and served at once with a
-        refetch claimed, a :class:`ColdRead` when the caller is to read a
+        refetch claimed (or, while ``error_ttl`` holds the last error, none; past
+        servable, within ``stale_if_error``), a :class:`ColdRead` when the caller is to read a
         cold key from L2 itself, else the reply of the fetch to wait for.
 
         Raises:
@@ -171,6 +173,16 @@ class QueryOwners:
             return False
         if cold is not None:
             return cold.reply
+        if (
+            snap is not None
+            and cache.remembered_error(key_hash) is not None
+            and not self.is_fetching(key_hash)
+            and serve_stale_if_error(cache, snap, options, 1)
+        ):
+            # The remembered error stands for a fetch that failed: stale_if_error serves
+            # this caller the last good data as it would that fetch's waiters.
+            cache.hits[key_hash] = cache.use_bound
+            return False
         self.raise_remembered_error(key_hash)
         return registry.activate(key_hash).claim_fetch(options)
 

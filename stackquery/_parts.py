@@ -251,6 +251,8 @@ class ClientParts:
             passivations=reg.passivations if reg else 0,
             restarts=sup.restarts if sup else 0,
             timers=self.cache.timer_count,
+            circuits=self.cache.origin.circuit_statistics(),
+            stale_if_error_served=self.cache.origin.stale_if_error_served,
             freshness_errors=self.cache.freshness.errors,
         )
 

@@ -44,8 +44,9 @@ from ._messages import (
     Wake,
 )
 from ._options import QueryClientConfig, QueryOptions
+from ._origin_guard import origin_attempt, serve_stale_if_error, settle_not_modified
 from ._query_cache import QueryCache
-from ._query_fn import cacheable, call_query_fn, run_callbacks
+from ._query_fn import cacheable, run_callbacks
 from ._retry import call_with_retries
 from .fleet._leases import Lease, Leases
 
@@ -449,6 +450,7 @@ class QueryActor:
         if snap is None:
             snap = cache.create(fetch.options)
         now = trio.current_time()
+        ok, result = settle_not_modified(snap, ok, result, fetch.options)
         kept = ok and cacheable(fetch.options, result)
         if kept:
             snap = cache.with_data(snap, result, fetch.options, updated_at=now)
@@ -462,8 +464,16 @@ class QueryActor:
             cache.publish(_state.idle(snap, now=now))
             fetch.reply.set_value(result)
         else:
-            cache.publish(self._failed(fetch, snap, result, now))
-            fetch.reply.set_error(result)
+            # A failed fetch: the error is remembered for error_ttl first (reads in that
+            # window get it, or servable data, without calling the origin or asking its
+            # circuit breaker; a CircuitOpenError is remembered like any other error), then
+            # stale_if_error decides what this fetch's waiters get: the last good data while
+            # it is within stale_if_error of the moment it stopped being servable.
+            snap = cache.publish(self._failed(fetch, snap, result, now))
+            if serve_stale_if_error(cache, snap, fetch.options, fetch.reply.waiters):
+                fetch.reply.set_value(snap.data)
+            else:
+                fetch.reply.set_error(result)
         self.notify()
         run_callbacks(fetch.options, ok, result)
         self._resume_polling()
@@ -593,7 +603,7 @@ class QueryActor:
                 self._cache.publish(_state.attempt_failed(snap, now=trio.current_time()))
 
         return await call_with_retries(
-            lambda: call_query_fn(options),
+            origin_attempt(options, self._cache),
             should_retry=rule.should_retry,
             delay=rule.delay,
             on_failed_attempt=failed_attempt,

@@ -31,6 +31,7 @@ from ._events import CacheEventType, EventHub
 from ._freshness import Freshness
 from ._keys import QueryKey, hash_matches, key_from_hash, prefix_hash
 from ._options import UNSET, QueryClientConfig, QueryOptions
+from ._origin_record import OriginRecord
 from ._state import QueryState, Snapshot, StaleTime
 from ._timers import KeyTimers
 
@@ -78,6 +79,8 @@ class QueryCache:
         self._dead_timers = 0
         """Timer entries of dropped keys, still in the heap (see :meth:`drop`)."""
         self._clock: Clock | None = None
+        self.origin = OriginRecord()
+        """Circuit breakers used and stale-if-error serves, for statistics and records."""
         self._is_busy: Callable[[str], bool] = _never_busy
         self.freshness = Freshness(config.stale_time, config.jitter, config.seed)
         """Fresh periods computed and jittered when data lands; the client's random source."""
@@ -211,21 +214,36 @@ class QueryCache:
         snap = self.snapshots.get(options.key_hash)
         return snap is not None and self.is_fresh(snap, options)
 
-    def too_old(self, snap: Snapshot, options: QueryOptions[Any]) -> bool:
-        """Whether the key's data is past the query's ``max_age`` or ``max_stale`` (then it is
-        never served)."""
-        max_age = options.max_age
+    def servable_until(self, snap: Snapshot, options: QueryOptions[Any]) -> float | None:
+        """Trio time from which ``snap``'s data is no longer served (a read waits for a new
+        fetch): ``fetched_at + max_age`` or ``stale_at + max_stale`` (its computed, jittered
+        stale time), whichever comes first; ``None``: no bound (or no data).
+
+        The one notion of "past max age": reads (``too_old``) and ``stale_if_error``
+        (which extends it for failed fetches) both count from it.
+        """
         updated = snap.data_updated_at
         if updated is None:
-            return False
-        if (
-            options.max_stale is not None
-            and snap.stale_at + options.max_stale <= trio.current_time()
-        ):
-            return True
-        if max_age is None:
-            return False
-        return self.clock.from_wall(updated) + max_age <= trio.current_time()
+            return None
+        until: float | None = None
+        if options.max_stale is not None:
+            until = snap.stale_at + options.max_stale
+        max_age = options.max_age
+        if max_age is not None:
+            aged = self.clock.from_wall(updated) + max_age
+            until = aged if until is None else min(until, aged)
+        return until
+
+    def too_old(self, snap: Snapshot, options: QueryOptions[Any]) -> bool:
+        """Whether the key's data is past the query's ``max_age`` or ``max_stale`` (then it is
+        never served but by ``stale_if_error``)."""
+        until = self.servable_until(snap, options)
+        return until is not None and until <= trio.current_time()
+
+    def stale_if_error_window(self, options: QueryOptions[Any]) -> float:
+        """Seconds past :meth:`servable_until` a failed fetch still serves the data."""
+        window = options.stale_if_error
+        return self.config.stale_if_error if window is None else window
 
     def servable(self, snap: Snapshot | None, options: QueryOptions[Any]) -> bool:
         """Whether ``snap`` holds data a read with ``options`` may return (fresh or stale)."""
@@ -290,8 +308,10 @@ class QueryCache:
         )
         period = self.fresh_period(stale_time, data, options.jitter if options else None)
         if options is not None and options.max_stale is not None:
-            # Kept (in L1, and in L2 whose TTL is gc_time) while it may be served.
-            gc_time = max(gc_time, period + options.max_stale)
+            # Kept (in L1, and in L2 whose TTL is gc_time) while it may be served, by a
+            # read or by a failed fetch's stale_if_error.
+            window = self.stale_if_error_window(options)
+            gc_time = max(gc_time, period + options.max_stale + window)
         if gc_time != snap.gc_time:
             snap = attrs.evolve(snap, gc_time=gc_time)
         return _state.with_data(

@@ -15,40 +15,49 @@ import trio
 
 from ._errors import QueryTimeoutError
 from ._options import QueryOptions
+from ._query_context import QueryContext
 
 logger = logging.getLogger("stackquery.actor")
 
 
-async def call_query_fn(options: QueryOptions[Any]) -> Any:
+async def call_query_fn(
+    options: QueryOptions[Any], context: QueryContext[Any] | None = None
+) -> Any:
     """One attempt of ``options.query_fn``, bounded by ``options.timeout``.
+
+    A ``query_fn`` that takes a context (``options.takes_context``) is called
+    with ``context``; any other with no argument.
 
     Raises:
         QueryTimeoutError: the attempt took longer than ``options.timeout``.
         Exception: whatever ``query_fn`` raised.
     """
     if options.timeout is None:
-        return await _call(options)
+        return await _call(options, context)
     try:
         with trio.fail_after(options.timeout):
-            return await _call(options)
+            return await _call(options, context)
     except trio.TooSlowError:
         raise QueryTimeoutError(
             f"query {options.query_key!r}: an attempt took longer than {options.timeout}s"
         ) from None
 
 
-async def _call(options: QueryOptions[Any]) -> Any:
+async def _call(options: QueryOptions[Any], context: QueryContext[Any] | None) -> Any:
+    args = (context,) if options.takes_context else ()
     if options.is_async:
-        return await options.query_fn()
+        return await options.query_fn(*args)
     # Boxed in a tuple: trio refuses a coroutine returned from a worker thread.
-    (result,) = await trio.to_thread.run_sync(_call_boxed, options.query_fn, abandon_on_cancel=True)
+    (result,) = await trio.to_thread.run_sync(
+        _call_boxed, options.query_fn, *args, abandon_on_cancel=True
+    )
     if inspect.isawaitable(result):  # e.g. ``lambda: load(42)`` with an async load
         result = await result
     return result
 
 
-def _call_boxed(fn: Callable[[], Any]) -> tuple[Any]:
-    return (fn(),)
+def _call_boxed(fn: Callable[..., Any], *args: Any) -> tuple[Any]:
+    return (fn(*args),)
 
 
 def run_callbacks(options: QueryOptions[Any], ok: bool, result: Any) -> None:

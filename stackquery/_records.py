@@ -6,6 +6,7 @@ import attrs
 import trio
 
 from . import _state
+from ._circuit import CircuitState, CircuitStatistics
 from ._keys import QueryKey
 from ._owners import QueryOwners
 from ._query_cache import QueryCache
@@ -24,6 +25,10 @@ class ClientStatistics:
     restarts: int
     timers: int
     """Pending staleness and gc timers."""
+    circuits: tuple[CircuitStatistics, ...] = ()
+    """Every circuit breaker this client's queries called their origin through."""
+    stale_if_error_served: int = 0
+    """Callers of failed fetches that got the last good data past its max age instead."""
     freshness_errors: int = 0
     """Calls of a ``stale_time`` / ``refetch_interval`` / ``@cache`` ``ttl`` function that
     raised or returned no valid number of seconds (logged; the data was stale at once)."""
@@ -44,6 +49,8 @@ class QueryRecord:
     error_count: int
     active: bool
     """Whether the key's actor task is running (``False``: passivated, a snapshot only)."""
+    circuit: CircuitState | None = None
+    """The state of the circuit breaker the key last called its origin through, if any."""
 
 
 def query_records(
@@ -53,6 +60,8 @@ def query_records(
     now = trio.current_time() if opened else 0.0
     wall = cache.clock.wall(now) if opened else 0.0
     records = []
+    origin = cache.origin
+    origin.forget_except(cache.snapshots)
     for snap in list(cache.snapshots.values()):
         actor = owners.actor(snap.key_hash) if owners is not None else None
         state = snap.state
@@ -67,6 +76,7 @@ def query_records(
                 fetch_count=snap.fetch_count,
                 error_count=snap.error_count,
                 active=actor is not None,
+                circuit=origin.circuit_state(snap.key_hash),
             )
         )
     return records

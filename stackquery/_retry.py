@@ -19,6 +19,7 @@ from typing import TypeVar
 import attrs
 import trio
 
+from ._circuit import CircuitOpenError
 from ._errors import InvalidOptionError
 from ._retry_policy import RetryPredicate, decide_retry
 
@@ -53,8 +54,10 @@ async def call_with_retries(
     ``(False, error)`` with the last attempt's error, or the error
     ``should_retry`` or ``delay`` raised (then no further attempt is made;
     ``delay``'s error gets the attempt's error as its cause if it has none).
-    Cancellation is not an error: it propagates at once, and no further
-    attempt is made.
+    An attempt refused by an open circuit breaker (:class:`CircuitOpenError`)
+    ends the call at once: it is not retried, not counted as a failed attempt,
+    and ``should_retry`` is not asked about it.  Cancellation is not an error:
+    it propagates at once, and no further attempt is made.
     """
     failure_count = 0
     while True:
@@ -62,6 +65,8 @@ async def call_with_retries(
             return True, await attempt()
         except Exception as exc:
             error: Exception = exc
+        if isinstance(error, CircuitOpenError):
+            return False, error  # an open circuit: no origin call was made, none is retried
         try:
             again = decide_retry(should_retry, failure_count, error)
         except InvalidOptionError as exc:  # the predicate raised: no retry, its error ends the call

@@ -321,3 +321,35 @@ class TestDeterministicExamples:
             "  bg:feature-flags: hits 1, stale_hits 0, misses 1, dedup_joins 0, fetches 2,"
             " background refreshes 2",
         ]
+
+
+class TestFlakyUpstream:
+    async def test_serves_through_an_outage_with_etags_a_breaker_and_stale_if_error(
+        self,
+    ) -> None:
+        """The scripted outage: 304s keep the rates fresh, the breaker stops the calls, the old
+        rates are served for stale_if_error past max_age, then 503 until a probe finds it back."""
+        output = await run_example("flaky_upstream.py")
+        lines = [" ".join(line.replace("t= ", "t=").split()) for line in output.splitlines()]
+        assert len(lines) == 46
+        at = {int(line.split("s ", 1)[0].removeprefix("t=")): line for line in lines[:-1]}
+        assert at[3] == 't=3s 200 EUR=1.08 etag="v1" stale circuit=closed'
+        assert at[4] == 't=4s 200 EUR=1.08 etag="v1" fresh circuit=closed'  # a 304
+        assert at[10] == (
+            't=10s 200 EUR=1.08 etag="v1" stale, upstream failing (UpstreamError) circuit=closed'
+        )
+        assert at[12] == (
+            't=12s 200 EUR=1.08 etag="v1" stale, upstream failing (CircuitOpenError) circuit=open'
+        )
+        assert at[21] == (
+            't=21s 200 EUR=1.08 etag="v1" stale, upstream failing (CircuitOpenError) circuit=open'
+        )
+        assert at[22] == (
+            "t=22s 503 CircuitOpenError stale, upstream failing (CircuitOpenError) circuit=open"
+        )
+        assert at[31] == 't=31s 200 EUR=1.08 etag="v1" fresh circuit=closed'
+        assert at[35] == 't=35s 200 EUR=1.11 etag="v2" fresh circuit=closed'
+        assert lines[-1] == (
+            "upstream answers: {200: 2, 304: 6, 503: 5}; refused by the circuit: 21; "
+            "stale-if-error serves: 10"
+        )

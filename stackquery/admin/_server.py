@@ -376,12 +376,12 @@ class AdminServer:
             "now": self._now(),
             "pid": os.getpid(),
             "uptime": trio.current_time() - self._started_at,
-            "client": attrs.asdict(parts.statistics()),
+            # The client's breakers are under "breakers", by name.
+            "client": attrs.asdict(parts.statistics(), filter=_not_circuits),
             "l2": attrs.asdict(l2) if l2 is not None else None,
             "fleet": attrs.asdict(fleet) if fleet is not None else None,
-            # Circuit breakers by name, each {"state": "closed" | "open" | "half_open", ...}:
-            # none exist yet.
-            "breakers": {},
+            # Circuit breakers by name, each {"state": "closed" | "open" | "half_open", ...}.
+            "breakers": parts.cache.origin.breakers_json(),
             "events": self._log.statistics(),
         }
 
@@ -434,6 +434,10 @@ class AdminServer:
         if matched == 0:
             reply["prefixes"] = await _views.found_prefixes(self.parts.cache, key)
         return reply
+
+
+def _not_circuits(attribute: attrs.Attribute[Any], _value: object) -> bool:
+    return attribute.name != "circuits"
 
 
 def _suppress_peer_errors() -> contextlib.suppress:

@@ -21,6 +21,9 @@ import inspect
 from collections.abc import Callable, Coroutine
 from typing import Any, Protocol, TypeVar, cast, final, overload
 
+import attrs
+
+from .._circuit import CircuitBreaker
 from .._client import QueryClient
 from .._errors import InvalidOptionError
 from .._options import QueryClientConfig
@@ -30,6 +33,7 @@ from ..serializers import as_serializer
 from ..serializers import json as json_serializer
 from ._bg_function import Background, BackgroundFunction, BgConfig, ErrorHandler
 from ._bg_reader import StoreRead
+from ._guards import checked_guards
 
 R = TypeVar("R")
 
@@ -62,6 +66,8 @@ class BgDecorator:
         on_error: ErrorHandler | None = None,
         run_immediately: bool = True,
         client: QueryClient | None = None,
+        stale_if_error: float = 0.0,
+        circuit: CircuitBreaker | None = None,
         retry: RetryPolicy | None = None,
         jitter: float | None = None,
     ) -> BackgroundDecorator:
@@ -92,19 +98,27 @@ class BgDecorator:
                 value itself).
             client: the client to run on (default: the context's, else the
                 run's default client).
+            stale_if_error: seconds past ``ttl`` during which a call that
+                must wait for a new value gets the last one when that refresh
+                fails (the value is kept that much longer); no effect without
+                ``ttl``.  The decorator's own: the client's is not used.
+            circuit: a :class:`CircuitBreaker` the function's calls go
+                through; while it is open a refresh fails at once with
+                :class:`CircuitOpenError` (no call, no retry).
             retry: retries after a failed refresh (an int), or
                 ``retry(failure_count, error) -> bool``; ``None``: the client's.
             jitter: spread of each pause between refreshes, a fraction in
                 [0, 1): ``0.1`` makes it ``interval`` ±10%; ``None``: the client's.
 
         Raises:
-            InvalidOptionError: ``interval`` is not > 0, ``ttl`` is negative,
-                ``key`` is empty, ``jitter`` is outside [0, 1), ``retry`` is
-                neither an int >= 0 nor callable, or both ``store`` and
-                ``client`` are given.
+            InvalidOptionError: ``interval`` is not > 0, ``ttl`` or
+                ``stale_if_error`` is negative, ``key`` is empty, ``jitter``
+                is outside [0, 1), ``retry`` is neither an int >= 0 nor
+                callable, or both ``store`` and ``client`` are given.
             TypeError: ``key`` is not a ``str``; the decorated object takes
-                arguments or is not callable; ``on_error`` is not callable; a
-                ``retry`` function of the wrong arity.
+                arguments or is not callable; ``on_error`` is not callable;
+                ``circuit`` is not a :class:`CircuitBreaker`; a ``retry``
+                function of the wrong arity.
 
         A call raises :class:`BgKeyConflictError` when another function runs
         the same key in the client, and the first load's error when there is
@@ -123,6 +137,8 @@ class BgDecorator:
             retry,
             jitter,
         )
+        guard_window, guard_circuit = checked_guards("bg", stale_if_error, circuit)
+        config = attrs.evolve(config, stale_if_error=guard_window, circuit=guard_circuit)
 
         def decorate(func: Callable[[], Any]) -> BackgroundFunction[Any]:
             _check_no_arguments(func)
@@ -140,6 +156,8 @@ class BgDecorator:
         metrics: MetricsCollector | None = None,
         on_error: ErrorHandler | None = None,
         run_immediately: bool = True,
+        stale_if_error: float = 0.0,
+        circuit: CircuitBreaker | None = None,
         retry: RetryPolicy | None = None,
         jitter: float | None = None,
     ) -> BackgroundDecorator:
@@ -160,6 +178,8 @@ class BgDecorator:
             metrics=metrics,
             on_error=on_error,
             run_immediately=run_immediately,
+            stale_if_error=stale_if_error,
+            circuit=circuit,
             retry=retry,
             jitter=jitter,
         )

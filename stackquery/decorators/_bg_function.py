@@ -12,6 +12,7 @@ from typing import Any, Protocol, TypeVar
 import attrs
 import trio
 
+from .._circuit import CircuitBreaker
 from .._client import QueryClient
 from .._errors import ClientClosedError, InvalidOptionError, StackqueryError
 from .._freshness import jittered
@@ -20,6 +21,7 @@ from .._options import QueryOptions
 from .._state import QueryStatus
 from ..metrics._collector import MetricsCollector
 from ._bg_reader import StoreRead
+from ._guards import record_stale_if_error
 from ._origin import origin_call
 from ._origin_protection import OriginProtection
 from ._run_clients import ClientChoice
@@ -65,6 +67,10 @@ class BgConfig:
     metrics: MetricsCollector | None
     on_error: ErrorHandler | None
     run_immediately: bool
+    stale_if_error: float = 0.0
+    """Seconds past ``ttl`` the last value is still served when a refresh fails."""
+    circuit: CircuitBreaker | None = None
+    """The circuit breaker the function's calls go through."""
     origin: OriginProtection = attrs.field(factory=OriginProtection)
     """``retry`` (passed on to the query) and ``jitter`` (of the interval)."""
 
@@ -141,11 +147,13 @@ class Background:
             # Fresh for ttl: then the hot path stops serving it (ttl is a hard
             # bound, also while a refresh hangs) and a call waits for a new value.
             stale_time=math.inf if ttl is None else ttl,
-            gc_time=math.inf if ttl is None else ttl,
+            gc_time=math.inf if ttl is None else ttl + config.stale_if_error,
             max_age=ttl,
             on_error=self._report_error,
             # A reader's poll is one GET: cheaper than a fleet-wide lease.
             single_flight=False if isinstance(func, StoreRead) else None,
+            stale_if_error=config.stale_if_error,
+            circuit=config.circuit,
             retry=config.origin.retry,
         )
         self.resolve = config.choice.resolver()
@@ -216,7 +224,9 @@ class Background:
                     metrics.record_stale_hit(self.name)
                 return snap.data
             metrics.record_miss(self.name)
-            return await client.fetch_query(self.options)
+            value = await client.fetch_query(self.options)
+            record_stale_if_error(metrics, self.name, client, self.options)
+            return value
         finally:
             metrics.record_latency(self.name, "get", trio.current_time() - start)
 

@@ -3,8 +3,9 @@
 Each call maps to one query of the client: key ``("fn", <module.qualname>,
 *parts)`` where the parts come from the key template, ``stale_time=ttl``
 (a number or ``ttl(value)``), ``max_stale=stale`` (past it the caller waits
-for a new value) and ``gc_time=ttl + stale`` (which is also the L2 entry's
-TTL; the client's for a ``ttl`` function, raised to cover what it computes).  The client does
+for a new value) and ``gc_time=ttl + stale + stale_if_error`` (which is also
+the L2 entry's TTL; the client's for a ``ttl`` function, raised to cover what
+it computes + ``stale`` + ``stale_if_error``).  The client does
 the rest: one origin call for concurrent misses, stale-while-revalidate,
 retries, L2.
 
@@ -25,6 +26,7 @@ import math
 from collections.abc import Callable, Coroutine
 from typing import Any, ParamSpec, Protocol, TypeVar, overload
 
+from .._circuit import CircuitBreaker
 from .._client import QueryClient
 from .._errors import InvalidOptionError
 from .._options import QueryOptions
@@ -32,6 +34,7 @@ from .._retry_policy import RetryPolicy, accepts
 from ..metrics._collector import MetricsCollector
 from ._cached_calls import ONE_KEYWORD, ONE_POSITIONAL, CachedCalls, namespace_of
 from ._exact_wrapper import exact_wrapper
+from ._guards import checked_guards
 from ._key_template import KeyTemplate, KeyTemplateSpec
 from ._origin_protection import OriginProtection
 from ._run_clients import ClientChoice
@@ -76,6 +79,8 @@ def cache(
     store: Any = None,
     metrics: MetricsCollector | None = None,
     client: QueryClient | None = None,
+    stale_if_error: float = 0.0,
+    circuit: CircuitBreaker | None = None,
     retry: RetryPolicy | None = None,
     jitter: float | None = None,
     cache_if: Callable[[Any], object] | None = None,
@@ -124,6 +129,17 @@ def cache(
         client: the client to run on; by default the innermost client open
             in the calling context, else a client that lives for the rest of
             the ``trio.run``.
+        stale_if_error: seconds past the moment the value stops being served
+            (``stale`` seconds after it went stale, its fresh period as
+            computed and jittered) during which a caller that waits for a new
+            value gets the last one when the function fails (the value is
+            kept that much longer, in L1 and in the store); counted as
+            ``stale_if_error`` in ``metrics``.  The decorator's own: the
+            client's is not used.
+        circuit: a :class:`CircuitBreaker` each call of the function goes
+            through (shared with whatever else uses it): while it is open
+            the function is not called, stale values are still served and
+            a caller with nothing to serve gets :class:`CircuitOpenError`.
         retry: retries after a failed call (an int), or ``retry(failure_count,
             error) -> bool``; ``None``: the client's.
         jitter: spread of each value's fresh period, a fraction in [0, 1):
@@ -136,7 +152,8 @@ def cache(
             value while it may be served); ``invalidate`` forgets it.
 
     Raises:
-        InvalidOptionError: ``ttl``, ``stale`` or ``error_ttl`` is negative,
+        InvalidOptionError: ``ttl``, ``stale``, ``stale_if_error`` or
+            ``error_ttl`` is negative,
             NaN or not a number (``error_ttl`` also 0); ``jitter`` is outside
             [0, 1); ``retry`` is neither an int >= 0 nor callable; both
             ``store`` and ``client`` are given.
@@ -144,8 +161,9 @@ def cache(
             the function's signature.
         TypeError: (when decorating) the decorated object is not a function
             (or is an async generator function); ``metrics`` is not a
-            collector; ``client`` is not a ``QueryClient``; a ``ttl``,
-            ``retry`` or ``cache_if`` function of the wrong shape.
+            collector; ``client`` is not a ``QueryClient``; ``circuit`` is not
+            a ``CircuitBreaker``; a ``ttl``, ``retry`` or ``cache_if`` function
+            of the wrong shape.
 
     A call raises ``TypeError`` for arguments that do not fit the function,
     ``InvalidKeyError`` for arguments that cannot be part of a key (a list,
@@ -164,6 +182,7 @@ def cache(
         raise TypeError(
             f"cache(): metrics must be a MetricsCollector, got {type(metrics).__name__}"
         )
+    guard_window, guard_circuit = checked_guards("cache", stale_if_error, circuit)
     choice = ClientChoice(client=client, store=store)
 
     def decorate(func: Callable[..., Any]) -> Any:
@@ -179,6 +198,8 @@ def cache(
             stale=stale,
             choice=choice,
             metrics=metrics,
+            stale_if_error=guard_window,
+            circuit=guard_circuit,
             origin=origin,
         )
         if metrics is not None:

@@ -20,12 +20,14 @@ import trio
 
 from backends import ops
 
+from .._circuit import CircuitBreaker
 from .._client import QueryClient
 from .._errors import QueryCancelledError
 from .._keys import QueryKey, canonical_key, prefix_hash
 from .._options import QueryOptions
 from .._state import Snapshot
 from ..metrics._collector import MetricsCollector
+from ._guards import record_stale_if_error
 from ._key_template import KeyTemplate
 from ._origin import origin_call
 from ._origin_protection import OriginProtection
@@ -185,6 +187,10 @@ class CachedCalls(Generic[R]):
     """Memo of a callable key: by its result (it may differ between equal calls)."""
     refresh_started: dict[str, float] = attrs.field(init=False, factory=dict)
     """With metrics: when each key's pending background refresh was started."""
+    stale_if_error: float = 0.0
+    """Seconds past ``ttl + stale`` the last value is served when a call fails."""
+    circuit: CircuitBreaker | None = None
+    """The circuit breaker every call of the function goes through."""
     origin: OriginProtection = attrs.field(factory=OriginProtection)
     """``retry``, ``jitter``, ``cache_if`` and ``error_ttl``, passed on to each query."""
 
@@ -211,17 +217,20 @@ class CachedCalls(Generic[R]):
         query_key, key_hash = canonical_key((*self.namespace_key, *parts))
         origin = self.origin
         # Stale data is served for `stale` seconds after it went stale: counted from its
-        # stale time as computed (ttl(value)) and jittered, which max_stale is.  The key
-        # stays in L1 (and its L2 entry lives) at least ttl + stale; the client keeps it
-        # longer when a computed or jittered period asks for it.
+        # stale time as computed (ttl(value)) and jittered, which max_stale is; a failed
+        # call serves it stale_if_error seconds longer.  The key stays in L1 (and its L2
+        # entry lives) at least ttl + stale + stale_if_error; the client keeps it longer
+        # when a computed or jittered period asks for it (QueryCache.with_data).
         ttl = self.ttl
-        lifetime = None if callable(ttl) else ttl + self.stale
+        kept = None if callable(ttl) else ttl + self.stale + self.stale_if_error
         return QueryOptions(
             query_key=query_key,
             query_fn=origin_call(self.func, args, kwargs, name=self.name, metrics=self.metrics),
             stale_time=self.stale_time,
-            gc_time=lifetime,
+            gc_time=kept,
             on_settled=None if self.metrics is None else functools.partial(self._settled, key_hash),
+            stale_if_error=self.stale_if_error,
+            circuit=self.circuit,
             retry=origin.retry,
             jitter=origin.jitter,
             error_ttl=origin.error_ttl,
@@ -325,7 +334,9 @@ class CachedCalls(Generic[R]):
                 metrics.record_hit(name)
                 return snap.data
             self._record_read(client, snap, options)
-            return await fetch(client, options)
+            value = await fetch(client, options)
+            record_stale_if_error(metrics, name, client, options)
+            return value
         finally:
             metrics.record_latency(name, "get", trio.current_time() - start)
 

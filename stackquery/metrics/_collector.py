@@ -115,6 +115,9 @@ class _CacheCounters:
     refreshes_failed: int = 0
     errors: dict[tuple[str, str], int] = attrs.field(factory=dict)
     latency: dict[str, LatencyHistogram] = attrs.field(factory=dict)
+    stale_if_error: int = 0
+    circuit: dict[str, int] = attrs.field(factory=dict)
+    """Circuit breaker events (``opened``, ``half_opened``, ``closed``, ``refused``) by name."""
 
 
 _COUNTER_FIELDS: Final = (
@@ -126,6 +129,7 @@ _COUNTER_FIELDS: Final = (
     "sets",
     "set_bytes",
     "deletes",
+    "stale_if_error",
 )
 
 
@@ -240,13 +244,25 @@ class InMemoryMetrics:
         """Count a caller that joined a fetch in flight."""
         self._counters(cache_name).dedup_joins += 1
 
+    def record_stale_if_error(self, cache_name: str, key: str | None = None) -> None:
+        """Count a read past max age that got the last good value because the refetch failed."""
+        self._counters(cache_name).stale_if_error += 1
+
+    def record_circuit(self, circuit_name: str, event: str) -> None:
+        """Count a circuit breaker's ``event`` (``opened``, ``half_opened``, ``closed``,
+        ``refused``) under the breaker's name."""
+        events = self._counters(circuit_name).circuit
+        events[event] = events.get(event, 0) + 1
+
     def get_stats(self) -> dict[str, Any]:
         """Return a snapshot of everything counted so far.
 
         Returns:
             ``{"caches": {name: stats}, "totals": stats}`` where ``stats`` has
             ``hits``, ``stale_hits``, ``misses``, ``fetches``, ``dedup_joins``,
-            ``sets``, ``set_bytes``, ``deletes``, ``errors`` (total),
+            ``sets``, ``set_bytes``, ``deletes``, ``stale_if_error`` (reads served
+            the last good value past max age because the refetch failed),
+            ``circuit`` (``{event: n}`` of a circuit breaker of that name), ``errors`` (total),
             ``errors_by_type`` (``{operation: {error_type: n}}``),
             ``background_refreshes`` (``{"ok": n, "failed": n}``), ``hit_rate``
             (``(hits + stale_hits) / (hits + stale_hits + misses)``, 0.0 before
@@ -266,7 +282,10 @@ def _stats(group: Iterable[_CacheCounters]) -> dict[str, Any]:
     refreshes = {"ok": 0, "failed": 0}
     errors_by_type: dict[str, dict[str, int]] = {}
     latency: dict[str, LatencyHistogram] = {}
+    circuit: dict[str, int] = {}
     for counters in group:
+        for event, n in counters.circuit.items():
+            circuit[event] = circuit.get(event, 0) + n
         for field in _COUNTER_FIELDS:
             sums[field] += getattr(counters, field)
         refreshes["ok"] += counters.refreshes_ok
@@ -284,5 +303,6 @@ def _stats(group: Iterable[_CacheCounters]) -> dict[str, Any]:
         "errors": sum(n for by_type in errors_by_type.values() for n in by_type.values()),
         "errors_by_type": errors_by_type,
         "background_refreshes": refreshes,
+        "circuit": circuit,
         "latency": {op: histogram.summary() for op, histogram in latency.items()},
     }

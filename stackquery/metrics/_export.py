@@ -3,7 +3,9 @@
 Both count the same things under the same label names:
 
 * operations — ``hit``, ``stale_hit``, ``miss``, ``set``, ``delete``,
-  ``fetch``, ``dedup_join`` — by ``cache`` and ``operation``;
+  ``fetch``, ``dedup_join``, ``stale_if_error`` — by ``cache`` and ``operation``;
+  a circuit breaker's events as ``circuit_opened``, ``circuit_half_opened``,
+  ``circuit_closed``, ``circuit_refused`` with its name as ``cache``;
 * bytes written by ``record_set`` by ``cache``;
 * errors by ``cache``, ``operation`` and error type;
 * background refreshes by ``cache`` and ``result`` (``ok`` / ``failed``);
@@ -223,6 +225,14 @@ class PrometheusMetrics:
         """Count ``operation="dedup_join"``."""
         self._count(cache_name, "dedup_join")
 
+    def record_stale_if_error(self, cache_name: str, key: str | None = None) -> None:
+        """Count ``operation="stale_if_error"``."""
+        self._count(cache_name, "stale_if_error")
+
+    def record_circuit(self, circuit_name: str, event: str) -> None:
+        """Count ``operation="circuit_<event>"`` with the breaker's name as ``cache``."""
+        self._count(circuit_name, "circuit_" + event)
+
 
 @final
 class OpenTelemetryMetrics:
@@ -361,3 +371,11 @@ class OpenTelemetryMetrics:
     def record_dedup_join(self, cache_name: str, key: str | None = None) -> None:
         """Count ``operation="dedup_join"``."""
         self._operations.add(1, self._pair(cache_name, "dedup_join"))
+
+    def record_stale_if_error(self, cache_name: str, key: str | None = None) -> None:
+        """Count ``operation="stale_if_error"``."""
+        self._operations.add(1, self._pair(cache_name, "stale_if_error"))
+
+    def record_circuit(self, circuit_name: str, event: str) -> None:
+        """Count ``operation="circuit_<event>"`` with the breaker's name as ``cache``."""
+        self._operations.add(1, self._pair(circuit_name, "circuit_" + event))

@@ -283,6 +283,7 @@ class TestStatsAndEvents:
             peer = await Peer.connect(socket_path)
             reply = without_now(await peer.ask({"op": "stats"}))
             expected_client = attrs.asdict(client.statistics())
+            del expected_client["circuits"]  # under "breakers"
         assert reply == {
             "pid": os.getpid(),
             "uptime": 2.0,
@@ -300,10 +301,46 @@ class TestStatsAndEvents:
                     "observer_removed": 0,
                     "fetch_started": 3,
                     "fetch_failed": 1,
+                    "stale_if_error": 0,
+                    "circuit_opened": 0,
+                    "circuit_half_opened": 0,
+                    "circuit_closed": 0,
                 },
                 "fetches": {"cold": 2, "refetch": 1, "failed": 1},
             },
         }
+
+    async def test_stats_carry_the_circuit_breakers_by_name(
+        self, socket_path: Path, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """``breakers`` holds each breaker the client's queries used: state and counts."""
+        breaker = sq.CircuitBreaker(failure_threshold=1, recovery_time=30.0, name="users-api")
+        async with sq.open_query_client(config(socket_path, retry=0)) as client:
+            with pytest.raises(Failure):
+                await client.fetch_query(
+                    sq.QueryOptions(
+                        query_key=("down",), query_fn=Origin(Failure("no")), circuit=breaker
+                    )
+                )
+            peer = await Peer.connect(socket_path)
+            reply = without_now(await peer.ask({"op": "stats"}))
+        assert reply["breakers"] == {
+            "users-api": {
+                "state": "open",
+                "consecutive_failures": 0,
+                "calls": 1,
+                "successes": 0,
+                "failures": 1,
+                "refused": 0,
+                "abandoned": 0,
+                "opened": 1,
+                "half_opened": 0,
+                "closed": 0,
+                "probes_in_flight": 0,
+                "retry_at": 30.0,
+            }
+        }
+        assert "circuits" not in reply["client"]
 
     async def test_stats_carry_the_l2_statistics(
         self, socket_path: Path, autojump_clock: trio.testing.MockClock

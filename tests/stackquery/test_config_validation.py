@@ -284,27 +284,32 @@ class TestQueryOptionsRefusals:
     @pytest.mark.parametrize(
         ("query_fn", "message"),
         [
-            (load_user, r"^query_fn load_user requires user_id but "),
             (search, r"^query_fn search requires term, page but "),
             (
-                functools.partial(search, "x"),
-                r"^query_fn functools\.partial\(search\) requires page ",
+                functools.partial(Repo.load),
+                r"^query_fn functools\.partial\(Repo\.load\) requires self, user_id but ",
             ),
-            (
-                functools.partial(search, page=2),
-                r"^query_fn functools\.partial\(search\) requires term ",
-            ),
-            (Repo().load, r"^query_fn Repo\.load requires user_id but "),
-            (PageLoader(), r"^query_fn PageLoader\.__call__ requires page but "),
-            (len, r"^query_fn len requires obj but "),
         ],
     )
     def test_query_fn_that_needs_arguments(self, query_fn: Any, message: str) -> None:
-        """A query_fn that requires arguments is a TypeError when the options are made."""
-        ending = r"is called with no arguments; bind them with functools\.partial or a lambda$"
+        """A query_fn that requires more than one argument is a TypeError naming it."""
+        ending = (
+            r"is called with no arguments, or with one \(its QueryContext\); "
+            r"bind them with functools\.partial or a lambda$"
+        )
         with pytest.raises(TypeError, match=message) as info:
             sq.QueryOptions(query_key=("k",), query_fn=query_fn)
         assert info.match(ending)
+
+    def test_query_fn_whose_one_argument_is_keyword_only(self) -> None:
+        """One required keyword-only parameter cannot take the context: a TypeError naming it."""
+        with pytest.raises(
+            TypeError,
+            match=r"^query_fn functools\.partial\(search\) requires page as a keyword but is "
+            r"called with no arguments, or with its QueryContext as the one positional "
+            r"argument; bind it with functools\.partial or a lambda$",
+        ):
+            sq.QueryOptions(query_key=("k",), query_fn=functools.partial(search, "x"))
 
     @pytest.mark.parametrize(
         ("kwargs", "message"),
@@ -367,4 +372,20 @@ class TestQueryOptionsAccepts:
     )
     def test_query_fn_callable_with_no_arguments(self, query_fn: Any) -> None:
         """Whatever can be called with no arguments (or cannot be inspected) is a query_fn."""
-        assert sq.QueryOptions(query_key=("k",), query_fn=query_fn).query_fn is query_fn
+        options = sq.QueryOptions(query_key=("k",), query_fn=query_fn)
+        assert (options.query_fn, options.takes_context) == (query_fn, False)
+
+    @pytest.mark.parametrize(
+        "query_fn",
+        [
+            load_user,
+            functools.partial(search, page=2),
+            Repo().load,
+            PageLoader(),
+            len,
+        ],
+        ids=["async-def", "partial-leaving-one", "bound-method", "call-object", "builtin"],
+    )
+    def test_query_fn_with_one_required_parameter_takes_the_context(self, query_fn: Any) -> None:
+        """Exactly one required positional parameter: the query_fn is called with a QueryContext."""
+        assert sq.QueryOptions(query_key=("k",), query_fn=query_fn).takes_context is True

@@ -27,10 +27,12 @@ EMPTY_STATS: dict[str, Any] = {
     "sets": 0,
     "set_bytes": 0,
     "deletes": 0,
+    "stale_if_error": 0,
     "hit_rate": 0.0,
     "errors": 0,
     "errors_by_type": {},
     "background_refreshes": {"ok": 0, "failed": 0},
+    "circuit": {},
     "latency": {},
 }
 
@@ -82,10 +84,12 @@ class TestInMemoryMetrics:
             "sets": 2,
             "set_bytes": 128,
             "deletes": 1,
+            "stale_if_error": 0,
             "hit_rate": 0.5,
             "errors": 3,
             "errors_by_type": {"l2_get": {"StorageError": 2}, "fetch": {"KeyError": 1}},
             "background_refreshes": {"ok": 0, "failed": 0},
+            "circuit": {},
         }
         assert users["latency"]["get"]["count"] == 2
         flags = stats["caches"]["flags"]
