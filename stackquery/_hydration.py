@@ -224,6 +224,9 @@ class ColdReads:
                 else _state.idle(snap, now=now)
             )
             cache.publish(new)
+            actor = self._registry.get(key_hash)
+            if actor is not None:  # an observer came during the read: it hears of the revert
+                actor.notify()
         cold.settle_early(QueryCancelledError("query fetch cancelled by cancel_queries"))
         return True
 

@@ -220,6 +220,44 @@ class TestColdReads:
             unsubscribe()
             assert client.get_query_data(("a", 1)) is None  # what it was before the fetch
 
+    @pytest.mark.parametrize("set_first", [False, True])
+    async def test_cancel_queries_during_an_l2_read_tells_the_observers(
+        self, set_first: bool, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """cancel_queries during a cold key's L2 read tells an observer the state it puts back.
+
+        The model found it: the key's state went back to pending (as before the
+        fetch) but an observer that came during the read never heard of it.
+        """
+        store, config = held_reads(stale_time=10.0)
+        opts = options(GatedOrigin("a1"))
+        seen: list[Any] = []
+        async with sq.open_query_client(config) as client, trio.open_nursery() as nursery:
+
+            async def fetch() -> None:  # a cold read in the caller's task
+                with contextlib.suppress(sq.QueryCancelledError):
+                    await client.fetch_query(opts)
+
+            nursery.start_soon(fetch)
+            await wait_all_tasks_blocked()
+            if set_first:
+                await client.set_query_data(("a", 1), "set")
+            unsubscribe = client.watch(opts).subscribe(
+                lambda state: seen.append((state.status.value, state.data))
+            )
+            if not set_first:
+                await client.set_query_data(("a", 1), "set")
+            await wait_all_tasks_blocked()
+            assert await client.cancel_queries(()) == 1
+            await wait_all_tasks_blocked()
+            state = client.get_query_state(("a", 1))
+            unsubscribe()
+            store.read_gate.set()
+        assert state is not None
+        assert (state.status, state.data) == (sq.QueryStatus.PENDING, None)
+        expected = [("success", "set"), ("pending", None)]
+        assert seen == (expected if set_first else [("pending", None), *expected])
+
     async def test_cancel_queries_during_an_l2_read_fails_every_waiter_at_once(
         self, autojump_clock: trio.testing.MockClock
     ) -> None:
