@@ -86,7 +86,7 @@ NOT_FRESH: Final = object()
 """``Snapshot.fresh_for`` of data that is not fresh (no stale time is this object)."""
 
 
-@attrs.frozen
+@attrs.frozen(weakref_slot=False)
 class Snapshot:
     """The published state of one key: what the L1 table holds.
 
