@@ -154,11 +154,11 @@ class QueryOwners:
                 cache.hits[key_hash] = cache.use_bound
                 return True
             if cold is None:  # else the read in flight refetches if it must
-                registry.activate(key_hash).claim_fetch(options)  # its publish records the use
+                registry.reserve(key_hash).claim_fetch(options)  # its publish records the use
             return False
         if cold is not None:
             return cold.reply
-        return registry.activate(key_hash).claim_fetch(options)
+        return registry.reserve(key_hash).claim_fetch(options)
 
     async def wait_cold(self, cold: ColdRead) -> Any:
         """Await a cold read :meth:`serve_or_claim` handed out; see ``ColdReads.wait``."""
@@ -180,7 +180,7 @@ class QueryOwners:
         # A key read from L2 by a caller is being fetched already.
         fetched = self._cold_reads is not None and self._cold_reads.get(key_hash) is not None
         if not fetched and (snap is None or not cache.is_fresh(snap, options)):
-            registry.activate(key_hash).claim_fetch(options)
+            registry.reserve(key_hash).claim_fetch(options)
 
     def claim(self, options: QueryOptions[Any]) -> Reply[Any]:
         """Return the reply of the key's fetch in flight, else of a new one (through its actor).
@@ -192,7 +192,7 @@ class QueryOwners:
         cold = self._cold_reads.get(options.key_hash) if self._cold_reads is not None else None
         if cold is not None:  # a caller's cold L2 read is the key's fetch now
             return cold.reply
-        return registry.activate(options.key_hash).claim_fetch(options)
+        return registry.reserve(options.key_hash).claim_fetch(options)
 
     async def fetches_settled(self, key_hashes: Iterable[str]) -> None:
         """Wait until none of the keys has a fetch in flight or claimed; never raises their errors.
