@@ -21,7 +21,6 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-import attrs
 import trio
 
 from . import _state
@@ -235,7 +234,7 @@ class QueryCache:
             options.gc_time if options is not None and options.gc_time is not None else snap.gc_time
         )
         if gc_time != snap.gc_time:
-            snap = attrs.evolve(snap, gc_time=gc_time)
+            snap = _state.evolve(snap, gc_time=gc_time)
         return _state.with_data(
             snap,
             data,
@@ -351,7 +350,7 @@ class QueryCache:
             deadline = _next_deadline(snap)
         if deadline < snap.timer_at:
             self._timers.push(deadline, snap.key_hash)
-            snap = attrs.evolve(snap, timer_at=deadline)
+            snap = _state.evolve(snap, timer_at=deadline)
         return snap
 
     def _on_timer(self, key_hash: str, deadline: float) -> None:
@@ -381,7 +380,7 @@ class QueryCache:
         if snap.fresh:  # went_stale above flipped it if its time had come
             deadline = min(deadline, snap.stale_at)
         self._timers.push(deadline, key_hash)
-        self.snapshots[key_hash] = attrs.evolve(snap, timer_at=deadline)
+        self.snapshots[key_hash] = _state.evolve(snap, timer_at=deadline)
 
     def _evict(self, max_queries: int) -> None:
         table = self.snapshots
