@@ -118,8 +118,10 @@ class Snapshot:
     """The option the freshness was judged with (``None``: the client's)."""
     stale_at: float = -math.inf
     """Trio time the data goes stale (``inf``: never; ``-inf``: no data)."""
-    active_at: float = 0.0
-    """Trio time of the last change or use the key's gc countdown starts from."""
+    collect_at: float = 300.0
+    """Trio time the key may be dropped, unused and unobserved: its last change or use
+    plus ``gc_time``.  Kept rather than the time of that use, so that the key's gc
+    timer, usually due then, shares this float instead of holding one of its own."""
     gc_time: float = 300.0
     """Seconds this key may stay unused and unobserved before it is dropped."""
     timer_at: float = math.inf
@@ -200,7 +202,9 @@ def empty_snapshot(
     key_hash: str, *, stale_time: float | None, gc_time: float, now: float
 ) -> Snapshot:
     """A key with no data and no fetch yet."""
-    return Snapshot(key_hash=key_hash, stale_time=stale_time, active_at=now, gc_time=gc_time)
+    return Snapshot(
+        key_hash=key_hash, stale_time=stale_time, collect_at=now + gc_time, gc_time=gc_time
+    )
 
 
 def with_data(
@@ -230,27 +234,30 @@ def with_data(
         fresh_for=stale_time if stale_at > now else NOT_FRESH,
         stale_time=stale_time,
         stale_at=stale_at,
-        active_at=now,
+        collect_at=now + snap.gc_time,
     )
 
 
 def fetching(snap: Snapshot, *, now: float) -> Snapshot:
     """A fetch started for the key."""
     return evolve(
-        snap, fetch_status=FetchStatus.FETCHING, active_at=now, fetch_count=snap.fetch_count + 1
+        snap,
+        fetch_status=FetchStatus.FETCHING,
+        collect_at=now + snap.gc_time,
+        fetch_count=snap.fetch_count + 1,
     )
 
 
 def idle(snap: Snapshot, *, now: float) -> Snapshot:
     """The key's fetch ended (its data, if any, is already in ``snap``)."""
-    return evolve(snap, fetch_status=FetchStatus.IDLE, active_at=now)
+    return evolve(snap, fetch_status=FetchStatus.IDLE, collect_at=now + snap.gc_time)
 
 
 def attempt_failed(snap: Snapshot, *, now: float) -> Snapshot:
     """One attempt of the fetch failed; a retry follows."""
     failure = snap.failure or Failure()
     failure = attrs.evolve(failure, fetch_failure_count=failure.fetch_failure_count + 1)
-    return evolve(snap, failure=failure, active_at=now)
+    return evolve(snap, failure=failure, collect_at=now + snap.gc_time)
 
 
 def failed(snap: Snapshot, error: BaseException, *, now: float, now_wall: float) -> Snapshot:
@@ -261,24 +268,24 @@ def failed(snap: Snapshot, error: BaseException, *, now: float, now_wall: float)
         fetch_status=FetchStatus.IDLE,
         failure=Failure(error, now_wall, snap.fetch_failure_count + 1),
         fresh_for=NOT_FRESH,
-        active_at=now,
+        collect_at=now + snap.gc_time,
         error_count=snap.error_count + 1,
     )
 
 
 def invalidated(snap: Snapshot, *, now: float) -> Snapshot:
     """The key's data must be refetched before it counts as fresh again."""
-    return evolve(snap, is_invalidated=True, fresh_for=NOT_FRESH, active_at=now)
+    return evolve(snap, is_invalidated=True, fresh_for=NOT_FRESH, collect_at=now + snap.gc_time)
 
 
 def went_stale(snap: Snapshot) -> Snapshot:
-    """The data reached its stale time (no use, so ``active_at`` is kept)."""
+    """The data reached its stale time (no use, so ``collect_at`` is kept)."""
     return evolve(snap, fresh_for=NOT_FRESH)
 
 
 def used(snap: Snapshot, *, now: float) -> Snapshot:
     """The key was used (an observer left, a stale read): its gc countdown restarts."""
-    return evolve(snap, active_at=now)
+    return evolve(snap, collect_at=now + snap.gc_time)
 
 
 def restored(snap: Snapshot, previous: Snapshot, *, now: float) -> Snapshot:
@@ -294,5 +301,5 @@ def restored(snap: Snapshot, previous: Snapshot, *, now: float) -> Snapshot:
         fresh_for=previous.fresh_for if previous.stale_at > now else NOT_FRESH,
         stale_time=previous.stale_time,
         stale_at=previous.stale_at,
-        active_at=now,
+        collect_at=now + snap.gc_time,
     )
