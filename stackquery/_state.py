@@ -81,6 +81,8 @@ class Failure:
     """Wall time of that failure (kept through later successes, as TanStack does)."""
     fetch_failure_count: int = 0
     """Failed attempts since the last success."""
+    error_count: int = 0
+    """Fetches that failed for good since the key entered L1 (kept through successes)."""
 
 
 NOT_FRESH: Final = object()
@@ -128,8 +130,6 @@ class Snapshot:
     """Deadline of the key's one pending timer (staleness and gc); ``inf``: none."""
     fetch_count: int = 0
     """Fetches started for this key since it entered L1."""
-    error_count: int = 0
-    """Fetches of this key that failed for good since it entered L1."""
 
     @property
     def fresh(self) -> bool:
@@ -145,6 +145,12 @@ class Snapshot:
     def error_updated_at(self) -> float | None:
         """Wall time of the last final fetch error."""
         return self.failure.error_updated_at if self.failure is not None else None
+
+    @property
+    def error_count(self) -> int:
+        """Fetches of this key that failed for good since it entered L1 (kept in ``failure``,
+        which only a key that ever failed has)."""
+        return self.failure.error_count if self.failure is not None else 0
 
     @property
     def fetch_failure_count(self) -> int:
@@ -222,7 +228,9 @@ def with_data(
     failure = snap.failure
     if failure is not None:
         failure = (
-            None if failure.error_updated_at is None else Failure(None, failure.error_updated_at)
+            None
+            if failure.error_updated_at is None
+            else Failure(None, failure.error_updated_at, 0, failure.error_count)
         )
     return evolve(
         snap,
@@ -266,10 +274,9 @@ def failed(snap: Snapshot, error: BaseException, *, now: float, now_wall: float)
         snap,
         status=QueryStatus.ERROR,
         fetch_status=FetchStatus.IDLE,
-        failure=Failure(error, now_wall, snap.fetch_failure_count + 1),
+        failure=Failure(error, now_wall, snap.fetch_failure_count + 1, snap.error_count + 1),
         fresh_for=NOT_FRESH,
         collect_at=now + snap.gc_time,
-        error_count=snap.error_count + 1,
     )
 
 
