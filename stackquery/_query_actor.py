@@ -8,13 +8,21 @@ then the new state), is :meth:`QueryActor._run_fetch`.  When the actor has nothi
 returns from ``run`` and the registry passivates it: its last snapshot stays
 in the L1 table, and the next message spawns a new actor that starts from it.
 
+A cold key's first fetch needs no actor task: the registry only reserves
+the actor (the key is busy, later callers join the fetch), and the caller
+starts the fetch in one task of the client's nursery (see
+:meth:`QueryActor._wake`).  The actor's own task starts when something only
+it can do comes (observers, a message), and the reserved actor leaves the
+registry when its fetch ends with nothing else to do.
+
 Two operations are synchronous and run in the caller's task:
 :meth:`claim_fetch` (join the fetch in flight, or register the next one) and
 :meth:`add_observer` / :meth:`remove_observer`.  Like a connection pool that
 assigns requests synchronously and then does its I/O, deciding there costs no
 mailbox round trip, which is what lets 10,000 callers of one cold key share
 one fetch for a few microseconds each.  Everything that awaits runs here, in
-the actor's own nursery.
+the actor's own nursery (or, a fetch started without the actor's task, in
+the client's).
 """
 
 from __future__ import annotations
