@@ -460,6 +460,11 @@ class QueryActor:
         ``ClientClosedError``, as the actor's own task does when cancelled.
         """
         try:
+            # A fetch claimed in one scheduling batch lands no sooner than the
+            # batch after next, as it did when the actor's task started it: the
+            # tasks started alongside the claim (a @bg refresh loop's first
+            # refetch beside its first call) still find it in flight and join it.
+            await trio.lowlevel.checkpoint()
             await self._run_fetch(fetch)
         except Exception as exc:
             if self._fetch is fetch:

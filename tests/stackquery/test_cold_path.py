@@ -8,6 +8,8 @@ when the fetch ends and nothing else is left.
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import trio
 import trio.testing
@@ -143,3 +145,25 @@ async def test_the_client_closing_wakes_the_waiter_of_such_a_fetch(
     assert origin.cancelled == 1
     with pytest.raises(sq.ClientClosedError):
         await client.fetch_query(options(origin))
+
+
+async def test_a_refetch_started_beside_the_claim_joins_it_even_with_an_instant_origin(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The fetch lands no sooner than it did from the actor's task: a refetch started just
+    before the claim (a @bg loop's first one beside its first call) joins it."""
+    calls: list[int] = []
+
+    async def instant(n: int) -> int:  # returns without a checkpoint
+        calls.append(n)
+        return n
+
+    async with sq.open_query_client() as client, trio.open_nursery() as nursery:
+        for n in range(20):  # trio runs a batch in random order: try both orders often
+            opts: sq.QueryOptions[int] = sq.QueryOptions(
+                query_key=("beside", n), query_fn=functools.partial(instant, n)
+            )
+            nursery.start_soon(client.watch(opts).refetch)
+            assert await client.fetch_query(opts) == n
+            await wait_all_tasks_blocked()
+        assert calls == list(range(20))
