@@ -155,8 +155,8 @@ class QueryClient:
 
         Raises:
             TypeError: ``options`` is not a :class:`QueryOptions`.
-            Exception: the error of the fetch, after its retries, when there
-                is no data to serve.
+            Exception: the fetch's error after its retries (or, within ``error_ttl``,
+                the error remembered, without an origin call) when no data is served.
             QueryCancelledError: the fetch waited on was cancelled by
                 ``cancel_queries`` or ``remove_queries``.
             ClientClosedError: the client is not open (fresh hits excepted).
@@ -360,7 +360,7 @@ class QueryClient:
         owners = self._check_open()
         if not isinstance(options, MutationOptions):
             raise TypeError(f"options must be a MutationOptions, got {type(options).__name__}")
-        retry_delay = self.config.retry_delay
+        retry_delay = self.config.retry_rule.delay
         return Mutation(options, owners=owners, clock=self.clock, default_retry_delay=retry_delay)
 
     def dehydrate(self, predicate: DehydratePredicate | None = None) -> dict[str, Any]:

@@ -124,7 +124,7 @@ class L2Tier:
             updated_at_wall=entry.data_updated_at,
             updated_at=cache.clock.from_wall(entry.data_updated_at),
             stale_time=snap.stale_time,
-            resolved_stale_time=cache.resolve_stale_time(snap.stale_time),
+            resolved_stale_time=cache.fresh_period(snap.stale_time, entry.value, None),
             now=now,
         )
         if entry.invalidated:

@@ -36,7 +36,9 @@ import trio
 
 from ._errors import InvalidOptionError
 from ._options import _optional_callable, _retry_count, _retry_delay, is_async_callable
-from ._retry import RetryDelay, call_with_retries, retry_delay
+from ._retry import call_with_retries
+from ._retry import default_retry_delay as library_retry_delay
+from ._retry_policy import DelayFn, RetryDelaySpec, RetryPolicy, RetryRule, delay_function
 
 if TYPE_CHECKING:
     from ._clock import Clock
@@ -91,8 +93,10 @@ class MutationOptions(Generic[T, V]):
 
     Raises (at construction):
         TypeError: ``mutation_fn`` or a callback is not callable.
-        InvalidOptionError: ``retry`` is not an int >= 0, or ``retry_delay`` is
-            a negative or NaN number.
+        InvalidOptionError: ``retry`` is neither an int >= 0 nor callable, or
+            ``retry_delay`` is a negative or NaN number.
+        TypeError: a ``retry`` function that cannot be called as ``retry(failure_count,
+            error)``, a ``retry_delay`` function taking neither one nor two arguments.
     """
 
     mutation_fn: Callable[[V], Any] = attrs.field()
@@ -113,15 +117,16 @@ class MutationOptions(Generic[T, V]):
         default=None, validator=_optional_callable("on_settled")
     )
     """``on_settled(data, error, variables, context)`` after ``on_success`` or ``on_error``."""
-    retry: int = attrs.field(default=0, validator=_retries)
-    """Retries after a failed attempt of ``mutation_fn`` (0, the default: fail at once)."""
-    retry_delay: Callable[[int], float] | float | None = attrs.field(
-        default=None, validator=_retry_delay
-    )
-    """Seconds before a retry (a number or a function of the 0-based retry number);
-    ``None``: the client's ``retry_delay``."""
+    retry: RetryPolicy = attrs.field(default=0, validator=_retries)
+    """Retries after a failed attempt of ``mutation_fn`` (0, the default: fail at once), or
+    ``retry(failure_count, error) -> bool`` (``failure_count``: failures before this one)."""
+    retry_delay: RetryDelaySpec | None = attrs.field(default=None, validator=_retry_delay)
+    """Seconds before a retry (a number, a function of the 0-based retry number, or of
+    ``(failure_count, error)``); ``None``: the client's ``retry_delay``."""
     is_async: bool = attrs.field(init=False, repr=False, eq=False)
     """Whether ``mutation_fn`` is awaited (True) or run in a worker thread."""
+    retry_rule: RetryRule = attrs.field(init=False, repr=False, eq=False)
+    """``retry`` and ``retry_delay`` compiled (a function's arity decided once)."""
 
     @mutation_fn.validator
     def _check_mutation_fn(self, _attribute: object, value: object) -> None:
@@ -130,6 +135,7 @@ class MutationOptions(Generic[T, V]):
 
     def __attrs_post_init__(self) -> None:
         object.__setattr__(self, "is_async", is_async_callable(self.mutation_fn))
+        object.__setattr__(self, "retry_rule", RetryRule.of(self.retry, self.retry_delay))
 
 
 MutationListener = Callable[[MutationState[Any]], object]
@@ -158,11 +164,11 @@ class Mutation(Generic[T, V]):
         *,
         owners: QueryOwners,
         clock: Clock,
-        default_retry_delay: RetryDelay,
+        default_retry_delay: DelayFn | None,
     ) -> None:
         self._owners = owners
         self._clock = clock
-        self._default_retry_delay = default_retry_delay
+        self._default_retry_delay = default_retry_delay or delay_function(library_retry_delay)
         self.options = options
         self._state: MutationState[T] = _IDLE
         self._listeners: list[MutationListener] = []
@@ -249,20 +255,27 @@ class Mutation(Generic[T, V]):
         return data
 
     async def _attempts(self, call: _Call[T], variables: V) -> Any:
-        options = self.options
+        rule = self.options.retry_rule
+        assert rule.should_retry is not None  # retry is never None for a mutation
+        attempts = 0
+
+        def attempt() -> Any:
+            nonlocal attempts
+            attempts += 1
+            return self._attempt(variables)
 
         def failed_attempt(failures: int, _error: Exception) -> None:
             call.failures = failures
             self._set(call.id, attrs.evolve(call.pending, failure_count=failures))
 
         ok, result = await call_with_retries(
-            lambda: self._attempt(variables),
-            retries=options.retry,
-            delay=lambda n: retry_delay(options.retry_delay, self._default_retry_delay, n),
+            attempt,
+            should_retry=rule.should_retry,
+            delay=rule.delay or self._default_retry_delay,
             on_failed_attempt=failed_attempt,
         )
         if not ok:
-            call.failures = options.retry + 1
+            call.failures = attempts
             assert isinstance(result, Exception)
             raise result
         return result

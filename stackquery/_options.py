@@ -17,8 +17,10 @@ from actors import RestartIntensity
 from backends import RedisClient
 
 from ._errors import InvalidOptionError
+from ._freshness import check_jitter, check_seed, number_or_function
 from ._keys import QueryKey, canonical_key
 from ._retry import default_retry_delay
+from ._retry_policy import RetryDelaySpec, RetryPolicy, RetryRule, check_retry, delay_arity
 from .serializers import as_serializer
 
 T = TypeVar("T")
@@ -77,13 +79,7 @@ def _seconds(
 
 
 def _retries(*, allow_none: bool) -> Any:
-    def check(_instance: object, _attribute: object, value: Any) -> None:
-        if value is None and allow_none:
-            return
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise InvalidOptionError(f"retry must be an int >= 0, got {value!r}")
-
-    return check
+    return check_retry(allow_none=allow_none)
 
 
 _retry_count = _retries(allow_none=True)
@@ -126,7 +122,10 @@ def _delays(*, allow_none: bool) -> Any:
     )
 
     def check(instance: object, attribute: object, value: Any) -> None:
-        if (value is None and allow_none) or callable(value):
+        if value is None and allow_none:
+            return
+        if callable(value):
+            delay_arity(value)  # a function of the wrong shape: TypeError now, not at a retry
             return
         seconds(instance, attribute, value)
 
@@ -391,20 +390,31 @@ class QueryClientConfig:
     Raises (at construction):
         InvalidOptionError: a setting of the wrong type or out of range (a
             negative, NaN or, where it would hang or overflow, infinite time; a
-            ``storage`` that is not a store; a ``key_prefix`` that is not text
-            ...); the message names the setting and, when there is one, the fix.
+            ``storage`` that is not a store; a ``key_prefix`` that is not text,
+            a ``jitter`` outside [0, 1) ...); the message names the setting and,
+            when there is one, the fix.
+        TypeError: a ``retry``, ``retry_delay`` or ``stale_time`` function of the
+            wrong shape (see :mod:`stackquery._retry_policy`).
     """
 
-    stale_time: float = attrs.field(default=0.0, validator=_seconds("stale_time", allow_none=False))
-    """Seconds data stays fresh after it was fetched; ``math.inf``: never stale."""
+    stale_time: float | Callable[[Any], float] = attrs.field(
+        default=0.0,
+        validator=number_or_function(
+            "stale_time", _seconds("stale_time", allow_none=False), "data"
+        ),
+    )
+    """Seconds data stays fresh after it was fetched; ``math.inf``: never stale; or
+    ``stale_time(data) -> float``, computed when data lands."""
     gc_time: float = attrs.field(default=300.0, validator=_seconds("gc_time", allow_none=False))
     """Seconds an unobserved key stays in L1 after its last use; ``math.inf``: forever."""
-    retry: int = attrs.field(default=3, validator=_retries(allow_none=False))
-    """Retries after a failed attempt of ``query_fn`` (0: fail at once)."""
-    retry_delay: Callable[[int], float] | float = attrs.field(
+    retry: RetryPolicy = attrs.field(default=3, validator=_retries(allow_none=False))
+    """Retries after a failed attempt of ``query_fn`` (0: fail at once), or
+    ``retry(failure_count, error) -> bool`` (``failure_count``: failures before this one)."""
+    retry_delay: RetryDelaySpec = attrs.field(
         default=default_retry_delay, validator=_delays(allow_none=False)
     )
-    """Seconds before a retry: a number, or a function of the 0-based retry number."""
+    """Seconds before a retry: a number, or a function of the 0-based retry number
+    (``failure_count``), or of ``(failure_count, error)``."""
     storage: Any = attrs.field(default=None, validator=_check_storage)
     """The L2 store (a ``backends.StorageBackend``: async ``get``, ``set``, ``delete``),
     or ``None`` for L1 only.  Its entries expire with each key's ``gc_time`` unless
@@ -465,6 +475,17 @@ class QueryClientConfig:
     invalidate / refetch / remove by prefix.  Created owner-only (0600) when the client
     opens, removed when it closes; ``None`` (the default): no endpoint."""
 
+    jitter: float = attrs.field(default=0.0, validator=check_jitter(allow_none=False))
+    """Spread of each fresh period (and ``@bg`` interval): ``0.1`` draws it uniformly
+    within ±10% of ``stale_time``, so keys filled together do not go stale together."""
+    seed: int | None = attrs.field(default=None, validator=check_seed)
+    """Seed of the client's own ``random.Random`` (jitter draws); ``None``: from the OS."""
+    retry_rule: RetryRule = attrs.field(init=False, repr=False, eq=False)
+    """``retry`` and ``retry_delay`` compiled (a function's arity decided once)."""
+
+    def __attrs_post_init__(self) -> None:
+        object.__setattr__(self, "retry_rule", RetryRule.of(self.retry, self.retry_delay))
+
     @storage_ttl.validator
     def _check_storage_ttl(self, attribute: object, value: Any) -> None:
         if value is not UNSET:
@@ -484,33 +505,46 @@ class QueryOptions(Generic[T]):
 
     Raises (at construction):
         InvalidKeyError: ``query_key`` is not a valid key.
-        TypeError: ``query_fn`` or a callback is not callable, or ``query_fn``
-            requires arguments (it is called with none; a callable whose
-            signature cannot be read is accepted).
+        TypeError: ``query_fn``, a callback or ``cache_if`` is not callable, or
+            ``query_fn`` requires arguments (it is called with none; a callable
+            whose signature cannot be read is accepted); a ``retry`` function
+            that does not take ``(failure_count, error)``, a ``retry_delay``
+            function taking neither ``(failure_count)`` nor ``(failure_count,
+            error)``, a ``stale_time`` / ``refetch_interval`` function that does
+            not take one argument.
         InvalidOptionError: a time is negative or NaN (or an infinite
-            ``retry_delay``), ``retry`` is negative, a flag is not a ``bool``.
+            ``retry_delay``; a zero ``error_ttl``), ``retry`` is neither an int
+            >= 0 nor callable, ``jitter`` is outside [0, 1), a flag is not a ``bool``.
     """
 
     query_key: QueryKey = attrs.field()
     """The key, a tuple such as ``("user", 42)``."""
     query_fn: Callable[[], Any] = attrs.field(validator=_check_query_fn)
     """Loads the value: awaited if async, else run in a worker thread."""
-    stale_time: float | None = attrs.field(
-        default=None, validator=_seconds("stale_time", allow_none=True)
+    stale_time: float | Callable[[Any], float] | None = attrs.field(
+        default=None,
+        validator=number_or_function("stale_time", _seconds("stale_time", allow_none=True), "data"),
     )
+    """Seconds data stays fresh, or ``stale_time(data) -> float`` computed when data lands."""
     gc_time: float | None = attrs.field(
         default=None, validator=_seconds("gc_time", allow_none=True)
     )
-    retry: int | None = attrs.field(default=None, validator=_retry_count)
-    retry_delay: Callable[[int], float] | float | None = attrs.field(
-        default=None, validator=_retry_delay
-    )
+    retry: RetryPolicy | None = attrs.field(default=None, validator=_retry_count)
+    """Retries after a failed attempt, or ``retry(failure_count, error) -> bool``."""
+    retry_delay: RetryDelaySpec | None = attrs.field(default=None, validator=_retry_delay)
+    """Seconds before a retry: a number, ``f(failure_count)`` or ``f(failure_count, error)``."""
     enabled: bool = attrs.field(default=True, validator=_flag("enabled", allow_none=False))
     """``False``: observers never fetch by themselves (``fetch_query`` still does)."""
-    refetch_interval: float | None = attrs.field(
-        default=None, validator=_seconds("refetch_interval", allow_none=True, allow_zero=False)
+    refetch_interval: float | Callable[[Any], float | None] | None = attrs.field(
+        default=None,
+        validator=number_or_function(
+            "refetch_interval",
+            _seconds("refetch_interval", allow_none=True, allow_zero=False),
+            "state",
+        ),
     )
-    """Seconds between refetches while the key has observers."""
+    """Seconds between refetches while the key has observers, or
+    ``refetch_interval(state) -> float | None`` (``None``: stop polling), asked at each tick."""
     select: Callable[[Any], Any] | None = attrs.field(
         default=None, validator=_optional_callable("select")
     )
@@ -552,9 +586,29 @@ class QueryOptions(Generic[T]):
     """Canonical JSON of the key: the L1 table's key and the L2 key's suffix."""
     is_async: bool = attrs.field(init=False, repr=False, eq=False)
     """Whether ``query_fn`` is awaited (True) or run in a worker thread."""
+    jitter: float | None = attrs.field(default=None, validator=check_jitter(allow_none=True))
+    """Spread of each fresh period, a fraction in [0, 1); ``None``: the client's."""
+    error_ttl: float | None = attrs.field(
+        default=None, validator=_seconds("error_ttl", allow_none=True, allow_zero=False)
+    )
+    """Seconds a failed fetch's error is remembered: a read in that window gets the error
+    (or the stale data) without an origin call; ``invalidate_queries`` forgets it."""
+    cache_if: Callable[[Any], object] | None = attrs.field(
+        default=None, validator=_optional_callable("cache_if")
+    )
+    """``cache_if(value)``: a fetched value it is false for goes to the fetch's waiters but is
+    not cached (not in L1, not in L2); ``None``: every value is cached."""
+    max_stale: float | None = attrs.field(
+        default=None, validator=_seconds("max_stale", allow_none=True)
+    )
+    """Seconds data may be served stale after it went stale (its computed, jittered stale
+    time counted); past it the caller waits for a new fetch.  ``None``: no such bound."""
+    retry_rule: RetryRule = attrs.field(init=False, repr=False, eq=False)
+    """``retry`` and ``retry_delay`` compiled (a function's arity decided once)."""
 
     def __attrs_post_init__(self) -> None:
         key, key_hash = canonical_key(self.query_key)
         object.__setattr__(self, "key", key)
         object.__setattr__(self, "key_hash", key_hash)
         object.__setattr__(self, "is_async", is_async_callable(self.query_fn))
+        object.__setattr__(self, "retry_rule", RetryRule.of(self.retry, self.retry_delay))

@@ -136,7 +136,8 @@ class QueryOwners:
 
         Raises:
             ClientClosedError: the client is closed.
-            Exception: whatever an ``initial_data`` factory raised.
+            Exception: whatever an ``initial_data`` factory raised; the key's last
+                error while ``error_ttl`` holds it (no data to serve, no fetch out).
         """
         registry = self.check_open()
         cache = self._cache
@@ -153,12 +154,27 @@ class QueryOwners:
             if cache.is_fresh(snap, options):  # fresh by another stale_time than the snapshot's
                 cache.hits[key_hash] = cache.use_bound
                 return True
-            if cold is None:  # else the read in flight refetches if it must
+            # No refetch while a cold read is out (it refetches if it must) or while
+            # error_ttl holds the last error (stale data is served, the origin spared).
+            if cold is None and cache.remembered_error(key_hash) is None:
                 registry.reserve(key_hash).claim_fetch(options)  # its publish records the use
+            else:
+                cache.hits[key_hash] = cache.use_bound  # a use all the same (gc counts from it)
             return False
         if cold is not None:
             return cold.reply
+        self.raise_remembered_error(key_hash)
         return registry.reserve(key_hash).claim_fetch(options)
+
+    def raise_remembered_error(self, key_hash: str) -> None:
+        """Raise the key's last error if ``error_ttl`` still holds it and no fetch is out.
+
+        Raises:
+            BaseException: that error (the same object every caller in the window gets).
+        """
+        error = self._cache.remembered_error(key_hash)
+        if error is not None and not self.is_fetching(key_hash):
+            raise error
 
     async def wait_cold(self, cold: ColdRead) -> Any:
         """Await a cold read :meth:`serve_or_claim` handed out; see ``ColdReads.wait``."""
@@ -179,7 +195,9 @@ class QueryOwners:
             snap = cache.create(options)
         # A key read from L2 by a caller is being fetched already.
         fetched = self._cold_reads is not None and self._cold_reads.get(key_hash) is not None
-        if not fetched and (snap is None or not cache.is_fresh(snap, options)):
+        if fetched or cache.remembered_error(key_hash) is not None:
+            return  # being fetched, or error_ttl spares the origin
+        if snap is None or not cache.is_fresh(snap, options):
             registry.reserve(key_hash).claim_fetch(options)
 
     def claim(self, options: QueryOptions[Any]) -> Reply[Any]:

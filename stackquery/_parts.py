@@ -248,6 +248,7 @@ class ClientParts:
             passivations=reg.passivations if reg else 0,
             restarts=sup.restarts if sup else 0,
             timers=self.cache.timer_count,
+            freshness_errors=self.cache.freshness.errors,
         )
 
 

@@ -54,8 +54,8 @@ from ._messages import (
 )
 from ._options import QueryClientConfig, QueryOptions
 from ._query_cache import QueryCache
-from ._query_fn import call_query_fn, run_callbacks
-from ._retry import call_with_retries, retry_delay
+from ._query_fn import cacheable, call_query_fn, run_callbacks
+from ._retry import call_with_retries
 from .fleet._leases import Lease, Leases
 
 
@@ -171,12 +171,16 @@ class QueryActor:
         opts = observer.options
         self.options = opts
         # A caller's cold L2 read of the key is its fetch: it hands over when it lands.
-        if opts.enabled and not self._cache.is_fresh_for(opts) and not self._cold_read_out():
+        if (
+            opts.enabled
+            and not self._cache.is_fresh_for(opts)
+            and not self._cold_read_out()
+            and self._cache.remembered_error(opts.key_hash) is None
+        ):
             self.claim_fetch(opts)
-        if opts.refetch_interval is not None and opts.enabled:
-            self._next_refetch_at = min(
-                self._next_refetch_at, trio.current_time() + opts.refetch_interval
-            )
+        interval = self._cache.refetch_interval(opts) if opts.enabled else None
+        if interval is not None:
+            self._next_refetch_at = min(self._next_refetch_at, trio.current_time() + interval)
         self._wake()
 
     def after_cold_read(self) -> None:
@@ -392,11 +396,12 @@ class QueryActor:
                 self.claim_fetch(opts)
 
     def _on_refetch_interval(self) -> None:
-        intervals = [
-            o.options.refetch_interval
+        asked = [
+            self._cache.refetch_interval(o.options)
             for o in self.observers
             if o.options.enabled and o.options.refetch_interval is not None
         ]
+        intervals = [interval for interval in asked if interval is not None]
         if not intervals:
             self._next_refetch_at = math.inf
             return
@@ -405,6 +410,22 @@ class QueryActor:
             opts = self.observed_options()
             if opts is not None:
                 self.claim_fetch(opts)
+
+    def _resume_polling(self) -> None:
+        """Data landed while no observer polls: a ``refetch_interval`` function may want to again.
+
+        (A number never stops polling; a function that said ``None`` is asked again here.)
+        """
+        if self._next_refetch_at != math.inf or not self.observers:
+            return
+        for observer in self.observers:
+            opts = observer.options
+            if opts.enabled and callable(opts.refetch_interval):
+                interval = self._cache.refetch_interval(opts)
+                if interval is not None:
+                    self._next_refetch_at = min(
+                        self._next_refetch_at, trio.current_time() + interval
+                    )
 
     def notify(self) -> None:
         """Tell every observer the key's current state; an observer never raises."""
@@ -512,7 +533,8 @@ class QueryActor:
         if snap is None:
             snap = cache.create(fetch.options)
         now = trio.current_time()
-        if ok:
+        kept = ok and cacheable(fetch.options, result)
+        if kept:
             snap = cache.with_data(snap, result, fetch.options, updated_at=now)
             if fetch.invalidated:
                 snap = _state.invalidated(snap, now=now)
@@ -520,15 +542,31 @@ class QueryActor:
             if lease is None:
                 self._persist(snap)
             fetch.reply.set_value(result)
+        elif ok:  # cache_if refused it: the waiters get it, L1 and L2 do not
+            cache.publish(_state.idle(snap, now=now))
+            fetch.reply.set_value(result)
         else:
-            cache.publish(_state.failed(snap, result, now=now, now_wall=cache.clock.wall(now)))
+            cache.publish(self._failed(fetch, snap, result, now))
             fetch.reply.set_error(result)
         self.notify()
         run_callbacks(fetch.options, ok, result)
+        self._resume_polling()
         self._claim_refetch_after()
         self._wake()
         if lease is not None:
-            await self._end_lease(lease, snap if ok else None)
+            await self._end_lease(lease, snap if kept else None)
+
+    def _failed(
+        self, fetch: _Fetch, snap: _state.Snapshot, error: Any, now: float
+    ) -> _state.Snapshot:
+        """The key after its fetch failed for good; the error remembered for ``error_ttl``
+        (unless the key was invalidated meanwhile: then the next read asks again)."""
+        cache = self._cache
+        snap = _state.failed(snap, error, now=now, now_wall=cache.clock.wall(now))
+        error_ttl = fetch.options.error_ttl
+        if error_ttl is not None and not fetch.invalidated:
+            snap = _state.error_remembered(snap, until=now + error_ttl)
+        return snap
 
     def _claim_refetch_after(self) -> None:
         """The fetch that was in flight when the key was invalidated ended: refetch if observed."""
@@ -630,8 +668,8 @@ class QueryActor:
 
     async def _attempts(self, fetch: _Fetch) -> tuple[bool, Any]:
         options = fetch.options
-        config = self._config
-        retries = options.retry if options.retry is not None else config.retry
+        rule = options.retry_rule.over(self._config.retry_rule)
+        assert rule.should_retry is not None and rule.delay is not None  # the config has both
 
         def failed_attempt(_failures: int, _error: Exception) -> None:
             snap = self._cache.get(self.key_hash)
@@ -640,8 +678,8 @@ class QueryActor:
 
         return await call_with_retries(
             lambda: call_query_fn(options),
-            retries=retries,
-            delay=lambda n: retry_delay(options.retry_delay, config.retry_delay, n),
+            should_retry=rule.should_retry,
+            delay=rule.delay,
             on_failed_attempt=failed_attempt,
         )
 

@@ -27,9 +27,10 @@ from . import _state
 from ._clock import Clock
 from ._errors import ClientClosedError
 from ._events import CacheEventType, EventHub
+from ._freshness import Freshness
 from ._keys import QueryKey, hash_matches, key_from_hash, prefix_hash
 from ._options import UNSET, QueryClientConfig, QueryOptions
-from ._state import QueryState, Snapshot
+from ._state import QueryState, Snapshot, StaleTime
 from ._timers import KeyTimers
 
 USE_CLOCK_RESOLUTION = 1.0
@@ -74,6 +75,8 @@ class QueryCache:
         """Timer entries of dropped keys, still in the heap (see :meth:`drop`)."""
         self._clock: Clock | None = None
         self._is_busy: Callable[[str], bool] = _never_busy
+        self.freshness = Freshness(config.stale_time, config.jitter, config.seed)
+        """Fresh periods computed and jittered when data lands; the client's random source."""
 
     def open(self, clock: Clock, is_busy: Callable[[str], bool]) -> None:
         """Start keeping time with ``clock``; ``is_busy(key_hash)`` keeps a key from gc."""
@@ -147,12 +150,36 @@ class QueryCache:
 
     # -- freshness -------------------------------------------------------------------
 
-    def resolve_stale_time(self, stale_time: float | None) -> float:
+    def resolve_stale_time(self, stale_time: Any) -> Any:
         """A query's ``stale_time``, or the client's when the query leaves it ``None``."""
         return self.config.stale_time if stale_time is None else stale_time
 
+    def fresh_period(self, stale_time: Any, data: Any, jitter: float | None) -> float:
+        """Seconds ``data`` stays fresh (see :meth:`Freshness.fresh_period`); never raises."""
+        return self.freshness.fresh_period(stale_time, data, jitter)
+
+    def refetch_interval(self, options: QueryOptions[Any]) -> float | None:
+        """Seconds to the next refetch of an observed key, or ``None`` (see
+        :meth:`Freshness.refetch_interval`: a function is asked with the key's state)."""
+        interval = options.refetch_interval
+        if not callable(interval):
+            return interval
+        return self.freshness.refetch_interval(interval, self.state(options.key_hash))
+
+    def remembered_error(self, key_hash: str) -> BaseException | None:
+        """The key's last error while ``error_ttl`` still holds it, else ``None``."""
+        snap = self.snapshots.get(key_hash)
+        failure = snap.failure if snap is not None else None
+        if failure is None or failure.error is None or failure.error_until == -math.inf:
+            return None
+        return failure.error if trio.current_time() < failure.error_until else None
+
     def is_fresh(self, snap: Snapshot, options: QueryOptions[Any]) -> bool:
-        """Whether ``snap`` is fresh for a query with ``options`` (its own ``stale_time``)."""
+        """Whether ``snap`` is fresh for a query with ``options`` (its own ``stale_time``).
+
+        Judged by another ``stale_time`` than the snapshot's, a ``stale_time`` function
+        runs now, on the data (without jitter).
+        """
         if snap.stale_time == options.stale_time:
             return snap.fresh
         state = snap.state
@@ -160,7 +187,7 @@ class QueryCache:
             return False
         assert state.data_updated_at is not None
         updated = self.clock.from_wall(state.data_updated_at)
-        return updated + self.resolve_stale_time(options.stale_time) > trio.current_time()
+        return updated + self.fresh_period(options.stale_time, snap.data, 0.0) > trio.current_time()
 
     def is_fresh_for(self, options: QueryOptions[Any]) -> bool:
         """Whether the table holds fresh data for ``options``."""
@@ -168,10 +195,18 @@ class QueryCache:
         return snap is not None and self.is_fresh(snap, options)
 
     def too_old(self, snap: Snapshot, options: QueryOptions[Any]) -> bool:
-        """Whether the key's data is past the query's ``max_age`` (then it is never served)."""
+        """Whether the key's data is past the query's ``max_age`` or ``max_stale`` (then it is
+        never served)."""
         max_age = options.max_age
         updated = snap.data_updated_at
-        if max_age is None or updated is None:
+        if updated is None:
+            return False
+        if (
+            options.max_stale is not None
+            and snap.stale_at + options.max_stale <= trio.current_time()
+        ):
+            return True
+        if max_age is None:
             return False
         return self.clock.from_wall(updated) + max_age <= trio.current_time()
 
@@ -206,7 +241,7 @@ class QueryCache:
         self,
         key_hash: str,
         *,
-        stale_time: float | None = None,
+        stale_time: StaleTime | None = None,
         gc_time: float | None = None,
     ) -> Snapshot:
         """Put a new, empty key in the table, making room first under ``max_queries``."""
@@ -228,11 +263,18 @@ class QueryCache:
     def with_data(
         self, snap: Snapshot, data: Any, options: QueryOptions[Any] | None, *, updated_at: float
     ) -> Snapshot:
-        """``snap`` holding ``data`` fetched or set at trio time ``updated_at``; not published."""
+        """``snap`` holding ``data`` fetched or set at trio time ``updated_at``; not published.
+
+        The fresh period is computed here, once per landing (see :meth:`fresh_period`).
+        """
         stale_time = options.stale_time if options is not None else None
         gc_time = (
             options.gc_time if options is not None and options.gc_time is not None else snap.gc_time
         )
+        period = self.fresh_period(stale_time, data, options.jitter if options else None)
+        if options is not None and options.max_stale is not None:
+            # Kept (in L1, and in L2 whose TTL is gc_time) while it may be served.
+            gc_time = max(gc_time, period + options.max_stale)
         if gc_time != snap.gc_time:
             snap = _state.evolve(snap, gc_time=gc_time)
         return _state.with_data(
@@ -241,7 +283,7 @@ class QueryCache:
             updated_at_wall=self.clock.wall(updated_at),
             updated_at=updated_at,
             stale_time=stale_time,
-            resolved_stale_time=self.resolve_stale_time(stale_time),
+            resolved_stale_time=period,
             now=trio.current_time(),
         )
 

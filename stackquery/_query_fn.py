@@ -69,3 +69,18 @@ def run_callbacks(options: QueryOptions[Any], ok: bool, result: Any) -> None:
 
 
 __all__ = ["call_query_fn", "run_callbacks"]
+
+
+def cacheable(options: QueryOptions[Any], value: Any) -> bool:
+    """Whether a fetched ``value`` is cached: ``options.cache_if(value)`` is true (or unset).
+
+    A ``cache_if`` that raises is logged and the value is not cached.
+    """
+    keep = options.cache_if
+    if keep is None:
+        return True
+    try:
+        return bool(keep(value))
+    except Exception:
+        logger.exception("cache_if of %r raised; the value is not cached", options.query_key)
+        return False

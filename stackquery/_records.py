@@ -24,6 +24,9 @@ class ClientStatistics:
     restarts: int
     timers: int
     """Pending staleness and gc timers."""
+    freshness_errors: int = 0
+    """Calls of a ``stale_time`` / ``refetch_interval`` / ``@cache`` ``ttl`` function that
+    raised or returned no valid number of seconds (logged; the data was stale at once)."""
 
 
 @attrs.frozen

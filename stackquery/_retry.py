@@ -12,7 +12,6 @@ the fleet and ``bg.read`` all take their waits from here.
 from __future__ import annotations
 
 import contextlib
-import math
 import random
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -21,6 +20,7 @@ import attrs
 import trio
 
 from ._errors import InvalidOptionError
+from ._retry_policy import RetryPredicate, decide_retry
 
 T = TypeVar("T")
 
@@ -37,66 +37,47 @@ def default_retry_delay(attempt: int) -> float:
     return min(2.0**attempt, 30.0) * (0.5 + random.random() / 2)
 
 
-def retry_delay(delay: RetryDelay | None, default: RetryDelay, attempt: int) -> float:
-    """Seconds before retry number ``attempt``: ``delay`` if given, else ``default``.
-
-    Raises:
-        InvalidOptionError: the ``retry_delay`` function raised, or returned
-            something else than a finite number of seconds >= 0.
-    """
-    chosen = default if delay is None else delay
-    if not callable(chosen):
-        return float(chosen)  # a number, checked when the options were made
-    try:
-        seconds = chosen(attempt)
-    except Exception as exc:
-        raise InvalidOptionError(
-            f"retry_delay({attempt}) raised {type(exc).__name__}: {exc}"
-        ) from exc
-    if (
-        isinstance(seconds, bool)
-        or not isinstance(seconds, int | float)
-        or not 0 <= seconds < math.inf  # NaN fails too
-    ):
-        raise InvalidOptionError(
-            f"retry_delay({attempt}) returned {seconds!r}: must be a finite number of seconds >= 0"
-        )
-    return float(seconds)
-
-
 async def call_with_retries(
     attempt: Callable[[], Awaitable[T]],
     *,
-    retries: int,
-    delay: Callable[[int], float],
+    should_retry: RetryPredicate,
+    delay: Callable[[int, Exception], float],
     on_failed_attempt: Callable[[int, Exception], object] | None = None,
 ) -> tuple[bool, T | Exception]:
-    """Call ``attempt`` until it returns, at most ``retries`` + 1 times.
+    """Call ``attempt`` until it returns or ``should_retry`` says to stop.
 
-    Between two attempts it calls ``on_failed_attempt(failures, error)`` and
-    sleeps ``delay(retry_number)``.  Returns ``(True, value)``, or
-    ``(False, error)`` with the last attempt's error (or the error ``delay``
-    raised: then no further attempt is made).  Cancellation is not
-    an error: it propagates at once, and no further attempt is made.
+    After a failed attempt it asks ``should_retry(failure_count, error)``
+    (``failure_count``: failed attempts before this one, 0 at the first);
+    to go on it calls ``on_failed_attempt(failures, error)`` and sleeps
+    ``delay(failure_count, error)``.  Returns ``(True, value)``, or
+    ``(False, error)`` with the last attempt's error, or the error
+    ``should_retry`` or ``delay`` raised (then no further attempt is made;
+    ``delay``'s error gets the attempt's error as its cause if it has none).
+    Cancellation is not an error: it propagates at once, and no further
+    attempt is made.
     """
-    retry_number = 0
+    failure_count = 0
     while True:
         try:
             return True, await attempt()
         except Exception as exc:
             error: Exception = exc
-        if retry_number >= retries:
+        try:
+            again = decide_retry(should_retry, failure_count, error)
+        except InvalidOptionError as exc:  # the predicate raised: no retry, its error ends the call
+            return False, exc
+        if not again:
             return False, error
         if on_failed_attempt is not None:
-            on_failed_attempt(retry_number + 1, error)
+            on_failed_attempt(failure_count + 1, error)
         try:
-            seconds = delay(retry_number)
+            seconds = delay(failure_count, error)
         except Exception as exc:  # no delay, no retry: this error ends the call
             if exc.__cause__ is None:
                 exc.__cause__ = error
             return False, exc
         await trio.sleep(seconds)
-        retry_number += 1
+        failure_count += 1
 
 
 @attrs.define
@@ -140,4 +121,4 @@ class Backoff:
         self._failures = 0
 
 
-__all__ = ["Backoff", "RetryDelay", "call_with_retries", "default_retry_delay", "retry_delay"]
+__all__ = ["Backoff", "RetryDelay", "call_with_retries", "default_retry_delay"]

@@ -19,6 +19,9 @@ from ._keys import QueryKey, key_from_hash
 
 T = TypeVar("T")
 
+StaleTime = float | Callable[[Any], float]
+"""A ``stale_time``: seconds, or ``stale_time(data) -> float``."""
+
 
 class QueryStatus(enum.Enum):
     """Whether a key has data, an error, or neither yet."""
@@ -83,6 +86,9 @@ class Failure:
     """Failed attempts since the last success."""
     error_count: int = 0
     """Fetches that failed for good since the key entered L1 (kept through successes)."""
+    error_until: float = -math.inf
+    """Trio time until which reads get ``error`` without an origin call (``error_ttl``);
+    ``-inf``: not remembered (a success or an invalidation forgets it)."""
 
 
 NOT_FRESH: Final = object()
@@ -116,7 +122,7 @@ class Snapshot:
     ``stale_time``): the ``stale_time`` object it was judged with, else
     :data:`NOT_FRESH`.  So the fresh-hit test is one identity comparison
     with the caller's ``stale_time``."""
-    stale_time: float | None = None
+    stale_time: StaleTime | None = None
     """The option the freshness was judged with (``None``: the client's)."""
     stale_at: float = -math.inf
     """Trio time the data goes stale (``inf``: never; ``-inf``: no data)."""
@@ -205,7 +211,7 @@ evolve = _make_evolve()
 
 
 def empty_snapshot(
-    key_hash: str, *, stale_time: float | None, gc_time: float, now: float
+    key_hash: str, *, stale_time: StaleTime | None, gc_time: float, now: float
 ) -> Snapshot:
     """A key with no data and no fetch yet."""
     return Snapshot(
@@ -219,7 +225,7 @@ def with_data(
     *,
     updated_at_wall: float,
     updated_at: float,
-    stale_time: float | None,
+    stale_time: StaleTime | None,
     resolved_stale_time: float,
     now: float,
 ) -> Snapshot:
@@ -230,7 +236,7 @@ def with_data(
         failure = (
             None
             if failure.error_updated_at is None
-            else Failure(None, failure.error_updated_at, 0, failure.error_count)
+            else Failure(error_updated_at=failure.error_updated_at, error_count=failure.error_count)
         )
     return evolve(
         snap,
@@ -274,15 +280,27 @@ def failed(snap: Snapshot, error: BaseException, *, now: float, now_wall: float)
         snap,
         status=QueryStatus.ERROR,
         fetch_status=FetchStatus.IDLE,
-        failure=Failure(error, now_wall, snap.fetch_failure_count + 1, snap.error_count + 1),
+        failure=Failure(
+            error=error,
+            error_updated_at=now_wall,
+            fetch_failure_count=snap.fetch_failure_count + 1,
+            error_count=snap.error_count + 1,
+        ),
         fresh_for=NOT_FRESH,
         collect_at=now + snap.gc_time,
     )
 
 
 def invalidated(snap: Snapshot, *, now: float) -> Snapshot:
-    """The key's data must be refetched before it counts as fresh again."""
-    return evolve(snap, is_invalidated=True, fresh_for=NOT_FRESH, collect_at=now + snap.gc_time)
+    """The key's data must be refetched before it counts as fresh again (a remembered
+    error is forgotten: the next read asks the origin)."""
+    return evolve(
+        snap,
+        is_invalidated=True,
+        fresh_for=NOT_FRESH,
+        collect_at=now + snap.gc_time,
+        failure=error_forgotten(snap.failure),
+    )
 
 
 def went_stale(snap: Snapshot) -> Snapshot:
@@ -310,3 +328,25 @@ def restored(snap: Snapshot, previous: Snapshot, *, now: float) -> Snapshot:
         stale_at=previous.stale_at,
         collect_at=now + snap.gc_time,
     )
+
+
+def error_remembered(snap: Snapshot, *, until: float) -> Snapshot:
+    """The key's last error stands until trio time ``until`` (``error_ttl``): reads get it
+    without an origin call.  The key stays in L1 at least that long: ``gc_time`` grows so
+    that its last use (``collect_at - gc_time``) plus ``gc_time`` reaches ``until``, and
+    later uses keep it at least that long too."""
+    failure = snap.failure or Failure()
+    used_at = snap.collect_at - snap.gc_time
+    return evolve(
+        snap,
+        failure=attrs.evolve(failure, error_until=until),
+        gc_time=max(snap.gc_time, until - used_at),
+        collect_at=max(snap.collect_at, until),
+    )
+
+
+def error_forgotten(failure: Failure | None) -> Failure | None:
+    """``failure`` with its error no longer remembered (the same object if it was not)."""
+    if failure is None or failure.error_until == -math.inf:
+        return failure
+    return attrs.evolve(failure, error_until=-math.inf)

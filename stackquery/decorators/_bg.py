@@ -24,6 +24,7 @@ from typing import Any, Protocol, TypeVar, cast, final, overload
 from .._client import QueryClient
 from .._errors import InvalidOptionError
 from .._options import QueryClientConfig
+from .._retry_policy import RetryPolicy
 from ..metrics._collector import MetricsCollector
 from ..serializers import as_serializer
 from ..serializers import json as json_serializer
@@ -61,6 +62,8 @@ class BgDecorator:
         on_error: ErrorHandler | None = None,
         run_immediately: bool = True,
         client: QueryClient | None = None,
+        retry: RetryPolicy | None = None,
+        jitter: float | None = None,
     ) -> BackgroundDecorator:
         """Keep a no-argument function's value fresh by calling it every ``interval`` seconds.
 
@@ -89,19 +92,36 @@ class BgDecorator:
                 value itself).
             client: the client to run on (default: the context's, else the
                 run's default client).
+            retry: retries after a failed refresh (an int), or
+                ``retry(failure_count, error) -> bool``; ``None``: the client's.
+            jitter: spread of each pause between refreshes, a fraction in
+                [0, 1): ``0.1`` makes it ``interval`` ±10%; ``None``: the client's.
 
         Raises:
             InvalidOptionError: ``interval`` is not > 0, ``ttl`` is negative,
-                ``key`` is empty, or both ``store`` and ``client`` are given.
+                ``key`` is empty, ``jitter`` is outside [0, 1), ``retry`` is
+                neither an int >= 0 nor callable, or both ``store`` and
+                ``client`` are given.
             TypeError: ``key`` is not a ``str``; the decorated object takes
-                arguments or is not callable; ``on_error`` is not callable.
+                arguments or is not callable; ``on_error`` is not callable; a
+                ``retry`` function of the wrong arity.
 
         A call raises :class:`BgKeyConflictError` when another function runs
         the same key in the client, and the first load's error when there is
         no value to serve.
         """
         config = BgConfig.checked(
-            "bg", interval, key, ttl, store, metrics, on_error, run_immediately, client
+            "bg",
+            interval,
+            key,
+            ttl,
+            store,
+            metrics,
+            on_error,
+            run_immediately,
+            client,
+            retry,
+            jitter,
         )
 
         def decorate(func: Callable[[], Any]) -> BackgroundFunction[Any]:
@@ -120,6 +140,8 @@ class BgDecorator:
         metrics: MetricsCollector | None = None,
         on_error: ErrorHandler | None = None,
         run_immediately: bool = True,
+        retry: RetryPolicy | None = None,
+        jitter: float | None = None,
     ) -> BackgroundDecorator:
         """The writer of a value shared through ``store``: ``@bg`` whose every refresh lands there.
 
@@ -138,6 +160,8 @@ class BgDecorator:
             metrics=metrics,
             on_error=on_error,
             run_immediately=run_immediately,
+            retry=retry,
+            jitter=jitter,
         )
 
     def read(

@@ -14,12 +14,14 @@ import trio
 
 from .._client import QueryClient
 from .._errors import ClientClosedError, InvalidOptionError, StackqueryError
+from .._freshness import jittered
 from .._observer import QueryObserver
 from .._options import QueryOptions
 from .._state import QueryStatus
 from ..metrics._collector import MetricsCollector
 from ._bg_reader import StoreRead
 from ._origin import origin_call
+from ._origin_protection import OriginProtection
 from ._run_clients import ClientChoice
 
 R_co = TypeVar("R_co", covariant=True)
@@ -63,6 +65,8 @@ class BgConfig:
     metrics: MetricsCollector | None
     on_error: ErrorHandler | None
     run_immediately: bool
+    origin: OriginProtection = attrs.field(factory=OriginProtection)
+    """``retry`` (passed on to the query) and ``jitter`` (of the interval)."""
 
     @classmethod
     def checked(
@@ -76,12 +80,16 @@ class BgConfig:
         on_error: ErrorHandler | None,
         run_immediately: bool,
         client: QueryClient | None,
+        retry: object = None,
+        jitter: object = None,
     ) -> BgConfig:
         """Validate the arguments of ``bg(...)`` / ``bg.read(...)`` (``who`` names it in errors).
 
         Raises:
-            InvalidOptionError: a bad interval, key or ttl; store and client both given.
-            TypeError: a key that is not a str; a bad client, metrics or on_error.
+            InvalidOptionError: a bad interval, key, ttl, retry or jitter; store and
+                client both given.
+            TypeError: a key that is not a str; a bad client, metrics or on_error; a
+                ``retry`` function of the wrong arity.
         """
         if isinstance(interval, bool) or not isinstance(interval, int | float):
             raise InvalidOptionError(
@@ -113,6 +121,7 @@ class BgConfig:
             metrics=metrics,
             on_error=on_error,
             run_immediately=bool(run_immediately),
+            origin=OriginProtection.checked(who, retry, jitter),
         )
 
 
@@ -137,6 +146,7 @@ class Background:
             on_error=self._report_error,
             # A reader's poll is one GET: cheaper than a fleet-wide lease.
             single_flight=False if isinstance(func, StoreRead) else None,
+            retry=config.origin.retry,
         )
         self.resolve = config.choice.resolver()
         self.running_in: QueryClient | None = None
@@ -244,14 +254,20 @@ class Background:
             async with trio.open_nursery() as nursery:
                 if isinstance(self.func, StoreRead):
                     nursery.start_soon(self.func.follow_messages, observer)
-                await self._refresh_every_interval(observer)
+                await self._refresh_every_interval(client, observer)
         finally:
             if self.running_in is client:
                 self.running_in = None  # a closed client is not kept alive by us
 
-    async def _refresh_every_interval(self, observer: QueryObserver[Any]) -> None:
+    async def _refresh_every_interval(
+        self, client: QueryClient, observer: QueryObserver[Any]
+    ) -> None:
         interval = self.config.interval
         metrics = self.config.metrics
+        jitter = self.config.origin.jitter
+        if jitter is None:
+            jitter = client.config.jitter
+        rng = client.cache.freshness.random
         if not self.config.run_immediately:
             await trio.sleep(interval)
         while True:
@@ -260,7 +276,9 @@ class Background:
             if metrics is not None:
                 ok = state.status is QueryStatus.SUCCESS
                 metrics.record_background_refresh(self.name, ok, trio.current_time() - start)
-            await trio.sleep_until(max(start + interval, trio.current_time()))
+            # Spread (jitter): loops started together do not hit the origin together.
+            pause = jittered(interval, jitter, rng)
+            await trio.sleep_until(max(start + pause, trio.current_time()))
 
     def _report_error(self, error: BaseException) -> None:
         if self.config.on_error is None:

@@ -1,9 +1,10 @@
 """``@cache``: memoize an async or sync function on a query client.
 
 Each call maps to one query of the client: key ``("fn", <module.qualname>,
-*parts)`` where the parts come from the key template, ``stale_time=ttl``,
-``max_age=ttl + stale`` (past it the caller waits for a new value) and
-``gc_time=ttl + stale`` (which is also the L2 entry's TTL).  The client does
+*parts)`` where the parts come from the key template, ``stale_time=ttl``
+(a number or ``ttl(value)``), ``max_stale=stale`` (past it the caller waits
+for a new value) and ``gc_time=ttl + stale`` (which is also the L2 entry's
+TTL; the client's for a ``ttl`` function, raised to cover what it computes).  The client does
 the rest: one origin call for concurrent misses, stale-while-revalidate,
 retries, L2.
 
@@ -25,9 +26,11 @@ from typing import Any, ParamSpec, Protocol, TypeVar, overload
 from .._client import QueryClient
 from .._errors import InvalidOptionError
 from .._options import QueryOptions
+from .._retry_policy import RetryPolicy, accepts
 from ..metrics._collector import MetricsCollector
 from ._cached_calls import CachedCalls, namespace_of
 from ._key_template import KeyTemplate, KeyTemplateSpec
+from ._origin_protection import OriginProtection
 from ._run_clients import ClientChoice
 
 P = ParamSpec("P")
@@ -63,13 +66,17 @@ class CacheDecorator(Protocol):
 
 
 def cache(
-    ttl: float,
+    ttl: float | Callable[[Any], float],
     *,
     key: KeyTemplateSpec = None,
     stale: float = 0.0,
     store: Any = None,
     metrics: MetricsCollector | None = None,
     client: QueryClient | None = None,
+    retry: RetryPolicy | None = None,
+    jitter: float | None = None,
+    cache_if: Callable[[Any], object] | None = None,
+    error_ttl: float | None = None,
 ) -> CacheDecorator:
     """Cache an ``async def`` or plain ``def`` function's results on a query client.
 
@@ -92,7 +99,10 @@ def cache(
     (remove every entry of this function, and only of this function).
 
     Args:
-        ttl: seconds a value stays fresh (``math.inf``: forever).
+        ttl: seconds a value stays fresh (``math.inf``: forever), or
+            ``ttl(value) -> float`` computed when a value lands (one that raises
+            or returns no number of seconds >= 0 is logged and counted; that
+            value is then stale at once).
         key: ``None`` (the default) keys on every argument, after defaults;
             a template: ``"flags"`` (one key), ``"user:{}"`` (positional
             parameters in order), ``"order:{user_id}:{order_id}"``
@@ -111,22 +121,36 @@ def cache(
         client: the client to run on; by default the innermost client open
             in the calling context, else a client that lives for the rest of
             the ``trio.run``.
+        retry: retries after a failed call (an int), or ``retry(failure_count,
+            error) -> bool``; ``None``: the client's.
+        jitter: spread of each value's fresh period, a fraction in [0, 1):
+            ``0.1`` makes it ``ttl`` ±10%; ``None``: the client's.
+        cache_if: ``cache_if(value)``: a value it is false for is returned to
+            the callers that waited for it but not cached (neither in L1 nor
+            in the store): the next call calls the function again.
+        error_ttl: seconds a failed call's error is remembered: calls in that
+            window get it without calling the function (or get the stale
+            value while it may be served); ``invalidate`` forgets it.
 
     Raises:
-        InvalidOptionError: ``ttl`` or ``stale`` is negative, NaN or not a
-            number; both ``store`` and ``client`` are given.
+        InvalidOptionError: ``ttl``, ``stale`` or ``error_ttl`` is negative,
+            NaN or not a number (``error_ttl`` also 0); ``jitter`` is outside
+            [0, 1); ``retry`` is neither an int >= 0 nor callable; both
+            ``store`` and ``client`` are given.
         KeyTemplateError: (when decorating) the key template does not fit
             the function's signature.
         TypeError: (when decorating) the decorated object is not a function
             (or is an async generator function); ``metrics`` is not a
-            collector; ``client`` is not a ``QueryClient``.
+            collector; ``client`` is not a ``QueryClient``; a ``ttl``,
+            ``retry`` or ``cache_if`` function of the wrong shape.
 
     A call raises ``TypeError`` for arguments that do not fit the function,
     ``InvalidKeyError`` for arguments that cannot be part of a key (a list,
     an object), and whatever the function raised.
     """
-    ttl = _seconds("ttl", ttl)
+    ttl = _ttl(ttl)
     stale = _seconds("stale", stale)
+    origin = OriginProtection.checked("cache", retry, jitter, cache_if, error_ttl)
     if client is not None and not isinstance(client, QueryClient):
         raise TypeError(f"cache(): client must be a QueryClient, got {type(client).__name__}")
     if client is not None and store is not None:
@@ -152,6 +176,7 @@ def cache(
             stale=stale,
             choice=choice,
             metrics=metrics,
+            origin=origin,
         )
         if metrics is not None:
             wrapper = _measured_wrapper(state)
@@ -168,6 +193,17 @@ def cache(
         return wrapped
 
     return decorate
+
+
+def _ttl(value: Any) -> float | Callable[[Any], float]:
+    if callable(value):
+        if accepts(value, 1) is False:
+            raise TypeError(
+                f"cache(): ttl must be a number of seconds or a function ttl(value), "
+                f"got {type(value).__name__}: {value!r:.100} which does not take 1 argument"
+            )
+        return value  # type: ignore[no-any-return]
+    return _seconds("ttl", value)
 
 
 def _seconds(name: str, value: object) -> float:

@@ -28,6 +28,7 @@ from .._state import Snapshot
 from ..metrics._collector import MetricsCollector
 from ._key_template import KeyTemplate
 from ._origin import origin_call
+from ._origin_protection import OriginProtection
 from ._run_clients import ClientChoice, ClientResolver
 
 R = TypeVar("R")
@@ -112,13 +113,13 @@ class CachedCalls(Generic[R]):
     func: Callable[..., Any]
     name: str
     template: KeyTemplate
-    ttl: float
+    ttl: float | Callable[[Any], float]
     stale: float
     choice: ClientChoice
     metrics: MetricsCollector | None
-    stale_time: float = attrs.field(init=False)
-    """``ttl``, as the one float object every query of this function carries: the
-    client's fresh-hit test compares stale times by identity."""
+    stale_time: float | Callable[[Any], float] = attrs.field(init=False)
+    """``ttl``, as the one float (or function) object every query of this function carries:
+    the client's fresh-hit test compares stale times by identity."""
     resolve: ClientResolver = attrs.field(init=False)
     static: QueryOptions[Any] | None = attrs.field(init=False, default=None)
     """The options of a function without parameters (one key, no memo)."""
@@ -128,6 +129,8 @@ class CachedCalls(Generic[R]):
     """Memo of a callable key: by its result (it may differ between equal calls)."""
     refresh_started: dict[str, float] = attrs.field(init=False, factory=dict)
     """With metrics: when each key's pending background refresh was started."""
+    origin: OriginProtection = attrs.field(factory=OriginProtection)
+    """``retry``, ``jitter``, ``cache_if`` and ``error_ttl``, passed on to each query."""
 
     def __attrs_post_init__(self) -> None:
         self.stale_time = self.ttl
@@ -150,14 +153,24 @@ class CachedCalls(Generic[R]):
             InvalidKeyError: a part cannot be part of a key.
         """
         query_key, key_hash = canonical_key((*self.namespace_key, *parts))
-        lifetime = self.ttl + self.stale
+        origin = self.origin
+        # Stale data is served for `stale` seconds after it went stale: counted from its
+        # stale time as computed (ttl(value)) and jittered, which max_stale is.  The key
+        # stays in L1 (and its L2 entry lives) at least ttl + stale; the client keeps it
+        # longer when a computed or jittered period asks for it.
+        ttl = self.ttl
+        lifetime = None if callable(ttl) else ttl + self.stale
         return QueryOptions(
             query_key=query_key,
             query_fn=origin_call(self.func, args, kwargs, name=self.name, metrics=self.metrics),
             stale_time=self.stale_time,
             gc_time=lifetime,
-            max_age=None if lifetime == math.inf else lifetime,
             on_settled=None if self.metrics is None else functools.partial(self._settled, key_hash),
+            retry=origin.retry,
+            jitter=origin.jitter,
+            error_ttl=origin.error_ttl,
+            cache_if=origin.cache_if,
+            max_stale=None if self.stale == math.inf else self.stale,
         )
 
     def options_for(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> QueryOptions[Any]:
