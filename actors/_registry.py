@@ -72,6 +72,8 @@ class Registry(Generic[K, A]):
         self._supervisor = supervisor
         self._factory = factory
         self._actors: dict[K, A] = {}
+        self._hosted: set[K] = set()
+        """Keys whose actor's task is running (or about to start)."""
         self._activations = 0
         self._passivations = 0
 
@@ -91,10 +93,48 @@ class Registry(Generic[K, A]):
         actor = self._actors.get(key)
         if actor is None:
             actor = self._factory(key)
+            # First: a closed nursery raises before anything is registered.
             self._supervisor.start_soon(lambda: self._host(key, actor), name=("actor", key))
             self._actors[key] = actor
             self._activations += 1
+        elif key not in self._hosted:  # reserved, without a task until now
+            self._supervisor.start_soon(lambda: self._host(key, actor), name=("actor", key))
+        self._hosted.add(key)
         return actor
+
+    def reserve(self, key: K) -> A:
+        """Return the actor for ``key``, making one without starting its task if there is none.
+
+        Synchronous.  For an actor that can do its first piece of work from
+        its caller's task (a task spawned for that work alone costs less than
+        the actor's own task and mailbox loop): it starts its task later with
+        :meth:`activate` if it must, or leaves with :meth:`release`.
+        """
+        actor = self._actors.get(key)
+        if actor is None:
+            actor = self._factory(key)
+            self._actors[key] = actor
+            self._activations += 1
+        return actor
+
+    def is_hosted(self, key: K) -> bool:
+        """Whether the actor for ``key`` has its task running (or about to start)."""
+        return key in self._hosted
+
+    def release(self, key: K, actor: A) -> bool:
+        """Drop ``actor``, reserved and idle, as if it had passivated; synchronous.
+
+        Returns whether it was dropped: not if its task runs (it passivates
+        itself), if its mailbox holds a message, or if it is no longer the
+        actor for ``key``.
+        """
+        if key in self._hosted or self._actors.get(key) is not actor:
+            return False
+        if not actor.mailbox.empty():
+            return False
+        self._remove(key, actor)
+        self._passivations += 1
+        return True
 
     def tell_nowait(self, key: K, message: Any) -> None:
         """Deliver ``message`` to the actor for ``key``, activating it if needed.
@@ -139,6 +179,7 @@ class Registry(Generic[K, A]):
     def _remove(self, key: K, actor: A) -> None:
         if self._actors.get(key) is actor:
             del self._actors[key]
+            self._hosted.discard(key)
         actor.mailbox.close()
 
     def __contains__(self, key: object) -> bool:

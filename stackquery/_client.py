@@ -1,10 +1,10 @@
 """QueryClient: the facade users call, and the hot path.
 
-The client's parts are built and run by :class:`~stackquery._parts.ClientParts`; its
-methods check their input, then delegate, mostly to :class:`~stackquery._owners.QueryOwners`,
-which routes each read and change of a key to whoever owns it.  The fresh hit in
-:meth:`QueryClient.fetch_query` is the one path that matters most for speed: one dict
-lookup of the key's canonical hash, one flag test, no clock read, no message, no checkpoint.
+Its parts are built and run by :class:`~stackquery._parts.ClientParts`; its methods
+check their input, then delegate, mostly to :class:`~stackquery._owners.QueryOwners`
+(who owns a key).  The fresh hit in :meth:`QueryClient.fetch_query` is the path that
+matters most for speed: one dict lookup of the key's canonical hash, one identity
+test, no clock read, no message, no checkpoint.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from ._options import QueryClientConfig, QueryOptions
 from ._parts import require_trio
 from ._query_cache import Predicate
 from ._records import ClientStatistics, QueryRecord
-from ._state import QueryState
+from ._state import QueryState, Snapshot
 
 T = TypeVar("T")
 V = TypeVar("V")
@@ -110,23 +110,25 @@ class QueryClient(ClientBase):
                 ``cancel_queries`` or ``remove_queries``.
             ClientClosedError: the client is not open (fresh hits excepted).
         """
+        snap: Snapshot | None = None  # its slow path below
         try:
             key_hash = options.key_hash
+            found = self.snapshots[key_hash]  # not .get(): no call on a hit
+        except KeyError:
+            pass
         except AttributeError:
             got = type(options).__name__
             raise TypeError(f"options must be a QueryOptions, got {got}") from None
-        snap = self.snapshots.get(key_hash)
-        # `is`, not `==`: an equal stale_time given as another float object
-        # takes the slow path, which judges it correctly.  The second test is a
-        # stale_time a query default gave these options (memoized below).
-        if snap is not None and (
-            snap.fresh_for is options.stale_time
-            or (
-                (memo := options.defaults_memo) is not None and snap.fresh_for is memo[1].stale_time
-            )
-        ):
-            self._hits[key_hash] = self._cache.use_bound
-            return snap.data  # type: ignore[no-any-return]
+        else:
+            # `is`: an equal float goes the slow way.  The second test is a stale_time a
+            # query default gave these options (memoized by the defaults).
+            fresh_for = found.fresh_for
+            if fresh_for is options.stale_time or (
+                (memo := options.defaults_memo) is not None and fresh_for is memo[1].stale_time
+            ):
+                self._hits[key_hash] = self._cache.use_bound
+                return found.data  # type: ignore[no-any-return]
+            snap = found
         owners = self._check_open()
         if self._wide.defaults:
             options = self._wide.defaults.resolve(options)
@@ -135,14 +137,12 @@ class QueryClient(ClientBase):
             return self.snapshots[key_hash].data  # type: ignore[no-any-return]
         if reply is False:  # stale data, served at once: this snapshot now holds it
             data = self.snapshots[key_hash].data
-            # A checkpoint, unlike a fresh hit: a loop of stale reads must let
-            # the refetch it started run (and cancellation reach it).
+            # A checkpoint: a loop of stale reads must let its refetch run (and cancellation in).
             await trio.lowlevel.checkpoint()
             return data  # type: ignore[no-any-return]
         if isinstance(reply, ColdRead):  # a cold key L2 may hold: read here, no actor
             return await owners.wait_cold(reply)  # type: ignore[no-any-return]
-        # Awaited here, not in a helper coroutine: one frame less per parked
-        # caller, which counts when 10,000 callers wait on one cold key.
+        # Awaited here, not in a helper: one frame less per parked caller (10,000 on a cold key).
         return await reply.wait()  # type: ignore[no-any-return]
 
     fetch_queries = _fetch_queries  # `await client.fetch_queries([opts, ...])`: see _fetch_many

@@ -167,7 +167,7 @@ class QueryOwners:
             # No refetch while a cold read is out (it refetches if it must) or while
             # error_ttl holds the last error (stale data is served, the origin spared).
             if cold is None and cache.remembered_error(key_hash) is None:
-                registry.activate(key_hash).claim_fetch(options)  # its publish records the use
+                registry.reserve(key_hash).claim_fetch(options)  # its publish records the use
             else:
                 cache.hits[key_hash] = cache.use_bound  # a use all the same (gc counts from it)
             return False
@@ -184,7 +184,7 @@ class QueryOwners:
             cache.hits[key_hash] = cache.use_bound
             return False
         self.raise_remembered_error(key_hash)
-        return registry.activate(key_hash).claim_fetch(options)
+        return registry.reserve(key_hash).claim_fetch(options)
 
     def raise_remembered_error(self, key_hash: str) -> None:
         """Raise the key's last error if ``error_ttl`` still holds it and no fetch is out.
@@ -219,7 +219,7 @@ class QueryOwners:
         if fetched or cache.remembered_error(key_hash) is not None:
             return  # being fetched, or error_ttl spares the origin
         if snap is None or not cache.is_fresh(snap, options):
-            registry.activate(key_hash).claim_fetch(options)
+            registry.reserve(key_hash).claim_fetch(options)
 
     def claim(self, options: QueryOptions[Any]) -> Reply[Any]:
         """Return the reply of the key's fetch in flight, else of a new one (through its actor).
@@ -232,7 +232,7 @@ class QueryOwners:
         cold = self._cold_reads.get(options.key_hash) if self._cold_reads is not None else None
         if cold is not None:  # a caller's cold L2 read is the key's fetch now
             return cold.reply
-        return registry.activate(options.key_hash).claim_fetch(options)
+        return registry.reserve(options.key_hash).claim_fetch(options)
 
     async def fetches_settled(self, key_hashes: Iterable[str]) -> None:
         """Wait until none of the keys has a fetch in flight or claimed; never raises their errors.

@@ -172,7 +172,13 @@ class ClientParts:
         registry: Registry[str, QueryActor] = Registry(
             supervisor,
             lambda key_hash: QueryActor(
-                key_hash, cache=cache, config=config, tier=tier, leases=leases
+                key_hash,
+                cache=cache,
+                config=config,
+                tier=tier,
+                leases=leases,
+                registry=registry,
+                spawn=nursery.start_soon,
             ),
         )
         cold_reads = ColdReads(cache, tier, registry, nursery) if tier is not None else None

@@ -8,24 +8,33 @@ then the new state), is :meth:`QueryActor._run_fetch`.  When the actor has nothi
 returns from ``run`` and the registry passivates it: its last snapshot stays
 in the L1 table, and the next message spawns a new actor that starts from it.
 
+A cold key's first fetch needs no actor task: the registry only reserves
+the actor (the key is busy, later callers join the fetch), and the caller
+starts the fetch in one task of the client's nursery (see
+:meth:`QueryActor._wake`).  The actor's own task starts when something only
+it can do comes (observers, a message), and the reserved actor leaves the
+registry when its fetch ends with nothing else to do.
+
 Two operations are synchronous and run in the caller's task:
 :meth:`claim_fetch` (join the fetch in flight, or register the next one) and
 :meth:`add_observer` / :meth:`remove_observer`.  Like a connection pool that
 assigns requests synchronously and then does its I/O, deciding there costs no
 mailbox round trip, which is what lets 10,000 callers of one cold key share
 one fetch for a few microseconds each.  Everything that awaits runs here, in
-the actor's own nursery.
+the actor's own nursery (or, a fetch started without the actor's task, in
+the client's).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import attrs
 import trio
 
-from actors import Mailbox, MailboxFull, Reply
+from actors import Mailbox, MailboxFull, Registry, Reply
 
 from . import _state
 from ._entry import StoredEntry
@@ -65,6 +74,8 @@ class _Fetch:
     l2_read: bool = False
     """L2 was read for it already (by the caller that started it), or must not be
     (the fetch after a reset): the fetch goes to the origin."""
+    outside: bool = False
+    """It runs in a task of the client's nursery, not the actor's (see :meth:`QueryActor._wake`)."""
 
 
 class QueryActor:
@@ -78,8 +89,15 @@ class QueryActor:
         config: QueryClientConfig,
         tier: L2Tier | None = None,
         leases: Leases | None = None,
+        registry: Registry[str, QueryActor] | None = None,
+        spawn: Callable[..., object] | None = None,
     ) -> None:
         self.key_hash = key_hash
+        self._registry = registry
+        self._spawn = spawn
+        """Starts a task in the client's nursery: a fetch of an actor without its own task."""
+        self._crash: Exception | None = None
+        """A bug in a fetch outside the actor's task, for that task to raise (see ``run``)."""
         self._cache = cache
         self._config = config
         self._tier = tier
@@ -120,8 +138,9 @@ class QueryActor:
         if self._fetch is not None:
             return self._fetch.reply
         if self._pending is None:
-            self._pending = Reply()
-            self._wake()
+            reply = self._pending = Reply()
+            self._wake()  # without a task of its own, the actor starts the fetch right here
+            return reply
         return self._pending
 
     def continue_fetch(
@@ -189,6 +208,27 @@ class QueryActor:
         self._wake()
 
     def _wake(self) -> None:
+        """Make sure what is to be done gets done: by the actor's task, or without one.
+
+        An actor the registry only reserved (no task of its own) starts a
+        claimed fetch right here, in a task of the client's nursery: a cold
+        key's first fetch then costs that one task, not the actor's task, its
+        nursery and its mailbox loop as well.  It starts its own task once
+        it has something only that task can do (observers, a message), and
+        leaves the registry once it has nothing left to do.
+        """
+        registry = self._registry
+        if registry is not None and not registry.is_hosted(self.key_hash):
+            if self._pending is not None and self._fetch is None and self._spawn is not None:
+                try:
+                    self._start_pending_fetch()
+                except Exception as exc:  # a bug: the actor's task raises it (a crash)
+                    self._crash = exc
+            if self._crash is not None or self.observers or not self._mailbox.empty():
+                registry.activate(self.key_hash)
+            elif self._fetch is None and self._pending is None:
+                registry.release(self.key_hash, self)
+            return
         if self._wake_sent:
             return
         try:
@@ -206,7 +246,10 @@ class QueryActor:
         when an interrupted fetch is claimed again so its waiters still get an
         outcome.
         """
-        if self._fetch is not None:  # a crash interrupted it
+        crash, self._crash = self._crash, None
+        if crash is not None:  # a fetch outside the actor's task crashed: crash here
+            raise crash
+        if self._fetch is not None and not self._fetch.outside:  # a crash interrupted it
             interrupted, self._fetch = self._fetch, None
             if self._pending is None:
                 self._pending = interrupted.reply
@@ -396,7 +439,8 @@ class QueryActor:
     # -- the fetch --------------------------------------------------------------
 
     def _start_pending_fetch(self) -> None:
-        if self._pending is None or self._fetch is not None or self._nursery is None:
+        outside = self._nursery is None
+        if self._pending is None or self._fetch is not None or (outside and self._spawn is None):
             return
         reply, self._pending = self._pending, None
         options = self.options
@@ -420,7 +464,47 @@ class QueryActor:
         self._fetch = fetch
         self.fetch_count += 1
         self.notify()
-        self._nursery.start_soon(self._run_fetch, fetch)
+        if outside:
+            assert self._spawn is not None
+            fetch.outside = True
+            self._spawn(self._run_fetch_outside, fetch, name=("fetch", self.key_hash))
+        else:
+            assert self._nursery is not None
+            self._nursery.start_soon(self._run_fetch, fetch)
+
+    async def _run_fetch_outside(self, fetch: _Fetch) -> None:
+        """:meth:`_run_fetch` in a task of the client's nursery, which it must never crash.
+
+        A bug is handed to the actor's own task, started for it, which
+        raises it: the supervisor restarts the actor as after any crash (or
+        escalates), and the fetch, claimed again, reruns for its waiters.
+        Cancellation (the client closing) wakes them with
+        ``ClientClosedError``, as the actor's own task does when cancelled.
+        """
+        try:
+            # A fetch claimed in one scheduling batch lands no sooner than the
+            # batch after next, as it did when the actor's task started it: the
+            # tasks started alongside the claim (a @bg refresh loop's first
+            # refetch beside its first call) still find it in flight and join it.
+            await trio.lowlevel.checkpoint()
+            await self._run_fetch(fetch)
+        except Exception as exc:
+            if self._fetch is fetch:
+                self._fetch = None
+                if self._pending is None:
+                    self._pending = fetch.reply
+                else:
+                    fetch.reply.set_error(QueryCancelledError("the query's actor restarted"))
+            self._crash = exc
+            assert self._registry is not None  # only a registry's actors fetch outside
+            self._registry.activate(self.key_hash)
+        except BaseException:
+            registry = self._registry
+            if registry is not None and not registry.is_hosted(self.key_hash):
+                if self._fetch is fetch:
+                    self.stop()
+                registry.release(self.key_hash, self)  # cancelled for good: as a task would
+            raise
 
     async def _run_fetch(self, fetch: _Fetch) -> None:
         """One fetch, top-down: L2 (a cold key), the fleet's lease, the origin, then publish."""

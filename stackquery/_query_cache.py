@@ -21,7 +21,6 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-import attrs
 import trio
 
 from . import _state
@@ -99,7 +98,7 @@ class QueryCache:
         """Keep :attr:`use_bound` a little ahead of the clock, until cancelled.
 
         It rests while no key has a timer (no gc to time, no staleness to
-        flip): a bound left behind then is older than any key's ``active_at``,
+        flip): a bound left behind then is older than any key's last use,
         so the hits that record it count for nothing rather than for too early.
         """
         while True:
@@ -313,7 +312,7 @@ class QueryCache:
             window = self.stale_if_error_window(options)
             gc_time = max(gc_time, period + options.max_stale + window)
         if gc_time != snap.gc_time:
-            snap = attrs.evolve(snap, gc_time=gc_time)
+            snap = _state.evolve(snap, gc_time=gc_time)
         return _state.with_data(
             snap,
             data,
@@ -430,7 +429,7 @@ class QueryCache:
             deadline = _next_deadline(snap)
         if deadline < snap.timer_at:
             self._timers.push(deadline, snap.key_hash)
-            snap = attrs.evolve(snap, timer_at=deadline)
+            snap = _state.evolve(snap, timer_at=deadline)
         return snap
 
     def _on_timer(self, key_hash: str, deadline: float) -> None:
@@ -443,24 +442,24 @@ class QueryCache:
             snap = _state.went_stale(snap)
         hits = self.hits
         hit = hits.pop(key_hash, None)
-        if hit is not None and hit > snap.active_at:
+        if hit is not None and hit + snap.gc_time > snap.collect_at:
             snap = _state.used(snap, now=hit)
         if not hits:
             hits.clear()  # frees the table a burst of hits grew (a dict never shrinks)
         if self._is_busy(key_hash):
             # In use (a fetch, observers): look again later; the last observer
-            # leaving restarts the countdown through active_at.  Not sooner
+            # leaving restarts the countdown through collect_at.  Not sooner
             # than a second: with gc_time 0 the timer task would spin.
             deadline = now + max(snap.gc_time, 1.0)
-        elif snap.active_at + snap.gc_time <= now:
+        elif snap.collect_at <= now:
             self.drop(key_hash, timer_fired=True)
             return
         else:
-            deadline = snap.active_at + snap.gc_time
+            deadline = snap.collect_at
         if snap.fresh:  # went_stale above flipped it if its time had come
             deadline = min(deadline, snap.stale_at)
         self._timers.push(deadline, key_hash)
-        self.snapshots[key_hash] = attrs.evolve(snap, timer_at=deadline)
+        self.snapshots[key_hash] = _state.evolve(snap, timer_at=deadline)
 
     def _evict(self, max_queries: int) -> None:
         table = self.snapshots
@@ -472,7 +471,7 @@ class QueryCache:
             key_hash = next(iter(table))
             snap = table[key_hash]
             hit = self.hits.pop(key_hash, None)
-            hit_since = hit is not None and hit > snap.active_at
+            hit_since = hit is not None and hit + snap.gc_time > snap.collect_at
             if self._is_busy(key_hash) or hit_since:
                 # Second chance (the CLOCK approximation of LRU): busy, or hit
                 # since it was last moved to the back.
@@ -484,7 +483,7 @@ class QueryCache:
 
 def _next_deadline(snap: Snapshot) -> float:
     """When the key's timer must next look at it: it goes stale, or its gc is due."""
-    collect_at = snap.active_at + snap.gc_time
+    collect_at = snap.collect_at
     if snap.fresh and snap.stale_at < collect_at:
         return snap.stale_at
     return collect_at

@@ -1,4 +1,4 @@
-"""One timer task for the whole client: a heap of (deadline, key) pairs."""
+"""One timer task for the whole client: a coarse wheel of keys, an exact heap near the deadlines."""
 
 from __future__ import annotations
 
@@ -6,11 +6,14 @@ import heapq
 import logging
 import math
 from collections.abc import Callable
-from typing import final
+from typing import Any, final
 
 import trio
 
 logger = logging.getLogger("stackquery.timers")
+
+RESOLUTION = 1.0
+"""Seconds a wheel bucket spans (the wheel only ever fires a key early, never late)."""
 
 
 @final
@@ -18,30 +21,57 @@ class KeyTimers:
     """Calls ``fire(key_hash, deadline)`` at trio-time deadlines, from one task.
 
     A key's staleness flag and its garbage collection share one entry here
-    rather than a task per key: a ``(deadline, key_hash)`` pair costs about
-    90 bytes, a sleeping task several KB.  The owner keeps, per key, the
-    deadline of the entry that counts (``Snapshot.timer_at``) and ignores the
-    others when they fire.  ``fire`` runs synchronously in the timer task and
-    must not block; one that raises is logged and the timers go on.
+    rather than a task per key.  A million idle keys are a million pending
+    entries, so an entry is kept small: most wait in a coarse wheel, a list
+    per :data:`RESOLUTION`-second bucket holding the deadline and the key
+    (16 bytes an entry; a ``(deadline, key)`` tuple in a heap costs about
+    65).  When a bucket's start comes, its entries move to an exact heap,
+    which fires each at its own deadline: so only the keys due within the
+    next bucket carry a tuple, and none fires late or early.
+
+    The owner keeps, per key, the deadline of the entry that counts
+    (``Snapshot.timer_at``) and ignores the others when they fire.  ``fire``
+    runs synchronously in the timer task and must not block; one that raises
+    is logged and the timers go on.
     """
 
     def __init__(self, fire: Callable[[str, float], None]) -> None:
         self._fire = fire
         self._heap: list[tuple[float, str]] = []
+        """Entries due before the end of the bucket the clock is in: exact order."""
+        self._buckets: dict[int, list[Any]] = {}
+        """Bucket number -> flat ``[deadline, key_hash, deadline, key_hash, ...]``."""
+        self._bucket_heap: list[int] = []
+        """The numbers of the buckets in ``_buckets`` (and of some emptied since)."""
+        self._in_buckets = 0
+        self._moved_through = -math.inf
+        """Buckets up to this number were moved to the heap: later pushes to them go there."""
         self._wakeup = trio.Event()
         self._waiting_until = math.inf
         self._nonempty = trio.Event()
 
     def __len__(self) -> int:
-        return len(self._heap)
+        return len(self._heap) + self._in_buckets
 
     def push(self, deadline: float, key_hash: str) -> None:
         """Schedule ``fire(key_hash, deadline)`` for trio time ``deadline``; synchronous."""
         if deadline == math.inf:
             return
-        heapq.heappush(self._heap, (deadline, key_hash))
+        number = math.floor(deadline / RESOLUTION)
+        if number <= self._moved_through:
+            heapq.heappush(self._heap, (deadline, key_hash))
+            due = deadline
+        else:
+            bucket = self._buckets.get(number)
+            if bucket is None:
+                bucket = self._buckets[number] = []
+                heapq.heappush(self._bucket_heap, number)
+            bucket.append(deadline)
+            bucket.append(key_hash)
+            self._in_buckets += 1
+            due = number * RESOLUTION
         self._nonempty.set()
-        if deadline < self._waiting_until:
+        if due < self._waiting_until:
             self._wakeup.set()
 
     def compact(self, keep: Callable[[float, str], bool]) -> None:
@@ -53,25 +83,60 @@ class KeyTimers:
         heap = self._heap
         heap[:] = [entry for entry in heap if keep(*entry)]  # in place: run() holds this list
         heapq.heapify(heap)
+        count = 0
+        for number, bucket in list(self._buckets.items()):
+            kept: list[Any] = []
+            for i in range(0, len(bucket), 2):
+                if keep(bucket[i], bucket[i + 1]):
+                    kept.append(bucket[i])
+                    kept.append(bucket[i + 1])
+            if kept:
+                self._buckets[number] = kept
+                count += len(kept) // 2
+            else:
+                del self._buckets[number]  # its number stays in _bucket_heap, skipped later
+        self._in_buckets = count
 
     async def wait_nonempty(self) -> None:
         """Return once at least one entry is pending."""
-        while not self._heap:
+        while not len(self):
             self._nonempty = trio.Event()
             await self._nonempty.wait()
+
+    def _move_due_buckets(self, now: float) -> None:
+        """Move the entries of every bucket that has begun by ``now`` to the exact heap."""
+        numbers, buckets, heap = self._bucket_heap, self._buckets, self._heap
+        current = math.floor(now / RESOLUTION)
+        while numbers and numbers[0] <= current:
+            bucket = buckets.pop(heapq.heappop(numbers), None)
+            if bucket is None:
+                continue
+            self._in_buckets -= len(bucket) // 2
+            for i in range(0, len(bucket), 2):
+                heapq.heappush(heap, (bucket[i], bucket[i + 1]))
+        self._moved_through = max(self._moved_through, current)
+
+    def _next_due(self) -> float:
+        numbers, buckets = self._bucket_heap, self._buckets
+        while numbers and numbers[0] not in buckets:
+            heapq.heappop(numbers)  # emptied by a compaction
+        due = numbers[0] * RESOLUTION if numbers else math.inf
+        heap = self._heap
+        return min(due, heap[0][0]) if heap else due
 
     async def run(self) -> None:
         """Fire entries as they come due, until cancelled."""
         heap = self._heap
         while True:
             now = trio.current_time()
+            self._move_due_buckets(now)
             while heap and heap[0][0] <= now:
                 deadline, key_hash = heapq.heappop(heap)
                 try:
                     self._fire(key_hash, deadline)
                 except Exception:
                     logger.exception("timer of key %s raised", key_hash)
-            self._waiting_until = heap[0][0] if heap else math.inf
+            self._waiting_until = self._next_due()
             self._wakeup = trio.Event()
             with trio.move_on_at(self._waiting_until):
                 await self._wakeup.wait()

@@ -239,6 +239,40 @@ class TestActivation:
         assert setup.world.published == {"k": ["a", "b"]}
 
 
+class TestReservation:
+    async def test_reserve_makes_the_actor_without_its_task(self, setup: Setup) -> None:
+        """A reserved actor is registered (in, busy) but runs nothing until activated."""
+        registry, world = setup.registry, setup.world
+        actor = registry.reserve("k")
+        assert registry.reserve("k") is actor
+        assert "k" in registry and not registry.is_hosted("k")
+        await trio.testing.wait_all_tasks_blocked()
+        assert (len(world.made), world.runs) == (1, 0)
+        actor.mailbox.tell_nowait(Append("a"))
+        assert registry.activate("k") is actor
+        assert registry.is_hosted("k")
+        await trio.testing.wait_all_tasks_blocked()
+        assert (world.published, world.runs, len(world.made)) == ({"k": ["a"]}, 1, 1)
+        assert "k" not in registry  # it passivated
+        assert registry.statistics() == RegistryStatistics(active=0, activations=1, passivations=1)
+
+    async def test_release_drops_only_an_idle_reserved_actor(self, setup: Setup) -> None:
+        """release refuses a hosted actor, one with mail, or one that is not the key's."""
+        registry = setup.registry
+        actor = registry.reserve("k")
+        actor.mailbox.tell_nowait(Append("a"))
+        assert not registry.release("k", actor)  # mail waiting
+        actor.mailbox.receive_nowait()
+        assert not registry.release("other", actor)
+        assert registry.release("k", actor)
+        assert "k" not in registry
+        with pytest.raises(MailboxClosed):
+            actor.mailbox.tell_nowait(Append("b"))
+        hosted = registry.activate("h")
+        assert not registry.release("h", hosted)  # its task passivates it
+        assert registry.statistics().passivations == 1
+
+
 class TestPassivation:
     async def test_idle_actor_is_passivated(self, setup: Setup) -> None:
         """An actor whose run() returns with an empty mailbox ends its task and leaves."""

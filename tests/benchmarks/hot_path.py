@@ -1,11 +1,13 @@
 """Benchmark: the fresh-hit path of ``QueryClient.fetch_query`` against a bare await.
 
-Target: a fresh hit (options built once, a large ``stale_time``) costs at most
-3x a bare ``await`` of an async function that does one dict lookup, measured
-side by side in the same run.  Also reported, for reference: a stale hit (the
-stale data plus one claimed refetch, joined by every later stale read), the
-synchronous ``get_query_data``, and a fresh hit whose options are built on
-every call.
+Targets: a fresh hit (options built once, a large ``stale_time``) costs at
+most 1.3x a bare ``await`` of an async function that does one dict lookup,
+measured side by side in the same run (both calls written out inline in their
+timing loops, one argument each); a stale hit whose origin takes 10 ms (the
+stale data at once, plus one claimed refetch joined by every later stale read)
+costs at most 5 µs.  Also reported, for reference: a stale hit with an instant
+origin (so most reads claim a new refetch), the synchronous
+``get_query_data``, and a fresh hit whose options are built on every call.
 
 The peers' hit paths (advanced-caching's ``@cache`` async hit, PyStackQuery's
 fresh ``fetch_query``) are measured under plain asyncio in a subprocess, when
@@ -37,16 +39,43 @@ import trio.testing
 
 import stackquery as sq
 
-TARGET_RATIO = 3.0
+TARGET_RATIO = 1.3
+TARGET_STALE_NS = 5_000
 FRESH_KEY = ("bench", "fresh")
 STALE_KEY = ("bench", "stale")
+STALE_SLOW_KEY = ("bench", "stale-slow-origin")
 BARE = "bare await (dict lookup)"
 FRESH = "fetch_query, fresh hit"
+STALE_SLOW = "fetch_query, stale hit, origin 10 ms"
 RATIO = "ratio"
 
 
 async def _load() -> dict[str, int]:
     return {"id": 42}
+
+
+async def _load_slowly() -> dict[str, int]:
+    await trio.sleep(0.010)
+    return {"id": 42}
+
+
+async def _time_bare(lookup: Callable[[str], Awaitable[Any]], iterations: int) -> int:
+    """Nanoseconds for ``iterations`` awaits of ``lookup("k")``: the call written out inline,
+    like the fresh hit's below, so that neither pays for a wrapper the other does not."""
+    start = time.perf_counter_ns()
+    for _ in range(iterations):
+        await lookup("k")
+    return time.perf_counter_ns() - start
+
+
+async def _time_fresh(
+    client: sq.QueryClient, options: sq.QueryOptions[Any], iterations: int
+) -> int:
+    """Nanoseconds for ``iterations`` awaits of ``client.fetch_query(options)``, inline."""
+    start = time.perf_counter_ns()
+    for _ in range(iterations):
+        await client.fetch_query(options)
+    return time.perf_counter_ns() - start
 
 
 async def _time_async(call: Callable[[], Awaitable[Any]], iterations: int) -> int:
@@ -75,14 +104,17 @@ async def _one_round(client: sq.QueryClient, iterations: int, slices: int) -> di
     """
     table = {"k": {"id": 42}}
 
-    async def bare_lookup() -> dict[str, int]:
-        return table["k"]
+    async def bare_lookup(key: str) -> dict[str, int]:
+        return table[key]
 
     fresh: sq.QueryOptions[dict[str, int]] = sq.QueryOptions(
         query_key=FRESH_KEY, query_fn=_load, stale_time=1e9
     )
     stale: sq.QueryOptions[dict[str, int]] = sq.QueryOptions(
         query_key=STALE_KEY, query_fn=_load, stale_time=0.0
+    )
+    stale_slow: sq.QueryOptions[dict[str, int]] = sq.QueryOptions(
+        query_key=STALE_SLOW_KEY, query_fn=_load_slowly, stale_time=0.0
     )
 
     def fresh_built_per_call() -> Awaitable[Any]:
@@ -93,9 +125,10 @@ async def _one_round(client: sq.QueryClient, iterations: int, slices: int) -> di
     per_slice = max(1, iterations // slices)
     slow_per_slice = max(1, per_slice // 20)  # building options is ~40x slower
     cases: list[tuple[str, Callable[[], Any], int, bool]] = [
-        (BARE, bare_lookup, per_slice, True),
-        (FRESH, lambda: client.fetch_query(fresh), per_slice, True),
+        (BARE, lambda: _time_bare(bare_lookup, per_slice), per_slice, True),
+        (FRESH, lambda: _time_fresh(client, fresh, per_slice), per_slice, True),
         ("fetch_query, stale hit", lambda: client.fetch_query(stale), per_slice, True),
+        (STALE_SLOW, lambda: client.fetch_query(stale_slow), per_slice, True),
         ("get_query_data (sync)", lambda: client.get_query_data(FRESH_KEY), per_slice, False),
         ("fetch_query, fresh, options built per call", fresh_built_per_call, slow_per_slice, True),
     ]
@@ -103,7 +136,9 @@ async def _one_round(client: sq.QueryClient, iterations: int, slices: int) -> di
     gc.collect()
     for _ in range(slices):
         for name, call, count, is_async in cases:
-            if is_async:
+            if name in (BARE, FRESH):  # timed inline (see _time_bare)
+                elapsed = await call()
+            elif is_async:
                 elapsed = await _time_async(call, count)
             else:
                 elapsed = _time_sync(call, count)
@@ -126,6 +161,9 @@ async def _measure(rounds: int, iterations: int, slices: int) -> list[dict[str, 
         )
         await client.fetch_query(
             sq.QueryOptions(query_key=STALE_KEY, query_fn=_load, stale_time=0.0)
+        )
+        await client.fetch_query(
+            sq.QueryOptions(query_key=STALE_SLOW_KEY, query_fn=_load_slowly, stale_time=0.0)
         )
         await _one_round(client, max(1, iterations // 10), slices)  # warm-up
         return [await _one_round(client, iterations, slices) for _ in range(rounds)]
@@ -260,11 +298,13 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {name}: not measured, not importable here: {why}{hint}")
 
     ratio = statistics.median(ratios)
-    ok = ratio <= TARGET_RATIO
+    stale_ns = medians[STALE_SLOW]
+    ok = ratio <= TARGET_RATIO and stale_ns <= TARGET_STALE_NS
     fresh_ns = medians[FRESH]
     print(
         f"\nverdict: {'PASS' if ok else 'FAIL'}: fresh hit {fresh_ns:.0f} ns"
-        f" = {ratio:.2f}x the bare await (target <= {TARGET_RATIO:.0f}x)"
+        f" = {ratio:.2f}x the bare await (target <= {TARGET_RATIO}x);"
+        f" stale hit, origin 10 ms: {stale_ns:.0f} ns (target <= {TARGET_STALE_NS} ns)"
     )
     return 0 if ok else 1
 

@@ -132,10 +132,16 @@ def _walk(client: sq.QueryClient) -> dict[str, int]:
                 out["key_hash str (table key)"] += _size(value, seen)
             else:
                 out["Snapshot fields (floats, ints)"] += _size(value, seen)
-    heap = cache._timers._heap
+    timers = cache._timers
+    heap = timers._heap
     out["timer heap list (slots)"] += _size(heap, seen)
     for entry in heap:
         out["timer entries (deadline, key)"] += _size(entry, seen)
+    # The wheel: a flat [deadline, key, ...] list per bucket (the deadlines are the
+    # snapshots' timer_at floats, counted with them).
+    out["timer wheel (buckets, slots)"] += _size(timers._buckets, seen)
+    for bucket in timers._buckets.values():
+        out["timer wheel (buckets, slots)"] += _size(bucket, seen)
     # Every other per-key dict the client keeps (hit times, armed stale timers, ...).
     for name, value in vars(cache).items():
         if name == "snapshots" or not isinstance(value, dict) or len(value) < len(table) // 2:

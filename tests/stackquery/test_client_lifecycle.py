@@ -213,25 +213,32 @@ class TestSupervision:
         monkeypatch: pytest.MonkeyPatch,
         caplog: pytest.LogCaptureFixture,
     ) -> None:
-        """A bug in the actor mid-fetch restarts it; the fetch reruns; the waiter gets a value."""
-        original = QueryActor._handle
+        """A bug in the actor mid-fetch restarts it; the fetch reruns; the waiter gets a value.
+
+        The bug strikes while the origin is called: in the fetch of a cold key,
+        which runs without a task of the actor's own (it is handed to one).
+        """
+        original = QueryActor._attempts
         crashes: list[object] = []
 
-        def handle_then_crash_once(self: QueryActor, message: Any) -> None:
-            original(self, message)
-            if isinstance(message, _query_actor.Wake) and not crashes:
-                crashes.append(message)
+        async def attempts_then_crash_once(self: QueryActor, fetch: Any) -> Any:
+            if crashes:
+                return await original(self, fetch)
+            crashes.append(fetch)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(original, self, fetch)
+                await trio.sleep(1.0)
                 raise Crash("bug in the actor")
 
-        monkeypatch.setattr(QueryActor, "_handle", handle_then_crash_once)
+        monkeypatch.setattr(QueryActor, "_attempts", attempts_then_crash_once)
         origin = Origin(delay=5.0)
         async with sq.open_query_client() as client:
             assert await client.fetch_query(options(origin)) == "v2"
-            assert trio.current_time() == 5.0
+            assert trio.current_time() == 6.0
             await wait_all_tasks_blocked()
             stats = client.statistics()
             assert (stats.restarts, stats.active_actors) == (1, 0)
-        assert (origin.started_at, origin.cancelled, origin.finished) == ([0.0, 0.0], 1, 1)
+        assert (origin.started_at, origin.cancelled, origin.finished) == ([0.0, 1.0], 1, 1)
         records = [r for r in caplog.records if r.name == "actors.supervisor"]
         assert len(records) == 1
         assert records[0].getMessage().endswith(" crashed; restarting it")
