@@ -37,7 +37,8 @@ from ._keys import QueryKey
 from ._l2 import L2Statistics
 from ._mutation import Mutation, MutationOptions, MutationState, MutationStatus
 from ._observer import QueryObserver
-from ._options import UNSET, QueryClientConfig, QueryOptions
+from ._option_checks import UNSET
+from ._options import QueryClientConfig, QueryOptions
 from ._query_context import NOT_MODIFIED, NotModifiedWithoutDataError, QueryContext
 from ._retry import default_retry_delay
 from ._state import FetchStatus, QueryState, QueryStatus

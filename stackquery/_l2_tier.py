@@ -23,7 +23,8 @@ from actors import Reply
 from . import _state
 from ._entry import StoredEntry, bound_future
 from ._l2 import L2Cache
-from ._options import UNSET, QueryOptions
+from ._option_checks import UNSET
+from ._options import QueryOptions
 from ._query_cache import QueryCache
 from ._state import Snapshot
 

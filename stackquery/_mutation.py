@@ -35,7 +35,7 @@ import attrs
 import trio
 
 from ._errors import InvalidOptionError
-from ._options import _optional_callable, _retry_count, _retry_delay, is_async_callable
+from ._option_checks import checked_retry_delay, is_async_callable, optional_callable, retry_count
 from ._retry import call_with_retries
 from ._retry import default_retry_delay as library_retry_delay
 from ._retry_policy import DelayFn, RetryDelaySpec, RetryPolicy, RetryRule, delay_function
@@ -88,7 +88,7 @@ def _check_scope(_instance: object, _attribute: object, value: Any) -> None:
 def _retries(_instance: object, attribute: object, value: Any) -> None:
     if value is None:
         raise InvalidOptionError("retry must be an int >= 0, got None")
-    _retry_count(_instance, attribute, value)
+    retry_count(_instance, attribute, value)
 
 
 @attrs.frozen
@@ -111,25 +111,25 @@ class MutationOptions(Generic[T, V]):
     mutation_fn: Callable[[V], Any] = attrs.field()
     """Does the write: ``mutation_fn(variables)``; awaited if async, else run in a worker thread."""
     on_mutate: Callable[[V], Any] | None = attrs.field(
-        default=None, validator=_optional_callable("on_mutate")
+        default=None, validator=optional_callable("on_mutate")
     )
     """``on_mutate(variables)`` before ``mutation_fn``; returns the context (e.g. for rollback)."""
     on_success: Callable[[T, V, Any], object] | None = attrs.field(
-        default=None, validator=_optional_callable("on_success")
+        default=None, validator=optional_callable("on_success")
     )
     """``on_success(data, variables, context)`` after ``mutation_fn`` returned."""
     on_error: Callable[[BaseException, V, Any], object] | None = attrs.field(
-        default=None, validator=_optional_callable("on_error")
+        default=None, validator=optional_callable("on_error")
     )
     """``on_error(error, variables, context)`` after the mutation failed for good."""
     on_settled: Callable[[T | None, BaseException | None, V, Any], object] | None = attrs.field(
-        default=None, validator=_optional_callable("on_settled")
+        default=None, validator=optional_callable("on_settled")
     )
     """``on_settled(data, error, variables, context)`` after ``on_success`` or ``on_error``."""
     retry: RetryPolicy = attrs.field(default=0, validator=_retries)
     """Retries after a failed attempt of ``mutation_fn`` (0, the default: fail at once), or
     ``retry(failure_count, error) -> bool`` (``failure_count``: failures before this one)."""
-    retry_delay: RetryDelaySpec | None = attrs.field(default=None, validator=_retry_delay)
+    retry_delay: RetryDelaySpec | None = attrs.field(default=None, validator=checked_retry_delay)
     """Seconds before a retry (a number, a function of the 0-based retry number, or of
     ``(failure_count, error)``); ``None``: the client's ``retry_delay``."""
     scope: str | None = attrs.field(default=None, validator=_check_scope)

@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 import attrs
 import trio
 
-from ._options import UNSET, QueryOptions
+from ._option_checks import UNSET
+from ._options import QueryOptions
 from ._state import QueryState, QueryStatus
 
 if TYPE_CHECKING:

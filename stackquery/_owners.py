@@ -33,7 +33,8 @@ from ._messages import (
     Reset,
     SetData,
 )
-from ._options import UNSET, QueryOptions
+from ._option_checks import UNSET
+from ._options import QueryOptions
 from ._origin_guard import serve_stale_if_error
 from ._query_actor import QueryActor
 from ._query_cache import QueryCache

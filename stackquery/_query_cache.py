@@ -29,7 +29,8 @@ from ._errors import ClientClosedError
 from ._events import CacheEventType, EventHub
 from ._freshness import Freshness
 from ._keys import QueryKey, hash_matches, key_from_hash, prefix_hash
-from ._options import UNSET, QueryClientConfig, QueryOptions
+from ._option_checks import UNSET
+from ._options import QueryClientConfig, QueryOptions
 from ._origin_record import OriginRecord
 from ._state import QueryState, Snapshot, StaleTime
 from ._timers import KeyTimers

@@ -31,7 +31,8 @@ import attrs
 
 from ._errors import InvalidOptionError
 from ._keys import QueryKey, canonical_key, hash_matches, prefix_hash
-from ._options import UNSET, QueryOptions
+from ._option_checks import UNSET
+from ._options import QueryOptions
 
 _REFUSED: Final[Mapping[str, str]] = {
     "query_key": "query_key names the query; it cannot be a default",

@@ -22,7 +22,7 @@ from typing import Any, Generic, ParamSpec, Protocol, TypeVar
 
 from .._client import QueryClient
 from .._errors import InvalidOptionError
-from .._options import is_async_callable
+from .._option_checks import is_async_callable
 from ..metrics._collector import MetricsCollector
 from ._batch_calls import BatchCalls, one_wrapper
 from ._batch_window import (

@@ -13,7 +13,7 @@ from typing import Any
 
 import trio
 
-from .._options import is_async_callable
+from .._option_checks import is_async_callable
 from ..metrics._collector import MetricsCollector
 
 

@@ -15,7 +15,7 @@ import attrs
 
 from .._errors import InvalidOptionError
 from .._freshness import check_jitter
-from .._options import _optional_callable, _seconds
+from .._option_checks import optional_callable, seconds
 from .._retry_policy import RetryPolicy, check_retry
 
 
@@ -26,10 +26,10 @@ class OriginProtection:
     retry: RetryPolicy | None = attrs.field(default=None, validator=check_retry(allow_none=True))
     jitter: float | None = attrs.field(default=None, validator=check_jitter(allow_none=True))
     cache_if: Callable[[Any], object] | None = attrs.field(
-        default=None, validator=_optional_callable("cache_if")
+        default=None, validator=optional_callable("cache_if")
     )
     error_ttl: float | None = attrs.field(
-        default=None, validator=_seconds("error_ttl", allow_none=True, allow_zero=False)
+        default=None, validator=seconds("error_ttl", allow_none=True, allow_zero=False)
     )
 
     @classmethod
