@@ -300,7 +300,9 @@ class QueryOwners:
             return await registry.ask(key_hash, message)
         return passivated()
 
-    async def invalidate(self, key_hash: str, *, refetch: bool = True, persist: bool = True) -> None:
+    async def invalidate(
+        self, key_hash: str, *, refetch: bool = True, persist: bool = True
+    ) -> None:
         """Mark the key invalidated; its observers refetch if ``refetch``.
 
         The invalidated entry is written to L2 too if ``persist``; not for an

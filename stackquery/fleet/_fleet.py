@@ -43,7 +43,7 @@ from ._link import channel_name
 from ._tracking import KeyTracking
 
 if TYPE_CHECKING:
-    from backends import Subscription
+    from backends import SubscriptionEvents
 
     from ._link import FleetRedis
 
@@ -105,9 +105,8 @@ class Fleet:
         self._counters = FleetCounters()
         self._reject_log = ThrottledWarning(logger)
         self.tracking: KeyTracking | None = None
-        # Tracking is per connection: a cluster client would need it on every node
-        # (not built yet), so there the broadcast runs without it.
-        if self.broadcasts and tracking is not False and isinstance(redis, RedisClient):
+        if self.broadcasts and tracking is not False:
+            # On a cluster the client tracks on every master (one subscription each).
             self.tracking = KeyTracking(cache, tier, self._counters, key_prefix=key_prefix)
         self.leases = Leases(
             redis,
@@ -260,11 +259,10 @@ class Fleet:
                 self._connected = False
             await backoff.wait()
 
-    def _subscription(self) -> AbstractAsyncContextManager[Subscription]:
-        redis = self._redis
-        if self.tracking is None or not isinstance(redis, RedisClient):
-            return redis.subscribe(self.channel)
-        return redis.subscribe_tracking(self.channel, prefixes=[self.tracking.prefix])
+    def _subscription(self) -> AbstractAsyncContextManager[SubscriptionEvents]:
+        if self.tracking is None:
+            return self._redis.subscribe(self.channel)
+        return self._redis.subscribe_tracking(self.channel, prefixes=[self.tracking.prefix])
 
     async def _on_invalidation(self, owners: QueryOwners, invalidation: Invalidation) -> None:
         tracking = self.tracking
