@@ -4,9 +4,10 @@ Invalidations, removals and new data (a completed fetch, a
 ``set_query_data``) are published on one pub/sub channel named after the
 whole key prefix and the database (:func:`~stackquery.fleet._link.channel_name`).
 Receivers check each message (:mod:`~stackquery.fleet._wire`), then mark keys
-invalidated, drop them, or read the new entry from L2 into L1 (observers see
-it without calling the origin).  New data is announced only after its L2
-write landed.  A message Redis could not take is retried until it can.
+invalidated (in L1 only: L2 is the sender's), drop them, or read the new
+entry from L2 into L1 (observers see it without calling the origin).  New
+data is announced only after its L2 write landed.  A message Redis could not
+take is retried until it can.
 Pub/sub drops messages while a connection is down, so on every
 (re)subscription a client marks all of its L1 entries stale.  Both this and
 single flight (``_leases``) degrade to single-process behaviour while Redis

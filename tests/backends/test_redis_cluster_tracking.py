@@ -18,7 +18,7 @@ from backends import (
     StorageUnavailableError,
 )
 from backends._cluster_slots import key_slot
-from tests.redis_cluster import RedisCluster, command, info
+from tests.redis_cluster import RedisCluster, command, info, tracking_ids
 
 pytestmark = pytest.mark.slow
 
@@ -34,14 +34,6 @@ def one_key_per_master(cluster: RedisCluster, prefix: str) -> dict[int, str]:
         found.setdefault(cluster.owner_of(key_slot(name)), name)
         i += 1
     return found
-
-
-def tracking_ids(port: int) -> list[bytes]:
-    """The ids of the connections with tracking on (flag ``t``) on the node at ``port``."""
-    reply = command(port, "CLIENT", "LIST")
-    assert isinstance(reply, bytes)
-    fields = [dict(f.split(b"=", 1) for f in line.split()) for line in reply.splitlines()]
-    return [f[b"id"] for f in fields if b"t" in f[b"flags"]]
 
 
 async def next_event(events: object) -> object:

@@ -8,6 +8,7 @@ separate processes would be); writes "by another tool" go through a plain
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import pytest
@@ -17,7 +18,7 @@ import stackquery as sq
 from backends import RedisClusterClient, RedisStorage
 from backends._cluster_slots import key_slot
 from stackquery._keys import canonical_key
-from tests.redis_cluster import RedisCluster, command
+from tests.redis_cluster import RedisCluster, command, tracking_ids
 from tests.stackquery.fleet_support import Counted, fleet, open_clients, wait_until
 
 pytestmark = pytest.mark.slow
@@ -58,12 +59,12 @@ def state_of(client: sq.QueryClient, key: tuple[Any, ...]) -> sq.QueryState[Any]
     return state
 
 
-def tracking_ids(port: int) -> list[bytes]:
-    """The ids of the connections with tracking on (flag ``t``) on the node at ``port``."""
-    reply = command(port, "CLIENT", "LIST")
-    assert isinstance(reply, bytes)
-    fields = [dict(f.split(b"=", 1) for f in line.split()) for line in reply.splitlines()]
-    return [f[b"id"] for f in fields if b"t" in f[b"flags"]]
+async def fetch_each(
+    client: sq.QueryClient, keys: Iterable[tuple[Any, ...]], origin: PerKey
+) -> None:
+    """Fetch every key once (each its first value, from the origin or L2)."""
+    for key in keys:
+        await client.fetch_query(sq.QueryOptions(key, origin(key)))
 
 
 async def set_raw(url: str, name: str, value: str) -> None:
@@ -106,8 +107,7 @@ class TestWritesByOthers:
         async with open_clients(
             redis_cluster_url, 1, key_prefix=cluster_prefix, storage_ttl=0.3
         ) as (a,):
-            for key in keys.values():
-                await a.fetch_query(sq.QueryOptions(key, origin(key)))
+            await fetch_each(a, keys.values(), origin)
             for key in keys.values():
                 await wait_until(lambda k=key: state_of(a, k).is_invalidated)
             assert fleet(a).invalidations_stale == 3
@@ -120,8 +120,7 @@ class TestWritesByOthers:
         keys = one_key_per_master(redis_cluster, cluster_prefix)
         origin = PerKey()
         async with open_clients(redis_cluster_url, 1, key_prefix=cluster_prefix) as (a,):
-            for key in keys.values():
-                await a.fetch_query(sq.QueryOptions(key, origin(key)))
+            await fetch_each(a, keys.values(), origin)
             await wait_until(lambda: fleet(a).keys_invalidated == 3)
             flushed = next(iter(keys))
             await trio.to_thread.run_sync(command, flushed, "FLUSHALL")
@@ -207,8 +206,7 @@ class TestTopology:
         async with open_clients(
             redis_cluster_url, 1, key_prefix=cluster_prefix, storage=storage
         ) as (a,):
-            for key in keys.values():
-                await a.fetch_query(sq.QueryOptions(key, origin(key)))
+            await fetch_each(a, keys.values(), origin)
             killed = next(iter(keys))
             (tracking_id,) = tracking_ids(killed)
             command(killed, "CLIENT", "KILL", "ID", tracking_id)

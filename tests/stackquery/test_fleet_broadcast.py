@@ -21,6 +21,7 @@ from tests.stackquery.fleet_support import (
     fleet_config,
     open_clients,
     raw_redis,
+    redis_command,
     wait_until,
 )
 
@@ -40,17 +41,9 @@ def l2_stats(client: sq.QueryClient) -> sq.L2Statistics:
     return stats
 
 
-async def command(url: str, *args: Any) -> Any:
-    redis = await raw_redis(url)
-    try:
-        return await redis.execute(*args)
-    finally:
-        await redis.aclose()
-
-
 async def read_entry(url: str, key: tuple[Any, ...]) -> sq.StoredEntry:
     """The key's L2 entry as it is in Redis now (it must be there)."""
-    raw = await command(url, "GET", l2_name(key))
+    raw = await redis_command(url, "GET", l2_name(key))
     assert isinstance(raw, bytes)
     return sq.unpack_entry(raw, sq.serializers.json)
 
@@ -142,7 +135,7 @@ class TestChanges:
             newer = sq.pack_entry(
                 "newer", data_updated_at=held + 1.0, serializer=sq.serializers.json
             )
-            await command(redis_url, "SET", l2_name(key), newer)
+            await redis_command(redis_url, "SET", l2_name(key), newer)
             assert await c.invalidate_queries(("user",)) == 0  # C holds nothing
             await wait_until(lambda: fleet(a).received == 1)
             assert state_of(a, key).is_invalidated is True
