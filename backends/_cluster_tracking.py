@@ -120,17 +120,17 @@ class ClusterSubscription:
             event = await merged.receive.receive()
             if event is not None:
                 return event
-        if merged.closed:
+        lost = merged.lost
+        if merged.closed or isinstance(lost, StorageClosedError):
             raise StorageClosedError(
                 "the subscription is closed", backend="RedisClusterClient", operation="subscribe"
-            )
-        assert merged.lost is not None
-        error = StorageUnavailableError(
-            f"redis cluster subscription lost: {merged.lost}",
+            ) from lost
+        assert lost is not None
+        raise StorageUnavailableError(
+            f"redis cluster subscription lost: {lost}",
             backend="RedisClusterClient",
             operation="subscribe",
-        )
-        raise error from merged.lost
+        ) from lost
 
 
 @asynccontextmanager

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pytest
 import trio
+import trio.testing
 
 from backends import (
     Invalidation,
@@ -139,6 +140,27 @@ class TestSubscribeTracking:
                 assert ("127.0.0.1", port) not in events.masters
                 await writer.execute("SET", name, "on the new master")
                 assert await next_event(events) == Invalidation((name.encode(),))
+
+    async def test_closing_the_client_closes_the_subscription(
+        self, redis_cluster_url: str, cluster_prefix: str
+    ) -> None:
+        """A reader waiting when the client closes gets StorageClosedError, as later ones do."""
+        async with (
+            RedisClusterClient.from_url(redis_cluster_url) as tracker,
+            tracker.subscribe_tracking("unused", prefixes=[f"{cluster_prefix}["]) as events,
+        ):
+            async with trio.open_nursery() as nursery:
+
+                async def close_soon() -> None:
+                    await trio.testing.wait_all_tasks_blocked()
+                    await tracker.aclose()
+
+                nursery.start_soon(close_soon)
+                with trio.fail_after(DEADLINE), pytest.raises(StorageClosedError):
+                    await events.next_event()
+            assert events.connected is False
+            with pytest.raises(StorageClosedError):
+                await events.next_event()
 
     async def test_bad_arguments_are_refused_before_connecting(self) -> None:
         """No channel, no prefix, overlapping prefixes: ValueError, nothing reached."""
