@@ -498,17 +498,16 @@ class RedisClient:
         :class:`~backends._redis_tracking.Invalidation` from
         :meth:`Subscription.next_event` (``async for`` skips them).  The
         subscription has a second connection, the tracking one, and is lost
-        when either is.
+        when either is.  With no ``channels`` it hears the invalidations
+        only (what a cluster opens on each of its masters).
 
         Raises:
-            ValueError: no channel, no prefix, or overlapping prefixes.
+            ValueError: no prefix, or overlapping prefixes.
             TrackingRefusedError: (a ``StorageError``) the server refused
                 ``CLIENT TRACKING`` (older than Redis 6, or an ACL).
             StorageUnavailableError, StorageTLSError, StorageError,
             StorageClosedError: as for :meth:`subscribe`.
         """
-        if not channels:
-            raise ValueError("subscribe_tracking() needs at least one channel")
         tracking_command(0, prefixes)  # bad prefixes fail here, before connecting
         async with self._subscribed(channels, prefixes) as subscription:
             yield subscription
