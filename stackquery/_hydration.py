@@ -24,8 +24,10 @@ key never replaces one that is still out unsettled.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any
 
+import attrs
 import trio
 
 from actors import Registry, Reply
@@ -34,6 +36,7 @@ from . import _state
 from ._entry import StoredEntry
 from ._errors import ClientClosedError, QueryCancelledError
 from ._l2_tier import ColdRead, L2Tier
+from ._option_checks import UNSET
 from ._options import QueryOptions
 from ._query_actor import QueryActor
 from ._query_cache import QueryCache
@@ -72,8 +75,11 @@ class ColdReads:
         """The key's read in flight, or ``None``."""
         return self._tier.cold_reads.get(key_hash)
 
-    def start(self, options: QueryOptions[Any]) -> ColdRead:
+    def start(self, options: QueryOptions[Any], *, alone: bool = True) -> ColdRead:
         """Publish a cold key as fetching and ask L2 for it; synchronous.
+
+        ``alone``: the key is read by itself, from its caller's task if the
+        store allows it; else (a batch) its read joins the next ``get_many``.
 
         Raises:
             Exception: whatever an ``initial_data`` factory raised.
@@ -89,7 +95,7 @@ class ColdReads:
         previous = cache.create(options)
         cache.publish(_state.fetching(previous, now=trio.current_time()))
         l2 = self._tier.l2
-        if l2.can_read_now(key_hash):
+        if alone and l2.can_read_now(key_hash):
             cold = ColdRead(options, previous, Reply(), direct=True)
         else:
             cold = ColdRead(options, previous, l2.read_soon(key_hash))
@@ -105,36 +111,46 @@ class ColdReads:
         returns that outcome at once.
         """
         reply = cold.reply
-        with cold.waiting:
-            try:
-                if cold.direct:
-                    # The one read, from this task: no hop through the reader.
-                    entry = await self._tier.l2.read_now(cold.options.key_hash)
-                    cold.read.set_value(entry)
-                else:
+        # One cancel scope per read: settle_early cancels it, and a direct
+        # read's timeout is its deadline too (each scope costs a few µs).
+        waiting = cold.waiting = trio.CancelScope()
+        if reply.is_set:
+            waiting.cancel()
+        try:
+            if cold.direct:
+                # The one read, from this task: no hop through the reader.
+                entry = await self._tier.l2.read_now(cold.options.key_hash, waiting)
+                if waiting.cancelled_caught and reply.is_set:
+                    self._read_again(cold)  # settled early: the store's answer was dropped
+                    return reply.result_nowait()
+                cold.read.set_value(entry)
+            else:
+                with waiting:
                     entry = await cold.read.wait()
-            except BaseException:
-                if cold.direct and not cold.read.is_set:
-                    # This caller's read ended with it; whoever shares the
-                    # read (the waiters, an actor's L2Tier.read) gets another.
-                    if not self.closed:
-                        read = self._tier.l2.read_soon(cold.options.key_hash)
-                        self._nursery.start_soon(
-                            self._read_for_others, cold, read, name="stackquery-hydration"
-                        )
-                        raise
-                    cold.read.set_value(None)
-                if reply.is_set:
-                    raise  # settled early: cold.waiting absorbs its own cancellation
+                if waiting.cancelled_caught:
+                    return reply.result_nowait()  # settled early; landing it would be a no-op
+        except BaseException:
+            if cold.direct and not cold.read.is_set:
+                # This caller's read ended with it; whoever shares the
+                # read (the waiters, an actor's L2Tier.read) gets another.
                 if not self.closed:
-                    self._nursery.start_soon(self._land_later, cold, name="stackquery-hydration")
-                else:
-                    self.land(cold, None)
-                raise
-            self.land(cold, entry)
+                    self._read_again(cold)
+                    raise
+                cold.read.set_value(None)
+            if not self.closed:
+                self._nursery.start_soon(self._land_later, [cold], name="stackquery-hydration")
+            else:
+                self.land(cold, None)
+            raise
+        self.land(cold, entry)
         if reply.is_set:  # no second checkpoint: the read was one
             return reply.result_nowait()
         return await reply.wait()
+
+    def _read_again(self, cold: ColdRead) -> None:
+        """A direct read ended without the store's answer: read again for whoever shares it."""
+        read = self._tier.l2.read_soon(cold.options.key_hash)
+        self._nursery.start_soon(self._read_for_others, cold, read, name="stackquery-hydration")
 
     async def _read_for_others(self, cold: ColdRead, read: Reply[StoredEntry | None]) -> None:
         """A direct read's caller left before the store answered: read again, then land."""
@@ -147,13 +163,67 @@ class ColdReads:
         cold.read.set_value(entry)
         self.land(cold, entry)
 
-    async def _land_later(self, cold: ColdRead) -> None:
+    def claim_for_batch(self, options: QueryOptions[Any]) -> ColdRead | None:
+        """Start a batched L2 read of the key if it is cold, as ``fetch_query`` would; synchronous.
+
+        Cold: not in L1, no actor, no read out, no ``initial_data``.  Any
+        other key returns ``None`` (fetch it as ``fetch_query`` does), and so
+        does every key once the client is closing.
+        """
+        key_hash = options.key_hash
+        if (
+            self.closed
+            or options.initial_data is not UNSET
+            or key_hash in self._cache.snapshots
+            or key_hash in self._registry
+            or key_hash in self._tier.cold_reads
+        ):
+            return None
+        self._cache.remember(options)
+        return self.start(options, alone=False)
+
+    async def wait_batch(self, reads: Sequence[ColdRead]) -> None:
+        """Await the L2 reads of :meth:`claim_for_batch` and land each; a checkpoint.
+
+        On return each read's ``reply`` is set, or handed on to its key's
+        actor (a miss, stale data to refetch: await it).  The reads went out
+        together, so one wait serves them all, with no task or cancel scope
+        per key.  A read settled early (cancel_queries, a removal, a reset)
+        is reported when the batch lands, within ``l2_timeout``.
+
+        Cancelled, the caller stops waiting; the reads land in the client's
+        nursery (one task for all of them) for their other waiters.
+        """
         try:
-            entry = await cold.read.wait()
-        except BaseException:  # the client is closing: the waiters left hear of it
-            self.land(cold, None)
+            waited = False
+            for cold in reads:
+                if not cold.read.is_set:  # after the first wait, the rest of its batch is set
+                    await cold.read.wait()
+                    waited = True
+            if not waited:
+                await trio.lowlevel.checkpoint()
+        except BaseException:
+            if not self.closed:
+                self._nursery.start_soon(self._land_later, reads, name="stackquery-hydration")
+            else:
+                for cold in reads:
+                    self.land(cold, None)
             raise
-        self.land(cold, entry)
+        for cold in reads:
+            self.land(cold, cold.read.result_nowait())
+
+    async def _land_later(self, reads: Sequence[ColdRead]) -> None:
+        """Their callers left before the store answered: land the reads for the others."""
+        try:
+            for cold in reads:
+                if not cold.read.is_set:
+                    await cold.read.wait()
+        except BaseException:  # the client is closing: the waiters left hear of it
+            for cold in reads:
+                self.land(cold, None)
+            raise
+        for cold in reads:
+            self.land(cold, cold.read.result_nowait())
 
     def land(self, cold: ColdRead, entry: StoredEntry | None) -> None:
         """Settle the key's fetch with what L2 held, or hand it on to the key's actor."""
@@ -263,6 +333,29 @@ class ColdReads:
         )
 
 
+@attrs.frozen
+class BatchReads:
+    """The cold reads of one ``fetch_queries`` call (a :class:`~stackquery._fetch_many.ColdBatch`).
+
+    Each key's options are resolved with the client's query defaults first,
+    as ``fetch_query`` resolves them.
+    """
+
+    reads: ColdReads
+    resolve: Callable[[QueryOptions[Any]], QueryOptions[Any]] | None
+    """The client's query defaults, or ``None`` when it has none."""
+
+    def claim_for_batch(self, options: QueryOptions[Any]) -> ColdRead | None:
+        """See :meth:`ColdReads.claim_for_batch`."""
+        if self.resolve is not None:
+            options = self.resolve(options)
+        return self.reads.claim_for_batch(options)
+
+    async def wait_batch(self, reads: Sequence[ColdRead]) -> None:
+        """See :meth:`ColdReads.wait_batch`."""
+        await self.reads.wait_batch(reads)
+
+
 async def _forward(source: Reply[Any], target: Reply[Any]) -> None:
     try:
         value = await source.wait()
@@ -275,4 +368,4 @@ async def _forward(source: Reply[Any], target: Reply[Any]) -> None:
         target.set_value(value)
 
 
-__all__ = ["ColdReads"]
+__all__ = ["BatchReads", "ColdReads"]

@@ -209,21 +209,28 @@ class L2Cache:
             and key_hash not in self._writing
         )
 
-    async def read_now(self, key_hash: str) -> StoredEntry | None:
+    async def read_now(self, key_hash: str, scope: trio.CancelScope) -> StoredEntry | None:
         """Read the key's entry with one ``get`` from the caller's task (no batch, no hop).
 
-        Use it when :meth:`can_read_now` says so.  A store that
-        fails, or does not answer within ``timeout``, is a miss, counted as
-        the batched read counts it.  Cancelled, the ``get`` is abandoned (the
-        store drops its reply) and ``Cancelled`` propagates: a caller that
-        shares the read must read again (:meth:`read_soon`).
+        Use it when :meth:`can_read_now` says so.  The ``get`` runs inside
+        ``scope``, entered here with its deadline set ``timeout`` from now: the
+        read's one cancel scope serves as its timeout and as its owner's way
+        to stop it (a scope costs a few µs to enter, a read pays for one).  A
+        store that fails, or does not answer by the deadline, is a miss,
+        counted as the batched read counts it.  ``scope`` cancelled by its
+        owner before the deadline abandons the ``get`` (the store drops its
+        reply): ``None`` is returned, counted neither as a hit nor as a miss.
+        Cancelled from outside ``scope``, the ``get`` is abandoned too and
+        ``Cancelled`` propagates: a caller that shares the read must read
+        again (:meth:`read_soon`).
         """
         stats = self._stats
         stats["reads"] += 1
         key = self.key_prefix + key_hash
         raw: bytes | None = None
         self.reads_now += 1
-        with trio.move_on_after(self.timeout) as scope:
+        deadline = scope.deadline = trio.current_time() + self.timeout
+        with scope:
             try:
                 raw = await ops.get(self.store, key)
             except Exception as exc:
@@ -231,6 +238,8 @@ class L2Cache:
             finally:
                 self.reads_now -= 1
         if scope.cancelled_caught:
+            if trio.current_time() < deadline:
+                return None  # stopped by its owner, not by the deadline
             self._on_error("get", trio.TooSlowError(f"no answer within {self.timeout:g} s"))
         entry = try_unpack_entry(raw, self.serializer, self._on_corrupt, key=key)
         stats["hits" if entry is not None else "misses"] += 1

@@ -42,15 +42,17 @@ class ColdRead:
     """The starting caller reads the store from its own task (``L2Cache.read_now``)."""
     reply: Reply[Any] = attrs.field(factory=Reply)
     """What every caller of the key waits on."""
-    waiting: trio.CancelScope = attrs.field(factory=trio.CancelScope)
-    """Around the starting caller's wait for ``read``: cancelled once ``reply`` is
-    settled without the read (cancel_queries, a removal, a reset), so that
-    caller hears at once rather than when the store answers."""
+    waiting: trio.CancelScope | None = None
+    """Around the starting caller's wait for ``read`` (made when it starts
+    waiting; none for a batch's reads): cancelled once ``reply`` is settled
+    without the read (cancel_queries, a removal, a reset), so that caller
+    hears at once rather than when the store answers."""
 
     def settle_early(self, error: BaseException) -> None:
         """Settle the key's fetch with ``error`` before the read lands; wake its caller."""
         self.reply.set_error(error)
-        self.waiting.cancel()
+        if self.waiting is not None:
+            self.waiting.cancel()
 
 
 class L2Tier:
