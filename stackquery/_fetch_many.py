@@ -2,11 +2,13 @@
 
 Each key is fetched as ``fetch_query`` fetches it (fresh hit, stale hit and
 refetch, or a wait on the key's one fetch), but the keys that are not fresh
-start together: one task each, all started in the same run-loop batch, so
-that their cold L2 reads are asked for before the L2 reader wakes and go out
-as one ``get_many``, and their origin calls start in the same batch too (which
-is what lets a batch loader merge them).  Fresh keys are served inline, with
-no task and no checkpoint.
+start together.  ``fetch_queries``' cold keys (not in L1, L2 may hold them)
+are claimed at once, without a task: their reads go out as one ``get_many``
+and land together, and only the keys L2 misses (or holds stale) go on to
+their actors.  Every other key gets a task, all started in the same run-loop
+batch, so that their origin calls start together (which is what lets a batch
+loader merge them).  Fresh keys are served inline, with no task and no
+checkpoint.
 """
 
 from __future__ import annotations
