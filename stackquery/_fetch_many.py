@@ -13,7 +13,7 @@ checkpoint.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Protocol, TypeVar
 
 import trio
@@ -107,8 +107,8 @@ async def fetch_all(
         async with trio.open_nursery() as nursery:
             for index in waiting:
                 nursery.start_soon(fetch_into, index)
-            if cold_reads is not None and batch:
-                await _land_batch(cold_reads, batch, results, errors)
+            if batch:
+                await _wait_batch(batch, results, errors)
     if errors:
         raise errors[min(errors)]
     if len(first_of) < len(options_list):
@@ -123,11 +123,7 @@ class ColdBatch(Protocol):
     """Reads cold keys from L2 for a batch (``ColdReads`` with the client's query defaults)."""
 
     def claim_for_batch(self, options: QueryOptions[Any]) -> ColdRead | None:
-        """Start the key's L2 read if it is cold; else ``None``."""
-        ...
-
-    async def wait_batch(self, reads: Sequence[ColdRead]) -> None:
-        """Await the reads and land each (its reply set, or handed on to its actor)."""
+        """Start the key's L2 read if it is cold (await its ``reply``); else ``None``."""
         ...
 
 
@@ -146,21 +142,24 @@ def _claim_cold(
     return rest, batch
 
 
-async def _land_batch(
-    cold_reads: ColdBatch,
-    batch: list[tuple[int, ColdRead]],
-    results: list[Any],
-    errors: dict[int, Exception],
+async def _wait_batch(
+    batch: list[tuple[int, ColdRead]], results: list[Any], errors: dict[int, Exception]
 ) -> None:
-    """Land the batch's reads, then wait for the keys handed on to their actors."""
-    await cold_reads.wait_batch([read for _, read in batch])
+    """Wait for the batch's keys: landed together, so after the first wait most are set."""
+    waited = False
     for index, read in batch:
         reply = read.reply
         try:
-            # Most are set by now (fresh in L2); the others wait for their actor's fetch.
-            results[index] = reply.result_nowait() if reply.is_set else await reply.wait()
+            # Not reply.wait() when set: it would checkpoint once per key.
+            if reply.is_set:
+                results[index] = reply.result_nowait()
+            else:
+                waited = True
+                results[index] = await reply.wait()
         except Exception as exc:
             errors[index] = exc
+    if not waited:
+        await trio.lowlevel.checkpoint()
 
 
 class _Fetcher(Protocol):

@@ -24,7 +24,7 @@ key never replaces one that is still out unsettled.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -70,6 +70,8 @@ class ColdReads:
         self._nursery = nursery
         self.closed = False
         """Set when the client closes: a read landing then fails its waiters."""
+        self._unlanded: list[ColdRead] = []
+        """Batched reads started since the last lander took its list (see :meth:`_land_batch`)."""
 
     def get(self, key_hash: str) -> ColdRead | None:
         """The key's read in flight, or ``None``."""
@@ -99,11 +101,14 @@ class ColdReads:
             cold = ColdRead(options, previous, Reply(), direct=True)
         else:
             cold = ColdRead(options, previous, l2.read_soon(key_hash))
+            if not self._unlanded:
+                self._nursery.start_soon(self._land_batch, name="stackquery-hydration")
+            self._unlanded.append(cold)
         self._tier.cold_reads[key_hash] = cold
         return cold
 
     async def wait(self, cold: ColdRead) -> Any:
-        """Await the key's L2 read, land it, and return the key's data (or raise its fetch's error).
+        """Await the key's L2 read and return the key's data (or raise its fetch's error).
 
         Cancelled, the caller stops waiting; the read goes on in the client's
         nursery and still lands for the others.  Settled while the store has
@@ -111,37 +116,31 @@ class ColdReads:
         returns that outcome at once.
         """
         reply = cold.reply
-        # One cancel scope per read: settle_early cancels it, and a direct
-        # read's timeout is its deadline too (each scope costs a few µs).
+        if not cold.direct:
+            # A batched read is landed by its batch's lander, whoever waits for
+            # it: its callers wait for the outcome only (settle_early sets it
+            # too), with no cancel scope of their own.
+            return await reply.wait()
+        # The one read, from this task: no hop through the reader, and one
+        # cancel scope, both its timeout and settle_early's way in.
         waiting = cold.waiting = trio.CancelScope()
         if reply.is_set:
             waiting.cancel()
         try:
-            if cold.direct:
-                # The one read, from this task: no hop through the reader.
-                entry = await self._tier.l2.read_now(cold.options.key_hash, waiting)
-                if waiting.cancelled_caught and reply.is_set:
-                    self._read_again(cold)  # settled early: the store's answer was dropped
-                    return reply.result_nowait()
-                cold.read.set_value(entry)
-            else:
-                with waiting:
-                    entry = await cold.read.wait()
-                if waiting.cancelled_caught:
-                    return reply.result_nowait()  # settled early; landing it would be a no-op
+            entry = await self._tier.l2.read_now(cold.options.key_hash, waiting)
         except BaseException:
-            if cold.direct and not cold.read.is_set:
-                # This caller's read ended with it; whoever shares the
-                # read (the waiters, an actor's L2Tier.read) gets another.
-                if not self.closed:
-                    self._read_again(cold)
-                    raise
-                cold.read.set_value(None)
+            # This caller's read ended with it; whoever shares the read (the
+            # waiters, an actor's L2Tier.read) gets another, landed for them.
             if not self.closed:
-                self._nursery.start_soon(self._land_later, [cold], name="stackquery-hydration")
+                self._read_again(cold)
             else:
+                cold.read.set_value(None)
                 self.land(cold, None)
             raise
+        if waiting.cancelled_caught and reply.is_set:
+            self._read_again(cold)  # settled early: the store's answer was dropped
+            return reply.result_nowait()
+        cold.read.set_value(entry)
         self.land(cold, entry)
         if reply.is_set:  # no second checkpoint: the read was one
             return reply.result_nowait()
@@ -163,12 +162,41 @@ class ColdReads:
         cold.read.set_value(entry)
         self.land(cold, entry)
 
+    async def _land_batch(self) -> None:
+        """Land the batched reads started before this task ran, each once the store answers.
+
+        One task per batch, not one per key: a batch's reads go out in one
+        ``get_many`` and are answered together, so they are landed together,
+        whether their callers still wait or not.  Reads started after this
+        task took its list get a lander of their own.
+        """
+        reads, self._unlanded = self._unlanded, []
+        left = reads
+        try:
+            while left:
+                unanswered = []
+                for cold in left:
+                    if cold.read.is_set:
+                        self.land(cold, cold.read.result_nowait())
+                    else:
+                        unanswered.append(cold)
+                left = unanswered
+                if left:
+                    # The earliest started is in the earliest batch out: when it
+                    # is answered, so is the rest of its batch.
+                    await left[0].read.wait()
+        except BaseException:  # the client is closing: the waiters left hear of it
+            for cold in reads:
+                self.land(cold, None)  # nothing for those landed already
+            raise
+
     def claim_for_batch(self, options: QueryOptions[Any]) -> ColdRead | None:
         """Start a batched L2 read of the key if it is cold, as ``fetch_query`` would; synchronous.
 
         Cold: not in L1, no actor, no read out, no ``initial_data``.  Any
         other key returns ``None`` (fetch it as ``fetch_query`` does), and so
-        does every key once the client is closing.
+        does every key once the client is closing.  The read joins the next
+        ``get_many`` and is landed with it: await its ``reply``.
         """
         key_hash = options.key_hash
         if (
@@ -181,49 +209,6 @@ class ColdReads:
             return None
         self._cache.remember(options)
         return self.start(options, alone=False)
-
-    async def wait_batch(self, reads: Sequence[ColdRead]) -> None:
-        """Await the L2 reads of :meth:`claim_for_batch` and land each; a checkpoint.
-
-        On return each read's ``reply`` is set, or handed on to its key's
-        actor (a miss, stale data to refetch: await it).  The reads went out
-        together, so one wait serves them all, with no task or cancel scope
-        per key.  A read settled early (cancel_queries, a removal, a reset)
-        is reported when the batch lands, within ``l2_timeout``.
-
-        Cancelled, the caller stops waiting; the reads land in the client's
-        nursery (one task for all of them) for their other waiters.
-        """
-        try:
-            waited = False
-            for cold in reads:
-                if not cold.read.is_set:  # after the first wait, the rest of its batch is set
-                    await cold.read.wait()
-                    waited = True
-            if not waited:
-                await trio.lowlevel.checkpoint()
-        except BaseException:
-            if not self.closed:
-                self._nursery.start_soon(self._land_later, reads, name="stackquery-hydration")
-            else:
-                for cold in reads:
-                    self.land(cold, None)
-            raise
-        for cold in reads:
-            self.land(cold, cold.read.result_nowait())
-
-    async def _land_later(self, reads: Sequence[ColdRead]) -> None:
-        """Their callers left before the store answered: land the reads for the others."""
-        try:
-            for cold in reads:
-                if not cold.read.is_set:
-                    await cold.read.wait()
-        except BaseException:  # the client is closing: the waiters left hear of it
-            for cold in reads:
-                self.land(cold, None)
-            raise
-        for cold in reads:
-            self.land(cold, cold.read.result_nowait())
 
     def land(self, cold: ColdRead, entry: StoredEntry | None) -> None:
         """Settle the key's fetch with what L2 held, or hand it on to the key's actor."""
@@ -350,10 +335,6 @@ class BatchReads:
         if self.resolve is not None:
             options = self.resolve(options)
         return self.reads.claim_for_batch(options)
-
-    async def wait_batch(self, reads: Sequence[ColdRead]) -> None:
-        """See :meth:`ColdReads.wait_batch`."""
-        await self.reads.wait_batch(reads)
 
 
 async def _forward(source: Reply[Any], target: Reply[Any]) -> None:
