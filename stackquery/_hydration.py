@@ -237,9 +237,10 @@ class ColdReads:
             self._join_actor(options, reply)
             return
         invalidated = snap.is_invalidated
+        now = trio.current_time()
         # The entry's snapshot is published once, with what follows folded in
         # (one publish, one timer arming per key: bulk hydration pays per key).
-        landed = self._tier.entry_snapshot(key_hash, entry) if entry is not None else None
+        landed = self._tier.entry_snapshot(snap, entry, now=now) if entry is not None else None
         if landed is not None:
             snap = landed
         if not cache.servable(snap, options):
@@ -247,7 +248,6 @@ class ColdReads:
                 cache.publish(landed)
             registry.activate(key_hash).continue_fetch(options, cold.previous, reply)
             return
-        now = trio.current_time()
         if invalidated and not snap.is_invalidated:
             # Invalidated while L2 was read: the stored data lands, not as fresh,
             # and the refetch that follows is the one the invalidation asked for.

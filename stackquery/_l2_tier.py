@@ -113,27 +113,27 @@ class L2Tier:
 
     def apply_entry(self, key_hash: str, entry: StoredEntry) -> Snapshot | None:
         """Publish an L2 entry into L1 unless L1 holds data as new; return the new snapshot."""
-        new = self.entry_snapshot(key_hash, entry)
-        return None if new is None else self.cache.publish(new)
-
-    def entry_snapshot(self, key_hash: str, entry: StoredEntry) -> Snapshot | None:
-        """The snapshot :meth:`apply_entry` would publish (``None``: it would not); pure."""
-        cache = self.cache
-        snap = cache.get(key_hash)
+        snap = self.cache.get(key_hash)
         if snap is None:
             return None
-        entry = bound_future(entry, cache.clock.wall(), self.l2.count_future_entry)
+        new = self.entry_snapshot(snap, entry, now=trio.current_time())
+        return None if new is None else self.cache.publish(new)
+
+    def entry_snapshot(self, snap: Snapshot, entry: StoredEntry, *, now: float) -> Snapshot | None:
+        """``snap`` holding ``entry`` (``None``: L1 holds data as new); pure, not published."""
+        cache = self.cache
+        clock = cache.clock
+        entry = bound_future(entry, clock.wall(now), self.l2.count_future_entry)
         held = snap.data_updated_at
         if held is not None and held >= entry.data_updated_at:
             return None  # L1 already has data as new: a late read never overwrites it
-        now = trio.current_time()
         # Judged with the key's own stale time (not the client's default), so
         # that an entry another process wrote a moment ago is fresh here too.
         new = _state.with_data(
             snap,
             entry.value,
             updated_at_wall=entry.data_updated_at,
-            updated_at=cache.clock.from_wall(entry.data_updated_at),
+            updated_at=clock.from_wall(entry.data_updated_at),
             stale_time=snap.stale_time,
             resolved_stale_time=cache.fresh_period(snap.stale_time, entry.value, None),
             now=now,
