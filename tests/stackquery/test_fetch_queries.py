@@ -155,6 +155,25 @@ async def stored(
     await store.memory.set(store_key(opts), entry)
 
 
+def gated_pair() -> tuple[ControlledStorage, Origins, sq.QueryOptions[Any], sq.QueryOptions[Any]]:
+    """A store whose reads wait at a gate, and keys "a" and "b" (fresh for 60 s)."""
+    store = ControlledStorage()
+    store.read_gate = trio.Event()
+    origins = Origins()
+    return (
+        store,
+        origins,
+        origins.options("a", stale_time=60.0),
+        origins.options("b", stale_time=60.0),
+    )
+
+
+async def stored_pair(store: ControlledStorage, client: sq.QueryClient, a: Any, b: Any) -> None:
+    """Store "stored a" and "stored b" as the entries of ``a`` and ``b``."""
+    await stored(store, client, a, "stored a")
+    await stored(store, client, b, "stored b")
+
+
 class TestColdBatch:
     """The cold keys of one call are read from L2 together and landed together."""
 
@@ -200,14 +219,10 @@ class TestColdBatch:
         self, autojump_clock: trio.testing.MockClock
     ) -> None:
         """A key whose cold read is out joins it; only the other keys go in the next get_many."""
-        store = ControlledStorage()
-        store.read_gate = trio.Event()
-        origins = Origins()
-        a, b = origins.options("a", stale_time=60.0), origins.options("b", stale_time=60.0)
+        store, origins, a, b = gated_pair()
         got: list[Any] = []
         async with sq.open_query_client(no_retry(storage=store)) as client:
-            await stored(store, client, a, "stored a")
-            await stored(store, client, b, "stored b")
+            await stored_pair(store, client, a, b)
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(client.fetch_query, a)
                 await trio.testing.wait_all_tasks_blocked()
@@ -226,14 +241,10 @@ class TestColdBatch:
         self, autojump_clock: trio.testing.MockClock
     ) -> None:
         """Cancelled while the read is out: the keys still land, for a caller that joined them."""
-        store = ControlledStorage()
-        store.read_gate = trio.Event()
-        origins = Origins()
-        a, b = origins.options("a", stale_time=60.0), origins.options("b", stale_time=60.0)
+        store, origins, a, b = gated_pair()
         joined: list[Any] = []
         async with sq.open_query_client(no_retry(storage=store)) as client:
-            await stored(store, client, a, "stored a")
-            await stored(store, client, b, "stored b")
+            await stored_pair(store, client, a, b)
             with trio.CancelScope() as scope:
                 async with trio.open_nursery() as nursery:
 
@@ -256,14 +267,10 @@ class TestColdBatch:
         self, autojump_clock: trio.testing.MockClock
     ) -> None:
         """cancel_queries of one key while the batch is read: that key's error, the others land."""
-        store = ControlledStorage()
-        store.read_gate = trio.Event()
-        origins = Origins()
-        a, b = origins.options("a", stale_time=60.0), origins.options("b", stale_time=60.0)
+        store, origins, a, b = gated_pair()
         errors: list[BaseException] = []
         async with sq.open_query_client(no_retry(storage=store)) as client:
-            await stored(store, client, a, "stored a")
-            await stored(store, client, b, "stored b")
+            await stored_pair(store, client, a, b)
 
             async def fetch_both() -> None:
                 try:
