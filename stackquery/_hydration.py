@@ -4,7 +4,11 @@ Reading L2 through the key's actor costs an actor activation and a fetch
 task before the read even goes out; a key that L2 holds fresh needs neither.
 So the first ``fetch_query`` of a cold key publishes the key as fetching,
 records a :class:`~stackquery._l2_tier.ColdRead` (the key's one read: later
-callers join its reply) and awaits the L2 read itself.  When the read lands,
+callers join its reply) and, reading alone, awaits the L2 read itself.
+Reads that go out together (concurrent callers of other cold keys,
+``fetch_queries``' cold keys, claimed with no task of their own) share one
+``get_many`` and are landed by one task per batch, whether their callers
+still wait or not; those callers wait for the outcome only.  When a read lands,
 :meth:`ColdReads.land` settles it without an actor when it can (fresh data),
 and hands the rest to the key's actor (stale data to refetch, a miss to
 fetch) with :meth:`~stackquery._query_actor.QueryActor.continue_fetch`, so
