@@ -23,7 +23,7 @@ same paths with the ``stackquery`` found in ``DIR`` (another checkout, e.g.
 
 Run from the repository root::
 
-    python tests/benchmarks/l2_cpu.py [--rounds 5] [--compare /tmp/base]
+    python tests/benchmarks/l2_cpu.py [--rounds 5] [--compare /tmp/base] [--paths single ...]
 """
 
 from __future__ import annotations
@@ -178,6 +178,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--compare", type=Path, default=None)
+    parser.add_argument("--paths", nargs="+", choices=PATHS, default=list(PATHS))
     parser.add_argument("--child", choices=PATHS)
     parser.add_argument("--url")
     args = parser.parse_args()
@@ -191,7 +192,7 @@ def main() -> None:
     results: defaultdict[str, list[tuple[float, float]]] = defaultdict(list)
     with RedisServer() as server:
         populate(server.url)
-        steps = [(tree, path) for path in PATHS for tree in trees]
+        steps = [(tree, path) for path in args.paths for tree in trees]
         for number in range(args.rounds):
             shift = number % len(steps)
             for tree, path in steps[shift:] + steps[:shift]:
@@ -208,7 +209,7 @@ def main() -> None:
         )
     print("\nratios to the bare Redis reference, per round (CPU; wall in brackets)")
     for tree in trees:
-        for path in PATHS:
+        for path in args.paths:
             ours = results[f"{path}|{tree}|ours"]
             bare = results[f"{path}|{tree}|bare"]
             cpu = [o[0] / b[0] for o, b in zip(ours, bare, strict=True)]
