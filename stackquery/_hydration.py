@@ -127,11 +127,12 @@ class ColdReads:
             return await reply.wait()
         # The one read, from this task: no hop through the reader, and one
         # cancel scope, both its timeout and settle_early's way in.
-        waiting = cold.waiting = trio.CancelScope()
+        l2 = self._tier.l2
+        waiting = cold.waiting = l2.read_scope()
         if reply.is_set:
             waiting.cancel()
         try:
-            entry = await self._tier.l2.read_now(cold.options.key_hash, waiting)
+            entry = await l2.read_now(cold.options.key_hash, waiting)
         except BaseException:
             # This caller's read ended with it; whoever shares the read (the
             # waiters, an actor's L2Tier.read) gets another, landed for them.
