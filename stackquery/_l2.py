@@ -239,7 +239,7 @@ class L2Cache:
         self.reads_now += 1
         with scope:
             try:
-                raw = await ops.get(self.store, key)
+                raw = ops.as_bytes(await self.store.get(key))  # ops.get, one frame less
             except Exception as exc:
                 self._on_error("get", exc)
             finally:
