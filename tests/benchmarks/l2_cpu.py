@@ -15,6 +15,9 @@ and in wall time, and the ratios that issue 12 sets are taken on CPU time:
   ``fetch_query`` on its own cold key, against the same 10,000 tasks each
   awaiting a checkpoint (the callers' own cost: spawning them is theirs);
   the difference ("ours") is compared with the MGET.
+* **overhead**: ``single`` without the network: a store whose ``get`` answers
+  at once (after one checkpoint), through ``fetch_query`` against that
+  ``get`` alone.  µs per key: what a cold key costs us beyond the read.
 
 Each round runs every path in a fresh interpreter (``--child``), in turn,
 with the rows rotated from round to round; ``--compare DIR`` also runs the
@@ -44,7 +47,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SINGLE_KEYS = 2_000
 BATCH_KEYS = 10_000
 MGET_CHUNK = 500
-PATHS = ("single", "batch_api", "tasks")
+PATHS = ("single", "batch_api", "tasks", "overhead")
 
 
 def _timed() -> tuple[float, float]:
@@ -143,8 +146,45 @@ def child(url: str, path: str) -> dict[str, tuple[float, float]]:
         ours = (total[0] - spawns[0], total[1] - spawns[1])
         return {"total": total, "spawns": spawns, "ours": ours, "bare": await mget()}
 
-    run = {"single": single, "batch_api": batch_api, "tasks": tasks}[path]
+    async def overhead() -> dict[str, tuple[float, float]]:
+        raw = sq.pack_entry("x" * 1000, data_updated_at=time.time(), serializer=sq.serializers.json)
+        store = _InstantStore(raw)
+        opts = [options("overhead", i) for i in range(BATCH_KEYS)]
+        async with sq.open_query_client(sq.QueryClientConfig(storage=store)) as client:
+            await client.fetch_query(options("warmup", 0))
+            start = _timed()
+            for one in opts:
+                await client.fetch_query(one)
+            ours = _per_key(start, BATCH_KEYS)
+            check(client, BATCH_KEYS)
+        start = _timed()
+        for _ in opts:
+            await store.get("a key")
+        return {"ours": ours, "bare": _per_key(start, BATCH_KEYS)}
+
+    run = {"single": single, "batch_api": batch_api, "tasks": tasks, "overhead": overhead}[path]
     return trio.run(run)
+
+
+class _InstantStore:
+    """A store holding one entry under every key, answering after one checkpoint."""
+
+    cancel_safe_reads = True
+
+    def __init__(self, raw: bytes) -> None:
+        self.raw = raw
+
+    async def get(self, key: str) -> bytes:
+        import trio
+
+        await trio.lowlevel.checkpoint()
+        return self.raw
+
+    async def set(self, key: str, value: bytes, ttl: float | None = None) -> None:
+        raise AssertionError("nothing is written")
+
+    async def delete(self, key: str) -> None:
+        raise AssertionError("nothing is deleted")
 
 
 def populate(url: str) -> None:
