@@ -67,6 +67,11 @@ class QueryOwners:
         self._cold_reads = cold_reads
         self.closed = False
 
+    @property
+    def cold_reads(self) -> ColdReads | None:
+        """The callers' cold L2 reads (``fetch_queries`` batches its own), or ``None`` (no L2)."""
+        return self._cold_reads
+
     def start_soon(self, async_fn: Callable[..., Awaitable[object]], *args: Any, name: str) -> None:
         """Run ``async_fn(*args)`` in the client's nursery (cancelled when the client closes)."""
         self._nursery.start_soon(async_fn, *args, name=name)
