@@ -288,12 +288,15 @@ def _args_wrapper(state: CachedCalls[Any]) -> Callable[..., Coroutine[Any, Any, 
             return await slow(fixed, args, kwargs)
 
         return on_fixed_client
-    first, fallback = state.choice.lookups()
+    lookups = state.choice.lookups()
+    first, second, last = lookups.first, lookups.second, lookups.last
 
     async def cached(*args: Any, **kwargs: Any) -> Any:
         client = first()
         if client is None:
-            client = fallback.client
+            client = second()
+            if client is None:
+                client = last()
         if client is not None:
             # The memo of arguments holding a 0, 1 or bool says where (f(1)
             # and f(True) are one dict key): one such argument is tested
@@ -351,12 +354,15 @@ def _static_wrapper(
             return await slow(fixed, args, kwargs)
 
         return on_fixed_client
-    first, fallback = state.choice.lookups()
+    lookups = state.choice.lookups()
+    first, second, last = lookups.first, lookups.second, lookups.last
 
     async def cached(*args: Any, **kwargs: Any) -> Any:
         client = first()
         if client is None:
-            client = fallback.client
+            client = second()
+            if client is None:
+                client = last()
         if client is not None and not args and not kwargs:
             snap = client.snapshots.get(key_hash)
             if snap is not None and snap.fresh_for is stale_time:

@@ -89,11 +89,16 @@ def exact_wrapper(state: CachedCalls[Any]) -> Callable[..., Coroutine[Any, Any, 
         namespace["_sq_get"] = fixed.snapshots.get
         find_client, snapshots_get = "_sq_fixed", "_sq_get"
     else:
-        first, fallback = state.choice.lookups()
-        namespace["_sq_first"] = first
-        namespace["_sq_fallback"] = fallback
+        lookups = state.choice.lookups()
+        namespace["_sq_first"] = lookups.first
+        namespace["_sq_second"] = lookups.second
+        namespace["_sq_last"] = lookups.last
         find_client = (
-            "_sq_first()\n    if _sq_client is None:\n        _sq_client = _sq_fallback.client"
+            "_sq_first()\n"
+            "    if _sq_client is None:\n"
+            "        _sq_client = _sq_second()\n"
+            "        if _sq_client is None:\n"
+            "            _sq_client = _sq_last()"
         )
         snapshots_get = "_sq_client.snapshots.get"
     if state.static is not None:
