@@ -18,7 +18,7 @@ import inspect
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from ._cached_calls import ONE_POSITIONAL, CachedCalls
+from ._cached_calls import ONE_POSITIONAL, CachedCalls, TypedMemo
 
 _PLAIN = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
 
@@ -31,7 +31,7 @@ async def {name}({params}):
         # (an unhashable argument TypeError: the slow path says what is wrong).
         try:
             _sq_memo = _sq_by_args[_sq_args]
-            if _sq_memo.kind and (
+            if _sq_memo.__class__ is _sq_typed and (
                 _sq_memo.kind != _sq_one_positional
                 or type(_sq_args[_sq_memo.at]) is not _sq_memo.cls
             ):
@@ -72,6 +72,7 @@ def exact_wrapper(state: CachedCalls[Any]) -> Callable[..., Coroutine[Any, Any, 
         "_sq_stale_time": state.stale_time,
         "_sq_slow": state.call,
         "_sq_one_positional": ONE_POSITIONAL,
+        "_sq_typed": TypedMemo,
         "_sq_no_kwargs": {},
     }
     source_params = []
