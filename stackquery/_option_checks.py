@@ -12,7 +12,6 @@ from pathlib import PurePath
 from typing import Any, Final
 
 from actors import RestartIntensity
-from backends import RedisClient
 
 from ._errors import InvalidOptionError
 from ._retry_policy import check_retry, delay_arity
@@ -161,8 +160,8 @@ def _store_problem(value: object) -> str | None:
         return f"got {_got(value)}; use SQLiteStorage({value!r})"
     if isinstance(value, type):
         return f"got the class {value.__qualname__}; use an instance: {value.__qualname__}()"
-    # A redis-py asyncio client is told by its module, so as to import nothing.
-    if isinstance(value, RedisClient) or type(value).__module__.startswith("redis.asyncio."):
+    # Either Redis client is told by its module, so as to import nothing.
+    if type(value).__module__.startswith(("redis.asyncio.", "backends._redis")):
         return f"got {_got(value)}; use RedisStorage(client)"
     for name in ("get", "set", "delete"):
         method = getattr(value, name, None)
