@@ -42,7 +42,7 @@ if TYPE_CHECKING:
         scan_names,
     )
     from ._redis_sentinel import SentinelAddress
-    from ._redis_tracking import Invalidation, TrackingRefusedError
+    from ._redis_tracking import Invalidation, SubscriptionEvents, TrackingRefusedError
     from ._s3 import S3Storage
     from ._sqlite import SQLiteStorage
 
@@ -67,6 +67,7 @@ _LAZY = {
     "scan_names": "._redis_cluster",
     "SentinelAddress": "._redis_sentinel",
     "Invalidation": "._redis_tracking",
+    "SubscriptionEvents": "._redis_tracking",
     "TrackingRefusedError": "._redis_tracking",
 }
 """Names imported when first named, not with the package: ``import stackquery`` need
@@ -118,6 +119,7 @@ __all__ = [
     "StorageUnavailableError",
     "StorageUnsupportedError",
     "Subscription",
+    "SubscriptionEvents",
     "TTLStorageBackend",
     "TrackingRefusedError",
     "map_storage_errors",
