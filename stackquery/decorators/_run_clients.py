@@ -119,9 +119,11 @@ class _ThreadClients(threading.local):
     """The default and store clients of the trio run in this thread, once open.
 
     The hot path reads it instead of the RunVar (a RunVar lookup costs about
-    as much as the whole hit).  Sound because a thread runs one trio.run at a
-    time and a run's default client is closed (``open`` false) before its
-    run returns; a later run in the thread finds it closed and looks again.
+    as much as the whole hit), once per task: :func:`adopt_run_default` then
+    puts the default client in the task's context.  Sound because a thread
+    runs one trio.run at a time and a run's default client is withdrawn
+    before its run returns; a later run in the thread finds none and looks
+    again (its tasks' contexts are new: nothing adopted in the earlier run).
     """
 
     hosted: _Hosted | None = None
