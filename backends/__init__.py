@@ -8,7 +8,6 @@ calls any store uniformly, whichever optional operations it has.
 from typing import TYPE_CHECKING, Any
 
 from . import _ops as ops
-from ._cluster_slots import CrossSlotError
 from ._errors import (
     StorageClosedError,
     StorageError,
@@ -20,29 +19,30 @@ from ._errors import (
 from ._memory import MemoryStorage, MemoryStorageStatistics
 from ._metrics_protocol import StorageMetrics
 from ._protocol import BatchStorageBackend, StorageBackend, TTLStorageBackend
-from ._redis import RedisStorage
-from ._redis_address import RedisAddress
-from ._redis_client import (
-    RedisClient,
-    RedisClientStatistics,
-    RedisCommandRefusedError,
-    RedisReplyError,
-    Subscription,
-)
-from ._redis_cluster import (
-    RedisClusterClient,
-    RedisClusterStatistics,
-    redis_client_from_url,
-    scan_names,
-)
-from ._redis_sentinel import SentinelAddress
-from ._redis_tracking import Invalidation, SubscriptionEvents, TrackingRefusedError
 
 if TYPE_CHECKING:
     from ._chain import ChainStorage
+    from ._cluster_slots import CrossSlotError
     from ._file import FileStorage
     from ._gcs import GCSStorage
     from ._instrumented import InstrumentedStorage
+    from ._redis import RedisStorage
+    from ._redis_address import RedisAddress
+    from ._redis_client import (
+        RedisClient,
+        RedisClientStatistics,
+        RedisCommandRefusedError,
+        RedisReplyError,
+        Subscription,
+    )
+    from ._redis_cluster import (
+        RedisClusterClient,
+        RedisClusterStatistics,
+        redis_client_from_url,
+        scan_names,
+    )
+    from ._redis_sentinel import SentinelAddress
+    from ._redis_tracking import Invalidation, SubscriptionEvents, TrackingRefusedError
     from ._s3 import S3Storage
     from ._sqlite import SQLiteStorage
 
@@ -53,9 +53,26 @@ _LAZY = {
     "InstrumentedStorage": "._instrumented",
     "S3Storage": "._s3",
     "SQLiteStorage": "._sqlite",
+    "CrossSlotError": "._cluster_slots",
+    "RedisStorage": "._redis",
+    "RedisAddress": "._redis_address",
+    "RedisClient": "._redis_client",
+    "RedisClientStatistics": "._redis_client",
+    "RedisCommandRefusedError": "._redis_client",
+    "RedisReplyError": "._redis_client",
+    "Subscription": "._redis_client",
+    "RedisClusterClient": "._redis_cluster",
+    "RedisClusterStatistics": "._redis_cluster",
+    "redis_client_from_url": "._redis_cluster",
+    "scan_names": "._redis_cluster",
+    "SentinelAddress": "._redis_sentinel",
+    "Invalidation": "._redis_tracking",
+    "SubscriptionEvents": "._redis_tracking",
+    "TrackingRefusedError": "._redis_tracking",
 }
-"""Stores imported when first named, not with the package: ``import stackquery`` need
-not pay for sqlite3, the file format, the object stores (PEP 562)."""
+"""Names imported when first named, not with the package: ``import stackquery`` need
+not pay for sqlite3, the file format, the object stores, nor the Redis client, its
+protocol parser and hiredis (PEP 562)."""
 
 
 def __getattr__(name: str) -> Any:

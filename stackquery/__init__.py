@@ -3,13 +3,7 @@
 from typing import TYPE_CHECKING, Any
 
 from actors import RestartIntensity
-from backends import (
-    MemoryStorage,
-    RedisCommandRefusedError,
-    RedisStorage,
-    StorageBackend,
-    StorageTLSError,
-)
+from backends import MemoryStorage, StorageBackend, StorageTLSError
 
 from . import serializers
 from ._circuit import CircuitBreaker, CircuitOpenError, CircuitState, CircuitStatistics
@@ -50,7 +44,6 @@ from .decorators._cache import CachedFunction
 from .decorators._key_template import KeyTemplateError
 from .fleet._counters import FleetStatistics
 from .metrics._collector import InMemoryMetrics, MetricsCollector
-from .metrics._export import OpenTelemetryMetrics, PrometheusMetrics
 from .serializers._core import DeserializationError, SerializationError, Serializer, SignatureError
 
 __all__ = [
@@ -138,9 +131,19 @@ if TYPE_CHECKING:
         FileStorage,
         GCSStorage,
         InstrumentedStorage,
+        RedisCommandRefusedError,
+        RedisStorage,
         S3Storage,
         SQLiteStorage,
     )
+
+    from .metrics._export import OpenTelemetryMetrics, PrometheusMetrics
+
+_LAZY = {
+    "OpenTelemetryMetrics": ".metrics._export",
+    "PrometheusMetrics": ".metrics._export",
+}
+"""Imported when first named (PEP 562): what a hot start does not need."""
 
 _FROM_BACKENDS = frozenset(
     (
@@ -148,6 +151,8 @@ _FROM_BACKENDS = frozenset(
         "FileStorage",
         "GCSStorage",
         "InstrumentedStorage",
+        "RedisCommandRefusedError",
+        "RedisStorage",
         "S3Storage",
         "SQLiteStorage",
     )
@@ -156,14 +161,19 @@ _FROM_BACKENDS = frozenset(
 
 
 def __getattr__(name: str) -> Any:
-    if name not in _FROM_BACKENDS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import backends
+    if name in _LAZY:
+        import importlib
 
-    value = getattr(backends, name)
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+    elif name in _FROM_BACKENDS:
+        import backends
+
+        value = getattr(backends, name)
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     globals()[name] = value
     return value
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), *_FROM_BACKENDS})
+    return sorted({*globals(), *_LAZY, *_FROM_BACKENDS})

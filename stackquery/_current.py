@@ -1,7 +1,7 @@
-"""Which query client is open in the current context (``current_client``).
+"""Which query client a call in the current context finds (``current_client``, the run's default).
 
-Apart from ``_client.py`` so that the decorators' hot path can read it as a
-C call (``CURRENT_CLIENT.get``, no Python frame) without reaching into the
+Apart from ``_client.py`` so that the decorators' hot path can read them as
+C calls (``CURRENT_CLIENT.get``, no Python frame) without reaching into the
 client module's private names.
 """
 
@@ -15,3 +15,11 @@ CURRENT_CLIENT: contextvars.ContextVar[Any] = contextvars.ContextVar(
 )
 """The innermost ``QueryClient`` open in this context, or ``None`` (typed ``Any``:
 this module cannot import the client's, which imports it)."""
+
+RUN_DEFAULT_CLIENT: contextvars.ContextVar[Any] = contextvars.ContextVar(
+    "stackquery_run_default_client", default=None
+)
+"""The trio run's default client (the decorators'), once a decorated call in this
+context found it, or ``None``.  Set in the task's own context, so it is per task
+and per run: a ``ContextVar`` read costs a third of a ``threading.local`` read,
+and a task of another run (or another thread's run) never sees it."""

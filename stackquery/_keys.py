@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import operator
 from typing import Any
 
 import orjson
@@ -63,7 +64,12 @@ def _normalize(value: object, whole: QueryKey, wide: list[int]) -> Any:
             raise InvalidKeyError(f"query key {_show(whole)} holds a non-finite float {value!r}")
         return _int(int(value), whole, wide) if value.is_integer() else value
     if isinstance(value, tuple):
-        return tuple(_normalize(v, whole, wide) for v in value)
+        normal = tuple([_normalize(v, whole, wide) for v in value])
+        # The key itself when nothing changed: a key kept beside its canonical form
+        # (QueryOptions.query_key and .key) is then one tuple, not two.
+        if type(value) is tuple and all(map(operator.is_, normal, value)):
+            return value
+        return normal
     if isinstance(value, dict):
         for k in value:
             if not isinstance(k, str):

@@ -6,13 +6,13 @@ import functools
 import inspect
 import math
 import os
+import sys
 import types
 from collections.abc import Callable, Mapping
 from pathlib import PurePath
 from typing import Any, Final
 
 from actors import RestartIntensity
-from backends import RedisClient
 
 from ._errors import InvalidOptionError
 from ._retry_policy import check_retry, delay_arity
@@ -161,8 +161,12 @@ def _store_problem(value: object) -> str | None:
         return f"got {_got(value)}; use SQLiteStorage({value!r})"
     if isinstance(value, type):
         return f"got the class {value.__qualname__}; use an instance: {value.__qualname__}()"
-    # A redis-py asyncio client is told by its module, so as to import nothing.
-    if isinstance(value, RedisClient) or type(value).__module__.startswith("redis.asyncio."):
+    # Neither Redis client is imported for this: a RedisClient exists only if its module
+    # was imported; a redis-py asyncio client is told by its module.
+    redis_client = sys.modules.get("backends._redis_client")
+    if (
+        redis_client is not None and isinstance(value, redis_client.RedisClient)
+    ) or type(value).__module__.startswith("redis.asyncio."):
         return f"got {_got(value)}; use RedisStorage(client)"
     for name in ("get", "set", "delete"):
         method = getattr(value, name, None)

@@ -14,8 +14,6 @@ from .._errors import StackqueryError
 from .._keys import canonical_key
 from .._observer import QueryObserver
 from .._retry import Backoff
-from ..fleet import _wire
-from ..fleet._link import RedisLink, channel_name, find_redis
 from ..serializers import Serializer
 
 logger = logging.getLogger("stackquery.bg")
@@ -54,6 +52,9 @@ class StoreRead:
         are lost while the subscription is down, so each (re)subscription
         reads the entry once.
         """
+        # Imported here: only a reader on Redis follows messages (import stackquery need not).
+        from ..fleet._link import RedisLink, channel_name, find_redis
+
         link = find_redis(self.store)
         if not isinstance(link, RedisLink):
             return
@@ -73,6 +74,8 @@ class StoreRead:
             await backoff.wait()
 
     def _names_entry(self, data: bytes) -> bool:
+        from ..fleet import _wire  # imported by follow_messages already: a dict lookup
+
         try:
             message = _wire.parse_message(data)
         except _wire.MalformedMessageError:

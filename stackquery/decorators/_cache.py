@@ -32,7 +32,7 @@ from .._errors import InvalidOptionError
 from .._options import QueryOptions
 from .._retry_policy import RetryPolicy, accepts
 from ..metrics._collector import MetricsCollector
-from ._cached_calls import ONE_KEYWORD, ONE_POSITIONAL, CachedCalls, namespace_of
+from ._cached_calls import ONE_KEYWORD, ONE_POSITIONAL, CachedCalls, TypedMemo, namespace_of
 from ._exact_wrapper import exact_wrapper
 from ._guards import checked_guards
 from ._key_template import KeyTemplate, KeyTemplateSpec
@@ -269,13 +269,12 @@ def _args_wrapper(state: CachedCalls[Any]) -> Callable[..., Coroutine[Any, Any, 
                         if args
                         else by_keywords.get(tuple(kwargs.items()))
                     )
-                    if memo is not None and memo.kind and not _kind_fits(memo, args, kwargs):
+                    if memo.__class__ is TypedMemo and not _kind_fits(memo, args, kwargs):
                         memo = memo.matching(args, kwargs)
                 else:
                     memo = by_args.get(args)
                     if (
-                        memo is not None
-                        and memo.kind
+                        memo.__class__ is TypedMemo
                         and (memo.kind != ONE_POSITIONAL or type(args[memo.at]) is not memo.cls)
                     ):
                         memo = memo.matching(args, kwargs)
@@ -288,12 +287,15 @@ def _args_wrapper(state: CachedCalls[Any]) -> Callable[..., Coroutine[Any, Any, 
             return await slow(fixed, args, kwargs)
 
         return on_fixed_client
-    first, fallback = state.choice.lookups()
+    lookups = state.choice.lookups()
+    first, second, last = lookups.first, lookups.second, lookups.last
 
     async def cached(*args: Any, **kwargs: Any) -> Any:
         client = first()
         if client is None:
-            client = fallback.client
+            client = second()
+            if client is None:
+                client = last()
         if client is not None:
             # The memo of arguments holding a 0, 1 or bool says where (f(1)
             # and f(True) are one dict key): one such argument is tested
@@ -305,13 +307,12 @@ def _args_wrapper(state: CachedCalls[Any]) -> Callable[..., Coroutine[Any, Any, 
                         if args
                         else by_keywords.get(tuple(kwargs.items()))
                     )
-                    if memo is not None and memo.kind and not _kind_fits(memo, args, kwargs):
+                    if memo.__class__ is TypedMemo and not _kind_fits(memo, args, kwargs):
                         memo = memo.matching(args, kwargs)
                 else:
                     memo = by_args.get(args)
                     if (
-                        memo is not None
-                        and memo.kind
+                        memo.__class__ is TypedMemo
                         and (memo.kind != ONE_POSITIONAL or type(args[memo.at]) is not memo.cls)
                     ):
                         memo = memo.matching(args, kwargs)
@@ -351,12 +352,15 @@ def _static_wrapper(
             return await slow(fixed, args, kwargs)
 
         return on_fixed_client
-    first, fallback = state.choice.lookups()
+    lookups = state.choice.lookups()
+    first, second, last = lookups.first, lookups.second, lookups.last
 
     async def cached(*args: Any, **kwargs: Any) -> Any:
         client = first()
         if client is None:
-            client = fallback.client
+            client = second()
+            if client is None:
+                client = last()
         if client is not None and not args and not kwargs:
             snap = client.snapshots.get(key_hash)
             if snap is not None and snap.fresh_for is stale_time:

@@ -29,7 +29,7 @@ from .._state import Snapshot
 from ..metrics._collector import MetricsCollector
 from ._guards import record_stale_if_error
 from ._key_template import KeyTemplate
-from ._origin import origin_call
+from ._origin import argument_binder, origin_call
 from ._origin_protection import OriginProtection
 from ._run_clients import ClientChoice, ClientResolver
 
@@ -67,43 +67,57 @@ ONE_KEYWORD = 2
 SEVERAL = 3
 """Memo kind: several flat arguments are; their types, positional then keyword, in ``types``."""
 NESTED = 4
-"""Memo kind: one is inside a tuple; only :meth:`_Memo.matching` (by ``repr``) tells."""
+"""Memo kind: one is inside a tuple; only :meth:`TypedMemo.matching` (by ``repr``) tells."""
 
 
 @attrs.frozen
-class _Memo:
-    """The options of one call shape.
+class TypedMemo:
+    """The options of a call shape whose arguments hold a 0, 1 or bool.
 
     ``f(1)`` and ``f(True)`` are equal dict keys but two cache keys, so the
-    memo of arguments holding a 0, 1 or bool is used only by a call whose
-    arguments there have the same types.  The wrappers test that inline by
-    ``kind`` (no call, no allocation for one such argument: the usual
-    ``page(42, 1)``), and fall back to :meth:`matching` when it fails.
+    memo of such arguments is used only by a call whose arguments there have
+    the same types.  The wrappers test that inline by ``kind`` (no call, no
+    allocation for one such argument: the usual ``page(42, 1)``), and fall
+    back to :meth:`matching` when it fails.  The memo of any other call shape
+    is its :class:`QueryOptions` itself (which the client keeps anyway): a
+    memo entry costs its dict slot and nothing more.
     """
 
     options: QueryOptions[Any]
     key_hash: str
     """``options.key_hash``, one attribute read nearer the hot path."""
-    kind: int = 0
-    """0: any argument types fit; else :data:`ONE_POSITIONAL` ... :data:`NESTED`."""
+    kind: int
+    """:data:`ONE_POSITIONAL` ... :data:`NESTED`."""
     at: Any = None
     cls: type | None = None
     types: tuple[type, ...] | None = None
     check: ArgsCheck | None = None
     """The full test behind ``kind`` (``None``: any arguments fit)."""
-    other: _Memo | None = None
+    other: TypedMemo | None = None
     """The memo of equal arguments of other types (``f(True)`` after ``f(1)``)."""
 
-    def matching(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Memo | None:
+    def matching(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> TypedMemo | None:
         """This memo or the one chained to it that fits the call's argument types."""
-        memo: _Memo | None = self
+        memo: TypedMemo | None = self
         while memo is not None and memo.check is not None and not memo.check(args, kwargs):
             memo = memo.other
         return memo
 
 
+Memo = QueryOptions[Any] | TypedMemo
+"""A memo entry: the options themselves, or a :class:`TypedMemo` (ambiguous arguments)."""
+
+
+def fitting(found: Memo, args: tuple[Any, ...], kwargs: dict[str, Any]) -> QueryOptions[Any] | None:
+    """The options memoized in ``found`` for a call's arguments, if their types fit."""
+    if type(found) is not TypedMemo:
+        return found  # type: ignore[return-value]
+    fits = found.matching(args, kwargs)
+    return fits.options if fits is not None else None
+
+
 def arg_types(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[type, ...]:
-    """The types :attr:`_Memo.types` holds for a call's arguments (an exact-size tuple)."""
+    """The types :attr:`TypedMemo.types` holds for a call's arguments (an exact-size tuple)."""
     if kwargs:
         return (*map(type, args), *map(type, kwargs.values()))
     return (*map(type, args),)
@@ -120,16 +134,16 @@ def _memo(
     options: QueryOptions[Any],
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
-    other: _Memo | None,
-) -> _Memo:
-    """The memo of ``options`` for a call, with the type test its arguments need."""
+    other: TypedMemo | None,
+) -> Memo:
+    """The memo of ``options`` for a call, with the type test its arguments need, if any."""
     positions = [i for i, v in enumerate(args) if _ambiguous(v)]
     names = [n for n, v in kwargs.items() if _ambiguous(v)]
     if not positions and not names:
-        return _Memo(options, options.key_hash, other=other)
+        return options  # equal arguments are never ambiguous either: nothing to chain
     if any(isinstance(v, tuple) and _ambiguous(v) for v in (*args, *kwargs.values())):
         exact = repr((args, kwargs))
-        return _Memo(
+        return TypedMemo(
             options,
             options.key_hash,
             kind=NESTED,
@@ -149,7 +163,7 @@ def _memo(
         kind, at, cls = ONE_POSITIONAL, positions[0], type(args[positions[0]])
     else:
         kind, at, cls = ONE_KEYWORD, names[0], type(kwargs[names[0]])
-    return _Memo(
+    return TypedMemo(
         options,
         options.key_hash,
         kind=kind,
@@ -178,12 +192,12 @@ class CachedCalls(Generic[R]):
     resolve: ClientResolver = attrs.field(init=False)
     static: QueryOptions[Any] | None = attrs.field(init=False, default=None)
     """The options of a function without parameters (one key, no memo)."""
-    by_args: dict[Any, _Memo] = attrs.field(init=False, factory=dict)
-    by_kwargs: dict[Any, _Memo] = attrs.field(init=False, factory=dict)
+    by_args: dict[Any, Memo] = attrs.field(init=False, factory=dict)
+    by_kwargs: dict[Any, Memo] = attrs.field(init=False, factory=dict)
     """Memo of calls with positional and keyword arguments: by ``(args, kwargs items)``."""
-    by_keywords: dict[Any, _Memo] = attrs.field(init=False, factory=dict)
+    by_keywords: dict[Any, Memo] = attrs.field(init=False, factory=dict)
     """Memo of calls with keyword arguments only: by the items alone (one tuple less)."""
-    by_key: dict[Any, _Memo] = attrs.field(init=False, factory=dict)
+    by_key: dict[Any, Memo] = attrs.field(init=False, factory=dict)
     """Memo of a callable key: by its result (it may differ between equal calls)."""
     refresh_started: dict[str, float] = attrs.field(init=False, factory=dict)
     """With metrics: when each key's pending background refresh was started."""
@@ -194,8 +208,21 @@ class CachedCalls(Generic[R]):
     origin: OriginProtection = attrs.field(factory=OriginProtection)
     """``retry``, ``jitter``, ``cache_if`` and ``error_ttl``, passed on to each query."""
 
+    bind_origin: Callable[[tuple[Any, ...]], Callable[[], Any]] = attrs.field(init=False)
+    """``bind_origin(args)``: the ``query_fn`` of a call without keyword arguments or metrics."""
+    kept: float | None = attrs.field(init=False)
+    """Each query's ``gc_time``: one float object for all (``None`` for a ``ttl`` function)."""
+
     def __attrs_post_init__(self) -> None:
         self.stale_time = self.ttl
+        self.bind_origin = argument_binder(self.func)
+        # Stale data is served for `stale` seconds after it went stale: counted from its
+        # stale time as computed (ttl(value)) and jittered, which max_stale is; a failed
+        # call serves it stale_if_error seconds longer.  The key stays in L1 (and its L2
+        # entry lives) at least ttl + stale + stale_if_error; the client keeps it longer
+        # when a computed or jittered period asks for it (QueryCache.with_data).
+        ttl = self.ttl
+        self.kept = None if callable(ttl) else ttl + self.stale + self.stale_if_error
         self.resolve = self.choice.resolver()
         if not self.template.signature.parameters and not self.template.is_callable:
             self.static = self.build_options((), {}, self.template.parts((), {}))
@@ -214,21 +241,25 @@ class CachedCalls(Generic[R]):
         Raises:
             InvalidKeyError: a part cannot be part of a key.
         """
-        query_key, key_hash = canonical_key((*self.namespace_key, *parts))
         origin = self.origin
-        # Stale data is served for `stale` seconds after it went stale: counted from its
-        # stale time as computed (ttl(value)) and jittered, which max_stale is; a failed
-        # call serves it stale_if_error seconds longer.  The key stays in L1 (and its L2
-        # entry lives) at least ttl + stale + stale_if_error; the client keeps it longer
-        # when a computed or jittered period asks for it (QueryCache.with_data).
-        ttl = self.ttl
-        kept = None if callable(ttl) else ttl + self.stale + self.stale_if_error
+        if self.metrics is None:
+            query_key: Any = (*self.namespace_key, *parts)  # QueryOptions makes it canonical
+            query_fn = (
+                self.bind_origin(args)
+                if not kwargs
+                else origin_call(self.func, args, kwargs, name=self.name, metrics=None)
+            )
+            on_settled = None
+        else:
+            query_key, key_hash = canonical_key((*self.namespace_key, *parts))
+            query_fn = origin_call(self.func, args, kwargs, name=self.name, metrics=self.metrics)
+            on_settled = functools.partial(self._settled, key_hash)
         return QueryOptions(
             query_key=query_key,
-            query_fn=origin_call(self.func, args, kwargs, name=self.name, metrics=self.metrics),
+            query_fn=query_fn,
             stale_time=self.stale_time,
-            gc_time=kept,
-            on_settled=None if self.metrics is None else functools.partial(self._settled, key_hash),
+            gc_time=self.kept,
+            on_settled=on_settled,
             stale_if_error=self.stale_if_error,
             circuit=self.circuit,
             retry=origin.retry,
@@ -261,9 +292,9 @@ class CachedCalls(Generic[R]):
             found = memo.get(shape)
         except TypeError:  # an unhashable argument (a dict): valid in a key, not memoized
             return self.build_options(args, kwargs, self.template.parts(args, kwargs))
-        fits = found.matching(args, kwargs) if found is not None else None
+        fits = fitting(found, args, kwargs) if found is not None else None
         if fits is not None:
-            return fits.options
+            return fits
         options = self.build_options(args, kwargs, self.template.parts(args, kwargs))
         _remember(memo, shape, options, args, kwargs)
         return options
@@ -292,11 +323,9 @@ class CachedCalls(Generic[R]):
             return None
         if found is None:
             return None
-        if found.kind and (found.kind != ONE_POSITIONAL or type(key) is not found.cls):
-            found = found.matching((key,), {})
-            if found is None:
-                return None
-        return found.options
+        if type(found) is TypedMemo and found.kind == ONE_POSITIONAL and type(key) is found.cls:
+            return found.options
+        return fitting(found, (key,), {})
 
     # -- calls ----------------------------------------------------------------
 
@@ -406,7 +435,7 @@ class CachedCalls(Generic[R]):
 
 
 def _remember(
-    memo: dict[Any, _Memo],
+    memo: dict[Any, Memo],
     shape: Any,
     options: QueryOptions[Any],
     args: tuple[Any, ...],
@@ -419,7 +448,8 @@ def _remember(
         TypeError: ``shape`` is not hashable.
     """
     others = []
-    found = memo.get(shape)
+    head = memo.get(shape)
+    found = head if type(head) is TypedMemo else None
     while found is not None:
         if found.check is not None and not found.check(args, kwargs):
             others.append(found)

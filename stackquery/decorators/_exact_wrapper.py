@@ -18,7 +18,7 @@ import inspect
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from ._cached_calls import ONE_POSITIONAL, CachedCalls
+from ._cached_calls import ONE_POSITIONAL, CachedCalls, TypedMemo
 
 _PLAIN = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
 
@@ -27,23 +27,21 @@ async def {name}({params}):
     _sq_args = ({names})
     _sq_client = {find_client}
     if _sq_client is not None:
+        # Subscripts, not .get(): no method call on a hit; a miss raises KeyError
+        # (an unhashable argument TypeError: the slow path says what is wrong).
         try:
-            _sq_memo = _sq_by_args.get(_sq_args)
-        except TypeError:  # an unhashable argument: the slow path says what is wrong
-            _sq_memo = None
-        if (
-            _sq_memo is not None
-            and _sq_memo.kind
-            and (
+            _sq_memo = _sq_by_args[_sq_args]
+            if _sq_memo.__class__ is _sq_typed and (
                 _sq_memo.kind != _sq_one_positional
                 or type(_sq_args[_sq_memo.at]) is not _sq_memo.cls
-            )
-        ):
-            _sq_memo = _sq_memo.matching(_sq_args, _sq_no_kwargs)
-        if _sq_memo is not None:
-            _sq_snap = {snapshots_get}(_sq_memo.key_hash)
-            if _sq_snap is not None and _sq_snap.fresh_for is _sq_stale_time:
-                return _sq_snap.data
+            ):
+                _sq_memo = _sq_memo.matching(_sq_args, _sq_no_kwargs)
+            if _sq_memo is not None:
+                _sq_snap = {snapshots}[_sq_memo.key_hash]
+                if _sq_snap.fresh_for is _sq_stale_time:
+                    return _sq_snap.data
+        except (KeyError, TypeError):
+            pass
     return await _sq_slow(_sq_client, _sq_args, {{}})
 """
 
@@ -52,9 +50,12 @@ _STATIC_BODY = """
 async def {name}():
     _sq_client = {find_client}
     if _sq_client is not None:
-        _sq_snap = {snapshots_get}(_sq_key_hash)
-        if _sq_snap is not None and _sq_snap.fresh_for is _sq_stale_time:
-            return _sq_snap.data
+        try:
+            _sq_snap = {snapshots}[_sq_key_hash]
+            if _sq_snap.fresh_for is _sq_stale_time:
+                return _sq_snap.data
+        except KeyError:
+            pass
     return await _sq_slow(_sq_client, (), {{}})
 """
 
@@ -71,6 +72,7 @@ def exact_wrapper(state: CachedCalls[Any]) -> Callable[..., Coroutine[Any, Any, 
         "_sq_stale_time": state.stale_time,
         "_sq_slow": state.call,
         "_sq_one_positional": ONE_POSITIONAL,
+        "_sq_typed": TypedMemo,
         "_sq_no_kwargs": {},
     }
     source_params = []
@@ -86,16 +88,21 @@ def exact_wrapper(state: CachedCalls[Any]) -> Callable[..., Coroutine[Any, Any, 
     fixed = state.choice.client
     if fixed is not None:
         namespace["_sq_fixed"] = fixed
-        namespace["_sq_get"] = fixed.snapshots.get
-        find_client, snapshots_get = "_sq_fixed", "_sq_get"
+        namespace["_sq_snapshots"] = fixed.snapshots
+        find_client, snapshots = "_sq_fixed", "_sq_snapshots"
     else:
-        first, fallback = state.choice.lookups()
-        namespace["_sq_first"] = first
-        namespace["_sq_fallback"] = fallback
+        lookups = state.choice.lookups()
+        namespace["_sq_first"] = lookups.first
+        namespace["_sq_second"] = lookups.second
+        namespace["_sq_last"] = lookups.last
         find_client = (
-            "_sq_first()\n    if _sq_client is None:\n        _sq_client = _sq_fallback.client"
+            "_sq_first()\n"
+            "    if _sq_client is None:\n"
+            "        _sq_client = _sq_second()\n"
+            "        if _sq_client is None:\n"
+            "            _sq_client = _sq_last()"
         )
-        snapshots_get = "_sq_client.snapshots.get"
+        snapshots = "_sq_client.snapshots"
     if state.static is not None:
         namespace["_sq_key_hash"] = state.static.key_hash
     source = (_BODY if state.static is None else _STATIC_BODY).format(
@@ -103,7 +110,7 @@ def exact_wrapper(state: CachedCalls[Any]) -> Callable[..., Coroutine[Any, Any, 
         params=", ".join(source_params),
         names="".join(f"{p.name}, " for p in params),
         find_client=find_client,
-        snapshots_get=snapshots_get,
+        snapshots=snapshots,
     )
     exec(compile(source, f"<stackquery @cache wrapper of {state.name}>", "exec"), namespace)
     wrapper: Callable[..., Coroutine[Any, Any, Any]] = namespace[

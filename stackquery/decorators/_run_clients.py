@@ -16,17 +16,34 @@ from __future__ import annotations
 import itertools
 import threading
 from collections.abc import Callable
-from typing import Protocol, final
+from typing import final
 
 import attrs
 import trio
 
 from .._client import QueryClient, current_client
-from .._current import CURRENT_CLIENT
+from .._current import CURRENT_CLIENT, RUN_DEFAULT_CLIENT
 from .._options import QueryClientConfig
 
 ClientResolver = Callable[[], QueryClient | None]
 """Returns the client a call runs on if it is open already, else ``None``."""
+
+
+@final
+@attrs.frozen
+class ClientLookups:
+    """Without ``client=``: the hot path's three tries to find a call's client, cheapest first.
+
+    Each returns ``None`` when it finds nothing; the next is tried then.
+    """
+
+    first: ClientResolver
+    """The innermost client open in the context (a C call); with ``store=``, the store's."""
+    second: ClientResolver
+    """The run's default client once this context adopted it (a C call)."""
+    last: ClientResolver
+    """The run's default client of this thread, adopted by the context (a Python call,
+    once per task)."""
 
 
 @attrs.define(eq=False)
@@ -75,13 +92,11 @@ class ClientChoice:
             return store_client
         return _context_or_default
 
-    def lookups(self) -> tuple[ClientResolver, HasClient]:
-        """Without ``client=``: the hot path's lookup, and where its ``client`` attribute
-        is read when the lookup finds nothing (the context's client, by a C call; then
-        the run's default client, one attribute read)."""
+    def lookups(self) -> ClientLookups:
+        """Without ``client=``: how the hot path finds the client (see :class:`ClientLookups`)."""
         if self.store is not None:
-            return self.resolver(), _NO_CLIENT
-        return read_current_client, _THREAD_CLIENTS
+            return ClientLookups(self.resolver(), _none, _none)
+        return ClientLookups(read_current_client, read_run_default, adopt_run_default)
 
     async def open(self) -> QueryClient:
         """Return the client, opening the run's default or store client if needed.
@@ -104,9 +119,11 @@ class _ThreadClients(threading.local):
     """The default and store clients of the trio run in this thread, once open.
 
     The hot path reads it instead of the RunVar (a RunVar lookup costs about
-    as much as the whole hit).  Sound because a thread runs one trio.run at a
-    time and a run's default client is closed (``open`` false) before its
-    run returns; a later run in the thread finds it closed and looks again.
+    as much as the whole hit), once per task: :func:`adopt_run_default` then
+    puts the default client in the task's context.  Sound because a thread
+    runs one trio.run at a time and a run's default client is withdrawn
+    before its run returns; a later run in the thread finds none and looks
+    again (its tasks' contexts are new: nothing adopted in the earlier run).
     """
 
     hosted: _Hosted | None = None
@@ -125,27 +142,33 @@ _THREAD_CLIENTS = _ThreadClients()
 read_current_client: ClientResolver = CURRENT_CLIENT.get
 """:func:`current_client` as a C call (no Python frame), for the hot path."""
 
+read_run_default: ClientResolver = RUN_DEFAULT_CLIENT.get
+"""The run's default client as adopted by this context, as a C call."""
+
+_none: ClientResolver = itertools.repeat(None).__next__
+
+
+def adopt_run_default() -> QueryClient | None:
+    """Return the run's default client if it is open, and let this context read it by a C call.
+
+    The thread's slot is sound because a thread runs one ``trio.run`` at a
+    time; setting :data:`RUN_DEFAULT_CLIENT` in the calling task's context
+    makes that task's next calls (and its children's) skip the thread-local
+    read, which costs about as much as the rest of a hit.
+    """
+    client = _THREAD_CLIENTS.client
+    if client is not None:
+        RUN_DEFAULT_CLIENT.set(client)
+    return client
+
 
 def _context_or_default() -> QueryClient | None:
     client = read_current_client()
-    if client is not None:
-        return client
-    hosted = _THREAD_CLIENTS.hosted
-    return hosted.client if hosted is not None and hosted.open else None
-
-
-class HasClient(Protocol):
-    """Something with a ``client`` attribute: the client found, or ``None``."""
-
-    @property
-    def client(self) -> QueryClient | None: ...
-
-
-class _NoClient:
-    client = None
-
-
-_NO_CLIENT = _NoClient()
+    if client is None:
+        client = read_run_default()
+        if client is None:
+            client = adopt_run_default()
+    return client
 
 
 async def open_run_client(store: object | None) -> QueryClient:

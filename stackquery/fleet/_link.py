@@ -11,12 +11,17 @@ entries never share messages or leases either.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import attrs
 
-from backends import RedisClient, RedisClusterClient, RedisStorage, ops
+from backends import ops
 
-FleetRedis = RedisClient | RedisClusterClient
-"""What a fleet talks through: one server, or a cluster (the same command surface)."""
+if TYPE_CHECKING:  # the Redis client is imported when a store holds one, not with stackquery
+    from backends import RedisClient, RedisClusterClient
+
+    FleetRedis = RedisClient | RedisClusterClient
+    """What a fleet talks through: one server, or a cluster (the same command surface)."""
 
 
 @attrs.frozen
@@ -37,6 +42,8 @@ def find_redis(store: object) -> RedisLink | str:
     Returns:
         the link, or a sentence saying why the fleet cannot run on ``store``.
     """
+    from backends import RedisClient, RedisClusterClient, RedisStorage
+
     found = [s for s in ops.stores_within(store) if isinstance(s, RedisStorage)]
     usable = [s for s in found if isinstance(s.redis, RedisClient | RedisClusterClient)]
     if usable:

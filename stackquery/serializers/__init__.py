@@ -20,19 +20,12 @@ What a serializer cannot encode raises :class:`SerializationError` (a
 
 from __future__ import annotations
 
-import pickle as _pickle
+import sys
 from types import ModuleType
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 
-from ._binary import (
-    MsgpackSerializer,
-    PickleSerializer,
-    ProtobufSerializer,
-    pickle,
-    protobuf,
-)
 from ._core import (
     DeserializationError,
     SerializationError,
@@ -43,6 +36,18 @@ from ._core import (
 )
 from ._json import JsonSerializer
 from ._typed_json import TypedJsonSerializer
+
+if TYPE_CHECKING:
+    from ._binary import (
+        MsgpackSerializer,
+        PickleSerializer,
+        ProtobufSerializer,
+        pickle,
+        protobuf,
+    )
+
+    msgpack: MsgpackSerializer
+    """MessagePack; needs ``pip install 'stackquery[msgpack]'``."""
 
 __all__ = [
     "DeserializationError",
@@ -99,7 +104,8 @@ def as_serializer(obj: object) -> Serializer:
             or its name is longer than 255 bytes.
         ImportError: ``obj`` is :data:`msgpack` and msgpack is not installed.
     """
-    if obj is _pickle:
+    # Compared with the module only if it was imported: otherwise obj cannot be it.
+    if obj is sys.modules.get("pickle"):
         raise ValueError(
             "the pickle module is not a safe serializer: unsigned pickle from a "
             "shared store is remote code execution; use serializers.pickle(key=...)"
@@ -112,7 +118,8 @@ def as_serializer(obj: object) -> Serializer:
             f"a serializer needs callable dumps and loads; "
             f"{_type_name(obj)} lacks {' and '.join(missing)}"
         )
-    if isinstance(obj, MsgpackSerializer):
+    binary = sys.modules.get(f"{__name__}._binary")
+    if binary is not None and isinstance(obj, binary.MsgpackSerializer):
         obj.module()
     if isinstance(obj, ModuleType):
         return _NamedSerializer(obj, _check_name(obj.__name__))
@@ -127,5 +134,23 @@ def as_serializer(obj: object) -> Serializer:
 #: :class:`TypedJsonSerializer` that also brings back those types.
 json: Final = JsonSerializer()
 
-#: MessagePack; needs ``pip install 'stackquery[msgpack]'``.
-msgpack: Final = MsgpackSerializer()
+_BINARY: Final = frozenset(
+    ("MsgpackSerializer", "PickleSerializer", "ProtobufSerializer", "pickle", "protobuf")
+)
+"""Names from ``_binary``, imported when first named (PEP 562): ``import stackquery``
+need not pay for the pickle module."""
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _BINARY and name != "msgpack":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from . import _binary
+
+    # msgpack is made once: serializers.msgpack is one object, as a module constant is.
+    value = _binary.MsgpackSerializer() if name == "msgpack" else getattr(_binary, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_BINARY, "msgpack"})

@@ -36,6 +36,16 @@ class Calls:
         return f"v{self.count}"
 
 
+def cached_under_k(calls: Calls) -> sq.CachedFunction[[], str]:
+    """``calls()`` cached 60 s under the one key ``"k"``, on whichever client a call finds."""
+
+    @sq.cache(60, key="k")
+    async def load() -> str:
+        return await calls()
+
+    return load
+
+
 def store_key(func: sq.CachedFunction[Any, Any], *parts: Any) -> str:
     """The L2 key of one of ``func``'s entries in a store client (default key prefix)."""
     return "sq:" + canonical_key(("fn", func.cache_name, *parts))[1]
@@ -619,10 +629,7 @@ class TestClients:
     ) -> None:
         """Without an open client, calls share a default client that outlives any block."""
         calls = Calls()
-
-        @sq.cache(60, key="k")
-        async def load() -> str:
-            return await calls()
+        load = cached_under_k(calls)
 
         async def in_a_task() -> None:
             assert await load() == "v1"
@@ -633,6 +640,34 @@ class TestClients:
         assert await load() == "v1"
         assert calls.count == 1
         assert sq.current_client() is None
+
+    async def test_a_client_opened_after_a_default_hit_is_the_innermost(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """A task whose calls found the run's default client still runs on a client it opens."""
+        calls = Calls()
+        load = cached_under_k(calls)
+
+        assert await load() == "v1"
+        assert await load() == "v1"  # a hit on the default client
+        async with sq.open_query_client() as inner:
+            assert await load() == "v2"
+            assert inner.statistics().queries == 1
+        assert await load() == "v1"  # the default client again
+        assert calls.count == 2
+        assert sq.current_client() is None
+
+    def test_each_run_finds_its_own_default_client(self) -> None:
+        """Two runs in one thread: the second never runs on the first's closed client."""
+        calls = Calls()
+        load = cached_under_k(calls)
+
+        async def twice() -> list[str]:
+            return [await load(), await load()]
+
+        assert trio.run(twice) == ["v1", "v1"]
+        assert trio.run(twice) == ["v2", "v2"]
+        assert calls.count == 2
 
     def test_default_and_store_clients_close_with_the_run(self, tmp_path: Any) -> None:
         """Each trio.run gets its own default client; a store client's writes land by its end."""
