@@ -454,12 +454,15 @@ class QueryActor:
         else:
             if snap is None:
                 try:
-                    snap = cache.create(options)
+                    # Made fetching at once.  It serves as the snapshot from before the
+                    # fetch too: what cancel_queries puts back is the same in both.
+                    previous = cache.create(options, fetching=True)
                 except Exception as exc:  # initial_data raised: this fetch's error, not a crash
                     reply.set_error(exc)
                     return
-            previous = snap
-            cache.publish(_state.fetching(snap, now=trio.current_time()))
+            else:
+                previous = snap
+                cache.publish(_state.fetching(snap, now=trio.current_time()))
             fetch = _Fetch(reply=reply, options=options, previous=previous, l2_read=skip_l2)
         self._fetch = fetch
         self.fetch_count += 1
@@ -467,7 +470,8 @@ class QueryActor:
         if outside:
             assert self._spawn is not None
             fetch.outside = True
-            self._spawn(self._run_fetch_outside, fetch, name=("fetch", self.key_hash))
+            # A str name: trio makes one of anything else, at a cost (a repr).
+            self._spawn(self._run_fetch_outside, fetch, name="stackquery-fetch " + self.key_hash)
         else:
             assert self._nursery is not None
             self._nursery.start_soon(self._run_fetch, fetch)
@@ -511,20 +515,24 @@ class QueryActor:
         cache = self._cache
         lease: Lease | None = None
         with fetch.scope:
-            cold = self._tier is not None and not fetch.previous.has_data and not fetch.l2_read
-            if cold and await self._load_from_l2(fetch):
-                return
-            got = await self._lease(fetch)
-            if isinstance(got, StoredEntry):
-                self._settle_from_fleet(fetch, got)
-                return
-            lease = got
-            if fetch.invalidated:
-                # Invalidated while waiting for another process's value: the
-                # origin call that follows starts after the invalidation.
-                fetch.invalidated = False
-                self._refetch_after = False
-            ok, result = await self._attempts_holding(fetch, lease)
+            if self._tier is not None:  # without L2 (and so without a fleet): the origin
+                cold = not fetch.previous.has_data and not fetch.l2_read
+                if cold and await self._load_from_l2(fetch):
+                    return
+                got = await self._lease(fetch)
+                if isinstance(got, StoredEntry):
+                    self._settle_from_fleet(fetch, got)
+                    return
+                lease = got
+                if fetch.invalidated:
+                    # Invalidated while waiting for another process's value: the
+                    # origin call that follows starts after the invalidation.
+                    fetch.invalidated = False
+                    self._refetch_after = False
+            if lease is None:
+                ok, result = await self._attempts(fetch)
+            else:
+                ok, result = await self._attempts_holding(fetch, lease)
         if self._fetch is not fetch:
             if lease is not None:
                 await self._end_lease(lease, None)
@@ -537,10 +545,12 @@ class QueryActor:
         ok, result = settle_not_modified(snap, ok, result, fetch.options)
         kept = ok and cacheable(fetch.options, result)
         if kept:
-            snap = cache.with_data(snap, result, fetch.options, updated_at=now)
             if fetch.invalidated:
-                snap = _state.invalidated(snap, now=now)
-            snap = cache.publish(_state.idle(snap, now=now))
+                snap = cache.with_data(snap, result, fetch.options, updated_at=now)
+                snap = _state.idle(_state.invalidated(snap, now=now), now=now)
+            else:  # one snapshot made for the landing
+                snap = cache.with_data(snap, result, fetch.options, updated_at=now, idle=True)
+            snap = cache.publish(snap)
             if lease is None:
                 self._persist(snap)
             fetch.reply.set_value(result)
@@ -604,10 +614,9 @@ class QueryActor:
         assert self._leases is not None  # only the fleet's leases hand out leases
         await self._leases.end_lease(lease, snap)
 
-    async def _attempts_holding(self, fetch: _Fetch, lease: Lease | None) -> tuple[bool, Any]:
+    async def _attempts_holding(self, fetch: _Fetch, lease: Lease) -> tuple[bool, Any]:
         leases = self._leases
-        if lease is None or leases is None:
-            return await self._attempts(fetch)
+        assert leases is not None  # only the fleet's leases hand out leases
         try:
             async with trio.open_nursery() as keeper:
                 keeper.start_soon(leases.keep, lease)
@@ -678,6 +687,19 @@ class QueryActor:
 
     async def _attempts(self, fetch: _Fetch) -> tuple[bool, Any]:
         options = fetch.options
+        first: Exception | None = None
+        if (
+            options.is_async
+            and options.timeout is None
+            and options.circuit is None
+            and not options.takes_context
+        ):
+            # A plain call, made straight away (most fetches need no other):
+            # the retry rule and the attempt function are for a failure.
+            try:
+                return True, await options.query_fn()
+            except Exception as exc:
+                first = exc
         rule = options.retry_rule.over(self._config.retry_rule)
         assert rule.should_retry is not None and rule.delay is not None  # the config has both
 
@@ -691,6 +713,7 @@ class QueryActor:
             should_retry=rule.should_retry,
             delay=rule.delay,
             on_failed_attempt=failed_attempt,
+            first_error=first,
         )
 
     def _cancel_fetch(self, *, revert: bool, why: str) -> None:
