@@ -145,9 +145,7 @@ class _Abort:
 
     __slots__ = ("_task", "_tasks")
 
-    def __init__(
-        self, tasks: dict[trio.lowlevel.Task, None], task: trio.lowlevel.Task
-    ) -> None:
+    def __init__(self, tasks: dict[trio.lowlevel.Task, None], task: trio.lowlevel.Task) -> None:
         # The reply's waiters as they are while the task is parked: once the
         # outcome is set the task is rescheduled, and trio never aborts it after.
         self._tasks = tasks

@@ -8,8 +8,9 @@ a task of the client's nursery, that runs one fetch at a time: the fetch's task
 is spawned into it and cancelled through the lane's cancel scope, so the
 fetches that follow one another through a lane share one scope, entered once.
 
-A lane whose fetch is cancelled ends with it; a lane left idle for
-:data:`LANE_IDLE` seconds ends, so an idle client keeps none.  When no lane is
+A lane whose fetch is cancelled ends with it; a lane that ran no fetch for a
+whole period of :data:`LANE_IDLE` seconds (it looks once a period) ends, so an
+idle client keeps none.  When no lane is
 free the fetch runs in the client's nursery in a cancel scope of its own, and a
 lane is started for the fetches that follow (at most ``max_lanes`` of them).
 """
@@ -22,7 +23,7 @@ from typing import Any, final
 import trio
 
 LANE_IDLE = 1.0
-"""Seconds a lane waits for its next fetch before it ends."""
+"""Seconds between a lane's looks at whether it ran a fetch since the last one (if not, it ends)."""
 
 
 @final

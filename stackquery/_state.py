@@ -211,7 +211,12 @@ evolve = _make_evolve()
 
 
 def empty_snapshot(
-    key_hash: str, *, stale_time: StaleTime | None, gc_time: float, now: float, fetching: bool = False
+    key_hash: str,
+    *,
+    stale_time: StaleTime | None,
+    gc_time: float,
+    now: float,
+    fetching: bool = False,
 ) -> Snapshot:
     """A key with no data and no fetch yet (``fetching``: its first fetch starts now, as
     :func:`fetching` of the empty key would say, made at once)."""
