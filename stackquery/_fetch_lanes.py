@@ -81,8 +81,12 @@ class FetchLanes:
             nursery = lane.nursery
             if nursery is None or lane.cancelled:
                 continue  # its task is ending (the client closes)
+            try:
+                nursery.start_soon(async_fn, *args, name=name)
+            except RuntimeError:  # closed (the client closes): no lane then
+                lane.cancelled = True
+                continue
             lane.busy = lane.used = True
-            nursery.start_soon(async_fn, *args, name=name)
             return lane
         return None
 

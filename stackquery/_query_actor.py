@@ -10,8 +10,9 @@ in the L1 table, and the next message spawns a new actor that starts from it.
 
 A cold key's first fetch needs no actor task: the registry only reserves
 the actor (the key is busy, later callers join the fetch), and the caller
-starts the fetch in one task of the client's nursery (see
-:meth:`QueryActor._wake`).  The actor's own task starts when something only
+starts the fetch in one task (see :meth:`QueryActor._wake`): in a free lane
+of the client (``_fetch_lanes``: the lane's cancel scope cancels it), else in
+the client's nursery, in a cancel scope of its own.  The actor's own task starts when something only
 it can do comes (observers, a message), and the reserved actor leaves the
 registry when its fetch ends with nothing else to do.
 
