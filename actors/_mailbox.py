@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections import OrderedDict, deque
+from collections import deque
 from typing import Generic, TypeVar, final
 
 import attrs
@@ -70,7 +70,7 @@ class Mailbox(Generic[M]):
         self._queue: deque[M] = deque()
         self._receiver: trio.lowlevel.Task | None = None
         """The actor's task, parked in :meth:`receive` on an empty mailbox."""
-        self._senders: OrderedDict[trio.lowlevel.Task, M] = OrderedDict()
+        self._senders: dict[trio.lowlevel.Task, M] = {}
         """Tasks parked in :meth:`tell` on a full mailbox, with their messages, oldest first."""
         self._closed = False
         self._delivered = 0
@@ -157,7 +157,8 @@ class Mailbox(Generic[M]):
             raise trio.WouldBlock
         message = queue.popleft()
         if self._senders:  # room now: the oldest waiting sender's message goes in
-            task, waiting = self._senders.popitem(last=False)
+            task = next(iter(self._senders))  # a dict keeps insertion order: the oldest
+            waiting = self._senders.pop(task)
             queue.append(waiting)
             self._delivered += 1
             trio.lowlevel.reschedule(task)
@@ -176,9 +177,10 @@ class Mailbox(Generic[M]):
         if self._closed:
             return
         self._closed = True
-        senders, self._senders = self._senders, OrderedDict()
-        for task in senders:
-            trio.lowlevel.reschedule(task, outcome.Error(MailboxClosed("mailbox is closed")))
+        if self._senders:
+            senders, self._senders = self._senders, {}
+            for task in senders:
+                trio.lowlevel.reschedule(task, outcome.Error(MailboxClosed("mailbox is closed")))
         receiver, self._receiver = self._receiver, None
         if receiver is not None:
             trio.lowlevel.reschedule(receiver, outcome.Error(trio.EndOfChannel()))

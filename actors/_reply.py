@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Generic, TypeVar, final
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar, final
 
+import outcome
 import trio
 
 T = TypeVar("T")
@@ -23,7 +25,10 @@ class Reply(Generic[T]):
     fetch cost a few microseconds apiece.  Waiters park on the reply itself
     (``trio.lowlevel.wait_task_rescheduled``), not on an ``Event`` and its
     parking lot: fewer objects per parked caller, less for the cyclic garbage
-    collector to walk when thousands wait.
+    collector to walk when thousands wait.  The outcome is handed to each
+    waiter as it is rescheduled, so a caller that awaits
+    ``trio.lowlevel.wait_task_rescheduled(reply.park())`` itself (see
+    :meth:`park`) gets it without a frame of :meth:`wait` on its stack.
 
     A waiter cancelled in :meth:`wait` stops waiting and leaves nothing behind;
     the outcome is still set for the others.
@@ -75,8 +80,16 @@ class Reply(Generic[T]):
     def _wake_all(self) -> None:
         self._done = True
         tasks, self._tasks = self._tasks, {}
-        for task in tasks:
-            trio.lowlevel.reschedule(task)
+        reschedule = trio.lowlevel.reschedule
+        error = self._error
+        # One outcome per waiter: an outcome can be unwrapped only once.
+        if error is not None:
+            for task in tasks:
+                reschedule(task, outcome.Error(error))
+        else:
+            value = self._value
+            for task in tasks:
+                reschedule(task, outcome.Value(value))
 
     async def wait(self) -> T:
         """Wait for the outcome and return its value or raise its error.
@@ -90,15 +103,20 @@ class Reply(Generic[T]):
         if self._done:
             await trio.lowlevel.checkpoint()
             return self._unwrap()
+        return await trio.lowlevel.wait_task_rescheduled(self.park())  # type: ignore[no-any-return]
+
+    def park(self) -> Callable[[Any], trio.lowlevel.Abort]:
+        """Count the current task as a waiter; return the abort function to park it with.
+
+        For a caller that parks itself, one frame less than :meth:`wait`:
+        ``await trio.lowlevel.wait_task_rescheduled(reply.park())`` returns
+        the value or raises the error.  Cancelled there, the task stops
+        waiting and leaves nothing behind.  Only on a reply without an
+        outcome yet (see :attr:`is_set`): no task would ever wake it.
+        """
         task = trio.lowlevel.current_task()
         self._tasks[task] = None
-
-        def abort(_raise_cancel: object) -> trio.lowlevel.Abort:
-            del self._tasks[task]
-            return trio.lowlevel.Abort.SUCCEEDED
-
-        await trio.lowlevel.wait_task_rescheduled(abort)
-        return self._unwrap()
+        return _Abort(self._tasks, task)
 
     def result_nowait(self) -> T:
         """Return the value or raise the error without waiting.
@@ -114,3 +132,25 @@ class Reply(Generic[T]):
         if self._error is not None:
             raise self._error
         return self._value  # type: ignore[return-value]
+
+
+@final
+class _Abort:
+    """The abort function of one task parked on a :class:`Reply`.
+
+    One small object rather than a closure (a function, its cells and their
+    tuple): with thousands of waiters, that is what the cyclic garbage
+    collector walks.
+    """
+
+    __slots__ = ("_task", "_tasks")
+
+    def __init__(self, tasks: dict[trio.lowlevel.Task, None], task: trio.lowlevel.Task) -> None:
+        # The reply's waiters as they are while the task is parked: once the
+        # outcome is set the task is rescheduled, and trio never aborts it after.
+        self._tasks = tasks
+        self._task = task
+
+    def __call__(self, _raise_cancel: object) -> trio.lowlevel.Abort:
+        del self._tasks[self._task]
+        return trio.lowlevel.Abort.SUCCEEDED

@@ -143,8 +143,11 @@ class QueryClient(ClientBase):
             return data  # type: ignore[no-any-return]
         if isinstance(reply, ColdRead):  # a cold key L2 may hold: read here, no actor
             return await owners.wait_cold(reply)  # type: ignore[no-any-return]
-        # Awaited here, not in a helper: one frame less per parked caller (10,000 on a cold key).
-        return await reply.wait()  # type: ignore[no-any-return]
+        if reply.is_set:
+            return await reply.wait()  # type: ignore[no-any-return]
+        # Parked here, not in a helper nor in Reply.wait: one frame less per parked
+        # caller (10,000 on a cold key), for the cyclic GC to walk.
+        return await trio.lowlevel.wait_task_rescheduled(reply.park())  # type: ignore[no-any-return]
 
     fetch_queries = _fetch_queries  # `await client.fetch_queries([opts, ...])`: see _fetch_many
 

@@ -165,6 +165,9 @@ class QueryOwners:
                     snap = cache.create(options)
                 elif self._cold_reads is not None:
                     return self._cold_reads.start(options)
+            if snap is None and self._cold_reads is None:
+                # No data, no error remembered, no L2: the key's fetch (a cold key's first).
+                return registry.reserve(key_hash).claim_fetch(options)
         cold = self._cold_reads.get(key_hash) if self._cold_reads is not None else None
         if snap is not None and cache.servable(snap, options):
             if cache.is_fresh(snap, options):  # fresh by another stale_time than the snapshot's
@@ -179,17 +182,15 @@ class QueryOwners:
             return False
         if cold is not None:
             return cold.reply
-        if (
-            snap is not None
-            and cache.remembered_error(key_hash) is not None
-            and not self.is_fetching(key_hash)
-            and serve_stale_if_error(cache, snap, options, 1)
-        ):
-            # The remembered error stands for a fetch that failed: stale_if_error serves
-            # this caller the last good data as it would that fetch's waiters.
-            cache.hits[key_hash] = cache.use_bound
-            return False
-        self.raise_remembered_error(key_hash)
+        error = cache.remembered_error(key_hash) if snap is not None else None
+        if error is not None and not self.is_fetching(key_hash):
+            assert snap is not None
+            if serve_stale_if_error(cache, snap, options, 1):
+                # The remembered error stands for a fetch that failed: stale_if_error serves
+                # this caller the last good data as it would that fetch's waiters.
+                cache.hits[key_hash] = cache.use_bound
+                return False
+            raise error
         return registry.reserve(key_hash).claim_fetch(options)
 
     def raise_remembered_error(self, key_hash: str) -> None:

@@ -22,6 +22,7 @@ from actors import Registry, Supervisor
 
 from ._clock import Clock
 from ._events import EventHub
+from ._fetch_lanes import FetchLanes
 from ._hydration import ColdReads
 from ._l2 import L2Cache
 from ._l2_tier import L2Tier
@@ -169,6 +170,7 @@ class ClientParts:
         cache, tier, fleet, config = self.cache, self.tier, self.fleet, self.config
         leases = fleet.leases if fleet is not None else None
         supervisor = Supervisor(nursery, config.restart_intensity)
+        lanes = FetchLanes(nursery)
         registry: Registry[str, QueryActor] = Registry(
             supervisor,
             lambda key_hash: QueryActor(
@@ -179,6 +181,7 @@ class ClientParts:
                 leases=leases,
                 registry=registry,
                 spawn=nursery.start_soon,
+                lanes=lanes,
             ),
         )
         cold_reads = ColdReads(cache, tier, registry, nursery) if tier is not None else None

@@ -10,8 +10,9 @@ in the L1 table, and the next message spawns a new actor that starts from it.
 
 A cold key's first fetch needs no actor task: the registry only reserves
 the actor (the key is busy, later callers join the fetch), and the caller
-starts the fetch in one task of the client's nursery (see
-:meth:`QueryActor._wake`).  The actor's own task starts when something only
+starts the fetch in one task (see :meth:`QueryActor._wake`): in a free lane
+of the client (``_fetch_lanes``: the lane's cancel scope cancels it), else in
+the client's nursery, in a cancel scope of its own.  The actor's own task starts when something only
 it can do comes (observers, a message), and the reserved actor leaves the
 registry when its fetch ends with nothing else to do.
 
@@ -39,6 +40,7 @@ from actors import Mailbox, MailboxFull, Registry, Reply
 from . import _state
 from ._entry import StoredEntry
 from ._errors import ClientClosedError, QueryCancelledError
+from ._fetch_lanes import FetchLanes, Lane
 from ._l2_tier import L2Tier
 from ._messages import (
     WAKE,
@@ -68,7 +70,10 @@ class _Fetch:
     options: QueryOptions[Any]
     previous: _state.Snapshot
     """The key's snapshot when the fetch started (``cancel_queries`` puts it back)."""
-    scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
+    scope: trio.CancelScope | None = None
+    """Its own cancel scope; ``None`` in a lane (the lane's scope cancels it)."""
+    lane: Lane | None = None
+    """The lane it runs in (see ``_fetch_lanes``), if any."""
     invalidated: bool = False
     """Invalidated while in flight: its result lands, but not as fresh."""
     l2_read: bool = False
@@ -76,6 +81,12 @@ class _Fetch:
     (the fetch after a reset): the fetch goes to the origin."""
     outside: bool = False
     """It runs in a task of the client's nursery, not the actor's (see :meth:`QueryActor._wake`)."""
+
+    def cancel(self) -> None:
+        if self.lane is not None:
+            self.lane.cancel()
+        elif self.scope is not None:
+            self.scope.cancel()
 
 
 class QueryActor:
@@ -91,11 +102,14 @@ class QueryActor:
         leases: Leases | None = None,
         registry: Registry[str, QueryActor] | None = None,
         spawn: Callable[..., object] | None = None,
+        lanes: FetchLanes | None = None,
     ) -> None:
         self.key_hash = key_hash
         self._registry = registry
         self._spawn = spawn
         """Starts a task in the client's nursery: a fetch of an actor without its own task."""
+        self._lanes = lanes
+        """Where such a fetch runs without a cancel scope of its own, if a lane is free."""
         self._crash: Exception | None = None
         """A bug in a fetch outside the actor's task, for that task to raise (see ``run``)."""
         self._cache = cache
@@ -455,12 +469,15 @@ class QueryActor:
         else:
             if snap is None:
                 try:
-                    snap = cache.create(options)
+                    # Made fetching at once.  It serves as the snapshot from before the
+                    # fetch too: what cancel_queries puts back is the same in both.
+                    previous = cache.create(options, fetching=True)
                 except Exception as exc:  # initial_data raised: this fetch's error, not a crash
                     reply.set_error(exc)
                     return
-            previous = snap
-            cache.publish(_state.fetching(snap, now=trio.current_time()))
+            else:
+                previous = snap
+                cache.publish(_state.fetching(snap, now=trio.current_time()))
             fetch = _Fetch(reply=reply, options=options, previous=previous, l2_read=skip_l2)
         self._fetch = fetch
         self.fetch_count += 1
@@ -468,9 +485,19 @@ class QueryActor:
         if outside:
             assert self._spawn is not None
             fetch.outside = True
-            self._spawn(self._run_fetch_outside, fetch, name=("fetch", self.key_hash))
+            # A str name: trio makes one of anything else, at a cost (a repr).
+            name = "stackquery-fetch " + self.key_hash
+            lanes = self._lanes
+            # In a lane only without L2: a lease must be ended (awaited) after a cancel.
+            if lanes is not None and self._tier is None:
+                fetch.lane = lanes.start_soon(self._run_fetch_outside, fetch, name=name)
+                if fetch.lane is not None:
+                    return
+            fetch.scope = trio.CancelScope()
+            self._spawn(self._run_fetch_outside, fetch, name=name)
         else:
             assert self._nursery is not None
+            fetch.scope = trio.CancelScope()
             self._nursery.start_soon(self._run_fetch, fetch)
 
     async def _run_fetch_outside(self, fetch: _Fetch) -> None:
@@ -490,6 +517,7 @@ class QueryActor:
             await trio.lowlevel.checkpoint()
             await self._run_fetch(fetch)
         except Exception as exc:
+            self._leave_lane(fetch, ended=False)
             if self._fetch is fetch:
                 self._fetch = None
                 if self._pending is None:
@@ -500,32 +528,51 @@ class QueryActor:
             assert self._registry is not None  # only a registry's actors fetch outside
             self._registry.activate(self.key_hash)
         except BaseException:
+            self._leave_lane(fetch, ended=False)
             registry = self._registry
             if registry is not None and not registry.is_hosted(self.key_hash):
                 if self._fetch is fetch:
                     self.stop()
                 registry.release(self.key_hash, self)  # cancelled for good: as a task would
             raise
+        self._leave_lane(fetch, ended=True)
+
+    def _leave_lane(self, fetch: _Fetch, *, ended: bool) -> None:
+        """The fetch's task ends: free its lane, or (it ended well) start one for the next."""
+        lanes = self._lanes
+        if lanes is None:
+            return
+        if fetch.lane is not None:
+            lanes.release(fetch.lane)
+        elif ended and self._tier is None:
+            lanes.add_lane()
 
     async def _run_fetch(self, fetch: _Fetch) -> None:
         """One fetch, top-down: L2 (a cold key), the fleet's lease, the origin, then publish."""
         cache = self._cache
         lease: Lease | None = None
-        with fetch.scope:
-            cold = self._tier is not None and not fetch.previous.has_data and not fetch.l2_read
-            if cold and await self._load_from_l2(fetch):
-                return
-            got = await self._lease(fetch)
-            if isinstance(got, StoredEntry):
-                self._settle_from_fleet(fetch, got)
-                return
-            lease = got
-            if fetch.invalidated:
-                # Invalidated while waiting for another process's value: the
-                # origin call that follows starts after the invalidation.
-                fetch.invalidated = False
-                self._refetch_after = False
-            ok, result = await self._attempts_holding(fetch, lease)
+        if fetch.scope is None:  # in a lane, so no L2: the origin (a cancel ends the task)
+            ok, result = await self._attempts(fetch)
+        else:
+            with fetch.scope:
+                if self._tier is not None:  # without L2 (and so without a fleet): the origin
+                    cold = not fetch.previous.has_data and not fetch.l2_read
+                    if cold and await self._load_from_l2(fetch):
+                        return
+                    got = await self._lease(fetch)
+                    if isinstance(got, StoredEntry):
+                        self._settle_from_fleet(fetch, got)
+                        return
+                    lease = got
+                    if fetch.invalidated:
+                        # Invalidated while waiting for another process's value: the
+                        # origin call that follows starts after the invalidation.
+                        fetch.invalidated = False
+                        self._refetch_after = False
+                if lease is None:
+                    ok, result = await self._attempts(fetch)
+                else:
+                    ok, result = await self._attempts_holding(fetch, lease)
         if self._fetch is not fetch:
             if lease is not None:
                 await self._end_lease(lease, None)
@@ -538,10 +585,12 @@ class QueryActor:
         ok, result = settle_not_modified(snap, ok, result, fetch.options)
         kept = ok and cacheable(fetch.options, result)
         if kept:
-            snap = cache.with_data(snap, result, fetch.options, updated_at=now)
             if fetch.invalidated:
-                snap = _state.invalidated(snap, now=now)
-            snap = cache.publish(_state.idle(snap, now=now))
+                snap = cache.with_data(snap, result, fetch.options, updated_at=now)
+                snap = _state.idle(_state.invalidated(snap, now=now), now=now)
+            else:  # one snapshot made for the landing
+                snap = cache.with_data(snap, result, fetch.options, updated_at=now, idle=True)
+            snap = cache.publish(snap)
             if lease is None:
                 self._persist(snap)
             fetch.reply.set_value(result)
@@ -605,10 +654,9 @@ class QueryActor:
         assert self._leases is not None  # only the fleet's leases hand out leases
         await self._leases.end_lease(lease, snap)
 
-    async def _attempts_holding(self, fetch: _Fetch, lease: Lease | None) -> tuple[bool, Any]:
+    async def _attempts_holding(self, fetch: _Fetch, lease: Lease) -> tuple[bool, Any]:
         leases = self._leases
-        if lease is None or leases is None:
-            return await self._attempts(fetch)
+        assert leases is not None  # only the fleet's leases hand out leases
         try:
             async with trio.open_nursery() as keeper:
                 keeper.start_soon(leases.keep, lease)
@@ -679,6 +727,19 @@ class QueryActor:
 
     async def _attempts(self, fetch: _Fetch) -> tuple[bool, Any]:
         options = fetch.options
+        first: Exception | None = None
+        if (
+            options.is_async
+            and options.timeout is None
+            and options.circuit is None
+            and not options.takes_context
+        ):
+            # A plain call, made straight away (most fetches need no other):
+            # the retry rule and the attempt function are for a failure.
+            try:
+                return True, await options.query_fn()
+            except Exception as exc:
+                first = exc
         rule = options.retry_rule.over(self._config.retry_rule)
         assert rule.should_retry is not None and rule.delay is not None  # the config has both
 
@@ -692,6 +753,7 @@ class QueryActor:
             should_retry=rule.should_retry,
             delay=rule.delay,
             on_failed_attempt=failed_attempt,
+            first_error=first,
         )
 
     def _cancel_fetch(self, *, revert: bool, why: str) -> None:
@@ -705,7 +767,7 @@ class QueryActor:
         fetch, self._fetch = self._fetch, None
         if fetch is None:
             return
-        fetch.scope.cancel()
+        fetch.cancel()
         snap = self._cache.get(self.key_hash)
         now = trio.current_time()
         if snap is not None:

@@ -251,11 +251,13 @@ class QueryCache:
 
     # -- building snapshots -------------------------------------------------------------
 
-    def create(self, options: QueryOptions[Any]) -> Snapshot:
+    def create(self, options: QueryOptions[Any], *, fetching: bool = False) -> Snapshot:
         """Put a new key in the table (with ``initial_data`` if the options have it).
 
         The key's timer is armed by its first publish (a fetch starting, data
-        set), which every caller makes next.
+        set), which every caller makes next.  ``fetching``: the key's first
+        fetch starts now, published as :func:`_state.fetching` would (a key
+        with no initial data and nobody listening to events is made so at once).
 
         Raises:
             Exception: whatever an ``initial_data`` factory raised.
@@ -263,13 +265,19 @@ class QueryCache:
         initial = options.initial_data
         if initial is not UNSET:  # first: a factory that raises leaves nothing behind
             data = initial() if callable(initial) else initial
+        at_once = fetching and initial is UNSET and not self.events.listening
         snap = self.create_for_key(
-            options.key_hash, stale_time=options.stale_time, gc_time=options.gc_time
+            options.key_hash,
+            stale_time=options.stale_time,
+            gc_time=options.gc_time,
+            fetching=at_once,
         )
         if initial is not UNSET:
             wall = options.initial_data_updated_at
             updated = self.clock.from_wall(wall) if wall is not None else trio.current_time()
             snap = self.publish(self.with_data(snap, data, options, updated_at=updated))
+        if fetching and not at_once:
+            snap = self.publish(_state.fetching(snap, now=trio.current_time()))
         return snap
 
     def create_for_key(
@@ -278,13 +286,16 @@ class QueryCache:
         *,
         stale_time: StaleTime | None = None,
         gc_time: float | None = None,
+        fetching: bool = False,
     ) -> Snapshot:
-        """Put a new, empty key in the table, making room first under ``max_queries``."""
+        """Put a new, empty key in the table, making room first under ``max_queries``
+        (``fetching``: see :func:`_state.empty_snapshot`)."""
         snap = _state.empty_snapshot(
             key_hash,
             stale_time=stale_time,
             gc_time=self.config.gc_time if gc_time is None else gc_time,
             now=trio.current_time(),
+            fetching=fetching,
         )
         max_queries = self.config.max_queries
         if max_queries is not None and len(self.snapshots) >= max_queries:
@@ -296,11 +307,18 @@ class QueryCache:
         return snap
 
     def with_data(
-        self, snap: Snapshot, data: Any, options: QueryOptions[Any] | None, *, updated_at: float
+        self,
+        snap: Snapshot,
+        data: Any,
+        options: QueryOptions[Any] | None,
+        *,
+        updated_at: float,
+        idle: bool = False,
     ) -> Snapshot:
         """``snap`` holding ``data`` fetched or set at trio time ``updated_at``; not published.
 
         The fresh period is computed here, once per landing (see :meth:`fresh_period`).
+        ``idle``: and its fetch ended (see :func:`_state.with_data`).
         """
         stale_time = options.stale_time if options is not None else None
         gc_time = (
@@ -322,6 +340,7 @@ class QueryCache:
             stale_time=stale_time,
             resolved_stale_time=period,
             now=trio.current_time(),
+            idle=idle,
         )
 
     def set_data(

@@ -61,6 +61,9 @@ def _call_boxed(fn: Callable[..., Any], *args: Any) -> tuple[Any]:
 
 
 def run_callbacks(options: QueryOptions[Any], ok: bool, result: Any) -> None:
+    """Call the fetch's ``on_success`` or ``on_error``, then ``on_settled``; log what raises."""
+    if options.on_success is None and options.on_error is None and options.on_settled is None:
+        return  # most queries have none: build nothing for them
     data, error = (result, None) if ok else (None, result)
     calls: list[tuple[str, Callable[..., object] | None, tuple[Any, ...]]] = [
         ("on_success", options.on_success, (data,))

@@ -44,6 +44,7 @@ async def call_with_retries(
     should_retry: RetryPredicate,
     delay: Callable[[int, Exception], float],
     on_failed_attempt: Callable[[int, Exception], object] | None = None,
+    first_error: Exception | None = None,
 ) -> tuple[bool, T | Exception]:
     """Call ``attempt`` until it returns or ``should_retry`` says to stop.
 
@@ -57,14 +58,17 @@ async def call_with_retries(
     An attempt refused by an open circuit breaker (:class:`CircuitOpenError`)
     ends the call at once: it is not retried, not counted as a failed attempt,
     and ``should_retry`` is not asked about it.  Cancellation is not an error:
-    it propagates at once, and no further attempt is made.
+    it propagates at once, and no further attempt is made.  ``first_error``:
+    the first attempt was made already (by the caller) and raised it.
     """
     failure_count = 0
+    error = first_error
     while True:
-        try:
-            return True, await attempt()
-        except Exception as exc:
-            error: Exception = exc
+        if error is None:
+            try:
+                return True, await attempt()
+            except Exception as exc:
+                error = exc
         if isinstance(error, CircuitOpenError):
             return False, error  # an open circuit: no origin call was made, none is retried
         try:
@@ -83,6 +87,7 @@ async def call_with_retries(
             return False, exc
         await trio.sleep(seconds)
         failure_count += 1
+        error = None
 
 
 @attrs.define

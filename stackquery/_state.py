@@ -211,9 +211,24 @@ evolve = _make_evolve()
 
 
 def empty_snapshot(
-    key_hash: str, *, stale_time: StaleTime | None, gc_time: float, now: float
+    key_hash: str,
+    *,
+    stale_time: StaleTime | None,
+    gc_time: float,
+    now: float,
+    fetching: bool = False,
 ) -> Snapshot:
-    """A key with no data and no fetch yet."""
+    """A key with no data and no fetch yet (``fetching``: its first fetch starts now, as
+    :func:`fetching` of the empty key would say, made at once)."""
+    if fetching:
+        return Snapshot(
+            key_hash=key_hash,
+            fetch_status=FetchStatus.FETCHING,
+            stale_time=stale_time,
+            collect_at=now + gc_time,
+            gc_time=gc_time,
+            fetch_count=1,
+        )
     return Snapshot(
         key_hash=key_hash, stale_time=stale_time, collect_at=now + gc_time, gc_time=gc_time
     )
@@ -228,8 +243,10 @@ def with_data(
     stale_time: StaleTime | None,
     resolved_stale_time: float,
     now: float,
+    idle: bool = False,
 ) -> Snapshot:
-    """The key now holds ``data``, current as of ``updated_at`` (trio time)."""
+    """The key now holds ``data``, current as of ``updated_at`` (trio time); ``idle``: and
+    its fetch ended (:func:`idle` folded in: a fetch's landing makes one snapshot)."""
     stale_at = updated_at + resolved_stale_time
     failure = snap.failure
     if failure is not None:
@@ -241,6 +258,7 @@ def with_data(
     return evolve(
         snap,
         status=QueryStatus.SUCCESS,
+        fetch_status=FetchStatus.IDLE if idle else snap.fetch_status,
         data=data,
         failure=failure,
         data_updated_at=updated_at_wall,

@@ -3,11 +3,15 @@
 The actor is only reserved in the registry (the key counts as busy, callers
 join its fetch); it starts its own task when something needs it (an
 observer, a message such as ``invalidate_queries``), and leaves the registry
-when the fetch ends and nothing else is left.
+when the fetch ends and nothing else is left.  The fetch's task runs in a
+lane when one is free (a nursery of the client that runs one fetch at a time,
+so that the fetch needs no cancel scope of its own), else in the client's
+nursery; an idle lane ends after ``LANE_IDLE`` seconds.
 """
 
 from __future__ import annotations
 
+import contextvars
 import functools
 
 import pytest
@@ -17,6 +21,7 @@ from trio.testing import wait_all_tasks_blocked
 
 import stackquery as sq
 from stackquery import QueryCancelledError
+from stackquery._fetch_lanes import LANE_IDLE
 from tests.stackquery.client_origin import Origin
 
 KEY = ("cold", 1)
@@ -167,3 +172,98 @@ async def test_a_refetch_started_beside_the_claim_joins_it_even_with_an_instant_
             assert await client.fetch_query(opts) == n
             await wait_all_tasks_blocked()
         assert calls == list(range(20))
+
+
+def task_names() -> list[str]:
+    """The names of every living task, from the root down."""
+    names: list[str] = []
+    todo = [trio.lowlevel.current_root_task()]
+    while todo:
+        task = todo.pop()
+        if task is None:
+            continue
+        names.append(task.name)
+        for nursery in task.child_nurseries:
+            todo.extend(nursery.child_tasks)
+    return names
+
+
+def lanes() -> int:
+    return task_names().count("stackquery-fetch-lane")
+
+
+async def test_cold_keys_one_after_another_share_a_lane_that_ends_when_idle(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with sq.open_query_client() as client:
+        await wait_all_tasks_blocked()
+        baseline = living_tasks()
+        for n in range(5):
+            origin = Origin(delay=0.0)
+            opts = sq.QueryOptions(query_key=("one-after-another", n), query_fn=origin)
+            assert await client.fetch_query(opts) == "v1"
+            await wait_all_tasks_blocked()
+            # The first fetch found no lane and started one for the next ones.
+            assert lanes() == 1
+        await trio.sleep(3 * LANE_IDLE)  # idle through a whole period of its own
+        assert lanes() == 0
+        assert living_tasks() == baseline
+
+
+async def test_cancel_queries_cancels_a_fetch_in_a_lane_and_no_other(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with sq.open_query_client() as client, trio.open_nursery() as nursery:
+        first = Origin(delay=0.0)
+        await client.fetch_query(sq.QueryOptions(query_key=("lane", 0), query_fn=first))
+        await wait_all_tasks_blocked()
+        assert lanes() == 1
+        in_lane, beside = Origin(delay=5.0), Origin(delay=5.0)
+        outcomes: dict[str, object] = {}
+
+        async def call(name: str, origin: Origin) -> None:
+            opts = sq.QueryOptions(query_key=("lane", name), query_fn=origin)
+            try:
+                outcomes[name] = await client.fetch_query(opts)
+            except QueryCancelledError as exc:
+                outcomes[name] = exc
+
+        nursery.start_soon(call, "in-lane", in_lane)
+        await wait_all_tasks_blocked()
+        nursery.start_soon(call, "beside", beside)  # no free lane: a scope of its own
+        await trio.sleep(1.0)
+        await client.cancel_queries(("lane", "in-lane"))
+        await trio.sleep(10.0)
+        assert isinstance(outcomes["in-lane"], QueryCancelledError)
+        assert (in_lane.calls, in_lane.cancelled, in_lane.finished) == (1, 1, 0)
+        assert outcomes["beside"] == "v1"
+        assert (beside.calls, beside.cancelled, beside.finished) == (1, 0, 1)
+        assert client.get_query_state(("lane", "in-lane")).status is sq.QueryStatus.PENDING  # type: ignore[union-attr]
+        # The lane ended with its fetch; the key fetches again, in a lane or not.
+        assert (
+            await client.fetch_query(
+                sq.QueryOptions(query_key=("lane", "in-lane"), query_fn=in_lane)
+            )
+            == "v2"
+        )
+
+
+REQUEST: contextvars.ContextVar[str] = contextvars.ContextVar("request", default="none")
+
+
+async def test_the_origin_sees_the_context_of_the_caller_that_started_its_fetch(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    seen: list[str] = []
+
+    async def origin() -> str:
+        seen.append(REQUEST.get())
+        return "v"
+
+    async with sq.open_query_client() as client:
+        for n in range(3):  # the first without a lane, the others in one
+            REQUEST.set(f"request-{n}")
+            opts = sq.QueryOptions(query_key=("context", n), query_fn=origin)
+            await client.fetch_query(opts)
+            await wait_all_tasks_blocked()
+    assert seen == ["request-0", "request-1", "request-2"]
