@@ -100,7 +100,7 @@ class EventStream:
     def _close(self) -> None:
         self._closed = True
         self._hub.streams.discard(self)
-        self._hub._recount()
+        self._hub.refresh_listening()
         self._event.set()
 
     async def __aenter__(self) -> EventStream:
@@ -135,9 +135,9 @@ class EventHub:
     @recorder.setter
     def recorder(self, recorder: Recorder | None) -> None:
         self._recorder = recorder
-        self._recount()
+        self.refresh_listening()
 
-    def _recount(self) -> None:
+    def refresh_listening(self) -> None:
         """Set the flag :attr:`listening` reads; after any change of streams or recorder.
 
         A stream dropped without being closed leaves the flag set until the
@@ -162,7 +162,7 @@ class EventHub:
             raise InvalidOptionError(f"buffer must be an int >= 1, got {buffer!r}")
         stream = EventStream(self, buffer)
         self.streams.add(stream)
-        self._recount()
+        self.refresh_listening()
         return stream
 
     def close_all(self) -> None:
