@@ -437,6 +437,52 @@ class TestMaxQueries:
             assert client.statistics().timers <= 20
 
 
+class TestBatchWindow:
+    async def test_a_single_call_and_many_started_together_make_one_origin_call(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """f(1) and f.many([1, 2]) started in one tick share one origin call, in either order."""
+        calls: list[list[int]] = []
+
+        @sq.cache.batch(60)
+        async def get(ids: list[int]) -> dict[int, int]:
+            calls.append(sorted(ids))
+            await trio.sleep(1.0)
+            return {i: i * 10 for i in ids}
+
+        for round_number in range(20):  # trio shuffles each batch: both orders come up
+            calls.clear()
+            async with sq.open_query_client():
+                async with trio.open_nursery() as nursery:
+                    if round_number % 2:
+                        nursery.start_soon(get.many, [1, 2])
+                        nursery.start_soon(get, 1)
+                    else:
+                        nursery.start_soon(get, 1)
+                        nursery.start_soon(get.many, [1, 2])
+            assert calls == [[1, 2]], f"round {round_number}"
+
+    async def test_many_and_a_single_call_of_another_id_make_one_origin_call(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """f.many([1, 2]) and f(3) started in one tick share one origin call."""
+        calls: list[list[int]] = []
+
+        @sq.cache.batch(60)
+        async def get(ids: list[int]) -> dict[int, int]:
+            calls.append(sorted(ids))
+            await trio.sleep(1.0)
+            return {i: i * 10 for i in ids}
+
+        for round_number in range(20):
+            calls.clear()
+            async with sq.open_query_client():
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(get.many, [1, 2])
+                    nursery.start_soon(get, 3)
+            assert calls == [[1, 2, 3]], f"round {round_number}"
+
+
 def _strict_xfail(test: Any) -> bool:
     return any(
         mark.name == "xfail" and mark.kwargs.get("strict")
