@@ -483,6 +483,66 @@ class TestBatchWindow:
             assert calls == [[1, 2, 3]], f"round {round_number}"
 
 
+class TestRemovedWhileWaiting:
+    async def test_a_batch_caller_removed_twice_still_gets_a_value(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """f(1) waiting while invalidate(1) runs twice fetches again each time, then gets a value."""
+        calls: list[list[int]] = []
+        gate = trio.Event()
+
+        @sq.cache.batch(60)
+        async def get(ids: list[int]) -> dict[int, str]:
+            calls.append(sorted(ids))
+            number = len(calls)
+            await gate.wait()
+            return {i: f"{i}#{number}" for i in ids}
+
+        async with sq.open_query_client(), trio.open_nursery() as nursery:
+            got: list[str] = []
+
+            async def caller() -> None:
+                got.append(await get(1))
+
+            nursery.start_soon(caller)
+            await wait_all_tasks_blocked()
+            for _ in range(2):
+                await get.invalidate(1)
+                await wait_all_tasks_blocked()
+            gate.set()
+        assert calls == [[1], [1], [1]]
+        assert got == ["1#3"]
+
+    async def test_a_cache_caller_cleared_twice_still_gets_a_value(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """f() waiting while clear() runs twice fetches again each time, then gets a value."""
+        calls: list[int] = []
+        gate = trio.Event()
+
+        @sq.cache(60)
+        async def get() -> str:
+            calls.append(1)
+            number = len(calls)
+            await gate.wait()
+            return f"#{number}"
+
+        async with sq.open_query_client(), trio.open_nursery() as nursery:
+            got: list[str] = []
+
+            async def caller() -> None:
+                got.append(await get())
+
+            nursery.start_soon(caller)
+            await wait_all_tasks_blocked()
+            for _ in range(2):
+                await get.clear()
+                await wait_all_tasks_blocked()
+            gate.set()
+        assert len(calls) == 3
+        assert got == ["#3"]
+
+
 def _strict_xfail(test: Any) -> bool:
     return any(
         mark.name == "xfail" and mark.kwargs.get("strict")

@@ -28,6 +28,9 @@ from trio.testing import wait_all_tasks_blocked
 
 from tests.model.harness import manual_clock, run_deterministic
 
+STEP_TIMEOUT = 60.0
+"""Real seconds a step may take before it counts as never settling."""
+
 Setup = Callable[[trio.Nursery], contextlib.AbstractAsyncContextManager[Any]]
 """What a session holds open between rules, given the nursery its callers run in."""
 
@@ -64,8 +67,28 @@ class TrioSession:
             await wait_all_tasks_blocked()
             return result
 
-        assert self._token is not None, "the session is closed"
-        return trio.from_thread.run(step, trio_token=self._token)
+        token = self._token
+        assert token is not None, "the session is closed"
+        # From a thread of its own, so that a step that never settles (a task
+        # that keeps running: a busy loop) fails the example instead of hanging it.
+        box: list[Any] = []
+
+        def call() -> None:
+            try:
+                box.append((True, trio.from_thread.run(step, trio_token=token)))
+            except BaseException as exc:
+                box.append((False, exc))
+
+        caller = threading.Thread(target=call, name="trio-session-step", daemon=True)
+        caller.start()
+        caller.join(STEP_TIMEOUT)
+        if not box:
+            self._token = None  # the run is stuck: close() must not wait for it
+            raise AssertionError(f"a step did not settle in {STEP_TIMEOUT} s (a busy loop?)")
+        ok, result = box[0]
+        if not ok:
+            raise result
+        return result
 
     def settle(self) -> None:
         """Wait until every task of the run is parked."""
@@ -83,6 +106,8 @@ class TrioSession:
             self.clock.autojump_threshold = 0
             with contextlib.suppress(trio.RunFinishedError):
                 trio.from_thread.run_sync(stop.set, trio_token=token)
+        if token is None:
+            return  # stuck (see run): the daemon thread is left behind
         self._thread.join(timeout)
         self._token = None
         if self._thread.is_alive():
