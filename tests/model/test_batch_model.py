@@ -212,7 +212,7 @@ class BatchModel:
             self.calls.append(call)
             for item_id in ids:
                 self.ids[item_id].call = call
-        for ids, call in zip(got, self.calls[-len(got) :], strict=True):
+        for call in self.calls[-len(got) :]:
             if not call.held:
                 self.land(call)
         return None
@@ -325,7 +325,10 @@ class BatchMachine(stateful.RuleBasedStateMachine):
     @stateful.rule(requests=requests)
     def call(self, requests: list[tuple[bool, list[Any]]]) -> None:
         assert self.session is not None
-        self.trace.append("call " + ", ".join(f"many({ids})" if many else f"f({ids[0]})" for many, ids in requests))
+        self.trace.append(
+            "call "
+            + ", ".join(f"many({ids})" if many else f"f({ids[0]})" for many, ids in requests)
+        )
         started = []
         for many, ids in requests:
             caller = Caller(list(ids), many)
@@ -344,7 +347,9 @@ class BatchMachine(stateful.RuleBasedStateMachine):
         self.session.run(start)
         self.check()
 
-    async def _call(self, caller: Caller, outcome: list[tuple[Any, ...]], scope: trio.CancelScope) -> None:
+    async def _call(
+        self, caller: Caller, outcome: list[tuple[Any, ...]], scope: trio.CancelScope
+    ) -> None:
         with scope:
             try:
                 if caller.many:
@@ -580,7 +585,9 @@ class ScopeMachine(stateful.RuleBasedStateMachine):
         should_have_run = {i for i, call in enumerate(self.calls) if call.ran}
         trace = "\n  ".join(self.trace)
         assert started_once, f"an on_mutate ran twice: {self.started}\n  {trace}"
-        assert set(self.started) == ran, f"on_mutate {self.started}, mutation_fn {self.ran}\n  {trace}"
+        assert set(self.started) == ran, (
+            f"on_mutate {self.started}, mutation_fn {self.ran}\n  {trace}"
+        )
         assert ran == should_have_run, (
             f"mutation_fn ran for {sorted(ran)}, model {sorted(should_have_run)}\n  {trace}"
         )

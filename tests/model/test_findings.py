@@ -452,14 +452,13 @@ class TestBatchWindow:
 
         for round_number in range(20):  # trio shuffles each batch: both orders come up
             calls.clear()
-            async with sq.open_query_client():
-                async with trio.open_nursery() as nursery:
-                    if round_number % 2:
-                        nursery.start_soon(get.many, [1, 2])
-                        nursery.start_soon(get, 1)
-                    else:
-                        nursery.start_soon(get, 1)
-                        nursery.start_soon(get.many, [1, 2])
+            async with sq.open_query_client(), trio.open_nursery() as nursery:
+                if round_number % 2:
+                    nursery.start_soon(get.many, [1, 2])
+                    nursery.start_soon(get, 1)
+                else:
+                    nursery.start_soon(get, 1)
+                    nursery.start_soon(get.many, [1, 2])
             assert calls == [[1, 2]], f"round {round_number}"
 
     async def test_many_and_a_single_call_of_another_id_make_one_origin_call(
@@ -476,10 +475,9 @@ class TestBatchWindow:
 
         for round_number in range(20):
             calls.clear()
-            async with sq.open_query_client():
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(get.many, [1, 2])
-                    nursery.start_soon(get, 3)
+            async with sq.open_query_client(), trio.open_nursery() as nursery:
+                nursery.start_soon(get.many, [1, 2])
+                nursery.start_soon(get, 3)
             assert calls == [[1, 2, 3]], f"round {round_number}"
 
 
@@ -487,7 +485,7 @@ class TestRemovedWhileWaiting:
     async def test_a_batch_caller_removed_twice_still_gets_a_value(
         self, autojump_clock: trio.testing.MockClock
     ) -> None:
-        """f(1) waiting while invalidate(1) runs twice fetches again each time, then gets a value."""
+        """f(1) waiting while invalidate(1) runs twice fetches again each time, then a value."""
         calls: list[list[int]] = []
         gate = trio.Event()
 

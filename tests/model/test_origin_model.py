@@ -6,7 +6,8 @@ a :class:`stackquery.QueryContext`, both behind one shared
 :class:`stackquery.CircuitBreaker` (or none), with a ``retry`` predicate
 (retry :class:`Retryable` errors twice, never :class:`Fatal` ones), and,
 drawn per example, ``error_ttl``, ``max_age`` with ``stale_if_error``,
-``jitter`` with a seeded client, and the breaker's ``half_open_calls``.
+``jitter`` with a seeded client, the breaker's ``half_open_calls`` and key
+``a``'s ``retry_delay`` (0, or 0.125 s: its retries then wait for the clock).
 Each key's origin is scripted by a *mode* the rules set: answer, fail with a
 retryable or a non-retryable error, answer ``NOT_MODIFIED``, or hang until
 released (then answer).  The rules start concurrent callers of a key,
@@ -29,7 +30,8 @@ The rules the model follows, per key (``now`` is trio time):
   one fetch.
 * a fetch makes attempts: each asks the breaker first (refused: the fetch
   fails with ``CircuitOpenError`` at once, no call, no retry); a failed
-  attempt is retried while ``retry(failure_count, error)`` says so (delay 0).
+  attempt is retried while ``retry(failure_count, error)`` says so, after
+  ``retry_delay``; a caller that comes meanwhile joins the fetch.
 * the fetch lands: a value is the data, fetched now (stale at ``stale_at``,
   read from the client when jittered: the model checks it lies in
   ``stale_time * (1 ± jitter)`` and then holds the client to it);
@@ -61,20 +63,27 @@ Readings the model takes where the contract could be read two ways:
 Every time in the configuration is a whole number plus a fraction and every
 jump is whole seconds, so no deadline ever falls exactly on a moment the
 model looks at (the contract does not say which side of ``<`` an equal time
-is on).
+is on).  A retry due at a fraction of a second is made when a jump passes
+it, at the jump's end (trio wakes the sleeper then): every attempt, landing
+and failure happens at a whole second.  Only key ``a`` waits between
+attempts, so no two fetches resume in one jump (which would ask the shared
+breaker in an order trio chooses).
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
+import random
 from collections.abc import AsyncIterator
 from typing import Any
 
 import attrs
 import hypothesis.strategies as st
+import pytest
 import trio
-from hypothesis import stateful
+import trio.testing
+from hypothesis import given, stateful
 
 import stackquery as sq
 from tests.model.harness import model_settings
@@ -110,6 +119,8 @@ class Config:
     jitter: float
     circuit: bool
     half_open_calls: int
+    retry_delay: float
+    """Seconds between the attempts of key ``a`` (key ``b`` retries at once)."""
 
 
 configs = st.builds(
@@ -120,6 +131,7 @@ configs = st.builds(
     jitter=st.sampled_from([0.0, 0.2]),
     circuit=st.booleans(),
     half_open_calls=st.sampled_from([1, 2]),
+    retry_delay=st.sampled_from([0.0, 0.125]),
 )
 
 
@@ -226,6 +238,8 @@ class ModelFetch:
     invalidated: bool = False
     hung_permit: tuple[int, bool] | None = None
     hung: bool = False
+    sleeping_until: float | None = None
+    """When the retry it waits for is due (``retry_delay``), while it waits."""
 
 
 @attrs.define
@@ -299,7 +313,14 @@ class OriginModel:
             if self.breaker is not None:
                 permit = self.breaker.admit(self.now)
                 if permit is None:
-                    self.land(key, ("error", "CircuitOpenError", "circuit 'origin' is open: the origin is not called"))
+                    self.land(
+                        key,
+                        (
+                            "error",
+                            "CircuitOpenError",
+                            "circuit 'origin' is open: the origin is not called",
+                        ),
+                    )
                     return
             st_.calls += 1
             label = f"{key[0]}#{st_.calls}"
@@ -324,9 +345,23 @@ class OriginModel:
                 return
             if mode == "retryable" and fetch.failure_count < RETRIES:
                 fetch.failure_count += 1
+                delay = self.config.retry_delay if key == KEYS[0] else 0.0
+                if delay:
+                    fetch.sleeping_until = self.now + delay
+                    return
                 continue
             self.land(key, ("error", "Retryable" if mode == "retryable" else "Fatal", label))
             return
+
+    def advance(self, seconds: float) -> None:
+        """Time moves on: a retry due by the new time is made at that time."""
+        self.now += seconds
+        for key in KEYS:
+            fetch = self.keys[key].fetch
+            due = fetch.sleeping_until if fetch is not None else None
+            if fetch is not None and due is not None and due <= self.now:
+                fetch.sleeping_until = None
+                self.attempts(key)
 
     def release(self, key: tuple[Any, ...]) -> None:
         """The hung call of ``key`` answers (a value)."""
@@ -407,7 +442,7 @@ class OriginMachine(stateful.RuleBasedStateMachine):
                 query_key=key,
                 query_fn=self.origins[key],
                 retry=retry_predicate,
-                retry_delay=0.0,
+                retry_delay=config.retry_delay if key == KEYS[0] else 0.0,
                 stale_time=STALE_TIME,
                 jitter=config.jitter,
                 error_ttl=config.error_ttl,
@@ -455,7 +490,11 @@ class OriginMachine(stateful.RuleBasedStateMachine):
         self.check()
 
     async def _call(
-        self, client: sq.QueryClient, options: sq.QueryOptions[Any], index: int, scope: trio.CancelScope
+        self,
+        client: sq.QueryClient,
+        options: sq.QueryOptions[Any],
+        index: int,
+        scope: trio.CancelScope,
     ) -> None:
         with scope:
             try:
@@ -485,7 +524,9 @@ class OriginMachine(stateful.RuleBasedStateMachine):
     @stateful.rule(data=st.data())
     def cancel_caller(self, data: st.DataObject) -> None:
         assert self.session is not None and self.model is not None
-        waiting = [i for i, outcome in enumerate(self.model.callers) if outcome.seen == ("waiting",)]
+        waiting = [
+            i for i, outcome in enumerate(self.model.callers) if outcome.seen == ("waiting",)
+        ]
         if not waiting:
             return
         index = data.draw(st.sampled_from(waiting), label="caller")
@@ -500,14 +541,17 @@ class OriginMachine(stateful.RuleBasedStateMachine):
         self.trace.append(f"invalidate {key}")
         self.model.invalidate(key)
         client = self.session.value
-        self.session.run(client.invalidate_queries, key, )
+        self.session.run(
+            client.invalidate_queries,
+            key,
+        )
         self.check()
 
     @stateful.rule(seconds=st.sampled_from([1, 2, 3, 5]))
     def advance(self, seconds: int) -> None:
         assert self.session is not None and self.model is not None
         self.trace.append(f"advance {seconds}")
-        self.model.now += seconds
+        self.model.advance(seconds)
         self.session.jump(seconds)
         self.check()
 
@@ -539,7 +583,9 @@ class OriginMachine(stateful.RuleBasedStateMachine):
             st_ = model.keys[key]
             spread = STALE_TIME * model.config.jitter
             if not STALE_TIME - spread <= snap.stale_at - model.now <= STALE_TIME + spread:
-                self.fail(f"{key}: stale_at {snap.stale_at} out of the jitter's range at {model.now}")
+                self.fail(
+                    f"{key}: stale_at {snap.stale_at} out of the jitter's range at {model.now}"
+                )
             st_.stale_at = snap.stale_at
         model.landed.clear()
         if self.breaker is not None:
@@ -566,5 +612,38 @@ def _sync(fn: Any) -> Any:
     return call
 
 
-OriginMachine.TestCase.settings = model_settings(default_ci=60, default_local=300)
+OriginMachine.TestCase.settings = model_settings(default_ci=50, default_local=300)
 TestOriginModel = OriginMachine.TestCase
+
+
+def _jittered_fresh_periods(seed: int, keys: int = 6) -> list[float]:
+    """Each of ``keys`` keys' fresh period (jitter 0.2) on a new client seeded with ``seed``."""
+
+    async def main() -> list[float]:
+        periods = []
+        async with sq.open_query_client(sq.QueryClientConfig(seed=seed)) as client:
+            for number in range(keys):
+                options = sq.QueryOptions(
+                    query_key=("k", number),
+                    query_fn=lambda: "v",
+                    stale_time=STALE_TIME,
+                    jitter=0.2,
+                )
+                await client.fetch_query(options)
+                stale_at = client.snapshots[options.key_hash].stale_at
+                periods.append(stale_at - trio.current_time())
+        return periods
+
+    return trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))  # type: ignore[no-any-return]
+
+
+@given(seed=st.integers(0, 2**32 - 1))
+@model_settings(default_ci=10, default_local=100)
+def test_a_seeded_client_spreads_fresh_periods_the_same_way_every_run(seed: int) -> None:
+    """QueryClientConfig(seed=): the same draws every run, in range; global random untouched."""
+    before = random.getstate()
+    first = _jittered_fresh_periods(seed)
+    assert random.getstate() == before
+    assert _jittered_fresh_periods(seed) == pytest.approx(first, abs=1e-9)  # float noise
+    assert all(STALE_TIME * 0.8 <= period <= STALE_TIME * 1.2 for period in first)
+    assert len(set(first)) > 1

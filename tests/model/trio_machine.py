@@ -100,7 +100,7 @@ class TrioSession:
         self.settle()
 
     def close(self, timeout: float = 30.0) -> None:
-        """End the run (time autojumps from now on, so shutdown timeouts pass); re-raise its error."""
+        """End the run (time autojumps from now on: shutdown timeouts pass); re-raise its error."""
         token, stop = self._token, self._stop
         if token is not None and stop is not None:
             self.clock.autojump_threshold = 0
