@@ -8,6 +8,10 @@ a :class:`stackquery.QueryContext`, both behind one shared
 drawn per example, ``error_ttl``, ``max_age`` with ``stale_if_error``,
 ``jitter`` with a seeded client, the breaker's ``half_open_calls`` and key
 ``a``'s ``retry_delay`` (0, or 0.125 s: its retries then wait for the clock).
+Half the examples call the keys through ``@sq.cache(3.5, stale=3.125,
+retry=, circuit=, error_ttl=, stale_if_error=, jitter=)`` instead of
+``fetch_query`` (its function takes no context: no ``NOT_MODIFIED`` there;
+its ``invalidate`` removes the key instead of marking it).
 Each key's origin is scripted by a *mode* the rules set: answer, fail with a
 retryable or a non-retryable error, answer ``NOT_MODIFIED``, or hang until
 released (then answer).  The rules start concurrent callers of a key,
@@ -22,7 +26,8 @@ origin's exact calls and the context each got (``attempt``,
 The rules the model follows, per key (``now`` is trio time):
 
 * *fresh* (``now < stale_at``, not invalidated): the data, no call.
-* *servable* (``now < fetched_at + max_age``; without ``max_age`` always):
+* *servable* (``now < fetched_at + max_age``; without ``max_age`` always;
+  with the decorator ``now < stale_at + stale``):
   stale data is returned at once and one background refetch starts, unless a
   fetch is in flight or an error is remembered (``error_ttl``).
 * otherwise: a remembered error is raised at once, no call; else the caller
@@ -38,8 +43,11 @@ The rules the model follows, per key (``now`` is trio time):
   ``NOT_MODIFIED`` keeps the data, fetched now, or fails with
   ``NotModifiedWithoutDataError`` when there is none; an error is remembered
   until ``now + error_ttl`` (not when the key was invalidated during the
-  fetch), and the waiting callers get the data instead of it while ``now <
-  fetched_at + max_age + stale_if_error``.
+  fetch), and the waiting callers get the data instead of it while ``now <``
+  (the servable bound) ``+ stale_if_error`` (never without a bound).
+* the decorator's ``invalidate`` forgets the key and its error; a fetch in
+  flight is cancelled (a hung call's breaker permit is given back); its
+  waiting callers start a new fetch together.
 * the breaker as documented on :class:`stackquery.CircuitBreaker`: failures
   counted per call; an outcome from before the breaker last moved moves
   nothing; a probe's outcome decides; ``NOT_MODIFIED`` is a successful call.
@@ -91,6 +99,7 @@ from tests.model.trio_machine import TrioSession
 
 KEYS = (("a",), ("b",))
 STALE_TIME = 3.5
+MAX_STALE = 3.125
 RETRIES = 2
 THRESHOLD = 2
 RECOVERY = 5.5
@@ -121,6 +130,8 @@ class Config:
     half_open_calls: int
     retry_delay: float
     """Seconds between the attempts of key ``a`` (key ``b`` retries at once)."""
+    decorator: bool
+    """Whether the callers call ``@sq.cache(...)``'s function instead of ``fetch_query``."""
 
 
 configs = st.builds(
@@ -132,6 +143,10 @@ configs = st.builds(
     circuit=st.booleans(),
     half_open_calls=st.sampled_from([1, 2]),
     retry_delay=st.sampled_from([0.0, 0.125]),
+    decorator=st.booleans(),
+).map(
+    # @cache has no retry_delay (the client's is 0 here) and its own servable bound (stale=)
+    lambda c: attrs.evolve(c, retry_delay=0.0, max_age=None) if c.decorator else c
 )
 
 
@@ -147,10 +162,14 @@ class ScriptedOrigin:
         self.gate = trio.Event()
 
     async def __call__(self, ctx: sq.QueryContext[Any]) -> Any:
-        self.calls += 1
-        label = f"{self.name}#{self.calls}"
         previous = ctx.previous_data if ctx.has_previous_data else None
         self.contexts.append((ctx.attempt, previous))
+        return await self.answer()
+
+    async def answer(self) -> Any:
+        """One call, as the mode says."""
+        self.calls += 1
+        label = f"{self.name}#{self.calls}"
         mode = self.mode
         if mode == "hang":
             await self.gate.wait()
@@ -215,6 +234,11 @@ class ModelBreaker:
             if self.failures_in_a_row >= THRESHOLD:
                 self._move("open", now)
 
+    def abandon(self, permit: tuple[int, bool]) -> None:
+        generation, probe = permit
+        if probe and generation == self.generation:
+            self.probes -= 1
+
     def _move(self, state: str, now: float) -> None:
         self.state = state
         self.generation += 1
@@ -273,6 +297,8 @@ class OriginModel:
         return st_.has_data and not st_.invalidated and self.now < st_.stale_at
 
     def servable_until(self, st_: ModelKey) -> float:
+        if self.config.decorator:
+            return st_.stale_at + MAX_STALE  # @cache(ttl, stale=): max_stale
         max_age = self.config.max_age
         return math.inf if max_age is None else st_.fetched_at + max_age
 
@@ -324,7 +350,8 @@ class OriginModel:
                     return
             st_.calls += 1
             label = f"{key[0]}#{st_.calls}"
-            st_.contexts.append((fetch.failure_count + 1, st_.data if st_.has_data else None))
+            if not self.config.decorator:  # the decorated function gets no context
+                st_.contexts.append((fetch.failure_count + 1, st_.data if st_.has_data else None))
             mode = st_.mode
             if mode == "hang":
                 fetch.hung = True
@@ -393,7 +420,7 @@ class OriginModel:
         st_.error_until = self.now + ttl if ttl is not None and not fetch.invalidated else -math.inf
         serve = (
             st_.has_data
-            and self.config.max_age is not None
+            and self.servable_until(st_) < math.inf
             and self.now < self.servable_until(st_) + self.config.stale_if_error
         )
         for index in fetch.waiters:
@@ -405,6 +432,22 @@ class OriginModel:
 
     def cancel(self, index: int) -> None:
         self.callers[index].seen = ("cancelled",)
+
+    def remove(self, key: tuple[Any, ...]) -> None:
+        """``f.invalidate(key)`` of ``@cache``: forget the key; its waiters fetch again."""
+        st_ = self.keys[key]
+        st_.data, st_.has_data, st_.invalidated = None, False, False
+        st_.stale_at = -math.inf
+        st_.error, st_.error_until = None, -math.inf
+        fetch, st_.fetch = st_.fetch, None
+        if fetch is None:
+            return
+        if fetch.hung and self.breaker is not None and fetch.hung_permit is not None:
+            self.breaker.abandon(fetch.hung_permit)  # the call is cancelled with its fetch
+        waiters = [i for i in fetch.waiters if self.callers[i].seen == ("waiting",)]
+        if waiters:
+            st_.fetch = ModelFetch(waiters=waiters)
+            self.attempts(key)
 
     def invalidate(self, key: tuple[Any, ...]) -> None:
         st_ = self.keys[key]
@@ -458,11 +501,29 @@ class OriginMachine(stateful.RuleBasedStateMachine):
 
         @contextlib.asynccontextmanager
         async def setup(_nursery: trio.Nursery) -> AsyncIterator[sq.QueryClient]:
-            async with sq.open_query_client(sq.QueryClientConfig(seed=7, retry=0)) as client:
+            config_ = sq.QueryClientConfig(seed=7, retry=0, retry_delay=0.0)
+            async with sq.open_query_client(config_) as client:
                 yield client
 
         self.session = TrioSession(setup)
         self.trace.append(f"config {config}")
+        origins = self.origins
+
+        @sq.cache(
+            STALE_TIME,
+            key="k:{}",
+            stale=MAX_STALE,
+            client=self.session.value,  # the callers' tasks are not in the client's context
+            stale_if_error=config.stale_if_error,
+            circuit=breaker,
+            retry=retry_predicate,
+            jitter=config.jitter,
+            error_ttl=config.error_ttl,
+        )
+        async def load(name: str) -> Any:
+            return await origins[(name,)].answer()
+
+        self.f = load
 
     def teardown(self) -> None:
         if self.session is not None:
@@ -496,9 +557,13 @@ class OriginMachine(stateful.RuleBasedStateMachine):
         index: int,
         scope: trio.CancelScope,
     ) -> None:
+        assert self.model is not None
         with scope:
             try:
-                value = await client.fetch_query(options)
+                if self.model.config.decorator:
+                    value = await self.f(options.key[0])
+                else:
+                    value = await client.fetch_query(options)
             except Exception as exc:
                 self.outcomes[index].seen = ("error", type(exc).__name__, str(exc))
             else:
@@ -509,6 +574,8 @@ class OriginMachine(stateful.RuleBasedStateMachine):
     @stateful.rule(key=st.sampled_from(KEYS), mode=st.sampled_from(MODES))
     def set_mode(self, key: tuple[Any, ...], mode: str) -> None:
         assert self.model is not None
+        if mode == "not_modified" and self.model.config.decorator:
+            return  # a decorated function gets no context to answer NOT_MODIFIED to
         self.trace.append(f"mode {key} {mode}")
         self.origins[key].mode = mode
         self.model.keys[key].mode = mode
@@ -539,6 +606,11 @@ class OriginMachine(stateful.RuleBasedStateMachine):
     def invalidate(self, key: tuple[Any, ...]) -> None:
         assert self.session is not None and self.model is not None
         self.trace.append(f"invalidate {key}")
+        if self.model.config.decorator:
+            self.model.remove(key)
+            self.session.run(self.f.invalidate, key[0])
+            self.check()
+            return
         self.model.invalidate(key)
         client = self.session.value
         self.session.run(
@@ -561,6 +633,17 @@ class OriginMachine(stateful.RuleBasedStateMachine):
         trace = "\n  ".join(self.trace)
         raise AssertionError(f"{message}\nrules so far:\n  {trace}")
 
+    def snapshot(self, client: sq.QueryClient, key: tuple[Any, ...]) -> Any:
+        """The key's snapshot: the query's, or the decorated function's entry for it."""
+        if not self.model or not self.model.config.decorator:
+            return client.snapshots[self.options[key].key_hash]
+        (found,) = [
+            snap
+            for hash_, snap in client.snapshots.items()
+            if hash_.endswith(f'"k:{{}}","{key[0]}"]')
+        ]
+        return found
+
     def check(self) -> None:
         model = self.model
         assert model is not None and self.session is not None
@@ -576,10 +659,12 @@ class OriginMachine(stateful.RuleBasedStateMachine):
                     f"{key}: model calls {st_.calls} {st_.contexts}, "
                     f"origin {origin.calls} {origin.contexts}"
                 )
+            if model.config.decorator:
+                continue  # its keys are the decorator's: the callers see its data
             if client.get_query_data(key) != (st_.data if st_.has_data else None):
                 self.fail(f"{key}: model data {st_.data!r}, client {client.get_query_data(key)!r}")
         for key in model.landed:
-            snap = client.snapshots[self.options[key].key_hash]
+            snap = self.snapshot(client, key)
             st_ = model.keys[key]
             spread = STALE_TIME * model.config.jitter
             if not STALE_TIME - spread <= snap.stale_at - model.now <= STALE_TIME + spread:
