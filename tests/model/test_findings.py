@@ -437,18 +437,25 @@ class TestMaxQueries:
             assert client.statistics().timers <= 20
 
 
+def _recording_loader() -> tuple[list[list[int]], sq.BatchedFunction[int, int]]:
+    """A batch function whose calls (each one's ids, sorted) are recorded; each takes 1 s."""
+    calls: list[list[int]] = []
+
+    @sq.cache.batch(60)
+    async def get(ids: list[int]) -> dict[int, int]:
+        calls.append(sorted(ids))
+        await trio.sleep(1.0)
+        return {i: i * 10 for i in ids}
+
+    return calls, get
+
+
 class TestBatchWindow:
     async def test_a_single_call_and_many_started_together_make_one_origin_call(
         self, autojump_clock: trio.testing.MockClock
     ) -> None:
         """f(1) and f.many([1, 2]) started in one tick share one origin call, in either order."""
-        calls: list[list[int]] = []
-
-        @sq.cache.batch(60)
-        async def get(ids: list[int]) -> dict[int, int]:
-            calls.append(sorted(ids))
-            await trio.sleep(1.0)
-            return {i: i * 10 for i in ids}
+        calls, get = _recording_loader()
 
         for round_number in range(20):  # trio shuffles each batch: both orders come up
             calls.clear()
@@ -465,13 +472,7 @@ class TestBatchWindow:
         self, autojump_clock: trio.testing.MockClock
     ) -> None:
         """f.many([1, 2]) and f(3) started in one tick share one origin call."""
-        calls: list[list[int]] = []
-
-        @sq.cache.batch(60)
-        async def get(ids: list[int]) -> dict[int, int]:
-            calls.append(sorted(ids))
-            await trio.sleep(1.0)
-            return {i: i * 10 for i in ids}
+        calls, get = _recording_loader()
 
         for round_number in range(20):
             calls.clear()
