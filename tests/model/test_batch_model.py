@@ -65,7 +65,7 @@ from typing import Any
 import attrs
 import hypothesis.strategies as st
 import trio
-from hypothesis import stateful
+from hypothesis import settings, stateful
 
 import stackquery as sq
 from tests.model.harness import model_settings
@@ -447,7 +447,9 @@ class BatchMachine(stateful.RuleBasedStateMachine):
             )
 
 
-BatchMachine.TestCase.settings = model_settings(default_ci=60, default_local=300)
+BatchMachine.TestCase.settings = settings(
+    model_settings(default_ci=120, default_local=600), stateful_step_count=20
+)
 TestBatchModel = BatchMachine.TestCase
 
 
@@ -603,7 +605,9 @@ class ScopeMachine(stateful.RuleBasedStateMachine):
         assert mutating == live, f"is_mutating() {mutating}, model {live}\n  {trace}"
 
 
-ScopeMachine.TestCase.settings = model_settings(default_ci=60, default_local=300)
+ScopeMachine.TestCase.settings = settings(
+    model_settings(default_ci=120, default_local=600), stateful_step_count=20
+)
 TestScopeModel = ScopeMachine.TestCase
 
 

@@ -67,6 +67,13 @@ Readings the model takes where the contract could be read two ways:
   (the generation rule), and a released hang always answers a value.
 * The context's ``previous_data`` is the data the key holds when the attempt
   starts (the value of a failed fetch's predecessor included).
+* The decorator's ``invalidate`` during a fetch: its waiting callers fetch
+  again *each time* (two invalidations, two new fetches), as "a call waiting
+  on that fetch starts a new fetch" says; they never see
+  ``QueryCancelledError``.
+
+Examples are many and short (20 rules each): a bug needs a few rules to show,
+and in CI (``CI=true``: 120 examples) that finds more of them per second.
 
 Every time in the configuration is a whole number plus a fraction and every
 jump is whole seconds, so no deadline ever falls exactly on a moment the
@@ -91,7 +98,7 @@ import hypothesis.strategies as st
 import pytest
 import trio
 import trio.testing
-from hypothesis import given, stateful
+from hypothesis import given, settings, stateful
 
 import stackquery as sq
 from tests.model.harness import model_settings
@@ -697,7 +704,9 @@ def _sync(fn: Any) -> Any:
     return call
 
 
-OriginMachine.TestCase.settings = model_settings(default_ci=50, default_local=300)
+OriginMachine.TestCase.settings = settings(
+    model_settings(default_ci=120, default_local=600), stateful_step_count=20
+)
 TestOriginModel = OriginMachine.TestCase
 
 
