@@ -30,8 +30,9 @@ The rules the model follows, per key (``now`` is trio time):
   with the decorator ``now < stale_at + stale``):
   stale data is returned at once and one background refetch starts, unless a
   fetch is in flight or an error is remembered (``error_ttl``).
-* otherwise: a remembered error is raised at once, no call; else the caller
-  joins the fetch in flight or starts one.  Callers started together share
+* otherwise: a remembered error is raised at once, no call (or, while
+  ``stale_if_error`` covers the data, the data); else the caller joins the
+  fetch in flight or starts one.  Callers started together share
   one fetch.
 * a fetch makes attempts: each asks the breaker first (refused: the fetch
   fails with ``CircuitOpenError`` at once, no call, no retry); a failed
@@ -58,6 +59,11 @@ Readings the model takes where the contract could be read two ways:
   breaker (the origin answered) and is not retried (the error is made after
   the attempts, from their outcome), and it is remembered by ``error_ttl``
   like any failed fetch.
+* A read past servable while ``error_ttl`` holds the error gets the data
+  while ``stale_if_error`` covers it, as the failed fetch's waiters did (the
+  README's "reads within error_ttl get it, or servable data" could be read
+  as the error; ``serve_or_claim`` says the remembered error stands for the
+  failed fetch; found by this model, the README now says so).
 * A ``CircuitOpenError`` is remembered by ``error_ttl`` like any other error
   (the actor says so in a comment; the README's "a failed fetch's error is
   remembered" covers it).
@@ -309,6 +315,11 @@ class OriginModel:
         max_age = self.config.max_age
         return math.inf if max_age is None else st_.fetched_at + max_age
 
+    def stale_if_error_covers(self, st_: ModelKey) -> bool:
+        """Whether a failure now hands out the key's data (``stale_if_error``)."""
+        until = self.servable_until(st_)
+        return st_.has_data and until < math.inf and self.now < until + self.config.stale_if_error
+
     def error_remembered(self, st_: ModelKey) -> bool:
         return st_.error is not None and self.now < st_.error_until
 
@@ -326,7 +337,10 @@ class OriginModel:
                     start = True
             elif self.error_remembered(st_):
                 assert st_.error is not None
-                self.callers[index].seen = ("error", *st_.error)
+                # The remembered error stands for a failed fetch: stale_if_error serves
+                # the data as it would that fetch's waiters.
+                serve = self.stale_if_error_covers(st_)
+                self.callers[index].seen = ("value", st_.data) if serve else ("error", *st_.error)
             else:
                 if st_.fetch is None:
                     st_.fetch = ModelFetch()
@@ -425,11 +439,7 @@ class OriginModel:
         st_.error = (result[1], result[2])
         ttl = self.config.error_ttl
         st_.error_until = self.now + ttl if ttl is not None and not fetch.invalidated else -math.inf
-        serve = (
-            st_.has_data
-            and self.servable_until(st_) < math.inf
-            and self.now < self.servable_until(st_) + self.config.stale_if_error
-        )
+        serve = self.stale_if_error_covers(st_)
         for index in fetch.waiters:
             self._settle(index, ("value", st_.data) if serve else result)
 
