@@ -36,7 +36,7 @@ from ._redis_cluster import (
     scan_names,
 )
 from ._redis_sentinel import SentinelAddress
-from ._redis_tracking import Invalidation, TrackingRefusedError
+from ._redis_tracking import Invalidation, SubscriptionEvents, TrackingRefusedError
 
 if TYPE_CHECKING:
     from ._chain import ChainStorage
@@ -102,6 +102,7 @@ __all__ = [
     "StorageUnavailableError",
     "StorageUnsupportedError",
     "Subscription",
+    "SubscriptionEvents",
     "TTLStorageBackend",
     "TrackingRefusedError",
     "map_storage_errors",

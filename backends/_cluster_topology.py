@@ -57,7 +57,13 @@ class ClusterTopology:
         self.generation = 0
         """How many times the map was read: a caller notes it before using the map."""
         self._refreshing: trio.Event | None = None
+        self._read = trio.Event()
         self._closed = False
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called: the map is read no more."""
+        return self._closed
 
     async def current(self) -> SlotMap:
         """The slot map, read first if there is none.
@@ -123,9 +129,16 @@ class ClusterTopology:
         try:
             self.map = await self._read_map()
             self.generation += 1
+            read, self._read = self._read, trio.Event()
+            read.set()
         finally:
             self._refreshing = None
             done.set()
+
+    async def wait_read(self, generation: int) -> None:
+        """Return once the map was read since ``generation``, or the topology closed."""
+        while self.generation == generation and not self._closed:
+            await self._read.wait()
 
     async def successor(self, node: NodeAddress, old_map: SlotMap, deadline: float) -> NodeAddress:
         """The master now serving the slots ``node`` served in ``old_map``; waits for a failover.
@@ -156,6 +169,7 @@ class ClusterTopology:
     def close(self) -> None:
         """Stop reading; whoever waits for a read is let go."""
         self._closed = True
+        self._read.set()
         if self._refreshing is not None:
             self._refreshing.set()
 

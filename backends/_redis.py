@@ -122,6 +122,7 @@ class RedisStorage(ByteStore):
         self._redis: RedisCommands
         self._unavailable = _UNAVAILABLE
         self._reply_errors: tuple[type[Exception], ...] = (RedisReplyError,)
+        self._translations: dict[str, _Translation] = {}
         if isinstance(url_or_client, str) and is_cluster_url(url_or_client):
             self._redis = RedisClusterClient.from_url(
                 url_or_client, timeout=timeout, ping_interval=ping_interval
@@ -264,8 +265,16 @@ class RedisStorage(ByteStore):
             await self._redis.aclose()
 
     def _translating(self, operation: str) -> AbstractContextManager[None]:
-        """Translate errors as every store does, naming this store in its client's errors."""
-        return _Translation(operation, self._unavailable, self._reply_errors)
+        """Translate errors as every store does, naming this store in its client's errors.
+
+        One translation per operation, made once: it holds no state of a call
+        (a ``get`` is a cold key's read, and pays for nothing it need not).
+        """
+        translation = self._translations.get(operation)
+        if translation is None:
+            translation = _Translation(operation, self._unavailable, self._reply_errors)
+            self._translations[operation] = translation
+        return translation
 
 
 class _Translation:

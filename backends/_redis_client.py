@@ -498,17 +498,16 @@ class RedisClient:
         :class:`~backends._redis_tracking.Invalidation` from
         :meth:`Subscription.next_event` (``async for`` skips them).  The
         subscription has a second connection, the tracking one, and is lost
-        when either is.
+        when either is.  With no ``channels`` it hears the invalidations
+        only (what a cluster opens on each of its masters).
 
         Raises:
-            ValueError: no channel, no prefix, or overlapping prefixes.
+            ValueError: no prefix, or overlapping prefixes.
             TrackingRefusedError: (a ``StorageError``) the server refused
                 ``CLIENT TRACKING`` (older than Redis 6, or an ACL).
             StorageUnavailableError, StorageTLSError, StorageError,
             StorageClosedError: as for :meth:`subscribe`.
         """
-        if not channels:
-            raise ValueError("subscribe_tracking() needs at least one channel")
         tracking_command(0, prefixes)  # bad prefixes fail here, before connecting
         async with self._subscribed(channels, prefixes) as subscription:
             yield subscription
@@ -604,9 +603,24 @@ class RedisClient:
             raise connection_error(failure, operation)
 
     async def _request(self, payload: bytes, expected: int, operation: str) -> list[RedisReply]:
-        """Send and return the replies; under Sentinel, resend once to a new master on READONLY."""
+        """Send and return the replies; under Sentinel, resend once to a new master on READONLY.
+
+        Under Sentinel a command is also sent once more when the master closed
+        its connection: Sentinel ends every client of a master it demotes
+        (``CLIENT KILL TYPE normal``), and the new connection asks the
+        sentinels where the master is now.  Every command stackquery sends may
+        run twice (``SET``, ``GET``, ``UNLINK``, token-checked lease scripts).
+        """
         connection = self._current_connection(operation)
-        replies = await connection.request(payload, expected, operation)
+        try:
+            replies = await connection.request(payload, expected, operation)
+        except StorageUnavailableError as exc:
+            if not (self._follows_master and _closed_by_server(exc)):
+                raise
+            self._retire(connection)
+            replies = await self._current_connection(operation).request(
+                payload, expected, operation
+            )
         if self._follows_master:
             if any(map(_is_readonly, replies)):
                 # A demoted master refused it (nothing ran): reconnect, which
@@ -876,6 +890,12 @@ def _seconds_or_none(name: str, value: float | None) -> float | None:
     if not (isinstance(value, int | float) and not isinstance(value, bool) and value > 0):
         raise ValueError(f"{name} must be a positive number of seconds or None, not {value!r}")
     return None if math.isinf(value) else value
+
+
+def _closed_by_server(error: StorageUnavailableError) -> bool:
+    """Whether ``error`` is a connection the server closed (not a timeout nor a failed connect)."""
+    cause = error.__cause__
+    return isinstance(cause, ConnectionResetError | BrokenPipeError | trio.BrokenResourceError)
 
 
 def _is_readonly(reply: RedisReply) -> bool:

@@ -16,7 +16,9 @@ goes to the master of its key's slot.  The cluster's answers are followed:
 
 Pub/sub is classic (``SUBSCRIBE``/``PUBLISH``): in a cluster every node
 forwards every published message to every other node, so a subscriber on
-any node hears every message, whichever node it was published on.
+any node hears every message, whichever node it was published on.  Key
+tracking is not forwarded: :meth:`RedisClusterClient.subscribe_tracking`
+tracks on every master (see :mod:`backends._cluster_tracking`).
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ from ._cluster_topology import (
     cluster_seeds,
     is_cluster_url,
 )
+from ._cluster_tracking import ClusterSubscription, open_cluster_subscription
 from ._errors import StorageClosedError, StorageError, StorageUnavailableError
 from ._redis_address import RedisAddress
 from ._redis_client import (
@@ -57,6 +60,7 @@ from ._redis_client import (
     RedisReplyError,
     Subscription,
 )
+from ._redis_tracking import tracking_command
 from ._resp import CommandArg, RedisReply
 
 _SPLITTABLE: Final = frozenset({"MGET", "DEL", "UNLINK", "EXISTS", "TOUCH"})
@@ -93,7 +97,8 @@ class RedisClusterStatistics:
     retries: int
     """Commands tried again after ``TRYAGAIN``, ``CLUSTERDOWN`` or a node out of reach."""
     subscriptions: int
-    """Open :meth:`RedisClusterClient.subscribe` connections not known to be lost."""
+    """Open subscriptions not known to be lost, one per node: a ``subscribe`` holds
+    one, a ``subscribe_tracking`` one per master besides."""
 
 
 @final
@@ -101,10 +106,11 @@ class RedisClusterClient:
     """Commands routed to the master of their key's hash slot; one pipelined connection per node.
 
     The same command surface as :class:`RedisClient` (``execute``,
-    ``pipeline``, ``publish``, ``subscribe``, ``wait_reconnected``,
-    ``statistics``, ``aclose``), plus :meth:`scan` over every master.  It runs
-    no background task: the slot map is read on the first command and again
-    when the cluster says it changed.
+    ``pipeline``, ``publish``, ``subscribe``, ``subscribe_tracking``,
+    ``wait_reconnected``, ``statistics``, ``aclose``), plus :meth:`scan` over
+    every master.  It runs no background task of its own (a tracking
+    subscription runs its own while open): the slot map is read on the first
+    command and again when the cluster says it changed.
 
     A command's keys must share one slot, except ``MGET``, ``DEL``,
     ``UNLINK``, ``EXISTS`` and ``TOUCH``, which are split per slot and run on
@@ -125,7 +131,9 @@ class RedisClusterClient:
             enough); their credentials and TLS settings are used for every node.
         timeout: seconds each call may take, retries included; ``None``:
             each attempt waits forever, retries stop after 30 s.
-        ping_interval: as for :class:`RedisClient`, for :meth:`subscribe`.
+        ping_interval: as for :class:`RedisClient`, for :meth:`subscribe`;
+            also how often a :meth:`subscribe_tracking` reads the slot map
+            to see whether the masters changed.
         use_hiredis: parse with hiredis when it is installed.
 
     Raises:
@@ -373,6 +381,58 @@ class RedisClusterClient:
             if subscription is None:
                 assert last is not None
                 raise last
+            self._subscriptions.add(subscription)
+            try:
+                yield subscription
+            finally:
+                self._subscriptions.discard(subscription)
+
+    @asynccontextmanager
+    async def subscribe_tracking(
+        self, *channels: str | bytes, prefixes: Sequence[str]
+    ) -> AsyncIterator[ClusterSubscription]:
+        """As :meth:`subscribe`, also hearing of each change to a key under ``prefixes``.
+
+        A master tracks only its own keys: this tracks on every master of the
+        slot map (:meth:`RedisClient.subscribe_tracking` on each, with no
+        channel) besides subscribing ``channels`` on one node, and reads all
+        of them as one :class:`~backends._cluster_tracking.ClusterSubscription`,
+        whose ``next_event`` returns every master's invalidations
+        (:class:`~backends._redis_tracking.Invalidation`) among the messages.
+        It is lost, as a whole, when any of its connections is, and when the
+        slot map (read every ``ping_interval`` seconds, or whenever a command
+        met ``MOVED``) names other masters: subscribe again to track the new
+        ones, and take what changed meanwhile as unknown.
+
+        Raises:
+            ValueError: no channel, no prefix, or overlapping prefixes.
+            StorageUnavailableError: some slots have no master within
+                ``timeout`` (a failover under way), or a node could not be
+                reached.
+            TrackingRefusedError: (a ``StorageError``) a master refused
+                ``CLIENT TRACKING``.
+            StorageTLSError, StorageError, StorageClosedError: as for
+                :meth:`RedisClient.subscribe`.
+        """
+        if not channels:
+            raise ValueError("subscribe_tracking() needs at least one channel")
+        tracking_command(0, prefixes)  # bad prefixes fail here, before connecting
+        self._check_open()
+        async with open_cluster_subscription(
+            self._topology,
+            lambda node: self._tracking_on(node, prefixes),
+            lambda: self.subscribe(*channels),
+            recheck_interval=self._ping_interval,
+            deadline=self._deadline(),
+        ) as subscription:
+            yield subscription
+
+    @asynccontextmanager
+    async def _tracking_on(
+        self, node: NodeAddress, prefixes: Sequence[str]
+    ) -> AsyncIterator[Subscription]:
+        """The invalidations of ``node``'s keys under ``prefixes`` (no channel), counted."""
+        async with self._node(node).subscribe_tracking(prefixes=prefixes) as subscription:
             self._subscriptions.add(subscription)
             try:
                 yield subscription

@@ -20,7 +20,7 @@ shapes are checked and anything else is reported as malformed, never raised.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Final
+from typing import Final, Protocol
 
 import attrs
 
@@ -50,6 +50,28 @@ class Invalidation:
     """The changed keys, whole names; ``None`` after a ``FLUSHDB``/``FLUSHALL``."""
     malformed: bool = False
     """True when the message was not an invalidation the server sends."""
+
+
+class SubscriptionEvents(Protocol):
+    """What a subscriber reads: one server's :class:`~backends.Subscription`, or a cluster's.
+
+    A cluster's (:class:`~backends._cluster_tracking.ClusterSubscription`)
+    merges the channels' messages with every master's invalidations.
+    """
+
+    @property
+    def connected(self) -> bool:
+        """False once the subscription was closed or any of its connections is known lost."""
+        ...
+
+    async def next_event(self) -> tuple[bytes, bytes] | Invalidation:
+        """The next ``(channel, data)`` message, or (tracking) the server's next invalidation.
+
+        Raises:
+            StorageUnavailableError: a connection of the subscription is lost.
+            StorageClosedError: the subscription or its client was closed.
+        """
+        ...
 
 
 def parse_invalidation(payload: object) -> Invalidation:
@@ -86,6 +108,7 @@ __all__ = [
     "INVALIDATE_CHANNEL",
     "MAX_KEYS_PER_INVALIDATION",
     "Invalidation",
+    "SubscriptionEvents",
     "TrackingRefusedError",
     "parse_invalidation",
     "tracking_command",

@@ -24,6 +24,7 @@ from ._current import CURRENT_CLIENT
 from ._dehydrate import hydrate
 from ._errors import InvalidOptionError
 from ._fetch_many import fetch_queries as _fetch_queries
+from ._hydration import BatchReads
 from ._keys import QueryKey, canonical_key
 from ._l2_tier import ColdRead
 from ._mutation import Mutation, MutationOptions
@@ -146,6 +147,14 @@ class QueryClient(ClientBase):
         return await reply.wait()  # type: ignore[no-any-return]
 
     fetch_queries = _fetch_queries  # `await client.fetch_queries([opts, ...])`: see _fetch_many
+
+    def _cold_batch(self) -> BatchReads | None:
+        """What reads ``fetch_queries``' cold keys from L2 together (``None``: no L2, or closed)."""
+        owners = self._owners
+        if owners is None or owners.closed or owners.cold_reads is None:
+            return None
+        defaults = self._wide.defaults
+        return BatchReads(owners.cold_reads, defaults.resolve if defaults else None)
 
     async def prefetch_query(self, options: QueryOptions[Any]) -> None:
         """Start a fetch of the key unless its data is fresh; never waits for it.

@@ -2,11 +2,13 @@
 
 Each key is fetched as ``fetch_query`` fetches it (fresh hit, stale hit and
 refetch, or a wait on the key's one fetch), but the keys that are not fresh
-start together: one task each, all started in the same run-loop batch, so
-that their cold L2 reads are asked for before the L2 reader wakes and go out
-as one ``get_many``, and their origin calls start in the same batch too (which
-is what lets a batch loader merge them).  Fresh keys are served inline, with
-no task and no checkpoint.
+start together.  ``fetch_queries``' cold keys (not in L1, L2 may hold them)
+are claimed at once, without a task: their reads go out as one ``get_many``
+and land together, and only the keys L2 misses (or holds stale) go on to
+their actors.  Every other key gets a task, all started in the same run-loop
+batch, so that their origin calls start together (which is what lets a batch
+loader merge them).  Fresh keys are served inline, with no task and no
+checkpoint.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any, Protocol, TypeVar
 
 import trio
 
+from ._l2_tier import ColdRead
 from ._options import QueryOptions
 from ._state import Snapshot
 
@@ -51,7 +54,10 @@ def checked_options(options_list: Iterable[QueryOptions[Any]]) -> list[QueryOpti
 
 
 async def fetch_all(
-    snapshots: Mapping[str, Snapshot], options_list: list[QueryOptions[Any]], fetch_one: FetchOne
+    snapshots: Mapping[str, Snapshot],
+    options_list: list[QueryOptions[Any]],
+    fetch_one: FetchOne,
+    cold_reads: ColdBatch | None = None,
 ) -> list[Any]:
     """Fetch every key of ``options_list`` with ``fetch_one``; return their data in order.
 
@@ -59,7 +65,9 @@ async def fetch_all(
     places get its data.  Fresh keys are read inline: a list of fresh keys
     only does not checkpoint, like a fresh hit of ``fetch_query``.  The other
     keys are fetched concurrently, and every one of them settles before this
-    returns or raises.
+    returns or raises.  With ``cold_reads``, the cold keys it claims (keys
+    L2 may hold) are read from L2 together and landed together, with no
+    task per key; the others go through ``fetch_one``.
 
     Cancelled, the caller stops waiting; the keys' fetches go on and land in
     the cache, as ``fetch_query``'s do.
@@ -83,23 +91,24 @@ async def fetch_all(
         else:
             waiting.append(index)
     errors: dict[int, Exception] = {}
-    if len(waiting) == 1:
-        (index,) = waiting
+
+    async def fetch_into(index: int) -> None:
         try:
             results[index] = await fetch_one(options_list[index])
         except Exception as exc:
             errors[index] = exc
-    elif waiting:
 
-        async def fetch_into(index: int) -> None:
-            try:
-                results[index] = await fetch_one(options_list[index])
-            except Exception as exc:
-                errors[index] = exc
-
+    batch: list[tuple[int, ColdRead]] = []
+    if cold_reads is not None and len(waiting) > 1:
+        waiting, batch = _claim_cold(cold_reads, options_list, waiting)
+    if len(waiting) == 1 and not batch:
+        await fetch_into(waiting[0])
+    elif waiting or batch:
         async with trio.open_nursery() as nursery:
             for index in waiting:
                 nursery.start_soon(fetch_into, index)
+            if batch:
+                await _wait_batch(batch, results, errors)
     if errors:
         raise errors[min(errors)]
     if len(first_of) < len(options_list):
@@ -110,6 +119,49 @@ async def fetch_all(
     return results
 
 
+class ColdBatch(Protocol):
+    """Reads cold keys from L2 for a batch (``ColdReads`` with the client's query defaults)."""
+
+    def claim_for_batch(self, options: QueryOptions[Any]) -> ColdRead | None:
+        """Start the key's L2 read if it is cold (await its ``reply``); else ``None``."""
+        ...
+
+
+def _claim_cold(
+    cold_reads: ColdBatch, options_list: list[QueryOptions[Any]], waiting: list[int]
+) -> tuple[list[int], list[tuple[int, ColdRead]]]:
+    """Split ``waiting`` into the keys fetched one by one and the cold keys read together."""
+    rest: list[int] = []
+    batch: list[tuple[int, ColdRead]] = []
+    for index in waiting:
+        read = cold_reads.claim_for_batch(options_list[index])
+        if read is None:
+            rest.append(index)
+        else:
+            batch.append((index, read))
+    return rest, batch
+
+
+async def _wait_batch(
+    batch: list[tuple[int, ColdRead]], results: list[Any], errors: dict[int, Exception]
+) -> None:
+    """Wait for the batch's keys: landed together, so after the first wait most are set."""
+    waited = False
+    for index, read in batch:
+        reply = read.reply
+        try:
+            # Not reply.wait() when set: it would checkpoint once per key.
+            if reply.is_set:
+                results[index] = reply.result_nowait()
+            else:
+                waited = True
+                results[index] = await reply.wait()
+        except Exception as exc:
+            errors[index] = exc
+    if not waited:
+        await trio.lowlevel.checkpoint()
+
+
 class _Fetcher(Protocol):
     """What :func:`fetch_queries` needs of its client (a ``QueryClient``)."""
 
@@ -117,6 +169,8 @@ class _Fetcher(Protocol):
     def snapshots(self) -> Mapping[str, Snapshot]: ...
 
     async def fetch_query(self, options: QueryOptions[T]) -> T: ...
+
+    def _cold_batch(self) -> ColdBatch | None: ...
 
 
 async def fetch_queries(self: _Fetcher, options_list: Iterable[QueryOptions[Any]]) -> list[Any]:
@@ -142,7 +196,8 @@ async def fetch_queries(self: _Fetcher, options_list: Iterable[QueryOptions[Any]
             raised for a key (its fetch's error after retries,
             ``QueryCancelledError``, ``ClientClosedError``).
     """
-    return await fetch_all(self.snapshots, checked_options(options_list), self.fetch_query)
+    listed = checked_options(options_list)
+    return await fetch_all(self.snapshots, listed, self.fetch_query, self._cold_batch())
 
 
-__all__ = ["FetchOne", "checked_options", "fetch_all", "fetch_queries"]
+__all__ = ["ColdBatch", "FetchOne", "checked_options", "fetch_all", "fetch_queries"]

@@ -4,7 +4,11 @@ Reading L2 through the key's actor costs an actor activation and a fetch
 task before the read even goes out; a key that L2 holds fresh needs neither.
 So the first ``fetch_query`` of a cold key publishes the key as fetching,
 records a :class:`~stackquery._l2_tier.ColdRead` (the key's one read: later
-callers join its reply) and awaits the L2 read itself.  When the read lands,
+callers join its reply) and, reading alone, awaits the L2 read itself.
+Reads that go out together (concurrent callers of other cold keys,
+``fetch_queries``' cold keys, claimed with no task of their own) share one
+``get_many`` and are landed by one task per batch, whether their callers
+still wait or not; those callers wait for the outcome only.  When a read lands,
 :meth:`ColdReads.land` settles it without an actor when it can (fresh data),
 and hands the rest to the key's actor (stale data to refetch, a miss to
 fetch) with :meth:`~stackquery._query_actor.QueryActor.continue_fetch`, so
@@ -24,8 +28,10 @@ key never replaces one that is still out unsettled.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
+import attrs
 import trio
 
 from actors import Registry, Reply
@@ -34,6 +40,7 @@ from . import _state
 from ._entry import StoredEntry
 from ._errors import ClientClosedError, QueryCancelledError
 from ._l2_tier import ColdRead, L2Tier
+from ._option_checks import UNSET
 from ._options import QueryOptions
 from ._query_actor import QueryActor
 from ._query_cache import QueryCache
@@ -67,13 +74,18 @@ class ColdReads:
         self._nursery = nursery
         self.closed = False
         """Set when the client closes: a read landing then fails its waiters."""
+        self._unlanded: list[ColdRead] = []
+        """Batched reads started since the last lander took its list (see :meth:`_land_batch`)."""
 
     def get(self, key_hash: str) -> ColdRead | None:
         """The key's read in flight, or ``None``."""
         return self._tier.cold_reads.get(key_hash)
 
-    def start(self, options: QueryOptions[Any]) -> ColdRead:
+    def start(self, options: QueryOptions[Any], *, alone: bool = True) -> ColdRead:
         """Publish a cold key as fetching and ask L2 for it; synchronous.
+
+        ``alone``: the key is read by itself, from its caller's task if the
+        store allows it; else (a batch) its read joins the next ``get_many``.
 
         Raises:
             Exception: whatever an ``initial_data`` factory raised.
@@ -89,15 +101,18 @@ class ColdReads:
         previous = cache.create(options)
         cache.publish(_state.fetching(previous, now=trio.current_time()))
         l2 = self._tier.l2
-        if l2.can_read_now(key_hash):
+        if alone and l2.can_read_now(key_hash):
             cold = ColdRead(options, previous, Reply(), direct=True)
         else:
             cold = ColdRead(options, previous, l2.read_soon(key_hash))
+            if not self._unlanded:
+                self._nursery.start_soon(self._land_batch, name="stackquery-hydration")
+            self._unlanded.append(cold)
         self._tier.cold_reads[key_hash] = cold
         return cold
 
     async def wait(self, cold: ColdRead) -> Any:
-        """Await the key's L2 read, land it, and return the key's data (or raise its fetch's error).
+        """Await the key's L2 read and return the key's data (or raise its fetch's error).
 
         Cancelled, the caller stops waiting; the read goes on in the client's
         nursery and still lands for the others.  Settled while the store has
@@ -105,36 +120,41 @@ class ColdReads:
         returns that outcome at once.
         """
         reply = cold.reply
-        with cold.waiting:
-            try:
-                if cold.direct:
-                    # The one read, from this task: no hop through the reader.
-                    entry = await self._tier.l2.read_now(cold.options.key_hash)
-                    cold.read.set_value(entry)
-                else:
-                    entry = await cold.read.wait()
-            except BaseException:
-                if cold.direct and not cold.read.is_set:
-                    # This caller's read ended with it; whoever shares the
-                    # read (the waiters, an actor's L2Tier.read) gets another.
-                    if not self.closed:
-                        read = self._tier.l2.read_soon(cold.options.key_hash)
-                        self._nursery.start_soon(
-                            self._read_for_others, cold, read, name="stackquery-hydration"
-                        )
-                        raise
-                    cold.read.set_value(None)
-                if reply.is_set:
-                    raise  # settled early: cold.waiting absorbs its own cancellation
-                if not self.closed:
-                    self._nursery.start_soon(self._land_later, cold, name="stackquery-hydration")
-                else:
-                    self.land(cold, None)
-                raise
-            self.land(cold, entry)
+        if not cold.direct:
+            # A batched read is landed by its batch's lander, whoever waits for
+            # it: its callers wait for the outcome only (settle_early sets it
+            # too), with no cancel scope of their own.
+            return await reply.wait()
+        # The one read, from this task: no hop through the reader, and one
+        # cancel scope, both its timeout and settle_early's way in.
+        l2 = self._tier.l2
+        waiting = cold.waiting = l2.read_scope()
+        if reply.is_set:
+            waiting.cancel()
+        try:
+            entry = await l2.read_now(cold.options.key_hash, waiting)
+        except BaseException:
+            # This caller's read ended with it; whoever shares the read (the
+            # waiters, an actor's L2Tier.read) gets another, landed for them.
+            if not self.closed:
+                self._read_again(cold)
+            else:
+                cold.read.set_value(None)
+                self.land(cold, None)
+            raise
+        if waiting.cancelled_caught and reply.is_set:
+            self._read_again(cold)  # settled early: the store's answer was dropped
+            return reply.result_nowait()
+        cold.read.set_value(entry)
+        self.land(cold, entry)
         if reply.is_set:  # no second checkpoint: the read was one
             return reply.result_nowait()
         return await reply.wait()
+
+    def _read_again(self, cold: ColdRead) -> None:
+        """A direct read ended without the store's answer: read again for whoever shares it."""
+        read = self._tier.l2.read_soon(cold.options.key_hash)
+        self._nursery.start_soon(self._read_for_others, cold, read, name="stackquery-hydration")
 
     async def _read_for_others(self, cold: ColdRead, read: Reply[StoredEntry | None]) -> None:
         """A direct read's caller left before the store answered: read again, then land."""
@@ -147,13 +167,53 @@ class ColdReads:
         cold.read.set_value(entry)
         self.land(cold, entry)
 
-    async def _land_later(self, cold: ColdRead) -> None:
+    async def _land_batch(self) -> None:
+        """Land the batched reads started before this task ran, each once the store answers.
+
+        One task per batch, not one per key: a batch's reads go out in one
+        ``get_many`` and are answered together, so they are landed together,
+        whether their callers still wait or not.  Reads started after this
+        task took its list get a lander of their own.
+        """
+        reads, self._unlanded = self._unlanded, []
+        left = reads
         try:
-            entry = await cold.read.wait()
+            while left:
+                unanswered = []
+                for cold in left:
+                    if cold.read.is_set:
+                        self.land(cold, cold.read.result_nowait())
+                    else:
+                        unanswered.append(cold)
+                left = unanswered
+                if left:
+                    # The earliest started is in the earliest batch out: when it
+                    # is answered, so is the rest of its batch.
+                    await left[0].read.wait()
         except BaseException:  # the client is closing: the waiters left hear of it
-            self.land(cold, None)
+            for cold in reads:
+                self.land(cold, None)  # nothing for those landed already
             raise
-        self.land(cold, entry)
+
+    def claim_for_batch(self, options: QueryOptions[Any]) -> ColdRead | None:
+        """Start a batched L2 read of the key if it is cold, as ``fetch_query`` would; synchronous.
+
+        Cold: not in L1, no actor, no read out, no ``initial_data``.  Any
+        other key returns ``None`` (fetch it as ``fetch_query`` does), and so
+        does every key once the client is closing.  The read joins the next
+        ``get_many`` and is landed with it: await its ``reply``.
+        """
+        key_hash = options.key_hash
+        if (
+            self.closed
+            or options.initial_data is not UNSET
+            or key_hash in self._cache.snapshots
+            or key_hash in self._registry
+            or key_hash in self._tier.cold_reads
+        ):
+            return None
+        self._cache.remember(options)
+        return self.start(options, alone=False)
 
     def land(self, cold: ColdRead, entry: StoredEntry | None) -> None:
         """Settle the key's fetch with what L2 held, or hand it on to the key's actor."""
@@ -182,9 +242,10 @@ class ColdReads:
             self._join_actor(options, reply)
             return
         invalidated = snap.is_invalidated
+        now = trio.current_time()
         # The entry's snapshot is published once, with what follows folded in
         # (one publish, one timer arming per key: bulk hydration pays per key).
-        landed = self._tier.entry_snapshot(key_hash, entry) if entry is not None else None
+        landed = self._tier.entry_snapshot(snap, entry, now=now) if entry is not None else None
         if landed is not None:
             snap = landed
         if not cache.servable(snap, options):
@@ -192,7 +253,6 @@ class ColdReads:
                 cache.publish(landed)
             registry.activate(key_hash).continue_fetch(options, cold.previous, reply)
             return
-        now = trio.current_time()
         if invalidated and not snap.is_invalidated:
             # Invalidated while L2 was read: the stored data lands, not as fresh,
             # and the refetch that follows is the one the invalidation asked for.
@@ -263,6 +323,25 @@ class ColdReads:
         )
 
 
+@attrs.frozen
+class BatchReads:
+    """The cold reads of one ``fetch_queries`` call (a :class:`~stackquery._fetch_many.ColdBatch`).
+
+    Each key's options are resolved with the client's query defaults first,
+    as ``fetch_query`` resolves them.
+    """
+
+    reads: ColdReads
+    resolve: Callable[[QueryOptions[Any]], QueryOptions[Any]] | None
+    """The client's query defaults, or ``None`` when it has none."""
+
+    def claim_for_batch(self, options: QueryOptions[Any]) -> ColdRead | None:
+        """See :meth:`ColdReads.claim_for_batch`."""
+        if self.resolve is not None:
+            options = self.resolve(options)
+        return self.reads.claim_for_batch(options)
+
+
 async def _forward(source: Reply[Any], target: Reply[Any]) -> None:
     try:
         value = await source.wait()
@@ -275,4 +354,4 @@ async def _forward(source: Reply[Any], target: Reply[Any]) -> None:
         target.set_value(value)
 
 
-__all__ = ["ColdReads"]
+__all__ = ["BatchReads", "ColdReads"]

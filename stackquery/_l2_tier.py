@@ -42,15 +42,17 @@ class ColdRead:
     """The starting caller reads the store from its own task (``L2Cache.read_now``)."""
     reply: Reply[Any] = attrs.field(factory=Reply)
     """What every caller of the key waits on."""
-    waiting: trio.CancelScope = attrs.field(factory=trio.CancelScope)
-    """Around the starting caller's wait for ``read``: cancelled once ``reply`` is
-    settled without the read (cancel_queries, a removal, a reset), so that
-    caller hears at once rather than when the store answers."""
+    waiting: trio.CancelScope | None = None
+    """Around the starting caller's wait for ``read`` (made when it starts
+    waiting; none for a batch's reads): cancelled once ``reply`` is settled
+    without the read (cancel_queries, a removal, a reset), so that caller
+    hears at once rather than when the store answers."""
 
     def settle_early(self, error: BaseException) -> None:
         """Settle the key's fetch with ``error`` before the read lands; wake its caller."""
         self.reply.set_error(error)
-        self.waiting.cancel()
+        if self.waiting is not None:
+            self.waiting.cancel()
 
 
 class L2Tier:
@@ -111,27 +113,27 @@ class L2Tier:
 
     def apply_entry(self, key_hash: str, entry: StoredEntry) -> Snapshot | None:
         """Publish an L2 entry into L1 unless L1 holds data as new; return the new snapshot."""
-        new = self.entry_snapshot(key_hash, entry)
-        return None if new is None else self.cache.publish(new)
-
-    def entry_snapshot(self, key_hash: str, entry: StoredEntry) -> Snapshot | None:
-        """The snapshot :meth:`apply_entry` would publish (``None``: it would not); pure."""
-        cache = self.cache
-        snap = cache.get(key_hash)
+        snap = self.cache.get(key_hash)
         if snap is None:
             return None
-        entry = bound_future(entry, cache.clock.wall(), self.l2.count_future_entry)
+        new = self.entry_snapshot(snap, entry, now=trio.current_time())
+        return None if new is None else self.cache.publish(new)
+
+    def entry_snapshot(self, snap: Snapshot, entry: StoredEntry, *, now: float) -> Snapshot | None:
+        """``snap`` holding ``entry`` (``None``: L1 holds data as new); pure, not published."""
+        cache = self.cache
+        clock = cache.clock
+        entry = bound_future(entry, clock.wall(now), self.l2.count_future_entry)
         held = snap.data_updated_at
         if held is not None and held >= entry.data_updated_at:
             return None  # L1 already has data as new: a late read never overwrites it
-        now = trio.current_time()
         # Judged with the key's own stale time (not the client's default), so
         # that an entry another process wrote a moment ago is fresh here too.
         new = _state.with_data(
             snap,
             entry.value,
             updated_at_wall=entry.data_updated_at,
-            updated_at=cache.clock.from_wall(entry.data_updated_at),
+            updated_at=clock.from_wall(entry.data_updated_at),
             stale_time=snap.stale_time,
             resolved_stale_time=cache.fresh_period(snap.stale_time, entry.value, None),
             now=now,

@@ -41,10 +41,12 @@ WAKE = Wake()
 
 @attrs.frozen
 class Invalidate:
-    """Mark the data invalidated; refetch if observed and ``refetch``."""
+    """Mark the data invalidated; refetch if observed and ``refetch``; write L2 if ``persist``."""
 
     refetch: bool
     reply: Reply[None]
+    persist: bool = True
+    """False for another process's invalidation: L2 is that process's to write."""
 
 
 @attrs.frozen

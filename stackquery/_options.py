@@ -157,8 +157,9 @@ class QueryClientConfig:
     )
     """Hear writes this client did not make: the Redis server names every entry key
     that changes (another tool's write, an expiry, an eviction, a ``FLUSHDB``) and the
-    fleet marks what L1 holds of it stale (``CLIENT TRACKING ... BCAST``; see "Hearing
-    writes we did not make" in the README).  ``None``: on whenever the fleet broadcasts;
+    fleet marks what L1 holds of it stale (``CLIENT TRACKING ... BCAST``, on every
+    master of a cluster; see "Hearing writes we did not make" in the README).
+    ``None``: on whenever the fleet broadcasts;
     ``True`` needs ``broadcast`` (its subscription hears the server)."""
     restart_intensity: RestartIntensity = attrs.field(
         factory=RestartIntensity, validator=check_restart_intensity

@@ -67,6 +67,11 @@ class QueryOwners:
         self._cold_reads = cold_reads
         self.closed = False
 
+    @property
+    def cold_reads(self) -> ColdReads | None:
+        """The callers' cold L2 reads (``fetch_queries`` batches its own), or ``None`` (no L2)."""
+        return self._cold_reads
+
     def start_soon(self, async_fn: Callable[..., Awaitable[object]], *args: Any, name: str) -> None:
         """Run ``async_fn(*args)`` in the client's nursery (cancelled when the client closes)."""
         self._nursery.start_soon(async_fn, *args, name=name)
@@ -300,17 +305,27 @@ class QueryOwners:
             return await registry.ask(key_hash, message)
         return passivated()
 
-    async def invalidate(self, key_hash: str, *, refetch: bool = True) -> None:
-        """Mark the key invalidated (in L2 too); its observers refetch if ``refetch``."""
+    async def invalidate(
+        self, key_hash: str, *, refetch: bool = True, persist: bool = True
+    ) -> None:
+        """Mark the key invalidated; its observers refetch if ``refetch``.
+
+        The invalidated entry is written to L2 too if ``persist``; not for an
+        invalidation another process made (L2 is its to write: our copy may
+        be older than what it or a third process wrote there since).  A fetch
+        in flight lands invalidated either way.
+        """
         await self._tell_or_apply(
-            key_hash, lambda r: Invalidate(refetch, r), lambda: self._persist_invalidated(key_hash)
+            key_hash,
+            lambda r: Invalidate(refetch, r, persist),
+            lambda: self._mark_invalidated(key_hash, persist=persist),
         )
 
-    def _persist_invalidated(self, key_hash: str) -> None:
+    def _mark_invalidated(self, key_hash: str, *, persist: bool) -> None:
         # The snapshot as it is now: earlier keys' asks awaited, and a set
         # or a removal may have landed since the keys were matched.
         snap = self._cache.mark_invalidated(key_hash)
-        if snap is not None and self._tier is not None:
+        if persist and snap is not None and self._tier is not None:
             self._tier.persist(snap)
 
     async def remove(self, key_hash: str, *, delete_l2: bool = True) -> None:

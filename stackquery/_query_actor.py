@@ -321,7 +321,7 @@ class QueryActor:
         if isinstance(message, Wake):
             self._wake_sent = False
         elif isinstance(message, Invalidate):
-            self._invalidate(message.refetch)
+            self._invalidate(message.refetch, persist=message.persist)
             message.reply.set_value(None)
         elif isinstance(message, ApplyEntry):
             tier = self._tier
@@ -381,10 +381,11 @@ class QueryActor:
                 return observer.options
         return None
 
-    def _invalidate(self, refetch: bool) -> None:
+    def _invalidate(self, refetch: bool, *, persist: bool = True) -> None:
         snap = self._cache.mark_invalidated(self.key_hash)
         if snap is not None:
-            self._persist(snap)
+            if persist:
+                self._persist(snap)
             self.notify()
         if self._fetch is not None:
             self._fetch.invalidated = True

@@ -63,6 +63,14 @@ def info(port: int, section: str) -> dict[str, str]:
     return {name: value for name, value in pairs}
 
 
+def tracking_ids(port: int) -> list[bytes]:
+    """The ids of the connections with tracking on (flag ``t``) on the node at ``port``."""
+    reply = command(port, "CLIENT", "LIST")
+    assert isinstance(reply, bytes)
+    fields = [dict(f.split(b"=", 1) for f in line.split()) for line in reply.splitlines()]
+    return [f[b"id"] for f in fields if b"t" in f[b"flags"]]
+
+
 class RedisCluster:
     """``masters`` masters with ``replicas`` replicas each, on loopback.
 

@@ -21,6 +21,10 @@ async def apply_invalidation(
 ) -> None:
     """Another process invalidated keys: under a hash ``prefix``, or exactly ``hashes``.
 
+    Marked in L1 only (observed keys refetch): L2 is the sender's to write.
+    Our copy may be older than what another process wrote to L2 meanwhile,
+    and every holder writing it back would clobber that newer data.
+
     Raises:
         ClientClosedError: the client is not open.
     """
@@ -29,10 +33,8 @@ async def apply_invalidation(
         targets = [h for h in list(cache.snapshots) if hash_matches(h, prefix, exact=exact)]
     else:
         targets = [h for h in hashes if h in cache.snapshots]
-    # Persisted by every holder: the sender may not hold the key, and a
-    # process that starts later must find the L2 entry invalidated too.
     for key_hash in targets:
-        await owners.invalidate(key_hash)
+        await owners.invalidate(key_hash, persist=False)
 
 
 async def apply_removal(owners: QueryOwners, hashes: list[str]) -> None:

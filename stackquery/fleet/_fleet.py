@@ -4,9 +4,10 @@ Invalidations, removals and new data (a completed fetch, a
 ``set_query_data``) are published on one pub/sub channel named after the
 whole key prefix and the database (:func:`~stackquery.fleet._link.channel_name`).
 Receivers check each message (:mod:`~stackquery.fleet._wire`), then mark keys
-invalidated, drop them, or read the new entry from L2 into L1 (observers see
-it without calling the origin).  New data is announced only after its L2
-write landed.  A message Redis could not take is retried until it can.
+invalidated (in L1 only: L2 is the sender's), drop them, or read the new
+entry from L2 into L1 (observers see it without calling the origin).  New
+data is announced only after its L2 write landed.  A message Redis could not
+take is retried until it can.
 Pub/sub drops messages while a connection is down, so on every
 (re)subscription a client marks all of its L1 entries stale.  Both this and
 single flight (``_leases``) degrade to single-process behaviour while Redis
@@ -43,7 +44,7 @@ from ._link import channel_name
 from ._tracking import KeyTracking
 
 if TYPE_CHECKING:
-    from backends import Subscription
+    from backends import SubscriptionEvents
 
     from ._link import FleetRedis
 
@@ -105,9 +106,8 @@ class Fleet:
         self._counters = FleetCounters()
         self._reject_log = ThrottledWarning(logger)
         self.tracking: KeyTracking | None = None
-        # Tracking is per connection: a cluster client would need it on every node
-        # (not built yet), so there the broadcast runs without it.
-        if self.broadcasts and tracking is not False and isinstance(redis, RedisClient):
+        if self.broadcasts and tracking is not False:
+            # On a cluster the client tracks on every master (one subscription each).
             self.tracking = KeyTracking(cache, tier, self._counters, key_prefix=key_prefix)
         self.leases = Leases(
             redis,
@@ -260,11 +260,10 @@ class Fleet:
                 self._connected = False
             await backoff.wait()
 
-    def _subscription(self) -> AbstractAsyncContextManager[Subscription]:
-        redis = self._redis
-        if self.tracking is None or not isinstance(redis, RedisClient):
-            return redis.subscribe(self.channel)
-        return redis.subscribe_tracking(self.channel, prefixes=[self.tracking.prefix])
+    def _subscription(self) -> AbstractAsyncContextManager[SubscriptionEvents]:
+        if self.tracking is None:
+            return self._redis.subscribe(self.channel)
+        return self._redis.subscribe_tracking(self.channel, prefixes=[self.tracking.prefix])
 
     async def _on_invalidation(self, owners: QueryOwners, invalidation: Invalidation) -> None:
         tracking = self.tracking

@@ -2,7 +2,8 @@
 
 With ``redis_tracking`` on, the fleet's subscription also tracks the client's
 entry keys (``CLIENT TRACKING ... BCAST PREFIX <prefix>[``, see
-:mod:`backends._redis_tracking`), so the server names every entry that
+:mod:`backends._redis_tracking`; on a cluster on every master, see
+:mod:`backends._cluster_tracking`), so the server names every entry that
 changes, whoever changed it: another tool's write, an expiry, an eviction,
 a ``FLUSHDB``.  Lease keys (``<prefix>lease:``) and the channel are outside
 the tracked prefix: every entry's key is a canonical hash, which starts

@@ -12,7 +12,7 @@ import redis.exceptions
 import trio
 import trio.testing
 
-from backends import StorageClosedError, StorageError, StorageUnavailableError
+from backends import Invalidation, StorageClosedError, StorageError, StorageUnavailableError
 from backends._redis_address import RedisAddress
 from backends._redis_client import RedisClient, RedisClientStatistics, RedisReplyError
 from backends._redis_connection import HandshakeRefused
@@ -440,6 +440,19 @@ class TestPubSub:
             ):
                 async with client.subscribe("events"):
                     pass
+
+    async def test_tracking_with_no_channel_hears_the_invalidations_only(
+        self, redis_url: str
+    ) -> None:
+        """subscribe_tracking() with no channel (a cluster's per-master part) names changed keys."""
+        async with (
+            RedisClient.from_url(redis_url) as client,
+            client.subscribe_tracking(prefixes=["tracked:"]) as events,
+        ):
+            await client.execute("SET", "untracked", "x")
+            await client.execute("SET", "tracked:1", "x")
+            with trio.fail_after(5):
+                assert await events.next_event() == Invalidation((b"tracked:1",))
 
 
 class TestAddresses:

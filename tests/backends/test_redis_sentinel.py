@@ -120,3 +120,42 @@ async def test_no_sentinel_reachable_fails_within_the_timeout() -> None:
         with pytest.raises(StorageUnavailableError, match="could not connect"):
             await client.execute("PING")
         assert client.master is None
+
+
+async def test_connections_killed_on_the_master_are_reopened_and_the_commands_sent_again(
+    sentinel_setup: SentinelSetup,
+) -> None:
+    """Sentinel ends every client of a master it demotes (CLIENT KILL TYPE normal).
+
+    A command in flight on such a connection is sent again, once, on a new
+    connection to the master the sentinels name: the callers see no error.
+    """
+    setup = sentinel_setup
+    errors: list[BaseException] = []
+    written = [0, 0, 0, 0]
+    async with (
+        RedisClient.from_url(setup.url, timeout=5.0) as client,
+        trio.open_nursery() as nursery,
+    ):
+
+        async def write(index: int) -> None:
+            while True:
+                try:
+                    await client.execute("SET", f"k{index}", written[index])
+                except StorageError as exc:
+                    errors.append(exc)
+                written[index] += 1
+
+        for index in range(len(written)):
+            nursery.start_soon(write, index)
+        for _ in range(5):
+            before = sum(written)
+            await eventually("writes", lambda b=before: sum(written) > b + 50, 5)  # type: ignore[misc]
+            killed = command(setup.master.port, "CLIENT", "KILL", "TYPE", "normal")
+            assert int(killed[1:]) >= 1  # ":<count>": our connection was among them
+        before = sum(written)
+        await eventually("writes after the last kill", lambda: sum(written) > before + 50, 5)
+        made = client.statistics().connections_made
+        nursery.cancel_scope.cancel()
+    assert errors == []
+    assert made > 1  # the killed connections were replaced

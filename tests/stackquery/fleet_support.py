@@ -78,6 +78,15 @@ async def raw_redis(url: str) -> RedisClient:
     return RedisClient.from_url(url, timeout=2.0)
 
 
+async def redis_command(url: str, *args: Any) -> Any:
+    """Run one command on ``url`` through a connection of its own, as another tool would."""
+    redis = await raw_redis(url)
+    try:
+        return await redis.execute(*args)
+    finally:
+        await redis.aclose()
+
+
 class Gate:
     """A ``query_fn`` that waits for the test to open it; returns its label and call number."""
 

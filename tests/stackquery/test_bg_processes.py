@@ -57,7 +57,7 @@ async def wait_for_entry(url: str) -> None:
 
 class TestWriterAndReaders:
     async def test_readers_follow_the_writer_without_touching_the_store_per_call(
-        self, redis_url: str
+        self, redis_url: str, tmp_path: Path
     ) -> None:
         """Two readers follow the writer's values; no call touches Redis; readers never write."""
         refreshes = 15
@@ -67,10 +67,12 @@ class TestWriterAndReaders:
             results[name] = await run_worker(script, *args)
 
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(run, "writer", "bg_writer.py", redis_url, 0.2, refreshes)
+            nursery.start_soon(
+                run, "writer", "bg_writer.py", redis_url, 0.2, refreshes, tmp_path, 2
+            )
             await wait_for_entry(redis_url)
             for name in ("reader1", "reader2"):
-                nursery.start_soon(run, name, "bg_reader.py", redis_url, 0.05, refreshes)
+                nursery.start_soon(run, name, "bg_reader.py", redis_url, 0.05, refreshes, tmp_path)
 
         writer = results["writer"]
         assert writer["refreshes"] == refreshes
@@ -87,7 +89,7 @@ class TestWriterAndReaders:
             assert reader["calls"] > reader["background_gets"]
 
     async def test_a_reader_follows_the_writers_messages_without_polling(
-        self, redis_url: str
+        self, redis_url: str, tmp_path: Path
     ) -> None:
         """A reader polling once an hour still follows the writer: its messages bring the values."""
         refreshes = 12
@@ -97,9 +99,13 @@ class TestWriterAndReaders:
             results[name] = await run_worker(script, *args)
 
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(run, "writer", "bg_writer.py", redis_url, 0.2, refreshes)
+            nursery.start_soon(
+                run, "writer", "bg_writer.py", redis_url, 0.2, refreshes, tmp_path, 1
+            )
             await wait_for_entry(redis_url)
-            nursery.start_soon(run, "reader", "bg_reader.py", redis_url, 3600.0, refreshes)
+            nursery.start_soon(
+                run, "reader", "bg_reader.py", redis_url, 3600.0, refreshes, tmp_path
+            )
 
         reader = results["reader"]
         numbers = [value["n"] for value in reader["seen"]]

@@ -123,7 +123,7 @@ class TestFleetProcessesOnACluster:
 
 class TestBgOnACluster:
     async def test_a_reader_process_follows_the_writer_process_by_its_messages(
-        self, redis_cluster_url: str
+        self, redis_cluster_url: str, tmp_path: Path
     ) -> None:
         """bg.write in one process, bg.read (polling hourly) in another: messages bring values."""
         refreshes = 8
@@ -136,12 +136,14 @@ class TestBgOnACluster:
         async with RedisClusterClient.from_url(redis_cluster_url) as redis:
             await redis.execute("UNLINK", entry)
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(run, "writer", "bg_writer.py", redis_cluster_url, 0.3, refreshes)
+                nursery.start_soon(
+                    run, "writer", "bg_writer.py", redis_cluster_url, 0.3, refreshes, tmp_path, 1
+                )
                 with trio.fail_after(PROCESS_TIMEOUT):
                     while await redis.execute("EXISTS", entry) == 0:  # noqa: ASYNC110
                         await trio.sleep(0.05)
                 nursery.start_soon(
-                    run, "reader", "bg_reader.py", redis_cluster_url, 3600.0, refreshes
+                    run, "reader", "bg_reader.py", redis_cluster_url, 3600.0, refreshes, tmp_path
                 )
         reader = results["reader"]
         numbers = [value["n"] for value in reader["seen"]]

@@ -144,3 +144,188 @@ class TestFetchQueries:
             pass
         with pytest.raises(sq.ClientClosedError):
             await client.fetch_queries([Origins().options("a")])
+
+
+async def stored(
+    store: ControlledStorage, client: sq.QueryClient, opts: Any, value: Any, *, age: float = 0.0
+) -> None:
+    """Put ``value`` in ``store`` as ``opts``' entry, fetched ``age`` seconds ago."""
+    at = client.clock.wall() - age
+    entry = sq.pack_entry(value, data_updated_at=at, serializer=sq.serializers.json)
+    await store.memory.set(store_key(opts), entry)
+
+
+def gated_pair() -> tuple[ControlledStorage, Origins, sq.QueryOptions[Any], sq.QueryOptions[Any]]:
+    """A store whose reads wait at a gate, and keys "a" and "b" (fresh for 60 s)."""
+    store = ControlledStorage()
+    store.read_gate = trio.Event()
+    origins = Origins()
+    return (
+        store,
+        origins,
+        origins.options("a", stale_time=60.0),
+        origins.options("b", stale_time=60.0),
+    )
+
+
+async def stored_pair(store: ControlledStorage, client: sq.QueryClient, a: Any, b: Any) -> None:
+    """Store "stored a" and "stored b" as the entries of ``a`` and ``b``."""
+    await stored(store, client, a, "stored a")
+    await stored(store, client, b, "stored b")
+
+
+class TestColdBatch:
+    """The cold keys of one call are read from L2 together and landed together."""
+
+    async def test_keys_fresh_in_l2_land_with_no_actor(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """Keys fresh in L2: one get_many, no actor, each key idle after one fetch."""
+        store = ControlledStorage()
+        origins = Origins()
+        opts = [origins.options(name, stale_time=60.0) for name in ("a", "b", "c")]
+        async with sq.open_query_client(no_retry(storage=store)) as client:
+            for one in opts:
+                await stored(store, client, one, f"stored {one.query_key[1]}")
+            assert await client.fetch_queries(opts) == ["stored a", "stored b", "stored c"]
+            assert len(store.get_many_calls) == 1
+            assert client.statistics().activations == 0
+            assert origins.calls == {}
+            records = {record.key: record for record in client.snapshot()}
+            for one in opts:
+                record = records[one.query_key]
+                assert (record.fetch_status, record.fetch_count) == (sq.FetchStatus.IDLE, 1)
+            with trio.testing.assert_no_checkpoints():
+                assert await client.fetch_queries(opts[:2]) == ["stored a", "stored b"]
+
+    async def test_stale_and_missing_keys_are_handed_to_their_actors(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """Stale in L2: served, refetched once; absent: fetched once; fresh: served."""
+        store = ControlledStorage()
+        origins = Origins()
+        fresh, stale, absent = (origins.options(n, stale_time=60.0) for n in ("f", "s", "x"))
+        async with sq.open_query_client(no_retry(storage=store)) as client:
+            await stored(store, client, fresh, "stored f")
+            await stored(store, client, stale, "stored s", age=100.0)
+            got = await client.fetch_queries([fresh, stale, absent])
+            assert got == ["stored f", "stored s", "x#1"]
+            assert trio.current_time() == 1.0
+            await trio.sleep(0.5)
+            assert origins.calls == {"s": 1, "x": 1}
+            assert client.get_query_data(("item", "s")) == "s#1"
+
+    async def test_a_key_read_by_another_caller_is_joined_not_read_again(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """A key whose cold read is out joins it; only the other keys go in the next get_many."""
+        store, origins, a, b = gated_pair()
+        got: list[Any] = []
+        async with sq.open_query_client(no_retry(storage=store)) as client:
+            await stored_pair(store, client, a, b)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(client.fetch_query, a)
+                await trio.testing.wait_all_tasks_blocked()
+
+                async def fetch_both() -> None:
+                    got.extend(await client.fetch_queries([a, b]))
+
+                nursery.start_soon(fetch_both)
+                await trio.testing.wait_all_tasks_blocked()
+                store.read_gate.set()
+            assert got == ["stored a", "stored b"]
+            assert store.get_many_calls == [[store_key(a)], [store_key(b)]]
+            assert origins.calls == {}
+
+    async def test_a_cancelled_caller_leaves_the_reads_to_land(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """Cancelled while the read is out: the keys still land, for a caller that joined them."""
+        store, origins, a, b = gated_pair()
+        joined: list[Any] = []
+        async with sq.open_query_client(no_retry(storage=store)) as client:
+            await stored_pair(store, client, a, b)
+            with trio.CancelScope() as scope:
+                async with trio.open_nursery() as nursery:
+
+                    async def join() -> None:
+                        joined.append(await client.fetch_query(b))
+
+                    nursery.start_soon(client.fetch_queries, [a, b])
+                    await trio.testing.wait_all_tasks_blocked()
+                    scope.cancel()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(join)
+                await trio.testing.wait_all_tasks_blocked()
+                store.read_gate.set()
+            assert joined == ["stored b"]
+            assert client.get_query_data(("item", "a")) == "stored a"
+            assert len(store.get_many_calls) == 1
+            assert origins.calls == {}
+
+    async def test_cancel_queries_during_the_read_settles_that_key(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """cancel_queries of one key while the batch is read: that key's error, the others land."""
+        store, origins, a, b = gated_pair()
+        errors: list[BaseException] = []
+        async with sq.open_query_client(no_retry(storage=store)) as client:
+            await stored_pair(store, client, a, b)
+
+            async def fetch_both() -> None:
+                try:
+                    await client.fetch_queries([a, b])
+                except sq.QueryCancelledError as exc:
+                    errors.append(exc)
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(fetch_both)
+                await trio.testing.wait_all_tasks_blocked()
+                assert await client.cancel_queries(("item", "a")) == 1
+                store.read_gate.set()
+            assert [str(e) for e in errors] == ["query fetch cancelled by cancel_queries"]
+            assert client.get_query_state(("item", "a")) == sq.QueryState()
+            assert client.get_query_data(("item", "b")) == "stored b"
+            assert origins.calls == {}
+
+    async def test_query_defaults_apply_to_the_batch(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """A key read in the batch is judged with its prefix's defaults, as by fetch_query."""
+        store = ControlledStorage()
+        origins = Origins()
+        one = origins.options("a")
+        async with sq.open_query_client(no_retry(storage=store)) as client:
+            client.set_query_defaults(("item",), stale_time=60.0)
+            await stored(store, client, one, "stored a")
+            two = origins.options("b")
+            await stored(store, client, two, "stored b", age=30.0)
+            assert await client.fetch_queries([one, two]) == ["stored a", "stored b"]
+            await trio.sleep(5.0)
+            assert origins.calls == {}  # 30 s old is fresh under the default's 60 s
+
+    async def test_no_task_per_key(self, autojump_clock: trio.testing.MockClock) -> None:
+        """While the read is out, 30 cold keys run exactly as many tasks as 3 do."""
+
+        def tasks() -> int:
+            def count(task: trio.lowlevel.Task) -> int:
+                children = (c for n in task.child_nurseries for c in n.child_tasks)
+                return 1 + sum(count(child) for child in children)
+
+            return count(trio.lowlevel.current_root_task())
+
+        origins = Origins()
+        counted: list[int] = []
+        for keys in (3, 30):
+            store = ControlledStorage()
+            store.read_gate = trio.Event()
+            opts = [origins.options(i, stale_time=60.0) for i in range(keys)]
+            async with sq.open_query_client(no_retry(storage=store)) as client:
+                for one in opts:
+                    await stored(store, client, one, one.query_key[1])
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(client.fetch_queries, opts)
+                    await trio.testing.wait_all_tasks_blocked()
+                    counted.append(tasks())
+                    store.read_gate.set()
+        assert counted[0] == counted[1]

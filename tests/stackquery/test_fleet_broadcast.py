@@ -12,6 +12,7 @@ import orjson
 import pytest
 
 import stackquery as sq
+from stackquery._keys import canonical_key
 from stackquery.fleet._fleet import channel_name
 from tests.redis_server import RedisServer
 from tests.stackquery.fleet_support import (
@@ -20,12 +21,31 @@ from tests.stackquery.fleet_support import (
     fleet_config,
     open_clients,
     raw_redis,
+    redis_command,
     wait_until,
 )
 
 pytestmark = pytest.mark.slow
 
 CHANNEL = channel_name("sq:")
+
+
+def l2_name(key: tuple[Any, ...]) -> str:
+    """The key's entry name in Redis (the default ``key_prefix``)."""
+    return "sq:" + canonical_key(key)[1]
+
+
+def l2_stats(client: sq.QueryClient) -> sq.L2Statistics:
+    stats = client.l2_statistics()
+    assert stats is not None
+    return stats
+
+
+async def read_entry(url: str, key: tuple[Any, ...]) -> sq.StoredEntry:
+    """The key's L2 entry as it is in Redis now (it must be there)."""
+    raw = await redis_command(url, "GET", l2_name(key))
+    assert isinstance(raw, bytes)
+    return sq.unpack_entry(raw, sq.serializers.json)
 
 
 def state_of(client: sq.QueryClient, key: tuple[Any, ...]) -> sq.QueryState[Any]:
@@ -83,22 +103,54 @@ class TestChanges:
                 ("team", 1): False,
             }
 
-    async def test_an_invalidation_from_a_client_without_the_key_reaches_later_clients(
+    async def test_a_receiver_marks_its_l1_only_and_writes_nothing_to_l2(
         self, redis_url: str
     ) -> None:
-        """A holder told of an invalidation writes it to L2: a client started later refetches."""
+        """B, told of A's invalidation, marks the key in L1; L2 keeps B's entry as it was."""
         key = ("user", 3)
-        origin_b, origin_c = Counted("b"), Counted("c")
-        async with open_clients(redis_url, 2) as (a, b):
+        origin_b = Counted("b")
+        async with open_clients(redis_url, 2, redis_tracking=False) as (a, b):
             assert await b.fetch_query(sq.QueryOptions(key, origin_b)) == "b1"
+            await wait_until(lambda: (l2_stats(b).writes, l2_stats(b).pending_writes) == (1, 0))
             await a.invalidate_queries(("user",))
             await wait_until(lambda: state_of(b, key).is_invalidated)
-            await wait_until(lambda: b.l2_statistics().pending_writes == 0)  # type: ignore[union-attr]
-            async with open_clients(redis_url, 1) as (c,):
-                assert await c.fetch_query(sq.QueryOptions(key, origin_c)) == "b1"
-                assert state_of(c, key).is_invalidated is True
-                await wait_until(lambda: c.get_query_data(key) == "c1")
-            assert origin_c.calls == 1
+            # Marked and (were it written) queued in one step: nothing was queued.
+            assert (l2_stats(b).pending_writes, l2_stats(b).writes) == (0, 1)
+            entry = await read_entry(redis_url, key)
+            assert (entry.value, entry.invalidated) == ("b1", False)
+            assert origin_b.calls == 1
+
+    async def test_an_invalidation_heard_does_not_clobber_newer_data_in_l2(
+        self, redis_url: str
+    ) -> None:
+        """Another process wrote newer data to L2; A hears C's invalidation: L2 keeps the newer."""
+        key = ("user", 4)
+        origin_a, origin_c = Counted("a"), Counted("c")
+        async with open_clients(redis_url, 3, redis_tracking=False) as (a, _b, c):
+            assert await a.fetch_query(sq.QueryOptions(key, origin_a)) == "a1"
+            await wait_until(lambda: (l2_stats(a).writes, l2_stats(a).pending_writes) == (1, 0))
+            held = state_of(a, key).data_updated_at
+            assert held is not None
+            # The other process's write, not announced yet (its message is on the way).
+            newer = sq.pack_entry(
+                "newer", data_updated_at=held + 1.0, serializer=sq.serializers.json
+            )
+            await redis_command(redis_url, "SET", l2_name(key), newer)
+            assert await c.invalidate_queries(("user",)) == 0  # C holds nothing
+            await wait_until(lambda: fleet(a).received == 1)
+            assert state_of(a, key).is_invalidated is True
+            assert (l2_stats(a).pending_writes, l2_stats(a).writes) == (0, 1)
+            entry = await read_entry(redis_url, key)
+            assert (entry.value, entry.data_updated_at, entry.invalidated) == (
+                "newer",
+                held + 1.0,
+                False,
+            )
+            # A's next read serves its stale copy and refetches, which reads L2
+            # first and finds the newer entry there: no origin call.
+            assert await a.fetch_query(sq.QueryOptions(key, origin_a)) == "a1"
+            await wait_until(lambda: not state_of(a, key).is_invalidated)
+            assert (a.get_query_data(key), origin_a.calls, origin_c.calls) == ("newer", 1, 0)
 
 
 class TestConnection:

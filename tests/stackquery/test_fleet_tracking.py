@@ -15,7 +15,14 @@ import pytest
 import stackquery as sq
 from backends import RedisStorage, StorageError
 from stackquery._errors import InvalidOptionError
-from tests.stackquery.fleet_support import Counted, fleet, open_clients, raw_redis, wait_until
+from tests.stackquery.fleet_support import (
+    Counted,
+    fleet,
+    open_clients,
+    raw_redis,
+    redis_command,
+    wait_until,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -37,14 +44,6 @@ def l2_writes(client: sq.QueryClient) -> int:
     return stats.writes
 
 
-async def command(url: str, *args: Any) -> Any:
-    redis = await raw_redis(url)
-    try:
-        return await redis.execute(*args)
-    finally:
-        await redis.aclose()
-
-
 class TestWritesByOthers:
     async def test_another_tools_write_marks_the_key_stale_and_its_observer_refetches(
         self, redis_url: str
@@ -59,7 +58,7 @@ class TestWritesByOthers:
             await wait_until(lambda: seen[-1:] == ["v1"])
             await wait_until(lambda: fleet(a).keys_invalidated == 1)  # our own write, heard
             assert fleet(a).invalidations_stale == 0
-            await command(redis_url, "SET", L2_KEY, "written by another tool")
+            await redis_command(redis_url, "SET", L2_KEY, "written by another tool")
             await wait_until(lambda: seen[-1:] == ["v2"])
             unsubscribe()
             stats = fleet(a)
@@ -103,7 +102,7 @@ class TestWritesByOthers:
         async with open_clients(redis_url, 1) as (a,):
             for n in range(3):
                 await a.fetch_query(sq.QueryOptions(("k", n), origin))
-            await command(redis_url, "FLUSHDB")
+            await redis_command(redis_url, "FLUSHDB")
             await wait_until(lambda: fleet(a).flushes == 1)
             assert all(state_of(a, ("k", n)).is_invalidated for n in range(3))
 
@@ -111,7 +110,7 @@ class TestWritesByOthers:
         origin = Counted("v")
         async with open_clients(redis_url, 1) as (a,):
             await a.fetch_query(sq.QueryOptions(KEY, origin))
-            assert await command(redis_url, "DEL", L2_KEY) == 1
+            assert await redis_command(redis_url, "DEL", L2_KEY) == 1
             await wait_until(lambda: state_of(a, KEY).is_invalidated)
             assert origin.calls == 1
 
@@ -158,11 +157,11 @@ class TestUntrustedInput:
             await a.fetch_query(sq.QueryOptions(KEY, origin))
             subscriptions = fleet(a).subscriptions
             for junk in (b"junk", b"", b"\xff" * 100):
-                await command(redis_url, "PUBLISH", "__redis__:invalidate", junk)
+                await redis_command(redis_url, "PUBLISH", "__redis__:invalidate", junk)
             await wait_until(lambda: fleet(a).rejected == 3)
             # Keys outside our prefix, or not utf-8, are ignored.
-            await command(redis_url, "SET", b'sq:["user",\xff]', "x")
-            await command(redis_url, "SET", L2_KEY, "x")
+            await redis_command(redis_url, "SET", b'sq:["user",\xff]', "x")
+            await redis_command(redis_url, "SET", L2_KEY, "x")
             await wait_until(lambda: state_of(a, KEY).is_invalidated)
             stats = fleet(a)
             assert (stats.connected, stats.subscriptions, stats.errors) == (True, subscriptions, 0)
@@ -178,7 +177,7 @@ class TestSwitch:
             assert (fleet(a).tracking, fleet(witness).tracking) == (False, True)
             await a.fetch_query(sq.QueryOptions(KEY, origin))
             await wait_until(lambda: fleet(witness).keys_invalidated == 1)
-            await command(redis_url, "SET", L2_KEY, "x")
+            await redis_command(redis_url, "SET", L2_KEY, "x")
             # The server tells every tracking client in the same pass: once the
             # witness heard it, a tracking client would have too.
             await wait_until(lambda: fleet(witness).keys_invalidated == 2)
@@ -205,17 +204,17 @@ class TestTheTrackingConnection:
         origin = Counted("v")
         async with open_clients(redis_url, 1, storage=storage) as (a,):
             await a.fetch_query(sq.QueryOptions(KEY, origin))
-            clients = await command(redis_url, "CLIENT", "LIST")
+            clients = await redis_command(redis_url, "CLIENT", "LIST")
             fields = [dict(f.split(b"=", 1) for f in line.split()) for line in clients.splitlines()]
             tracking = [f[b"id"] for f in fields if b"t" in f[b"flags"]]  # t: tracking on
             assert len(tracking) == 1, clients
-            await command(redis_url, "CLIENT", "KILL", "ID", tracking[0])
+            await redis_command(redis_url, "CLIENT", "KILL", "ID", tracking[0])
             await wait_until(lambda: fleet(a).subscriptions == 2)
             await wait_until(lambda: fleet(a).connected)
             # The resubscription marked everything stale: fetch it fresh again.
             assert state_of(a, KEY).is_invalidated
             await a.fetch_query(sq.QueryOptions(KEY, origin))
             await wait_until(lambda: not state_of(a, KEY).is_invalidated)
-            await command(redis_url, "SET", L2_KEY, "x")  # heard: tracking is back
+            await redis_command(redis_url, "SET", L2_KEY, "x")  # heard: tracking is back
             await wait_until(lambda: state_of(a, KEY).is_invalidated)
             assert fleet(a).invalidations_stale == 1

@@ -1,6 +1,7 @@
 """A ``bg.read`` process: call the reader in a loop until it sees ``rates`` reach ``target``.
 
-Usage: ``python bg_reader.py REDIS_URL POLL_INTERVAL TARGET``.  Prints one
+Usage: ``python bg_reader.py REDIS_URL POLL_INTERVAL TARGET [GATE_DIR]``; with
+``GATE_DIR``, its first value leaves a file there (the writer waits for it).  Prints one
 JSON line: how many calls it made, the distinct values it saw in order, and
 the store operations it made, split by whether a call (the request path) or
 the reader's background poll made them.
@@ -54,7 +55,7 @@ class WatchedStore:
         await self.store.delete(key)
 
 
-async def main(url: str, poll: float, target: int) -> None:
+async def main(url: str, poll: float, target: int, gate: Path | None) -> None:
     store = WatchedStore(RedisStorage(url), trio.lowlevel.current_task())
     reader = sq.bg.read("rates", interval=poll, store=store)
     calls = 0
@@ -66,10 +67,13 @@ async def main(url: str, poll: float, target: int) -> None:
             calls += 1
             if not seen or value != seen[-1]:
                 seen.append(value)
+                if gate is not None and len(seen) == 1:
+                    (gate / str(os.getpid())).touch()
             await trio.sleep(0.005)
     report = {"pid": os.getpid(), "calls": calls, "seen": seen, **store.counts}
     print(orjson.dumps(report).decode(), flush=True)
 
 
 if __name__ == "__main__":
-    trio.run(main, sys.argv[1], float(sys.argv[2]), int(sys.argv[3]))
+    gate_dir = Path(sys.argv[4]) if len(sys.argv) > 4 else None
+    trio.run(main, sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), gate_dir)
