@@ -45,6 +45,11 @@ Readings the model takes where the contract could be read two ways:
   waiting on that id's fetch in flight starts a new fetch" holds each time.
 * With ``missing="error"`` or ``"skip"`` a servable value of the id stays
   served (the miss is a failed refresh, as an error is).
+* The model runs without a store.  With one, a cold id joins a window when
+  its read ends, and reads started together are not always one ``get_many``
+  (the first may go out alone), so ``f(3)`` and ``f.many([1, 2])`` started
+  together make one or two calls as trio schedules them (the README says so);
+  a store would only loosen the one-window rule.
 
 **ScopeMachine** drives mutations with ``MutationOptions(scope=)`` (scopes
 ``"x"``, ``"y"`` and none): rules start calls (one to three together, in a
