@@ -21,11 +21,12 @@ import trio
 from backends import ops
 
 from .._client import QueryClient
-from .._errors import InvalidKeyError, QueryCancelledError
+from .._errors import InvalidKeyError
 from .._fetch_many import fetch_all
 from .._keys import QueryKey, canonical_key, prefix_hash
 from .._options import QueryOptions
 from ._batch_window import BatchOrigin, ClientBatches, SkippedIdError
+from ._cached_calls import fetch as fetch_again_if_removed
 from ._run_clients import ClientChoice
 
 MEMO_SIZE = 16384
@@ -123,14 +124,10 @@ class BatchCalls:
         return await self.fetch(client, options)
 
     async def fetch(self, client: QueryClient, options: QueryOptions[Any]) -> Any:
-        """Fetch one id's query; a skipped id is ``None``."""
+        """Fetch one id's query (again each time the id is removed meanwhile); a skipped id is
+        ``None``."""
         try:
-            try:
-                return await client.fetch_query(options)
-            except QueryCancelledError:
-                # invalidate() or clear() removed the id while this call waited
-                # on its fetch: the caller wants a value fetched after that.
-                return await client.fetch_query(options)
+            return await fetch_again_if_removed(client, options)
         except SkippedIdError:
             return None
 

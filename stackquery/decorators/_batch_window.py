@@ -10,9 +10,11 @@ that flushes it, in the client's nursery.
 "The same scheduling tick" is one batch of trio's run loop.  Trio runs the
 tasks that are runnable in batches: every task made runnable (spawned, or
 woken by a reply) while a batch runs goes into the next one.  The flush
-task, spawned by the window's first id, therefore starts in the batch after
-that id arrived; every id whose ``query_fn`` starts in the same batch as the
-first one is in the window by then.  Concurrent callers started together
+task, spawned by the window's first id, starts in the batch after that id
+arrived and closes the window one batch later still: every id whose
+``query_fn`` starts in the same batch as the first one, or in the next (the
+ids of a ``many`` started with a single call: ``many`` fetches them in tasks
+of its own, one batch later), is in the window by then.  Concurrent callers started together
 (tasks of one nursery, one ``many`` call, the waiters of one L2 ``get_many``)
 reach their ``query_fn`` in the same batch, since each key goes through the
 same steps (actor activation, fetch task) to get there.  No sleep, no timer:
@@ -180,6 +182,11 @@ class BatchOrigin:
         Every reply of the window is settled when this returns, or raises
         (cancelled with the client: the ids' fetches are cancelled with it).
         """
+        # One more batch of the run loop before the window closes: ``many``
+        # starts its ids' fetches in tasks of their own, so they reach their
+        # ``query_fn`` one batch after a single call started together with it
+        # (``f(1)`` and ``f.many([1, 2])`` in one tick are one call, not two).
+        await trio.lowlevel.checkpoint()
         if batches.window is window:
             batches.window = None  # ids that arrive from now on open the next window
         replies = window.replies

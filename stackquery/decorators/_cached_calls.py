@@ -463,12 +463,24 @@ def _remember(
 
 
 async def fetch(client: QueryClient, options: QueryOptions[Any]) -> Any:
-    try:
-        return await client.fetch_query(options)
-    except QueryCancelledError:
-        # invalidate() or clear() removed the key while this call waited on
-        # its fetch: the caller wants a value fetched after that, so fetch again.
-        return await client.fetch_query(options)
+    """Fetch ``options``' query for a decorated function's caller; fetch again after a removal.
+
+    ``invalidate()`` or ``clear()`` removing the key while this call waits on
+    its fetch fails that fetch with ``QueryCancelledError``: the caller wants
+    a value fetched after that, so this fetches again, as often as the key is
+    removed (each round waits on a fetch that started after a removal, so it
+    goes round once per removal, never on its own).  Cancelled, the caller
+    stops waiting; the fetch goes on for the others.
+
+    Raises:
+        Exception: the fetch's error (``fetch_query``'s), ``ClientClosedError``
+            once the client closed.
+    """
+    while True:
+        try:
+            return await client.fetch_query(options)
+        except QueryCancelledError:
+            continue
 
 
 async def _l2_settled(client: QueryClient) -> None:

@@ -437,6 +437,111 @@ class TestMaxQueries:
             assert client.statistics().timers <= 20
 
 
+def _recording_loader() -> tuple[list[list[int]], sq.BatchedFunction[int, int]]:
+    """A batch function whose calls (each one's ids, sorted) are recorded; each takes 1 s."""
+    calls: list[list[int]] = []
+
+    @sq.cache.batch(60)
+    async def get(ids: list[int]) -> dict[int, int]:
+        calls.append(sorted(ids))
+        await trio.sleep(1.0)
+        return {i: i * 10 for i in ids}
+
+    return calls, get
+
+
+class TestBatchWindow:
+    async def test_a_single_call_and_many_started_together_make_one_origin_call(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """f(1) and f.many([1, 2]) started in one tick share one origin call, in either order."""
+        calls, get = _recording_loader()
+
+        for round_number in range(20):  # trio shuffles each batch: both orders come up
+            calls.clear()
+            async with sq.open_query_client(), trio.open_nursery() as nursery:
+                if round_number % 2:
+                    nursery.start_soon(get.many, [1, 2])
+                    nursery.start_soon(get, 1)
+                else:
+                    nursery.start_soon(get, 1)
+                    nursery.start_soon(get.many, [1, 2])
+            assert calls == [[1, 2]], f"round {round_number}"
+
+    async def test_many_and_a_single_call_of_another_id_make_one_origin_call(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """f.many([1, 2]) and f(3) started in one tick share one origin call."""
+        calls, get = _recording_loader()
+
+        for round_number in range(20):
+            calls.clear()
+            async with sq.open_query_client(), trio.open_nursery() as nursery:
+                nursery.start_soon(get.many, [1, 2])
+                nursery.start_soon(get, 3)
+            assert calls == [[1, 2, 3]], f"round {round_number}"
+
+
+class TestRemovedWhileWaiting:
+    async def test_a_batch_caller_removed_twice_still_gets_a_value(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """f(1) waiting while invalidate(1) runs twice fetches again each time, then a value."""
+        calls: list[list[int]] = []
+        gate = trio.Event()
+
+        @sq.cache.batch(60)
+        async def get(ids: list[int]) -> dict[int, str]:
+            calls.append(sorted(ids))
+            number = len(calls)
+            await gate.wait()
+            return {i: f"{i}#{number}" for i in ids}
+
+        async with sq.open_query_client(), trio.open_nursery() as nursery:
+            got: list[str] = []
+
+            async def caller() -> None:
+                got.append(await get(1))
+
+            nursery.start_soon(caller)
+            await wait_all_tasks_blocked()
+            for _ in range(2):
+                await get.invalidate(1)
+                await wait_all_tasks_blocked()
+            gate.set()
+        assert calls == [[1], [1], [1]]
+        assert got == ["1#3"]
+
+    async def test_a_cache_caller_cleared_twice_still_gets_a_value(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """f() waiting while clear() runs twice fetches again each time, then gets a value."""
+        calls: list[int] = []
+        gate = trio.Event()
+
+        @sq.cache(60)
+        async def get() -> str:
+            calls.append(1)
+            number = len(calls)
+            await gate.wait()
+            return f"#{number}"
+
+        async with sq.open_query_client(), trio.open_nursery() as nursery:
+            got: list[str] = []
+
+            async def caller() -> None:
+                got.append(await get())
+
+            nursery.start_soon(caller)
+            await wait_all_tasks_blocked()
+            for _ in range(2):
+                await get.clear()
+                await wait_all_tasks_blocked()
+            gate.set()
+        assert len(calls) == 3
+        assert got == ["#3"]
+
+
 def _strict_xfail(test: Any) -> bool:
     return any(
         mark.name == "xfail" and mark.kwargs.get("strict")
