@@ -126,7 +126,7 @@ class QueryClient(ClientBase):
             if fresh_for is options.stale_time or (
                 (memo := options.defaults_memo) is not None and fresh_for is memo[1].stale_time
             ):
-                self._hits[key_hash] = self._cache.use_bound
+                found.hit = self._cache.use_bound  # a use: the key's gc counts from it
                 return found.data  # type: ignore[no-any-return]
             snap = found
         owners = self._check_open()
