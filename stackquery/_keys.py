@@ -63,7 +63,12 @@ def _normalize(value: object, whole: QueryKey, wide: list[int]) -> Any:
             raise InvalidKeyError(f"query key {_show(whole)} holds a non-finite float {value!r}")
         return _int(int(value), whole, wide) if value.is_integer() else value
     if isinstance(value, tuple):
-        return tuple(_normalize(v, whole, wide) for v in value)
+        items = [_normalize(v, whole, wide) for v in value]
+        for item, original in zip(items, value):
+            if item is not original:
+                return tuple(items)
+        # Already canonical: the caller's own tuple, so that options keep one, not two.
+        return value
     if isinstance(value, dict):
         for k in value:
             if not isinstance(k, str):
