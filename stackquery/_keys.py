@@ -64,7 +64,7 @@ def _normalize(value: object, whole: QueryKey, wide: list[int]) -> Any:
         return _int(int(value), whole, wide) if value.is_integer() else value
     if isinstance(value, tuple):
         items = [_normalize(v, whole, wide) for v in value]
-        for item, original in zip(items, value):
+        for item, original in zip(items, value, strict=True):
             if item is not original:
                 return tuple(items)
         # Already canonical: the caller's own tuple, so that options keep one, not two.

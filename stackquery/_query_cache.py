@@ -455,7 +455,7 @@ class QueryCache:
         return snap
 
     def _timer_deadline(self, key_hash: str) -> float | None:
-        """The deadline of the key's timer entry that counts, or ``None`` (see :class:`KeyTimers`)."""
+        """The deadline of the key's timer entry that counts, or ``None`` (see KeyTimers)."""
         snap = self.snapshots.get(key_hash)
         return snap.timer_at if snap is not None else None
 

@@ -139,7 +139,9 @@ def shape(
     the interned shape holds it, so its ``id`` is not reused while the entry lives.
     """
     if failure is not None:
-        return Shape(status, fetch_status, is_invalidated, failure, stale_time, gc_time, fetch_count)
+        return Shape(
+            status, fetch_status, is_invalidated, failure, stale_time, gc_time, fetch_count
+        )
     key = (status, fetch_status, is_invalidated, id(stale_time), gc_time, fetch_count)
     found = _SHAPES.get(key)
     if found is None or found.stale_time is not stale_time:
@@ -335,9 +337,7 @@ def empty_snapshot(
     return Snapshot(
         key_hash=key_hash,
         collect_at=now + gc_time,
-        shape=shape(
-            QueryStatus.PENDING, FetchStatus.IDLE, False, None, stale_time, gc_time, 0
-        ),
+        shape=shape(QueryStatus.PENDING, FetchStatus.IDLE, False, None, stale_time, gc_time, 0),
     )
 
 

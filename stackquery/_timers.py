@@ -130,8 +130,8 @@ class KeyTimers:
                 deadline = deadline_of(key_hash)
                 # A key twice in one bucket (its deadline moved within it) moves twice:
                 # the second firing no longer counts, and the owner ignores it.
-                if _bucket_of(deadline) == number:
-                    heapq.heappush(heap, (deadline, key_hash))  # type: ignore[arg-type]
+                if deadline is not None and _bucket_of(deadline) == number:
+                    heapq.heappush(heap, (deadline, key_hash))
         self._moved_through = max(self._moved_through, current)
 
     def _next_due(self) -> float:

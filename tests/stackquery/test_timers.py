@@ -53,7 +53,7 @@ async def test_each_entry_fires_at_its_own_deadline_never_early_never_late(
 async def test_a_superseded_entry_never_fires_and_the_new_deadline_does(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    """A key moved to a later bucket, and one moved within its bucket, fire once, at the new time."""
+    """A key moved to a later bucket, and one moved within its bucket, fire once, when due."""
     owner = Owner()
     start = trio.current_time()
     owner.push(start + 2.5, "later")
@@ -64,7 +64,10 @@ async def test_a_superseded_entry_never_fires_and_the_new_deadline_does(
         nursery.start_soon(owner.timers.run)
         await trio.sleep(10.0)
         nursery.cancel_scope.cancel()
-    assert owner.fired == [("within", start + 3.25, start + 3.25), ("later", start + 6.5, start + 6.5)]
+    assert owner.fired == [
+        ("within", start + 3.25, start + 3.25),
+        ("later", start + 6.5, start + 6.5),
+    ]
     assert len(owner.timers) == 0
 
 
