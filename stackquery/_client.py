@@ -4,7 +4,8 @@ Its parts are built and run by :class:`~stackquery._parts.ClientParts`; its meth
 check their input, then delegate, mostly to :class:`~stackquery._owners.QueryOwners`
 (who owns a key).  The fresh hit in :meth:`QueryClient.fetch_query` is the path that
 matters most for speed: one dict lookup of the key's canonical hash, one identity
-test, no clock read, no message, no checkpoint.
+test, one store of the key's use into its snapshot, no clock read, no message, no
+checkpoint.
 """
 
 from __future__ import annotations

@@ -184,10 +184,11 @@ async def _child_round(keys: int, fill: str, trace: bool) -> dict[str, Any]:
         rss_before = _settled_rss()
         if trace:
             tracemalloc.start()
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         await _fill(client, keys, fill)
         await trio.testing.wait_all_tasks_blocked()
         fill_s = time.perf_counter() - start
+        fill_cpu_s = time.process_time() - start_cpu
         gc.collect()
         traced: dict[str, Any] = {}
         if trace:
@@ -206,6 +207,7 @@ async def _child_round(keys: int, fill: str, trace: bool) -> dict[str, Any]:
         result = {
             "keys": keys,
             "fill_s": fill_s,
+            "fill_cpu_s": fill_cpu_s,
             "rss_bytes_per_key": (rss_after - rss_before) / keys,
             "tasks_before": tasks_before,
             "tasks_after": _count_tasks(root),
@@ -250,8 +252,11 @@ def _print_report(rounds: list[dict[str, Any]], traced: dict[str, Any] | None) -
     fill = statistics.median(r["fill_s"] for r in rounds)
     per_round = ", ".join(f"{r['rss_bytes_per_key']:.0f}" for r in rounds)
     print(f"{keys} keys (small ints), {len(rounds)} rounds, each in a fresh process")
+    cpu = statistics.median(r["fill_cpu_s"] for r in rounds)
+    cpus = ", ".join(f"{r['fill_cpu_s']:.1f}" for r in rounds)
     print(
         f"  fill + one fresh read per key: median {fill:.1f} s ({fill / keys * 1e6:.0f} µs per key)"
+        f"; process CPU time {cpu:.1f} s (per round: {cpus})"
     )
     print(f"  RSS per key, median: {rss:.0f} bytes (per round: {per_round})")
     extra_tasks = sorted({r["tasks_after"] - r["tasks_before"] for r in rounds})
