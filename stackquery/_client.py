@@ -4,7 +4,8 @@ Its parts are built and run by :class:`~stackquery._parts.ClientParts`; its meth
 check their input, then delegate, mostly to :class:`~stackquery._owners.QueryOwners`
 (who owns a key).  The fresh hit in :meth:`QueryClient.fetch_query` is the path that
 matters most for speed: one dict lookup of the key's canonical hash, one identity
-test, no clock read, no message, no checkpoint.
+test, one store of the key's use into its snapshot, no clock read, no message, no
+checkpoint.
 """
 
 from __future__ import annotations
@@ -111,25 +112,25 @@ class QueryClient(ClientBase):
                 ``cancel_queries`` or ``remove_queries``.
             ClientClosedError: the client is not open (fresh hits excepted).
         """
-        snap: Snapshot | None = None  # its slow path below
+        snap: Snapshot | None
         try:
-            key_hash = options.key_hash
-            found = self.snapshots[key_hash]  # not .get(): no call on a hit
+            found = self.snapshots[options.key_hash]  # not .get(): no call on a hit
         except KeyError:
-            pass
+            snap = None
         except AttributeError:
             got = type(options).__name__
             raise TypeError(f"options must be a QueryOptions, got {got}") from None
         else:
             # `is`: an equal float goes the slow way.  The second test is a stale_time a
             # query default gave these options (memoized by the defaults).
-            fresh_for = found.fresh_for
-            if fresh_for is options.stale_time or (
-                (memo := options.defaults_memo) is not None and fresh_for is memo[1].stale_time
+            if found.fresh_for is options.stale_time or (
+                (memo := options.defaults_memo) is not None
+                and found.fresh_for is memo[1].stale_time
             ):
-                self._hits[key_hash] = self._cache.use_bound
+                found.hit = self._cache.use_bound  # a use: the key's gc counts from it
                 return found.data  # type: ignore[no-any-return]
             snap = found
+        key_hash = options.key_hash
         owners = self._check_open()
         if self._wide.defaults:
             options = self._wide.defaults.resolve(options)

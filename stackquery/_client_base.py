@@ -54,7 +54,6 @@ class ClientBase:
         self.serializer: Serializer = parts.serializer
         """What values go through on their way to L2 (and ``dehydrate``)."""
         self._cache = parts.cache
-        self._hits = parts.cache.hits  # never rebound either
         self._events = parts.events
         self._fleet = parts.fleet
         self._wide = ClientWide(parts.cache)

@@ -94,7 +94,7 @@ class ClientWide:
             return None  # inactive, or observed by disabled observers only (never refetched)
         # Unobserved: the options it was last read with; none for a key only set,
         # hydrated or taken from another process (no query_fn known here).
-        return self._cache.last_options.get(key_hash)
+        return self._cache.last_options(key_hash)
 
     def queries_data(
         self, prefix: QueryKey, *, exact: bool, predicate: Predicate | None
@@ -144,7 +144,7 @@ class ClientWide:
         snap = cache.get(key_hash)
         if snap is None or not cache.servable(snap, options):
             return await fetch(options)
-        cache.hits[key_hash] = cache.use_bound  # a use, as a fresh hit records it
+        cache.note_use(key_hash)  # a use, as a fresh hit records it
         if revalidate_if_stale and not cache.is_fresh(snap, options):
             owners.prefetch(options)
         await trio.lowlevel.checkpoint()

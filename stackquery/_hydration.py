@@ -313,7 +313,7 @@ class ColdReads:
         snap = cache.get(options.key_hash)
         if snap is not None and cache.servable(snap, options):
             if cache.is_fresh(snap, options):
-                cache.hits[options.key_hash] = cache.use_bound
+                cache.note_use(options.key_hash)
             else:
                 actor.claim_fetch(options)  # stale: served, refetched in the background
             reply.set_value(snap.data)

@@ -171,14 +171,14 @@ class QueryOwners:
         cold = self._cold_reads.get(key_hash) if self._cold_reads is not None else None
         if snap is not None and cache.servable(snap, options):
             if cache.is_fresh(snap, options):  # fresh by another stale_time than the snapshot's
-                cache.hits[key_hash] = cache.use_bound
+                cache.note_use(key_hash)
                 return True
             # No refetch while a cold read is out (it refetches if it must) or while
             # error_ttl holds the last error (stale data is served, the origin spared).
             if cold is None and cache.remembered_error(key_hash) is None:
                 registry.reserve(key_hash).claim_fetch(options)  # its publish records the use
             else:
-                cache.hits[key_hash] = cache.use_bound  # a use all the same (gc counts from it)
+                cache.note_use(key_hash)  # a use all the same (gc counts from it)
             return False
         if cold is not None:
             return cold.reply
@@ -188,7 +188,7 @@ class QueryOwners:
             if serve_stale_if_error(cache, snap, options, 1):
                 # The remembered error stands for a fetch that failed: stale_if_error serves
                 # this caller the last good data as it would that fetch's waiters.
-                cache.hits[key_hash] = cache.use_bound
+                cache.note_use(key_hash)
                 return False
             raise error
         return registry.reserve(key_hash).claim_fetch(options)

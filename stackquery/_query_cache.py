@@ -67,15 +67,13 @@ class QueryCache:
         self.events = events
         self.snapshots: dict[str, Snapshot] = {}
         """Every key's snapshot.  Read it freely; change it only through this class."""
-        self.hits: dict[str, float] = {}
-        """Keys read by fresh hits since their timer last looked, each with :attr:`use_bound`
-        as it was then: a hit stores a float (no clock read, no allocation).  Never rebound."""
         self.use_bound = 0.0
-        """An upper bound of "now", kept ahead by :meth:`run_use_clock`."""
-        self.last_options: dict[str, QueryOptions[Any]] = {}
-        """The options each key was last read or fetched with (not on fresh hits): what
-        ``refetch_queries`` fetches an unobserved key with.  Dropped with the key."""
-        self._timers = KeyTimers(self._on_timer)
+        """An upper bound of "now", kept ahead by :meth:`run_use_clock`: what a fresh hit
+        stores in its snapshot's ``hit`` (no clock read, no allocation)."""
+        self._unplaced_options: dict[str, QueryOptions[Any]] = {}
+        """Options remembered for keys not in the table yet (a cold read, a fetch about to
+        make the key): moved into the key's snapshot when it is made."""
+        self._timers = KeyTimers(self._on_timer, self._timer_deadline)
         self._dead_timers = 0
         """Timer entries of dropped keys, still in the heap (see :meth:`drop`)."""
         self._clock: Clock | None = None
@@ -136,17 +134,36 @@ class QueryCache:
         return snap.state if snap is not None else EMPTY_STATE
 
     def remember(self, options: QueryOptions[Any]) -> None:
-        """Record ``options`` as the key's :attr:`last_options`.
+        """Record ``options`` as what the key was last read with (see :meth:`last_options`).
 
-        Keys recorded but never put in the table (a read that failed before
-        its key was made) are swept once they could be as many as the keys.
+        Kept in the key's snapshot (``Snapshot.options``), or until the key is
+        made for a key not in the table yet; those of keys never made (a read
+        that failed first) are swept once they could be as many as the keys.
         """
-        last = self.last_options
-        last[options.key_hash] = options
-        if len(last) > 2 * len(self.snapshots) + 1024:
-            snapshots = self.snapshots
-            for key_hash in [k for k in last if k not in snapshots]:
-                del last[key_hash]
+        key_hash = options.key_hash
+        snap = self.snapshots.get(key_hash)
+        if snap is not None:
+            snap.options = options
+            return
+        unplaced = self._unplaced_options
+        if len(unplaced) > len(self.snapshots) + 1024:
+            unplaced.clear()
+        unplaced[key_hash] = options
+
+    def last_options(self, key_hash: str) -> QueryOptions[Any] | None:
+        """The options the key was last read or fetched with (not by fresh hits), or ``None``:
+        what ``refetch_queries`` fetches an unobserved key with."""
+        snap = self.snapshots.get(key_hash)
+        if snap is not None:
+            return snap.options  # type: ignore[no-any-return]
+        return self._unplaced_options.get(key_hash)
+
+    def note_use(self, key_hash: str) -> None:
+        """Count a use of the key that publishes nothing (a read served from the table) as a
+        fresh hit does: the key's gc counts from :attr:`use_bound`; synchronous."""
+        snap = self.snapshots.get(key_hash)
+        if snap is not None:
+            snap.hit = self.use_bound
 
     def matches(
         self, key: QueryKey, exact: bool, predicate: Predicate | None
@@ -301,6 +318,9 @@ class QueryCache:
         if max_queries is not None and len(self.snapshots) >= max_queries:
             # Room is made before the new key goes in, so the new key is never the one evicted.
             self._evict(max_queries - 1)
+        unplaced = self._unplaced_options
+        if unplaced:
+            snap.options = unplaced.pop(key_hash, None)
         self.snapshots[key_hash] = snap
         if self.events.listening:
             self.events.emit(CacheEventType.ADDED, snap.key, snap.state)
@@ -372,7 +392,14 @@ class QueryCache:
         if self.events.listening:
             self.events.published(snapshots.get(key_hash), snap)
         # Moved to the back: the table's order is the eviction order (least recently used first).
-        snapshots.pop(key_hash, None)
+        old = snapshots.pop(key_hash, None)
+        if old is not None and old is not snap:
+            # What uses wrote in place into the snapshot in the table is the latest, even if
+            # ``snap`` was built from an older one (not visible yet: written here, not evolved).
+            snap.options = old.options
+            hit = old.hit
+            if hit is not None and (snap.hit is None or hit > snap.hit):
+                snap.hit = hit
         snap = self._arm(snap)
         snapshots[key_hash] = snap
         return snap
@@ -399,8 +426,6 @@ class QueryCache:
         """
         snaps = self.snapshots
         snap = snaps.pop(key_hash, None)
-        self.hits.pop(key_hash, None)
-        self.last_options.pop(key_hash, None)
         if snap is None:
             return
         if self.events.listening:
@@ -412,11 +437,7 @@ class QueryCache:
             self._dead_timers += 1
             if self._dead_timers >= len(snaps):
                 self._dead_timers = 0
-                self._timers.compact(
-                    lambda deadline, key: (
-                        (s := snaps.get(key)) is not None and s.timer_at == deadline
-                    )
-                )
+                self._timers.compact()
 
     def emit_observer(self, key_hash: str, *, added: bool) -> None:
         """Report an observer added to or removed from the key."""
@@ -452,6 +473,11 @@ class QueryCache:
             snap = _state.evolve(snap, timer_at=deadline)
         return snap
 
+    def _timer_deadline(self, key_hash: str) -> float | None:
+        """The deadline of the key's timer entry that counts, or ``None`` (see KeyTimers)."""
+        snap = self.snapshots.get(key_hash)
+        return snap.timer_at if snap is not None else None
+
     def _on_timer(self, key_hash: str, deadline: float) -> None:
         """The key's timer came due: flip its staleness flag, collect it, or look again later."""
         snap = self.snapshots.get(key_hash)
@@ -460,12 +486,9 @@ class QueryCache:
         now = trio.current_time()
         if snap.fresh and snap.stale_at <= now:
             snap = _state.went_stale(snap)
-        hits = self.hits
-        hit = hits.pop(key_hash, None)
+        hit = snap.hit
         if hit is not None and hit + snap.gc_time > snap.collect_at:
             snap = _state.used(snap, now=hit)
-        if not hits:
-            hits.clear()  # frees the table a burst of hits grew (a dict never shrinks)
         if self._is_busy(key_hash):
             # In use (a fetch, observers): look again later; the last observer
             # leaving restarts the countdown through collect_at.  Not sooner
@@ -490,7 +513,7 @@ class QueryCache:
                 return
             key_hash = next(iter(table))
             snap = table[key_hash]
-            hit = self.hits.pop(key_hash, None)
+            hit = snap.hit
             hit_since = hit is not None and hit + snap.gc_time > snap.collect_at
             if self._is_busy(key_hash) or hit_since:
                 # Second chance (the CLOCK approximation of LRU): busy, or hit

@@ -96,46 +96,145 @@ NOT_FRESH: Final = object()
 
 
 @attrs.frozen(weakref_slot=False)
+class Shape:
+    """The part of a :class:`Snapshot` that most keys have in common: shared, not copied.
+
+    A million idle keys fetched once and never failed are in one of a handful
+    of shapes, so each snapshot holds a reference to an interned shape
+    (see :func:`shape`) instead of seven fields of its own.
+    """
+
+    status: QueryStatus = QueryStatus.PENDING
+    fetch_status: FetchStatus = FetchStatus.IDLE
+    is_invalidated: bool = False
+    failure: Failure | None = None
+    """Errors and failed attempts, ``None`` for a key that never failed."""
+    stale_time: StaleTime | None = None
+    """The option the freshness was judged with (``None``: the client's)."""
+    gc_time: float = 300.0
+    """Seconds the key may stay unused and unobserved before it is dropped."""
+    fetch_count: int = 0
+    """Fetches started for the key since it entered L1."""
+
+
+_SHAPES: dict[tuple[Any, ...], Shape] = {}
+"""Interned shapes without a failure, by their fields (``stale_time`` by identity)."""
+_SHAPES_MAX = 4096
+"""Past this many shapes the table starts over: sharing saves memory, it is not needed
+for correctness, and a program that makes new ``stale_time`` objects must not grow it."""
+
+
+def shape(
+    status: QueryStatus,
+    fetch_status: FetchStatus,
+    is_invalidated: bool,
+    failure: Failure | None,
+    stale_time: StaleTime | None,
+    gc_time: float,
+    fetch_count: int,
+) -> Shape:
+    """The shape with these fields: an interned one unless ``failure`` is set; never raises.
+
+    ``stale_time`` counts by identity (the fresh hit compares it with ``is``):
+    the interned shape holds it, so its ``id`` is not reused while the entry lives.
+    """
+    if failure is not None:
+        return Shape(
+            status, fetch_status, is_invalidated, failure, stale_time, gc_time, fetch_count
+        )
+    key = (status, fetch_status, is_invalidated, id(stale_time), gc_time, fetch_count)
+    found = _SHAPES.get(key)
+    if found is None or found.stale_time is not stale_time:
+        if len(_SHAPES) >= _SHAPES_MAX:
+            _SHAPES.clear()
+        found = _SHAPES[key] = Shape(
+            status, fetch_status, is_invalidated, None, stale_time, gc_time, fetch_count
+        )
+    return found
+
+
+@attrs.define(weakref_slot=False, eq=False)
 class Snapshot:
     """The published state of one key: what the L1 table holds.
 
     One object per key, kept small because a million cached keys are a
-    million of these: the :class:`QueryState` users see is built from it on
-    demand, and the key tuple is parsed back from its canonical hash.  Fresh
-    hits read ``fresh`` and ``data`` and nothing else, so the flag is
-    computed when the snapshot is made and flipped by a timer when the data
-    goes stale; nothing on the hit path reads the clock.
+    million of these: what most keys share is one interned :class:`Shape`,
+    the :class:`QueryState` users see is built from it on demand, and the key
+    tuple is parsed back from its canonical hash.  Fresh hits read ``fresh_for``
+    and ``data`` and nothing else, so the flag is computed when the snapshot is
+    made and flipped by a timer when the data goes stale; nothing on the hit
+    path reads the clock.
+
+    Immutable but for ``hit`` and ``options``, which are bookkeeping of the
+    table, not state: every change of state is a new snapshot (:func:`evolve`
+    and the transitions below), never a change in place.  The class is not
+    attrs-frozen only because a frozen class's ``__setattr__`` would turn the
+    fresh hit's store of ``hit`` into a Python call.
     """
 
     key_hash: str
     """The key's canonical hash: its place in the L1 table."""
-    status: QueryStatus = QueryStatus.PENDING
-    fetch_status: FetchStatus = FetchStatus.IDLE
     data: Any = None
-    data_updated_at: float | None = None
-    """Wall time the data was fetched or set; ``None``: no data."""
-    failure: Failure | None = None
-    """Errors and failed attempts, ``None`` for a key that never failed."""
-    is_invalidated: bool = False
     fresh_for: object = NOT_FRESH
     """While the data is fresh (successful, not invalidated, younger than
     ``stale_time``): the ``stale_time`` object it was judged with, else
     :data:`NOT_FRESH`.  So the fresh-hit test is one identity comparison
     with the caller's ``stale_time``."""
-    stale_time: StaleTime | None = None
-    """The option the freshness was judged with (``None``: the client's)."""
+    data_updated_at: float | None = None
+    """Wall time the data was fetched or set; ``None``: no data."""
     stale_at: float = -math.inf
     """Trio time the data goes stale (``inf``: never; ``-inf``: no data)."""
     collect_at: float = 300.0
     """Trio time the key may be dropped, unused and unobserved: its last change or use
     plus ``gc_time``.  Kept rather than the time of that use, so that the key's gc
     timer, usually due then, shares this float instead of holding one of its own."""
-    gc_time: float = 300.0
-    """Seconds this key may stay unused and unobserved before it is dropped."""
     timer_at: float = math.inf
     """Deadline of the key's one pending timer (staleness and gc); ``inf``: none."""
-    fetch_count: int = 0
-    """Fetches started for this key since it entered L1."""
+    shape: Shape = attrs.field(factory=Shape)
+    """Status, fetch status, failure, stale and gc time, fetch count: shared."""
+    hit: float | None = attrs.field(default=None, repr=False)
+    """Written in place by a fresh hit (and other uses that publish nothing): an
+    upper bound of its time, kept by the table's ticker.  The key's timer folds
+    it into ``collect_at``."""
+    options: Any = attrs.field(default=None, repr=False)
+    """The options the key was last read or fetched with (not by fresh hits), or
+    ``None``: what ``refetch_queries`` fetches an unobserved key with.  Written in
+    place by :meth:`QueryCache.remember`."""
+
+    @property
+    def status(self) -> QueryStatus:
+        """``pending`` (no data, no error yet), ``success`` or ``error``."""
+        return self.shape.status
+
+    @property
+    def fetch_status(self) -> FetchStatus:
+        """``fetching`` while ``query_fn`` runs."""
+        return self.shape.fetch_status
+
+    @property
+    def is_invalidated(self) -> bool:
+        """Whether the data was invalidated and not refetched since."""
+        return self.shape.is_invalidated
+
+    @property
+    def failure(self) -> Failure | None:
+        """Errors and failed attempts, ``None`` for a key that never failed."""
+        return self.shape.failure
+
+    @property
+    def stale_time(self) -> StaleTime | None:
+        """The option the freshness was judged with (``None``: the client's)."""
+        return self.shape.stale_time
+
+    @property
+    def gc_time(self) -> float:
+        """Seconds this key may stay unused and unobserved before it is dropped."""
+        return self.shape.gc_time
+
+    @property
+    def fetch_count(self) -> int:
+        """Fetches started for this key since it entered L1."""
+        return self.shape.fetch_count
 
     @property
     def fresh(self) -> bool:
@@ -145,23 +244,27 @@ class Snapshot:
     @property
     def error(self) -> BaseException | None:
         """The last final fetch error (see :class:`Failure`)."""
-        return self.failure.error if self.failure is not None else None
+        failure = self.shape.failure
+        return failure.error if failure is not None else None
 
     @property
     def error_updated_at(self) -> float | None:
         """Wall time of the last final fetch error."""
-        return self.failure.error_updated_at if self.failure is not None else None
+        failure = self.shape.failure
+        return failure.error_updated_at if failure is not None else None
 
     @property
     def error_count(self) -> int:
         """Fetches of this key that failed for good since it entered L1 (kept in ``failure``,
         which only a key that ever failed has)."""
-        return self.failure.error_count if self.failure is not None else 0
+        failure = self.shape.failure
+        return failure.error_count if failure is not None else 0
 
     @property
     def fetch_failure_count(self) -> int:
         """Failed attempts since the last success."""
-        return self.failure.fetch_failure_count if self.failure is not None else 0
+        failure = self.shape.failure
+        return failure.fetch_failure_count if failure is not None else 0
 
     @property
     def has_data(self) -> bool:
@@ -176,16 +279,18 @@ class Snapshot:
     @property
     def state(self) -> QueryState[Any]:
         """The key's :class:`QueryState`, built now."""
+        shape = self.shape
+        failure = shape.failure
         return QueryState(
-            status=self.status,
-            fetch_status=self.fetch_status,
+            status=shape.status,
+            fetch_status=shape.fetch_status,
             data=self.data,
-            error=self.error,
+            error=failure.error if failure is not None else None,
             data_updated_at=self.data_updated_at,
-            error_updated_at=self.error_updated_at,
-            fetch_failure_count=self.fetch_failure_count,
-            is_stale=not self.fresh,
-            is_invalidated=self.is_invalidated,
+            error_updated_at=failure.error_updated_at if failure is not None else None,
+            fetch_failure_count=failure.fetch_failure_count if failure is not None else 0,
+            is_stale=self.fresh_for is NOT_FRESH,
+            is_invalidated=shape.is_invalidated,
         )
 
 
@@ -194,15 +299,30 @@ def _make_evolve() -> Callable[..., Snapshot]:
 
     ``attrs.evolve`` looks the class's fields up and loops over them on every
     call (about 2.8 us); a cold key's fetch makes four snapshots, so this
-    one is written out for the fields once, at import (about 1.3 us): one
-    keyword per field, each defaulting to the old snapshot's value.  Built
-    from ``attrs.fields``, it follows any field added to the class.
+    one is written out for the fields once, at import: one keyword per field
+    of the snapshot and of its :class:`Shape`, each defaulting to the old
+    snapshot's value; a new shape is looked up only when one of its fields
+    changes.  Built from ``attrs.fields``, it follows any field added to
+    either class.
     """
-    names = [field.name for field in attrs.fields(Snapshot)]
-    params = ", ".join(f"{name}=_KEEP" for name in names)
-    args = ", ".join(f"snap.{name} if {name} is _KEEP else {name}" for name in names)
-    namespace: dict[str, Any] = {"Snapshot": Snapshot, "_KEEP": object()}
-    exec(f"def evolve(snap, *, {params}):\n    return Snapshot({args})", namespace)
+    fields = [field.name for field in attrs.fields(Snapshot)]
+    own = [name for name in fields if name != "shape"]
+    shared = [field.name for field in attrs.fields(Shape)]
+    params = ", ".join(f"{name}=_KEEP" for name in own + shared)
+    changed = " or ".join(f"{name} is not _KEEP" for name in shared)
+    shape_args = ", ".join(f"old.{name} if {name} is _KEEP else {name}" for name in shared)
+    args = ", ".join(
+        "new" if name == "shape" else f"snap.{name} if {name} is _KEEP else {name}"
+        for name in fields
+    )
+    code = (
+        f"def evolve(snap, *, {params}):\n"
+        f"    old = snap.shape\n"
+        f"    new = shape({shape_args}) if {changed} else old\n"
+        f"    return Snapshot({args})"
+    )
+    namespace: dict[str, Any] = {"Snapshot": Snapshot, "shape": shape, "_KEEP": object()}
+    exec(code, namespace)
     evolve: Callable[..., Snapshot] = namespace["evolve"]
     return evolve
 
@@ -223,14 +343,15 @@ def empty_snapshot(
     if fetching:
         return Snapshot(
             key_hash=key_hash,
-            fetch_status=FetchStatus.FETCHING,
-            stale_time=stale_time,
             collect_at=now + gc_time,
-            gc_time=gc_time,
-            fetch_count=1,
+            shape=shape(
+                QueryStatus.PENDING, FetchStatus.FETCHING, False, None, stale_time, gc_time, 1
+            ),
         )
     return Snapshot(
-        key_hash=key_hash, stale_time=stale_time, collect_at=now + gc_time, gc_time=gc_time
+        key_hash=key_hash,
+        collect_at=now + gc_time,
+        shape=shape(QueryStatus.PENDING, FetchStatus.IDLE, False, None, stale_time, gc_time, 0),
     )
 
 

@@ -6,7 +6,7 @@ import heapq
 import logging
 import math
 from collections.abc import Callable
-from typing import Any, final
+from typing import final
 
 import trio
 
@@ -23,24 +23,31 @@ class KeyTimers:
     A key's staleness flag and its garbage collection share one entry here
     rather than a task per key.  A million idle keys are a million pending
     entries, so an entry is kept small: most wait in a coarse wheel, a list
-    per :data:`RESOLUTION`-second bucket holding the deadline and the key
-    (16 bytes an entry; a ``(deadline, key)`` tuple in a heap costs about
-    65).  When a bucket's start comes, its entries move to an exact heap,
-    which fires each at its own deadline: so only the keys due within the
-    next bucket carry a tuple, and none fires late or early.
+    of keys per :data:`RESOLUTION`-second bucket (8 bytes an entry; a
+    ``(deadline, key)`` tuple in a heap costs about 65).  The owner keeps,
+    per key, the deadline of the entry that counts (``Snapshot.timer_at``),
+    and ``deadline_of(key_hash)`` tells it (``None``: no key): when a
+    bucket's start comes, each of its keys whose deadline is in that bucket
+    moves to an exact heap, which fires it at that deadline; the others
+    were superseded (the key's deadline changed, and has an entry of its
+    own) and are let go.  So only the keys due within the next bucket carry
+    a tuple, and none fires late or early.
 
-    The owner keeps, per key, the deadline of the entry that counts
-    (``Snapshot.timer_at``) and ignores the others when they fire.  ``fire``
-    runs synchronously in the timer task and must not block; one that raises
-    is logged and the timers go on.
+    ``fire`` is also called for a heap entry superseded after its move; the
+    owner ignores a deadline that no longer counts.  ``fire`` runs
+    synchronously in the timer task and must not block; one that raises is
+    logged and the timers go on.
     """
 
-    def __init__(self, fire: Callable[[str, float], None]) -> None:
+    def __init__(
+        self, fire: Callable[[str, float], None], deadline_of: Callable[[str], float | None]
+    ) -> None:
         self._fire = fire
+        self._deadline_of = deadline_of
         self._heap: list[tuple[float, str]] = []
         """Entries due before the end of the bucket the clock is in: exact order."""
-        self._buckets: dict[int, list[Any]] = {}
-        """Bucket number -> flat ``[deadline, key_hash, deadline, key_hash, ...]``."""
+        self._buckets: dict[int, list[str]] = {}
+        """Bucket number -> the keys with an entry in it."""
         self._bucket_heap: list[int] = []
         """The numbers of the buckets in ``_buckets`` (and of some emptied since)."""
         self._in_buckets = 0
@@ -54,7 +61,11 @@ class KeyTimers:
         return len(self._heap) + self._in_buckets
 
     def push(self, deadline: float, key_hash: str) -> None:
-        """Schedule ``fire(key_hash, deadline)`` for trio time ``deadline``; synchronous."""
+        """Schedule ``fire(key_hash, deadline)`` for trio time ``deadline``; synchronous.
+
+        The entry counts only if ``deadline_of(key_hash)`` says ``deadline`` when its
+        bucket begins (the owner records it as it pushes).
+        """
         if deadline == math.inf:
             return
         number = math.floor(deadline / RESOLUTION)
@@ -66,7 +77,6 @@ class KeyTimers:
             if bucket is None:
                 bucket = self._buckets[number] = []
                 heapq.heappush(self._bucket_heap, number)
-            bucket.append(deadline)
             bucket.append(key_hash)
             self._in_buckets += 1
             due = number * RESOLUTION
@@ -74,28 +84,30 @@ class KeyTimers:
         if due < self._waiting_until:
             self._wakeup.set()
 
-    def compact(self, keep: Callable[[float, str], bool]) -> None:
-        """Drop the entries for which ``keep(deadline, key_hash)`` is false; synchronous.
+    def compact(self) -> None:
+        """Drop the entries that no longer count (``deadline_of`` gives another); synchronous.
 
         For the owner to call when many entries no longer count (their keys
-        were dropped): otherwise they stay until their deadline comes.
+        were dropped): otherwise they stay until their bucket or deadline comes.
         """
+        deadline_of = self._deadline_of
         heap = self._heap
-        heap[:] = [entry for entry in heap if keep(*entry)]  # in place: run() holds this list
+        # In place: run() holds this list.
+        heap[:] = [entry for entry in heap if deadline_of(entry[1]) == entry[0]]
         heapq.heapify(heap)
         count = 0
         for number, bucket in list(self._buckets.items()):
-            kept: list[Any] = []
-            for i in range(0, len(bucket), 2):
-                if keep(bucket[i], bucket[i + 1]):
-                    kept.append(bucket[i])
-                    kept.append(bucket[i + 1])
+            kept = [key for key in bucket if self._counts_in(key, number)]
             if kept:
                 self._buckets[number] = kept
-                count += len(kept) // 2
+                count += len(kept)
             else:
                 del self._buckets[number]  # its number stays in _bucket_heap, skipped later
         self._in_buckets = count
+
+    def _counts_in(self, key_hash: str, number: int) -> bool:
+        """Whether the key's deadline that counts falls in bucket ``number``."""
+        return _bucket_of(self._deadline_of(key_hash)) == number
 
     async def wait_nonempty(self) -> None:
         """Return once at least one entry is pending."""
@@ -108,12 +120,18 @@ class KeyTimers:
         numbers, buckets, heap = self._bucket_heap, self._buckets, self._heap
         current = math.floor(now / RESOLUTION)
         while numbers and numbers[0] <= current:
-            bucket = buckets.pop(heapq.heappop(numbers), None)
+            number = heapq.heappop(numbers)
+            bucket = buckets.pop(number, None)
             if bucket is None:
                 continue
-            self._in_buckets -= len(bucket) // 2
-            for i in range(0, len(bucket), 2):
-                heapq.heappush(heap, (bucket[i], bucket[i + 1]))
+            self._in_buckets -= len(bucket)
+            deadline_of = self._deadline_of
+            for key_hash in bucket:
+                deadline = deadline_of(key_hash)
+                # A key twice in one bucket (its deadline moved within it) moves twice:
+                # the second firing no longer counts, and the owner ignores it.
+                if deadline is not None and _bucket_of(deadline) == number:
+                    heapq.heappush(heap, (deadline, key_hash))
         self._moved_through = max(self._moved_through, current)
 
     def _next_due(self) -> float:
@@ -140,3 +158,10 @@ class KeyTimers:
             self._wakeup = trio.Event()
             with trio.move_on_at(self._waiting_until):
                 await self._wakeup.wait()
+
+
+def _bucket_of(deadline: float | None) -> int | None:
+    """The number of the bucket ``deadline`` falls in; ``None`` for no deadline or ``inf``."""
+    if deadline is None or deadline == math.inf:
+        return None
+    return math.floor(deadline / RESOLUTION)

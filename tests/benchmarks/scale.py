@@ -2,7 +2,8 @@
 
 Each round runs in a fresh subprocess, so that its RSS baseline is not
 muddied by an earlier round.  A round opens a client (``stale_time`` 60 s, so
-that every key has its staleness timer armed as well as its gc timer),
+that every key has its staleness timer armed as well as its gc timer; ``gc_time``
+an hour, so that no key leaves during a long fill),
 measures RSS and counts trio tasks, fetches 100,000 distinct keys with small
 int values (through ``prefetch_query``, 1,000 at a time), reads each once more
 as a fresh hit (so the per-key hit record exists too), lets every actor
@@ -110,6 +111,17 @@ def _size(obj: object, seen: set[int]) -> int:
     return size
 
 
+def _options_size(options: Any, seen: set[int]) -> int:
+    if options is None:
+        return 0
+    size = _size(options, seen) + _size(options.query_key, seen) + _size(options.key, seen)
+    fn = options.query_fn
+    size += _size(fn, seen)
+    if isinstance(fn, functools.partial):
+        size += _size(fn.args, seen)
+    return size
+
+
 def _walk(client: sq.QueryClient) -> dict[str, int]:
     """Bytes per category of the client's per-key structures, each object counted once.
 
@@ -130,6 +142,12 @@ def _walk(client: sq.QueryClient) -> dict[str, int]:
                 out["data (the cached int)"] += _size(value, seen)
             elif field.name == "key_hash":
                 out["key_hash str (table key)"] += _size(value, seen)
+            elif field.name == "options":
+                # The options it was last read with (refetch_queries needs them): built per
+                # key by this benchmark, so the options object, its key tuple and query_fn.
+                out["last options (QueryOptions, key, query_fn)"] += _options_size(value, seen)
+            elif field.name == "shape":
+                out["Shape (shared by the keys alike)"] += _size(value, seen)
             else:
                 out["Snapshot fields (floats, ints)"] += _size(value, seen)
     timers = cache._timers
@@ -156,7 +174,9 @@ def _walk(client: sq.QueryClient) -> dict[str, int]:
 
 
 async def _child_round(keys: int, fill: str, trace: bool) -> dict[str, Any]:
-    config = sq.QueryClientConfig(stale_time=60.0)
+    # gc_time past any fill time (a million keys take minutes on a loaded machine): no key
+    # may leave before it is measured.
+    config = sq.QueryClientConfig(stale_time=60.0, gc_time=3600.0)
     async with sq.open_query_client(config) as client:
         await trio.testing.wait_all_tasks_blocked()
         root = trio.lowlevel.current_root_task()
@@ -164,10 +184,11 @@ async def _child_round(keys: int, fill: str, trace: bool) -> dict[str, Any]:
         rss_before = _settled_rss()
         if trace:
             tracemalloc.start()
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         await _fill(client, keys, fill)
         await trio.testing.wait_all_tasks_blocked()
         fill_s = time.perf_counter() - start
+        fill_cpu_s = time.process_time() - start_cpu
         gc.collect()
         traced: dict[str, Any] = {}
         if trace:
@@ -186,6 +207,7 @@ async def _child_round(keys: int, fill: str, trace: bool) -> dict[str, Any]:
         result = {
             "keys": keys,
             "fill_s": fill_s,
+            "fill_cpu_s": fill_cpu_s,
             "rss_bytes_per_key": (rss_after - rss_before) / keys,
             "tasks_before": tasks_before,
             "tasks_after": _count_tasks(root),
@@ -230,8 +252,11 @@ def _print_report(rounds: list[dict[str, Any]], traced: dict[str, Any] | None) -
     fill = statistics.median(r["fill_s"] for r in rounds)
     per_round = ", ".join(f"{r['rss_bytes_per_key']:.0f}" for r in rounds)
     print(f"{keys} keys (small ints), {len(rounds)} rounds, each in a fresh process")
+    cpu = statistics.median(r["fill_cpu_s"] for r in rounds)
+    cpus = ", ".join(f"{r['fill_cpu_s']:.1f}" for r in rounds)
     print(
         f"  fill + one fresh read per key: median {fill:.1f} s ({fill / keys * 1e6:.0f} µs per key)"
+        f"; process CPU time {cpu:.1f} s (per round: {cpus})"
     )
     print(f"  RSS per key, median: {rss:.0f} bytes (per round: {per_round})")
     extra_tasks = sorted({r["tasks_after"] - r["tasks_before"] for r in rounds})

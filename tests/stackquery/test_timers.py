@@ -8,42 +8,85 @@ import trio.testing
 from stackquery._timers import RESOLUTION, KeyTimers
 
 
+class Owner:
+    """Keeps each key's deadline that counts, as the L1 table keeps ``timer_at``."""
+
+    def __init__(self) -> None:
+        self.deadlines: dict[str, float] = {}
+        self.fired: list[tuple[str, float, float]] = []
+        self.timers = KeyTimers(self.fire, self.deadlines.get)
+
+    def push(self, deadline: float, key: str) -> None:
+        self.timers.push(deadline, key)
+        self.deadlines[key] = deadline
+
+    def fire(self, key: str, deadline: float) -> None:
+        if self.deadlines.get(key) == deadline:
+            del self.deadlines[key]
+            self.fired.append((key, deadline, trio.current_time()))
+
+
 async def test_each_entry_fires_at_its_own_deadline_never_early_never_late(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     """Deadlines within one bucket, across buckets and already past fire in order, on time."""
-    fired: list[tuple[str, float, float]] = []
-    timers = KeyTimers(lambda key, deadline: fired.append((key, deadline, trio.current_time())))
+    owner = Owner()
+    timers = owner.timers
     start = trio.current_time()
     deadlines = {"a": 0.25, "b": 0.75, "c": 3 * RESOLUTION + 0.5, "d": 10.0, "past": -5.0}
     for key, offset in deadlines.items():
-        timers.push(start + offset, key)
+        owner.push(start + offset, key)
     assert len(timers) == 5
     async with trio.open_nursery() as nursery:
         nursery.start_soon(timers.run)
         await trio.sleep(4.0)
-        timers.push(start + 4.5, "late-push")  # into a bucket the wheel already moved
-        timers.push(start + 7.2, "e")
+        owner.push(start + 4.5, "late-push")  # into a bucket the wheel already moved
+        owner.push(start + 7.2, "e")
         await trio.sleep(20.0)
         nursery.cancel_scope.cancel()
-    assert [key for key, *_ in fired] == ["past", "a", "b", "c", "late-push", "e", "d"]
-    for key, deadline, at in fired:
+    assert [key for key, *_ in owner.fired] == ["past", "a", "b", "c", "late-push", "e", "d"]
+    for key, deadline, at in owner.fired:
         assert at == max(deadline, start), key
     assert len(timers) == 0
+
+
+async def test_a_superseded_entry_never_fires_and_the_new_deadline_does(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A key moved to a later bucket, and one moved within its bucket, fire once, when due."""
+    owner = Owner()
+    start = trio.current_time()
+    owner.push(start + 2.5, "later")
+    owner.push(start + 6.5, "later")  # supersedes the entry in bucket 2
+    owner.push(start + 3.75, "within")
+    owner.push(start + 3.25, "within")  # same bucket, earlier
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(owner.timers.run)
+        await trio.sleep(10.0)
+        nursery.cancel_scope.cancel()
+    assert owner.fired == [
+        ("within", start + 3.25, start + 3.25),
+        ("later", start + 6.5, start + 6.5),
+    ]
+    assert len(owner.timers) == 0
 
 
 async def test_compact_drops_entries_in_the_wheel_and_in_the_heap(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    fired: list[str] = []
-    timers = KeyTimers(lambda key, _deadline: fired.append(key))
+    """Entries whose key's deadline no longer counts go at once, in the wheel and in the heap."""
+    owner = Owner()
+    timers = owner.timers
     start = trio.current_time()
     for n in range(10):
-        timers.push(start + n * 0.6, f"k{n}")
-    timers.compact(lambda _deadline, key: key in {"k1", "k7"})
+        owner.push(start + n * 0.6, f"k{n}")
+    for n in range(10):
+        if n not in (1, 7):
+            del owner.deadlines[f"k{n}"]
+    timers.compact()
     assert len(timers) == 2
     async with trio.open_nursery() as nursery:
         nursery.start_soon(timers.run)
         await trio.sleep(10.0)
         nursery.cancel_scope.cancel()
-    assert fired == ["k1", "k7"]
+    assert [key for key, *_ in owner.fired] == ["k1", "k7"]

@@ -1,0 +1,81 @@
+"""Specification of the snapshot's shared part: keys alike share one interned Shape."""
+
+from __future__ import annotations
+
+import pytest
+
+import stackquery as sq
+from stackquery import _state
+
+
+async def load() -> int:
+    return 7
+
+
+async def fail() -> int:
+    raise ValueError("down")
+
+
+class TestShape:
+    async def test_keys_fetched_alike_share_one_shape(self) -> None:
+        """100 keys fetched with the same options hold the same Shape object."""
+        stale_time = 600.0
+        async with sq.open_query_client() as client:
+            for n in range(100):
+                options = sq.QueryOptions(query_key=("s", n), query_fn=load, stale_time=stale_time)
+                assert await client.fetch_query(options) == 7
+            shapes = {id(snap.shape) for snap in client.snapshots.values()}
+            assert len(shapes) == 1
+            snap = client.snapshots[sq.QueryOptions(query_key=("s", 0), query_fn=load).key_hash]
+            assert snap.stale_time is stale_time
+            assert (snap.status, snap.fetch_status, snap.fetch_count, snap.failure) == (
+                _state.QueryStatus.SUCCESS,
+                _state.FetchStatus.IDLE,
+                1,
+                None,
+            )
+
+    def test_an_equal_stale_time_of_another_identity_gets_its_own_shape(self) -> None:
+        """stale_time counts by identity (the fresh hit compares it with `is`)."""
+        first, second = float("600"), float("600")
+        assert first == second and first is not second
+        args = (_state.QueryStatus.SUCCESS, _state.FetchStatus.IDLE, False, None)
+        one = _state.shape(*args, first, 300.0, 1)
+        assert _state.shape(*args, first, 300.0, 1) is one
+        other = _state.shape(*args, second, 300.0, 1)
+        assert other is not one and other.stale_time is second
+
+    def test_a_failure_is_never_shared(self) -> None:
+        """A shape with a failure is a new object each time (it holds that key's error)."""
+        failure = _state.Failure(error=ValueError("x"), fetch_failure_count=1, error_count=1)
+        args = (_state.QueryStatus.ERROR, _state.FetchStatus.IDLE, False, failure, None, 300.0, 1)
+        assert _state.shape(*args) is not _state.shape(*args)
+
+    def test_evolve_changes_the_shape_only_when_one_of_its_fields_changes(self) -> None:
+        """A new timer deadline keeps the shape; a new status takes another."""
+        snap = _state.empty_snapshot("[1]", stale_time=None, gc_time=10.0, now=0.0)
+        moved = _state.evolve(snap, timer_at=5.0)
+        assert moved.shape is snap.shape and moved.timer_at == 5.0
+        fetching = _state.fetching(snap, now=1.0)
+        assert fetching.shape is not snap.shape
+        assert (fetching.fetch_status, fetching.fetch_count, fetching.gc_time) == (
+            _state.FetchStatus.FETCHING,
+            1,
+            10.0,
+        )
+        assert fetching.collect_at == 11.0
+
+    async def test_a_failed_key_reports_its_error_through_the_shape(self) -> None:
+        """The error, its count and the failed attempts are read through the key's shape."""
+        options = sq.QueryOptions(query_key=("f",), query_fn=fail, retry=0)
+        async with sq.open_query_client() as client:
+            with pytest.raises(ValueError, match="down"):
+                await client.fetch_query(options)
+            state = client.get_query_state(("f",))
+            assert state is not None
+            assert (state.status, type(state.error), state.fetch_failure_count) == (
+                _state.QueryStatus.ERROR,
+                ValueError,
+                1,
+            )
+            assert client.snapshots[options.key_hash].error_count == 1
