@@ -33,7 +33,6 @@ if TYPE_CHECKING:
         RedisClientStatistics,
         RedisCommandRefusedError,
         RedisReplyError,
-        Subscription,
     )
     from ._redis_cluster import (
         RedisClusterClient,
@@ -42,6 +41,7 @@ if TYPE_CHECKING:
         scan_names,
     )
     from ._redis_sentinel import SentinelAddress
+    from ._redis_subscription import Subscription
     from ._redis_tracking import Invalidation, SubscriptionEvents, TrackingRefusedError
     from ._s3 import S3Storage
     from ._sqlite import SQLiteStorage
@@ -60,7 +60,7 @@ _LAZY = {
     "RedisClientStatistics": "._redis_client",
     "RedisCommandRefusedError": "._redis_client",
     "RedisReplyError": "._redis_client",
-    "Subscription": "._redis_client",
+    "Subscription": "._redis_subscription",
     "RedisClusterClient": "._redis_cluster",
     "RedisClusterStatistics": "._redis_cluster",
     "redis_client_from_url": "._redis_cluster",

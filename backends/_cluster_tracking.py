@@ -39,7 +39,7 @@ import trio
 from ._cluster_slots import NodeAddress
 from ._cluster_topology import ClusterTopology
 from ._errors import StorageClosedError, StorageError, StorageUnavailableError
-from ._redis_client import Subscription
+from ._redis_subscription import Subscription
 from ._redis_tracking import Invalidation
 
 Event = tuple[bytes, bytes] | Invalidation

@@ -58,8 +58,8 @@ from ._redis_client import (
     RedisClient,
     RedisCommandRefusedError,
     RedisReplyError,
-    Subscription,
 )
+from ._redis_subscription import Subscription
 from ._redis_tracking import tracking_command
 from ._resp import CommandArg, RedisReply
 

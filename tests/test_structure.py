@@ -153,10 +153,9 @@ FRIENDS = {
     ("stackquery/cli/_commands.py", "argparse._MutuallyExclusiveGroup"),
     ("stackquery/cli/_redis_invalidate.py", "argparse._MutuallyExclusiveGroup"),
     ("stackquery/cli/_stores.py", "parts._replace"),
-    # The client and its Subscription handle, in one module.
-    ("backends/_redis_client.py", "subscription._start"),
-    ("backends/_redis_client.py", "subscription._track"),
-    ("backends/_redis_client.py", "subscription._drop"),
+    # A Subscription and the function that opens it, in one module.
+    ("backends/_redis_subscription.py", "subscription._start"),
+    ("backends/_redis_subscription.py", "subscription._track"),
     # redis-py's parser reads from `_buffer` and has no public way to be given one.
     ("backends/_resp.py", "self._parser._buffer"),
 }
