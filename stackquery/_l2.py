@@ -528,8 +528,15 @@ class L2Cache:
         return handle.done.is_set() and handle.error is None
 
     async def wait_drained(self) -> None:
-        """Return once no write or delete is queued or being stored (at once if none is)."""
+        """Return once no write or delete is queued or being stored (at once if none is).
+
+        Cancelled, it stops waiting; nothing else happens.
+        """
         await self._drained.wait()
+        # A write queued between the writer setting the event waited on and this
+        # task running again replaced it with a new one, unset: wait for that one.
+        while not self._drained.is_set():
+            await self._drained.wait()
 
     async def flush(self, seconds: float) -> bool:
         """Wait up to ``seconds`` for queued writes to land; return whether they did.
@@ -538,7 +545,7 @@ class L2Cache:
         up is counted as dropped, and one warning says how many.
         """
         with trio.move_on_after(seconds):
-            await self._drained.wait()
+            await self.wait_drained()
             return True
         dropped = len(self._writes) + len(self._writing)
         self._writing = {}  # given up: a late landing of one of these is not counted written

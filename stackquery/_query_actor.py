@@ -727,6 +727,19 @@ class QueryActor:
 
     async def _attempts(self, fetch: _Fetch) -> tuple[bool, Any]:
         options = fetch.options
+        first: Exception | None = None
+        if (
+            options.is_async
+            and options.timeout is None
+            and options.circuit is None
+            and not options.takes_context
+        ):
+            # A plain call, made straight away (most fetches need no other):
+            # the retry rule and the attempt function are for a failure.
+            try:
+                return True, await options.query_fn()
+            except Exception as exc:
+                first = exc
         rule = options.retry_rule.over(self._config.retry_rule)
         assert rule.should_retry is not None and rule.delay is not None  # the config has both
 
@@ -740,6 +753,7 @@ class QueryActor:
             should_retry=rule.should_retry,
             delay=rule.delay,
             on_failed_attempt=failed_attempt,
+            first_error=first,
         )
 
     def _cancel_fetch(self, *, revert: bool, why: str) -> None:

@@ -17,6 +17,7 @@ import textwrap
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from trio.testing import wait_all_tasks_blocked
 
 import stackquery as sq
 from backends import MemoryStorage, SQLiteStorage
+from stackquery._l2 import L2Cache
 from tests.stackquery.client_origin import Origin
 from tests.stackquery.l2_store import (
     KEY,
@@ -230,6 +232,58 @@ class TestValuesLostAtClose:
             await client.set_query_data(KEY, "a")
         assert (l2_stats(client).writes, l2_stats(client).dropped_writes) == (1, 0)
         assert l2_warnings(caplog) == []
+
+    async def test_a_write_queued_as_the_writer_drains_is_waited_for_by_flush(self) -> None:
+        """A write queued while flush() is being woken by the drained writer: flush waits for it.
+
+        The writer sets its "drained" event when it runs out of writes; a
+        write queued before flush() runs again replaces that event with a
+        new one, unset.  flush() woke on the old one and returned ``True``
+        with the write still queued: the close then stopped the writer and
+        the value was in L1 only, counted neither written nor dropped.
+
+        Two tasks wait for "drained" too, one parked before flush() and one
+        after, and each queues a write as it wakes.  trio runs the tasks it
+        wakes together in their order or reversed, so one of them runs
+        before flush() every time; with hypothesis loaded it shuffles them,
+        and flush() comes first one time in three: twenty rounds.
+        """
+        results: list[tuple[bool, int]] = []
+        for _ in range(20):
+            results.append(await flush_as_writes_keep_coming())
+        assert results == [(True, 0)] * 20
+
+
+async def flush_as_writes_keep_coming() -> tuple[bool, int]:
+    """flush() while two tasks queue a write as soon as the writer drains; what it returned,
+    and how many writes were pending then."""
+    store = ControlledStorage()
+    store.write_gate = trio.Event()
+    l2 = L2Cache(store, sq.serializers.json, "sq:", timeout=30.0)
+    flushed: list[tuple[bool, int]] = []
+
+    async def write_once_drained(key_hash: str) -> None:
+        await l2.wait_drained()
+        l2.write_soon(key_hash, key_hash, data_updated_at=2.0, ttl=None)
+
+    async def flush() -> None:
+        landed = await l2.flush(60.0)
+        flushed.append((landed, l2.statistics().pending_writes))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(l2.run_writer)
+        l2.write_soon("first", "first", data_updated_at=1.0, ttl=None)
+        await wait_all_tasks_blocked()  # the writer holds "first" at the gate
+        for task in (partial(write_once_drained, "before"), flush):
+            nursery.start_soon(task)
+            await wait_all_tasks_blocked()  # parked on "drained", in this order
+        nursery.start_soon(write_once_drained, "after")
+        await wait_all_tasks_blocked()
+        store.write_gate.set()
+        while not flushed:
+            await wait_all_tasks_blocked()
+        nursery.cancel_scope.cancel()
+    return flushed[0]
 
 
 class ThreadBlockedStorage:
