@@ -149,6 +149,7 @@ class L2Cache:
         self._writes: dict[str, _Set | _Delete] = {}
         self._writes_wanted = trio.Event()
         self._writing: dict[str, _Set | _Delete] = {}
+        self._writer_stopped = False
         """What the writer is storing now and has not landed yet (not in the store for sure)."""
         self._drained = trio.Event()
         self._drained.set()
@@ -427,6 +428,10 @@ class L2Cache:
         self._queue(key_hash, _DELETE)
 
     def _queue(self, key_hash: str, op: _Set | _Delete) -> None:
+        if self._writer_stopped:
+            # A fetch that landed as the client closed: no writer is left to store it.
+            self._count_dropped(1, "queued after the writer had stopped")
+            return
         self._writes.pop(key_hash, None)  # the latest op goes last, after older keys
         self._writes[key_hash] = op
         self._drained = trio.Event() if self._drained.is_set() else self._drained
@@ -547,13 +552,26 @@ class L2Cache:
         with trio.move_on_after(seconds):
             await self.wait_drained()
             return True
-        dropped = len(self._writes) + len(self._writing)
+        dropped = len(self._writes.keys() | self._writing.keys())  # a key once, however many ops
+        self._writes = {}
         self._writing = {}  # given up: a late landing of one of these is not counted written
-        self._stats["dropped_writes"] += dropped
-        logger.warning(
-            "%d L2 writes dropped at close: %r did not take them within shutdown_timeout (%g s)",
-            dropped,
-            self.store,
-            seconds,
+        self._count_dropped(
+            dropped, f"{self.store!r} did not take them within shutdown_timeout ({seconds:g} s)"
         )
         return False
+
+    def stop_writes(self) -> None:
+        """The writer has stopped for good: what is queued now or later is counted dropped.
+
+        A fetch whose origin returned as the client closed can land after
+        :meth:`flush` saw the queue drained; its write has no writer left.
+        Synchronous; never raises.
+        """
+        self._writer_stopped = True
+        left, self._writes = len(self._writes), {}
+        if left:
+            self._count_dropped(left, "queued after the writer had stopped")
+
+    def _count_dropped(self, dropped: int, why: str) -> None:
+        self._stats["dropped_writes"] += dropped
+        logger.warning("%d L2 writes dropped at close: %s", dropped, why)

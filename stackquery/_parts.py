@@ -161,6 +161,8 @@ class ClientParts:
         finally:
             if self.owners is not None:
                 self.owners.stop_actors()
+            if self.l2 is not None:
+                self.l2.stop_writes()
         # Raised here, outside the handler: the group does not become its context.
         if raised is not None:
             raise raised

@@ -223,6 +223,50 @@ class TestValuesLostAtClose:
             "within shutdown_timeout (1 s)"
         ]
 
+    async def test_a_value_landing_as_the_client_closes_is_stored_or_counted_dropped(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """A fetch whose origin returns as the block is left may land after the writer stopped.
+
+        Its caller (outside the block) gets the value; L2 must then hold it, or
+        the write be counted dropped: never neither.
+        """
+        landed = 0
+        for _ in range(16):  # the landing falls on either side of the writer's end
+            store, got, release = MemoryStorage(), [], trio.Event()
+
+            async def origin(release: trio.Event = release) -> str:
+                await release.wait()
+                return "v"
+
+            async with trio.open_nursery() as outer:
+                go = trio.Event()
+
+                async def let_go(go: trio.Event = go, release: trio.Event = release) -> None:
+                    await go.wait()
+                    release.set()  # the origin returns as the block is left
+
+                outer.start_soon(let_go)
+                async with sq.open_query_client(config(store)) as client:
+
+                    async def call(client: sq.QueryClient = client, got: list[str] = got) -> None:
+                        try:
+                            got.append(await client.fetch_query(sq.QueryOptions(("k",), origin)))
+                        except sq.ClientClosedError:
+                            got.append("closed")  # the fetch had not landed: the contract
+
+                    outer.start_soon(call)
+                    await trio.sleep(1)
+                    go.set()
+            stats = l2_stats(client)
+            stored = await store.get("sq:" + sq.QueryOptions(("k",), origin).key_hash)
+            if got == ["v"]:
+                assert (stored is not None, stats.dropped_writes) in {(True, 0), (False, 1)}
+                landed += 1
+            else:
+                assert (got, stored, stats.dropped_writes) == (["closed"], None, 0)
+        assert landed > 0  # the caller got the value in some rounds
+
     async def test_a_close_with_nothing_pending_logs_nothing(
         self, autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
     ) -> None:
