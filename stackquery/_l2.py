@@ -149,8 +149,9 @@ class L2Cache:
         self._writes: dict[str, _Set | _Delete] = {}
         self._writes_wanted = trio.Event()
         self._writing: dict[str, _Set | _Delete] = {}
-        self._writer_stopped = False
         """What the writer is storing now and has not landed yet (not in the store for sure)."""
+        self._writer_stopped = False
+        """Set at close once the writer has ended: a write queued then is counted dropped."""
         self._drained = trio.Event()
         self._drained.set()
         self._stats: defaultdict[str, int] = defaultdict(int)
