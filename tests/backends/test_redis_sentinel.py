@@ -27,6 +27,19 @@ def our_clients(port: int) -> list[str]:
     ]  # fmt: skip
 
 
+async def write_forever(
+    client: RedisClient, index: int, written: list[int], errors: list[BaseException], pause: float
+) -> None:
+    """SET ``w<index>`` in a loop, counting writes in ``written[index]``, keeping every error."""
+    while True:
+        try:
+            await client.execute("SET", f"w{index}", written[index])
+        except StorageError as exc:
+            errors.append(exc)
+        written[index] += 1
+        await trio.sleep(pause)
+
+
 async def test_a_client_finds_the_master_and_follows_a_manual_failover_without_an_error(
     sentinel_setup: SentinelSetup,
 ) -> None:
@@ -48,17 +61,8 @@ async def test_a_client_finds_the_master_and_follows_a_manual_failover_without_a
     ):
         nursery.start_soon(follower.follow_failovers)
 
-        async def write(client: RedisClient, index: int) -> None:
-            while True:
-                try:
-                    await client.execute("SET", f"w{index}", written[index])
-                except StorageError as exc:
-                    errors.append(exc)
-                written[index] += 1
-                await trio.sleep(0.002)
-
-        nursery.start_soon(write, follower, 0)
-        nursery.start_soon(write, plain, 1)
+        nursery.start_soon(write_forever, follower, 0, written, errors, 0.002)
+        nursery.start_soon(write_forever, plain, 1, written, errors, 0.002)
         await eventually("the first writes", lambda: min(written) > 10, 5)
         assert follower.master == plain.master == ("127.0.0.1", old.port)
         assert "+OK" in command(setup.sentinels[0].port, "SENTINEL", "FAILOVER", SERVICE).decode()
@@ -137,17 +141,8 @@ async def test_connections_killed_on_the_master_are_reopened_and_the_commands_se
         RedisClient.from_url(setup.url, timeout=5.0) as client,
         trio.open_nursery() as nursery,
     ):
-
-        async def write(index: int) -> None:
-            while True:
-                try:
-                    await client.execute("SET", f"k{index}", written[index])
-                except StorageError as exc:
-                    errors.append(exc)
-                written[index] += 1
-
         for index in range(len(written)):
-            nursery.start_soon(write, index)
+            nursery.start_soon(write_forever, client, index, written, errors, 0)
         for _ in range(5):
             before = sum(written)
             await eventually("writes", lambda b=before: sum(written) > b + 50, 5)  # type: ignore[misc]
