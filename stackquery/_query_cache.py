@@ -32,6 +32,7 @@ from ._keys import QueryKey, hash_matches, key_from_hash, prefix_hash
 from ._option_checks import UNSET
 from ._options import QueryClientConfig, QueryOptions
 from ._origin_record import OriginRecord
+from ._remembered import Templates
 from ._state import QueryState, Snapshot, StaleTime
 from ._timers import KeyTimers
 
@@ -70,9 +71,11 @@ class QueryCache:
         self.use_bound = 0.0
         """An upper bound of "now", kept ahead by :meth:`run_use_clock`: what a fresh hit
         stores in its snapshot's ``hit`` (no clock read, no allocation)."""
-        self._unplaced_options: dict[str, QueryOptions[Any]] = {}
+        self._templates = Templates()
+        """What keys read alike share of their options (see :mod:`._remembered`)."""
+        self._unplaced_options: dict[str, object] = {}
         """Options remembered for keys not in the table yet (a cold read, a fetch about to
-        make the key): moved into the key's snapshot when it is made."""
+        make the key), as the table keeps them: moved into the key's snapshot when it is made."""
         self._timers = KeyTimers(self._on_timer, self._timer_deadline)
         self._dead_timers = 0
         """Timer entries of dropped keys, still in the heap (see :meth:`drop`)."""
@@ -139,24 +142,26 @@ class QueryCache:
         Kept in the key's snapshot (``Snapshot.options``), or until the key is
         made for a key not in the table yet; those of keys never made (a read
         that failed first) are swept once they could be as many as the keys.
+        Kept compact: the key's ``query_fn`` and settings shared with the keys
+        read alike (see :class:`Templates`).
         """
         key_hash = options.key_hash
+        kept = self._templates.compact(options)
         snap = self.snapshots.get(key_hash)
         if snap is not None:
-            snap.options = options
+            snap.options = kept
             return
         unplaced = self._unplaced_options
         if len(unplaced) > len(self.snapshots) + 1024:
             unplaced.clear()
-        unplaced[key_hash] = options
+        unplaced[key_hash] = kept
 
     def last_options(self, key_hash: str) -> QueryOptions[Any] | None:
         """The options the key was last read or fetched with (not by fresh hits), or ``None``:
         what ``refetch_queries`` fetches an unobserved key with."""
         snap = self.snapshots.get(key_hash)
-        if snap is not None:
-            return snap.options  # type: ignore[no-any-return]
-        return self._unplaced_options.get(key_hash)
+        kept = snap.options if snap is not None else self._unplaced_options.get(key_hash)
+        return self._templates.expand(key_hash, kept)
 
     def note_use(self, key_hash: str) -> None:
         """Count a use of the key that publishes nothing (a read served from the table) as a

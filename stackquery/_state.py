@@ -199,7 +199,8 @@ class Snapshot:
     options: Any = attrs.field(default=None, repr=False)
     """The options the key was last read or fetched with (not by fresh hits), or
     ``None``: what ``refetch_queries`` fetches an unobserved key with.  Written in
-    place by :meth:`QueryCache.remember`."""
+    place by :meth:`QueryCache.remember`, in a compact form (see ``Templates``); read
+    them through ``QueryCache.last_options``."""
 
     @property
     def status(self) -> QueryStatus:

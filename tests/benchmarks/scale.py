@@ -45,6 +45,7 @@ import trio
 import trio.testing
 
 import stackquery as sq
+from stackquery._remembered import Remembered
 
 TARGET_BYTES_PER_KEY = 600
 BATCH = 1000
@@ -111,15 +112,24 @@ def _size(obj: object, seen: set[int]) -> int:
     return size
 
 
-def _options_size(options: Any, seen: set[int]) -> int:
-    if options is None:
-        return 0
-    size = _size(options, seen) + _size(options.query_key, seen) + _size(options.key, seen)
-    fn = options.query_fn
-    size += _size(fn, seen)
+def _fn_size(fn: Any, seen: set[int]) -> int:
+    size = _size(fn, seen)
     if isinstance(fn, functools.partial):
         size += _size(fn.args, seen)
     return size
+
+
+def _options_size(kept: Any, seen: set[int]) -> int:
+    """Bytes of what the table keeps of a key's last options: the options themselves, or
+    (the usual case) its query_fn, with a reference to shared settings if not the primary's."""
+    if kept is None:
+        return 0
+    if isinstance(kept, sq.QueryOptions):
+        size = _size(kept, seen) + _size(kept.query_key, seen) + _size(kept.key, seen)
+        return size + _fn_size(kept.query_fn, seen)
+    if isinstance(kept, Remembered):
+        return _size(kept, seen) + _fn_size(kept.query_fn, seen)
+    return _fn_size(kept, seen)
 
 
 def _walk(client: sq.QueryClient) -> dict[str, int]:
@@ -144,8 +154,9 @@ def _walk(client: sq.QueryClient) -> dict[str, int]:
                 out["key_hash str (table key)"] += _size(value, seen)
             elif field.name == "options":
                 # The options it was last read with (refetch_queries needs them): built per
-                # key by this benchmark, so the options object, its key tuple and query_fn.
-                out["last options (QueryOptions, key, query_fn)"] += _options_size(value, seen)
+                # key by this benchmark, kept as the key's query_fn (a partial) and settings
+                # shared by every key.
+                out["last options (query_fn, shared settings)"] += _options_size(value, seen)
             elif field.name == "shape":
                 out["Shape (shared by the keys alike)"] += _size(value, seen)
             else:

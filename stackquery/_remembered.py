@@ -1,0 +1,146 @@
+"""The options each key was last read with, kept small: a key's own query_fn, shared settings.
+
+``refetch_queries`` fetches an unobserved key with the options it was last
+read with, so the L1 table keeps them for every key.  A million keys read
+with options built per read would keep a million :class:`QueryOptions` (31
+slots, about 290 bytes, plus the key tuple), though most of them differ from
+one another only in their key and ``query_fn``.  So what a key keeps is its
+``query_fn`` and a reference to a *template*: the first options seen with
+the same settings (every field but ``query_key`` and ``query_fn``), shared by
+every key read alike.  The options are built again from the two, and from
+the key's hash, only when a refetch needs them: equal to those remembered
+(the same objects in every field, the key equal).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Final
+
+import attrs
+
+from ._keys import key_from_hash
+from ._options import QueryOptions
+
+_PER_KEY: Final = frozenset({"query_key", "query_fn"})
+"""The fields a key keeps of its own; every other field given at construction is a setting."""
+SETTINGS: Final = tuple(
+    field.name for field in attrs.fields(QueryOptions) if field.init and field.name not in _PER_KEY
+)
+"""The fields two options must share (the same object, or an equal number) to share a template."""
+
+TEMPLATES_MAX: Final = 256
+"""Templates looked up by their settings; past this many the lookup starts over (a template
+is referenced by the keys that use it, not by the lookup, so nothing is lost but sharing)."""
+
+
+def _same_value(a: object, b: object) -> bool:
+    """Two setting values that are not the same object but equal numbers (an ``int`` or a
+    ``float`` computed per read: ``stale_time=minutes * 60``)."""
+    kind = type(a)
+    return kind is type(b) and (kind is float or kind is int) and a == b
+
+
+def _make_same_settings() -> Callable[[QueryOptions[Any], QueryOptions[Any]], bool]:
+    """Build ``same_settings(a, b)``: every setting of ``a`` and ``b`` the same object (or an
+    equal number), written out for the fields once, at import (an identity test per field,
+    no loop and no call while they are the same objects, as they are for defaults)."""
+    tests = " and ".join(
+        f"(a.{name} is b.{name} or _same_value(a.{name}, b.{name}))" for name in SETTINGS
+    )
+    namespace: dict[str, Any] = {"_same_value": _same_value}
+    exec(f"def same_settings(a, b):\n    return {tests}", namespace)
+    same: Callable[[QueryOptions[Any], QueryOptions[Any]], bool] = namespace["same_settings"]
+    return same
+
+
+same_settings = _make_same_settings()
+
+
+def _signature(options: QueryOptions[Any]) -> tuple[object, ...]:
+    """What templates are looked up by: each setting's value if a number, else its identity.
+
+    A hint only (an identity may equal a number): a template found is checked with
+    :func:`same_settings`.  The template holds its settings, so their identities are
+    not reused while it is in the lookup.
+    """
+    return tuple(
+        [
+            value if type(value) is float or type(value) is int else id(value)
+            for value in map(options.__getattribute__, SETTINGS)
+        ]
+    )
+
+
+@attrs.frozen(weakref_slot=False)
+class Remembered:
+    """A key's ``query_fn`` and the template of its other settings (see the module)."""
+
+    template: QueryOptions[Any]
+    query_fn: Callable[..., Any]
+
+
+class Templates:
+    """The templates of one client's keys, and the compact form each key's options are kept in.
+
+    A key's options are kept as one of:
+
+    * the :class:`QueryOptions` themselves (the first of their settings, or a key that
+      is not its canonical form, such as one holding a dict);
+    * their ``query_fn`` alone, when their settings are those of :attr:`primary`;
+    * a :class:`Remembered` (``query_fn`` and template) otherwise.
+    """
+
+    def __init__(self) -> None:
+        self.primary: QueryOptions[Any] | None = None
+        """The first template shared by two keys: its keys keep their ``query_fn`` alone.
+        Never replaced (those keys name it by keeping nothing else)."""
+        self._by_signature: dict[tuple[object, ...], QueryOptions[Any]] = {}
+        self._last: QueryOptions[Any] | None = None
+        """The template found last: a run of keys read alike finds it at once."""
+
+    def compact(self, options: QueryOptions[Any]) -> object:
+        """What the table keeps of ``options`` (see the class); never raises."""
+        if options.query_key is not options.key:
+            return options  # a key that cannot be rebuilt as it was given from its hash
+        template = self._last
+        if template is None or not same_settings(template, options):
+            signature = _signature(options)
+            by_signature = self._by_signature
+            template = by_signature.get(signature)
+            if template is None or not same_settings(template, options):
+                if len(by_signature) >= TEMPLATES_MAX:
+                    by_signature.clear()
+                by_signature[signature] = self._last = options
+                return options  # the first of its settings: kept whole, as the template
+            self._last = template
+        if template is options:
+            return options
+        primary = self.primary
+        if primary is None:
+            primary = self.primary = template
+        if template is primary:
+            return options.query_fn
+        return Remembered(template, options.query_fn)
+
+    def expand(self, key_hash: str, kept: object) -> QueryOptions[Any] | None:
+        """The options :meth:`compact` kept as ``kept`` for the key ``key_hash`` (``None``:
+        none kept): equal to those given it, built again if need be.
+
+        Raises:
+            Exception: whatever building them again raised (it does not: they were
+                built once with the same values).
+        """
+        if kept is None or isinstance(kept, QueryOptions):
+            return kept
+        if type(kept) is Remembered:
+            template, query_fn = kept.template, kept.query_fn
+        else:
+            assert self.primary is not None
+            template, query_fn = self.primary, kept
+        if template.key_hash == key_hash and template.query_fn is query_fn:
+            return template
+        return attrs.evolve(template, query_key=key_from_hash(key_hash), query_fn=query_fn)
+
+
+__all__ = ["SETTINGS", "TEMPLATES_MAX", "Remembered", "Templates", "same_settings"]
