@@ -48,6 +48,10 @@ import stackquery as sq
 from stackquery._remembered import Remembered
 
 TARGET_BYTES_PER_KEY = 600
+QUERY_FNS = {
+    "partial": "functools.partial(load, i) per key, kept by the key for refetch_queries",
+    "shared": "one function for every key, reading the index from its QueryContext",
+}
 BATCH = 1000
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
@@ -74,26 +78,33 @@ async def _load(index: int) -> int:
     return index + 1_000_000
 
 
-async def _fill(client: sq.QueryClient, keys: int, fill: str) -> None:
+async def _load_key(context: sq.QueryContext) -> int:
+    """One query_fn for every key: it reads the index from the key (as TanStack's
+    ``queryFn({queryKey})`` does), so no key has a function object of its own."""
+    index: int = context.key[1]
+    return index + 1_000_000
+
+
+def _options(i: int, query_fn: str) -> sq.QueryOptions[int]:
+    """New options for key ``i``, as an application builds them per read."""
+    fn = functools.partial(_load, i) if query_fn == "partial" else _load_key
+    return sq.QueryOptions(query_key=("item", i), query_fn=fn)
+
+
+async def _fill(client: sq.QueryClient, keys: int, fill: str, query_fn: str) -> None:
     """Fetch ``keys`` distinct keys, ``BATCH`` at a time, then read each as a fresh hit."""
     for low in range(0, keys, BATCH):
         high = min(keys, low + BATCH)
         if fill == "prefetch":
             for i in range(low, high):
-                await client.prefetch_query(
-                    sq.QueryOptions(query_key=("item", i), query_fn=functools.partial(_load, i))
-                )
+                await client.prefetch_query(_options(i, query_fn))
         else:
             async with trio.open_nursery() as nursery:
                 for i in range(low, high):
-                    options: sq.QueryOptions[int] = sq.QueryOptions(
-                        query_key=("item", i), query_fn=functools.partial(_load, i)
-                    )
-                    nursery.start_soon(client.fetch_query, options)
+                    nursery.start_soon(client.fetch_query, _options(i, query_fn))
         await trio.testing.wait_all_tasks_blocked()
     for i in range(keys):
-        options = sq.QueryOptions(query_key=("item", i), query_fn=functools.partial(_load, i))
-        value = await client.fetch_query(options)
+        value = await client.fetch_query(_options(i, query_fn))
         if value != i + 1_000_000:
             raise AssertionError(f"key {i} read back {value!r}")
 
@@ -184,7 +195,7 @@ def _walk(client: sq.QueryClient) -> dict[str, int]:
 # -- one round, in a subprocess -----------------------------------------------------------
 
 
-async def _child_round(keys: int, fill: str, trace: bool) -> dict[str, Any]:
+async def _child_round(keys: int, fill: str, query_fn: str, trace: bool) -> dict[str, Any]:
     # gc_time past any fill time (a million keys take minutes on a loaded machine): no key
     # may leave before it is measured.
     config = sq.QueryClientConfig(stale_time=60.0, gc_time=3600.0)
@@ -196,7 +207,7 @@ async def _child_round(keys: int, fill: str, trace: bool) -> dict[str, Any]:
         if trace:
             tracemalloc.start()
         start, start_cpu = time.perf_counter(), time.process_time()
-        await _fill(client, keys, fill)
+        await _fill(client, keys, fill, query_fn)
         await trio.testing.wait_all_tasks_blocked()
         fill_s = time.perf_counter() - start
         fill_cpu_s = time.process_time() - start_cpu
@@ -220,6 +231,8 @@ async def _child_round(keys: int, fill: str, trace: bool) -> dict[str, Any]:
             "fill_s": fill_s,
             "fill_cpu_s": fill_cpu_s,
             "rss_bytes_per_key": (rss_after - rss_before) / keys,
+            "rss_bytes": rss_after,
+            "query_fn": query_fn,
             "tasks_before": tasks_before,
             "tasks_after": _count_tasks(root),
             "active_actors": stats.active_actors,
@@ -262,7 +275,11 @@ def _print_report(rounds: list[dict[str, Any]], traced: dict[str, Any] | None) -
     rss = statistics.median(r["rss_bytes_per_key"] for r in rounds)
     fill = statistics.median(r["fill_s"] for r in rounds)
     per_round = ", ".join(f"{r['rss_bytes_per_key']:.0f}" for r in rounds)
-    print(f"{keys} keys (small ints), {len(rounds)} rounds, each in a fresh process")
+    fn = rounds[0]["query_fn"]
+    print(
+        f"{keys} keys (small ints), query_fn {fn} ({QUERY_FNS[fn]}), "
+        f"{len(rounds)} rounds, each in a fresh process"
+    )
     cpu = statistics.median(r["fill_cpu_s"] for r in rounds)
     cpus = ", ".join(f"{r['fill_cpu_s']:.1f}" for r in rounds)
     print(
@@ -270,6 +287,13 @@ def _print_report(rounds: list[dict[str, Any]], traced: dict[str, Any] | None) -
         f"; process CPU time {cpu:.1f} s (per round: {cpus})"
     )
     print(f"  RSS per key, median: {rss:.0f} bytes (per round: {per_round})")
+    grown = statistics.median(r["rss_bytes_per_key"] for r in rounds) * keys / 1e6
+    total = statistics.median(r["rss_bytes"] for r in rounds) / 1e6
+    totals = ", ".join(f"{r['rss_bytes'] / 1e6:.0f}" for r in rounds)
+    print(
+        f"  RSS grown by the keys, median: {grown:.0f} MB; the whole process's after the fill:"
+        f" {total:.0f} MB (per round: {totals})"
+    )
     extra_tasks = sorted({r["tasks_after"] - r["tasks_before"] for r in rounds})
     actors = sorted({r["active_actors"] for r in rounds})
     print(
@@ -332,15 +356,23 @@ def main(argv: list[str] | None = None) -> int:
         default="prefetch",
         help="prefetch_query, or fetch_query from 1,000 concurrent caller tasks",
     )
+    parser.add_argument(
+        "--query-fn",
+        choices=sorted(QUERY_FNS),
+        default="partial",
+        help="a functools.partial per key (the default), or one function for every key",
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--trace", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     if args.child:
-        print(json.dumps(trio.run(_child_round, args.keys, args.fill, args.trace)))
+        run = trio.run(_child_round, args.keys, args.fill, args.query_fn, args.trace)
+        print(json.dumps(run))
         return 0
 
     child = [sys.executable, str(Path(__file__).resolve()), "--child", "--fill", args.fill]
+    child += ["--query-fn", args.query_fn]
     commands = [[*child, "--keys", str(args.keys)] for _ in range(args.rounds)]
     if args.trace_keys:  # first: the shortest job, so that the rounds pack behind it
         commands.insert(0, [*child, "--keys", str(args.trace_keys), "--trace"])

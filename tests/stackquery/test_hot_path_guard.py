@@ -179,6 +179,20 @@ class TestMemoryPerKey:
             per_key = await _traced_per_key(lambda n: client.fetch_query(options[n]), len(options))
         assert per_key < 370
 
+    async def test_a_key_read_with_options_built_per_read_costs_under_400_bytes(self) -> None:
+        """2,000 keys read with new options each time (as applications build them): under
+        400 B each, their key hash included (about 310 today: a key keeps its query_fn and
+        shares the rest; 680 when each kept its options)."""
+        config = sq.QueryClientConfig(stale_time=600.0)
+        async with sq.open_query_client(config) as client:
+            await client.fetch_query(sq.QueryOptions(query_key=("warm",), query_fn=seven))
+
+            def read(n: int) -> Awaitable[int]:
+                return client.fetch_query(sq.QueryOptions(query_key=("item", n), query_fn=seven))
+
+            per_key = await _traced_per_key(read, 2000)
+        assert per_key < 400
+
     async def test_a_cache_decorated_key_costs_under_1400_bytes(self) -> None:
         """2,000 @cache entries: under 1,400 B each with their memo (about 870 today;
         the memo is bounded, so at 10,000 keys it is about 910)."""

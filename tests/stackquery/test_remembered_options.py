@@ -1,0 +1,157 @@
+"""Specification of the options each key is remembered with: what ``refetch_queries``
+fetches an unobserved key with, kept as the key's query_fn and settings shared by the
+keys read alike (a template), and built again equal to those the key was last read with."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from typing import Any
+
+import trio
+import trio.testing
+
+import stackquery as sq
+from stackquery._remembered import TEMPLATES_MAX, Remembered, Templates
+
+
+async def _value(n: int) -> int:
+    return n * 10
+
+
+def _options(key: tuple[Any, ...], **settings: Any) -> sq.QueryOptions[Any]:
+    settings.setdefault("retry", 0)
+    return sq.QueryOptions(query_key=key, query_fn=functools.partial(_value, key[-1]), **settings)
+
+
+async def _context_value(context: sq.QueryContext) -> tuple[Any, Any]:
+    return (context.key, dict(context.meta))
+
+
+class TestRefetchWithTheLastOptions:
+    async def test_each_key_refetches_with_its_own_query_fn(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """500 keys read alike, options built per read: each refetch calls its key's function."""
+        calls: list[int] = []
+
+        async def load(n: int) -> int:
+            calls.append(n)
+            return n
+
+        async with sq.open_query_client() as client:
+            for n in range(500):
+                options = sq.QueryOptions(query_key=("k", n), query_fn=functools.partial(load, n))
+                await client.fetch_query(options)
+            await trio.sleep(10.0)  # every actor passivated
+            calls.clear()
+            assert await client.refetch_queries(wait=True) == 500
+            assert sorted(calls) == list(range(500))
+
+    async def test_the_settings_of_each_kind_of_read_are_kept(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """Keys read with three kinds of settings: each refetches with its meta and stale_time."""
+        async with sq.open_query_client() as client:
+            for n in range(3):
+                for kind, stale in (("a", 5.0), ("b", 50.0), ("c", 500.0)):
+                    meta = {"meta": {"kind": kind}} if kind != "a" else {}
+                    options = sq.QueryOptions(
+                        query_key=(kind, n), query_fn=_context_value, stale_time=stale, **meta
+                    )
+                    await client.fetch_query(options)
+            await trio.sleep(100.0)  # a went stale; b, c are fresh
+            assert await client.refetch_queries(wait=True) == 9
+            await trio.sleep(60.0)  # b stale again (50 s), c fresh (500 s)
+            for n in range(3):
+                assert client.get_query_data(("b", n)) == (("b", n), {"kind": "b"})
+                assert client.get_query_data(("c", n)) == (("c", n), {"kind": "c"})
+                assert client.get_query_data(("a", n)) == (("a", n), {})
+                states = {kind: client.get_query_state((kind, n)) for kind in "abc"}
+                stale = {kind: state.is_stale for kind, state in states.items() if state}
+                assert stale == {"a": True, "b": True, "c": False}
+
+    async def test_a_key_given_in_another_form_refetches_under_its_canonical_key(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """("f", 1.0) and a key holding a dict: kept whole, refetched under the canonical key."""
+        async with sq.open_query_client() as client:
+            for key in [("f", 1.0), ("d", {"b": 2, "a": 1}), ("d", 3), ("d", 4)]:
+                await client.fetch_query(sq.QueryOptions(query_key=key, query_fn=_context_value))
+            await trio.sleep(10.0)
+            assert await client.refetch_queries(wait=True) == 4
+            assert client.get_query_data(("f", 1)) == (("f", 1), {})
+            assert client.get_query_data(("d", {"a": 1, "b": 2})) == (("d", {"a": 1, "b": 2}), {})
+            assert client.get_query_data(("d", 4)) == (("d", 4), {})
+
+    async def test_the_last_read_wins_even_with_other_settings(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """A key read with meta "x", then with meta "y" by a stale read: refetched with "y"."""
+        async with sq.open_query_client() as client:
+            for meta in ({"m": "x"}, {"m": "y"}):
+                await client.fetch_query(
+                    sq.QueryOptions(query_key=("k", 1), query_fn=_context_value, meta=meta)
+                )
+                await trio.testing.wait_all_tasks_blocked()
+            await trio.sleep(10.0)
+            assert await client.refetch_queries(wait=True) == 1
+            assert client.get_query_data(("k", 1)) == (("k", 1), {"m": "y"})
+
+
+class TestTemplates:
+    def test_keys_read_alike_keep_their_query_fn_alone(self) -> None:
+        """The first options are the template; the next keep only their query_fn."""
+        templates = Templates()
+        first, second, third = (_options(("k", n), stale_time=60.0) for n in range(3))
+        assert templates.compact(first) is first
+        assert templates.compact(second) is second.query_fn
+        assert templates.compact(third) is third.query_fn
+        assert templates.expand(third.key_hash, third.query_fn) == third
+        assert templates.expand(first.key_hash, first) is first
+
+    def test_numbers_computed_per_read_share_a_template(self) -> None:
+        """A stale_time or retry computed per read (equal, another object) is the same setting."""
+        templates = Templates()
+        minutes = [1.0, 1.0, 1.0]
+        first, *rest = (
+            _options(("k", n), stale_time=minutes[n] * 60, retry=sys.maxsize - n + n)
+            for n in range(3)
+        )
+        templates.compact(first)
+        assert [templates.compact(o) for o in rest] == [o.query_fn for o in rest]
+
+    def test_other_settings_keep_a_reference_to_their_template(self) -> None:
+        """Keys of a second kind keep their query_fn and their template; built again equal."""
+        templates = Templates()
+        a0, a1 = (_options(("a", n)) for n in range(2))
+        b0, b1 = (_options(("b", n), gc_time=5.0) for n in range(2))
+        for options in (a0, a1, b0):
+            templates.compact(options)
+        kept = templates.compact(b1)
+        assert kept == Remembered(b0, b1.query_fn)
+        assert templates.expand(b1.key_hash, kept) == b1
+        assert templates.expand(a1.key_hash, a1.query_fn) == a1
+        assert templates.compact(a0) is a0  # the template itself, read again: kept whole
+
+    def test_settings_differing_in_any_field_do_not_share(self) -> None:
+        """meta by identity, a callback, a flag: each is its own template."""
+        templates = Templates()
+        base = _options(("k", 0))
+        templates.compact(base)
+        for n, settings in enumerate(
+            [{"meta": {}}, {"on_success": print}, {"enabled": False}, {"stale_time": 1}], 1
+        ):
+            options = _options(("k", n), **settings)
+            assert templates.compact(options) is options
+
+    def test_past_the_bound_the_lookup_starts_over_and_keeps_its_templates(self) -> None:
+        """More templates than the bound: keys already kept still build their options again."""
+        templates = Templates()
+        kept = []
+        for n in range(TEMPLATES_MAX + 10):
+            first, second = (_options((n, m), gc_time=float(n)) for m in range(2))
+            templates.compact(first)
+            kept.append((second, templates.compact(second)))
+        for options, compact in kept:
+            assert templates.expand(options.key_hash, compact) == options
