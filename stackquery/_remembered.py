@@ -133,10 +133,10 @@ class Templates:
         """
         if kept is None or isinstance(kept, QueryOptions):
             return kept
-        if type(kept) is Remembered:
+        if isinstance(kept, Remembered):
             template, query_fn = kept.template, kept.query_fn
-        else:
-            assert self.primary is not None
+        else:  # a query_fn alone: the primary's settings
+            assert self.primary is not None and callable(kept)
             template, query_fn = self.primary, kept
         if template.key_hash == key_hash and template.query_fn is query_fn:
             return template
