@@ -14,6 +14,7 @@ the key's hash, only when a refetch needs them: equal to those remembered
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -57,19 +58,12 @@ def _make_same_settings() -> Callable[[QueryOptions[Any], QueryOptions[Any]], bo
 same_settings = _make_same_settings()
 
 
-def _signature(options: QueryOptions[Any]) -> tuple[object, ...]:
-    """What templates are looked up by: each setting's value if a number, else its identity.
-
-    A hint only (an identity may equal a number): a template found is checked with
-    :func:`same_settings`.  The template holds its settings, so their identities are
-    not reused while it is in the lookup.
-    """
-    return tuple(
-        [
-            value if type(value) is float or type(value) is int else id(value)
-            for value in map(options.__getattribute__, SETTINGS)
-        ]
-    )
+_settings: Final[Callable[[QueryOptions[Any]], tuple[object, ...]]] = operator.attrgetter(
+    *(name for name in SETTINGS if name != "meta")
+)
+"""What templates are looked up by: the settings' values (``meta``, a mapping that has no
+hash, is left to :func:`same_settings`).  A template found is checked with it: equal
+values (``True`` and ``1``) are not always the same setting."""
 
 
 @attrs.frozen(weakref_slot=False)
@@ -95,7 +89,7 @@ class Templates:
         self.primary: QueryOptions[Any] | None = None
         """The first template shared by two keys: its keys keep their ``query_fn`` alone.
         Never replaced (those keys name it by keeping nothing else)."""
-        self._by_signature: dict[tuple[object, ...], QueryOptions[Any]] = {}
+        self._by_settings: dict[tuple[object, ...], QueryOptions[Any]] = {}
         self._last: QueryOptions[Any] | None = None
         """The template found last: a run of keys read alike finds it at once."""
 
@@ -105,13 +99,16 @@ class Templates:
             return options  # a key that cannot be rebuilt as it was given from its hash
         template = self._last
         if template is None or not same_settings(template, options):
-            signature = _signature(options)
-            by_signature = self._by_signature
-            template = by_signature.get(signature)
+            settings = _settings(options)
+            by_settings = self._by_settings
+            try:
+                template = by_settings.get(settings)
+            except Exception:  # a setting without a hash (a list as initial_data), or whose
+                return options  # == raised: kept whole, as it was before templates
             if template is None or not same_settings(template, options):
-                if len(by_signature) >= TEMPLATES_MAX:
-                    by_signature.clear()
-                by_signature[signature] = self._last = options
+                if len(by_settings) >= TEMPLATES_MAX:
+                    by_settings.clear()
+                by_settings[settings] = self._last = options
                 return options  # the first of its settings: kept whole, as the template
             self._last = template
         if template is options:

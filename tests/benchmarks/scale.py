@@ -1,13 +1,17 @@
 """Benchmark: what 100,000 idle cached keys cost, in resident memory and in tasks.
 
 Each round runs in a fresh subprocess, so that its RSS baseline is not
-muddied by an earlier round.  A round opens a client (``stale_time`` 60 s, so
-that every key has its staleness timer armed as well as its gc timer; ``gc_time``
-an hour, so that no key leaves during a long fill),
+muddied by an earlier round.  A round opens a client (``stale_time`` half an
+hour, so that every key has its staleness timer armed as well as its gc timer
+and none goes stale during a long fill, whose fresh reads would then be stale
+reads and refetches; ``gc_time`` an hour, so that no key leaves during the fill),
 measures RSS and counts trio tasks, fetches 100,000 distinct keys with small
 int values (through ``prefetch_query``, 1,000 at a time), reads each once more
 as a fresh hit (so the per-key hit record exists too), lets every actor
-passivate, and measures again.
+passivate, and measures again.  Each read builds new options, with a
+``functools.partial`` per key as its ``query_fn`` (``--query-fn shared``: one
+function for every key, which reads its key from its ``QueryContext``): the key
+keeps its query_fn for ``refetch_queries``, the settings are shared.
 
 Targets: no live task per idle key (the task count after passivation is the
 one before the fetches), and at most 600 bytes of RSS per small cached key.
@@ -20,6 +24,7 @@ slow) grouped by source line.
 Run from the repository root::
 
     python tests/benchmarks/scale.py [--rounds 5] [--keys 100000] [--jobs 2]
+    python tests/benchmarks/scale.py --keys 1000000 --rounds 3 --trace-keys 0 [--query-fn shared]
 """
 
 from __future__ import annotations
@@ -45,7 +50,6 @@ import trio
 import trio.testing
 
 import stackquery as sq
-from stackquery._remembered import Remembered
 
 TARGET_BYTES_PER_KEY = 600
 QUERY_FNS = {
@@ -138,7 +142,7 @@ def _options_size(kept: Any, seen: set[int]) -> int:
     if isinstance(kept, sq.QueryOptions):
         size = _size(kept, seen) + _size(kept.query_key, seen) + _size(kept.key, seen)
         return size + _fn_size(kept.query_fn, seen)
-    if isinstance(kept, Remembered):
+    if hasattr(kept, "template"):  # a Remembered: the query_fn and the shared settings
         return _size(kept, seen) + _fn_size(kept.query_fn, seen)
     return _fn_size(kept, seen)
 
@@ -196,9 +200,9 @@ def _walk(client: sq.QueryClient) -> dict[str, int]:
 
 
 async def _child_round(keys: int, fill: str, query_fn: str, trace: bool) -> dict[str, Any]:
-    # gc_time past any fill time (a million keys take minutes on a loaded machine): no key
-    # may leave before it is measured.
-    config = sq.QueryClientConfig(stale_time=60.0, gc_time=3600.0)
+    # stale_time and gc_time past any fill time (a million keys take minutes on a loaded
+    # machine): no key may go stale or leave before it is measured.
+    config = sq.QueryClientConfig(stale_time=1800.0, gc_time=3600.0)
     async with sq.open_query_client(config) as client:
         await trio.testing.wait_all_tasks_blocked()
         root = trio.lowlevel.current_root_task()
