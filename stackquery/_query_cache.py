@@ -7,8 +7,9 @@ next snapshot with a pure transition of ``_state`` and hands it to
 :attr:`QueryCache.snapshots` directly, which is what makes a fresh hit a dict
 lookup and a flag test.
 
-Keys are kept in eviction order (least recently used first), each with at
-most one pending timer entry for its staleness or its gc.  Publishing arms
+Keys are kept in eviction order (least recently used first) under
+``max_queries``, else in the order they were made, each with at most one
+pending timer entry for its staleness or its gc.  Publishing arms
 the key's timer; the timer flips staleness, collects idle keys and keeps the
 table within ``max_queries``.  The cache never awaits anything but its own
 timer tasks, and knows nothing of actors, L2 or the fleet: what counts as
@@ -71,6 +72,8 @@ class QueryCache:
         self.use_bound = 0.0
         """An upper bound of "now", kept ahead by :meth:`run_use_clock`: what a fresh hit
         stores in its snapshot's ``hit`` (no clock read, no allocation)."""
+        self._ordered = config.max_queries is not None
+        """Whether the table is kept in eviction order (only ``max_queries`` evicts)."""
         self._templates = Templates()
         """What keys read alike share of their options (see :mod:`._remembered`)."""
         self._unplaced_options: dict[str, object] = {}
@@ -396,8 +399,11 @@ class QueryCache:
         snapshots = self.snapshots
         if self.events.listening:
             self.events.published(snapshots.get(key_hash), snap)
-        # Moved to the back: the table's order is the eviction order (least recently used first).
-        old = snapshots.pop(key_hash, None)
+        # Under max_queries, moved to the back: the table's order is the eviction order
+        # (least recently used first).  Else replaced in place: nothing is evicted, and each
+        # pop would leave a dead slot in the dict, which then grows to twice the size it
+        # needs (60 MB instead of 30 for a million keys) before it cleans them up.
+        old = snapshots.pop(key_hash, None) if self._ordered else snapshots.get(key_hash)
         if old is not None and old is not snap:
             # What uses wrote in place into the snapshot in the table is the latest, even if
             # ``snap`` was built from an older one (not visible yet: written here, not evolved).
