@@ -470,7 +470,9 @@ class QueryCache:
             deadline = _next_deadline(snap)
         if deadline < snap.timer_at:
             self._timers.push(deadline, snap.key_hash)
-            snap = _state.evolve(snap, timer_at=deadline)
+            # Written in place, as a hit is: the deadline is the table's bookkeeping, not
+            # the key's state, and a copy of the snapshot for it cost a construction a publish.
+            snap.timer_at = deadline
         return snap
 
     def _timer_deadline(self, key_hash: str) -> float | None:

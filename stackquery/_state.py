@@ -30,12 +30,20 @@ class QueryStatus(enum.Enum):
     SUCCESS = "success"
     ERROR = "error"
 
+    # Members are singletons compared by identity: hashed so too, in C (Enum's own hash is
+    # a Python call on the name, and the L1 table interns shapes by these, a few per fetch).
+    __hash__ = object.__hash__
+
 
 class FetchStatus(enum.Enum):
     """Whether ``query_fn`` is running for a key right now."""
 
     IDLE = "idle"
     FETCHING = "fetching"
+
+    # Members are singletons compared by identity: hashed so too, in C (Enum's own hash is
+    # a Python call on the name, and the L1 table interns shapes by these, a few per fetch).
+    __hash__ = object.__hash__
 
 
 @attrs.frozen
