@@ -173,8 +173,8 @@ class Snapshot:
     made and flipped by a timer when the data goes stale; nothing on the hit
     path reads the clock.
 
-    Immutable but for ``hit`` and ``options``, which are bookkeeping of the
-    table, not state: every change of state is a new snapshot (:func:`evolve`
+    Immutable but for ``hit``, ``options`` and ``timer_at``, which are bookkeeping
+    of the table, not state: every change of state is a new snapshot (:func:`evolve`
     and the transitions below), never a change in place.  The class is not
     attrs-frozen only because a frozen class's ``__setattr__`` would turn the
     fresh hit's store of ``hit`` into a Python call.
@@ -197,7 +197,8 @@ class Snapshot:
     plus ``gc_time``.  Kept rather than the time of that use, so that the key's gc
     timer, usually due then, shares this float instead of holding one of its own."""
     timer_at: float = math.inf
-    """Deadline of the key's one pending timer (staleness and gc); ``inf``: none."""
+    """Deadline of the key's one pending timer (staleness and gc); ``inf``: none.  Written
+    in place by the table when a publish arms the timer."""
     shape: Shape = attrs.field(factory=Shape)
     """Status, fetch status, failure, stale and gc time, fetch count: shared."""
     hit: float | None = attrs.field(default=None, repr=False)
