@@ -89,8 +89,35 @@ class _Fetch:
             self.scope.cancel()
 
 
+def _plain_call(options: QueryOptions[Any]) -> bool:
+    """Whether a fetch's first attempt is a plain ``await query_fn()`` (no timeout, no
+    circuit breaker, no context argument)."""
+    return (
+        options.is_async
+        and options.timeout is None
+        and options.circuit is None
+        and not options.takes_context
+    )
+
+
 class QueryActor:
     """Owns one key: runs its fetches, serves its observers, applies its messages."""
+
+    # Defaults kept by the class until an actor changes them: a cold key's actor is made
+    # for one fetch, and most of these never change in its life (fewer stores to make it).
+    _crash: Exception | None = None
+    """A bug in a fetch outside the actor's task, for that task to raise (see ``run``)."""
+    options: QueryOptions[Any] | None = None
+    _fetch: _Fetch | None = None
+    _pending: Reply[Any] | None = None
+    _pending_previous: _state.Snapshot | None = None
+    _wake_sent = False
+    _refetch_after = False
+    _skip_l2 = False
+    """The next fetch goes to the origin without reading L2 (after a reset)."""
+    _next_refetch_at = math.inf
+    _nursery: trio.Nursery | None = None
+    fetch_count = 0
 
     def __init__(
         self,
@@ -110,25 +137,12 @@ class QueryActor:
         """Starts a task in the client's nursery: a fetch of an actor without its own task."""
         self._lanes = lanes
         """Where such a fetch runs without a cancel scope of its own, if a lane is free."""
-        self._crash: Exception | None = None
-        """A bug in a fetch outside the actor's task, for that task to raise (see ``run``)."""
         self._cache = cache
         self._config = config
         self._tier = tier
         self._leases = leases
         self._mailbox: Mailbox[Message] = Mailbox(config.mailbox_capacity)
-        self.options: QueryOptions[Any] | None = None
         self.observers: list[Observer] = []
-        self._fetch: _Fetch | None = None
-        self._pending: Reply[Any] | None = None
-        self._pending_previous: _state.Snapshot | None = None
-        self._wake_sent = False
-        self._refetch_after = False
-        self._skip_l2 = False
-        """The next fetch goes to the origin without reading L2 (after a reset)."""
-        self._next_refetch_at = math.inf
-        self._nursery: trio.Nursery | None = None
-        self.fetch_count = 0
 
     @property
     def mailbox(self) -> Mailbox[Message]:
@@ -481,7 +495,8 @@ class QueryActor:
             fetch = _Fetch(reply=reply, options=options, previous=previous, l2_read=skip_l2)
         self._fetch = fetch
         self.fetch_count += 1
-        self.notify()
+        if self.observers:
+            self.notify()
         if outside:
             assert self._spawn is not None
             fetch.outside = True
@@ -552,7 +567,14 @@ class QueryActor:
         cache = self._cache
         lease: Lease | None = None
         if fetch.scope is None:  # in a lane, so no L2: the origin (a cancel ends the task)
-            ok, result = await self._attempts(fetch)
+            options = fetch.options
+            if _plain_call(options):  # most fetches: here, one coroutine less than _attempts
+                try:
+                    ok, result = True, await options.query_fn()
+                except Exception as exc:
+                    ok, result = await self._attempts(fetch, exc)
+            else:
+                ok, result = await self._attempts(fetch)
         else:
             with fetch.scope:
                 if self._tier is not None:  # without L2 (and so without a fleet): the origin
@@ -589,10 +611,12 @@ class QueryActor:
                 snap = cache.with_data(snap, result, fetch.options, updated_at=now)
                 snap = _state.idle(_state.invalidated(snap, now=now), now=now)
             else:  # one snapshot made for the landing
-                snap = cache.with_data(snap, result, fetch.options, updated_at=now, idle=True)
+                snap = cache.with_data(
+                    snap, result, fetch.options, updated_at=now, idle=True, now=now
+                )
             snap = cache.publish(snap)
-            if lease is None:
-                self._persist(snap)
+            if lease is None and self._tier is not None:
+                self._tier.persist(snap)
             fetch.reply.set_value(result)
         elif ok:  # cache_if refused it: the waiters get it, L1 and L2 do not
             cache.publish(_state.idle(snap, now=now))
@@ -608,10 +632,13 @@ class QueryActor:
                 fetch.reply.set_value(snap.data)
             else:
                 fetch.reply.set_error(result)
-        self.notify()
+        if self.observers:
+            self.notify()
         run_callbacks(fetch.options, ok, result)
-        self._resume_polling()
-        self._claim_refetch_after()
+        if self.observers:
+            self._resume_polling()
+        if self._refetch_after:
+            self._claim_refetch_after()
         self._wake()
         if lease is not None:
             await self._end_lease(lease, snap if kept else None)
@@ -725,15 +752,11 @@ class QueryActor:
         self.notify()
         return False
 
-    async def _attempts(self, fetch: _Fetch) -> tuple[bool, Any]:
+    async def _attempts(self, fetch: _Fetch, first: Exception | None = None) -> tuple[bool, Any]:
+        """The fetch's attempts: the origin called with its retries; ``first``: the first
+        attempt, a plain call, was made already and raised this."""
         options = fetch.options
-        first: Exception | None = None
-        if (
-            options.is_async
-            and options.timeout is None
-            and options.circuit is None
-            and not options.takes_context
-        ):
+        if first is None and _plain_call(options):
             # A plain call, made straight away (most fetches need no other):
             # the retry rule and the attempt function are for a failure.
             try:

@@ -334,11 +334,13 @@ class QueryCache:
         *,
         updated_at: float,
         idle: bool = False,
+        now: float | None = None,
     ) -> Snapshot:
         """``snap`` holding ``data`` fetched or set at trio time ``updated_at``; not published.
 
         The fresh period is computed here, once per landing (see :meth:`fresh_period`).
-        ``idle``: and its fetch ended (see :func:`_state.with_data`).
+        ``idle``: and its fetch ended (see :func:`_state.with_data`).  ``now``: the trio
+        time now, if the caller has it (else it is read).
         """
         stale_time = options.stale_time if options is not None else None
         gc_time = (
@@ -359,7 +361,7 @@ class QueryCache:
             updated_at=updated_at,
             stale_time=stale_time,
             resolved_stale_time=period,
-            now=trio.current_time(),
+            now=trio.current_time() if now is None else now,
             idle=idle,
         )
 
