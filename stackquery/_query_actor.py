@@ -500,16 +500,15 @@ class QueryActor:
         if outside:
             assert self._spawn is not None
             fetch.outside = True
-            # A str name: trio makes one of anything else, at a cost (a repr).
-            name = "stackquery-fetch " + self.key_hash
             lanes = self._lanes
             # In a lane only without L2: a lease must be ended (awaited) after a cancel.
             if lanes is not None and self._tier is None:
-                fetch.lane = lanes.start_soon(self._run_fetch_outside, fetch, name=name)
+                fetch.lane = lanes.start_soon(self._run_fetch_outside, fetch)
                 if fetch.lane is not None:
                     return
             fetch.scope = trio.CancelScope()
-            self._spawn(self._run_fetch_outside, fetch, name=name)
+            # A str name: trio makes one of anything else, at a cost (a repr).
+            self._spawn(self._run_fetch_outside, fetch, name="stackquery-fetch " + self.key_hash)
         else:
             assert self._nursery is not None
             fetch.scope = trio.CancelScope()
