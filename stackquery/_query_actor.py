@@ -89,6 +89,24 @@ class _Fetch:
             self.scope.cancel()
 
 
+@attrs.frozen
+class ActorParts:
+    """What each :class:`QueryActor` of a client is made with."""
+
+    cache: QueryCache
+    config: QueryClientConfig
+    tier: L2Tier | None = None
+    """The L2 tier, or ``None`` without storage."""
+    leases: Leases | None = None
+    """The fleet's leases, or ``None`` without a fleet."""
+    registry: Registry[str, QueryActor] | None = None
+    """The registry that hosts the actors (without one, an actor only runs in its task)."""
+    spawn: Callable[..., object] | None = None
+    """Starts a task in the client's nursery: a fetch of an actor without its own task."""
+    lanes: FetchLanes | None = None
+    """Where such a fetch runs without a task or a cancel scope of its own, if a lane is free."""
+
+
 def _plain_call(options: QueryOptions[Any]) -> bool:
     """Whether a fetch's first attempt is a plain ``await query_fn()`` (no timeout, no
     circuit breaker, no context argument)."""
@@ -119,28 +137,19 @@ class QueryActor:
     _nursery: trio.Nursery | None = None
     fetch_count = 0
 
-    def __init__(
-        self,
-        key_hash: str,
-        *,
-        cache: QueryCache,
-        config: QueryClientConfig,
-        tier: L2Tier | None = None,
-        leases: Leases | None = None,
-        registry: Registry[str, QueryActor] | None = None,
-        spawn: Callable[..., object] | None = None,
-        lanes: FetchLanes | None = None,
-    ) -> None:
+    def __init__(self, key_hash: str, parts: ActorParts) -> None:
+        # One argument for the parts, not a keyword each: an actor is made per cold key,
+        # and passing seven keywords cost about as much as the rest of making it.
         self.key_hash = key_hash
-        self._registry = registry
-        self._spawn = spawn
+        self._registry = parts.registry
+        self._spawn = parts.spawn
         """Starts a task in the client's nursery: a fetch of an actor without its own task."""
-        self._lanes = lanes
+        self._lanes = parts.lanes
         """Where such a fetch runs without a cancel scope of its own, if a lane is free."""
-        self._cache = cache
-        self._config = config
-        self._tier = tier
-        self._leases = leases
+        self._cache = parts.cache
+        config = self._config = parts.config
+        self._tier = parts.tier
+        self._leases = parts.leases
         self._mailbox: Mailbox[Message] = Mailbox(config.mailbox_capacity)
         self.observers: list[Observer] = []
 
