@@ -89,6 +89,11 @@ class _Fetch:
             self.scope.cancel()
 
 
+_NO_MAIL: Mailbox[Any] = Mailbox(1)
+"""The mailbox a reserved actor without a task shows (see :attr:`QueryActor.mailbox`)."""
+_NO_MAIL.close()
+
+
 @attrs.frozen
 class ActorParts:
     """What each :class:`QueryActor` of a client is made with."""
@@ -136,6 +141,8 @@ class QueryActor:
     _next_refetch_at = math.inf
     _nursery: trio.Nursery | None = None
     fetch_count = 0
+    _mailbox: Mailbox[Message] | None = None
+    """Made on first use (see :attr:`mailbox`)."""
 
     def __init__(self, key_hash: str, parts: ActorParts) -> None:
         # One argument for the parts, not a keyword each: an actor is made per cold key,
@@ -147,15 +154,28 @@ class QueryActor:
         self._lanes = parts.lanes
         """Where such a fetch runs without a cancel scope of its own, if a lane is free."""
         self._cache = parts.cache
-        config = self._config = parts.config
+        self._config = parts.config
         self._tier = parts.tier
         self._leases = parts.leases
-        self._mailbox: Mailbox[Message] = Mailbox(config.mailbox_capacity)
         self.observers: list[Observer] = []
 
     @property
     def mailbox(self) -> Mailbox[Message]:
-        return self._mailbox
+        """The actor's mailbox, made when its task is started (or when it is asked for
+        without a registry).
+
+        An actor the registry only reserved has no mail (messages go through
+        :meth:`Registry.activate`, which starts the task first): the registry's checks
+        of it when the actor leaves, unhosted, see an empty, closed mailbox shared by
+        all such actors, and a cold key's actor is made without one.
+        """
+        mailbox = self._mailbox
+        if mailbox is None:
+            registry = self._registry
+            if registry is not None and not registry.is_hosted(self.key_hash):
+                return _NO_MAIL
+            mailbox = self._mailbox = Mailbox(self._config.mailbox_capacity)
+        return mailbox
 
     @property
     def is_fetching(self) -> bool:
@@ -261,7 +281,8 @@ class QueryActor:
                     self._start_pending_fetch()
                 except Exception as exc:  # a bug: the actor's task raises it (a crash)
                     self._crash = exc
-            if self._crash is not None or self.observers or not self._mailbox.empty():
+            mailbox = self._mailbox  # without a task, it has one only if it had mail
+            if self._crash is not None or self.observers or (mailbox is not None and not mailbox.empty()):
                 registry.activate(self.key_hash)
             elif self._fetch is None and self._pending is None:
                 registry.release(self.key_hash, self)
@@ -269,7 +290,7 @@ class QueryActor:
         if self._wake_sent:
             return
         try:
-            self._mailbox.tell_nowait(WAKE)
+            self.mailbox.tell_nowait(WAKE)
         except MailboxFull:
             return  # the loop has messages to handle and looks at pending work after each
         self._wake_sent = True
@@ -323,7 +344,7 @@ class QueryActor:
         replies = [fetch.reply if fetch is not None else None, pending]
         while True:
             try:
-                message = self._mailbox.receive_nowait()
+                message = self.mailbox.receive_nowait()
             except (trio.WouldBlock, trio.EndOfChannel):
                 break
             if not isinstance(message, Wake):
@@ -335,13 +356,13 @@ class QueryActor:
     async def _loop(self) -> None:
         while True:
             self._start_pending_fetch()
-            if self._fetch is None and not self.observers and self._mailbox.empty():
+            if self._fetch is None and not self.observers and self.mailbox.empty():
                 return
             if self._next_refetch_at == math.inf:  # no refetch interval: no cancel scope
-                message = await self._mailbox.receive()
+                message = await self.mailbox.receive()
             else:
                 with trio.move_on_at(self._next_refetch_at) as interval:
-                    message = await self._mailbox.receive()
+                    message = await self.mailbox.receive()
                 if interval.cancelled_caught:
                     self._on_refetch_interval()
                     continue
