@@ -282,7 +282,8 @@ class QueryActor:
                 except Exception as exc:  # a bug: the actor's task raises it (a crash)
                     self._crash = exc
             mailbox = self._mailbox  # without a task, it has one only if it had mail
-            if self._crash is not None or self.observers or (mailbox is not None and not mailbox.empty()):
+            mail = mailbox is not None and not mailbox.empty()
+            if self._crash is not None or self.observers or mail:
                 registry.activate(self.key_hash)
             elif self._fetch is None and self._pending is None:
                 registry.release(self.key_hash, self)
