@@ -10,9 +10,9 @@ in the L1 table, and the next message spawns a new actor that starts from it.
 
 A cold key's first fetch needs no actor task: the registry only reserves
 the actor (the key is busy, later callers join the fetch), and the caller
-starts the fetch in one task (see :meth:`QueryActor._wake`): in a free lane
-of the client (``_fetch_lanes``: the lane's cancel scope cancels it), else in
-the client's nursery, in a cancel scope of its own.  The actor's own task starts when something only
+starts the fetch (see :meth:`QueryActor._wake`): in a free lane of the client
+(``_fetch_lanes``: a task that runs it in its own body, whose cancel scope
+cancels it), else in a task of the client's nursery, in a cancel scope of its own.  The actor's own task starts when something only
 it can do comes (observers, a message), and the reserved actor leaves the
 registry when its fetch ends with nothing else to do.
 
@@ -546,7 +546,8 @@ class QueryActor:
             self._nursery.start_soon(self._run_fetch, fetch)
 
     async def _run_fetch_outside(self, fetch: _Fetch) -> None:
-        """:meth:`_run_fetch` in a task of the client's nursery, which it must never crash.
+        """:meth:`_run_fetch` in a task of the client's nursery (or in a lane, one of its
+        tasks), which it must never crash.
 
         A bug is handed to the actor's own task, started for it, which
         raises it: the supervisor restarts the actor as after any crash (or
