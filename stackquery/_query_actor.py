@@ -12,9 +12,10 @@ A cold key's first fetch needs no actor task: the registry only reserves
 the actor (the key is busy, later callers join the fetch), and the caller
 starts the fetch (see :meth:`QueryActor._wake`): in a free lane of the client
 (``_fetch_lanes``: a task that runs it in its own body, whose cancel scope
-cancels it), else in a task of the client's nursery, in a cancel scope of its own.  The actor's own task starts when something only
-it can do comes (observers, a message), and the reserved actor leaves the
-registry when its fetch ends with nothing else to do.
+cancels it), else in a task of the client's nursery, in a cancel scope of its
+own.  The actor's own task starts when something only it can do comes
+(observers, a message), and the reserved actor leaves the registry when its
+fetch ends with nothing else to do.
 
 Two operations are synchronous and run in the caller's task:
 :meth:`claim_fetch` (join the fetch in flight, or register the next one) and

@@ -129,9 +129,11 @@ async def test_cancel_queries_reaches_a_fetch_without_an_actor_task(
         assert client.statistics().active_actors == 0
 
 
+@pytest.mark.parametrize("in_lane", [False, True], ids=["own-task", "in-a-lane"])
 async def test_the_client_closing_wakes_the_waiter_of_such_a_fetch(
-    autojump_clock: trio.testing.MockClock,
+    autojump_clock: trio.testing.MockClock, in_lane: bool
 ) -> None:
+    """In a task of its own (the first cold fetch) or in a lane (one that follows)."""
     origin = Origin(delay=5.0)
     outcome: list[BaseException] = []
     client = sq.QueryClient()
@@ -144,11 +146,17 @@ async def test_the_client_closing_wakes_the_waiter_of_such_a_fetch(
 
     async with trio.open_nursery() as outside:
         async with client:
+            if in_lane:
+                await client.fetch_query(sq.QueryOptions(query_key=("lane", 0), query_fn=Origin()))
+                await wait_all_tasks_blocked()
+                assert lanes() == 1
             outside.start_soon(call)
             await trio.sleep(1.0)
+            assert origin.calls == 1
         await wait_all_tasks_blocked()
         assert len(outcome) == 1
-    assert origin.cancelled == 1
+    assert (origin.cancelled, origin.finished) == (1, 0)
+    assert lanes() == 0
     with pytest.raises(sq.ClientClosedError):
         await client.fetch_query(options(origin))
 
@@ -308,30 +316,3 @@ async def test_a_lane_busy_with_a_long_fetch_outlives_the_idle_periods_it_spans(
         assert lanes() == 1  # the same lane, still there
         await trio.sleep(3 * LANE_IDLE)
         assert lanes() == 0
-
-
-async def test_the_client_closing_wakes_the_waiter_of_a_fetch_in_a_lane(
-    autojump_clock: trio.testing.MockClock,
-) -> None:
-    origin = Origin(delay=5.0)
-    outcome: list[BaseException] = []
-    client = sq.QueryClient()
-
-    async def call() -> None:
-        try:
-            await client.fetch_query(options(origin))
-        except sq.ClientClosedError as exc:
-            outcome.append(exc)
-
-    async with trio.open_nursery() as outside:
-        async with client:
-            await client.fetch_query(sq.QueryOptions(query_key=("lane", 0), query_fn=Origin()))
-            await wait_all_tasks_blocked()
-            assert lanes() == 1
-            outside.start_soon(call)
-            await trio.sleep(1.0)
-            assert origin.calls == 1
-        await wait_all_tasks_blocked()
-        assert len(outcome) == 1
-    assert (origin.cancelled, origin.finished) == (1, 0)
-    assert lanes() == 0
