@@ -98,8 +98,9 @@ class ColdReads:
             # the drop did not go through abandon(), so the old read's waiters
             # hear of it here rather than never.
             self.abandon(stranded, why="remove_queries or reset_queries")
-        previous = cache.create(options)
-        cache.publish(_state.fetching(previous, now=trio.current_time()))
+        # Made fetching at once, as the key's actor makes a cold key: it serves as
+        # the snapshot from before the read too (cancel_queries puts back the same).
+        previous = cache.create(options, fetching=True)
         l2 = self._tier.l2
         if alone and l2.can_read_now(key_hash):
             cold = ColdRead(options, previous, Reply(), direct=True)
@@ -243,14 +244,19 @@ class ColdReads:
             return
         invalidated = snap.is_invalidated
         now = trio.current_time()
-        # The entry's snapshot is published once, with what follows folded in
-        # (one publish, one timer arming per key: bulk hydration pays per key).
-        landed = self._tier.entry_snapshot(snap, entry, now=now) if entry is not None else None
+        # The entry's snapshot is built once, idle (the common end: fresh data
+        # served), and published once: bulk hydration pays per key.  The other
+        # ends go on fetching, and turn it back so.
+        landed = (
+            self._tier.entry_snapshot(snap, entry, now=now, idle=True)
+            if entry is not None
+            else None
+        )
         if landed is not None:
             snap = landed
         if not cache.servable(snap, options):
             if landed is not None:
-                cache.publish(landed)
+                cache.publish(_still_fetching(landed))
             registry.activate(key_hash).continue_fetch(options, cold.previous, reply)
             return
         if invalidated and not snap.is_invalidated:
@@ -259,13 +265,13 @@ class ColdReads:
             snap = _state.invalidated(snap, now=now)
             landed = snap
         if cache.is_fresh(snap, options):
-            cache.publish(_state.idle(snap, now=now))
+            cache.publish(snap if landed is not None else _state.idle(snap, now=now))
             reply.set_value(snap.data)
             if actor is not None:  # an observer came during the read
                 actor.after_cold_read()
             return
         if landed is not None:
-            cache.publish(landed)
+            cache.publish(_still_fetching(landed))
         reply.set_value(snap.data)  # stale: served at once, refetched in the background
         registry.activate(key_hash).continue_fetch(options, cold.previous, Reply())
 
@@ -340,6 +346,13 @@ class BatchReads:
         if self.resolve is not None:
             options = self.resolve(options)
         return self.reads.claim_for_batch(options)
+
+
+def _still_fetching(landed: _state.Snapshot) -> _state.Snapshot:
+    """``landed`` (built idle) as the fetch that goes on after it sees it."""
+    if landed.fetch_status is _state.FetchStatus.FETCHING:
+        return landed
+    return _state.evolve(landed, fetch_status=_state.FetchStatus.FETCHING)
 
 
 async def _forward(source: Reply[Any], target: Reply[Any]) -> None:

@@ -470,7 +470,9 @@ class QueryCache:
             deadline = _next_deadline(snap)
         if deadline < snap.timer_at:
             self._timers.push(deadline, snap.key_hash)
-            snap = _state.evolve(snap, timer_at=deadline)
+            # In place, not a copy: the snapshot is about to be the table's, and
+            # the entry for ``deadline`` is pushed, which is all ``timer_at`` says.
+            snap.timer_at = deadline
         return snap
 
     def _timer_deadline(self, key_hash: str) -> float | None:

@@ -165,8 +165,8 @@ class Snapshot:
     made and flipped by a timer when the data goes stale; nothing on the hit
     path reads the clock.
 
-    Immutable but for ``hit`` and ``options``, which are bookkeeping of the
-    table, not state: every change of state is a new snapshot (:func:`evolve`
+    Immutable but for ``hit``, ``options`` and ``timer_at``, which are
+    bookkeeping of the table, not state: every change of state is a new snapshot (:func:`evolve`
     and the transitions below), never a change in place.  The class is not
     attrs-frozen only because a frozen class's ``__setattr__`` would turn the
     fresh hit's store of ``hit`` into a Python call.
