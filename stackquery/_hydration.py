@@ -37,7 +37,7 @@ import trio
 from actors import Registry, Reply
 
 from . import _state
-from ._entry import StoredEntry
+from ._entry import MAX_CLOCK_SKEW, StoredEntry
 from ._errors import ClientClosedError, QueryCancelledError
 from ._l2_tier import ColdRead, L2Tier
 from ._option_checks import UNSET
@@ -180,12 +180,11 @@ class ColdReads:
         left = reads
         try:
             while left:
+                answered = []
                 unanswered = []
                 for cold in left:
-                    if cold.read.is_set:
-                        self.land(cold, cold.read.result_nowait())
-                    else:
-                        unanswered.append(cold)
+                    (answered if cold.read.is_set else unanswered).append(cold)
+                self._land_many(answered)
                 left = unanswered
                 if left:
                     # The earliest started is in the earliest batch out: when it
@@ -196,25 +195,114 @@ class ColdReads:
                 self.land(cold, None)  # nothing for those landed already
             raise
 
-    def claim_for_batch(self, options: QueryOptions[Any]) -> ColdRead | None:
-        """Start a batched L2 read of the key if it is cold, as ``fetch_query`` would; synchronous.
+    def claim_many(
+        self,
+        options_list: list[QueryOptions[Any]],
+        resolve: Callable[[QueryOptions[Any]], QueryOptions[Any]] | None = None,
+    ) -> list[ColdRead | None]:
+        """Start one batched L2 read of each cold key, as ``fetch_query`` would; synchronous.
 
-        Cold: not in L1, no actor, no read out, no ``initial_data``.  Any
-        other key returns ``None`` (fetch it as ``fetch_query`` does), and so
-        does every key once the client is closing.  The read joins the next
-        ``get_many`` and is landed with it: await its ``reply``.
+        One entry per options, in order: the key's read (await its ``reply``)
+        or ``None`` for a key that is not cold (fetch it as ``fetch_query``
+        does).  Cold: not in L1, no actor, no read out, no ``initial_data``;
+        no key is cold once the client is closing.  The reads join the next
+        ``get_many`` and are landed together.  ``resolve``: the client's query
+        defaults, applied to each options first.  A key listed twice is
+        claimed once (the later ones get ``None``).
         """
-        key_hash = options.key_hash
-        if (
-            self.closed
-            or options.initial_data is not UNSET
-            or key_hash in self._cache.snapshots
-            or key_hash in self._registry
-            or key_hash in self._tier.cold_reads
-        ):
-            return None
-        self._cache.remember(options)
-        return self.start(options, alone=False)
+        if self.closed:
+            return [None] * len(options_list)
+        cache = self._cache
+        snapshots = cache.snapshots
+        registry = self._registry
+        cold_reads = self._tier.cold_reads
+        read_soon = self._tier.l2.read_soon
+        claimed: list[ColdRead | None] = []
+        unlanded = self._unlanded
+        lander_due = not unlanded
+        for options in options_list:
+            if resolve is not None:
+                options = resolve(options)
+            key_hash = options.key_hash
+            if (
+                options.initial_data is not UNSET
+                or key_hash in snapshots
+                or key_hash in registry
+                or key_hash in cold_reads
+            ):
+                claimed.append(None)
+                continue
+            # What start() does for a batch, less its checks: made fetching at once.
+            previous = cache.create(options, fetching=True)
+            cache.remember(options)
+            cold = ColdRead(options, previous, read_soon(key_hash))
+            unlanded.append(cold)
+            cold_reads[key_hash] = cold
+            claimed.append(cold)
+        if lander_due and unlanded:
+            self._nursery.start_soon(self._land_batch, name="stackquery-hydration")
+        return claimed
+
+    def _land_many(self, reads: list[ColdRead]) -> None:
+        """Land reads the store has answered: fresh entries of untouched keys in a few steps.
+
+        A key that nothing changed while it was read (its snapshot is the one
+        the read started with, no actor), with an entry fresh by its options
+        (no ``max_age``/``max_stale`` to judge), lands as :meth:`land` would
+        land it, built from what the batch shares (the clock, the landed
+        shape); every other key goes through :meth:`land`.
+        """
+        if self.closed or not reads:
+            for cold in reads:
+                self.land(cold, cold.read.result_nowait())
+            return
+        cache = self._cache
+        snapshots = cache.snapshots
+        registry = self._registry
+        cold_reads = self._tier.cold_reads
+        fresh_period = cache.fresh_period
+        publish = cache.publish
+        clock = cache.clock
+        from_wall = clock.from_wall
+        now = trio.current_time()
+        latest = clock.wall(now) + MAX_CLOCK_SKEW
+        shapes: dict[int, _state.Shape] = {}
+        """The landed shape (success, idle) by the shape each key's read started with."""
+        for cold in reads:
+            entry = cold.read.result_nowait()
+            options = cold.options
+            key_hash = options.key_hash
+            previous = cold.previous
+            if (
+                entry is None
+                or entry.invalidated
+                or previous.shape.failure is not None
+                or entry.data_updated_at > latest
+                or options.max_age is not None
+                or options.max_stale is not None
+                or cold_reads.get(key_hash) is not cold
+                or snapshots.get(key_hash) is not previous
+                or key_hash in registry
+            ):
+                self.land(cold, entry)
+                continue
+            value = entry.value
+            updated_at = entry.data_updated_at
+            stale_at = from_wall(updated_at) + fresh_period(previous.stale_time, value, None)
+            if stale_at <= now:  # stale: served, refetched (land's business)
+                self.land(cold, entry)
+                continue
+            old_shape = previous.shape
+            shape = shapes.get(id(old_shape))
+            if shape is None:
+                shape = shapes[id(old_shape)] = _state.landed_shape(old_shape)
+            del cold_reads[key_hash]
+            publish(
+                _state.landed_fresh(
+                    previous, shape, value, updated_at_wall=updated_at, stale_at=stale_at, now=now
+                )
+            )
+            cold.reply.set_value(value)
 
     def land(self, cold: ColdRead, entry: StoredEntry | None) -> None:
         """Settle the key's fetch with what L2 held, or hand it on to the key's actor."""
@@ -341,11 +429,9 @@ class BatchReads:
     resolve: Callable[[QueryOptions[Any]], QueryOptions[Any]] | None
     """The client's query defaults, or ``None`` when it has none."""
 
-    def claim_for_batch(self, options: QueryOptions[Any]) -> ColdRead | None:
-        """See :meth:`ColdReads.claim_for_batch`."""
-        if self.resolve is not None:
-            options = self.resolve(options)
-        return self.reads.claim_for_batch(options)
+    def claim_many(self, options_list: list[QueryOptions[Any]]) -> list[ColdRead | None]:
+        """See :meth:`ColdReads.claim_many`."""
+        return self.reads.claim_many(options_list, self.resolve)
 
 
 def _still_fetching(landed: _state.Snapshot) -> _state.Snapshot:
