@@ -142,7 +142,9 @@ def shape(
         return Shape(
             status, fetch_status, is_invalidated, failure, stale_time, gc_time, fetch_count
         )
-    key = (status, fetch_status, is_invalidated, id(stale_time), gc_time, fetch_count)
+    # Enum members by id: they live as long as the program, and hashing one
+    # is a Python call (Enum.__hash__) where an id is not.
+    key = (id(status), id(fetch_status), is_invalidated, id(stale_time), gc_time, fetch_count)
     found = _SHAPES.get(key)
     if found is None or found.stale_time is not stale_time:
         if len(_SHAPES) >= _SHAPES_MAX:
