@@ -147,7 +147,10 @@ class ColdReads:
             self._read_again(cold)  # settled early: the store's answer was dropped
             return reply.result_nowait()
         cold.read.set_value(entry)
-        self.land(cold, entry)
+        now = trio.current_time()
+        latest = self._cache.clock.wall(now) + MAX_CLOCK_SKEW
+        if not self._land_fresh(cold, entry, now, latest, {}):
+            self.land(cold, entry)
         if reply.is_set:  # no second checkpoint: the read was one
             return reply.result_nowait()
         return await reply.wait()
@@ -244,65 +247,70 @@ class ColdReads:
         return claimed
 
     def _land_many(self, reads: list[ColdRead]) -> None:
-        """Land reads the store has answered: fresh entries of untouched keys in a few steps.
-
-        A key that nothing changed while it was read (its snapshot is the one
-        the read started with, no actor), with an entry fresh by its options
-        (no ``max_age``/``max_stale`` to judge), lands as :meth:`land` would
-        land it, built from what the batch shares (the clock, the landed
-        shape); every other key goes through :meth:`land`.
-        """
-        if self.closed or not reads:
-            for cold in reads:
-                self.land(cold, cold.read.result_nowait())
+        """Land reads the store has answered, with what the batch shares (see :meth:`land`)."""
+        if not reads:
             return
-        cache = self._cache
-        snapshots = cache.snapshots
-        registry = self._registry
-        cold_reads = self._tier.cold_reads
-        fresh_period = cache.fresh_period
-        publish = cache.publish
-        clock = cache.clock
-        from_wall = clock.from_wall
         now = trio.current_time()
-        latest = clock.wall(now) + MAX_CLOCK_SKEW
+        latest = self._cache.clock.wall(now) + MAX_CLOCK_SKEW
         shapes: dict[int, _state.Shape] = {}
-        """The landed shape (success, idle) by the shape each key's read started with."""
         for cold in reads:
             entry = cold.read.result_nowait()
-            options = cold.options
-            key_hash = options.key_hash
-            previous = cold.previous
-            if (
-                entry is None
-                or entry.invalidated
-                or previous.shape.failure is not None
-                or entry.data_updated_at > latest
-                or options.max_age is not None
-                or options.max_stale is not None
-                or cold_reads.get(key_hash) is not cold
-                or snapshots.get(key_hash) is not previous
-                or key_hash in registry
-            ):
+            if not self._land_fresh(cold, entry, now, latest, shapes):
                 self.land(cold, entry)
-                continue
-            value = entry.value
-            updated_at = entry.data_updated_at
-            stale_at = from_wall(updated_at) + fresh_period(previous.stale_time, value, None)
-            if stale_at <= now:  # stale: served, refetched (land's business)
-                self.land(cold, entry)
-                continue
-            old_shape = previous.shape
-            shape = shapes.get(id(old_shape))
-            if shape is None:
-                shape = shapes[id(old_shape)] = _state.landed_shape(old_shape)
-            del cold_reads[key_hash]
-            publish(
-                _state.landed_fresh(
-                    previous, shape, value, updated_at_wall=updated_at, stale_at=stale_at, now=now
-                )
+
+    def _land_fresh(
+        self,
+        cold: ColdRead,
+        entry: StoredEntry | None,
+        now: float,
+        latest: float,
+        shapes: dict[int, _state.Shape],
+    ) -> bool:
+        """Land a fresh ``entry`` of a key nothing touched during its read; return whether it did.
+
+        Untouched: the key's snapshot is the one its read started with, and it
+        has no actor.  Fresh: not invalidated, stamped before ``latest`` (now
+        plus the clock-skew allowance), fresh by the key's stale time, and no
+        ``max_age``/``max_stale`` to judge it by.  Such a key lands as
+        :meth:`land` would land it, in fewer steps: one snapshot, built with
+        the landed shape ``shapes`` holds for its shape (shared by a batch's
+        keys), one publish.  Any other read is left to :meth:`land`.
+        """
+        if entry is None or entry.invalidated or entry.data_updated_at > latest or self.closed:
+            return False
+        options = cold.options
+        key_hash = options.key_hash
+        previous = cold.previous
+        cold_reads = self._tier.cold_reads
+        cache = self._cache
+        if (
+            options.max_age is not None
+            or options.max_stale is not None
+            or previous.shape.failure is not None
+            or cold_reads.get(key_hash) is not cold
+            or cache.snapshots.get(key_hash) is not previous
+            or key_hash in self._registry
+        ):
+            return False
+        value = entry.value
+        updated_at = entry.data_updated_at
+        stale_at = cache.clock.from_wall(updated_at) + cache.fresh_period(
+            previous.stale_time, value, None
+        )
+        if stale_at <= now:  # stale: served and refetched, by land()
+            return False
+        old_shape = previous.shape
+        shape = shapes.get(id(old_shape))
+        if shape is None:
+            shape = shapes[id(old_shape)] = _state.landed_shape(old_shape)
+        del cold_reads[key_hash]
+        cache.publish(
+            _state.landed_fresh(
+                previous, shape, value, updated_at_wall=updated_at, stale_at=stale_at, now=now
             )
-            cold.reply.set_value(value)
+        )
+        cold.reply.set_value(value)
+        return True
 
     def land(self, cold: ColdRead, entry: StoredEntry | None) -> None:
         """Settle the key's fetch with what L2 held, or hand it on to the key's actor."""
