@@ -329,3 +329,108 @@ class TestColdBatch:
                     counted.append(tasks())
                     store.read_gate.set()
         assert counted[0] == counted[1]
+
+
+class TestColdBatchLanding:
+    """What a batch's read finds is judged per key, as a lone cold read judges it."""
+
+    async def test_each_fresh_key_is_published_once_idle(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """A fresh key lands in one publish: one update event, fresh and idle, fetched once."""
+        store = ControlledStorage()
+        origins = Origins()
+        opts = [origins.options(name, stale_time=60.0) for name in ("a", "b")]
+        async with sq.open_query_client(no_retry(storage=store)) as client:
+            for one in opts:
+                await stored(store, client, one, f"stored {one.query_key[1]}")
+            async with client.events() as events:
+                assert await client.fetch_queries(opts) == ["stored a", "stored b"]
+                seen: list[tuple[Any, Any, Any]] = []
+                while len(seen) < 6:
+                    event = await events.__anext__()
+                    assert event.state is not None
+                    seen.append((event.type, event.key, event.state.fetch_status))
+            added, started, updated = (
+                sq.CacheEventType.ADDED,
+                sq.CacheEventType.FETCH_STARTED,
+                sq.CacheEventType.UPDATED,
+            )
+            fetching, idle = sq.FetchStatus.FETCHING, sq.FetchStatus.IDLE
+            assert seen == [
+                (added, ("item", "a"), idle),
+                (started, ("item", "a"), fetching),
+                (added, ("item", "b"), idle),
+                (started, ("item", "b"), fetching),
+                (updated, ("item", "a"), idle),
+                (updated, ("item", "b"), idle),
+            ]
+            for one in opts:
+                state = client.get_query_state(one.query_key)
+                assert state is not None
+                assert (state.status, state.is_stale) == (sq.QueryStatus.SUCCESS, False)
+
+    async def test_a_key_invalidated_during_the_read_is_served_stale_and_refetched_once(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """Invalidated while the batch is read: its entry is served, then refetched once."""
+        store, origins, a, b = gated_pair()
+        got: list[Any] = []
+        async with sq.open_query_client(no_retry(storage=store)) as client:
+            await stored_pair(store, client, a, b)
+            async with trio.open_nursery() as nursery:
+
+                async def fetch_both() -> None:
+                    got.extend(await client.fetch_queries([a, b]))
+
+                nursery.start_soon(fetch_both)
+                await trio.testing.wait_all_tasks_blocked()
+                await client.invalidate_queries(("item", "a"), refetch=False)
+                store.read_gate.set()
+            assert got == ["stored a", "stored b"]
+            await trio.sleep(1.5)
+            assert origins.calls == {"a": 1}
+            assert client.get_query_data(("item", "a")) == "a#1"
+            assert client.get_query_data(("item", "b")) == "stored b"
+
+    async def test_an_observer_that_came_during_the_read_hears_the_landing(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """A key observed while the batch is read: its listener gets the landed data."""
+        store, origins, a, b = gated_pair()
+        heard: list[Any] = []
+        async with sq.open_query_client(no_retry(storage=store)) as client:
+            await stored_pair(store, client, a, b)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(client.fetch_queries, [a, b])
+                await trio.testing.wait_all_tasks_blocked()
+                unsubscribe = client.watch(b).subscribe(lambda state: heard.append(state.data))
+                store.read_gate.set()
+            await trio.testing.wait_all_tasks_blocked()
+            assert heard == [None, "stored b"]
+            assert origins.calls == {}
+            unsubscribe()
+
+    async def test_entries_that_cannot_land_fresh_are_judged_one_by_one(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """Corrupt: counted, fetched; stamped in the future: counted, served, refetched;
+        past max_age: fetched; fresh: served."""
+        store = ControlledStorage()
+        origins = Origins()
+        corrupt = origins.options("c", stale_time=60.0)
+        future = origins.options("f", stale_time=60.0)
+        aged = origins.options("m", stale_time=60.0, max_age=10.0)
+        fresh = origins.options("ok", stale_time=60.0)
+        async with sq.open_query_client(no_retry(storage=store)) as client:
+            await store.memory.set(store_key(corrupt), b'{"sq": 1, "not": "an entry"}')
+            await stored(store, client, future, "stored f", age=-3600.0)
+            await stored(store, client, aged, "stored m", age=20.0)
+            await stored(store, client, fresh, "stored ok")
+            got = await client.fetch_queries([corrupt, future, aged, fresh])
+            assert got == ["c#1", "stored f", "m#1", "stored ok"]
+            stats = client.l2_statistics()
+            assert (stats.corrupt, stats.future_entries, stats.read_batches) == (1, 1, 1)
+            await trio.sleep(1.5)
+            assert origins.calls == {"c": 1, "f": 1, "m": 1}
+            assert client.get_query_data(("item", "f")) == "f#1"
