@@ -183,8 +183,8 @@ class ColdReads:
         left = reads
         try:
             while left:
-                answered = []
-                unanswered = []
+                answered: list[ColdRead] = []
+                unanswered: list[ColdRead] = []
                 for cold in left:
                     (answered if cold.read.is_set else unanswered).append(cold)
                 self._land_many(answered)
