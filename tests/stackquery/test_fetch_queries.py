@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from functools import partial
 from typing import Any
 
 import pytest
@@ -168,10 +171,19 @@ def gated_pair() -> tuple[ControlledStorage, Origins, sq.QueryOptions[Any], sq.Q
     )
 
 
-async def stored_pair(store: ControlledStorage, client: sq.QueryClient, a: Any, b: Any) -> None:
-    """Store "stored a" and "stored b" as the entries of ``a`` and ``b``."""
-    await stored(store, client, a, "stored a")
-    await stored(store, client, b, "stored b")
+Gated = tuple[
+    ControlledStorage, Origins, sq.QueryOptions[Any], sq.QueryOptions[Any], sq.QueryClient
+]
+
+
+@contextlib.asynccontextmanager
+async def gated_client() -> AsyncIterator[Gated]:
+    """A client on :func:`gated_pair`'s store, which holds "stored a" and "stored b"."""
+    store, origins, a, b = gated_pair()
+    async with sq.open_query_client(no_retry(storage=store)) as client:
+        await stored(store, client, a, "stored a")
+        await stored(store, client, b, "stored b")
+        yield store, origins, a, b, client
 
 
 class TestColdBatch:
@@ -219,10 +231,8 @@ class TestColdBatch:
         self, autojump_clock: trio.testing.MockClock
     ) -> None:
         """A key whose cold read is out joins it; only the other keys go in the next get_many."""
-        store, origins, a, b = gated_pair()
         got: list[Any] = []
-        async with sq.open_query_client(no_retry(storage=store)) as client:
-            await stored_pair(store, client, a, b)
+        async with gated_client() as (store, origins, a, b, client):
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(client.fetch_query, a)
                 await trio.testing.wait_all_tasks_blocked()
@@ -241,10 +251,8 @@ class TestColdBatch:
         self, autojump_clock: trio.testing.MockClock
     ) -> None:
         """Cancelled while the read is out: the keys still land, for a caller that joined them."""
-        store, origins, a, b = gated_pair()
         joined: list[Any] = []
-        async with sq.open_query_client(no_retry(storage=store)) as client:
-            await stored_pair(store, client, a, b)
+        async with gated_client() as (store, origins, a, b, client):
             with trio.CancelScope() as scope:
                 async with trio.open_nursery() as nursery:
 
@@ -267,10 +275,8 @@ class TestColdBatch:
         self, autojump_clock: trio.testing.MockClock
     ) -> None:
         """cancel_queries of one key while the batch is read: that key's error, the others land."""
-        store, origins, a, b = gated_pair()
         errors: list[BaseException] = []
-        async with sq.open_query_client(no_retry(storage=store)) as client:
-            await stored_pair(store, client, a, b)
+        async with gated_client() as (store, origins, a, b, client):
 
             async def fetch_both() -> None:
                 try:
@@ -331,6 +337,26 @@ class TestColdBatch:
         assert counted[0] == counted[1]
 
 
+async def batch_read_with(
+    store: ControlledStorage,
+    client: sq.QueryClient,
+    keys: list[sq.QueryOptions[Any]],
+    meanwhile: Callable[[], Awaitable[object]],
+) -> list[Any]:
+    """``fetch_queries(keys)``, with ``meanwhile()`` run while its read waits at the gate."""
+    got: list[Any] = []
+
+    async def fetch() -> None:
+        got.extend(await client.fetch_queries(keys))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(fetch)
+        await trio.testing.wait_all_tasks_blocked()
+        await meanwhile()
+        store.read_gate.set()
+    return got
+
+
 class TestColdBatchLanding:
     """What a batch's read finds is judged per key, as a lone cold read judges it."""
 
@@ -374,20 +400,12 @@ class TestColdBatchLanding:
         self, autojump_clock: trio.testing.MockClock
     ) -> None:
         """Invalidated while the batch is read: its entry is served, then refetched once."""
-        store, origins, a, b = gated_pair()
-        got: list[Any] = []
-        async with sq.open_query_client(no_retry(storage=store)) as client:
-            await stored_pair(store, client, a, b)
-            async with trio.open_nursery() as nursery:
-
-                async def fetch_both() -> None:
-                    got.extend(await client.fetch_queries([a, b]))
-
-                nursery.start_soon(fetch_both)
-                await trio.testing.wait_all_tasks_blocked()
-                await client.invalidate_queries(("item", "a"), refetch=False)
-                store.read_gate.set()
-            assert got == ["stored a", "stored b"]
+        async with gated_client() as (store, origins, a, b, client):
+            invalidate = partial(client.invalidate_queries, ("item", "a"), refetch=False)
+            assert await batch_read_with(store, client, [a, b], invalidate) == [
+                "stored a",
+                "stored b",
+            ]
             await trio.sleep(1.5)
             assert origins.calls == {"a": 1}
             assert client.get_query_data(("item", "a")) == "a#1"
@@ -397,19 +415,18 @@ class TestColdBatchLanding:
         self, autojump_clock: trio.testing.MockClock
     ) -> None:
         """A key observed while the batch is read: its listener gets the landed data."""
-        store, origins, a, b = gated_pair()
         heard: list[Any] = []
-        async with sq.open_query_client(no_retry(storage=store)) as client:
-            await stored_pair(store, client, a, b)
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(client.fetch_queries, [a, b])
-                await trio.testing.wait_all_tasks_blocked()
-                unsubscribe = client.watch(b).subscribe(lambda state: heard.append(state.data))
-                store.read_gate.set()
+        unsubscribe: list[Callable[[], None]] = []
+
+        async def observe() -> None:
+            unsubscribe.append(client.watch(b).subscribe(lambda state: heard.append(state.data)))
+
+        async with gated_client() as (store, origins, a, b, client):
+            await batch_read_with(store, client, [a, b], observe)
             await trio.testing.wait_all_tasks_blocked()
             assert heard == [None, "stored b"]
             assert origins.calls == {}
-            unsubscribe()
+            unsubscribe[0]()
 
     async def test_entries_that_cannot_land_fresh_are_judged_one_by_one(
         self, autojump_clock: trio.testing.MockClock
