@@ -76,6 +76,9 @@ class ColdReads:
         """Set when the client closes: a read landing then fails its waiters."""
         self._unlanded: list[ColdRead] = []
         """Batched reads started since the last lander took its list (see :meth:`_land_batch`)."""
+        self._landed_shapes: dict[int, tuple[_state.Shape, _state.Shape]] = {}
+        """A shape's landed shape (see :meth:`_land_fresh`) by the shape's id, with the
+        shape itself: one whose id was reused by another is not taken for it."""
 
     def get(self, key_hash: str) -> ColdRead | None:
         """The key's read in flight, or ``None``."""
@@ -149,7 +152,7 @@ class ColdReads:
         cold.read.set_value(entry)
         now = trio.current_time()
         latest = self._cache.clock.wall(now) + MAX_CLOCK_SKEW
-        if not self._land_fresh(cold, entry, now, latest, {}):
+        if not self._land_fresh(cold, entry, now, latest):
             self.land(cold, entry)
         if reply.is_set:  # no second checkpoint: the read was one
             return reply.result_nowait()
@@ -252,10 +255,9 @@ class ColdReads:
             return
         now = trio.current_time()
         latest = self._cache.clock.wall(now) + MAX_CLOCK_SKEW
-        shapes: dict[int, _state.Shape] = {}
         for cold in reads:
             entry = cold.read.result_nowait()
-            if not self._land_fresh(cold, entry, now, latest, shapes):
+            if not self._land_fresh(cold, entry, now, latest):
                 self.land(cold, entry)
 
     def _land_fresh(
@@ -264,7 +266,6 @@ class ColdReads:
         entry: StoredEntry | None,
         now: float,
         latest: float,
-        shapes: dict[int, _state.Shape],
     ) -> bool:
         """Land a fresh ``entry`` of a key nothing touched during its read; return whether it did.
 
@@ -273,8 +274,8 @@ class ColdReads:
         plus the clock-skew allowance), fresh by the key's stale time, and no
         ``max_age``/``max_stale`` to judge it by.  Such a key lands as
         :meth:`land` would land it, in fewer steps: one snapshot, built with
-        the landed shape ``shapes`` holds for its shape (shared by a batch's
-        keys), one publish.  Any other read is left to :meth:`land`.
+        the landed shape of its shape (looked up once for many keys), one
+        publish.  Any other read is left to :meth:`land`.
         """
         if entry is None or entry.invalidated or entry.data_updated_at > latest or self.closed:
             return False
@@ -300,9 +301,14 @@ class ColdReads:
         if stale_at <= now:  # stale: served and refetched, by land()
             return False
         old_shape = previous.shape
-        shape = shapes.get(id(old_shape))
-        if shape is None:
-            shape = shapes[id(old_shape)] = _state.landed_shape(old_shape)
+        known = self._landed_shapes.get(id(old_shape))
+        if known is not None and known[0] is old_shape:
+            shape = known[1]
+        else:
+            if len(self._landed_shapes) >= 64:
+                self._landed_shapes.clear()
+            shape = _state.landed_shape(old_shape)
+            self._landed_shapes[id(old_shape)] = (old_shape, shape)
         del cold_reads[key_hash]
         cache.publish(
             _state.landed_fresh(
