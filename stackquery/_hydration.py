@@ -78,7 +78,7 @@ class ColdReads:
         """Batched reads started since the last lander took its list (see :meth:`_land_batch`)."""
         self._landed_shapes: dict[int, tuple[_state.Shape, _state.Shape]] = {}
         """A shape's landed shape (see :meth:`_land_fresh`) by the shape's id, with the
-        shape itself: one whose id was reused by another is not taken for it."""
+        shape itself, held so that its id is not another's while it is here."""
 
     def get(self, key_hash: str) -> ColdRead | None:
         """The key's read in flight, or ``None``."""
@@ -302,7 +302,7 @@ class ColdReads:
             return False
         old_shape = previous.shape
         known = self._landed_shapes.get(id(old_shape))
-        if known is not None and known[0] is old_shape:
+        if known is not None:
             shape = known[1]
         else:
             if len(self._landed_shapes) >= 64:
@@ -347,8 +347,8 @@ class ColdReads:
         invalidated = snap.is_invalidated
         now = trio.current_time()
         # The entry's snapshot is built once, idle (the common end: fresh data
-        # served), and published once: bulk hydration pays per key.  The other
-        # ends go on fetching, and turn it back so.
+        # served), and published once: bulk hydration pays per key.  Where the
+        # fetch goes on (to the key's actor), it is published fetching again.
         landed = (
             self._tier.entry_snapshot(snap, entry, now=now, idle=True)
             if entry is not None
@@ -449,7 +449,7 @@ class BatchReads:
 
 
 def _still_fetching(landed: _state.Snapshot) -> _state.Snapshot:
-    """``landed`` (built idle) as the fetch that goes on after it sees it."""
+    """``landed`` (built idle) for a key whose fetch goes on, with its actor."""
     if landed.fetch_status is _state.FetchStatus.FETCHING:
         return landed
     return _state.evolve(landed, fetch_status=_state.FetchStatus.FETCHING)
