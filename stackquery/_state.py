@@ -150,7 +150,9 @@ def shape(
         return Shape(
             status, fetch_status, is_invalidated, failure, stale_time, gc_time, fetch_count
         )
-    key = (status, fetch_status, is_invalidated, id(stale_time), gc_time, fetch_count)
+    # Enum members by id: they live as long as the program, and hashing one
+    # is a Python call (Enum.__hash__) where an id is not.
+    key = (id(status), id(fetch_status), is_invalidated, id(stale_time), gc_time, fetch_count)
     found = _SHAPES.get(key)
     if found is None or found.stale_time is not stale_time:
         if len(_SHAPES) >= _SHAPES_MAX:
@@ -397,6 +399,39 @@ def with_data(
         stale_time=stale_time,
         stale_at=stale_at,
         collect_at=now + snap.gc_time,
+    )
+
+
+def landed_shape(fetching: Shape) -> Shape:
+    """The shape a key in ``fetching`` (a shape without a failure) has once its fetch ended
+    with data: :func:`with_data` with ``idle``, for the keys of a batch to share."""
+    return shape(
+        QueryStatus.SUCCESS,
+        FetchStatus.IDLE,
+        False,
+        None,
+        fetching.stale_time,
+        fetching.gc_time,
+        fetching.fetch_count,
+    )
+
+
+def landed_fresh(
+    snap: Snapshot, landed: Shape, data: Any, *, updated_at_wall: float, stale_at: float, now: float
+) -> Snapshot:
+    """:func:`with_data` with ``idle`` of a key with no data and no failure, whose ``data``
+    is fresh until ``stale_at`` (> ``now``); ``landed`` is :func:`landed_shape` of its shape."""
+    return Snapshot(
+        key_hash=snap.key_hash,
+        data=data,
+        fresh_for=landed.stale_time,
+        data_updated_at=updated_at_wall,
+        stale_at=stale_at,
+        collect_at=now + landed.gc_time,
+        timer_at=snap.timer_at,
+        shape=landed,
+        hit=snap.hit,
+        options=snap.options,
     )
 
 
