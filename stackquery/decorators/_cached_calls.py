@@ -1,17 +1,22 @@
 """What one ``@cache`` function knows, and everything it does besides a fresh hit.
 
-The options of each call shape (the call's positional and keyword
-arguments) are built once and memoized, bounded by :data:`MEMO_SIZE`; a
-call with a shape seen before skips binding the signature and building the
-key.  Misses, stale hits, calls with metrics, ``invalidate`` and ``clear``
-run here.
+The key hash of each call shape (the call's positional and keyword
+arguments) is computed once and memoized, bounded by :data:`MEMO_SIZE`: a
+fresh hit needs nothing else, and the hash is the very string the L1 table
+holds the key by (the options it was built with made both), so a memo entry
+costs its dict slot and its arguments.  The ``QueryOptions`` of a call are
+not kept here: a call that is not a fresh hit takes the ones the client
+remembers for the key when they were built for the same arguments, else
+builds them from the function's template (``_call_options.py``).  Misses,
+stale hits, calls with metrics, ``invalidate`` and ``clear`` run here.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
+import itertools
 import math
+import types
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
@@ -27,16 +32,18 @@ from .._keys import QueryKey, canonical_key, prefix_hash
 from .._options import QueryOptions
 from .._state import Snapshot
 from ..metrics._collector import MetricsCollector
+from ._call_options import OptionsTemplate
 from ._guards import record_stale_if_error
 from ._key_template import KeyTemplate
-from ._origin import argument_binder, origin_call
+from ._origin import origin_binder
 from ._origin_protection import OriginProtection
 from ._run_clients import ClientChoice, ClientResolver
 
 R = TypeVar("R")
 
 MEMO_SIZE = 4096
-"""Distinct argument tuples whose options a decorated function remembers (oldest dropped first)."""
+"""Distinct argument tuples whose key hash a decorated function remembers: when full, those
+whose key left the client's L1 table are dropped, and the oldest if that freed too few."""
 
 _namespaces: dict[str, int] = {}
 
@@ -72,20 +79,18 @@ NESTED = 4
 
 @attrs.frozen
 class TypedMemo:
-    """The options of a call shape whose arguments hold a 0, 1 or bool.
+    """The key hash of a call shape whose arguments hold a 0, 1 or bool.
 
     ``f(1)`` and ``f(True)`` are equal dict keys but two cache keys, so the
     memo of such arguments is used only by a call whose arguments there have
     the same types.  The wrappers test that inline by ``kind`` (no call, no
     allocation for one such argument: the usual ``page(42, 1)``), and fall
-    back to :meth:`matching` when it fails.  The memo of any other call shape
-    is its :class:`QueryOptions` itself (which the client keeps anyway): a
-    memo entry costs its dict slot and nothing more.
+    back to :meth:`key_hash_for` when it fails.  The memo of any other call
+    shape is its key hash itself (the string the L1 table holds the key by):
+    a memo entry costs its dict slot and nothing more.
     """
 
-    options: QueryOptions[Any]
     key_hash: str
-    """``options.key_hash``, one attribute read nearer the hot path."""
     kind: int
     """:data:`ONE_POSITIONAL` ... :data:`NESTED`."""
     at: Any = None
@@ -103,17 +108,23 @@ class TypedMemo:
             memo = memo.other
         return memo
 
+    def key_hash_for(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
+        """The key hash of this memo or the one chained to it that fits the call's argument
+        types, or ``None`` (a miss: ``None`` is in no L1 table)."""
+        fits = self.matching(args, kwargs)
+        return fits.key_hash if fits is not None else None
 
-Memo = QueryOptions[Any] | TypedMemo
-"""A memo entry: the options themselves, or a :class:`TypedMemo` (ambiguous arguments)."""
+
+Memo = str | TypedMemo
+"""A memo entry: the key hash itself, or a :class:`TypedMemo` (ambiguous arguments)."""
 
 
-def fitting(found: Memo, args: tuple[Any, ...], kwargs: dict[str, Any]) -> QueryOptions[Any] | None:
-    """The options memoized in ``found`` for a call's arguments, if their types fit."""
-    if type(found) is not TypedMemo:
-        return found  # type: ignore[return-value]
-    fits = found.matching(args, kwargs)
-    return fits.options if fits is not None else None
+def fitting(found: Memo, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
+    """The key hash memoized in ``found`` for a call's arguments, if their types fit."""
+    if type(found) is str:
+        return found
+    assert type(found) is TypedMemo
+    return found.key_hash_for(args, kwargs)
 
 
 def arg_types(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[type, ...]:
@@ -131,21 +142,20 @@ def _ambiguous(value: object) -> bool:
 
 
 def _memo(
-    options: QueryOptions[Any],
+    key_hash: str,
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
     other: TypedMemo | None,
 ) -> Memo:
-    """The memo of ``options`` for a call, with the type test its arguments need, if any."""
+    """The memo of ``key_hash`` for a call, with the type test its arguments need, if any."""
     positions = [i for i, v in enumerate(args) if _ambiguous(v)]
     names = [n for n, v in kwargs.items() if _ambiguous(v)]
     if not positions and not names:
-        return options  # equal arguments are never ambiguous either: nothing to chain
+        return key_hash  # equal arguments are never ambiguous either: nothing to chain
     if any(isinstance(v, tuple) and _ambiguous(v) for v in (*args, *kwargs.values())):
         exact = repr((args, kwargs))
         return TypedMemo(
-            options,
-            options.key_hash,
+            key_hash,
             kind=NESTED,
             check=lambda a, k: repr((a, k)) == exact,
             other=other,
@@ -164,8 +174,7 @@ def _memo(
     else:
         kind, at, cls = ONE_KEYWORD, names[0], type(kwargs[names[0]])
     return TypedMemo(
-        options,
-        options.key_hash,
+        key_hash,
         kind=kind,
         at=at,
         cls=cls,
@@ -208,14 +217,19 @@ class CachedCalls(Generic[R]):
     origin: OriginProtection = attrs.field(factory=OriginProtection)
     """``retry``, ``jitter``, ``cache_if`` and ``error_ttl``, passed on to each query."""
 
-    bind_origin: Callable[[tuple[Any, ...]], Callable[[], Any]] = attrs.field(init=False)
-    """``bind_origin(args)``: the ``query_fn`` of a call without keyword arguments or metrics."""
     kept: float | None = attrs.field(init=False)
     """Each query's ``gc_time``: one float object for all (``None`` for a ``ttl`` function)."""
+    call_with: Callable[[Any], Any] = attrs.field(init=False)
+    """The origin of a call without keyword arguments or metrics, bound to its ``args``."""
+    call_with_keywords: Callable[[Any], Any] = attrs.field(init=False)
+    """The origin of any other call, bound to its ``(args, kwargs)`` (records with metrics)."""
+    positional: OptionsTemplate | None = attrs.field(init=False, default=None)
+    """Builds the options of a call without keyword arguments (``None`` with metrics)."""
+    keywords: OptionsTemplate = attrs.field(init=False)
+    """Builds the options of any other call."""
 
     def __attrs_post_init__(self) -> None:
         self.stale_time = self.ttl
-        self.bind_origin = argument_binder(self.func)
         # Stale data is served for `stale` seconds after it went stale: counted from its
         # stale time as computed (ttl(value)) and jittered, which max_stale is; a failed
         # call serves it stale_if_error seconds longer.  The key stays in L1 (and its L2
@@ -224,8 +238,32 @@ class CachedCalls(Generic[R]):
         ttl = self.ttl
         self.kept = None if callable(ttl) else ttl + self.stale + self.stale_if_error
         self.resolve = self.choice.resolver()
+        func, name, metrics = self.func, self.name, self.metrics
+        self.call_with_keywords = origin_binder(func, name=name, metrics=metrics)
+        self.keywords = self._template(types.MethodType(self.call_with_keywords, ((), {})))
+        self.call_with = origin_binder(func, name=name, metrics=None, keywords=False)
+        if metrics is None:
+            self.positional = self._template(types.MethodType(self.call_with, ()))
         if not self.template.signature.parameters and not self.template.is_callable:
             self.static = self.build_options((), {}, self.template.parts((), {}))
+
+    def _template(self, query_fn: Callable[[], Any]) -> OptionsTemplate:
+        """The options every call of one kind (``query_fn``'s) shares, validated once."""
+        origin = self.origin
+        options: QueryOptions[Any] = QueryOptions(
+            query_key=self.namespace_key,
+            query_fn=query_fn,
+            stale_time=self.stale_time,
+            gc_time=self.kept,
+            stale_if_error=self.stale_if_error,
+            circuit=self.circuit,
+            retry=origin.retry,
+            jitter=origin.jitter,
+            error_ttl=origin.error_ttl,
+            cache_if=origin.cache_if,
+            max_stale=None if self.stale == math.inf else self.stale,
+        )
+        return OptionsTemplate(options)
 
     @property
     def namespace_key(self) -> QueryKey:
@@ -241,36 +279,41 @@ class CachedCalls(Generic[R]):
         Raises:
             InvalidKeyError: a part cannot be part of a key.
         """
-        origin = self.origin
-        if self.metrics is None:
-            query_key: Any = (*self.namespace_key, *parts)  # QueryOptions makes it canonical
-            query_fn = (
-                self.bind_origin(args)
-                if not kwargs
-                else origin_call(self.func, args, kwargs, name=self.name, metrics=None)
-            )
-            on_settled = None
-        else:
-            query_key, key_hash = canonical_key((*self.namespace_key, *parts))
-            query_fn = origin_call(self.func, args, kwargs, name=self.name, metrics=self.metrics)
-            on_settled = functools.partial(self._settled, key_hash)
-        return QueryOptions(
-            query_key=query_key,
-            query_fn=query_fn,
-            stale_time=self.stale_time,
-            gc_time=self.kept,
-            on_settled=on_settled,
-            stale_if_error=self.stale_if_error,
-            circuit=self.circuit,
-            retry=origin.retry,
-            jitter=origin.jitter,
-            error_ttl=origin.error_ttl,
-            cache_if=origin.cache_if,
-            max_stale=None if self.stale == math.inf else self.stale,
-        )
+        query_key = (*self.namespace_key, *parts)
+        if self.positional is not None and not kwargs:
+            return self.positional.build(query_key, types.MethodType(self.call_with, args))
+        query_fn = types.MethodType(self.call_with_keywords, (args, kwargs))
+        return self.keywords.build(query_key, query_fn, self._settled if self.metrics else None)
 
-    def options_for(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> QueryOptions[Any]:
-        """Return the options of a call, from the memo or built (and memoized) now.
+    def _built_for(
+        self, options: QueryOptions[Any] | None, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> bool:
+        """Whether ``options`` were built by this function for arguments equal to these."""
+        if options is None:
+            return False
+        fn = options.query_fn
+        if fn.__class__ is not types.MethodType:
+            return False
+        bound: Any = args
+        if self.positional is None or kwargs:
+            if fn.__func__ is not self.call_with_keywords:
+                return False
+            bound = (args, kwargs)
+        elif fn.__func__ is not self.call_with:
+            return False
+        try:
+            return bool(fn.__self__ == bound)
+        except Exception:  # an argument whose __eq__ fails: build new options
+            return False
+
+    def options_for(
+        self,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        client: QueryClient | None = None,
+    ) -> QueryOptions[Any]:
+        """Return the options of a call: the ones ``client`` remembers for its key if they were
+        built for these arguments, else new ones (its key hash memoized).
 
         Raises:
             TypeError: the arguments do not fit the function.
@@ -282,22 +325,45 @@ class CachedCalls(Generic[R]):
             return self.static
         if self.template.is_callable:
             return self._options_by_key(args, kwargs)
-        memo, shape = self.by_args, args
-        if kwargs:
-            if args:
-                memo, shape = self.by_kwargs, (args, tuple(kwargs.items()))
-            else:
-                memo, shape = self.by_keywords, tuple(kwargs.items())
+        memo, shape = self._memo_of(args, kwargs)
         try:
             found = memo.get(shape)
         except TypeError:  # an unhashable argument (a dict): valid in a key, not memoized
             return self.build_options(args, kwargs, self.template.parts(args, kwargs))
-        fits = fitting(found, args, kwargs) if found is not None else None
-        if fits is not None:
-            return fits
+        if found is not None and (key_hash := fitting(found, args, kwargs)) is not None:
+            if client is not None and type(found) is str:
+                # Only arguments without a 0, 1 or bool: equal ones are then the same call.
+                last = client.cache.last_options(key_hash)
+                if self._built_for(last, args, kwargs):
+                    assert last is not None
+                    return last
+            return self.build_options(args, kwargs, self.template.parts(args, kwargs))
         options = self.build_options(args, kwargs, self.template.parts(args, kwargs))
-        _remember(memo, shape, options, args, kwargs)
+        _remember(memo, shape, options.key_hash, args, kwargs, client)
         return options
+
+    def memoized_hash(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
+        """The key hash memoized for a call's arguments, if any (a static key's, always)."""
+        if self.static is not None:
+            return None if args or kwargs else self.static.key_hash
+        if self.template.is_callable:
+            return None
+        memo, shape = self._memo_of(args, kwargs)
+        try:
+            found = memo.get(shape)
+        except TypeError:
+            return None
+        return fitting(found, args, kwargs) if found is not None else None
+
+    def _memo_of(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[dict[Any, Memo], Any]:
+        """The memo a call's shape is kept in, and the shape (its key there)."""
+        if not kwargs:
+            return self.by_args, args
+        if args:
+            return self.by_kwargs, (args, tuple(kwargs.items()))
+        return self.by_keywords, tuple(kwargs.items())
 
     def _options_by_key(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> QueryOptions[Any]:
         return self.options_for_key(args, kwargs, self.template.parts(args, kwargs)[0])
@@ -305,18 +371,18 @@ class CachedCalls(Generic[R]):
     def options_for_key(
         self, args: tuple[Any, ...], kwargs: dict[str, Any], key: Any
     ) -> QueryOptions[Any]:
-        """Return new options for a call whose callable key returned ``key``, memoized by it.
+        """Return new options for a call whose callable key returned ``key``, its hash memoized.
 
         Built again on every call that is not a fresh hit: the options carry
         the call's arguments, and equal keys may come from different arguments.
         """
         options = self.build_options(args, kwargs, (key,))
         with contextlib.suppress(TypeError):  # unhashable: build_options refused it already
-            _remember(self.by_key, key, options, (key,), {})
+            _remember(self.by_key, key, options.key_hash, (key,), {}, None)
         return options
 
-    def memo_for_key(self, key: Any) -> QueryOptions[Any] | None:
-        """Return the options memoized for a callable key's result ``key``, if any."""
+    def memo_for_key(self, key: Any) -> str | None:
+        """Return the key hash memoized for a callable key's result ``key``, if any."""
         try:
             found = self.by_key.get(key)
         except TypeError:
@@ -324,7 +390,7 @@ class CachedCalls(Generic[R]):
         if found is None:
             return None
         if type(found) is TypedMemo and found.kind == ONE_POSITIONAL and type(key) is found.cls:
-            return found.options
+            return found.key_hash
         return fitting(found, (key,), {})
 
     # -- calls ----------------------------------------------------------------
@@ -333,9 +399,11 @@ class CachedCalls(Generic[R]):
         self, client: QueryClient | None, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
         """Everything but a fresh hit found by the wrapper."""
-        options = self.options_for(args, kwargs)
         if client is None:
+            options = self.options_for(args, kwargs)  # a bad call raises before a client opens
             client = await self.choice.open()
+        else:
+            options = self.options_for(args, kwargs, client)
         return await fetch(client, options)
 
     async def call_with_key(
@@ -357,7 +425,13 @@ class CachedCalls(Generic[R]):
             client = self.resolve()
             if client is None:
                 client = await self.choice.open()
-            options = self.options_for(args, kwargs)
+            key_hash = self.memoized_hash(args, kwargs)
+            if key_hash is not None:
+                snap = client.snapshots.get(key_hash)
+                if snap is not None and snap.fresh_for is self.stale_time:
+                    metrics.record_hit(name)
+                    return snap.data
+            options = self.options_for(args, kwargs, client)
             snap = client.snapshots.get(options.key_hash)
             if snap is not None and snap.fresh_for is options.stale_time:
                 metrics.record_hit(name)
@@ -401,12 +475,13 @@ class CachedCalls(Generic[R]):
             TypeError: the arguments do not fit the function.
             InvalidKeyError: an argument cannot be part of a key.
         """
-        options = self.options_for(args, kwargs)
+        parts = self.template.parts(args, kwargs)
+        query_key, key_hash = canonical_key((*self.namespace_key, *parts))
         client = await self.choice.open()
-        await client.remove_queries(options.query_key, exact=True)
+        await client.remove_queries(query_key, exact=True)
         l2 = client.l2
         if l2 is not None:
-            l2.delete_soon(options.key_hash)
+            l2.delete_soon(key_hash)
             await _l2_settled(client)
         if self.metrics is not None:
             self.metrics.record_delete(self.name)
@@ -437,11 +512,12 @@ class CachedCalls(Generic[R]):
 def _remember(
     memo: dict[Any, Memo],
     shape: Any,
-    options: QueryOptions[Any],
+    key_hash: str,
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
+    client: QueryClient | None,
 ) -> None:
-    """Memoize ``options`` for the call shape, keeping the memos of equal arguments of
+    """Memoize ``key_hash`` for the call shape, keeping the memos of equal arguments of
     other types (``f(True)`` beside ``f(1)``) chained behind it.
 
     Raises:
@@ -458,8 +534,27 @@ def _remember(
     for other in reversed(others):
         chain = attrs.evolve(other, other=chain)
     if shape not in memo and len(memo) >= MEMO_SIZE:
-        del memo[next(iter(memo))]
-    memo[shape] = _memo(options, args, kwargs, chain)
+        _make_room(memo, client)
+    memo[shape] = _memo(key_hash, args, kwargs, chain)
+
+
+def _make_room(memo: dict[Any, Memo], client: QueryClient | None) -> None:
+    """Drop the memos of keys no longer in ``client``'s L1 table (removed, collected), then
+    the oldest, down to three quarters of :data:`MEMO_SIZE`: a sweep per quarter of new
+    call shapes at most."""
+    if client is not None:
+        table = client.snapshots
+        gone = [
+            shape
+            for shape, found in memo.items()
+            if (found if type(found) is str else found.key_hash) not in table  # type: ignore[union-attr]
+        ]
+        for shape in gone:
+            del memo[shape]
+    excess = len(memo) - MEMO_SIZE * 3 // 4
+    if excess > 0:
+        for shape in list(itertools.islice(memo, excess)):
+            del memo[shape]
 
 
 async def fetch(client: QueryClient, options: QueryOptions[Any]) -> Any:

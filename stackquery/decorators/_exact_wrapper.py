@@ -31,15 +31,17 @@ async def {name}({params}):
         # (an unhashable argument TypeError: the slow path says what is wrong).
         try:
             _sq_memo = _sq_by_args[_sq_args]
-            if _sq_memo.__class__ is _sq_typed and (
-                _sq_memo.kind != _sq_one_positional
-                or type(_sq_args[_sq_memo.at]) is not _sq_memo.cls
-            ):
-                _sq_memo = _sq_memo.matching(_sq_args, _sq_no_kwargs)
-            if _sq_memo is not None:
-                _sq_snap = {snapshots}[_sq_memo.key_hash]
-                if _sq_snap.fresh_for is _sq_stale_time:
-                    return _sq_snap.data
+            if _sq_memo.__class__ is _sq_typed:
+                # None when no memo fits: in no table, so a KeyError too.
+                _sq_memo = (
+                    _sq_memo.key_hash
+                    if _sq_memo.kind == _sq_one_positional
+                    and type(_sq_args[_sq_memo.at]) is _sq_memo.cls
+                    else _sq_memo.key_hash_for(_sq_args, _sq_no_kwargs)
+                )
+            _sq_snap = {snapshots}[_sq_memo]
+            if _sq_snap.fresh_for is _sq_stale_time:
+                return _sq_snap.data
         except (KeyError, TypeError):
             pass
     return await _sq_slow(_sq_client, _sq_args, {{}})
