@@ -14,6 +14,7 @@ stale hits, calls with metrics, ``invalidate`` and ``clear`` run here.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import itertools
 import math
 import types
@@ -35,11 +36,16 @@ from ..metrics._collector import MetricsCollector
 from ._call_options import OptionsTemplate
 from ._guards import record_stale_if_error
 from ._key_template import KeyTemplate
-from ._origin import origin_binder
+from ._origin import key_origin, origin_binder
 from ._origin_protection import OriginProtection
 from ._run_clients import ClientChoice, ClientResolver
 
 R = TypeVar("R")
+
+_PLAIN = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+
+RECENT_SIZE = 64
+"""Keys whose options a decorated function keeps once built (the last ones, by key hash)."""
 
 MEMO_SIZE = 4096
 """Distinct argument tuples whose key hash a decorated function remembers: when full, those
@@ -227,6 +233,17 @@ class CachedCalls(Generic[R]):
     """Builds the options of a call without keyword arguments (``None`` with metrics)."""
     keywords: OptionsTemplate = attrs.field(init=False)
     """Builds the options of any other call."""
+    positions: tuple[int, ...] | None = attrs.field(init=False, default=None)
+    """Where each key part's parameter is in a call passing every parameter by position
+    (``None``: a signature that is not all plain parameters, or a callable key)."""
+    from_key: Callable[[Any], Any] | None = attrs.field(init=False, default=None)
+    """With every parameter in the key and no metrics: the ``query_fn`` of every call
+    whose key is its own canonical form, reading the arguments back from the key."""
+    by_key_template: OptionsTemplate | None = attrs.field(init=False, default=None)
+    """Builds the options whose ``query_fn`` is :attr:`from_key`."""
+    recent: dict[str, QueryOptions[Any]] = attrs.field(init=False, factory=dict)
+    """The options built last, by key hash (:data:`RECENT_SIZE` at most): a run of stale
+    hits or misses of a key builds them once."""
 
     def __attrs_post_init__(self) -> None:
         self.stale_time = self.ttl
@@ -244,10 +261,21 @@ class CachedCalls(Generic[R]):
         self.call_with = origin_binder(func, name=name, metrics=None, keywords=False)
         if metrics is None:
             self.positional = self._template(types.MethodType(self.call_with, ()))
-        if not self.template.signature.parameters and not self.template.is_callable:
-            self.static = self.build_options((), {}, self.template.parts((), {}))
+        template = self.template
+        params = list(template.signature.parameters.values())
+        if not template.is_callable and all(p.kind in _PLAIN for p in params):
+            names = [p.name for p in params]
+            self.positions = tuple(names.index(field) for field in template.fields)
+            if metrics is None and params and set(names) <= set(template.fields):
+                # The key: ("fn", name, [text,] *parts); each parameter's first part.
+                offset = len(self.namespace_key) + (template.text is not None)
+                indexes = tuple(offset + template.fields.index(n) for n in names)
+                self.from_key = key_origin(func, indexes)
+                self.by_key_template = self._template(self.from_key)
+        if not template.signature.parameters and not template.is_callable:
+            self.static = self.build_options((), {}, self.parts((), {}))
 
-    def _template(self, query_fn: Callable[[], Any]) -> OptionsTemplate:
+    def _template(self, query_fn: Callable[..., Any]) -> OptionsTemplate:
         """The options every call of one kind (``query_fn``'s) shares, validated once."""
         origin = self.origin
         options: QueryOptions[Any] = QueryOptions(
@@ -280,18 +308,42 @@ class CachedCalls(Generic[R]):
             InvalidKeyError: a part cannot be part of a key.
         """
         query_key = (*self.namespace_key, *parts)
-        if self.positional is not None and not kwargs:
-            return self.positional.build(query_key, types.MethodType(self.call_with, args))
+        key, key_hash = canonical_key(query_key)
+        if not kwargs and self.positional is not None:
+            by_key = self.by_key_template
+            arity = len(self.template.signature.parameters)
+            if by_key is not None and key is query_key and len(args) == arity:
+                assert self.from_key is not None
+                return by_key.build(query_key, key, key_hash, self.from_key)
+            query_fn = types.MethodType(self.call_with, args)
+            return self.positional.build(query_key, key, key_hash, query_fn)
         query_fn = types.MethodType(self.call_with_keywords, (args, kwargs))
-        return self.keywords.build(query_key, query_fn, self._settled if self.metrics else None)
+        settled = self._settled if self.metrics else None
+        return self.keywords.build(query_key, key, key_hash, query_fn, settled)
+
+    def parts(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
+        """The key parts of a call (:meth:`KeyTemplate.parts`; a call passing every plain
+        parameter by position, as the exact wrapper does, without binding the signature).
+
+        Raises:
+            TypeError: the arguments do not fit the function's signature.
+            Exception: whatever a callable key raises.
+        """
+        positions = self.positions
+        if kwargs or positions is None or len(args) != len(self.template.signature.parameters):
+            return self.template.parts(args, kwargs)
+        text = self.template.text
+        values = [args[i] for i in positions]
+        return (*values,) if text is None else (text, *values)
 
     def _built_for(
-        self, options: QueryOptions[Any] | None, args: tuple[Any, ...], kwargs: dict[str, Any]
+        self, options: QueryOptions[Any], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> bool:
-        """Whether ``options`` were built by this function for arguments equal to these."""
-        if options is None:
-            return False
+        """Whether ``options``, of a key these arguments map to, fit the call: its query_fn
+        reads the arguments back from the key, or holds arguments equal to these."""
         fn = options.query_fn
+        if fn is self.from_key:
+            return True
         if fn.__class__ is not types.MethodType:
             return False
         bound: Any = args
@@ -312,8 +364,9 @@ class CachedCalls(Generic[R]):
         kwargs: dict[str, Any],
         client: QueryClient | None = None,
     ) -> QueryOptions[Any]:
-        """Return the options of a call: the ones ``client`` remembers for its key if they were
-        built for these arguments, else new ones (its key hash memoized).
+        """Return the options of a call: the ones built last for its key if they fit it,
+        else new ones (its key hash memoized; ``client``'s table says which memos to drop
+        when the memo is full).
 
         Raises:
             TypeError: the arguments do not fit the function.
@@ -329,17 +382,19 @@ class CachedCalls(Generic[R]):
         try:
             found = memo.get(shape)
         except TypeError:  # an unhashable argument (a dict): valid in a key, not memoized
-            return self.build_options(args, kwargs, self.template.parts(args, kwargs))
+            return self.build_options(args, kwargs, self.parts(args, kwargs))
+        recent = self.recent
         if found is not None and (key_hash := fitting(found, args, kwargs)) is not None:
-            if client is not None and type(found) is str:
-                # Only arguments without a 0, 1 or bool: equal ones are then the same call.
-                last = client.cache.last_options(key_hash)
-                if self._built_for(last, args, kwargs):
-                    assert last is not None
-                    return last
-            return self.build_options(args, kwargs, self.template.parts(args, kwargs))
-        options = self.build_options(args, kwargs, self.template.parts(args, kwargs))
-        _remember(memo, shape, options.key_hash, args, kwargs, client)
+            last = recent.get(key_hash)
+            if last is not None and self._built_for(last, args, kwargs):
+                return last
+            options = self.build_options(args, kwargs, self.parts(args, kwargs))
+        else:
+            options = self.build_options(args, kwargs, self.parts(args, kwargs))
+            _remember(memo, shape, options.key_hash, args, kwargs, client)
+        if len(recent) >= RECENT_SIZE:
+            del recent[next(iter(recent))]
+        recent[options.key_hash] = options
         return options
 
     def memoized_hash(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
@@ -366,7 +421,7 @@ class CachedCalls(Generic[R]):
         return self.by_keywords, tuple(kwargs.items())
 
     def _options_by_key(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> QueryOptions[Any]:
-        return self.options_for_key(args, kwargs, self.template.parts(args, kwargs)[0])
+        return self.options_for_key(args, kwargs, self.parts(args, kwargs)[0])
 
     def options_for_key(
         self, args: tuple[Any, ...], kwargs: dict[str, Any], key: Any
@@ -475,7 +530,7 @@ class CachedCalls(Generic[R]):
             TypeError: the arguments do not fit the function.
             InvalidKeyError: an argument cannot be part of a key.
         """
-        parts = self.template.parts(args, kwargs)
+        parts = self.parts(args, kwargs)
         query_key, key_hash = canonical_key((*self.namespace_key, *parts))
         client = await self.choice.open()
         await client.remove_queries(query_key, exact=True)
@@ -499,6 +554,7 @@ class CachedCalls(Generic[R]):
         self.by_kwargs.clear()
         self.by_keywords.clear()
         self.by_key.clear()
+        self.recent.clear()
         l2 = client.l2
         if l2 is not None:
             await _l2_settled(client)  # the deletes remove_queries queued go first

@@ -19,7 +19,7 @@ from typing import Any, final
 
 import attrs
 
-from .._keys import QueryKey, canonical_key
+from .._keys import QueryKey
 from .._options import QueryOptions
 
 _PER_CALL = ("query_key", "query_fn", "key", "key_hash", "on_settled", "defaults_memo")
@@ -62,16 +62,14 @@ class OptionsTemplate:
     def build(
         self,
         query_key: QueryKey,
-        query_fn: Callable[[], Any],
+        key: QueryKey,
+        key_hash: str,
+        query_fn: Callable[..., Any],
         settled: Callable[[str, Any, BaseException | None], object] | None = None,
     ) -> QueryOptions[Any]:
-        """Return the template's options with ``query_key`` and ``query_fn``; ``on_settled``
-        is ``settled`` given the key hash first (``None``: none).
-
-        Raises:
-            InvalidKeyError: ``query_key`` is not a valid key.
-        """
-        key, key_hash = canonical_key(query_key)
+        """Return the template's options with ``query_key`` (whose ``canonical_key`` is
+        ``key, key_hash``) and ``query_fn``; ``on_settled`` is ``settled`` given the key
+        hash first (``None``: none)."""
         options: QueryOptions[Any] = object.__new__(QueryOptions)
         for set_field, value in self._shared:
             set_field(options, value)

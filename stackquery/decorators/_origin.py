@@ -99,3 +99,29 @@ def origin_binder(
             return func(*bound)
 
     return call_with
+
+
+def key_origin(func: Callable[..., Any], indexes: tuple[int, ...]) -> Callable[[Any], Any]:
+    """Return ``from_key(ctx)``, a ``query_fn`` taking the :class:`QueryContext`: it calls
+    ``func`` with the arguments read back from the query's key, ``ctx.key[i]`` for each
+    ``i`` in ``indexes`` (one per parameter, in order), without metrics.
+
+    One object for every call of the function, where :func:`origin_binder`'s
+    is one per call: for the calls whose key holds every argument as it was
+    given (the key is its own canonical form), so that nothing is lost.
+    Async if ``func`` is (else the client runs it in a worker thread).
+    """
+    from_key: Callable[[Any], Any]
+    if is_async_callable(func):
+
+        async def from_key(ctx: Any) -> Any:
+            key = ctx.key
+            return await func(*[key[i] for i in indexes])
+
+    else:
+
+        def from_key(ctx: Any) -> Any:
+            key = ctx.key
+            return func(*[key[i] for i in indexes])
+
+    return from_key
