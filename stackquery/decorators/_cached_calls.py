@@ -44,6 +44,15 @@ R = TypeVar("R")
 
 _PLAIN = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
 
+
+def plain_parameters(signature: inspect.Signature) -> bool:
+    """Whether every parameter is plain (positional or keyword; no ``*args``, ``**kwargs``,
+    keyword-only) and none is named like the exact wrapper's locals: then that wrapper is used."""
+    return all(
+        p.kind in _PLAIN and not p.name.startswith("_sq_") for p in signature.parameters.values()
+    )
+
+
 RECENT_SIZE = 64
 """Keys whose options a decorated function keeps once built (the last ones, by key hash)."""
 
@@ -241,6 +250,9 @@ class CachedCalls(Generic[R]):
     whose key is its own canonical form, reading the arguments back from the key."""
     by_key_template: OptionsTemplate | None = attrs.field(init=False, default=None)
     """Builds the options whose ``query_fn`` is :attr:`from_key`."""
+    single: bool = attrs.field(init=False, default=False)
+    """One plain parameter, no callable key: calls by position are memoized by the value
+    itself, not a 1-tuple of it (a tuple less per memo entry and per hit)."""
     recent: dict[str, QueryOptions[Any]] = attrs.field(init=False, factory=dict)
     """The options built last, by key hash (:data:`RECENT_SIZE` at most): a run of stale
     hits or misses of a key builds them once."""
@@ -264,6 +276,7 @@ class CachedCalls(Generic[R]):
         template = self.template
         params = list(template.signature.parameters.values())
         if not template.is_callable and all(p.kind in _PLAIN for p in params):
+            self.single = len(params) == 1 and plain_parameters(template.signature)
             names = [p.name for p in params]
             self.positions = tuple(names.index(field) for field in template.fields)
             if metrics is None and params and set(names) <= set(template.fields):
@@ -415,7 +428,7 @@ class CachedCalls(Generic[R]):
     ) -> tuple[dict[Any, Memo], Any]:
         """The memo a call's shape is kept in, and the shape (its key there)."""
         if not kwargs:
-            return self.by_args, args
+            return self.by_args, args[0] if self.single and len(args) == 1 else args
         if args:
             return self.by_kwargs, (args, tuple(kwargs.items()))
         return self.by_keywords, tuple(kwargs.items())
