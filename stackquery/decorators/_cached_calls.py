@@ -116,18 +116,13 @@ class TypedMemo:
     other: TypedMemo | None = None
     """The memo of equal arguments of other types (``f(True)`` after ``f(1)``)."""
 
-    def matching(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> TypedMemo | None:
-        """This memo or the one chained to it that fits the call's argument types."""
-        memo: TypedMemo | None = self
-        while memo is not None and memo.check is not None and not memo.check(args, kwargs):
-            memo = memo.other
-        return memo
-
     def key_hash_for(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
         """The key hash of this memo or the one chained to it that fits the call's argument
         types, or ``None`` (a miss: ``None`` is in no L1 table)."""
-        fits = self.matching(args, kwargs)
-        return fits.key_hash if fits is not None else None
+        memo: TypedMemo | None = self
+        while memo is not None and memo.check is not None and not memo.check(args, kwargs):
+            memo = memo.other
+        return memo.key_hash if memo is not None else None
 
 
 Memo = str | TypedMemo
