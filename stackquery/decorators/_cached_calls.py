@@ -401,7 +401,7 @@ class CachedCalls(Generic[R]):
             options = self.build_options(args, kwargs, self.parts(args, kwargs))
             _remember(memo, shape, options.key_hash, args, kwargs, client)
         if len(recent) >= RECENT_SIZE:
-            del recent[next(iter(recent))]
+            recent.pop(next(iter(recent)), None)
         recent[options.key_hash] = options
         return options
 
@@ -606,19 +606,17 @@ def _make_room(memo: dict[Any, Memo], client: QueryClient | None) -> None:
     """Drop the memos of keys no longer in ``client``'s L1 table (removed, collected), then
     the oldest, down to three quarters of :data:`MEMO_SIZE`: a sweep per quarter of new
     call shapes at most."""
+    # Copies taken in one C call and pops that tolerate a missing shape: the function may
+    # be called from several trio runs' threads at once.
     if client is not None:
         table = client.snapshots
-        gone = [
-            shape
-            for shape, found in memo.items()
-            if (found if type(found) is str else found.key_hash) not in table  # type: ignore[union-attr]
-        ]
-        for shape in gone:
-            del memo[shape]
+        for shape, found in list(memo.items()):
+            if (found if type(found) is str else found.key_hash) not in table:  # type: ignore[union-attr]
+                memo.pop(shape, None)
     excess = len(memo) - MEMO_SIZE * 3 // 4
     if excess > 0:
         for shape in list(itertools.islice(memo, excess)):
-            del memo[shape]
+            memo.pop(shape, None)
 
 
 async def fetch(client: QueryClient, options: QueryOptions[Any]) -> Any:
