@@ -93,12 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     for where, size, count in rounds[-1]["by_line"]:
         site = where.replace(str(ROOT) + "/", "").split("site-packages/")[-1]
         print(f"    {size / args.keys:>8.1f}  {count / args.keys:>5.2f} objs  {site}")
-    ok = median <= TARGET_BYTES_PER_KEY
-    print(
-        f"\nverdict: {'PASS' if ok else 'FAIL'}: {median:.0f} B per @cache key "
-        f"(target <= {TARGET_BYTES_PER_KEY})"
-    )
-    return 0 if ok else 1
+    verdict = "PASS" if median <= TARGET_BYTES_PER_KEY else "FAIL"
+    print(f"\nverdict: {verdict}: {median:.0f} B per @cache key (target <= {TARGET_BYTES_PER_KEY})")
+    return 0 if verdict == "PASS" else 1
 
 
 if __name__ == "__main__":
