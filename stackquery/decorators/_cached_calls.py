@@ -53,6 +53,9 @@ def plain_parameters(signature: inspect.Signature) -> bool:
     )
 
 
+_AS_IS = frozenset({str, int, bool, type(None)})
+"""Types of key parts that are their own canonical form (as exact types, not subclasses)."""
+
 RECENT_SIZE = 64
 """Keys whose options a decorated function keeps once built (the last ones, by key hash)."""
 
@@ -308,15 +311,25 @@ class CachedCalls(Generic[R]):
     # -- options ------------------------------------------------------------
 
     def build_options(
-        self, args: tuple[Any, ...], kwargs: dict[str, Any], parts: tuple[Any, ...]
+        self,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        parts: tuple[Any, ...],
+        key_hash: str | None = None,
     ) -> QueryOptions[Any]:
-        """Return new options for a call whose key parts are ``parts``.
+        """Return new options for a call whose key parts are ``parts``; ``key_hash``, if
+        given, is the hash memoized for equal arguments of the same types.
 
         Raises:
             InvalidKeyError: a part cannot be part of a key.
         """
         query_key = (*self.namespace_key, *parts)
-        key, key_hash = canonical_key(query_key)
+        if key_hash is not None and all(type(part) in _AS_IS for part in parts):
+            # Such parts are their own canonical form (canonical_key returns the key
+            # itself), and equal ones hash alike: the memo's hash is this key's.
+            key = query_key
+        else:
+            key, key_hash = canonical_key(query_key)
         if not kwargs and self.positional is not None:
             by_key = self.by_key_template
             arity = len(self.template.signature.parameters)
@@ -396,7 +409,7 @@ class CachedCalls(Generic[R]):
             last = recent.get(key_hash)
             if last is not None and self._built_for(last, args, kwargs):
                 return last
-            options = self.build_options(args, kwargs, self.parts(args, kwargs))
+            options = self.build_options(args, kwargs, self.parts(args, kwargs), key_hash)
         else:
             options = self.build_options(args, kwargs, self.parts(args, kwargs))
             _remember(memo, shape, options.key_hash, args, kwargs, client)

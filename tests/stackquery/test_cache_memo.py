@@ -70,6 +70,27 @@ class TestOptionsTemplate:
         for field in attrs.fields(sq.QueryOptions):
             assert getattr(built, field.name) == getattr(made, field.name), field.name
 
+    @pytest.mark.parametrize(
+        ("first", "again"),
+        [((2,), (2,)), ((2,), (2.0,)), ((2.0,), (2,)), (("a",), ("a",)), ((True,), (True,))],
+    )
+    def test_options_rebuilt_from_the_memo_have_the_constructors_key(
+        self, first: tuple[Any, ...], again: tuple[Any, ...]
+    ) -> None:
+        """Options built again for a memoized call shape: the key and hash of a new build."""
+
+        @sq.cache(30, key="item:{}")
+        async def get(n: Any) -> Any:
+            return n
+
+        state = state_of(get)
+        state.options_for(first, {})
+        state.recent.clear()
+        rebuilt = state.options_for(again, {})
+        made = sq.QueryOptions(query_key=rebuilt.query_key, query_fn=get)
+        assert (repr(rebuilt.key), rebuilt.key_hash) == (repr(made.key), made.key_hash)
+        assert rebuilt.query_key == ("fn", get.cache_name, "item:{}", *again)
+
     def test_a_template_keeps_each_settings_object(self) -> None:
         """The options built share the template's setting objects (stale_time by identity)."""
 
