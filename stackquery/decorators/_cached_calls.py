@@ -5,10 +5,11 @@ arguments) is computed once and memoized, bounded by :data:`MEMO_SIZE`: a
 fresh hit needs nothing else, and the hash is the very string the L1 table
 holds the key by (the options it was built with made both), so a memo entry
 costs its dict slot and its arguments.  The ``QueryOptions`` of a call are
-not kept here: a call that is not a fresh hit takes the ones the client
-remembers for the key when they were built for the same arguments, else
-builds them from the function's template (``_call_options.py``).  Misses,
-stale hits, calls with metrics, ``invalidate`` and ``clear`` run here.
+not kept per call shape: a call that is not a fresh hit takes the ones
+built last for its key (:data:`RECENT_SIZE` keys' are kept) when they fit
+its arguments, else builds them from the function's template
+(``_call_options.py``).  Misses, stale hits, calls with metrics,
+``invalidate`` and ``clear`` run here.
 """
 
 from __future__ import annotations
