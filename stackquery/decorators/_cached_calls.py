@@ -368,15 +368,21 @@ class CachedCalls(Generic[R]):
             return True
         if fn.__class__ is not types.MethodType:
             return False
+        held: Any = fn.__self__
         bound: Any = args
+        held_args: tuple[Any, ...] = held
+        held_kwargs: dict[str, Any] = {}
         if self.positional is None or kwargs:
             if fn.__func__ is not self.call_with_keywords:
                 return False
             bound = (args, kwargs)
+            held_args, held_kwargs = held
         elif fn.__func__ is not self.call_with:
             return False
         try:
-            return bool(fn.__self__ == bound)
+            # Types too: f(4, 1) and f(4, True) share a key that leaves the 1 out.
+            same = held == bound
+            return bool(same) and arg_types(held_args, held_kwargs) == arg_types(args, kwargs)
         except Exception:  # an argument whose __eq__ fails: build new options
             return False
 

@@ -175,6 +175,23 @@ class TestArgumentsOfARefetch:
             await client.refetch_queries(("fn", get.cache_name), wait=True)
         assert seen == [(4, True), (4, True)]
 
+    async def test_an_argument_left_out_passes_its_own_type(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """f(4, 2.0) and f(4, 2) share a key leaving the second out; each miss passes its own."""
+        seen: list[Any] = []
+
+        @sq.cache(600, key="user:{user_id}")
+        async def get(user_id: int, scale: Any) -> str:
+            seen.append(scale)
+            return "v"
+
+        async with sq.open_query_client() as client:
+            await get(4, 2.0)
+            await client.remove_queries(("fn", get.cache_name))
+            await get(4, 2)
+        assert [(scale, type(scale)) for scale in seen] == [(2.0, float), (2, int)]
+
 
 class TestMemo:
     async def test_the_memo_keeps_key_hashes_shared_with_the_table(self) -> None:
