@@ -40,12 +40,14 @@ class Reply(Generic[T]):
         self._done = False
         self._value: T | None = None
         self._error: BaseException | None = None
-        self._tasks: dict[trio.lowlevel.Task, None] = {}
+        # Made by the first waiter: most replies are set before anyone parks on
+        # them (a batch's keys), and a dict each is what the cyclic gc walks.
+        self._tasks: dict[trio.lowlevel.Task, None] | None = None
 
     @property
     def waiters(self) -> int:
         """How many tasks are parked in :meth:`wait` right now."""
-        return len(self._tasks)
+        return 0 if self._tasks is None else len(self._tasks)
 
     @property
     def is_set(self) -> bool:
@@ -79,7 +81,9 @@ class Reply(Generic[T]):
 
     def _wake_all(self) -> None:
         self._done = True
-        tasks, self._tasks = self._tasks, {}
+        tasks, self._tasks = self._tasks, None
+        if tasks is None:
+            return
         reschedule = trio.lowlevel.reschedule
         error = self._error
         # One outcome per waiter: an outcome can be unwrapped only once.
@@ -115,8 +119,11 @@ class Reply(Generic[T]):
         outcome yet (see :attr:`is_set`): no task would ever wake it.
         """
         task = trio.lowlevel.current_task()
-        self._tasks[task] = None
-        return _Abort(self._tasks, task)
+        tasks = self._tasks
+        if tasks is None:
+            tasks = self._tasks = {}
+        tasks[task] = None
+        return _Abort(tasks, task)
 
     def result_nowait(self) -> T:
         """Return the value or raise the error without waiting.

@@ -1,51 +1,69 @@
-"""FetchLanes: nurseries that run a key's fetch, one at a time, when its actor has no task.
+"""FetchLanes: tasks that run a key's fetch, one at a time, when its actor has no task.
 
 A fetch must be cancellable on its own (``cancel_queries``, ``remove_queries``,
 ``reset_queries``), so it runs in a cancel scope that holds it alone.  Entering
 and leaving a trio cancel scope in a task costs about what spawning the task
-does, and a cold key's fetch paid it every time.  A lane is a nursery, hosted by
-a task of the client's nursery, that runs one fetch at a time: the fetch's task
-is spawned into it and cancelled through the lane's cancel scope, so the
-fetches that follow one another through a lane share one scope, entered once.
+does, and spawning a task for each fetch costs about as much again.  A lane is
+a task of the client's nursery that runs one fetch at a time, in its own
+body, inside one cancel scope entered once: the fetches that follow one
+another through a lane share that scope and that task, and a fetch is handed
+to a parked lane by rescheduling it, not by spawning a task.  Each fetch runs
+in a copy of the context of the task that started it, as a task spawned
+there would (see :func:`_run_in`).
 
 A lane whose fetch is cancelled ends with it; a lane that ran no fetch for a
-whole period of :data:`LANE_IDLE` seconds (it looks once a period) ends, so an
-idle client keeps none.  When no lane is
-free the fetch runs in the client's nursery in a cancel scope of its own, and a
-lane is started for the fetches that follow (at most ``max_lanes`` of them).
+whole period of :data:`LANE_IDLE` seconds ends (one sweeper task, alive while
+lanes are, looks once a period), so an idle client keeps none.  When no lane
+is free the fetch runs in the client's nursery in a cancel scope of its own,
+and a lane is started for the fetches that follow (at most ``max_lanes`` of them).
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import contextvars
+import types
+from collections.abc import Callable, Coroutine, Generator
 from typing import Any, final
 
+import outcome
 import trio
 
 LANE_IDLE = 1.0
-"""Seconds between a lane's looks at whether it ran a fetch since the last one (if not, it ends)."""
+"""Seconds between the looks at whether a lane ran a fetch since the last one (if not, it ends)."""
+
+_Job = tuple[Callable[..., Coroutine[Any, Any, object]], tuple[Any, ...], contextvars.Context]
 
 
 @final
 class Lane:
-    """One nursery that runs one fetch at a time; made by :class:`FetchLanes`."""
+    """One task that runs one fetch at a time; made by :class:`FetchLanes`."""
 
-    __slots__ = ("busy", "cancelled", "nursery", "used")
+    __slots__ = ("busy", "cancelled", "parked", "scope", "task", "used")
 
     def __init__(self) -> None:
-        self.nursery: trio.Nursery | None = None
-        """Open while the lane's task runs."""
+        self.task: trio.lowlevel.Task | None = None
+        """The lane's task, once it runs."""
+        self.scope: trio.CancelScope | None = None
+        """The lane's cancel scope: cancelling it cancels the fetch it runs (and ends it)."""
+        self.parked = False
+        """Its task waits for a fetch (it is then among the free lanes)."""
         self.busy = False
-        """A fetch runs in it."""
+        """A fetch was handed to it and has not ended."""
         self.used = False
-        """A fetch ran in it since its task last looked (it is not idle yet)."""
+        """A fetch ran in it since the sweeper last looked (it is not idle yet)."""
         self.cancelled = False
 
     def cancel(self) -> None:
         """Cancel the lane's fetch; the lane ends with it.  Synchronous."""
         self.cancelled = True
-        if self.nursery is not None:
-            self.nursery.cancel_scope.cancel()
+        if self.scope is not None:
+            self.scope.cancel()
+
+    def unpark(self, _raise_cancel: object) -> trio.lowlevel.Abort:
+        """The abort function of the lane's wait for a fetch: cancelled while waiting (the
+        client closes, or the sweeper ends the lane), it is no longer free."""
+        self.parked = False
+        return trio.lowlevel.Abort.SUCCEEDED
 
 
 @final
@@ -61,65 +79,109 @@ class FetchLanes:
         self._nursery = nursery
         self.max_lanes = max_lanes
         self._idle: list[Lane] = []
-        self._lanes = 0
+        """Parked lanes, the one parked last at the end."""
+        self._lanes: list[Lane] = []
         """Lanes started and not ended."""
+        self._sweeping = False
 
     def __len__(self) -> int:
-        return self._lanes
+        return len(self._lanes)
 
     def start_soon(
-        self, async_fn: Callable[..., Awaitable[object]], *args: Any, name: str
+        self, async_fn: Callable[..., Coroutine[Any, Any, object]], *args: Any
     ) -> Lane | None:
         """Start ``async_fn(*args)`` in a free lane and return the lane, now busy.
 
-        ``None`` when no lane is free: then nothing was started.  The task
-        must :meth:`release` the lane when it ends, and must never raise
-        anything but cancellation (that would fail the client's nursery).
+        ``None`` when no lane is free: then nothing was started.  The call
+        runs in a copy of the current context, as in a task spawned here.
+        The call must :meth:`release` the lane when it ends, and must never
+        raise anything but cancellation (that would fail the client's nursery).
         """
-        while self._idle:
-            lane = self._idle.pop()
-            nursery = lane.nursery
-            if nursery is None or lane.cancelled:
+        idle = self._idle
+        while idle:
+            lane = idle.pop()
+            task = lane.task
+            if not lane.parked or lane.cancelled or task is None:
                 continue  # its task is ending (the client closes)
-            try:
-                nursery.start_soon(async_fn, *args, name=name)
-            except RuntimeError:  # closed (the client closes): no lane then
-                lane.cancelled = True
-                continue
+            lane.parked = False
             lane.busy = lane.used = True
+            job: _Job = (async_fn, args, contextvars.copy_context())
+            trio.lowlevel.reschedule(task, outcome.Value(job))
             return lane
         return None
 
     def release(self, lane: Lane) -> None:
         """The lane's fetch ended: the lane waits for the next one (unless cancelled)."""
         lane.busy = False
-        if not lane.cancelled and lane.nursery is not None:
-            self._idle.append(lane)
 
     def add_lane(self) -> None:
         """Start one more lane for the fetches to come (none past ``max_lanes``)."""
-        if self._lanes >= self.max_lanes:
+        if len(self._lanes) >= self.max_lanes:
             return
-        self._lanes += 1
-        self._nursery.start_soon(self._host, Lane(), name="stackquery-fetch-lane")
+        lane = Lane()
+        self._lanes.append(lane)
+        self._nursery.start_soon(self._host, lane, name="stackquery-fetch-lane")
+        if not self._sweeping:
+            self._sweeping = True
+            self._nursery.start_soon(self._sweep, name="stackquery-fetch-lanes-sweeper")
 
     async def _host(self, lane: Lane) -> None:
         try:
-            async with trio.open_nursery() as nursery:
-                lane.nursery = nursery
-                self._idle.append(lane)
-                while True:
-                    await trio.sleep(LANE_IDLE)
-                    if not (lane.busy or lane.used):
-                        break  # idle for a whole period
-                    lane.used = False
-                # No checkpoint since the test: the lane is idle, nothing runs in it.
-                lane.cancelled = True
+            with trio.CancelScope() as scope:
+                lane.scope = scope
+                lane.task = trio.lowlevel.current_task()
+                idle = self._idle
+                while not lane.cancelled:
+                    # No checkpoint between the end of a fetch and parking: a lane is
+                    # among the free ones only while parked.
+                    lane.parked = True
+                    idle.append(lane)
+                    job: _Job = await trio.lowlevel.wait_task_rescheduled(lane.unpark)
+                    async_fn, args, context = job
+                    await _run_in(context, async_fn(*args))
         finally:
-            self._lanes -= 1
-            lane.nursery = None
+            lane.cancelled = True
+            lane.parked = False
+            lane.scope = lane.task = None
+            self._lanes.remove(lane)
             if lane in self._idle:
                 self._idle.remove(lane)
+
+    async def _sweep(self) -> None:
+        """End each lane that ran no fetch for a whole period; return once none is left."""
+        try:
+            while any(not lane.cancelled for lane in self._lanes):
+                await trio.sleep(LANE_IDLE)
+                for lane in list(self._lanes):
+                    if lane.parked and not lane.used:
+                        # Parked, so among the free ones: taken out, nothing can reach it.
+                        self._idle.remove(lane)
+                        lane.cancel()
+                    lane.used = lane.busy
+        finally:
+            self._sweeping = False
+
+
+@types.coroutine
+def _run_in(
+    context: contextvars.Context, coro: Coroutine[Any, Any, Any]
+) -> Generator[Any, Any, Any]:
+    """Run ``coro`` to its end, each of its steps inside ``context``: what trio does for a
+    task's coroutine, for one run by a lane (so it sees the context it was started from)."""
+    run = context.run
+    value: Any = None
+    error: BaseException | None = None
+    while True:
+        try:
+            trap = run(coro.send, value) if error is None else run(coro.throw, error)
+        except StopIteration as stop:
+            return stop.value
+        try:
+            value = yield trap
+            error = None
+        except BaseException as exc:  # cancellation among them: delivered to the coroutine
+            value = None
+            error = exc
 
 
 __all__ = ["LANE_IDLE", "FetchLanes", "Lane"]

@@ -122,8 +122,8 @@ async def fetch_all(
 class ColdBatch(Protocol):
     """Reads cold keys from L2 for a batch (``ColdReads`` with the client's query defaults)."""
 
-    def claim_for_batch(self, options: QueryOptions[Any]) -> ColdRead | None:
-        """Start the key's L2 read if it is cold (await its ``reply``); else ``None``."""
+    def claim_many(self, options_list: list[QueryOptions[Any]]) -> list[ColdRead | None]:
+        """Start each cold key's L2 read (await its ``reply``); ``None`` for the others."""
         ...
 
 
@@ -133,8 +133,8 @@ def _claim_cold(
     """Split ``waiting`` into the keys fetched one by one and the cold keys read together."""
     rest: list[int] = []
     batch: list[tuple[int, ColdRead]] = []
-    for index in waiting:
-        read = cold_reads.claim_for_batch(options_list[index])
+    claimed = cold_reads.claim_many([options_list[index] for index in waiting])
+    for index, read in zip(waiting, claimed, strict=True):
         if read is None:
             rest.append(index)
         else:

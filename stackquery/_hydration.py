@@ -37,7 +37,7 @@ import trio
 from actors import Registry, Reply
 
 from . import _state
-from ._entry import StoredEntry
+from ._entry import MAX_CLOCK_SKEW, StoredEntry
 from ._errors import ClientClosedError, QueryCancelledError
 from ._l2_tier import ColdRead, L2Tier
 from ._option_checks import UNSET
@@ -76,6 +76,9 @@ class ColdReads:
         """Set when the client closes: a read landing then fails its waiters."""
         self._unlanded: list[ColdRead] = []
         """Batched reads started since the last lander took its list (see :meth:`_land_batch`)."""
+        self._landed_shapes: dict[int, tuple[_state.Shape, _state.Shape]] = {}
+        """A shape's landed shape (see :meth:`_land_fresh`) by the shape's id, with the
+        shape itself, held so that its id is not another's while it is here."""
 
     def get(self, key_hash: str) -> ColdRead | None:
         """The key's read in flight, or ``None``."""
@@ -98,8 +101,9 @@ class ColdReads:
             # the drop did not go through abandon(), so the old read's waiters
             # hear of it here rather than never.
             self.abandon(stranded, why="remove_queries or reset_queries")
-        previous = cache.create(options)
-        cache.publish(_state.fetching(previous, now=trio.current_time()))
+        # Made fetching at once, as the key's actor makes a cold key: it serves as
+        # the snapshot from before the read too (cancel_queries puts back the same).
+        previous = cache.create(options, fetching=True)
         l2 = self._tier.l2
         if alone and l2.can_read_now(key_hash):
             cold = ColdRead(options, previous, Reply(), direct=True)
@@ -146,7 +150,10 @@ class ColdReads:
             self._read_again(cold)  # settled early: the store's answer was dropped
             return reply.result_nowait()
         cold.read.set_value(entry)
-        self.land(cold, entry)
+        now = trio.current_time()
+        latest = self._cache.clock.wall(now) + MAX_CLOCK_SKEW
+        if not self._land_fresh(cold, entry, now, latest):
+            self.land(cold, entry)
         if reply.is_set:  # no second checkpoint: the read was one
             return reply.result_nowait()
         return await reply.wait()
@@ -179,12 +186,11 @@ class ColdReads:
         left = reads
         try:
             while left:
-                unanswered = []
+                answered: list[ColdRead] = []
+                unanswered: list[ColdRead] = []
                 for cold in left:
-                    if cold.read.is_set:
-                        self.land(cold, cold.read.result_nowait())
-                    else:
-                        unanswered.append(cold)
+                    (answered if cold.read.is_set else unanswered).append(cold)
+                self._land_many(answered)
                 left = unanswered
                 if left:
                     # The earliest started is in the earliest batch out: when it
@@ -195,25 +201,122 @@ class ColdReads:
                 self.land(cold, None)  # nothing for those landed already
             raise
 
-    def claim_for_batch(self, options: QueryOptions[Any]) -> ColdRead | None:
-        """Start a batched L2 read of the key if it is cold, as ``fetch_query`` would; synchronous.
+    def claim_many(
+        self,
+        options_list: list[QueryOptions[Any]],
+        resolve: Callable[[QueryOptions[Any]], QueryOptions[Any]] | None = None,
+    ) -> list[ColdRead | None]:
+        """Start one batched L2 read of each cold key, as ``fetch_query`` would; synchronous.
 
-        Cold: not in L1, no actor, no read out, no ``initial_data``.  Any
-        other key returns ``None`` (fetch it as ``fetch_query`` does), and so
-        does every key once the client is closing.  The read joins the next
-        ``get_many`` and is landed with it: await its ``reply``.
+        One entry per options, in order: the key's read (await its ``reply``)
+        or ``None`` for a key that is not cold (fetch it as ``fetch_query``
+        does).  Cold: not in L1, no actor, no read out, no ``initial_data``;
+        no key is cold once the client is closing.  The reads join the next
+        ``get_many`` and are landed together.  ``resolve``: the client's query
+        defaults, applied to each options first.  A key listed twice is
+        claimed once (the later ones get ``None``).
         """
+        if self.closed:
+            return [None] * len(options_list)
+        cache = self._cache
+        snapshots = cache.snapshots
+        registry = self._registry
+        cold_reads = self._tier.cold_reads
+        read_soon = self._tier.l2.read_soon
+        claimed: list[ColdRead | None] = []
+        unlanded = self._unlanded
+        lander_due = not unlanded
+        for options in options_list:
+            if resolve is not None:
+                options = resolve(options)
+            key_hash = options.key_hash
+            if (
+                options.initial_data is not UNSET
+                or key_hash in snapshots
+                or key_hash in registry
+                or key_hash in cold_reads
+            ):
+                claimed.append(None)
+                continue
+            # What start() does for a batch, less its checks: made fetching at once.
+            previous = cache.create(options, fetching=True)
+            cache.remember(options)
+            cold = ColdRead(options, previous, read_soon(key_hash))
+            unlanded.append(cold)
+            cold_reads[key_hash] = cold
+            claimed.append(cold)
+        if lander_due and unlanded:
+            self._nursery.start_soon(self._land_batch, name="stackquery-hydration")
+        return claimed
+
+    def _land_many(self, reads: list[ColdRead]) -> None:
+        """Land reads the store has answered, with what the batch shares (see :meth:`land`)."""
+        if not reads:
+            return
+        now = trio.current_time()
+        latest = self._cache.clock.wall(now) + MAX_CLOCK_SKEW
+        for cold in reads:
+            entry = cold.read.result_nowait()
+            if not self._land_fresh(cold, entry, now, latest):
+                self.land(cold, entry)
+
+    def _land_fresh(
+        self,
+        cold: ColdRead,
+        entry: StoredEntry | None,
+        now: float,
+        latest: float,
+    ) -> bool:
+        """Land a fresh ``entry`` of a key nothing touched during its read; return whether it did.
+
+        Untouched: the key's snapshot is the one its read started with, and it
+        has no actor.  Fresh: not invalidated, stamped before ``latest`` (now
+        plus the clock-skew allowance), fresh by the key's stale time, and no
+        ``max_age``/``max_stale`` to judge it by.  Such a key lands as
+        :meth:`land` would land it, in fewer steps: one snapshot, built with
+        the landed shape of its shape (looked up once for many keys), one
+        publish.  Any other read is left to :meth:`land`.
+        """
+        if entry is None or entry.invalidated or entry.data_updated_at > latest or self.closed:
+            return False
+        options = cold.options
         key_hash = options.key_hash
+        previous = cold.previous
+        cold_reads = self._tier.cold_reads
+        cache = self._cache
         if (
-            self.closed
-            or options.initial_data is not UNSET
-            or key_hash in self._cache.snapshots
+            options.max_age is not None
+            or options.max_stale is not None
+            or previous.shape.failure is not None
+            or cold_reads.get(key_hash) is not cold
+            or cache.snapshots.get(key_hash) is not previous
             or key_hash in self._registry
-            or key_hash in self._tier.cold_reads
         ):
-            return None
-        self._cache.remember(options)
-        return self.start(options, alone=False)
+            return False
+        value = entry.value
+        updated_at = entry.data_updated_at
+        stale_at = cache.clock.from_wall(updated_at) + cache.fresh_period(
+            previous.stale_time, value, None
+        )
+        if stale_at <= now:  # stale: served and refetched, by land()
+            return False
+        old_shape = previous.shape
+        known = self._landed_shapes.get(id(old_shape))
+        if known is not None:
+            shape = known[1]
+        else:
+            if len(self._landed_shapes) >= 64:
+                self._landed_shapes.clear()
+            shape = _state.landed_shape(old_shape)
+            self._landed_shapes[id(old_shape)] = (old_shape, shape)
+        del cold_reads[key_hash]
+        cache.publish(
+            _state.landed_fresh(
+                previous, shape, value, updated_at_wall=updated_at, stale_at=stale_at, now=now
+            )
+        )
+        cold.reply.set_value(value)
+        return True
 
     def land(self, cold: ColdRead, entry: StoredEntry | None) -> None:
         """Settle the key's fetch with what L2 held, or hand it on to the key's actor."""
@@ -243,14 +346,19 @@ class ColdReads:
             return
         invalidated = snap.is_invalidated
         now = trio.current_time()
-        # The entry's snapshot is published once, with what follows folded in
-        # (one publish, one timer arming per key: bulk hydration pays per key).
-        landed = self._tier.entry_snapshot(snap, entry, now=now) if entry is not None else None
+        # The entry's snapshot is built once, idle (the common end: fresh data
+        # served), and published once: bulk hydration pays per key.  Where the
+        # fetch goes on (to the key's actor), it is published fetching again.
+        landed = (
+            self._tier.entry_snapshot(snap, entry, now=now, idle=True)
+            if entry is not None
+            else None
+        )
         if landed is not None:
             snap = landed
         if not cache.servable(snap, options):
             if landed is not None:
-                cache.publish(landed)
+                cache.publish(_still_fetching(landed))
             registry.activate(key_hash).continue_fetch(options, cold.previous, reply)
             return
         if invalidated and not snap.is_invalidated:
@@ -259,13 +367,13 @@ class ColdReads:
             snap = _state.invalidated(snap, now=now)
             landed = snap
         if cache.is_fresh(snap, options):
-            cache.publish(_state.idle(snap, now=now))
+            cache.publish(snap if landed is not None else _state.idle(snap, now=now))
             reply.set_value(snap.data)
             if actor is not None:  # an observer came during the read
                 actor.after_cold_read()
             return
         if landed is not None:
-            cache.publish(landed)
+            cache.publish(_still_fetching(landed))
         reply.set_value(snap.data)  # stale: served at once, refetched in the background
         registry.activate(key_hash).continue_fetch(options, cold.previous, Reply())
 
@@ -335,11 +443,16 @@ class BatchReads:
     resolve: Callable[[QueryOptions[Any]], QueryOptions[Any]] | None
     """The client's query defaults, or ``None`` when it has none."""
 
-    def claim_for_batch(self, options: QueryOptions[Any]) -> ColdRead | None:
-        """See :meth:`ColdReads.claim_for_batch`."""
-        if self.resolve is not None:
-            options = self.resolve(options)
-        return self.reads.claim_for_batch(options)
+    def claim_many(self, options_list: list[QueryOptions[Any]]) -> list[ColdRead | None]:
+        """See :meth:`ColdReads.claim_many`."""
+        return self.reads.claim_many(options_list, self.resolve)
+
+
+def _still_fetching(landed: _state.Snapshot) -> _state.Snapshot:
+    """``landed`` (built idle) for a key whose fetch goes on, with its actor."""
+    if landed.fetch_status is _state.FetchStatus.FETCHING:
+        return landed
+    return _state.evolve(landed, fetch_status=_state.FetchStatus.FETCHING)
 
 
 async def _forward(source: Reply[Any], target: Reply[Any]) -> None:

@@ -303,18 +303,29 @@ class L2Cache:
                     keys = list(batch)
                     self._stats["read_batches"] += 1
                     raws = await self._get_many(calls, keys, self._reads_since + self.timeout)
-                    for key_hash, raw in zip(keys, raws, strict=True):
-                        entry = try_unpack_entry(
-                            raw, self.serializer, self._on_corrupt, key=self.key_prefix + key_hash
-                        )
-                        self._stats["hits" if entry is not None else "misses"] += 1
-                        batch[key_hash].set_value(entry)
+                    self._answer(batch, keys, raws)
             finally:
                 # A caller waiting from outside the client must not wait forever.
                 for reply in [*batch.values(), *self._reads.values()]:
                     if not reply.is_set:
                         reply.set_value(None)
                 self._reads = {}
+
+    def _answer(
+        self,
+        batch: dict[str, Reply[StoredEntry | None]],
+        keys: list[str],
+        raws: list[bytes | None],
+    ) -> None:
+        """Decode what the store answered for ``keys`` and set each key's reply."""
+        serializer, on_corrupt, prefix = self.serializer, self._on_corrupt, self.key_prefix
+        hits = 0
+        for key_hash, raw in zip(keys, raws, strict=True):
+            entry = try_unpack_entry(raw, serializer, on_corrupt, key=prefix + key_hash)
+            hits += entry is not None
+            batch[key_hash].set_value(entry)
+        self._stats["hits"] += hits
+        self._stats["misses"] += len(keys) - hits
 
     async def _get_many(
         self, calls: trio.Nursery, keys: list[str], deadline: float

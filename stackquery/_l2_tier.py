@@ -119,8 +119,13 @@ class L2Tier:
         new = self.entry_snapshot(snap, entry, now=trio.current_time())
         return None if new is None else self.cache.publish(new)
 
-    def entry_snapshot(self, snap: Snapshot, entry: StoredEntry, *, now: float) -> Snapshot | None:
-        """``snap`` holding ``entry`` (``None``: L1 holds data as new); pure, not published."""
+    def entry_snapshot(
+        self, snap: Snapshot, entry: StoredEntry, *, now: float, idle: bool = False
+    ) -> Snapshot | None:
+        """``snap`` holding ``entry`` (``None``: L1 holds data as new); pure, not published.
+
+        ``idle``: and the key's fetch ended (see :func:`_state.with_data`).
+        """
         cache = self.cache
         clock = cache.clock
         entry = bound_future(entry, clock.wall(now), self.l2.count_future_entry)
@@ -137,6 +142,7 @@ class L2Tier:
             stale_time=snap.stale_time,
             resolved_stale_time=cache.fresh_period(snap.stale_time, entry.value, None),
             now=now,
+            idle=idle,
         )
         if entry.invalidated:
             new = _state.invalidated(new, now=now)

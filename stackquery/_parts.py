@@ -28,7 +28,7 @@ from ._l2 import L2Cache
 from ._l2_tier import L2Tier
 from ._options import QueryClientConfig
 from ._owners import QueryOwners
-from ._query_actor import QueryActor
+from ._query_actor import ActorParts, QueryActor
 from ._query_cache import QueryCache
 from ._records import ClientStatistics
 from .fleet._counters import logger as fleet_logger
@@ -172,19 +172,17 @@ class ClientParts:
         cache, tier, fleet, config = self.cache, self.tier, self.fleet, self.config
         leases = fleet.leases if fleet is not None else None
         supervisor = Supervisor(nursery, config.restart_intensity)
-        lanes = FetchLanes(nursery)
         registry: Registry[str, QueryActor] = Registry(
-            supervisor,
-            lambda key_hash: QueryActor(
-                key_hash,
-                cache=cache,
-                config=config,
-                tier=tier,
-                leases=leases,
-                registry=registry,
-                spawn=nursery.start_soon,
-                lanes=lanes,
-            ),
+            supervisor, lambda key_hash: QueryActor(key_hash, parts)
+        )
+        parts = ActorParts(
+            cache=cache,
+            config=config,
+            tier=tier,
+            leases=leases,
+            registry=registry,
+            spawn=nursery.start_soon,
+            lanes=FetchLanes(nursery),
         )
         cold_reads = ColdReads(cache, tier, registry, nursery) if tier is not None else None
         owners = QueryOwners(cache, registry, tier, cold_reads, nursery)

@@ -10,11 +10,12 @@ in the L1 table, and the next message spawns a new actor that starts from it.
 
 A cold key's first fetch needs no actor task: the registry only reserves
 the actor (the key is busy, later callers join the fetch), and the caller
-starts the fetch in one task (see :meth:`QueryActor._wake`): in a free lane
-of the client (``_fetch_lanes``: the lane's cancel scope cancels it), else in
-the client's nursery, in a cancel scope of its own.  The actor's own task starts when something only
-it can do comes (observers, a message), and the reserved actor leaves the
-registry when its fetch ends with nothing else to do.
+starts the fetch (see :meth:`QueryActor._wake`): in a free lane of the client
+(``_fetch_lanes``: a task that runs it in its own body, whose cancel scope
+cancels it), else in a task of the client's nursery, in a cancel scope of its
+own.  The actor's own task starts when something only it can do comes
+(observers, a message), and the reserved actor leaves the registry when its
+fetch ends with nothing else to do.
 
 Two operations are synchronous and run in the caller's task:
 :meth:`claim_fetch` (join the fetch in flight, or register the next one) and
@@ -89,50 +90,93 @@ class _Fetch:
             self.scope.cancel()
 
 
+_NO_MAIL: Mailbox[Any] = Mailbox(1)
+"""The mailbox a reserved actor without a task shows (see :attr:`QueryActor.mailbox`)."""
+_NO_MAIL.close()
+
+
+@attrs.frozen
+class ActorParts:
+    """What each :class:`QueryActor` of a client is made with."""
+
+    cache: QueryCache
+    config: QueryClientConfig
+    tier: L2Tier | None = None
+    """The L2 tier, or ``None`` without storage."""
+    leases: Leases | None = None
+    """The fleet's leases, or ``None`` without a fleet."""
+    registry: Registry[str, QueryActor] | None = None
+    """The registry that hosts the actors (without one, an actor only runs in its task)."""
+    spawn: Callable[..., object] | None = None
+    """Starts a task in the client's nursery: a fetch of an actor without its own task."""
+    lanes: FetchLanes | None = None
+    """Where such a fetch runs without a task or a cancel scope of its own, if a lane is free."""
+
+
+def _plain_call(options: QueryOptions[Any]) -> bool:
+    """Whether a fetch's first attempt is a plain ``await query_fn()`` (no timeout, no
+    circuit breaker, no context argument)."""
+    return (
+        options.is_async
+        and options.timeout is None
+        and options.circuit is None
+        and not options.takes_context
+    )
+
+
 class QueryActor:
     """Owns one key: runs its fetches, serves its observers, applies its messages."""
 
-    def __init__(
-        self,
-        key_hash: str,
-        *,
-        cache: QueryCache,
-        config: QueryClientConfig,
-        tier: L2Tier | None = None,
-        leases: Leases | None = None,
-        registry: Registry[str, QueryActor] | None = None,
-        spawn: Callable[..., object] | None = None,
-        lanes: FetchLanes | None = None,
-    ) -> None:
+    # Defaults kept by the class until an actor changes them: a cold key's actor is made
+    # for one fetch, and most of these never change in its life (fewer stores to make it).
+    _crash: Exception | None = None
+    """A bug in a fetch outside the actor's task, for that task to raise (see ``run``)."""
+    options: QueryOptions[Any] | None = None
+    _fetch: _Fetch | None = None
+    _pending: Reply[Any] | None = None
+    _pending_previous: _state.Snapshot | None = None
+    _wake_sent = False
+    _refetch_after = False
+    _skip_l2 = False
+    """The next fetch goes to the origin without reading L2 (after a reset)."""
+    _next_refetch_at = math.inf
+    _nursery: trio.Nursery | None = None
+    fetch_count = 0
+    _mailbox: Mailbox[Message] | None = None
+    """Made on first use (see :attr:`mailbox`)."""
+
+    def __init__(self, key_hash: str, parts: ActorParts) -> None:
+        # One argument for the parts, not a keyword each: an actor is made per cold key,
+        # and passing seven keywords cost about as much as the rest of making it.
         self.key_hash = key_hash
-        self._registry = registry
-        self._spawn = spawn
+        self._registry = parts.registry
+        self._spawn = parts.spawn
         """Starts a task in the client's nursery: a fetch of an actor without its own task."""
-        self._lanes = lanes
+        self._lanes = parts.lanes
         """Where such a fetch runs without a cancel scope of its own, if a lane is free."""
-        self._crash: Exception | None = None
-        """A bug in a fetch outside the actor's task, for that task to raise (see ``run``)."""
-        self._cache = cache
-        self._config = config
-        self._tier = tier
-        self._leases = leases
-        self._mailbox: Mailbox[Message] = Mailbox(config.mailbox_capacity)
-        self.options: QueryOptions[Any] | None = None
+        self._cache = parts.cache
+        self._config = parts.config
+        self._tier = parts.tier
+        self._leases = parts.leases
         self.observers: list[Observer] = []
-        self._fetch: _Fetch | None = None
-        self._pending: Reply[Any] | None = None
-        self._pending_previous: _state.Snapshot | None = None
-        self._wake_sent = False
-        self._refetch_after = False
-        self._skip_l2 = False
-        """The next fetch goes to the origin without reading L2 (after a reset)."""
-        self._next_refetch_at = math.inf
-        self._nursery: trio.Nursery | None = None
-        self.fetch_count = 0
 
     @property
     def mailbox(self) -> Mailbox[Message]:
-        return self._mailbox
+        """The actor's mailbox, made when its task is started (or when it is asked for
+        without a registry).
+
+        An actor the registry only reserved has no mail (messages go through
+        :meth:`Registry.activate`, which starts the task first): the registry's checks
+        of it when the actor leaves, unhosted, see an empty, closed mailbox shared by
+        all such actors, and a cold key's actor is made without one.
+        """
+        mailbox = self._mailbox
+        if mailbox is None:
+            registry = self._registry
+            if registry is not None and not registry.is_hosted(self.key_hash):
+                return _NO_MAIL
+            mailbox = self._mailbox = Mailbox(self._config.mailbox_capacity)
+        return mailbox
 
     @property
     def is_fetching(self) -> bool:
@@ -238,7 +282,9 @@ class QueryActor:
                     self._start_pending_fetch()
                 except Exception as exc:  # a bug: the actor's task raises it (a crash)
                     self._crash = exc
-            if self._crash is not None or self.observers or not self._mailbox.empty():
+            mailbox = self._mailbox  # without a task, it has one only if it had mail
+            mail = mailbox is not None and not mailbox.empty()
+            if self._crash is not None or self.observers or mail:
                 registry.activate(self.key_hash)
             elif self._fetch is None and self._pending is None:
                 registry.release(self.key_hash, self)
@@ -246,7 +292,7 @@ class QueryActor:
         if self._wake_sent:
             return
         try:
-            self._mailbox.tell_nowait(WAKE)
+            self.mailbox.tell_nowait(WAKE)
         except MailboxFull:
             return  # the loop has messages to handle and looks at pending work after each
         self._wake_sent = True
@@ -300,7 +346,7 @@ class QueryActor:
         replies = [fetch.reply if fetch is not None else None, pending]
         while True:
             try:
-                message = self._mailbox.receive_nowait()
+                message = self.mailbox.receive_nowait()
             except (trio.WouldBlock, trio.EndOfChannel):
                 break
             if not isinstance(message, Wake):
@@ -312,13 +358,13 @@ class QueryActor:
     async def _loop(self) -> None:
         while True:
             self._start_pending_fetch()
-            if self._fetch is None and not self.observers and self._mailbox.empty():
+            if self._fetch is None and not self.observers and self.mailbox.empty():
                 return
             if self._next_refetch_at == math.inf:  # no refetch interval: no cancel scope
-                message = await self._mailbox.receive()
+                message = await self.mailbox.receive()
             else:
                 with trio.move_on_at(self._next_refetch_at) as interval:
-                    message = await self._mailbox.receive()
+                    message = await self.mailbox.receive()
                 if interval.cancelled_caught:
                     self._on_refetch_interval()
                     continue
@@ -481,27 +527,28 @@ class QueryActor:
             fetch = _Fetch(reply=reply, options=options, previous=previous, l2_read=skip_l2)
         self._fetch = fetch
         self.fetch_count += 1
-        self.notify()
+        if self.observers:
+            self.notify()
         if outside:
             assert self._spawn is not None
             fetch.outside = True
-            # A str name: trio makes one of anything else, at a cost (a repr).
-            name = "stackquery-fetch " + self.key_hash
             lanes = self._lanes
             # In a lane only without L2: a lease must be ended (awaited) after a cancel.
             if lanes is not None and self._tier is None:
-                fetch.lane = lanes.start_soon(self._run_fetch_outside, fetch, name=name)
+                fetch.lane = lanes.start_soon(self._run_fetch_outside, fetch)
                 if fetch.lane is not None:
                     return
             fetch.scope = trio.CancelScope()
-            self._spawn(self._run_fetch_outside, fetch, name=name)
+            # A str name: trio makes one of anything else, at a cost (a repr).
+            self._spawn(self._run_fetch_outside, fetch, name="stackquery-fetch " + self.key_hash)
         else:
             assert self._nursery is not None
             fetch.scope = trio.CancelScope()
             self._nursery.start_soon(self._run_fetch, fetch)
 
     async def _run_fetch_outside(self, fetch: _Fetch) -> None:
-        """:meth:`_run_fetch` in a task of the client's nursery, which it must never crash.
+        """:meth:`_run_fetch` in a task of the client's nursery (or in a lane, one of its
+        tasks), which it must never crash.
 
         A bug is handed to the actor's own task, started for it, which
         raises it: the supervisor restarts the actor as after any crash (or
@@ -552,7 +599,14 @@ class QueryActor:
         cache = self._cache
         lease: Lease | None = None
         if fetch.scope is None:  # in a lane, so no L2: the origin (a cancel ends the task)
-            ok, result = await self._attempts(fetch)
+            options = fetch.options
+            if _plain_call(options):  # most fetches: here, one coroutine less than _attempts
+                try:
+                    ok, result = True, await options.query_fn()
+                except Exception as exc:
+                    ok, result = await self._attempts(fetch, exc)
+            else:
+                ok, result = await self._attempts(fetch)
         else:
             with fetch.scope:
                 if self._tier is not None:  # without L2 (and so without a fleet): the origin
@@ -589,10 +643,12 @@ class QueryActor:
                 snap = cache.with_data(snap, result, fetch.options, updated_at=now)
                 snap = _state.idle(_state.invalidated(snap, now=now), now=now)
             else:  # one snapshot made for the landing
-                snap = cache.with_data(snap, result, fetch.options, updated_at=now, idle=True)
+                snap = cache.with_data(
+                    snap, result, fetch.options, updated_at=now, idle=True, now=now
+                )
             snap = cache.publish(snap)
-            if lease is None:
-                self._persist(snap)
+            if lease is None and self._tier is not None:
+                self._tier.persist(snap)
             fetch.reply.set_value(result)
         elif ok:  # cache_if refused it: the waiters get it, L1 and L2 do not
             cache.publish(_state.idle(snap, now=now))
@@ -608,10 +664,13 @@ class QueryActor:
                 fetch.reply.set_value(snap.data)
             else:
                 fetch.reply.set_error(result)
-        self.notify()
+        if self.observers:
+            self.notify()
         run_callbacks(fetch.options, ok, result)
-        self._resume_polling()
-        self._claim_refetch_after()
+        if self.observers:
+            self._resume_polling()
+        if self._refetch_after:
+            self._claim_refetch_after()
         self._wake()
         if lease is not None:
             await self._end_lease(lease, snap if kept else None)
@@ -725,15 +784,11 @@ class QueryActor:
         self.notify()
         return False
 
-    async def _attempts(self, fetch: _Fetch) -> tuple[bool, Any]:
+    async def _attempts(self, fetch: _Fetch, first: Exception | None = None) -> tuple[bool, Any]:
+        """The fetch's attempts: the origin called with its retries; ``first``: the first
+        attempt, a plain call, was made already and raised this."""
         options = fetch.options
-        first: Exception | None = None
-        if (
-            options.is_async
-            and options.timeout is None
-            and options.circuit is None
-            and not options.takes_context
-        ):
+        if first is None and _plain_call(options):
             # A plain call, made straight away (most fetches need no other):
             # the retry rule and the attempt function are for a failure.
             try:

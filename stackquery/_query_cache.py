@@ -342,11 +342,13 @@ class QueryCache:
         *,
         updated_at: float,
         idle: bool = False,
+        now: float | None = None,
     ) -> Snapshot:
         """``snap`` holding ``data`` fetched or set at trio time ``updated_at``; not published.
 
         The fresh period is computed here, once per landing (see :meth:`fresh_period`).
-        ``idle``: and its fetch ended (see :func:`_state.with_data`).
+        ``idle``: and its fetch ended (see :func:`_state.with_data`).  ``now``: the trio
+        time now, if the caller has it (else it is read).
         """
         stale_time = options.stale_time if options is not None else None
         gc_time = (
@@ -367,7 +369,7 @@ class QueryCache:
             updated_at=updated_at,
             stale_time=stale_time,
             resolved_stale_time=period,
-            now=trio.current_time(),
+            now=trio.current_time() if now is None else now,
             idle=idle,
         )
 
@@ -481,7 +483,9 @@ class QueryCache:
             deadline = _next_deadline(snap)
         if deadline < snap.timer_at:
             self._timers.push(deadline, snap.key_hash)
-            snap = _state.evolve(snap, timer_at=deadline)
+            # Written in place, as a hit is: the deadline is the table's bookkeeping, not
+            # the key's state, and a copy of the snapshot for it cost a construction a publish.
+            snap.timer_at = deadline
         return snap
 
     def _timer_deadline(self, key_hash: str) -> float | None:

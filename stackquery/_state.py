@@ -30,12 +30,20 @@ class QueryStatus(enum.Enum):
     SUCCESS = "success"
     ERROR = "error"
 
+    # Members are singletons compared by identity: hashed so too, in C (Enum's own hash is
+    # a Python call on the name, and the L1 table interns shapes by these, a few per fetch).
+    __hash__ = object.__hash__
+
 
 class FetchStatus(enum.Enum):
     """Whether ``query_fn`` is running for a key right now."""
 
     IDLE = "idle"
     FETCHING = "fetching"
+
+    # Members are singletons compared by identity: hashed so too, in C (Enum's own hash is
+    # a Python call on the name, and the L1 table interns shapes by these, a few per fetch).
+    __hash__ = object.__hash__
 
 
 @attrs.frozen
@@ -142,7 +150,9 @@ def shape(
         return Shape(
             status, fetch_status, is_invalidated, failure, stale_time, gc_time, fetch_count
         )
-    key = (status, fetch_status, is_invalidated, id(stale_time), gc_time, fetch_count)
+    # Enum members by id: they live as long as the program, and hashing one
+    # is a Python call (Enum.__hash__) where an id is not.
+    key = (id(status), id(fetch_status), is_invalidated, id(stale_time), gc_time, fetch_count)
     found = _SHAPES.get(key)
     if found is None or found.stale_time is not stale_time:
         if len(_SHAPES) >= _SHAPES_MAX:
@@ -165,8 +175,8 @@ class Snapshot:
     made and flipped by a timer when the data goes stale; nothing on the hit
     path reads the clock.
 
-    Immutable but for ``hit`` and ``options``, which are bookkeeping of the
-    table, not state: every change of state is a new snapshot (:func:`evolve`
+    Immutable but for ``hit``, ``options`` and ``timer_at``, which are bookkeeping
+    of the table, not state: every change of state is a new snapshot (:func:`evolve`
     and the transitions below), never a change in place.  The class is not
     attrs-frozen only because a frozen class's ``__setattr__`` would turn the
     fresh hit's store of ``hit`` into a Python call.
@@ -189,7 +199,8 @@ class Snapshot:
     plus ``gc_time``.  Kept rather than the time of that use, so that the key's gc
     timer, usually due then, shares this float instead of holding one of its own."""
     timer_at: float = math.inf
-    """Deadline of the key's one pending timer (staleness and gc); ``inf``: none."""
+    """Deadline of the key's one pending timer (staleness and gc); ``inf``: none.  Written
+    in place by the table when a publish arms the timer."""
     shape: Shape = attrs.field(factory=Shape)
     """Status, fetch status, failure, stale and gc time, fetch count: shared."""
     hit: float | None = attrs.field(default=None, repr=False)
@@ -389,6 +400,39 @@ def with_data(
         stale_time=stale_time,
         stale_at=stale_at,
         collect_at=now + snap.gc_time,
+    )
+
+
+def landed_shape(fetching: Shape) -> Shape:
+    """The shape a key in ``fetching`` (a shape without a failure) has once its fetch ended
+    with data: :func:`with_data` with ``idle``, for the keys of a batch to share."""
+    return shape(
+        QueryStatus.SUCCESS,
+        FetchStatus.IDLE,
+        False,
+        None,
+        fetching.stale_time,
+        fetching.gc_time,
+        fetching.fetch_count,
+    )
+
+
+def landed_fresh(
+    snap: Snapshot, landed: Shape, data: Any, *, updated_at_wall: float, stale_at: float, now: float
+) -> Snapshot:
+    """:func:`with_data` with ``idle`` of a key with no data and no failure, whose ``data``
+    is fresh until ``stale_at`` (> ``now``); ``landed`` is :func:`landed_shape` of its shape."""
+    return Snapshot(
+        key_hash=snap.key_hash,
+        data=data,
+        fresh_for=landed.stale_time,
+        data_updated_at=updated_at_wall,
+        stale_at=stale_at,
+        collect_at=now + landed.gc_time,
+        timer_at=snap.timer_at,
+        shape=landed,
+        hit=snap.hit,
+        options=snap.options,
     )
 
 

@@ -9,8 +9,8 @@ it computes + ``stale`` + ``stale_if_error``).  The client does
 the rest: one origin call for concurrent misses, stale-while-revalidate,
 retries, L2.
 
-The hot path is the point of this module.  The ``QueryOptions`` of a call
-are built once and memoized by the call's arguments, so a fresh hit is: find
+The hot path is the point of this module.  The key hash of a call is
+computed once and memoized by the call's arguments, so a fresh hit is: find
 the client, one dict lookup of the arguments, one of the key's snapshot, a
 flag test.  The wrapper is chosen when decorating: with ``metrics=None`` no
 metrics code runs at all; a function with plain parameters gets one made
@@ -269,19 +269,24 @@ def _args_wrapper(state: CachedCalls[Any]) -> Callable[..., Coroutine[Any, Any, 
                         if args
                         else by_keywords.get(tuple(kwargs.items()))
                     )
-                    if memo.__class__ is TypedMemo and not _kind_fits(memo, args, kwargs):
-                        memo = memo.matching(args, kwargs)
+                    if memo.__class__ is TypedMemo:
+                        memo = (
+                            memo.key_hash
+                            if _kind_fits(memo, args, kwargs)
+                            else memo.key_hash_for(args, kwargs)
+                        )
                 else:
                     memo = by_args.get(args)
-                    if (
-                        memo.__class__ is TypedMemo
-                        and (memo.kind != ONE_POSITIONAL or type(args[memo.at]) is not memo.cls)
-                    ):
-                        memo = memo.matching(args, kwargs)
+                    if memo.__class__ is TypedMemo:
+                        memo = (
+                            memo.key_hash
+                            if memo.kind == ONE_POSITIONAL and type(args[memo.at]) is memo.cls
+                            else memo.key_hash_for(args, kwargs)
+                        )
             except TypeError:  # an unhashable argument: the slow path says what is wrong
                 memo = None
             if memo is not None:
-                snap = get(memo.key_hash)
+                snap = get(memo)  # type: ignore[arg-type]  # a key hash by now
                 if snap is not None and snap.fresh_for is stale_time:
                     return snap.data
             return await slow(fixed, args, kwargs)
@@ -299,7 +304,7 @@ def _args_wrapper(state: CachedCalls[Any]) -> Callable[..., Coroutine[Any, Any, 
         if client is not None:
             # The memo of arguments holding a 0, 1 or bool says where (f(1)
             # and f(True) are one dict key): one such argument is tested
-            # inline; several, or one inside a tuple, by matching().
+            # inline; several, or one inside a tuple, by key_hash_for().
             try:
                 if kwargs:
                     memo = (
@@ -307,19 +312,24 @@ def _args_wrapper(state: CachedCalls[Any]) -> Callable[..., Coroutine[Any, Any, 
                         if args
                         else by_keywords.get(tuple(kwargs.items()))
                     )
-                    if memo.__class__ is TypedMemo and not _kind_fits(memo, args, kwargs):
-                        memo = memo.matching(args, kwargs)
+                    if memo.__class__ is TypedMemo:
+                        memo = (
+                            memo.key_hash
+                            if _kind_fits(memo, args, kwargs)
+                            else memo.key_hash_for(args, kwargs)
+                        )
                 else:
                     memo = by_args.get(args)
-                    if (
-                        memo.__class__ is TypedMemo
-                        and (memo.kind != ONE_POSITIONAL or type(args[memo.at]) is not memo.cls)
-                    ):
-                        memo = memo.matching(args, kwargs)
+                    if memo.__class__ is TypedMemo:
+                        memo = (
+                            memo.key_hash
+                            if memo.kind == ONE_POSITIONAL and type(args[memo.at]) is memo.cls
+                            else memo.key_hash_for(args, kwargs)
+                        )
             except TypeError:  # an unhashable argument: the slow path says what is wrong
                 memo = None
             if memo is not None:
-                snap = client.snapshots.get(memo.key_hash)
+                snap = client.snapshots.get(memo)  # type: ignore[arg-type]  # as above
                 if snap is not None and snap.fresh_for is stale_time:
                     return snap.data
         return await slow(client, args, kwargs)
@@ -328,7 +338,7 @@ def _args_wrapper(state: CachedCalls[Any]) -> Callable[..., Coroutine[Any, Any, 
 
 
 def _kind_fits(memo: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
-    """Whether a keyword call's one ambiguous argument has the memo's type (else: matching)."""
+    """Whether a keyword call's one ambiguous argument has the memo's type (else: key_hash_for)."""
     if memo.kind == ONE_KEYWORD:
         return type(kwargs[memo.at]) is memo.cls
     return memo.kind == ONE_POSITIONAL and type(args[memo.at]) is memo.cls
@@ -376,15 +386,16 @@ def _key_fn_wrapper(state: CachedCalls[Any]) -> Callable[..., Coroutine[Any, Any
     assert key_fn is not None
     memo_for_key = state.memo_for_key
     slow = state.call_with_key
+    stale_time = state.stale_time
 
     async def cached(*args: Any, **kwargs: Any) -> Any:
         client = resolve()
         key = key_fn(*args, **kwargs)
         if client is not None:
-            options = memo_for_key(key)
-            if options is not None:
-                snap = client.snapshots.get(options.key_hash)
-                if snap is not None and snap.fresh_for is options.stale_time:
+            key_hash = memo_for_key(key)
+            if key_hash is not None:
+                snap = client.snapshots.get(key_hash)
+                if snap is not None and snap.fresh_for is stale_time:
                     return snap.data
         return await slow(client, args, kwargs, key)
 

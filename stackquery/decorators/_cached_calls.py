@@ -1,17 +1,24 @@
 """What one ``@cache`` function knows, and everything it does besides a fresh hit.
 
-The options of each call shape (the call's positional and keyword
-arguments) are built once and memoized, bounded by :data:`MEMO_SIZE`; a
-call with a shape seen before skips binding the signature and building the
-key.  Misses, stale hits, calls with metrics, ``invalidate`` and ``clear``
-run here.
+The key hash of each call shape (the call's positional and keyword
+arguments) is computed once and memoized, bounded by :data:`MEMO_SIZE`: a
+fresh hit needs nothing else, and the hash is the very string the L1 table
+holds the key by (the options it was built with made both), so a memo entry
+costs its dict slot and its arguments.  The ``QueryOptions`` of a call are
+not kept per call shape: a call that is not a fresh hit takes the ones
+built last for its key (:data:`RECENT_SIZE` keys' are kept) when they fit
+its arguments, else builds them from the function's template
+(``_call_options.py``).  Misses, stale hits, calls with metrics,
+``invalidate`` and ``clear`` run here.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
+import inspect
+import itertools
 import math
+import types
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
@@ -27,16 +34,35 @@ from .._keys import QueryKey, canonical_key, prefix_hash
 from .._options import QueryOptions
 from .._state import Snapshot
 from ..metrics._collector import MetricsCollector
+from ._call_options import OptionsTemplate
 from ._guards import record_stale_if_error
 from ._key_template import KeyTemplate
-from ._origin import argument_binder, origin_call
+from ._origin import key_origin, origin_binder
 from ._origin_protection import OriginProtection
 from ._run_clients import ClientChoice, ClientResolver
 
 R = TypeVar("R")
 
+_PLAIN = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+
+
+def plain_parameters(signature: inspect.Signature) -> bool:
+    """Whether every parameter is plain (positional or keyword; no ``*args``, ``**kwargs``,
+    keyword-only) and none is named like the exact wrapper's locals: then that wrapper is used."""
+    return all(
+        p.kind in _PLAIN and not p.name.startswith("_sq_") for p in signature.parameters.values()
+    )
+
+
+_AS_IS = frozenset({str, int, bool, type(None)})
+"""Types of key parts that are their own canonical form (as exact types, not subclasses)."""
+
+RECENT_SIZE = 64
+"""Keys whose options a decorated function keeps once built (the last ones, by key hash)."""
+
 MEMO_SIZE = 4096
-"""Distinct argument tuples whose options a decorated function remembers (oldest dropped first)."""
+"""Distinct argument tuples whose key hash a decorated function remembers: when full, those
+whose key left the client's L1 table are dropped, and the oldest if that freed too few."""
 
 _namespaces: dict[str, int] = {}
 
@@ -72,20 +98,18 @@ NESTED = 4
 
 @attrs.frozen
 class TypedMemo:
-    """The options of a call shape whose arguments hold a 0, 1 or bool.
+    """The key hash of a call shape whose arguments hold a 0, 1 or bool.
 
     ``f(1)`` and ``f(True)`` are equal dict keys but two cache keys, so the
     memo of such arguments is used only by a call whose arguments there have
     the same types.  The wrappers test that inline by ``kind`` (no call, no
     allocation for one such argument: the usual ``page(42, 1)``), and fall
-    back to :meth:`matching` when it fails.  The memo of any other call shape
-    is its :class:`QueryOptions` itself (which the client keeps anyway): a
-    memo entry costs its dict slot and nothing more.
+    back to :meth:`key_hash_for` when it fails.  The memo of any other call
+    shape is its key hash itself (the string the L1 table holds the key by):
+    a memo entry costs its dict slot and nothing more.
     """
 
-    options: QueryOptions[Any]
     key_hash: str
-    """``options.key_hash``, one attribute read nearer the hot path."""
     kind: int
     """:data:`ONE_POSITIONAL` ... :data:`NESTED`."""
     at: Any = None
@@ -96,24 +120,25 @@ class TypedMemo:
     other: TypedMemo | None = None
     """The memo of equal arguments of other types (``f(True)`` after ``f(1)``)."""
 
-    def matching(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> TypedMemo | None:
-        """This memo or the one chained to it that fits the call's argument types."""
+    def key_hash_for(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
+        """The key hash of this memo or the one chained to it that fits the call's argument
+        types, or ``None`` (a miss: ``None`` is in no L1 table)."""
         memo: TypedMemo | None = self
         while memo is not None and memo.check is not None and not memo.check(args, kwargs):
             memo = memo.other
-        return memo
+        return memo.key_hash if memo is not None else None
 
 
-Memo = QueryOptions[Any] | TypedMemo
-"""A memo entry: the options themselves, or a :class:`TypedMemo` (ambiguous arguments)."""
+Memo = str | TypedMemo
+"""A memo entry: the key hash itself, or a :class:`TypedMemo` (ambiguous arguments)."""
 
 
-def fitting(found: Memo, args: tuple[Any, ...], kwargs: dict[str, Any]) -> QueryOptions[Any] | None:
-    """The options memoized in ``found`` for a call's arguments, if their types fit."""
-    if type(found) is not TypedMemo:
-        return found  # type: ignore[return-value]
-    fits = found.matching(args, kwargs)
-    return fits.options if fits is not None else None
+def fitting(found: Memo, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
+    """The key hash memoized in ``found`` for a call's arguments, if their types fit."""
+    if type(found) is str:
+        return found
+    assert type(found) is TypedMemo
+    return found.key_hash_for(args, kwargs)
 
 
 def arg_types(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[type, ...]:
@@ -131,21 +156,20 @@ def _ambiguous(value: object) -> bool:
 
 
 def _memo(
-    options: QueryOptions[Any],
+    key_hash: str,
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
     other: TypedMemo | None,
 ) -> Memo:
-    """The memo of ``options`` for a call, with the type test its arguments need, if any."""
+    """The memo of ``key_hash`` for a call, with the type test its arguments need, if any."""
     positions = [i for i, v in enumerate(args) if _ambiguous(v)]
     names = [n for n, v in kwargs.items() if _ambiguous(v)]
     if not positions and not names:
-        return options  # equal arguments are never ambiguous either: nothing to chain
+        return key_hash  # equal arguments are never ambiguous either: nothing to chain
     if any(isinstance(v, tuple) and _ambiguous(v) for v in (*args, *kwargs.values())):
         exact = repr((args, kwargs))
         return TypedMemo(
-            options,
-            options.key_hash,
+            key_hash,
             kind=NESTED,
             check=lambda a, k: repr((a, k)) == exact,
             other=other,
@@ -164,8 +188,7 @@ def _memo(
     else:
         kind, at, cls = ONE_KEYWORD, names[0], type(kwargs[names[0]])
     return TypedMemo(
-        options,
-        options.key_hash,
+        key_hash,
         kind=kind,
         at=at,
         cls=cls,
@@ -208,14 +231,33 @@ class CachedCalls(Generic[R]):
     origin: OriginProtection = attrs.field(factory=OriginProtection)
     """``retry``, ``jitter``, ``cache_if`` and ``error_ttl``, passed on to each query."""
 
-    bind_origin: Callable[[tuple[Any, ...]], Callable[[], Any]] = attrs.field(init=False)
-    """``bind_origin(args)``: the ``query_fn`` of a call without keyword arguments or metrics."""
     kept: float | None = attrs.field(init=False)
     """Each query's ``gc_time``: one float object for all (``None`` for a ``ttl`` function)."""
+    call_with: Callable[[Any], Any] = attrs.field(init=False)
+    """The origin of a call without keyword arguments or metrics, bound to its ``args``."""
+    call_with_keywords: Callable[[Any], Any] = attrs.field(init=False)
+    """The origin of any other call, bound to its ``(args, kwargs)`` (records with metrics)."""
+    positional: OptionsTemplate | None = attrs.field(init=False, default=None)
+    """Builds the options of a call without keyword arguments (``None`` with metrics)."""
+    keywords: OptionsTemplate = attrs.field(init=False)
+    """Builds the options of any other call."""
+    positions: tuple[int, ...] | None = attrs.field(init=False, default=None)
+    """Where each key part's parameter is in a call passing every parameter by position
+    (``None``: a signature that is not all plain parameters, or a callable key)."""
+    from_key: Callable[[Any], Any] | None = attrs.field(init=False, default=None)
+    """With every parameter in the key and no metrics: the ``query_fn`` of every call
+    whose key is its own canonical form, reading the arguments back from the key."""
+    by_key_template: OptionsTemplate | None = attrs.field(init=False, default=None)
+    """Builds the options whose ``query_fn`` is :attr:`from_key`."""
+    single: bool = attrs.field(init=False, default=False)
+    """One plain parameter, no callable key: calls by position are memoized by the value
+    itself, not a 1-tuple of it (a tuple less per memo entry and per hit)."""
+    recent: dict[str, QueryOptions[Any]] = attrs.field(init=False, factory=dict)
+    """The options built last, by key hash (:data:`RECENT_SIZE` at most): a run of stale
+    hits or misses of a key builds them once."""
 
     def __attrs_post_init__(self) -> None:
         self.stale_time = self.ttl
-        self.bind_origin = argument_binder(self.func)
         # Stale data is served for `stale` seconds after it went stale: counted from its
         # stale time as computed (ttl(value)) and jittered, which max_stale is; a failed
         # call serves it stale_if_error seconds longer.  The key stays in L1 (and its L2
@@ -224,42 +266,35 @@ class CachedCalls(Generic[R]):
         ttl = self.ttl
         self.kept = None if callable(ttl) else ttl + self.stale + self.stale_if_error
         self.resolve = self.choice.resolver()
-        if not self.template.signature.parameters and not self.template.is_callable:
-            self.static = self.build_options((), {}, self.template.parts((), {}))
+        func, name, metrics = self.func, self.name, self.metrics
+        self.call_with_keywords = origin_binder(func, name=name, metrics=metrics)
+        self.keywords = self._template(types.MethodType(self.call_with_keywords, ((), {})))
+        self.call_with = origin_binder(func, name=name, metrics=None, keywords=False)
+        if metrics is None:
+            self.positional = self._template(types.MethodType(self.call_with, ()))
+        template = self.template
+        params = list(template.signature.parameters.values())
+        if not template.is_callable and all(p.kind in _PLAIN for p in params):
+            self.single = len(params) == 1 and plain_parameters(template.signature)
+            names = [p.name for p in params]
+            self.positions = tuple(names.index(field) for field in template.fields)
+            if metrics is None and params and set(names) <= set(template.fields):
+                # The key: ("fn", name, [text,] *parts); each parameter's first part.
+                offset = len(self.namespace_key) + (template.text is not None)
+                indexes = tuple(offset + template.fields.index(n) for n in names)
+                self.from_key = key_origin(func, indexes)
+                self.by_key_template = self._template(self.from_key)
+        if not template.signature.parameters and not template.is_callable:
+            self.static = self.build_options((), {}, self.parts((), {}))
 
-    @property
-    def namespace_key(self) -> QueryKey:
-        return ("fn", self.name)
-
-    # -- options ------------------------------------------------------------
-
-    def build_options(
-        self, args: tuple[Any, ...], kwargs: dict[str, Any], parts: tuple[Any, ...]
-    ) -> QueryOptions[Any]:
-        """Return new options for a call whose key parts are ``parts``.
-
-        Raises:
-            InvalidKeyError: a part cannot be part of a key.
-        """
+    def _template(self, query_fn: Callable[..., Any]) -> OptionsTemplate:
+        """The options every call of one kind (``query_fn``'s) shares, validated once."""
         origin = self.origin
-        if self.metrics is None:
-            query_key: Any = (*self.namespace_key, *parts)  # QueryOptions makes it canonical
-            query_fn = (
-                self.bind_origin(args)
-                if not kwargs
-                else origin_call(self.func, args, kwargs, name=self.name, metrics=None)
-            )
-            on_settled = None
-        else:
-            query_key, key_hash = canonical_key((*self.namespace_key, *parts))
-            query_fn = origin_call(self.func, args, kwargs, name=self.name, metrics=self.metrics)
-            on_settled = functools.partial(self._settled, key_hash)
-        return QueryOptions(
-            query_key=query_key,
+        options: QueryOptions[Any] = QueryOptions(
+            query_key=self.namespace_key,
             query_fn=query_fn,
             stale_time=self.stale_time,
             gc_time=self.kept,
-            on_settled=on_settled,
             stale_if_error=self.stale_if_error,
             circuit=self.circuit,
             retry=origin.retry,
@@ -268,9 +303,98 @@ class CachedCalls(Generic[R]):
             cache_if=origin.cache_if,
             max_stale=None if self.stale == math.inf else self.stale,
         )
+        return OptionsTemplate(options)
 
-    def options_for(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> QueryOptions[Any]:
-        """Return the options of a call, from the memo or built (and memoized) now.
+    @property
+    def namespace_key(self) -> QueryKey:
+        return ("fn", self.name)
+
+    # -- options ------------------------------------------------------------
+
+    def build_options(
+        self,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        parts: tuple[Any, ...],
+        key_hash: str | None = None,
+    ) -> QueryOptions[Any]:
+        """Return new options for a call whose key parts are ``parts``; ``key_hash``, if
+        given, is the hash memoized for equal arguments of the same types.
+
+        Raises:
+            InvalidKeyError: a part cannot be part of a key.
+        """
+        query_key = (*self.namespace_key, *parts)
+        if key_hash is not None and all(type(part) in _AS_IS for part in parts):
+            # Such parts are their own canonical form (canonical_key returns the key
+            # itself), and equal ones hash alike: the memo's hash is this key's.
+            key = query_key
+        else:
+            key, key_hash = canonical_key(query_key)
+        if not kwargs and self.positional is not None:
+            by_key = self.by_key_template
+            arity = len(self.template.signature.parameters)
+            if by_key is not None and key is query_key and len(args) == arity:
+                assert self.from_key is not None
+                return by_key.build(query_key, key, key_hash, self.from_key)
+            query_fn = types.MethodType(self.call_with, args)
+            return self.positional.build(query_key, key, key_hash, query_fn)
+        query_fn = types.MethodType(self.call_with_keywords, (args, kwargs))
+        settled = self._settled if self.metrics else None
+        return self.keywords.build(query_key, key, key_hash, query_fn, settled)
+
+    def parts(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
+        """The key parts of a call (:meth:`KeyTemplate.parts`; a call passing every plain
+        parameter by position, as the exact wrapper does, without binding the signature).
+
+        Raises:
+            TypeError: the arguments do not fit the function's signature.
+            Exception: whatever a callable key raises.
+        """
+        positions = self.positions
+        if kwargs or positions is None or len(args) != len(self.template.signature.parameters):
+            return self.template.parts(args, kwargs)
+        text = self.template.text
+        values = [args[i] for i in positions]
+        return (*values,) if text is None else (text, *values)
+
+    def _built_for(
+        self, options: QueryOptions[Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> bool:
+        """Whether ``options``, of a key these arguments map to, fit the call: its query_fn
+        reads the arguments back from the key, or holds arguments equal to these."""
+        fn = options.query_fn
+        if fn is self.from_key:
+            return True
+        if fn.__class__ is not types.MethodType:
+            return False
+        held: Any = fn.__self__
+        bound: Any = args
+        held_args: tuple[Any, ...] = held
+        held_kwargs: dict[str, Any] = {}
+        if self.positional is None or kwargs:
+            if fn.__func__ is not self.call_with_keywords:
+                return False
+            bound = (args, kwargs)
+            held_args, held_kwargs = held
+        elif fn.__func__ is not self.call_with:
+            return False
+        try:
+            # Types too: f(4, 1) and f(4, True) share a key that leaves the 1 out.
+            same = held == bound
+            return bool(same) and arg_types(held_args, held_kwargs) == arg_types(args, kwargs)
+        except Exception:  # an argument whose __eq__ fails: build new options
+            return False
+
+    def options_for(
+        self,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        client: QueryClient | None = None,
+    ) -> QueryOptions[Any]:
+        """Return the options of a call: the ones built last for its key if they fit it,
+        else new ones (its key hash memoized; ``client``'s table says which memos to drop
+        when the memo is full).
 
         Raises:
             TypeError: the arguments do not fit the function.
@@ -282,41 +406,66 @@ class CachedCalls(Generic[R]):
             return self.static
         if self.template.is_callable:
             return self._options_by_key(args, kwargs)
-        memo, shape = self.by_args, args
-        if kwargs:
-            if args:
-                memo, shape = self.by_kwargs, (args, tuple(kwargs.items()))
-            else:
-                memo, shape = self.by_keywords, tuple(kwargs.items())
+        memo, shape = self._memo_of(args, kwargs)
         try:
             found = memo.get(shape)
         except TypeError:  # an unhashable argument (a dict): valid in a key, not memoized
-            return self.build_options(args, kwargs, self.template.parts(args, kwargs))
-        fits = fitting(found, args, kwargs) if found is not None else None
-        if fits is not None:
-            return fits
-        options = self.build_options(args, kwargs, self.template.parts(args, kwargs))
-        _remember(memo, shape, options, args, kwargs)
+            return self.build_options(args, kwargs, self.parts(args, kwargs))
+        recent = self.recent
+        if found is not None and (key_hash := fitting(found, args, kwargs)) is not None:
+            last = recent.get(key_hash)
+            if last is not None and self._built_for(last, args, kwargs):
+                return last
+            options = self.build_options(args, kwargs, self.parts(args, kwargs), key_hash)
+        else:
+            options = self.build_options(args, kwargs, self.parts(args, kwargs))
+            _remember(memo, shape, options.key_hash, args, kwargs, client)
+        if len(recent) >= RECENT_SIZE:
+            recent.pop(next(iter(recent)), None)
+        recent[options.key_hash] = options
         return options
 
+    def memoized_hash(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
+        """The key hash memoized for a call's arguments, if any (a static key's, always)."""
+        if self.static is not None:
+            return None if args or kwargs else self.static.key_hash
+        if self.template.is_callable:
+            return None
+        memo, shape = self._memo_of(args, kwargs)
+        try:
+            found = memo.get(shape)
+        except TypeError:
+            return None
+        return fitting(found, args, kwargs) if found is not None else None
+
+    def _memo_of(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[dict[Any, Memo], Any]:
+        """The memo a call's shape is kept in, and the shape (its key there)."""
+        if not kwargs:
+            return self.by_args, args[0] if self.single and len(args) == 1 else args
+        if args:
+            return self.by_kwargs, (args, tuple(kwargs.items()))
+        return self.by_keywords, tuple(kwargs.items())
+
     def _options_by_key(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> QueryOptions[Any]:
-        return self.options_for_key(args, kwargs, self.template.parts(args, kwargs)[0])
+        return self.options_for_key(args, kwargs, self.parts(args, kwargs)[0])
 
     def options_for_key(
         self, args: tuple[Any, ...], kwargs: dict[str, Any], key: Any
     ) -> QueryOptions[Any]:
-        """Return new options for a call whose callable key returned ``key``, memoized by it.
+        """Return new options for a call whose callable key returned ``key``, its hash memoized.
 
         Built again on every call that is not a fresh hit: the options carry
         the call's arguments, and equal keys may come from different arguments.
         """
         options = self.build_options(args, kwargs, (key,))
         with contextlib.suppress(TypeError):  # unhashable: build_options refused it already
-            _remember(self.by_key, key, options, (key,), {})
+            _remember(self.by_key, key, options.key_hash, (key,), {}, None)
         return options
 
-    def memo_for_key(self, key: Any) -> QueryOptions[Any] | None:
-        """Return the options memoized for a callable key's result ``key``, if any."""
+    def memo_for_key(self, key: Any) -> str | None:
+        """Return the key hash memoized for a callable key's result ``key``, if any."""
         try:
             found = self.by_key.get(key)
         except TypeError:
@@ -324,7 +473,7 @@ class CachedCalls(Generic[R]):
         if found is None:
             return None
         if type(found) is TypedMemo and found.kind == ONE_POSITIONAL and type(key) is found.cls:
-            return found.options
+            return found.key_hash
         return fitting(found, (key,), {})
 
     # -- calls ----------------------------------------------------------------
@@ -333,9 +482,11 @@ class CachedCalls(Generic[R]):
         self, client: QueryClient | None, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
         """Everything but a fresh hit found by the wrapper."""
-        options = self.options_for(args, kwargs)
         if client is None:
+            options = self.options_for(args, kwargs)  # a bad call raises before a client opens
             client = await self.choice.open()
+        else:
+            options = self.options_for(args, kwargs, client)
         return await fetch(client, options)
 
     async def call_with_key(
@@ -357,7 +508,13 @@ class CachedCalls(Generic[R]):
             client = self.resolve()
             if client is None:
                 client = await self.choice.open()
-            options = self.options_for(args, kwargs)
+            key_hash = self.memoized_hash(args, kwargs)
+            if key_hash is not None:
+                snap = client.snapshots.get(key_hash)
+                if snap is not None and snap.fresh_for is self.stale_time:
+                    metrics.record_hit(name)
+                    return snap.data
+            options = self.options_for(args, kwargs, client)
             snap = client.snapshots.get(options.key_hash)
             if snap is not None and snap.fresh_for is options.stale_time:
                 metrics.record_hit(name)
@@ -401,12 +558,13 @@ class CachedCalls(Generic[R]):
             TypeError: the arguments do not fit the function.
             InvalidKeyError: an argument cannot be part of a key.
         """
-        options = self.options_for(args, kwargs)
+        parts = self.parts(args, kwargs)
+        query_key, key_hash = canonical_key((*self.namespace_key, *parts))
         client = await self.choice.open()
-        await client.remove_queries(options.query_key, exact=True)
+        await client.remove_queries(query_key, exact=True)
         l2 = client.l2
         if l2 is not None:
-            l2.delete_soon(options.key_hash)
+            l2.delete_soon(key_hash)
             await _l2_settled(client)
         if self.metrics is not None:
             self.metrics.record_delete(self.name)
@@ -424,6 +582,7 @@ class CachedCalls(Generic[R]):
         self.by_kwargs.clear()
         self.by_keywords.clear()
         self.by_key.clear()
+        self.recent.clear()
         l2 = client.l2
         if l2 is not None:
             await _l2_settled(client)  # the deletes remove_queries queued go first
@@ -437,11 +596,12 @@ class CachedCalls(Generic[R]):
 def _remember(
     memo: dict[Any, Memo],
     shape: Any,
-    options: QueryOptions[Any],
+    key_hash: str,
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
+    client: QueryClient | None,
 ) -> None:
-    """Memoize ``options`` for the call shape, keeping the memos of equal arguments of
+    """Memoize ``key_hash`` for the call shape, keeping the memos of equal arguments of
     other types (``f(True)`` beside ``f(1)``) chained behind it.
 
     Raises:
@@ -458,8 +618,25 @@ def _remember(
     for other in reversed(others):
         chain = attrs.evolve(other, other=chain)
     if shape not in memo and len(memo) >= MEMO_SIZE:
-        del memo[next(iter(memo))]
-    memo[shape] = _memo(options, args, kwargs, chain)
+        _make_room(memo, client)
+    memo[shape] = _memo(key_hash, args, kwargs, chain)
+
+
+def _make_room(memo: dict[Any, Memo], client: QueryClient | None) -> None:
+    """Drop the memos of keys no longer in ``client``'s L1 table (removed, collected), then
+    the oldest, down to three quarters of :data:`MEMO_SIZE`: a sweep per quarter of new
+    call shapes at most."""
+    # Copies taken in one C call and pops that tolerate a missing shape: the function may
+    # be called from several trio runs' threads at once.
+    if client is not None:
+        table = client.snapshots
+        for shape, found in list(memo.items()):
+            if (found if type(found) is str else found.key_hash) not in table:  # type: ignore[union-attr]
+                memo.pop(shape, None)
+    excess = len(memo) - MEMO_SIZE * 3 // 4
+    if excess > 0:
+        for shape in list(itertools.islice(memo, excess)):
+            memo.pop(shape, None)
 
 
 async def fetch(client: QueryClient, options: QueryOptions[Any]) -> Any:

@@ -6,10 +6,11 @@ memoized by its items.  For a function whose parameters are all plain
 (positional or keyword, no ``*args``, ``**kwargs`` or keyword-only), the
 wrapper is made with the same parameters and defaults: Python binds the
 call, however it was passed, and the memo key is the tuple of every
-parameter's value, so ``get(42)`` and ``get(user_id=42)`` are one dict
-lookup of ``(42,)``.  Everything else is as in the generic wrapper (see
-``_cache.py``): the same memo, the same type test of a 0, 1 or bool, the
-same slow path (given the arguments as positional ones, defaults filled in).
+parameter's value (the value itself for one parameter: no tuple is made
+on a hit), so ``get(42)`` and ``get(user_id=42)`` are one dict lookup of
+``42``.  Everything else is as in the generic wrapper (see ``_cache.py``):
+the same memo, the same type test of a 0, 1 or bool, the same slow path
+(given the arguments as positional ones, defaults filled in).
 """
 
 from __future__ import annotations
@@ -18,31 +19,30 @@ import inspect
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from ._cached_calls import ONE_POSITIONAL, CachedCalls, TypedMemo
-
-_PLAIN = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+from ._cached_calls import ONE_POSITIONAL, CachedCalls, TypedMemo, plain_parameters
 
 _BODY = """
-async def {name}({params}):
-    _sq_args = ({names})
+async def {name}({params}):{pack}
     _sq_client = {find_client}
     if _sq_client is not None:
         # Subscripts, not .get(): no method call on a hit; a miss raises KeyError
         # (an unhashable argument TypeError: the slow path says what is wrong).
         try:
-            _sq_memo = _sq_by_args[_sq_args]
-            if _sq_memo.__class__ is _sq_typed and (
-                _sq_memo.kind != _sq_one_positional
-                or type(_sq_args[_sq_memo.at]) is not _sq_memo.cls
-            ):
-                _sq_memo = _sq_memo.matching(_sq_args, _sq_no_kwargs)
-            if _sq_memo is not None:
-                _sq_snap = {snapshots}[_sq_memo.key_hash]
-                if _sq_snap.fresh_for is _sq_stale_time:
-                    return _sq_snap.data
+            _sq_memo = _sq_by_args[{memo_key}]
+            if _sq_memo.__class__ is _sq_typed:
+                # None when no memo fits: in no table, so a KeyError too.
+                _sq_memo = (
+                    _sq_memo.key_hash
+                    if _sq_memo.kind == _sq_one_positional
+                    and type({at}) is _sq_memo.cls
+                    else _sq_memo.key_hash_for({args}, _sq_no_kwargs)
+                )
+            _sq_snap = {snapshots}[_sq_memo]
+            if _sq_snap.fresh_for is _sq_stale_time:
+                return _sq_snap.data
         except (KeyError, TypeError):
             pass
-    return await _sq_slow(_sq_client, _sq_args, {{}})
+    return await _sq_slow(_sq_client, {args}, {{}})
 """
 
 
@@ -62,9 +62,9 @@ async def {name}():
 
 def exact_wrapper(state: CachedCalls[Any]) -> Callable[..., Coroutine[Any, Any, Any]] | None:
     """The wrapper with ``state.func``'s own parameters, or ``None`` if they are not all plain."""
-    params = list(state.template.signature.parameters.values())
-    if any(p.kind not in _PLAIN or p.name.startswith("_sq_") for p in params):
+    if not plain_parameters(state.template.signature):
         return None
+    params = list(state.template.signature.parameters.values())
     if not params and state.static is None:
         return None  # a callable key: its own wrapper
     namespace: dict[str, Any] = {
@@ -105,10 +105,16 @@ def exact_wrapper(state: CachedCalls[Any]) -> Callable[..., Coroutine[Any, Any, 
         snapshots = "_sq_client.snapshots"
     if state.static is not None:
         namespace["_sq_key_hash"] = state.static.key_hash
+    # One parameter: the memo is keyed by its value (state.single), no tuple on a hit.
+    names = "".join(f"{p.name}, " for p in params)
+    args = f"({names})"
     source = (_BODY if state.static is None else _STATIC_BODY).format(
         name=state.func.__name__ if state.func.__name__.isidentifier() else "cached",
         params=", ".join(source_params),
-        names="".join(f"{p.name}, " for p in params),
+        pack="" if state.single else f"\n    _sq_args = {args}",
+        memo_key=params[0].name if state.single else "_sq_args",
+        at=params[0].name if state.single else "_sq_args[_sq_memo.at]",
+        args=args if state.single else "_sq_args",
         find_client=find_client,
         snapshots=snapshots,
     )

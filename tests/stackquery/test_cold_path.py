@@ -1,12 +1,13 @@
-"""A cold key's first fetch runs in one task of its own: the key's actor starts no task for it.
+"""A cold key's first fetch runs in one task, not its own: the key's actor starts no task for it.
 
 The actor is only reserved in the registry (the key counts as busy, callers
 join its fetch); it starts its own task when something needs it (an
 observer, a message such as ``invalidate_queries``), and leaves the registry
-when the fetch ends and nothing else is left.  The fetch's task runs in a
-lane when one is free (a nursery of the client that runs one fetch at a time,
-so that the fetch needs no cancel scope of its own), else in the client's
-nursery; an idle lane ends after ``LANE_IDLE`` seconds.
+when the fetch ends and nothing else is left.  The fetch runs in a lane when
+one is free (a task of the client that runs one fetch at a time in its own
+body, so that the fetch needs neither a task nor a cancel scope of its own),
+else in a task of the client's nursery; an idle lane ends after ``LANE_IDLE``
+seconds.
 """
 
 from __future__ import annotations
@@ -128,9 +129,11 @@ async def test_cancel_queries_reaches_a_fetch_without_an_actor_task(
         assert client.statistics().active_actors == 0
 
 
+@pytest.mark.parametrize("in_lane", [False, True], ids=["own-task", "in-a-lane"])
 async def test_the_client_closing_wakes_the_waiter_of_such_a_fetch(
-    autojump_clock: trio.testing.MockClock,
+    autojump_clock: trio.testing.MockClock, in_lane: bool
 ) -> None:
+    """In a task of its own (the first cold fetch) or in a lane (one that follows)."""
     origin = Origin(delay=5.0)
     outcome: list[BaseException] = []
     client = sq.QueryClient()
@@ -143,11 +146,17 @@ async def test_the_client_closing_wakes_the_waiter_of_such_a_fetch(
 
     async with trio.open_nursery() as outside:
         async with client:
+            if in_lane:
+                await client.fetch_query(sq.QueryOptions(query_key=("lane", 0), query_fn=Origin()))
+                await wait_all_tasks_blocked()
+                assert lanes() == 1
             outside.start_soon(call)
             await trio.sleep(1.0)
+            assert origin.calls == 1
         await wait_all_tasks_blocked()
         assert len(outcome) == 1
-    assert origin.cancelled == 1
+    assert (origin.cancelled, origin.finished) == (1, 0)
+    assert lanes() == 0
     with pytest.raises(sq.ClientClosedError):
         await client.fetch_query(options(origin))
 
@@ -267,3 +276,43 @@ async def test_the_origin_sees_the_context_of_the_caller_that_started_its_fetch(
             await client.fetch_query(opts)
             await wait_all_tasks_blocked()
     assert seen == ["request-0", "request-1", "request-2"]
+
+
+async def test_a_fetch_in_a_lane_runs_in_the_lane_s_task_and_no_task_is_spawned_for_it(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A fetch handed to a free lane costs no task of its own: the lane's task runs it."""
+    async with sq.open_query_client() as client, trio.open_nursery() as nursery:
+        await client.fetch_query(sq.QueryOptions(query_key=("lane", 0), query_fn=Origin()))
+        await wait_all_tasks_blocked()
+        assert lanes() == 1
+        baseline = living_tasks()
+        origin = Origin(delay=5.0)
+        got: list[object] = []
+
+        async def call() -> None:
+            got.append(await client.fetch_query(options(origin)))
+
+        nursery.start_soon(call)
+        await trio.sleep(1.0)
+        assert living_tasks() == baseline + 1  # the caller alone
+        assert origin.calls == 1
+        await trio.sleep(10.0)
+        assert got == ["v1"]
+
+
+async def test_a_lane_busy_with_a_long_fetch_outlives_the_idle_periods_it_spans(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Only a lane that ran no fetch for a whole period ends, never one running a fetch."""
+    async with sq.open_query_client() as client:
+        await client.fetch_query(sq.QueryOptions(query_key=("lane", 0), query_fn=Origin()))
+        await wait_all_tasks_blocked()
+        assert lanes() == 1
+        origin = Origin(delay=4.5 * LANE_IDLE)
+        assert await client.fetch_query(options(origin)) == "v1"
+        assert (origin.calls, origin.cancelled, origin.finished) == (1, 0, 1)
+        await wait_all_tasks_blocked()
+        assert lanes() == 1  # the same lane, still there
+        await trio.sleep(3 * LANE_IDLE)
+        assert lanes() == 0

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from functools import partial
 from typing import Any
 
 import pytest
@@ -168,10 +171,19 @@ def gated_pair() -> tuple[ControlledStorage, Origins, sq.QueryOptions[Any], sq.Q
     )
 
 
-async def stored_pair(store: ControlledStorage, client: sq.QueryClient, a: Any, b: Any) -> None:
-    """Store "stored a" and "stored b" as the entries of ``a`` and ``b``."""
-    await stored(store, client, a, "stored a")
-    await stored(store, client, b, "stored b")
+Gated = tuple[
+    ControlledStorage, Origins, sq.QueryOptions[Any], sq.QueryOptions[Any], sq.QueryClient
+]
+
+
+@contextlib.asynccontextmanager
+async def gated_client() -> AsyncIterator[Gated]:
+    """A client on :func:`gated_pair`'s store, which holds "stored a" and "stored b"."""
+    store, origins, a, b = gated_pair()
+    async with sq.open_query_client(no_retry(storage=store)) as client:
+        await stored(store, client, a, "stored a")
+        await stored(store, client, b, "stored b")
+        yield store, origins, a, b, client
 
 
 class TestColdBatch:
@@ -219,10 +231,8 @@ class TestColdBatch:
         self, autojump_clock: trio.testing.MockClock
     ) -> None:
         """A key whose cold read is out joins it; only the other keys go in the next get_many."""
-        store, origins, a, b = gated_pair()
         got: list[Any] = []
-        async with sq.open_query_client(no_retry(storage=store)) as client:
-            await stored_pair(store, client, a, b)
+        async with gated_client() as (store, origins, a, b, client):
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(client.fetch_query, a)
                 await trio.testing.wait_all_tasks_blocked()
@@ -241,10 +251,8 @@ class TestColdBatch:
         self, autojump_clock: trio.testing.MockClock
     ) -> None:
         """Cancelled while the read is out: the keys still land, for a caller that joined them."""
-        store, origins, a, b = gated_pair()
         joined: list[Any] = []
-        async with sq.open_query_client(no_retry(storage=store)) as client:
-            await stored_pair(store, client, a, b)
+        async with gated_client() as (store, origins, a, b, client):
             with trio.CancelScope() as scope:
                 async with trio.open_nursery() as nursery:
 
@@ -267,10 +275,8 @@ class TestColdBatch:
         self, autojump_clock: trio.testing.MockClock
     ) -> None:
         """cancel_queries of one key while the batch is read: that key's error, the others land."""
-        store, origins, a, b = gated_pair()
         errors: list[BaseException] = []
-        async with sq.open_query_client(no_retry(storage=store)) as client:
-            await stored_pair(store, client, a, b)
+        async with gated_client() as (store, origins, a, b, client):
 
             async def fetch_both() -> None:
                 try:
@@ -329,3 +335,119 @@ class TestColdBatch:
                     counted.append(tasks())
                     store.read_gate.set()
         assert counted[0] == counted[1]
+
+
+async def batch_read_with(
+    store: ControlledStorage,
+    client: sq.QueryClient,
+    keys: list[sq.QueryOptions[Any]],
+    meanwhile: Callable[[], Awaitable[object]],
+) -> list[Any]:
+    """``fetch_queries(keys)``, with ``meanwhile()`` run while its read waits at the gate."""
+    got: list[Any] = []
+
+    async def fetch() -> None:
+        got.extend(await client.fetch_queries(keys))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(fetch)
+        await trio.testing.wait_all_tasks_blocked()
+        await meanwhile()
+        store.read_gate.set()
+    return got
+
+
+class TestColdBatchLanding:
+    """What a batch's read finds is judged per key, as a lone cold read judges it."""
+
+    async def test_each_fresh_key_is_published_once_idle(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """A fresh key lands in one publish: one update event, fresh and idle, fetched once."""
+        store = ControlledStorage()
+        origins = Origins()
+        opts = [origins.options(name, stale_time=60.0) for name in ("a", "b")]
+        async with sq.open_query_client(no_retry(storage=store)) as client:
+            for one in opts:
+                await stored(store, client, one, f"stored {one.query_key[1]}")
+            async with client.events() as events:
+                assert await client.fetch_queries(opts) == ["stored a", "stored b"]
+                seen: list[tuple[Any, Any, Any]] = []
+                while len(seen) < 6:
+                    event = await events.__anext__()
+                    assert event.state is not None
+                    seen.append((event.type, event.key, event.state.fetch_status))
+            added, started, updated = (
+                sq.CacheEventType.ADDED,
+                sq.CacheEventType.FETCH_STARTED,
+                sq.CacheEventType.UPDATED,
+            )
+            fetching, idle = sq.FetchStatus.FETCHING, sq.FetchStatus.IDLE
+            assert seen == [
+                (added, ("item", "a"), idle),
+                (started, ("item", "a"), fetching),
+                (added, ("item", "b"), idle),
+                (started, ("item", "b"), fetching),
+                (updated, ("item", "a"), idle),
+                (updated, ("item", "b"), idle),
+            ]
+            for one in opts:
+                state = client.get_query_state(one.query_key)
+                assert state is not None
+                assert (state.status, state.is_stale) == (sq.QueryStatus.SUCCESS, False)
+
+    async def test_a_key_invalidated_during_the_read_is_served_stale_and_refetched_once(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """Invalidated while the batch is read: its entry is served, then refetched once."""
+        async with gated_client() as (store, origins, a, b, client):
+            invalidate = partial(client.invalidate_queries, ("item", "a"), refetch=False)
+            assert await batch_read_with(store, client, [a, b], invalidate) == [
+                "stored a",
+                "stored b",
+            ]
+            await trio.sleep(1.5)
+            assert origins.calls == {"a": 1}
+            assert client.get_query_data(("item", "a")) == "a#1"
+            assert client.get_query_data(("item", "b")) == "stored b"
+
+    async def test_an_observer_that_came_during_the_read_hears_the_landing(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """A key observed while the batch is read: its listener gets the landed data."""
+        heard: list[Any] = []
+        unsubscribe: list[Callable[[], None]] = []
+
+        async def observe() -> None:
+            unsubscribe.append(client.watch(b).subscribe(lambda state: heard.append(state.data)))
+
+        async with gated_client() as (store, origins, a, b, client):
+            await batch_read_with(store, client, [a, b], observe)
+            await trio.testing.wait_all_tasks_blocked()
+            assert heard == [None, "stored b"]
+            assert origins.calls == {}
+            unsubscribe[0]()
+
+    async def test_entries_that_cannot_land_fresh_are_judged_one_by_one(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """Corrupt: counted, fetched; stamped in the future: counted, served, refetched;
+        past max_age: fetched; fresh: served."""
+        store = ControlledStorage()
+        origins = Origins()
+        corrupt = origins.options("c", stale_time=60.0)
+        future = origins.options("f", stale_time=60.0)
+        aged = origins.options("m", stale_time=60.0, max_age=10.0)
+        fresh = origins.options("ok", stale_time=60.0)
+        async with sq.open_query_client(no_retry(storage=store)) as client:
+            await store.memory.set(store_key(corrupt), b'{"sq": 1, "not": "an entry"}')
+            await stored(store, client, future, "stored f", age=-3600.0)
+            await stored(store, client, aged, "stored m", age=20.0)
+            await stored(store, client, fresh, "stored ok")
+            got = await client.fetch_queries([corrupt, future, aged, fresh])
+            assert got == ["c#1", "stored f", "m#1", "stored ok"]
+            stats = client.l2_statistics()
+            assert (stats.corrupt, stats.future_entries, stats.read_batches) == (1, 1, 1)
+            await trio.sleep(1.5)
+            assert origins.calls == {"c": 1, "f": 1, "m": 1}
+            assert client.get_query_data(("item", "f")) == "f#1"
