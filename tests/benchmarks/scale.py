@@ -50,6 +50,7 @@ import trio
 import trio.testing
 
 import stackquery as sq
+from stackquery._fetch_lanes import LANE_IDLE
 
 TARGET_BYTES_PER_KEY = 600
 QUERY_FNS = {
@@ -82,7 +83,7 @@ async def _load(index: int) -> int:
     return index + 1_000_000
 
 
-async def _load_key(context: sq.QueryContext) -> int:
+async def _load_key(context: sq.QueryContext[Any]) -> int:
     """One query_fn for every key: it reads the index from the key (as TanStack's
     ``queryFn({queryKey})`` does), so no key has a function object of its own."""
     index: int = context.key[1]
@@ -229,6 +230,11 @@ async def _child_round(keys: int, fill: str, query_fn: str, trace: bool) -> dict
                 ],
             }
         rss_after = _settled_rss()
+        # Fetch lanes outlive their last fetch by up to two sweeps (``LANE_IDLE`` each)
+        # before they end: wait them out, so that the count says what idle keys hold.
+        await trio.sleep(2 * LANE_IDLE + 0.1)
+        await trio.testing.wait_all_tasks_blocked()
+        tasks_after = _count_tasks(root)
         stats = client.statistics()
         result = {
             "keys": keys,
@@ -238,7 +244,7 @@ async def _child_round(keys: int, fill: str, query_fn: str, trace: bool) -> dict
             "rss_bytes": rss_after,
             "query_fn": query_fn,
             "tasks_before": tasks_before,
-            "tasks_after": _count_tasks(root),
+            "tasks_after": tasks_after,
             "active_actors": stats.active_actors,
             "queries": stats.queries,
             "timers": stats.timers,
