@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import traceback
+
 import pytest
 import trio
 import trio.testing
@@ -11,6 +13,19 @@ from actors import Reply, ReplyAlreadySet
 
 class Boom(Exception):
     """The error an actor delivers in these tests."""
+
+
+def origin_error() -> Boom:
+    """A ``Boom`` raised (and caught) in a function of its own, as an origin's error is."""
+    try:
+        raise Boom("origin down")
+    except Boom as exc:
+        return exc
+
+
+def frames(error: BaseException) -> list[str]:
+    """The function names in ``error``'s traceback, outermost first."""
+    return [entry.name for entry in traceback.extract_tb(error.__traceback__)]
 
 
 class TestOutcome:
@@ -50,6 +65,56 @@ class TestOutcome:
             reply.set_error(error)
         assert len(caught) == 100
         assert all(exc is error for exc in caught)
+
+    async def test_an_error_raised_in_1000_waiters_keeps_a_traceback_of_one(self) -> None:
+        """Each of 1,000 waiters gets the error with its own frames and the origin's, not
+        with the frames of the waiters woken before it; so does the error afterwards."""
+        reply: Reply[str] = Reply()
+        error = origin_error()
+        seen: list[list[str]] = []
+
+        async def waiter() -> None:
+            try:
+                await reply.wait()
+            except Boom as exc:
+                assert exc is error
+                seen.append(frames(exc))
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(1000):
+                nursery.start_soon(waiter)
+            await trio.testing.wait_all_tasks_blocked()
+            reply.set_error(error)
+        assert len(seen) == 1000
+        assert seen[0][0] == "waiter"
+        assert seen[0][-1] == "origin_error"
+        assert len(seen[0]) <= 6
+        assert all(names == seen[0] for names in seen)
+        assert frames(error) == seen[0]
+
+    async def test_an_error_raised_to_1000_late_readers_keeps_a_traceback_of_one(self) -> None:
+        """wait() and result_nowait() after set_error, 1,000 times each: the traceback holds
+        the last reader's frames and the origin's, never the earlier readers'."""
+        reply: Reply[str] = Reply()
+        reply.set_error(origin_error())
+        seen: list[list[str]] = []
+
+        async def late_reader() -> None:
+            try:
+                await reply.wait()
+            except Boom as exc:
+                seen.append(frames(exc))
+            try:
+                reply.result_nowait()
+            except Boom as exc:
+                seen.append(frames(exc))
+
+        for _ in range(1000):
+            await late_reader()
+        assert len(seen) == 2000
+        assert seen[0][0] == seen[1][0] == "late_reader"
+        assert seen[0][-1] == seen[1][-1] == "origin_error"
+        assert all(names == seen[n % 2] for n, names in enumerate(seen))
 
     async def test_none_is_a_value(self) -> None:
         """set_value(None) delivers None rather than leaving the reply unset."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import traceback
 from typing import Any
 
 import pytest
@@ -67,6 +68,40 @@ class TestDeduplication:
                 await client.fetch_query(options(origin, retry=0))
             assert await client.fetch_query(options(origin, retry=0)) == "recovered"
             assert origin.calls == 2
+
+    async def test_a_failed_fetch_raises_in_1000_callers_with_a_traceback_of_one(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """1,000 callers of a cold key whose fetch fails each get the origin's error object
+        with its frames and their own, not the other callers'; the key's error likewise."""
+        origin = Origin(Failure("down"), delay=5.0)
+        seen: list[list[str]] = []
+
+        async def caller(client: sq.QueryClient) -> None:
+            try:
+                await client.fetch_query(options(origin, retry=0))
+            except Failure as exc:
+                assert exc is origin.errors[0]
+                seen.append(frames(exc))
+
+        async with sq.open_query_client() as client:
+            async with trio.open_nursery() as nursery:
+                for _ in range(1000):
+                    nursery.start_soon(caller, client)
+            state = client.get_query_state(KEY)
+        assert origin.calls == 1
+        assert len(seen) == 1000
+        assert seen[0][0] == "caller"
+        assert seen[0][-1] == "__call__"  # the origin's frame
+        assert len(seen[0]) <= 8
+        assert all(names == seen[0] for names in seen)
+        assert state is not None and state.error is origin.errors[0]
+        assert frames(state.error) == seen[0]
+
+
+def frames(error: BaseException) -> list[str]:
+    """The function names in ``error``'s traceback, outermost first."""
+    return [entry.name for entry in traceback.extract_tb(error.__traceback__)]
 
 
 class TestCallerCancellation:
