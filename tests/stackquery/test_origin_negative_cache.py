@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import math
+import traceback
 from typing import Any
 
 import pytest
@@ -179,6 +180,34 @@ class TestErrorTtl:
             with pytest.raises(Failure) as second:
                 await client.fetch_query(opts)
         assert second.value is first.value is origin.errors[0]
+
+    async def test_1000_reads_in_the_window_do_not_grow_the_error_s_traceback(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """Each read in the window raises the error with the origin's frames and its own,
+        not with those of every read before it; the key's error likewise."""
+        origin = Origin(Failure("down"))
+        opts = options(origin, retry=0, error_ttl=5.0)
+        seen: list[list[str]] = []
+
+        async def read(client: sq.QueryClient) -> None:
+            try:
+                await client.fetch_query(opts)
+            except Failure as exc:
+                seen.append([entry.name for entry in traceback.extract_tb(exc.__traceback__)])
+
+        async with sq.open_query_client() as client:
+            for _ in range(1001):
+                await read(client)
+            state = client.get_query_state(KEY)
+        assert origin.calls == 1
+        assert len(seen) == 1001
+        assert seen[1][0] == "read"
+        assert seen[1][-1] == "__call__"  # the origin's frame
+        assert len(seen[1]) <= 8
+        assert all(names == seen[1] for names in seen[1:])
+        assert state is not None and state.error is origin.errors[0]
+        assert len(traceback.extract_tb(state.error.__traceback__)) == len(seen[1])
 
     async def test_invalidate_forgets_the_remembered_error(
         self, autojump_clock: trio.testing.MockClock
