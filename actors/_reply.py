@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable, Generator
+from types import TracebackType
 from typing import Any, Generic, TypeVar, final
 
 import outcome
@@ -34,12 +35,13 @@ class Reply(Generic[T]):
     the outcome is still set for the others.
     """
 
-    __slots__ = ("_done", "_error", "_tasks", "_value")
+    __slots__ = ("_done", "_error", "_tasks", "_traceback", "_value")
 
     def __init__(self) -> None:
         self._done = False
         self._value: T | None = None
         self._error: BaseException | None = None
+        self._traceback: TracebackType | None = None
         # Made by the first waiter: most replies are set before anyone parks on
         # them (a batch's keys), and a dict each is what the cyclic gc walks.
         self._tasks: dict[trio.lowlevel.Task, None] | None = None
@@ -68,8 +70,13 @@ class Reply(Generic[T]):
     def set_error(self, error: BaseException) -> None:
         """Deliver ``error``, raised in every waiter, now and later.
 
-        Each waiter raises the same exception object; its traceback grows with
-        each raise, which is the price of not copying it.
+        Each waiter raises the same exception object (``is`` holds), with the
+        traceback it had here followed by that waiter's own frames: the
+        traceback is put back before each raise, so it never grows with the
+        waiters (1,000 raises of one object would otherwise chain 1,000
+        waiters' frames into it, and keep them alive).  A waiter that keeps
+        the error past its next checkpoint sees the traceback of the latest
+        raise.
 
         Raises:
             ReplyAlreadySet: an outcome was delivered before.
@@ -77,6 +84,7 @@ class Reply(Generic[T]):
         if self._done:
             raise ReplyAlreadySet("reply already holds an outcome")
         self._error = error
+        self._traceback = error.__traceback__
         self._wake_all()
 
     def _wake_all(self) -> None:
@@ -85,15 +93,10 @@ class Reply(Generic[T]):
         if tasks is None:
             return
         reschedule = trio.lowlevel.reschedule
-        error = self._error
-        # One outcome per waiter: an outcome can be unwrapped only once.
-        if error is not None:
-            for task in tasks:
-                reschedule(task, outcome.Error(error))
-        else:
-            value = self._value
-            for task in tasks:
-                reschedule(task, outcome.Value(value))
+        # One outcome for all the waiters (it can be unwrapped any number of times).
+        delivered = _Delivered(self._value, self._error, self._traceback)
+        for task in tasks:
+            reschedule(task, delivered)
 
     async def wait(self) -> T:
         """Wait for the outcome and return its value or raise its error.
@@ -136,9 +139,52 @@ class Reply(Generic[T]):
         return self._unwrap()
 
     def _unwrap(self) -> T:
-        if self._error is not None:
-            raise self._error
+        error = self._error
+        if error is not None:
+            try:
+                raise error.with_traceback(self._traceback)
+            finally:
+                del error  # no cycle through this frame, as in outcome.Error.unwrap
         return self._value  # type: ignore[return-value]
+
+
+@final
+class _Delivered(outcome.Outcome[Any]):
+    """The outcome every waiter of one :class:`Reply` is rescheduled with.
+
+    Unlike ``outcome.Value`` and ``outcome.Error``, it can be unwrapped any
+    number of times: one object for all the waiters, not one each.  An error
+    is raised with the traceback it was delivered with, so that each waiter's
+    raise starts from it instead of from the last waiter's.
+    """
+
+    __slots__ = ("_error", "_traceback", "_value")
+
+    def __init__(
+        self, value: Any, error: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self._value = value
+        self._error = error
+        self._traceback = traceback
+
+    def unwrap(self) -> Any:
+        error = self._error
+        if error is None:
+            return self._value
+        try:
+            raise error.with_traceback(self._traceback)
+        finally:
+            del error  # no cycle through this frame, as in outcome.Error.unwrap
+
+    def send(self, gen: Generator[Any, Any, object]) -> Any:
+        if self._error is None:
+            return gen.send(self._value)
+        return gen.throw(self._error.with_traceback(self._traceback))
+
+    async def asend(self, agen: AsyncGenerator[Any, Any]) -> Any:
+        if self._error is None:
+            return await agen.asend(self._value)
+        return await agen.athrow(self._error.with_traceback(self._traceback))
 
 
 @final

@@ -204,12 +204,18 @@ class QueryCache:
         return self.freshness.refetch_interval(interval, self.state(options.key_hash))
 
     def remembered_error(self, key_hash: str) -> BaseException | None:
-        """The key's last error while ``error_ttl`` still holds it, else ``None``."""
+        """The key's last error while ``error_ttl`` still holds it, else ``None``.
+
+        Its traceback is put back to what it was when its fetch failed, so that
+        raising it again adds only the frames of that raise.
+        """
         snap = self.snapshots.get(key_hash)
         failure = snap.failure if snap is not None else None
         if failure is None or failure.error is None or failure.error_until == -math.inf:
             return None
-        return failure.error if trio.current_time() < failure.error_until else None
+        if trio.current_time() >= failure.error_until:
+            return None
+        return failure.error.with_traceback(failure.traceback)
 
     def is_fresh(self, snap: Snapshot, options: QueryOptions[Any]) -> bool:
         """Whether ``snap`` is fresh for a query with ``options`` (its own ``stale_time``).
