@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import trio
 
@@ -49,6 +49,12 @@ EMPTY_STATE: QueryState[Any] = QueryState()
 """The state of a key that has no snapshot."""
 
 
+class UseBoundReader(Protocol):
+    """Whatever keeps a copy of :attr:`QueryCache.use_bound` (see ``share_use_bound``)."""
+
+    use_bound: float
+
+
 def _never_busy(_key_hash: str) -> bool:
     return False
 
@@ -70,6 +76,7 @@ class QueryCache:
         self.use_bound = 0.0
         """An upper bound of "now", kept ahead by :meth:`run_use_clock`: what a fresh hit
         stores in its snapshot's ``hit`` (no clock read, no allocation)."""
+        self._use_bound_readers: list[UseBoundReader] = []
         self._unplaced_options: dict[str, QueryOptions[Any]] = {}
         """Options remembered for keys not in the table yet (a cold read, a fetch about to
         make the key): moved into the key's snapshot when it is made."""
@@ -87,7 +94,21 @@ class QueryCache:
         """Start keeping time with ``clock``; ``is_busy(key_hash)`` keeps a key from gc."""
         self._clock = clock
         self._is_busy = is_busy
-        self.use_bound = trio.current_time() + USE_CLOCK_RESOLUTION
+        self._set_use_bound(trio.current_time() + USE_CLOCK_RESOLUTION)
+
+    def share_use_bound(self, reader: UseBoundReader) -> None:
+        """Keep ``reader.use_bound`` equal to :attr:`use_bound` from now on.
+
+        For the fresh hit of ``fetch_query``: one attribute of the client away
+        rather than two, on the path that matters most for speed.
+        """
+        reader.use_bound = self.use_bound
+        self._use_bound_readers.append(reader)
+
+    def _set_use_bound(self, bound: float) -> None:
+        self.use_bound = bound
+        for reader in self._use_bound_readers:
+            reader.use_bound = bound
 
     async def run_timers(self) -> None:
         """Fire the keys' timers until cancelled."""
@@ -102,7 +123,7 @@ class QueryCache:
         """
         while True:
             await self._timers.wait_nonempty()
-            self.use_bound = trio.current_time() + USE_CLOCK_RESOLUTION
+            self._set_use_bound(trio.current_time() + USE_CLOCK_RESOLUTION)
             await trio.sleep_until(self.use_bound)
 
     @property
