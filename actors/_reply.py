@@ -25,14 +25,16 @@ class Reply(Generic[T]):
     waiter, not a channel round trip each, so 10,000 callers joining one
     fetch cost a few microseconds apiece.  Waiters park on the reply itself
     (``trio.lowlevel.wait_task_rescheduled``), not on an ``Event`` and its
-    parking lot: fewer objects per parked caller, less for the cyclic garbage
-    collector to walk when thousands wait.  The outcome is handed to each
+    parking lot, and with one abort function for all of them: fewer objects
+    per parked caller, less for the cyclic garbage collector to walk when
+    thousands wait.  The outcome is handed to each
     waiter as it is rescheduled, so a caller that awaits
     ``trio.lowlevel.wait_task_rescheduled(reply.park())`` itself (see
     :meth:`park`) gets it without a frame of :meth:`wait` on its stack.
 
-    A waiter cancelled in :meth:`wait` stops waiting and leaves nothing behind;
-    the outcome is still set for the others.
+    A waiter cancelled in :meth:`wait` stops waiting and is no longer counted
+    (the reply forgets it soon after: it keeps at most about four times as
+    many tasks as are waiting, or 64); the outcome is still set for the others.
     """
 
     __slots__ = ("_done", "_error", "_tasks", "_traceback", "_value")
@@ -43,13 +45,19 @@ class Reply(Generic[T]):
         self._error: BaseException | None = None
         self._traceback: TracebackType | None = None
         # Made by the first waiter: most replies are set before anyone parks on
-        # them (a batch's keys), and a dict each is what the cyclic gc walks.
-        self._tasks: dict[trio.lowlevel.Task, None] | None = None
+        # them (a batch's keys), and a list each is what the cyclic gc walks.  Every
+        # task that parked here, and maybe left since: a task is parked here while its
+        # custom_sleep_data is this reply (trio clears it when the task is rescheduled,
+        # a cancelled one included), so that leaving takes no object of its own per task.
+        self._tasks: list[trio.lowlevel.Task] | None = None
 
     @property
     def waiters(self) -> int:
         """How many tasks are parked in :meth:`wait` right now."""
-        return 0 if self._tasks is None else len(self._tasks)
+        tasks = self._tasks
+        if tasks is None:
+            return 0
+        return len({task for task in tasks if task.custom_sleep_data is self})
 
     @property
     def is_set(self) -> bool:
@@ -96,7 +104,10 @@ class Reply(Generic[T]):
         # One outcome for all the waiters (it can be unwrapped any number of times).
         delivered = _Delivered(self._value, self._error, self._traceback)
         for task in tasks:
-            reschedule(task, delivered)
+            # Not parked here any more (cancelled), or listed twice (cancelled, then parked
+            # here again): rescheduling cleared custom_sleep_data.
+            if task.custom_sleep_data is self:
+                reschedule(task, delivered)
 
     async def wait(self) -> T:
         """Wait for the outcome and return its value or raise its error.
@@ -118,15 +129,22 @@ class Reply(Generic[T]):
         For a caller that parks itself, one frame less than :meth:`wait`:
         ``await trio.lowlevel.wait_task_rescheduled(reply.park())`` returns
         the value or raises the error.  Cancelled there, the task stops
-        waiting and leaves nothing behind.  Only on a reply without an
-        outcome yet (see :attr:`is_set`): no task would ever wake it.
+        waiting, as in :meth:`wait`.  The task's ``custom_sleep_data`` is
+        this reply while it waits.  Only on a reply without an outcome yet
+        (see :attr:`is_set`): no task would ever wake it.
         """
         task = trio.lowlevel.current_task()
+        task.custom_sleep_data = self
         tasks = self._tasks
         if tasks is None:
-            tasks = self._tasks = {}
-        tasks[task] = None
-        return _Abort(tasks, task)
+            tasks = self._tasks = []
+        tasks.append(task)
+        count = len(tasks)
+        if count >= _PRUNE_AT_LEAST and count & (count - 1) == 0:
+            # Forget the tasks that left (cancelled), at each power of two (amortized): a
+            # reply waited on for long by callers that give up does not keep them all.
+            tasks[:] = [task for task in tasks if task.custom_sleep_data is self]
+        return _leave
 
     def result_nowait(self) -> T:
         """Return the value or raise the error without waiting.
@@ -187,23 +205,15 @@ class _Delivered(outcome.Outcome[Any]):
         return await agen.athrow(self._error.with_traceback(self._traceback))
 
 
-@final
-class _Abort:
-    """The abort function of one task parked on a :class:`Reply`.
+_PRUNE_AT_LEAST = 64
+"""Tasks a reply lists before it first forgets those that left (then at 128, 256 ...)."""
 
-    One small object rather than a closure (a function, its cells and their
-    tuple): with thousands of waiters, that is what the cyclic garbage
-    collector walks.
+
+def _leave(_raise_cancel: object) -> trio.lowlevel.Abort:
+    """The abort function of every task parked on a :class:`Reply`.
+
+    The task stays listed: trio clears its ``custom_sleep_data`` as it
+    reschedules it with the cancellation, which is what tells the reply it
+    left.  One function for all, rather than an object per parked task.
     """
-
-    __slots__ = ("_task", "_tasks")
-
-    def __init__(self, tasks: dict[trio.lowlevel.Task, None], task: trio.lowlevel.Task) -> None:
-        # The reply's waiters as they are while the task is parked: once the
-        # outcome is set the task is rescheduled, and trio never aborts it after.
-        self._tasks = tasks
-        self._task = task
-
-    def __call__(self, _raise_cancel: object) -> trio.lowlevel.Abort:
-        del self._tasks[self._task]
-        return trio.lowlevel.Abort.SUCCEEDED
+    return trio.lowlevel.Abort.SUCCEEDED

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import traceback
+import weakref
 
 import pytest
 import trio
@@ -281,3 +283,31 @@ class TestCancelledWaiter:
             reply.set_error(Boom("failed"))
         assert caught == ["failed", "failed"]
         assert cancelled.outcome == "cancelled"
+
+    async def test_1000_waiters_giving_up_in_turn_are_not_all_kept(self) -> None:
+        """Waiters cancelled one after another while one waits on: the reply keeps at most
+        at most 64 tasks that left, so the others can be collected."""
+        reply: Reply[str] = Reply()
+        results: list[str] = []
+        left: list[weakref.ref[trio.lowlevel.Task]] = []
+
+        async def stays() -> None:
+            results.append(await reply.wait())
+
+        async def gives_up() -> None:
+            left.append(weakref.ref(trio.lowlevel.current_task()))
+            with trio.move_on_after(1.0):
+                await reply.wait()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(stays)
+            for _ in range(1000):
+                async with trio.open_nursery() as one:
+                    one.start_soon(gives_up)
+                    await trio.testing.wait_all_tasks_blocked()
+                    one.cancel_scope.cancel()
+            assert reply.waiters == 1
+            gc.collect()
+            assert sum(ref() is not None for ref in left) <= 64
+            reply.set_value("done")
+        assert results == ["done"]
