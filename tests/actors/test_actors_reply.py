@@ -30,6 +30,26 @@ def frames(error: BaseException) -> list[str]:
     return [entry.name for entry in traceback.extract_tb(error.__traceback__)]
 
 
+async def raise_in_waiters(error: Boom, count: int) -> list[tuple[BaseException, list[str]]]:
+    """Park ``count`` tasks in ``wait()`` of one reply, set ``error``; return what each
+    caught, with its traceback (see :func:`frames`) as it was when caught."""
+    reply: Reply[str] = Reply()
+    caught: list[tuple[BaseException, list[str]]] = []
+
+    async def waiter() -> None:
+        try:
+            await reply.wait()
+        except Boom as exc:
+            caught.append((exc, frames(exc)))
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(count):
+            nursery.start_soon(waiter)
+        await trio.testing.wait_all_tasks_blocked()
+        reply.set_error(error)
+    return caught
+
+
 class TestOutcome:
     async def test_one_value_wakes_a_thousand_waiters(self) -> None:
         """1,000 tasks parked in wait() all return the one value set."""
@@ -50,44 +70,19 @@ class TestOutcome:
 
     async def test_one_error_is_raised_in_every_waiter(self) -> None:
         """An error set once is raised, as the same object, in every waiter."""
-        reply: Reply[str] = Reply()
         error = Boom("origin down")
-        caught: list[BaseException] = []
-
-        async def waiter() -> None:
-            try:
-                await reply.wait()
-            except Boom as exc:
-                caught.append(exc)
-
-        async with trio.open_nursery() as nursery:
-            for _ in range(100):
-                nursery.start_soon(waiter)
-            await trio.testing.wait_all_tasks_blocked()
-            reply.set_error(error)
+        caught = await raise_in_waiters(error, 100)
         assert len(caught) == 100
-        assert all(exc is error for exc in caught)
+        assert all(exc is error for exc, _ in caught)
 
     async def test_an_error_raised_in_1000_waiters_keeps_a_traceback_of_one(self) -> None:
         """Each of 1,000 waiters gets the error with its own frames and the origin's, not
         with the frames of the waiters woken before it; so does the error afterwards."""
-        reply: Reply[str] = Reply()
         error = origin_error()
-        seen: list[list[str]] = []
-
-        async def waiter() -> None:
-            try:
-                await reply.wait()
-            except Boom as exc:
-                assert exc is error
-                seen.append(frames(exc))
-
-        async with trio.open_nursery() as nursery:
-            for _ in range(1000):
-                nursery.start_soon(waiter)
-            await trio.testing.wait_all_tasks_blocked()
-            reply.set_error(error)
-        assert len(seen) == 1000
+        caught = await raise_in_waiters(error, 1000)
+        assert len(caught) == 1000
+        assert all(exc is error for exc, _ in caught)
+        seen = [names for _, names in caught]
         assert seen[0][0] == "waiter"
         assert seen[0][-1] == "origin_error"
         assert len(seen[0]) <= 6

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import traceback
 from typing import Any
 
 import pytest
@@ -12,7 +11,7 @@ from trio.testing import wait_all_tasks_blocked
 
 import stackquery as sq
 from stackquery import FetchStatus, QueryState, QueryStatus
-from tests.stackquery.client_origin import Failure, Origin
+from tests.stackquery.client_origin import Failure, Origin, assert_one_traceback, frames
 
 KEY = ("report", 7)
 
@@ -91,17 +90,8 @@ class TestDeduplication:
             state = client.get_query_state(KEY)
         assert origin.calls == 1
         assert len(seen) == 1000
-        assert seen[0][0] == "caller"
-        assert seen[0][-1] == "__call__"  # the origin's frame
-        assert len(seen[0]) <= 8
-        assert all(names == seen[0] for names in seen)
         assert state is not None and state.error is origin.errors[0]
-        assert frames(state.error) == seen[0]
-
-
-def frames(error: BaseException) -> list[str]:
-    """The function names in ``error``'s traceback, outermost first."""
-    return [entry.name for entry in traceback.extract_tb(error.__traceback__)]
+        assert_one_traceback(seen, state.error, "caller")
 
 
 class TestCallerCancellation:
