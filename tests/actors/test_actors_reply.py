@@ -280,7 +280,7 @@ class TestCancelledWaiter:
         assert cancelled.outcome == "cancelled"
 
     async def test_1000_waiters_giving_up_in_turn_are_not_all_kept(self) -> None:
-        """Waiters cancelled one after another while one waits on: the reply keeps at most
+        """Waiters cancelled one after another while one waits on: the reply keeps
         at most 64 tasks that left, so the others can be collected."""
         reply: Reply[str] = Reply()
         results: list[str] = []
