@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable, Generator
+from types import TracebackType
 from typing import Any, Generic, TypeVar, final
 
 import outcome
@@ -24,30 +25,39 @@ class Reply(Generic[T]):
     waiter, not a channel round trip each, so 10,000 callers joining one
     fetch cost a few microseconds apiece.  Waiters park on the reply itself
     (``trio.lowlevel.wait_task_rescheduled``), not on an ``Event`` and its
-    parking lot: fewer objects per parked caller, less for the cyclic garbage
-    collector to walk when thousands wait.  The outcome is handed to each
+    parking lot, and with one abort function for all of them: fewer objects
+    per parked caller, less for the cyclic garbage collector to walk when
+    thousands wait.  The outcome is handed to each
     waiter as it is rescheduled, so a caller that awaits
     ``trio.lowlevel.wait_task_rescheduled(reply.park())`` itself (see
     :meth:`park`) gets it without a frame of :meth:`wait` on its stack.
 
-    A waiter cancelled in :meth:`wait` stops waiting and leaves nothing behind;
-    the outcome is still set for the others.
+    A waiter cancelled in :meth:`wait` stops waiting and is no longer counted
+    (the reply forgets it soon after: it keeps at most about four times as
+    many tasks as are waiting, or 64); the outcome is still set for the others.
     """
 
-    __slots__ = ("_done", "_error", "_tasks", "_value")
+    __slots__ = ("_done", "_error", "_tasks", "_traceback", "_value")
 
     def __init__(self) -> None:
         self._done = False
         self._value: T | None = None
         self._error: BaseException | None = None
+        self._traceback: TracebackType | None = None
         # Made by the first waiter: most replies are set before anyone parks on
-        # them (a batch's keys), and a dict each is what the cyclic gc walks.
-        self._tasks: dict[trio.lowlevel.Task, None] | None = None
+        # them (a batch's keys), and a list each is what the cyclic gc walks.  Every
+        # task that parked here, and maybe left since: a task is parked here while its
+        # custom_sleep_data is this reply (trio clears it when the task is rescheduled,
+        # a cancelled one included), so that leaving takes no object of its own per task.
+        self._tasks: list[trio.lowlevel.Task] | None = None
 
     @property
     def waiters(self) -> int:
         """How many tasks are parked in :meth:`wait` right now."""
-        return 0 if self._tasks is None else len(self._tasks)
+        tasks = self._tasks
+        if tasks is None:
+            return 0
+        return len({task for task in tasks if task.custom_sleep_data is self})
 
     @property
     def is_set(self) -> bool:
@@ -68,8 +78,13 @@ class Reply(Generic[T]):
     def set_error(self, error: BaseException) -> None:
         """Deliver ``error``, raised in every waiter, now and later.
 
-        Each waiter raises the same exception object; its traceback grows with
-        each raise, which is the price of not copying it.
+        Each waiter raises the same exception object (``is`` holds), with the
+        traceback it had here followed by that waiter's own frames: the
+        traceback is put back before each raise, so it never grows with the
+        waiters (1,000 raises of one object would otherwise chain 1,000
+        waiters' frames into it, and keep them alive).  A waiter that keeps
+        the error past its next checkpoint sees the traceback of the latest
+        raise.
 
         Raises:
             ReplyAlreadySet: an outcome was delivered before.
@@ -77,6 +92,7 @@ class Reply(Generic[T]):
         if self._done:
             raise ReplyAlreadySet("reply already holds an outcome")
         self._error = error
+        self._traceback = error.__traceback__
         self._wake_all()
 
     def _wake_all(self) -> None:
@@ -85,15 +101,13 @@ class Reply(Generic[T]):
         if tasks is None:
             return
         reschedule = trio.lowlevel.reschedule
-        error = self._error
-        # One outcome per waiter: an outcome can be unwrapped only once.
-        if error is not None:
-            for task in tasks:
-                reschedule(task, outcome.Error(error))
-        else:
-            value = self._value
-            for task in tasks:
-                reschedule(task, outcome.Value(value))
+        # One outcome for all the waiters (it can be unwrapped any number of times).
+        delivered = _Delivered(self._value, self._error, self._traceback)
+        for task in tasks:
+            # Not parked here any more (cancelled), or listed twice (cancelled, then parked
+            # here again): rescheduling cleared custom_sleep_data.
+            if task.custom_sleep_data is self:
+                reschedule(task, delivered)
 
     async def wait(self) -> T:
         """Wait for the outcome and return its value or raise its error.
@@ -115,15 +129,22 @@ class Reply(Generic[T]):
         For a caller that parks itself, one frame less than :meth:`wait`:
         ``await trio.lowlevel.wait_task_rescheduled(reply.park())`` returns
         the value or raises the error.  Cancelled there, the task stops
-        waiting and leaves nothing behind.  Only on a reply without an
-        outcome yet (see :attr:`is_set`): no task would ever wake it.
+        waiting, as in :meth:`wait`.  The task's ``custom_sleep_data`` is
+        this reply while it waits.  Only on a reply without an outcome yet
+        (see :attr:`is_set`): no task would ever wake it.
         """
         task = trio.lowlevel.current_task()
+        task.custom_sleep_data = self
         tasks = self._tasks
         if tasks is None:
-            tasks = self._tasks = {}
-        tasks[task] = None
-        return _Abort(tasks, task)
+            tasks = self._tasks = []
+        tasks.append(task)
+        count = len(tasks)
+        if count >= _PRUNE_AT_LEAST and count & (count - 1) == 0:
+            # Forget the tasks that left (cancelled), at each power of two (amortized): a
+            # reply waited on for long by callers that give up does not keep them all.
+            tasks[:] = [task for task in tasks if task.custom_sleep_data is self]
+        return _leave
 
     def result_nowait(self) -> T:
         """Return the value or raise the error without waiting.
@@ -136,28 +157,63 @@ class Reply(Generic[T]):
         return self._unwrap()
 
     def _unwrap(self) -> T:
-        if self._error is not None:
-            raise self._error
+        error = self._error
+        if error is not None:
+            try:
+                raise error.with_traceback(self._traceback)
+            finally:
+                del error  # no cycle through this frame, as in outcome.Error.unwrap
         return self._value  # type: ignore[return-value]
 
 
 @final
-class _Abort:
-    """The abort function of one task parked on a :class:`Reply`.
+class _Delivered(outcome.Outcome[Any]):
+    """The outcome every waiter of one :class:`Reply` is rescheduled with.
 
-    One small object rather than a closure (a function, its cells and their
-    tuple): with thousands of waiters, that is what the cyclic garbage
-    collector walks.
+    Unlike ``outcome.Value`` and ``outcome.Error``, it can be unwrapped any
+    number of times: one object for all the waiters, not one each.  An error
+    is raised with the traceback it was delivered with, so that each waiter's
+    raise starts from it instead of from the last waiter's.
     """
 
-    __slots__ = ("_task", "_tasks")
+    __slots__ = ("_error", "_traceback", "_value")
 
-    def __init__(self, tasks: dict[trio.lowlevel.Task, None], task: trio.lowlevel.Task) -> None:
-        # The reply's waiters as they are while the task is parked: once the
-        # outcome is set the task is rescheduled, and trio never aborts it after.
-        self._tasks = tasks
-        self._task = task
+    def __init__(
+        self, value: Any, error: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self._value = value
+        self._error = error
+        self._traceback = traceback
 
-    def __call__(self, _raise_cancel: object) -> trio.lowlevel.Abort:
-        del self._tasks[self._task]
-        return trio.lowlevel.Abort.SUCCEEDED
+    def unwrap(self) -> Any:
+        error = self._error
+        if error is None:
+            return self._value
+        try:
+            raise error.with_traceback(self._traceback)
+        finally:
+            del error  # no cycle through this frame, as in outcome.Error.unwrap
+
+    def send(self, gen: Generator[Any, Any, object]) -> Any:
+        if self._error is None:
+            return gen.send(self._value)
+        return gen.throw(self._error.with_traceback(self._traceback))
+
+    async def asend(self, agen: AsyncGenerator[Any, Any]) -> Any:
+        if self._error is None:
+            return await agen.asend(self._value)
+        return await agen.athrow(self._error.with_traceback(self._traceback))
+
+
+_PRUNE_AT_LEAST = 64
+"""Tasks a reply lists before it first forgets those that left (then at 128, 256 ...)."""
+
+
+def _leave(_raise_cancel: object) -> trio.lowlevel.Abort:
+    """The abort function of every task parked on a :class:`Reply`.
+
+    The task stays listed: trio clears its ``custom_sleep_data`` as it
+    reschedules it with the cancellation, which is what tells the reply it
+    left.  One function for all, rather than an object per parked task.
+    """
+    return trio.lowlevel.Abort.SUCCEEDED

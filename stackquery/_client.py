@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from types import TracebackType
 from typing import Any, TypeVar
@@ -112,14 +112,15 @@ class QueryClient(ClientBase):
                 ``cancel_queries`` or ``remove_queries``.
             ClientClosedError: the client is not open (fresh hits excepted).
         """
-        snap: Snapshot | None
+        found: Snapshot | None
         try:
             found = self.snapshots[options.key_hash]  # not .get(): no call on a hit
         except KeyError:
-            snap = None
+            found = None
         except AttributeError:
-            got = type(options).__name__
-            raise TypeError(f"options must be a QueryOptions, got {got}") from None
+            raise TypeError(
+                f"options must be a QueryOptions, got {type(options).__name__}"
+            ) from None
         else:
             # `is`: an equal float goes the slow way.  The second test is a stale_time a
             # query default gave these options (memoized by the defaults).
@@ -127,28 +128,31 @@ class QueryClient(ClientBase):
                 (memo := options.defaults_memo) is not None
                 and found.fresh_for is memo[1].stale_time
             ):
-                found.hit = self._cache.use_bound  # a use: the key's gc counts from it
+                found.hit = self.use_bound  # a use: the key's gc counts from it
                 return found.data  # type: ignore[no-any-return]
-            snap = found
+        # Decided in a plain function: the locals of the rest stay out of this coroutine's
+        # frame, which every hit makes and clears.
+        return await self._miss(options, found)
+
+    def _miss(self, options: QueryOptions[T], snap: Snapshot | None) -> Awaitable[T]:
+        """What ``fetch_query`` awaits when the key is not a plain fresh hit (see there)."""
         key_hash = options.key_hash
         owners = self._check_open()
         if self._wide.defaults:
             options = self._wide.defaults.resolve(options)
         reply = owners.serve_or_claim(options, snap)
         if reply is True:  # fresh by the caller's own stale_time: a hit like above
-            return self.snapshots[key_hash].data  # type: ignore[no-any-return]
+            return _at_once(self.snapshots[key_hash].data)
         if reply is False:  # stale data, served at once: this snapshot now holds it
-            data = self.snapshots[key_hash].data
             # A checkpoint: a loop of stale reads must let its refetch run (and cancellation in).
-            await trio.lowlevel.checkpoint()
-            return data  # type: ignore[no-any-return]
+            return _after_checkpoint(self.snapshots[key_hash].data)
         if isinstance(reply, ColdRead):  # a cold key L2 may hold: read here, no actor
-            return await owners.wait_cold(reply)  # type: ignore[no-any-return]
+            return owners.wait_cold(reply)
         if reply.is_set:
-            return await reply.wait()  # type: ignore[no-any-return]
-        # Parked here, not in a helper nor in Reply.wait: one frame less per parked
-        # caller (10,000 on a cold key), for the cyclic GC to walk.
-        return await trio.lowlevel.wait_task_rescheduled(reply.park())  # type: ignore[no-any-return]
+            return reply.wait()
+        # Awaited by fetch_query at once (the task parks in its frame, not in Reply.wait):
+        # one frame less per parked caller (10,000 on a cold key), for the cyclic GC to walk.
+        return trio.lowlevel.wait_task_rescheduled(reply.park())  # noqa: ASYNC105
 
     fetch_queries = _fetch_queries  # `await client.fetch_queries([opts, ...])`: see _fetch_many
 
@@ -384,6 +388,15 @@ class QueryClient(ClientBase):
         """
         self._check_open()
         return await hydrate(self, dehydrated, self.serializer)
+
+
+async def _at_once(data: T) -> T:
+    return data
+
+
+async def _after_checkpoint(data: T) -> T:
+    await trio.lowlevel.checkpoint()
+    return data
 
 
 @asynccontextmanager

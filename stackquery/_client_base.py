@@ -53,6 +53,10 @@ class ClientBase:
         """The L2 store behind the client's serializer and key prefix, or ``None``."""
         self.serializer: Serializer = parts.serializer
         """What values go through on their way to L2 (and ``dehydrate``)."""
+        self.use_bound = 0.0
+        """:attr:`QueryCache.use_bound`, kept equal to it by the cache: what a fresh hit
+        records as its time, read one attribute away."""
+        parts.cache.share_use_bound(self)
         self._cache = parts.cache
         self._events = parts.events
         self._fleet = parts.fleet

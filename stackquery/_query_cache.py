@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import trio
 
@@ -51,6 +51,12 @@ EMPTY_STATE: QueryState[Any] = QueryState()
 """The state of a key that has no snapshot."""
 
 
+class UseBoundReader(Protocol):
+    """Whatever keeps a copy of :attr:`QueryCache.use_bound` (see ``share_use_bound``)."""
+
+    use_bound: float
+
+
 def _never_busy(_key_hash: str) -> bool:
     return False
 
@@ -76,6 +82,7 @@ class QueryCache:
         """Whether the table is kept in eviction order (only ``max_queries`` evicts)."""
         self._templates = Templates()
         """What keys read alike share of their options (see :mod:`._remembered`)."""
+        self._use_bound_readers: list[UseBoundReader] = []
         self._unplaced_options: dict[str, object] = {}
         """Options remembered for keys not in the table yet (a cold read, a fetch about to
         make the key), as the table keeps them: moved into the key's snapshot when it is made."""
@@ -93,7 +100,21 @@ class QueryCache:
         """Start keeping time with ``clock``; ``is_busy(key_hash)`` keeps a key from gc."""
         self._clock = clock
         self._is_busy = is_busy
-        self.use_bound = trio.current_time() + USE_CLOCK_RESOLUTION
+        self._set_use_bound(trio.current_time() + USE_CLOCK_RESOLUTION)
+
+    def share_use_bound(self, reader: UseBoundReader) -> None:
+        """Keep ``reader.use_bound`` equal to :attr:`use_bound` from now on.
+
+        For the fresh hit of ``fetch_query``: one attribute of the client away
+        rather than two, on the path that matters most for speed.
+        """
+        reader.use_bound = self.use_bound
+        self._use_bound_readers.append(reader)
+
+    def _set_use_bound(self, bound: float) -> None:
+        self.use_bound = bound
+        for reader in self._use_bound_readers:
+            reader.use_bound = bound
 
     async def run_timers(self) -> None:
         """Fire the keys' timers until cancelled."""
@@ -108,7 +129,7 @@ class QueryCache:
         """
         while True:
             await self._timers.wait_nonempty()
-            self.use_bound = trio.current_time() + USE_CLOCK_RESOLUTION
+            self._set_use_bound(trio.current_time() + USE_CLOCK_RESOLUTION)
             await trio.sleep_until(self.use_bound)
 
     @property
@@ -212,12 +233,18 @@ class QueryCache:
         return self.freshness.refetch_interval(interval, self.state(options.key_hash))
 
     def remembered_error(self, key_hash: str) -> BaseException | None:
-        """The key's last error while ``error_ttl`` still holds it, else ``None``."""
+        """The key's last error while ``error_ttl`` still holds it, else ``None``.
+
+        Its traceback is put back to what it was when its fetch failed, so that
+        raising it again adds only the frames of that raise.
+        """
         snap = self.snapshots.get(key_hash)
         failure = snap.failure if snap is not None else None
         if failure is None or failure.error is None or failure.error_until == -math.inf:
             return None
-        return failure.error if trio.current_time() < failure.error_until else None
+        if trio.current_time() >= failure.error_until:
+            return None
+        return failure.error.with_traceback(failure.traceback)
 
     def is_fresh(self, snap: Snapshot, options: QueryOptions[Any]) -> bool:
         """Whether ``snap`` is fresh for a query with ``options`` (its own ``stale_time``).

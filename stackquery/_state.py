@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 import math
 from collections.abc import Callable
+from types import TracebackType
 from typing import Any, Final, Generic, TypeVar
 
 import attrs
@@ -88,6 +89,9 @@ class Failure:
 
     error: BaseException | None = None
     """The error of the last fetch that failed for good (``None`` after a success)."""
+    traceback: TracebackType | None = None
+    """``error``'s traceback when its fetch failed: each read within ``error_ttl`` raises
+    the error from it, so that the traceback does not grow by every read's frames."""
     error_updated_at: float | None = None
     """Wall time of that failure (kept through later successes, as TanStack does)."""
     fetch_failure_count: int = 0
@@ -466,6 +470,7 @@ def failed(snap: Snapshot, error: BaseException, *, now: float, now_wall: float)
         fetch_status=FetchStatus.IDLE,
         failure=Failure(
             error=error,
+            traceback=error.__traceback__,
             error_updated_at=now_wall,
             fetch_failure_count=snap.fetch_failure_count + 1,
             error_count=snap.error_count + 1,

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import gc
+import traceback
+import weakref
+
 import pytest
 import trio
 import trio.testing
@@ -11,6 +15,39 @@ from actors import Reply, ReplyAlreadySet
 
 class Boom(Exception):
     """The error an actor delivers in these tests."""
+
+
+def origin_error() -> Boom:
+    """A ``Boom`` raised (and caught) in a function of its own, as an origin's error is."""
+    try:
+        raise Boom("origin down")
+    except Boom as exc:
+        return exc
+
+
+def frames(error: BaseException) -> list[str]:
+    """The function names in ``error``'s traceback, outermost first."""
+    return [entry.name for entry in traceback.extract_tb(error.__traceback__)]
+
+
+async def raise_in_waiters(error: Boom, count: int) -> list[tuple[BaseException, list[str]]]:
+    """Park ``count`` tasks in ``wait()`` of one reply, set ``error``; return what each
+    caught, with its traceback (see :func:`frames`) as it was when caught."""
+    reply: Reply[str] = Reply()
+    caught: list[tuple[BaseException, list[str]]] = []
+
+    async def waiter() -> None:
+        try:
+            await reply.wait()
+        except Boom as exc:
+            caught.append((exc, frames(exc)))
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(count):
+            nursery.start_soon(waiter)
+        await trio.testing.wait_all_tasks_blocked()
+        reply.set_error(error)
+    return caught
 
 
 class TestOutcome:
@@ -33,23 +70,48 @@ class TestOutcome:
 
     async def test_one_error_is_raised_in_every_waiter(self) -> None:
         """An error set once is raised, as the same object, in every waiter."""
-        reply: Reply[str] = Reply()
         error = Boom("origin down")
-        caught: list[BaseException] = []
+        caught = await raise_in_waiters(error, 100)
+        assert len(caught) == 100
+        assert all(exc is error for exc, _ in caught)
 
-        async def waiter() -> None:
+    async def test_an_error_raised_in_1000_waiters_keeps_a_traceback_of_one(self) -> None:
+        """Each of 1,000 waiters gets the error with its own frames and the origin's, not
+        with the frames of the waiters woken before it; so does the error afterwards."""
+        error = origin_error()
+        caught = await raise_in_waiters(error, 1000)
+        assert len(caught) == 1000
+        assert all(exc is error for exc, _ in caught)
+        seen = [names for _, names in caught]
+        assert seen[0][0] == "waiter"
+        assert seen[0][-1] == "origin_error"
+        assert len(seen[0]) <= 6
+        assert all(names == seen[0] for names in seen)
+        assert frames(error) == seen[0]
+
+    async def test_an_error_raised_to_1000_late_readers_keeps_a_traceback_of_one(self) -> None:
+        """wait() and result_nowait() after set_error, 1,000 times each: the traceback holds
+        the last reader's frames and the origin's, never the earlier readers'."""
+        reply: Reply[str] = Reply()
+        reply.set_error(origin_error())
+        seen: list[list[str]] = []
+
+        async def late_reader() -> None:
             try:
                 await reply.wait()
             except Boom as exc:
-                caught.append(exc)
+                seen.append(frames(exc))
+            try:
+                reply.result_nowait()
+            except Boom as exc:
+                seen.append(frames(exc))
 
-        async with trio.open_nursery() as nursery:
-            for _ in range(100):
-                nursery.start_soon(waiter)
-            await trio.testing.wait_all_tasks_blocked()
-            reply.set_error(error)
-        assert len(caught) == 100
-        assert all(exc is error for exc in caught)
+        for _ in range(1000):
+            await late_reader()
+        assert len(seen) == 2000
+        assert seen[0][0] == seen[1][0] == "late_reader"
+        assert seen[0][-1] == seen[1][-1] == "origin_error"
+        assert all(names == seen[n % 2] for n, names in enumerate(seen))
 
     async def test_none_is_a_value(self) -> None:
         """set_value(None) delivers None rather than leaving the reply unset."""
@@ -216,3 +278,31 @@ class TestCancelledWaiter:
             reply.set_error(Boom("failed"))
         assert caught == ["failed", "failed"]
         assert cancelled.outcome == "cancelled"
+
+    async def test_1000_waiters_giving_up_in_turn_are_not_all_kept(self) -> None:
+        """Waiters cancelled one after another while one waits on: the reply keeps
+        at most 64 tasks that left, so the others can be collected."""
+        reply: Reply[str] = Reply()
+        results: list[str] = []
+        left: list[weakref.ref[trio.lowlevel.Task]] = []
+
+        async def stays() -> None:
+            results.append(await reply.wait())
+
+        async def gives_up() -> None:
+            left.append(weakref.ref(trio.lowlevel.current_task()))
+            with trio.move_on_after(1.0):
+                await reply.wait()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(stays)
+            for _ in range(1000):
+                async with trio.open_nursery() as one:
+                    one.start_soon(gives_up)
+                    await trio.testing.wait_all_tasks_blocked()
+                    one.cancel_scope.cancel()
+            assert reply.waiters == 1
+            gc.collect()
+            assert sum(ref() is not None for ref in left) <= 64
+            reply.set_value("done")
+        assert results == ["done"]

@@ -8,6 +8,7 @@ call started and whether it was cancelled.
 
 from __future__ import annotations
 
+import traceback
 from typing import Any
 
 import trio
@@ -53,3 +54,19 @@ class Origin:
             self.errors.append(error)
             raise error
         return result
+
+
+def frames(error: BaseException) -> list[str]:
+    """The function names in ``error``'s traceback, outermost first."""
+    return [entry.name for entry in traceback.extract_tb(error.__traceback__)]
+
+
+def assert_one_traceback(seen: list[list[str]], error: BaseException, outermost: str) -> None:
+    """Every traceback in ``seen`` (see :func:`frames`) is one and the same, from the
+    caller's ``outermost`` frame down to the origin's, at most 8 frames; and ``error``
+    (which every caller raised) has it too: none grew by the others' frames."""
+    assert seen[0][0] == outermost
+    assert seen[0][-1] == "__call__"  # Origin.__call__, where the error was raised
+    assert len(seen[0]) <= 8
+    assert all(names == seen[0] for names in seen)
+    assert frames(error) == seen[0]

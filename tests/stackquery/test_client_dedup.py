@@ -11,7 +11,7 @@ from trio.testing import wait_all_tasks_blocked
 
 import stackquery as sq
 from stackquery import FetchStatus, QueryState, QueryStatus
-from tests.stackquery.client_origin import Failure, Origin
+from tests.stackquery.client_origin import Failure, Origin, assert_one_traceback, frames
 
 KEY = ("report", 7)
 
@@ -67,6 +67,31 @@ class TestDeduplication:
                 await client.fetch_query(options(origin, retry=0))
             assert await client.fetch_query(options(origin, retry=0)) == "recovered"
             assert origin.calls == 2
+
+    async def test_a_failed_fetch_raises_in_1000_callers_with_a_traceback_of_one(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """1,000 callers of a cold key whose fetch fails each get the origin's error object
+        with its frames and their own, not the other callers'; the key's error likewise."""
+        origin = Origin(Failure("down"), delay=5.0)
+        seen: list[list[str]] = []
+
+        async def caller(client: sq.QueryClient) -> None:
+            try:
+                await client.fetch_query(options(origin, retry=0))
+            except Failure as exc:
+                assert exc is origin.errors[0]
+                seen.append(frames(exc))
+
+        async with sq.open_query_client() as client:
+            async with trio.open_nursery() as nursery:
+                for _ in range(1000):
+                    nursery.start_soon(caller, client)
+            state = client.get_query_state(KEY)
+        assert origin.calls == 1
+        assert len(seen) == 1000
+        assert state is not None and state.error is origin.errors[0]
+        assert_one_traceback(seen, state.error, "caller")
 
 
 class TestCallerCancellation:

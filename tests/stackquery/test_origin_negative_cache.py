@@ -15,7 +15,7 @@ from trio.testing import wait_all_tasks_blocked
 import stackquery as sq
 from backends import MemoryStorage
 from stackquery import QueryStatus
-from tests.stackquery.client_origin import Failure, Origin
+from tests.stackquery.client_origin import Failure, Origin, assert_one_traceback, frames
 
 KEY = ("user", 7)
 
@@ -179,6 +179,31 @@ class TestErrorTtl:
             with pytest.raises(Failure) as second:
                 await client.fetch_query(opts)
         assert second.value is first.value is origin.errors[0]
+
+    async def test_1000_reads_in_the_window_do_not_grow_the_error_s_traceback(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """Each read in the window raises the error with the origin's frames and its own,
+        not with those of every read before it; the key's error likewise."""
+        origin = Origin(Failure("down"))
+        opts = options(origin, retry=0, error_ttl=5.0)
+        seen: list[list[str]] = []
+
+        async def read(client: sq.QueryClient) -> None:
+            try:
+                await client.fetch_query(opts)
+            except Failure as exc:
+                seen.append(frames(exc))
+
+        async with sq.open_query_client() as client:
+            for _ in range(1001):
+                await read(client)
+            state = client.get_query_state(KEY)
+        assert origin.calls == 1
+        assert len(seen) == 1001
+        assert state is not None and state.error is origin.errors[0]
+        # The first read waited on the fetch (one frame more); the 1,000 after it are alike.
+        assert_one_traceback(seen[1:], state.error, "read")
 
     async def test_invalidate_forgets_the_remembered_error(
         self, autojump_clock: trio.testing.MockClock
