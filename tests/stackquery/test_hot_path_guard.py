@@ -193,10 +193,10 @@ class TestMemoryPerKey:
             per_key = await _traced_per_key(read, 2000)
         assert per_key < 400
 
-    async def test_a_cache_decorated_key_costs_under_1200_bytes(self) -> None:
-        """2,000 @cache entries: under 1,200 B each with their memo (about 780 today, the
-        memo keeping key hashes, not options; most of the rest is the options the client
-        keeps per key for refetch_queries)."""
+    async def test_a_cache_decorated_key_costs_under_850_bytes(self) -> None:
+        """2,000 @cache entries: under 850 B each with their memo (about 400 today: the
+        memo keeps key hashes, not options, and the client keeps no options of its own for
+        a key whose calls share one query_fn; a regression of 2x is caught)."""
 
         @sq.cache(600, key="item:{}")
         async def get(n: int) -> int:
@@ -205,7 +205,7 @@ class TestMemoryPerKey:
         async with sq.open_query_client():
             await get(-1)
             per_key = await _traced_per_key(get, 2000)
-        assert per_key < 1200
+        assert per_key < 850
 
 
 async def _traced_per_key(fill: Callable[[int], Awaitable[Any]], keys: int) -> float:
