@@ -94,7 +94,7 @@ def serve(mode: str) -> None:
             self.origin_calls = 0
             self.table: dict[int, Any] = {}
 
-        async def handle(self, method: str, path: str) -> tuple[int, object]:
+        async def handle(self, method: str, path: str, query: str = "") -> tuple[int, object]:
             if method == "GET" and (match := USER_PATH.fullmatch(path)):
                 user_id = int(match[1])
                 try:
@@ -201,6 +201,7 @@ def one_run(mode: str, args: argparse.Namespace, ids_file: str) -> dict[str, flo
     server = subprocess.Popen(
         [sys.executable, __file__, "--serve", mode], stdout=subprocess.PIPE, text=True, env=env
     )
+    stopped = False
     try:
         assert server.stdout is not None
         url = server.stdout.readline().strip()
@@ -223,9 +224,18 @@ def one_run(mode: str, args: argparse.Namespace, ids_file: str) -> dict[str, flo
             env=env,
         )
         server.send_signal(signal.SIGTERM)
+        stopped = True
         served = json.loads(server.stdout.readline())
     finally:
-        server.wait(timeout=30)
+        # On any failure (the load generator's, or this driver stopped) the server goes too:
+        # left running, it would hold this driver's pipe and keep a port and a core.
+        if not stopped and server.poll() is None:
+            server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
     result = json.loads(loaded.stdout)
     result["origin_calls"] = served["origin_calls"]
     result["share"] = served["ours"] / max(1, served["busy"])
