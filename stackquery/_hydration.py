@@ -150,10 +150,7 @@ class ColdReads:
             self._read_again(cold)  # settled early: the store's answer was dropped
             return reply.result_nowait()
         cold.read.set_value(entry)
-        now = trio.current_time()
-        latest = self._cache.clock.wall(now) + MAX_CLOCK_SKEW
-        if not self._land_fresh(cold, entry, now, latest):
-            self.land(cold, entry)
+        self._land_many([cold])
         if reply.is_set:  # no second checkpoint: the read was one
             return reply.result_nowait()
         return await reply.wait()
