@@ -72,6 +72,7 @@ from __future__ import annotations
 
 import functools
 import math
+import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -123,6 +124,9 @@ from tests.stackquery.l2_store import ControlledStorage
 
 STALE_TIME = 10.5
 """The client's stale time.  Jumps are whole seconds, so no check lands on a stale boundary."""
+MAX_ERROR_FRAMES = 16
+"""Frames of an origin error's traceback as a caller sees it: about 8 from the caller
+down to the origin; each caller before it adding its own (4 or so) is a bug."""
 L2_TIMEOUT = 10_000.0
 """Longer than any program runs: a held L2 read is held, not timed out (the liveness model
 times reads out)."""
@@ -670,6 +674,10 @@ class Driver(ProgramDriver):
             except sq.ClientClosedError:
                 caller.outcome = ("closed",)
             except Failure as exc:
+                # One error object reaches every caller of the failed fetch (and every
+                # read within error_ttl): its traceback must not grow with each of them.
+                depth = len(traceback.extract_tb(exc.__traceback__))
+                assert depth <= MAX_ERROR_FRAMES, f"{exc}: a traceback of {depth} frames"
                 caller.outcome = ("error", str(exc))
         if caller.outcome is None:
             caller.outcome = ("aborted",)
