@@ -361,8 +361,11 @@ class ColdReads:
         if invalidated and not snap.is_invalidated:
             # Invalidated while L2 was read: the stored data lands, not as fresh,
             # and the refetch that follows is the one the invalidation asked for.
+            # L2 is told too (as the invalidation would have told it had the entry
+            # been in L1): a failed refetch must not leave it fresh there.
             snap = _state.invalidated(snap, now=now)
             landed = snap
+            self._tier.persist(snap)
         if cache.is_fresh(snap, options):
             cache.publish(snap if landed is not None else _state.idle(snap, now=now))
             reply.set_value(snap.data)

@@ -786,7 +786,10 @@ class QueryActor:
             fetch.invalidated = False
             owed, self._refetch_after = self._refetch_after, False
             if landed is not None and not snap.is_invalidated:
+                # L2 is told too, as the invalidation would have told it had the
+                # entry been in L1: a failed refetch must not leave it fresh there.
                 snap = cache.publish(_state.invalidated(snap, now=trio.current_time()))
+                self._persist(snap)
         data = snap.data
         if cache.is_fresh(snap, fetch.options) and not (owed and self.observed_options()):
             self._fetch = None

@@ -41,8 +41,10 @@ model takes one reading and says so next to the rule.  The rules, per key:
 * invalidation marks the cached matches; a fetch in flight then lands, but
   not as fresh; an observed key refetches (after the fetch in flight, if
   any) unless ``refetch=False``.  An invalidation during the L2 read of a
-  fetch makes what L2 holds land stale; the origin call that follows is the
-  refetch it asked for.
+  fetch makes what L2 holds land stale (and flagged in L2, as the invalidation
+  would have flagged it there had it been in L1); the origin call that follows
+  is the refetch it asked for, owed to an observed key even if data is set
+  before the read lands.
 * ``cancel_queries`` puts back the state from before the fetch and fails its
   waiters with ``QueryCancelledError``; nothing of the cancelled fetch is
   left to happen later.  ``remove_queries`` drops the key from L1 and L2 and
@@ -315,6 +317,8 @@ class Model:
         ):
             k.set_data(entry.data, entry.updated_at)
             k.invalidated = entry.invalidated or fetch.invalidated
+            if k.invalidated and not entry.invalidated:
+                self.persist(k)  # as the invalidation would have, had the entry been in L1
         # The origin call that follows starts after the invalidation: it is the refetch the
         # invalidation asked for (owed to an observed key even if fresh data was set since).
         owed = fetch.refetch_after and self.observed(k.key)

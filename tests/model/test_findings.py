@@ -312,6 +312,47 @@ class TestColdReads:
         assert [type(outcome) for outcome in outcomes] == [sq.ClientClosedError]
 
 
+class TestInvalidatedDuringRead:
+    @pytest.mark.parametrize("reader", ["observer", "caller"])
+    async def test_an_entry_landed_invalidated_is_flagged_in_l2(
+        self, reader: str, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """An invalidation made while L2 is read lands the entry invalidated in L1 and in L2.
+
+        The liveness model found it: had the entry been in L1, the invalidation would
+        have written its flagged copy to L2; made during the read, it reached L1 only,
+        so when the refetch failed L2 kept an entry less invalidated than L1's (another
+        process, or this one after a restart, would have served it fresh).
+        """
+        store, config = held_reads(stale_time=60.0)
+        store.read_gate = None
+        origin = GatedOrigin("a1")
+        origin.failing = True
+        async with sq.open_query_client(config) as client, trio.open_nursery() as nursery:
+            await client.set_query_data(("a", 1), "set")
+            await wait_all_tasks_blocked()
+            assert await client.reset_queries(("a", 1)) == 1  # L1 only: L2 keeps "set"
+            store.read_gate = trio.Event()
+            unsubscribe = None
+            if reader == "observer":
+                unsubscribe = client.watch(options(origin)).subscribe(lambda _state: None)
+            else:
+                nursery.start_soon(client.fetch_query, options(origin))
+            await wait_all_tasks_blocked()
+            assert await client.invalidate_queries(("a", 1), refetch=False) == 1
+            store.read_gate.set()
+            await wait_all_tasks_blocked()
+            if unsubscribe is not None:
+                unsubscribe()
+            state = client.get_query_state(("a", 1))
+            assert state is not None
+            assert (state.data, state.is_invalidated) == ("set", True)
+        raw = await store.memory.get("sq:" + options(origin).key_hash)  # closing wrote L2
+        assert raw is not None
+        entry = sq.unpack_entry(raw, sq.serializers.json)
+        assert (entry.value, entry.invalidated) == ("set", True)
+
+
 class TestStaleness:
     async def test_data_set_during_a_fetch_goes_stale_on_time(
         self, autojump_clock: trio.testing.MockClock
