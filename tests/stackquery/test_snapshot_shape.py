@@ -51,11 +51,11 @@ class TestShape:
         args = (_state.QueryStatus.ERROR, _state.FetchStatus.IDLE, False, failure, None, 300.0, 1)
         assert _state.shape(*args) is not _state.shape(*args)
 
-    def test_evolve_changes_the_shape_only_when_one_of_its_fields_changes(self) -> None:
-        """A new timer deadline keeps the shape; a new status takes another."""
+    def test_a_transition_changes_the_shape_only_when_one_of_its_fields_changes(self) -> None:
+        """A use keeps the shape; a fetch starting takes another."""
         snap = _state.empty_snapshot("[1]", stale_time=None, gc_time=10.0, now=0.0)
-        moved = _state.evolve(snap, timer_at=5.0)
-        assert moved.shape is snap.shape and moved.timer_at == 5.0
+        moved = _state.used(snap, now=5.0)
+        assert moved.shape is snap.shape and moved.collect_at == 15.0
         fetching = _state.fetching(snap, now=1.0)
         assert fetching.shape is not snap.shape
         assert (fetching.fetch_status, fetching.fetch_count, fetching.gc_time) == (
