@@ -154,11 +154,11 @@ def shape(
         return Shape(
             status, fetch_status, is_invalidated, failure, stale_time, gc_time, fetch_count
         )
-    # Enum members by id: they live as long as the program, and hashing one
-    # is a Python call (Enum.__hash__) where an id is not.
-    key = (id(status), id(fetch_status), is_invalidated, id(stale_time), gc_time, fetch_count)
+    # The enum members hash and compare by identity, in C (see QueryStatus).  ``stale_time``
+    # by its id: the shape found holds the object, so no other object has that id meanwhile.
+    key = (status, fetch_status, is_invalidated, id(stale_time), gc_time, fetch_count)
     found = _SHAPES.get(key)
-    if found is None or found.stale_time is not stale_time:
+    if found is None:
         if len(_SHAPES) >= _SHAPES_MAX:
             _SHAPES.clear()
         found = _SHAPES[key] = Shape(
@@ -501,7 +501,9 @@ def attempt_failed(snap: Snapshot, *, now: float) -> Snapshot:
     old = snap.shape
     failure = old.failure or Failure()
     failure = attrs.evolve(failure, fetch_failure_count=failure.fetch_failure_count + 1)
-    return _changed(snap, _with_failure(old, failure, old.gc_time), snap.fresh_for, now + old.gc_time)
+    return _changed(
+        snap, _with_failure(old, failure, old.gc_time), snap.fresh_for, now + old.gc_time
+    )
 
 
 def failed(snap: Snapshot, error: BaseException, *, now: float, now_wall: float) -> Snapshot:
