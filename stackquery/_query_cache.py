@@ -381,7 +381,7 @@ class QueryCache:
         gc_time = (
             options.gc_time if options is not None and options.gc_time is not None else snap.gc_time
         )
-        period = self.fresh_period(stale_time, data, options.jitter if options else None)
+        period = self.freshness.fresh_period(stale_time, data, options.jitter if options else None)
         if options is not None and options.max_stale is not None:
             # Kept (in L1, and in L2 whose TTL is gc_time) while it may be served, by a
             # read or by a failed fetch's stale_if_error.
