@@ -444,15 +444,7 @@ def landed_fresh(
 def fetching(snap: Snapshot, *, now: float) -> Snapshot:
     """A fetch started for the key."""
     old = snap.shape
-    new = shape(
-        old.status,
-        FetchStatus.FETCHING,
-        old.is_invalidated,
-        old.failure,
-        old.stale_time,
-        old.gc_time,
-        old.fetch_count + 1,
-    )
+    new = _with_fetch_status(old, FetchStatus.FETCHING, old.fetch_count + 1)
     return _changed(snap, new, snap.fresh_for, now + old.gc_time)
 
 
@@ -461,18 +453,23 @@ def still_fetching(snap: Snapshot) -> Snapshot:
     old = snap.shape
     if old.fetch_status is FetchStatus.FETCHING:
         return snap
-    new = _with_fetch_status(old, FetchStatus.FETCHING)
+    new = _with_fetch_status(old, FetchStatus.FETCHING, old.fetch_count)
     return _changed(snap, new, snap.fresh_for, snap.collect_at)
 
 
 def idle(snap: Snapshot, *, now: float) -> Snapshot:
     """The key's fetch ended (its data, if any, is already in ``snap``)."""
     old = snap.shape
-    new = old if old.fetch_status is FetchStatus.IDLE else _with_fetch_status(old, FetchStatus.IDLE)
+    new = (
+        old
+        if old.fetch_status is FetchStatus.IDLE
+        else _with_fetch_status(old, FetchStatus.IDLE, old.fetch_count)
+    )
     return _changed(snap, new, snap.fresh_for, now + old.gc_time)
 
 
-def _with_fetch_status(old: Shape, fetch_status: FetchStatus) -> Shape:
+def _with_fetch_status(old: Shape, fetch_status: FetchStatus, fetch_count: int) -> Shape:
+    """``old`` with another fetch status and fetch count."""
     return shape(
         old.status,
         fetch_status,
@@ -480,11 +477,12 @@ def _with_fetch_status(old: Shape, fetch_status: FetchStatus) -> Shape:
         old.failure,
         old.stale_time,
         old.gc_time,
-        old.fetch_count,
+        fetch_count,
     )
 
 
 def _with_failure(old: Shape, failure: Failure | None, gc_time: float) -> Shape:
+    """``old`` with another failure and gc time."""
     return shape(
         old.status,
         old.fetch_status,
