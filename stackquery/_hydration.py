@@ -355,7 +355,7 @@ class ColdReads:
             snap = landed
         if not cache.servable(snap, options):
             if landed is not None:
-                cache.publish(_still_fetching(landed))
+                cache.publish(_state.still_fetching(landed))
             registry.activate(key_hash).continue_fetch(options, cold.previous, reply)
             return
         if invalidated and not snap.is_invalidated:
@@ -373,7 +373,7 @@ class ColdReads:
                 actor.after_cold_read()
             return
         if landed is not None:
-            cache.publish(_still_fetching(landed))
+            cache.publish(_state.still_fetching(landed))
         reply.set_value(snap.data)  # stale: served at once, refetched in the background
         registry.activate(key_hash).continue_fetch(options, cold.previous, Reply())
 
@@ -446,13 +446,6 @@ class BatchReads:
     def claim_many(self, options_list: list[QueryOptions[Any]]) -> list[ColdRead | None]:
         """See :meth:`ColdReads.claim_many`."""
         return self.reads.claim_many(options_list, self.resolve)
-
-
-def _still_fetching(landed: _state.Snapshot) -> _state.Snapshot:
-    """``landed`` (built idle) for a key whose fetch goes on, with its actor."""
-    if landed.fetch_status is _state.FetchStatus.FETCHING:
-        return landed
-    return _state.evolve(landed, fetch_status=_state.FetchStatus.FETCHING)
 
 
 async def _forward(source: Reply[Any], target: Reply[Any]) -> None:

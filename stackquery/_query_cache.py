@@ -381,14 +381,12 @@ class QueryCache:
         gc_time = (
             options.gc_time if options is not None and options.gc_time is not None else snap.gc_time
         )
-        period = self.fresh_period(stale_time, data, options.jitter if options else None)
+        period = self.freshness.fresh_period(stale_time, data, options.jitter if options else None)
         if options is not None and options.max_stale is not None:
             # Kept (in L1, and in L2 whose TTL is gc_time) while it may be served, by a
             # read or by a failed fetch's stale_if_error.
             window = self.stale_if_error_window(options)
             gc_time = max(gc_time, period + options.max_stale + window)
-        if gc_time != snap.gc_time:
-            snap = _state.evolve(snap, gc_time=gc_time)
         return _state.with_data(
             snap,
             data,
@@ -398,6 +396,7 @@ class QueryCache:
             resolved_stale_time=period,
             now=trio.current_time() if now is None else now,
             idle=idle,
+            gc_time=gc_time,
         )
 
     def set_data(
@@ -544,7 +543,9 @@ class QueryCache:
         if snap.fresh:  # went_stale above flipped it if its time had come
             deadline = min(deadline, snap.stale_at)
         self._timers.push(deadline, key_hash)
-        self.snapshots[key_hash] = _state.evolve(snap, timer_at=deadline)
+        # In place, as _arm does: the deadline is the table's bookkeeping, not the key's state.
+        snap.timer_at = deadline
+        self.snapshots[key_hash] = snap
 
     def _evict(self, max_queries: int) -> None:
         table = self.snapshots

@@ -154,11 +154,11 @@ def shape(
         return Shape(
             status, fetch_status, is_invalidated, failure, stale_time, gc_time, fetch_count
         )
-    # Enum members by id: they live as long as the program, and hashing one
-    # is a Python call (Enum.__hash__) where an id is not.
-    key = (id(status), id(fetch_status), is_invalidated, id(stale_time), gc_time, fetch_count)
+    # The enum members hash and compare by identity, in C (see QueryStatus).  ``stale_time``
+    # by its id: the shape found holds the object, so no other object has that id meanwhile.
+    key = (status, fetch_status, is_invalidated, id(stale_time), gc_time, fetch_count)
     found = _SHAPES.get(key)
-    if found is None or found.stale_time is not stale_time:
+    if found is None:
         if len(_SHAPES) >= _SHAPES_MAX:
             _SHAPES.clear()
         found = _SHAPES[key] = Shape(
@@ -180,8 +180,8 @@ class Snapshot:
     path reads the clock.
 
     Immutable but for ``hit``, ``options`` and ``timer_at``, which are bookkeeping
-    of the table, not state: every change of state is a new snapshot (:func:`evolve`
-    and the transitions below), never a change in place.  The class is not
+    of the table, not state: every change of state is a new snapshot (the transitions
+    below), never a change in place.  The class is not
     attrs-frozen only because a frozen class's ``__setattr__`` would turn the
     fresh hit's store of ``hit`` into a Python call.
     """
@@ -310,40 +310,28 @@ class Snapshot:
         )
 
 
-def _make_evolve() -> Callable[..., Snapshot]:
-    """Build ``evolve(snap, **changes)``: :func:`attrs.evolve` for a :class:`Snapshot`, faster.
+_NO_DATA: Final = -math.inf
+"""``stale_at`` of a key with no data (one float object for every such key)."""
+_NO_TIMER: Final = math.inf
+"""``timer_at`` of a key with no pending timer."""
 
-    ``attrs.evolve`` looks the class's fields up and loops over them on every
-    call (about 2.8 us); a cold key's fetch makes four snapshots, so this
-    one is written out for the fields once, at import: one keyword per field
-    of the snapshot and of its :class:`Shape`, each defaulting to the old
-    snapshot's value; a new shape is looked up only when one of its fields
-    changes.  Built from ``attrs.fields``, it follows any field added to
-    either class.
-    """
-    fields = [field.name for field in attrs.fields(Snapshot)]
-    own = [name for name in fields if name != "shape"]
-    shared = [field.name for field in attrs.fields(Shape)]
-    params = ", ".join(f"{name}=_KEEP" for name in own + shared)
-    changed = " or ".join(f"{name} is not _KEEP" for name in shared)
-    shape_args = ", ".join(f"old.{name} if {name} is _KEEP else {name}" for name in shared)
-    args = ", ".join(
-        "new" if name == "shape" else f"snap.{name} if {name} is _KEEP else {name}"
-        for name in fields
+
+def _changed(snap: Snapshot, shape: Shape, fresh_for: object, collect_at: float) -> Snapshot:
+    """``snap`` with another shape, freshness and gc deadline; its data and the table's
+    bookkeeping kept.  What most transitions below are: a positional call of the class,
+    because a fetch makes two or more snapshots and keywords cost a cold key measurably."""
+    return Snapshot(
+        snap.key_hash,
+        snap.data,
+        fresh_for,
+        snap.data_updated_at,
+        snap.stale_at,
+        collect_at,
+        snap.timer_at,
+        shape,
+        snap.hit,
+        snap.options,
     )
-    code = (
-        f"def evolve(snap, *, {params}):\n"
-        f"    old = snap.shape\n"
-        f"    new = shape({shape_args}) if {changed} else old\n"
-        f"    return Snapshot({args})"
-    )
-    namespace: dict[str, Any] = {"Snapshot": Snapshot, "shape": shape, "_KEEP": object()}
-    exec(code, namespace)
-    evolve: Callable[..., Snapshot] = namespace["evolve"]
-    return evolve
-
-
-evolve = _make_evolve()
 
 
 def empty_snapshot(
@@ -357,18 +345,10 @@ def empty_snapshot(
     """A key with no data and no fetch yet (``fetching``: its first fetch starts now, as
     :func:`fetching` of the empty key would say, made at once)."""
     if fetching:
-        return Snapshot(
-            key_hash=key_hash,
-            collect_at=now + gc_time,
-            shape=shape(
-                QueryStatus.PENDING, FetchStatus.FETCHING, False, None, stale_time, gc_time, 1
-            ),
-        )
-    return Snapshot(
-        key_hash=key_hash,
-        collect_at=now + gc_time,
-        shape=shape(QueryStatus.PENDING, FetchStatus.IDLE, False, None, stale_time, gc_time, 0),
-    )
+        new = shape(QueryStatus.PENDING, FetchStatus.FETCHING, False, None, stale_time, gc_time, 1)
+    else:
+        new = shape(QueryStatus.PENDING, FetchStatus.IDLE, False, None, stale_time, gc_time, 0)
+    return Snapshot(key_hash, None, NOT_FRESH, None, _NO_DATA, now + gc_time, _NO_TIMER, new)
 
 
 def with_data(
@@ -381,29 +361,47 @@ def with_data(
     resolved_stale_time: float,
     now: float,
     idle: bool = False,
+    gc_time: float | None = None,
 ) -> Snapshot:
     """The key now holds ``data``, current as of ``updated_at`` (trio time); ``idle``: and
-    its fetch ended (:func:`idle` folded in: a fetch's landing makes one snapshot)."""
+    its fetch ended (:func:`idle` folded in: a fetch's landing makes one snapshot);
+    ``gc_time``: the key's from now on (``None``: kept)."""
+    old = snap.shape
+    if gc_time is None:
+        gc_time = old.gc_time
     stale_at = updated_at + resolved_stale_time
-    failure = snap.failure
+    collect_at = now + gc_time
+    if collect_at == stale_at:
+        # One float object for both (and for the timer, due then): 24 bytes a key less
+        # when the gc time is the fresh period, as with ``@cache(ttl)``.
+        collect_at = stale_at
+    failure = old.failure
     if failure is not None:
         failure = (
             None
             if failure.error_updated_at is None
             else Failure(error_updated_at=failure.error_updated_at, error_count=failure.error_count)
         )
-    return evolve(
-        snap,
-        status=QueryStatus.SUCCESS,
-        fetch_status=FetchStatus.IDLE if idle else snap.fetch_status,
-        data=data,
-        failure=failure,
-        data_updated_at=updated_at_wall,
-        is_invalidated=False,
-        fresh_for=stale_time if stale_at > now else NOT_FRESH,
-        stale_time=stale_time,
-        stale_at=stale_at,
-        collect_at=now + snap.gc_time,
+    new = shape(
+        QueryStatus.SUCCESS,
+        FetchStatus.IDLE if idle else old.fetch_status,
+        False,
+        failure,
+        stale_time,
+        gc_time,
+        old.fetch_count,
+    )
+    return Snapshot(
+        snap.key_hash,
+        data,
+        stale_time if stale_at > now else NOT_FRESH,
+        updated_at_wall,
+        stale_at,
+        collect_at,
+        snap.timer_at,
+        new,
+        snap.hit,
+        snap.options,
     )
 
 
@@ -426,96 +424,158 @@ def landed_fresh(
 ) -> Snapshot:
     """:func:`with_data` with ``idle`` of a key with no data and no failure, whose ``data``
     is fresh until ``stale_at`` (> ``now``); ``landed`` is :func:`landed_shape` of its shape."""
+    collect_at = now + landed.gc_time
+    if collect_at == stale_at:  # one float for both, as in with_data
+        collect_at = stale_at
     return Snapshot(
-        key_hash=snap.key_hash,
-        data=data,
-        fresh_for=landed.stale_time,
-        data_updated_at=updated_at_wall,
-        stale_at=stale_at,
-        collect_at=now + landed.gc_time,
-        timer_at=snap.timer_at,
-        shape=landed,
-        hit=snap.hit,
-        options=snap.options,
+        snap.key_hash,
+        data,
+        landed.stale_time,
+        updated_at_wall,
+        stale_at,
+        collect_at,
+        snap.timer_at,
+        landed,
+        snap.hit,
+        snap.options,
     )
 
 
 def fetching(snap: Snapshot, *, now: float) -> Snapshot:
     """A fetch started for the key."""
-    return evolve(
-        snap,
-        fetch_status=FetchStatus.FETCHING,
-        collect_at=now + snap.gc_time,
-        fetch_count=snap.fetch_count + 1,
-    )
+    old = snap.shape
+    new = _with_fetch_status(old, FetchStatus.FETCHING, old.fetch_count + 1)
+    return _changed(snap, new, snap.fresh_for, now + old.gc_time)
+
+
+def still_fetching(snap: Snapshot) -> Snapshot:
+    """``snap``, built idle, for a key whose fetch goes on (no new fetch is counted)."""
+    old = snap.shape
+    if old.fetch_status is FetchStatus.FETCHING:
+        return snap
+    new = _with_fetch_status(old, FetchStatus.FETCHING, old.fetch_count)
+    return _changed(snap, new, snap.fresh_for, snap.collect_at)
 
 
 def idle(snap: Snapshot, *, now: float) -> Snapshot:
     """The key's fetch ended (its data, if any, is already in ``snap``)."""
-    return evolve(snap, fetch_status=FetchStatus.IDLE, collect_at=now + snap.gc_time)
+    old = snap.shape
+    new = (
+        old
+        if old.fetch_status is FetchStatus.IDLE
+        else _with_fetch_status(old, FetchStatus.IDLE, old.fetch_count)
+    )
+    return _changed(snap, new, snap.fresh_for, now + old.gc_time)
+
+
+def _with_fetch_status(old: Shape, fetch_status: FetchStatus, fetch_count: int) -> Shape:
+    """``old`` with another fetch status and fetch count."""
+    return shape(
+        old.status,
+        fetch_status,
+        old.is_invalidated,
+        old.failure,
+        old.stale_time,
+        old.gc_time,
+        fetch_count,
+    )
+
+
+def _with_failure(old: Shape, failure: Failure | None, gc_time: float) -> Shape:
+    """``old`` with another failure and gc time."""
+    return shape(
+        old.status,
+        old.fetch_status,
+        old.is_invalidated,
+        failure,
+        old.stale_time,
+        gc_time,
+        old.fetch_count,
+    )
 
 
 def attempt_failed(snap: Snapshot, *, now: float) -> Snapshot:
     """One attempt of the fetch failed; a retry follows."""
-    failure = snap.failure or Failure()
+    old = snap.shape
+    failure = old.failure or Failure()
     failure = attrs.evolve(failure, fetch_failure_count=failure.fetch_failure_count + 1)
-    return evolve(snap, failure=failure, collect_at=now + snap.gc_time)
+    return _changed(
+        snap, _with_failure(old, failure, old.gc_time), snap.fresh_for, now + old.gc_time
+    )
 
 
 def failed(snap: Snapshot, error: BaseException, *, now: float, now_wall: float) -> Snapshot:
     """The fetch failed for good; data already held is kept and served stale."""
-    return evolve(
-        snap,
-        status=QueryStatus.ERROR,
-        fetch_status=FetchStatus.IDLE,
-        failure=Failure(
-            error=error,
-            traceback=error.__traceback__,
-            error_updated_at=now_wall,
-            fetch_failure_count=snap.fetch_failure_count + 1,
-            error_count=snap.error_count + 1,
-        ),
-        fresh_for=NOT_FRESH,
-        collect_at=now + snap.gc_time,
+    old = snap.shape
+    failure = Failure(
+        error=error,
+        traceback=error.__traceback__,
+        error_updated_at=now_wall,
+        fetch_failure_count=snap.fetch_failure_count + 1,
+        error_count=snap.error_count + 1,
     )
+    new = shape(
+        QueryStatus.ERROR,
+        FetchStatus.IDLE,
+        old.is_invalidated,
+        failure,
+        old.stale_time,
+        old.gc_time,
+        old.fetch_count,
+    )
+    return _changed(snap, new, NOT_FRESH, now + old.gc_time)
 
 
 def invalidated(snap: Snapshot, *, now: float) -> Snapshot:
     """The key's data must be refetched before it counts as fresh again (a remembered
     error is forgotten: the next read asks the origin)."""
-    return evolve(
-        snap,
-        is_invalidated=True,
-        fresh_for=NOT_FRESH,
-        collect_at=now + snap.gc_time,
-        failure=error_forgotten(snap.failure),
+    old = snap.shape
+    new = shape(
+        old.status,
+        old.fetch_status,
+        True,
+        error_forgotten(old.failure),
+        old.stale_time,
+        old.gc_time,
+        old.fetch_count,
     )
+    return _changed(snap, new, NOT_FRESH, now + old.gc_time)
 
 
 def went_stale(snap: Snapshot) -> Snapshot:
     """The data reached its stale time (no use, so ``collect_at`` is kept)."""
-    return evolve(snap, fresh_for=NOT_FRESH)
+    return _changed(snap, snap.shape, NOT_FRESH, snap.collect_at)
 
 
 def used(snap: Snapshot, *, now: float) -> Snapshot:
     """The key was used (an observer left, a stale read): its gc countdown restarts."""
-    return evolve(snap, collect_at=now + snap.gc_time)
+    return _changed(snap, snap.shape, snap.fresh_for, now + snap.shape.gc_time)
 
 
 def restored(snap: Snapshot, previous: Snapshot, *, now: float) -> Snapshot:
     """A cancelled fetch puts back the data and status from before it started."""
-    return evolve(
-        snap,
-        status=previous.status,
-        fetch_status=FetchStatus.IDLE,
-        data=previous.data,
-        data_updated_at=previous.data_updated_at,
-        failure=previous.failure,
-        is_invalidated=previous.is_invalidated,
-        fresh_for=previous.fresh_for if previous.stale_at > now else NOT_FRESH,
-        stale_time=previous.stale_time,
-        stale_at=previous.stale_at,
-        collect_at=now + snap.gc_time,
+    old = snap.shape
+    before = previous.shape
+    new = shape(
+        before.status,
+        FetchStatus.IDLE,
+        before.is_invalidated,
+        before.failure,
+        before.stale_time,
+        old.gc_time,
+        old.fetch_count,
+    )
+    return Snapshot(
+        snap.key_hash,
+        previous.data,
+        previous.fresh_for if previous.stale_at > now else NOT_FRESH,
+        previous.data_updated_at,
+        previous.stale_at,
+        now + old.gc_time,
+        snap.timer_at,
+        new,
+        snap.hit,
+        snap.options,
     )
 
 
@@ -524,14 +584,11 @@ def error_remembered(snap: Snapshot, *, until: float) -> Snapshot:
     without an origin call.  The key stays in L1 at least that long: ``gc_time`` grows so
     that its last use (``collect_at - gc_time``) plus ``gc_time`` reaches ``until``, and
     later uses keep it at least that long too."""
-    failure = snap.failure or Failure()
-    used_at = snap.collect_at - snap.gc_time
-    return evolve(
-        snap,
-        failure=attrs.evolve(failure, error_until=until),
-        gc_time=max(snap.gc_time, until - used_at),
-        collect_at=max(snap.collect_at, until),
-    )
+    old = snap.shape
+    failure = attrs.evolve(old.failure or Failure(), error_until=until)
+    used_at = snap.collect_at - old.gc_time
+    new = _with_failure(old, failure, max(old.gc_time, until - used_at))
+    return _changed(snap, new, snap.fresh_for, max(snap.collect_at, until))
 
 
 def error_forgotten(failure: Failure | None) -> Failure | None:

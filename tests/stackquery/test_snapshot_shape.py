@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+import trio
+import trio.testing
 
 import stackquery as sq
 from stackquery import _state
@@ -51,11 +53,11 @@ class TestShape:
         args = (_state.QueryStatus.ERROR, _state.FetchStatus.IDLE, False, failure, None, 300.0, 1)
         assert _state.shape(*args) is not _state.shape(*args)
 
-    def test_evolve_changes_the_shape_only_when_one_of_its_fields_changes(self) -> None:
-        """A new timer deadline keeps the shape; a new status takes another."""
+    def test_a_transition_changes_the_shape_only_when_one_of_its_fields_changes(self) -> None:
+        """A use keeps the shape; a fetch starting takes another."""
         snap = _state.empty_snapshot("[1]", stale_time=None, gc_time=10.0, now=0.0)
-        moved = _state.evolve(snap, timer_at=5.0)
-        assert moved.shape is snap.shape and moved.timer_at == 5.0
+        moved = _state.used(snap, now=5.0)
+        assert moved.shape is snap.shape and moved.collect_at == 15.0
         fetching = _state.fetching(snap, now=1.0)
         assert fetching.shape is not snap.shape
         assert (fetching.fetch_status, fetching.fetch_count, fetching.gc_time) == (
@@ -79,3 +81,56 @@ class TestShape:
                 1,
             )
             assert client.snapshots[options.key_hash].error_count == 1
+
+
+class TestSharedTimes:
+    async def test_a_key_whose_gc_time_is_its_fresh_period_keeps_one_float_for_both(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """stale_at, collect_at and the timer's deadline are one float object (@cache's case)."""
+        async with sq.open_query_client() as client:
+            options = sq.QueryOptions(
+                query_key=("t",), query_fn=load, stale_time=60.0, gc_time=60.0
+            )
+            await client.fetch_query(options)
+            snap = client.snapshots[options.key_hash]
+            assert snap.stale_at == trio.current_time() + 60.0
+            assert snap.collect_at is snap.stale_at
+            assert snap.timer_at is snap.stale_at
+
+    def test_unequal_times_are_kept_apart(self) -> None:
+        """A gc time other than the fresh period gives collect_at its own value."""
+        snap = _state.fetching(
+            _state.empty_snapshot("[1]", stale_time=5.0, gc_time=10.0, now=0.0), now=0.0
+        )
+        landed = _state.with_data(
+            snap,
+            7,
+            updated_at_wall=1000.0,
+            updated_at=1.0,
+            stale_time=5.0,
+            resolved_stale_time=5.0,
+            now=1.0,
+            idle=True,
+        )
+        assert (landed.stale_at, landed.collect_at, landed.fetch_count) == (6.0, 11.0, 1)
+        assert (landed.status, landed.fetch_status, landed.fresh_for) == (
+            _state.QueryStatus.SUCCESS,
+            _state.FetchStatus.IDLE,
+            5.0,
+        )
+
+    def test_with_data_takes_a_new_gc_time(self) -> None:
+        """A landing with a gc_time of its own puts it in the shape and counts collect_at by it."""
+        snap = _state.empty_snapshot("[1]", stale_time=None, gc_time=10.0, now=0.0)
+        landed = _state.with_data(
+            snap,
+            7,
+            updated_at_wall=1000.0,
+            updated_at=2.0,
+            stale_time=None,
+            resolved_stale_time=0.0,
+            now=2.0,
+            gc_time=30.0,
+        )
+        assert (landed.gc_time, landed.collect_at, landed.fresh) == (30.0, 32.0, False)
