@@ -151,7 +151,7 @@ class ColdReads:
             self._read_again(cold)  # settled early: the store's answer was dropped
             return reply.result_nowait()
         cold.read.set_value(entry)
-        self._land_many([cold])
+        self._land_one(cold, entry)
         if reply.is_set:  # no second checkpoint: the read was one
             return reply.result_nowait()
         return await reply.wait()
@@ -286,6 +286,20 @@ class ColdReads:
             reply.set_value(value)
         for cold, entry in rest:
             self.land(cold, entry)
+
+    def _land_one(self, cold: ColdRead, entry: StoredEntry | None) -> None:
+        """:meth:`_land_many` of one read (a caller's direct read), without the lists."""
+        now = trio.current_time()
+        new = (
+            None
+            if self.closed
+            else self._landed_fresh(cold, entry, now, self._cache.clock.wall(now) + MAX_CLOCK_SKEW)
+        )
+        if new is None:
+            self.land(cold, entry)
+            return
+        self._cache.publish(new)
+        cold.reply.set_value(new.data)
 
     def _landed_fresh(
         self,
