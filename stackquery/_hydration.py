@@ -434,7 +434,7 @@ class ColdReads:
             cache.publish(new)
             actor = self._registry.get(key_hash)
             if actor is not None:  # an observer came during the read: it hears of the revert
-                actor.notify()
+                actor.after_cold_read(cancelled=True)
         cold.settle_early(QueryCancelledError("query fetch cancelled by cancel_queries"))
         return True
 

@@ -213,6 +213,9 @@ class QueryActor:
         """
         assert not self.is_fetching
         self.options = options
+        # The origin call that follows starts after any invalidation made while L2
+        # was read: it is the refetch that invalidation asked for.
+        self._refetch_after = False
         self._pending = reply
         self._pending_previous = previous
         self._wake()
@@ -242,9 +245,18 @@ class QueryActor:
             self._next_refetch_at = min(self._next_refetch_at, trio.current_time() + interval)
         self._wake()
 
-    def after_cold_read(self) -> None:
-        """A caller's cold L2 read of the key landed and settled it: tell the observers."""
+    def after_cold_read(self, *, cancelled: bool = False) -> None:
+        """A caller's cold L2 read of the key landed and settled it, or was cancelled
+        (``cancelled``): tell the observers; synchronous, never raises.
+
+        A refetch an invalidation asked for during the read is claimed now (the
+        read served data set meanwhile, which the invalidation did not see), or
+        dropped with the cancelled read.
+        """
+        if cancelled:
+            self._refetch_after = False
         self.notify()
+        self._claim_refetch_after()
         self._wake()
 
     def _cold_read_out(self) -> bool:
@@ -450,9 +462,10 @@ class QueryActor:
         if self._fetch is not None:
             self._fetch.invalidated = True
         opts = self.observed_options()
-        # A cold L2 read out lands invalidated data as stale and refetches it then.
-        if refetch and opts is not None and not self._cold_read_out():
-            if self._fetch is not None:
+        if refetch and opts is not None:
+            # After the fetch in flight (a caller's cold L2 read included): the
+            # refetch is owed even if data is set before that fetch ends.
+            if self._fetch is not None or self._cold_read_out():
                 self._refetch_after = True
             else:
                 self.claim_fetch(opts)
@@ -762,17 +775,20 @@ class QueryActor:
         snap = landed or snap
         if not cache.servable(snap, fetch.options):
             return False
+        owed = False
         if fetch.invalidated:
             # Invalidated while L2 was read: the stored data lands, but not as
             # fresh; the origin call that follows starts after the invalidation,
             # so it is the refetch the invalidation asked for: no second one.
-            # Data set meanwhile is newer than the invalidation, and stays valid.
+            # Data set meanwhile is newer than the invalidation, and stays valid;
+            # the refetch asked for still happens (TanStack starts it at once, and
+            # a later setQueryData does not stop it).
             fetch.invalidated = False
-            self._refetch_after = False
+            owed, self._refetch_after = self._refetch_after, False
             if landed is not None and not snap.is_invalidated:
                 snap = cache.publish(_state.invalidated(snap, now=trio.current_time()))
         data = snap.data
-        if cache.is_fresh(snap, fetch.options):
+        if cache.is_fresh(snap, fetch.options) and not (owed and self.observed_options()):
             self._fetch = None
             cache.publish(_state.idle(snap, now=trio.current_time()))
             fetch.reply.set_value(data)

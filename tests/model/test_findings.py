@@ -386,6 +386,65 @@ class TestPendingRefetch:
             unsubscribe()
             assert origin.calls == 2
 
+    @pytest.mark.parametrize("during", ["l2_read", "callers_l2_read", "origin_call"])
+    async def test_data_set_after_an_invalidation_keeps_the_refetch_it_owes(
+        self, during: str, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """An observed key invalidated with refetch during a fetch still refetches once after
+        ``set_query_data``: the refetch was asked for, as in TanStack Query, where it starts
+        at once and a later ``setQueryData`` does not stop it.
+
+        The model found it: during the fetch's L2 read (the observer's, or a caller's cold
+        read in its own task) the set data dropped the refetch (0 origin calls), while
+        during its origin call the refetch followed (1 more call).
+        """
+        store, config = held_reads(stale_time=60.0)
+        origin = GatedOrigin("a1")
+        if during == "origin_call":
+            store.read_gate.set()
+            origin.hold()
+        async with sq.open_query_client(config) as client, trio.open_nursery() as nursery:
+            if during == "callers_l2_read":
+                nursery.start_soon(client.fetch_query, options(origin))
+                await wait_all_tasks_blocked()
+            unsubscribe = client.watch(options(origin)).subscribe(lambda _state: None)
+            await wait_all_tasks_blocked()
+            calls_before = origin.calls
+            assert await client.invalidate_queries(("a", 1)) == 1
+            await client.set_query_data(("a", 1), "set")
+            store.read_gate.set()
+            origin.release()
+            await wait_all_tasks_blocked()
+            unsubscribe()
+            assert origin.calls == calls_before + 1
+            assert client.get_query_data(("a", 1)) == f"a1#{calls_before + 1}"
+
+    async def test_cancelling_a_callers_l2_read_drops_the_refetch_it_owes(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """cancel_queries of a caller's cold L2 read drops the refetch an invalidation
+        during the read asked for, as it does for a fetch of the key's actor."""
+        store, config = held_reads(stale_time=60.0)
+        origin = GatedOrigin("a1")
+        async with sq.open_query_client(config) as client, trio.open_nursery() as nursery:
+
+            async def fetch() -> None:
+                with contextlib.suppress(sq.QueryCancelledError):
+                    await client.fetch_query(options(origin))
+
+            nursery.start_soon(fetch)
+            await wait_all_tasks_blocked()
+            unsubscribe = client.watch(options(origin)).subscribe(lambda _state: None)
+            await wait_all_tasks_blocked()
+            assert await client.invalidate_queries(("a", 1)) == 1
+            await client.set_query_data(("a", 1), "set")
+            assert await client.cancel_queries(("a", 1)) == 1
+            store.read_gate.set()
+            await wait_all_tasks_blocked()
+            unsubscribe()
+            assert origin.calls == 0
+            assert client.get_query_data(("a", 1)) is None  # what it was before the fetch
+
 
 class TestShutdown:
     async def test_dropped_writes_counts_every_entry_of_the_batch_in_flight(
