@@ -203,7 +203,7 @@ class RedisStorage(ByteStore):
                         f"unexpected reply to MGET: {reply!r:.100}", backend="RedisStorage"
                     )
                 if _BYTES_OR_NONE.issuperset(map(type, reply)):
-                    values += reply  # each bytes or None (judged in C): taken as they are
+                    values += cast(list[bytes | None], reply)  # judged in C: as they are
                 else:
                     values.extend(_as_value(value) for value in reply)
             return values

@@ -368,7 +368,7 @@ class QueryCache:
         stale_time: Any = _UNSEEN
         option_gc_time: Any = _UNSEEN
         gc_time = default_gc_time
-        shape = None
+        shape = _state.Shape()  # replaced at the first key (no option is _UNSEEN)
         made = []
         for options in options_list:
             key_hash = options.key_hash
@@ -376,6 +376,7 @@ class QueryCache:
                 stale_time = options.stale_time
                 option_gc_time = options.gc_time
                 gc_time = default_gc_time if option_gc_time is None else option_gc_time
+                # The shape empty_snapshot gives a key read so (interned: shared).
                 shape = empty(
                     key_hash, stale_time=stale_time, gc_time=gc_time, now=now, fetching=True
                 ).shape
@@ -568,16 +569,20 @@ class QueryCache:
         One pending entry per key, not one per publish: a later deadline (a
         refetch pushes staleness back) is found when the earlier entry fires.
         """
-        if snap.fetch_status is _state.FetchStatus.FETCHING:
+        # The snapshot's fields, not its properties: this runs at every publish.
+        if snap.shape.fetch_status is _state.FetchStatus.FETCHING:
             # Busy: nothing to collect.  The publish that ends the fetch arms
             # the timer, so a cold key gets one entry (its staleness) instead
             # of two (a gc entry, then an earlier one); only data set while
             # the fetch runs has a staleness to time meanwhile.
-            if not snap.fresh:
+            if snap.fresh_for is _state.NOT_FRESH:
                 return snap
             deadline = snap.stale_at
         else:
-            deadline = _next_deadline(snap)
+            # Its gc is due, or before that it goes stale.
+            deadline = snap.collect_at
+            if snap.fresh_for is not _state.NOT_FRESH and snap.stale_at < deadline:
+                deadline = snap.stale_at
         if deadline < snap.timer_at:
             self._timers.push(deadline, snap.key_hash)
             # Written in place, as a hit is: the deadline is the table's bookkeeping, not
@@ -644,14 +649,6 @@ def _carry_uses(old: Snapshot, snap: Snapshot) -> None:
     hit = old.hit
     if hit is not None and (snap.hit is None or hit > snap.hit):
         snap.hit = hit
-
-
-def _next_deadline(snap: Snapshot) -> float:
-    """When the key's timer must next look at it: it goes stale, or its gc is due."""
-    collect_at = snap.collect_at
-    if snap.fresh and snap.stale_at < collect_at:
-        return snap.stale_at
-    return collect_at
 
 
 __all__ = ["EMPTY_STATE", "USE_CLOCK_RESOLUTION", "Predicate", "QueryCache"]

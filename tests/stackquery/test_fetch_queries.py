@@ -489,4 +489,3 @@ class TestColdBatchLanding:
                 False,
             ]
             assert origins.calls == {}
-
