@@ -20,6 +20,8 @@ from ._validation import check_items, check_keys, check_prefix, check_ttl
 
 _FALLBACK_CONCURRENCY = 16
 """Single-key calls in flight at once when a store has no batch operation."""
+_BYTES_OR_NONE = frozenset({bytes, type(None)})
+"""The types of values read that are taken as they are."""
 
 Reading = tuple[bytes | None, float | None]
 
@@ -70,6 +72,9 @@ async def get_many(store: StorageBackend, keys: Sequence[str]) -> list[bytes | N
     if batch is not None:
         values: Sequence[bytes | str | None] = await batch(checked)
         _check_count(store, "get_many", checked, values)
+        if type(values) is list and _BYTES_OR_NONE.issuperset(map(type, values)):
+            # Each bytes or None already (judged in C): a copy of the list, not of each.
+            return list(values)
         return [as_bytes(value) for value in values]
     return await gather_limited(
         [partial(get, store, key) for key in checked], max_concurrency=_FALLBACK_CONCURRENCY

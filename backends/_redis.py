@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 _GLOB_SPECIAL = re.compile(r"([\\*?\[\]])")
 _SCAN_COUNT = 1000
 _DEFAULT_BATCH_SIZE = 500
+_BYTES_OR_NONE = frozenset({bytes, type(None)})
+"""The types of an MGET reply's items taken as they are."""
 _UNAVAILABLE: tuple[type[BaseException], ...] = (OSError, trio.BrokenResourceError)
 """Errors of the trio-native client that mean Redis could not be reached."""
 
@@ -185,7 +187,7 @@ class RedisStorage(ByteStore):
             ValueError, StorageClosedError, StorageUnavailableError,
             StorageError: as for :meth:`get`.
         """
-        names = [self._prefix + key for key in check_keys(keys)]
+        names = list(map(self._prefix.__add__, check_keys(keys)))
         self._check_open("get_many")
         with self._translating("get_many"):
             if not names:
@@ -200,7 +202,10 @@ class RedisStorage(ByteStore):
                     raise StorageError(
                         f"unexpected reply to MGET: {reply!r:.100}", backend="RedisStorage"
                     )
-                values.extend(_as_value(value) for value in reply)
+                if _BYTES_OR_NONE.issuperset(map(type, reply)):
+                    values += cast(list[bytes | None], reply)  # judged in C: as they are
+                else:
+                    values.extend(_as_value(value) for value in reply)
             return values
 
     async def _read(self, keys: list[str]) -> list[Reading]:

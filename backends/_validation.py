@@ -50,6 +50,13 @@ def check_keys(keys: object) -> list[str]:
     """
     if isinstance(keys, str | bytes) or not isinstance(keys, Sequence):
         raise TypeError(f"keys must be a sequence of str, not {type(keys).__name__}")
+    try:
+        # All ASCII str (the common case, a batch of hashes) is judged in C: a
+        # key that is not a str makes str.isascii raise, and goes the slow way.
+        if all(map(str.isascii, keys)):
+            return list(keys)
+    except TypeError:
+        pass
     return [check_key(key) for key in keys]
 
 

@@ -89,6 +89,7 @@ __all__ = [
     "pack_entry",
     "read_envelope",
     "try_unpack_entry",
+    "unpack_entries",
     "unpack_entry",
 ]
 
@@ -177,7 +178,7 @@ class EntrySigner(Protocol):
         ...
 
 
-@attrs.frozen
+@attrs.frozen(slots=False)  # a dict, not slots: made in half the time (one per key read)
 class StoredEntry:
     """One entry decoded from L2."""
 
@@ -354,31 +355,7 @@ def unpack_entry(
             envelope = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
             raise _text_parse_error(raw, exc, serializer) from None
-        # The fast path: exactly what pack_entry writes.  Anything else gets
-        # the careful checks of _unpack_text, which name what is wrong.
-        if type(envelope) is dict and len(envelope) == 5:
-            try:
-                version = envelope["sq"]
-                name = envelope["s"]
-                t = envelope["t"]
-                invalidated = envelope["i"]
-                value = envelope["d"]
-            except KeyError:
-                pass
-            else:
-                if (
-                    version == FORMAT_VERSION
-                    and type(version) is int
-                    and name == serializer.name
-                    and name in _TEXT_SERIALIZERS
-                    and type(t) is float
-                    and t >= 0.0
-                    and type(invalidated) is bool
-                ):
-                    if type(serializer) is TypedJsonSerializer:
-                        value = _typed_value(serializer, value)
-                    return StoredEntry(value, t, invalidated, name)
-        return _unpack_text(envelope, serializer)
+        return _plain_text(envelope, serializer) or _unpack_text(envelope, serializer)
     head = bytes(raw[:3])
     if head == _MAGIC:
         return _unpack_binary(raw, serializer, key)
@@ -387,6 +364,78 @@ def unpack_entry(
     if not head:
         raise _corrupt("truncated", "entry is empty", serializer)
     raise _corrupt("foreign", "not a stackquery entry", serializer)
+
+
+def _plain_text(envelope: Any, serializer: Serializer) -> StoredEntry | None:
+    """The entry of a decoded text ``envelope`` that is exactly what :func:`pack_entry`
+    writes, else ``None`` (then :func:`_unpack_text`'s careful checks name what is wrong).
+
+    Raises:
+        CorruptEntryError: a typed JSON value does not decode (see :func:`_typed_value`).
+    """
+    if type(envelope) is not dict or len(envelope) != 5:
+        return None
+    try:
+        version = envelope["sq"]
+        name = envelope["s"]
+        t = envelope["t"]
+        invalidated = envelope["i"]
+        value = envelope["d"]
+    except KeyError:
+        return None
+    if (
+        version == FORMAT_VERSION
+        and type(version) is int
+        and name == serializer.name
+        and name in _TEXT_SERIALIZERS
+        and type(t) is float
+        and t >= 0.0
+        and type(invalidated) is bool
+    ):
+        if type(serializer) is TypedJsonSerializer:
+            value = _typed_value(serializer, value)
+        return StoredEntry(value, t, invalidated, name)
+    return None
+
+
+def unpack_entries(
+    raws: list[bytes | None],
+    serializer: Serializer,
+    on_corrupt: Callable[[CorruptEntryError], object],
+    prefix: str,
+    keys: list[str],
+) -> list[StoredEntry | None]:
+    """:func:`try_unpack_entry` of each of ``raws`` (read under ``prefix`` + each of ``keys``).
+
+    Each item of ``raws`` is set to ``None`` as it is decoded: with no other
+    reference to it, its memory is freed for the value decoded next, rather
+    than a batch of entries and their values in fresh memory at once.
+
+    Raises:
+        Exception: whatever ``on_corrupt`` raises; nothing else.
+    """
+    entries: list[StoredEntry | None] = []
+    append = entries.append
+    loads = orjson.loads
+    for index in range(len(raws)):
+        raw = raws[index]
+        raws[index] = None
+        if raw is None:
+            append(None)
+            continue
+        if type(raw) is bytes and raw[:1] == b"{":
+            # Entries of the JSON serializers, decoded here without two calls more
+            # each; an envelope that is not exactly what pack_entry writes goes
+            # the careful way, which tells what is wrong with it.
+            try:
+                entry = _plain_text(loads(raw), serializer)
+            except (orjson.JSONDecodeError, CorruptEntryError):
+                entry = None
+            if entry is not None:
+                append(entry)
+                continue
+        append(try_unpack_entry(raw, serializer, on_corrupt, key=prefix + keys[index]))
+    return entries
 
 
 def _loads_signed(

@@ -76,9 +76,10 @@ class ColdReads:
         """Set when the client closes: a read landing then fails its waiters."""
         self._unlanded: list[ColdRead] = []
         """Batched reads started since the last lander took its list (see :meth:`_land_batch`)."""
-        self._landed_shapes: dict[int, tuple[_state.Shape, _state.Shape]] = {}
-        """A shape's landed shape (see :meth:`_land_fresh`) by the shape's id, with the
-        shape itself, held so that its id is not another's while it is here."""
+        self._landed_shapes: dict[int, tuple[_state.Shape, _state.Shape, float | None]] = {}
+        """A shape's landed shape and fixed fresh period (see :meth:`_landed_fresh`) by the
+        shape's id, with the shape itself, held so that its id is not another's while it is
+        here."""
 
     def get(self, key_hash: str) -> ColdRead | None:
         """The key's read in flight, or ``None``."""
@@ -150,7 +151,7 @@ class ColdReads:
             self._read_again(cold)  # settled early: the store's answer was dropped
             return reply.result_nowait()
         cold.read.set_value(entry)
-        self._land_many([cold])
+        self._land_one(cold, entry)
         if reply.is_set:  # no second checkpoint: the read was one
             return reply.result_nowait()
         return await reply.wait()
@@ -215,15 +216,14 @@ class ColdReads:
         """
         if self.closed:
             return [None] * len(options_list)
-        cache = self._cache
-        snapshots = cache.snapshots
+        snapshots = self._cache.snapshots
         registry = self._registry
         cold_reads = self._tier.cold_reads
-        read_soon = self._tier.l2.read_soon
-        claimed: list[ColdRead | None] = []
-        unlanded = self._unlanded
-        lander_due = not unlanded
-        for options in options_list:
+        claimed: list[ColdRead | None] = [None] * len(options_list)
+        cold: list[QueryOptions[Any]] = []
+        places: list[int] = []
+        taken: set[str] = set()
+        for place, options in enumerate(options_list):
             if resolve is not None:
                 options = resolve(options)
             key_hash = options.key_hash
@@ -232,88 +232,131 @@ class ColdReads:
                 or key_hash in snapshots
                 or key_hash in registry
                 or key_hash in cold_reads
+                or key_hash in taken
             ):
-                claimed.append(None)
                 continue
-            # What start() does for a batch, less its checks: made fetching at once.
-            previous = cache.create(options, fetching=True)
-            cache.remember(options)
-            cold = ColdRead(options, previous, read_soon(key_hash))
-            unlanded.append(cold)
-            cold_reads[key_hash] = cold
-            claimed.append(cold)
-        if lander_due and unlanded:
+            taken.add(key_hash)
+            cold.append(options)
+            places.append(place)
+        if not cold:
+            return claimed
+        # What start() does for each key of a batch, less its checks and together:
+        # made fetching at once, its read joining the next get_many.
+        made = self._cache.create_fetching_many(cold)
+        reads = self._tier.l2.read_many([options.key_hash for options in cold])
+        unlanded = self._unlanded
+        if not unlanded:
             self._nursery.start_soon(self._land_batch, name="stackquery-hydration")
+        for place, options, previous, read in zip(places, cold, made, reads, strict=True):
+            started = claimed[place] = ColdRead(options, previous, read)
+            unlanded.append(started)
+            cold_reads[options.key_hash] = started
         return claimed
 
     def _land_many(self, reads: list[ColdRead]) -> None:
-        """Land reads the store has answered, with what the batch shares (see :meth:`land`)."""
+        """Land reads the store has answered, with what the batch shares (see :meth:`land`).
+
+        A fresh entry of a key nothing touched during its read lands in fewer
+        steps than :meth:`land` takes (see :meth:`_landed_fresh`); each other
+        read is left to :meth:`land`.
+        """
         if not reads:
             return
+        cache = self._cache
         now = trio.current_time()
-        latest = self._cache.clock.wall(now) + MAX_CLOCK_SKEW
+        clock = cache.clock
+        latest = clock.wall(now) + MAX_CLOCK_SKEW
+        if self.closed:
+            for cold in reads:
+                self.land(cold, cold.read.result_nowait())
+            return
+        landed: list[_state.Snapshot] = []
+        settled: list[tuple[Reply[Any], Any]] = []
+        rest: list[tuple[ColdRead, StoredEntry | None]] = []
         for cold in reads:
             entry = cold.read.result_nowait()
-            if not self._land_fresh(cold, entry, now, latest):
-                self.land(cold, entry)
+            new = self._landed_fresh(cold, entry, now, latest)
+            if new is None:
+                rest.append((cold, entry))
+            else:
+                landed.append(new)
+                settled.append((cold.reply, new.data))
+        cache.publish_many(landed)
+        for reply, value in settled:
+            reply.set_value(value)
+        for cold, entry in rest:
+            self.land(cold, entry)
 
-    def _land_fresh(
+    def _land_one(self, cold: ColdRead, entry: StoredEntry | None) -> None:
+        """:meth:`_land_many` of one read (a caller's direct read), without the lists."""
+        now = trio.current_time()
+        new = (
+            None
+            if self.closed
+            else self._landed_fresh(cold, entry, now, self._cache.clock.wall(now) + MAX_CLOCK_SKEW)
+        )
+        if new is None:
+            self.land(cold, entry)
+            return
+        self._cache.publish(new)
+        cold.reply.set_value(new.data)
+
+    def _landed_fresh(
         self,
         cold: ColdRead,
         entry: StoredEntry | None,
         now: float,
         latest: float,
-    ) -> bool:
-        """Land a fresh ``entry`` of a key nothing touched during its read; return whether it did.
+    ) -> _state.Snapshot | None:
+        """The key's snapshot holding a fresh ``entry``, for a key nothing touched during its
+        read, its read settled; ``None`` (nothing done) for any other read.
 
         Untouched: the key's snapshot is the one its read started with, and it
         has no actor.  Fresh: not invalidated, stamped before ``latest`` (now
         plus the clock-skew allowance), fresh by the key's stale time, and no
         ``max_age``/``max_stale`` to judge it by.  Such a key lands as
         :meth:`land` would land it, in fewer steps: one snapshot, built with
-        the landed shape of its shape (looked up once for many keys), one
-        publish.  Any other read is left to :meth:`land`.
+        the landed shape of its shape (looked up once for many keys), to be
+        published (the caller publishes it, then sets its reply).
         """
-        if entry is None or entry.invalidated or entry.data_updated_at > latest or self.closed:
-            return False
+        if entry is None or entry.invalidated or entry.data_updated_at > latest:
+            return None
         options = cold.options
         key_hash = options.key_hash
         previous = cold.previous
+        old_shape = previous.shape
         cold_reads = self._tier.cold_reads
         cache = self._cache
         if (
             options.max_age is not None
             or options.max_stale is not None
-            or previous.shape.failure is not None
+            or old_shape.failure is not None
             or cold_reads.get(key_hash) is not cold
             or cache.snapshots.get(key_hash) is not previous
             or key_hash in self._registry
         ):
-            return False
-        value = entry.value
-        updated_at = entry.data_updated_at
-        stale_at = cache.clock.from_wall(updated_at) + cache.fresh_period(
-            previous.stale_time, value, None
-        )
-        if stale_at <= now:  # stale: served and refetched, by land()
-            return False
-        old_shape = previous.shape
+            return None
         known = self._landed_shapes.get(id(old_shape))
-        if known is not None:
-            shape = known[1]
-        else:
+        if known is None:
             if len(self._landed_shapes) >= 64:
                 self._landed_shapes.clear()
-            shape = _state.landed_shape(old_shape)
-            self._landed_shapes[id(old_shape)] = (old_shape, shape)
-        del cold_reads[key_hash]
-        cache.publish(
-            _state.landed_fresh(
-                previous, shape, value, updated_at_wall=updated_at, stale_at=stale_at, now=now
+            known = self._landed_shapes[id(old_shape)] = (
+                old_shape,
+                _state.landed_shape(old_shape),
+                cache.fixed_fresh_period(old_shape.stale_time),
             )
+        _, shape, period = known
+        value = entry.value
+        updated_at = entry.data_updated_at
+        if period is None:
+            period = cache.fresh_period(old_shape.stale_time, value, None)
+        stale_at = cache.clock.from_wall(updated_at) + period
+        if stale_at <= now:  # stale: served and refetched, by land()
+            return None
+        del cold_reads[key_hash]
+        return _state.landed_fresh(
+            previous, shape, value, updated_at_wall=updated_at, stale_at=stale_at, now=now
         )
-        cold.reply.set_value(value)
-        return True
 
     def land(self, cold: ColdRead, entry: StoredEntry | None) -> None:
         """Settle the key's fetch with what L2 held, or hand it on to the key's actor."""

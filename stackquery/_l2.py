@@ -32,7 +32,13 @@ import trio
 from actors import Reply
 from backends import ops
 
-from ._entry import CorruptEntryError, StoredEntry, pack_entry, try_unpack_entry
+from ._entry import (
+    CorruptEntryError,
+    StoredEntry,
+    pack_entry,
+    try_unpack_entry,
+    unpack_entries,
+)
 from ._retry import Backoff
 from ._throttle import ThrottledWarning
 from .serializers import Serializer
@@ -284,6 +290,28 @@ class L2Cache:
             self._reads_wanted.set()
         return reply
 
+    def read_many(self, key_hashes: list[str]) -> list[Reply[StoredEntry | None]]:
+        """:meth:`read_soon` of each key, in order (a key listed twice shares one reply).
+
+        Synchronous, as :meth:`read_soon`; the keys go out in the next ``get_many``.
+        """
+        if self._writes or self._writing:
+            return [self.read_soon(key_hash) for key_hash in key_hashes]
+        if not key_hashes:
+            return []
+        self._stats["reads"] += len(key_hashes)
+        reads = self._reads
+        if not reads:
+            self._reads_since = trio.current_time()
+        replies: list[Reply[StoredEntry | None]] = []
+        for key_hash in key_hashes:
+            reply = reads.get(key_hash)
+            if reply is None:
+                reply = reads[key_hash] = Reply()
+            replies.append(reply)
+        self._reads_wanted.set()
+        return replies
+
     async def run_reader(self) -> None:
         """Serve batched reads until cancelled; cancelled, the reads left unanswered miss.
 
@@ -317,11 +345,15 @@ class L2Cache:
         keys: list[str],
         raws: list[bytes | None],
     ) -> None:
-        """Decode what the store answered for ``keys`` and set each key's reply."""
-        serializer, on_corrupt, prefix = self.serializer, self._on_corrupt, self.key_prefix
+        """Decode what the store answered for ``keys`` and set each key's reply.
+
+        Each raw entry is let go of as it is decoded (``raws`` is emptied), so
+        that its memory is there for the decoded value: a batch of large
+        entries is then not two batches' worth of fresh memory at once.
+        """
+        entries = unpack_entries(raws, self.serializer, self._on_corrupt, self.key_prefix, keys)
         hits = 0
-        for key_hash, raw in zip(keys, raws, strict=True):
-            entry = try_unpack_entry(raw, serializer, on_corrupt, key=prefix + key_hash)
+        for key_hash, entry in zip(keys, entries, strict=True):
             hits += entry is not None
             batch[key_hash].set_value(entry)
         self._stats["hits"] += hits

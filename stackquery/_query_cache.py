@@ -47,6 +47,9 @@ and ``gc_time`` + this after its last hit (other uses are exact).
 
 Predicate = Callable[[QueryKey, QueryState[Any]], bool]
 
+_UNSEEN = object()
+"""No option is this object (see :meth:`QueryCache.create_fetching_many`)."""
+
 EMPTY_STATE: QueryState[Any] = QueryState()
 """The state of a key that has no snapshot."""
 
@@ -224,6 +227,15 @@ class QueryCache:
         """Seconds ``data`` stays fresh (see :meth:`Freshness.fresh_period`); never raises."""
         return self.freshness.fresh_period(stale_time, data, jitter)
 
+    def fixed_fresh_period(self, stale_time: Any) -> float | None:
+        """:meth:`fresh_period` of any data judged by ``stale_time`` with the client's jitter,
+        if it is the same for all (seconds, no jitter), else ``None``; never raises."""
+        freshness = self.freshness
+        seconds = freshness.stale_time if stale_time is None else stale_time
+        if callable(seconds) or freshness.jitter:
+            return None
+        return seconds  # type: ignore[no-any-return]
+
     def refetch_interval(self, options: QueryOptions[Any]) -> float | None:
         """Seconds to the next refetch of an observed key, or ``None`` (see
         :meth:`Freshness.refetch_interval`: a function is asked with the key's state)."""
@@ -332,6 +344,51 @@ class QueryCache:
             snap = self.publish(_state.fetching(snap, now=trio.current_time()))
         return snap
 
+    def create_fetching_many(self, options_list: list[QueryOptions[Any]]) -> list[Snapshot]:
+        """:meth:`create` with ``fetching`` then :meth:`remember`, of each options; the new
+        snapshots, in order.  For keys not in the table, each listed once, without
+        ``initial_data``.
+
+        What the keys share is looked up once (the clock, whether anybody listens,
+        the interned shape of keys with the same stale and gc times): a batch of
+        cold keys pays per key a snapshot and a place in the table.
+        """
+        if self.events.listening or self.config.max_queries is not None:
+            made = []
+            for options in options_list:
+                made.append(self.create(options, fetching=True))
+                self.remember(options)
+            return made
+        now = trio.current_time()
+        default_gc_time = self.config.gc_time
+        snapshots = self.snapshots
+        unplaced = self._unplaced_options
+        compact = self._templates.compact
+        empty = _state.empty_snapshot
+        stale_time: Any = _UNSEEN
+        option_gc_time: Any = _UNSEEN
+        gc_time = default_gc_time
+        shape = _state.Shape()  # replaced at the first key (no option is _UNSEEN)
+        made = []
+        for options in options_list:
+            key_hash = options.key_hash
+            if options.stale_time is not stale_time or options.gc_time != option_gc_time:
+                stale_time = options.stale_time
+                option_gc_time = options.gc_time
+                gc_time = default_gc_time if option_gc_time is None else option_gc_time
+                # The shape empty_snapshot gives a key read so (interned: shared).
+                shape = empty(
+                    key_hash, stale_time=stale_time, gc_time=gc_time, now=now, fetching=True
+                ).shape
+            if unplaced:
+                unplaced.pop(key_hash, None)
+            snap = _state.Snapshot(
+                key_hash=key_hash, collect_at=now + gc_time, shape=shape, options=compact(options)
+            )
+            snapshots[key_hash] = snap
+            made.append(snap)
+        return made
+
     def create_for_key(
         self,
         key_hash: str,
@@ -433,15 +490,25 @@ class QueryCache:
         # needs (60 MB instead of 30 for a million keys) before it cleans them up.
         old = snapshots.pop(key_hash, None) if self._ordered else snapshots.get(key_hash)
         if old is not None and old is not snap:
-            # What uses wrote in place into the snapshot in the table is the latest, even if
-            # ``snap`` was built from an older one (not visible yet: written here, not evolved).
-            snap.options = old.options
-            hit = old.hit
-            if hit is not None and (snap.hit is None or hit > snap.hit):
-                snap.hit = hit
+            _carry_uses(old, snap)
         snap = self._arm(snap)
         snapshots[key_hash] = snap
         return snap
+
+    def publish_many(self, snaps: list[Snapshot]) -> None:
+        """:meth:`publish` each of ``snaps`` (of keys listed once), in order."""
+        if self.events.listening or self._ordered:
+            for snap in snaps:
+                self.publish(snap)
+            return
+        snapshots = self.snapshots
+        arm = self._arm
+        for snap in snaps:
+            key_hash = snap.key_hash
+            old = snapshots.get(key_hash)
+            if old is not None and old is not snap:
+                _carry_uses(old, snap)
+            snapshots[key_hash] = arm(snap)
 
     def mark_invalidated(self, key_hash: str) -> Snapshot | None:
         """Publish the key as invalidated, if it is in the table; return the new snapshot."""
@@ -454,9 +521,13 @@ class QueryCache:
         """Mark every key with data invalidated, without publishing (no event, no timer)."""
         now = trio.current_time()
         snapshots = self.snapshots
-        for key_hash, snap in list(snapshots.items()):
-            if snap.has_data and not snap.is_invalidated:
-                snapshots[key_hash] = _state.invalidated(snap, now=now)
+        marked = [
+            (key_hash, snap)
+            for key_hash, snap in snapshots.items()
+            if snap.data_updated_at is not None and not snap.shape.is_invalidated
+        ]
+        for key_hash, snap in marked:
+            snapshots[key_hash] = _state.invalidated(snap, now=now)
 
     def drop(self, key_hash: str, *, timer_fired: bool = False) -> None:
         """Remove the key from the table (nothing else: L2 is the caller's business).
@@ -497,16 +568,20 @@ class QueryCache:
         One pending entry per key, not one per publish: a later deadline (a
         refetch pushes staleness back) is found when the earlier entry fires.
         """
-        if snap.fetch_status is _state.FetchStatus.FETCHING:
+        # The snapshot's fields, not its properties: this runs at every publish.
+        if snap.shape.fetch_status is _state.FetchStatus.FETCHING:
             # Busy: nothing to collect.  The publish that ends the fetch arms
             # the timer, so a cold key gets one entry (its staleness) instead
             # of two (a gc entry, then an earlier one); only data set while
             # the fetch runs has a staleness to time meanwhile.
-            if not snap.fresh:
+            if snap.fresh_for is _state.NOT_FRESH:
                 return snap
             deadline = snap.stale_at
         else:
-            deadline = _next_deadline(snap)
+            # Its gc is due, or before that it goes stale.
+            deadline = snap.collect_at
+            if snap.fresh_for is not _state.NOT_FRESH and snap.stale_at < deadline:
+                deadline = snap.stale_at
         if deadline < snap.timer_at:
             self._timers.push(deadline, snap.key_hash)
             # Written in place, as a hit is: the deadline is the table's bookkeeping, not
@@ -567,12 +642,14 @@ class QueryCache:
             self.drop(key_hash)
 
 
-def _next_deadline(snap: Snapshot) -> float:
-    """When the key's timer must next look at it: it goes stale, or its gc is due."""
-    collect_at = snap.collect_at
-    if snap.fresh and snap.stale_at < collect_at:
-        return snap.stale_at
-    return collect_at
+def _carry_uses(old: Snapshot, snap: Snapshot) -> None:
+    """Write into ``snap`` what uses wrote in place into ``old``, the key's snapshot in the
+    table: the latest, even if ``snap`` was built from an older one (not visible yet:
+    written there, not evolved)."""
+    snap.options = old.options
+    hit = old.hit
+    if hit is not None and (snap.hit is None or hit > snap.hit):
+        snap.hit = hit
 
 
 __all__ = ["EMPTY_STATE", "USE_CLOCK_RESOLUTION", "Predicate", "QueryCache"]

@@ -132,6 +132,24 @@ class TestBatchPath:
         ):
             await ops.get_many(ShortAnswers(), ["a", "b"])
 
+    async def test_values_come_back_in_a_list_of_their_own(self) -> None:
+        """The list returned is not the store's own (a caller may empty it as it reads)."""
+
+        class KeepsItsList(PlainStore):
+            def __init__(self) -> None:
+                super().__init__()
+                self.answer: list[bytes | None] = [b"1", None]
+
+            async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+                await trio.lowlevel.checkpoint()
+                return self.answer
+
+        store = KeepsItsList()
+        values = await ops.get_many(store, ["a", "b"])
+        assert values == [b"1", None]
+        values.clear()
+        assert store.answer == [b"1", None]
+
     async def test_store_errors_pass_through(self) -> None:
         """Errors from a store's own batch operations propagate as they are."""
         store = FailingStore()
@@ -148,6 +166,10 @@ class TestBadInput:
             await ops.get_many(store, "ab")
         with pytest.raises(TypeError, match=r"^key must be str, not int$"):
             await ops.get_many(store, [1])  # type: ignore[list-item]
+        with pytest.raises(TypeError, match=r"^key must be str, not bytes$"):
+            await ops.get_many(store, ["a", b"b"])  # type: ignore[list-item]
+        with pytest.raises(ValueError, match=r"^key must be valid unicode text, got 'b\\ud800'$"):
+            await ops.get_many(store, ["a", "b\ud800"])
         with pytest.raises(TypeError, match=r"^items must be a mapping of str to bytes, not list$"):
             await ops.set_many(store, [("a", b"1")])  # type: ignore[arg-type]
         with pytest.raises(TypeError, match=r"^prefix must be str, not bytes$"):

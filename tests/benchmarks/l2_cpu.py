@@ -19,7 +19,8 @@ and in wall time, and the ratios that issue 12 sets are taken on CPU time:
   at once (after one checkpoint), through ``fetch_query`` against that
   ``get`` alone.  µs per key: what a cold key costs us beyond the read.
 
-Each round runs every path in a fresh interpreter (``--child``), in turn,
+Each round runs every path in a fresh interpreter (``--child``), in turn (the
+MGET reference of the batch paths in one of its own, see ``OWN_BARE``),
 with the rows rotated from round to round; ``--compare DIR`` also runs the
 same paths with the ``stackquery`` found in ``DIR`` (another checkout, e.g.
 ``git archive main | tar -x -C /tmp/base``) in the same rounds, side by side.
@@ -48,6 +49,10 @@ SINGLE_KEYS = 2_000
 BATCH_KEYS = 10_000
 MGET_CHUNK = 500
 PATHS = ("single", "batch_api", "tasks", "overhead")
+OWN_BARE = ("batch_api", "tasks")
+"""Paths whose bare reference (the pipelined MGET) runs in an interpreter of its own: run
+after ours in the same one, it would find the heap as ours left it (its pages in use, or
+freed for it), and the ratio would measure that."""
 
 
 def _timed() -> tuple[float, float]:
@@ -124,7 +129,7 @@ def child(url: str, path: str) -> dict[str, tuple[float, float]]:
             ours = _per_key(start, BATCH_KEYS)
             assert len(values) == BATCH_KEYS and values[0] == "x" * 1000
             check(client, BATCH_KEYS)
-        return {"ours": ours, "bare": await mget()}
+        return {"ours": ours}
 
     async def tasks() -> dict[str, tuple[float, float]]:
         opts = [options("batch", i) for i in range(BATCH_KEYS)]
@@ -144,7 +149,10 @@ def child(url: str, path: str) -> dict[str, tuple[float, float]]:
             total = _per_key(start, BATCH_KEYS)
             check(client, BATCH_KEYS)
         ours = (total[0] - spawns[0], total[1] - spawns[1])
-        return {"total": total, "spawns": spawns, "ours": ours, "bare": await mget()}
+        return {"total": total, "spawns": spawns, "ours": ours}
+
+    async def bare_mget() -> dict[str, tuple[float, float]]:
+        return {"bare": await mget()}
 
     async def overhead() -> dict[str, tuple[float, float]]:
         raw = sq.pack_entry("x" * 1000, data_updated_at=time.time(), serializer=sq.serializers.json)
@@ -162,7 +170,13 @@ def child(url: str, path: str) -> dict[str, tuple[float, float]]:
             await store.get("a key")
         return {"ours": ours, "bare": _per_key(start, BATCH_KEYS)}
 
-    run = {"single": single, "batch_api": batch_api, "tasks": tasks, "overhead": overhead}[path]
+    run = {
+        "single": single,
+        "batch_api": batch_api,
+        "tasks": tasks,
+        "overhead": overhead,
+        "mget": bare_mget,
+    }[path]
     return trio.run(run)
 
 
@@ -219,7 +233,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--compare", type=Path, default=None)
     parser.add_argument("--paths", nargs="+", choices=PATHS, default=list(PATHS))
-    parser.add_argument("--child", choices=PATHS)
+    parser.add_argument("--child", choices=(*PATHS, "mget"))
     parser.add_argument("--url")
     args = parser.parse_args()
     if args.child:
@@ -236,7 +250,10 @@ def main() -> None:
         for number in range(args.rounds):
             shift = number % len(steps)
             for tree, path in steps[shift:] + steps[:shift]:
-                for row, value in run_child(trees[tree], server.url, path).items():
+                rows = run_child(trees[tree], server.url, path)
+                if path in OWN_BARE:
+                    rows.update(run_child(trees[tree], server.url, "mget"))
+                for row, value in rows.items():
                     results[f"{path}|{tree}|{row}"].append(tuple(value))  # type: ignore[arg-type]
             print(f"round {number + 1}/{args.rounds} done", file=sys.stderr)
     print(f"\nµs per key, medians of {args.rounds} rounds [min .. max]; CPU = this process's")

@@ -21,6 +21,7 @@ from stackquery._entry import (
     StoredEntry,
     pack_entry,
     try_unpack_entry,
+    unpack_entries,
     unpack_entry,
 )
 from stackquery.serializers import SerializationError, Serializer, SignatureError
@@ -419,6 +420,53 @@ class TestTryUnpack:
 
         with pytest.raises(RuntimeError, match=r"^callback failed$"):
             try_unpack_entry(b"x", serializers.json, on_corrupt=explode)
+
+
+class TestUnpackEntries:
+    def test_each_entry_is_judged_on_its_own(self) -> None:
+        """A batch decodes as try_unpack_entry decodes each entry; each corrupt one is
+        reported once, and a signed entry is checked against its own key."""
+        signed = serializers.pickle(key=KEY)
+        good = pack_entry("v", data_updated_at=T, serializer=serializers.json)
+        flagged = pack_entry([1], data_updated_at=T, serializer=serializers.json, invalidated=True)
+        other = pack_entry("v", data_updated_at=T, serializer=serializers.msgpack)
+        raws: list[bytes | None] = [
+            good,
+            None,
+            b"garbage",
+            b'{"sq": 1, "not": "an entry"}',
+            b"{not json",
+            other,
+            flagged,
+        ]
+        keys = [f"k{index}" for index in range(len(raws))]
+        expected = [
+            try_unpack_entry(raw, serializers.json, pytest.fail, key="p:" + key)
+            if index in (0, 1, 6)
+            else None
+            for index, (raw, key) in enumerate(zip(raws, keys, strict=True))
+        ]
+        seen: list[CorruptEntryError] = []
+        assert unpack_entries(list(raws), serializers.json, seen.append, "p:", keys) == expected
+        assert [error.reason for error in seen] == [
+            "foreign",
+            "malformed",
+            "foreign",
+            "serializer-mismatch",
+        ]
+        assert expected[6] == StoredEntry([1], T, True, "json")
+        entry = pack_entry("s", data_updated_at=T, serializer=signed, key="p:k1")
+        assert unpack_entries([entry, entry], signed, seen.append, "p:", ["k0", "k1"]) == [
+            None,
+            StoredEntry("s", T, False, signed.name),
+        ]
+        assert [error.reason for error in seen[4:]] == ["undecodable-payload"]
+
+    def test_the_raw_entries_are_let_go_of(self) -> None:
+        """Each raw entry is dropped from the list as it is decoded."""
+        raws: list[bytes | None] = [pack_entry(1, data_updated_at=T, serializer=serializers.json)]
+        unpack_entries(raws, serializers.json, pytest.fail, "", ["k"])
+        assert raws == [None]
 
 
 class TestStoredEntry:

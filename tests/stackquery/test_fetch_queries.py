@@ -451,3 +451,41 @@ class TestColdBatchLanding:
             await trio.sleep(1.5)
             assert origins.calls == {"c": 1, "f": 1, "m": 1}
             assert client.get_query_data(("item", "f")) == "f#1"
+
+    async def test_each_key_keeps_its_own_stale_and_gc_times(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """Keys of one batch read alike or not: each lands fresh for its own stale time
+        (a function of its data too) and leaves L1 after its own gc time."""
+        store = ControlledStorage()
+        origins = Origins()
+        opts = [
+            origins.options("a", stale_time=60.0, gc_time=20.0),
+            origins.options("b", stale_time=60.0, gc_time=20.0),
+            origins.options("c", stale_time=5.0),
+            origins.options("d", stale_time=lambda data: 5.0 if data == "stored d" else 60.0),
+            origins.options("e", stale_time=lambda data: 5.0 if data == "stored d" else 60.0),
+        ]
+        async with sq.open_query_client(no_retry(storage=store, gc_time=100.0)) as client:
+            for one in opts:
+                await stored(store, client, one, f"stored {one.query_key[1]}")
+            got = await client.fetch_queries(opts)
+            assert got == ["stored a", "stored b", "stored c", "stored d", "stored e"]
+            assert client.l2_statistics().read_batches == 1
+            await trio.sleep(10.0)
+
+            def stale(name: str) -> bool:
+                state = client.get_query_state(("item", name))
+                assert state is not None
+                return state.is_stale
+
+            assert [stale(name) for name in "abcde"] == [False, False, True, True, False]
+            await trio.sleep(30.0)
+            assert [client.get_query_state(("item", name)) is None for name in "abcde"] == [
+                True,
+                True,
+                False,
+                False,
+                False,
+            ]
+            assert origins.calls == {}
