@@ -27,7 +27,9 @@ async def call_query_fn(
     """One attempt of ``options.query_fn``, bounded by ``options.timeout``.
 
     A ``query_fn`` that takes a context (``options.takes_context``) is called
-    with ``context``; any other with no argument.
+    with ``context``; any other with no argument.  A plain function runs in a
+    worker thread; cancelled meanwhile, the attempt stops waiting for it at
+    once, and a coroutine it then returns is closed, never awaited.
 
     Raises:
         QueryTimeoutError: the attempt took longer than ``options.timeout``.
@@ -53,7 +55,7 @@ async def _call(options: QueryOptions[Any], context: QueryContext[Any] | None) -
         # Boxed in a tuple: trio refuses a coroutine returned from a worker thread.
         (result,) = await trio.to_thread.run_sync(call.run, abandon_on_cancel=True)
     except BaseException:
-        call.abandon()  # cancelled: trio drops what the thread returns, so close it here
+        call.abandon()  # cancelled: trio will drop what the thread returns; it is closed
         raise
     if inspect.isawaitable(result):  # e.g. ``lambda: load(42)`` with an async load
         result = await result
