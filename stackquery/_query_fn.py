@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -26,7 +27,9 @@ async def call_query_fn(
     """One attempt of ``options.query_fn``, bounded by ``options.timeout``.
 
     A ``query_fn`` that takes a context (``options.takes_context``) is called
-    with ``context``; any other with no argument.
+    with ``context``; any other with no argument.  A plain function runs in a
+    worker thread; cancelled meanwhile, the attempt stops waiting for it at
+    once, and a coroutine it then returns is closed, never awaited.
 
     Raises:
         QueryTimeoutError: the attempt took longer than ``options.timeout``.
@@ -47,17 +50,65 @@ async def _call(options: QueryOptions[Any], context: QueryContext[Any] | None) -
     args = (context,) if options.takes_context else ()
     if options.is_async:
         return await options.query_fn(*args)
-    # Boxed in a tuple: trio refuses a coroutine returned from a worker thread.
-    (result,) = await trio.to_thread.run_sync(
-        _call_boxed, options.query_fn, *args, abandon_on_cancel=True
-    )
+    call = _ThreadCall(options.query_fn, args)
+    try:
+        # Boxed in a tuple: trio refuses a coroutine returned from a worker thread.
+        (result,) = await trio.to_thread.run_sync(call.run, abandon_on_cancel=True)
+    except BaseException:
+        call.abandon()  # cancelled: trio will drop what the thread returns; it is closed
+        raise
     if inspect.isawaitable(result):  # e.g. ``lambda: load(42)`` with an async load
         result = await result
     return result
 
 
-def _call_boxed(fn: Callable[..., Any], *args: Any) -> tuple[Any]:
-    return (fn(*args),)
+class _ThreadCall:
+    """A sync ``query_fn`` called in a worker thread that the caller may abandon.
+
+    When the fetch is cancelled while the thread runs, trio abandons the
+    thread and drops its result; an awaitable it returned (a coroutine:
+    ``lambda: load(42)``) would then be dropped unawaited ("coroutine ...
+    was never awaited").  So whichever side comes second, the thread
+    finishing or the caller abandoning it, closes that awaitable; the lock
+    makes exactly one of them see the other.
+    """
+
+    __slots__ = ("_abandoned", "_args", "_fn", "_lock", "_result")
+
+    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        self._fn = fn
+        self._args = args
+        self._lock = threading.Lock()
+        self._abandoned = False
+        self._result: Any = None
+
+    def run(self) -> tuple[Any]:
+        """Call the function (in the worker thread); raises what it raises."""
+        result = self._fn(*self._args)
+        with self._lock:
+            if not self._abandoned:
+                self._result = result
+                return (result,)
+        _close(result)
+        return (None,)
+
+    def abandon(self) -> None:
+        """The caller stopped waiting (in trio's thread): close what the thread returned, if
+        it returned already; else the thread closes it when it does.  Never raises."""
+        with self._lock:
+            self._abandoned = True
+            result, self._result = self._result, None
+        _close(result)
+
+
+def _close(result: object) -> None:
+    """Close an awaitable nobody will await (a coroutine: no warning); log what that raises."""
+    close = getattr(result, "close", None) if inspect.isawaitable(result) else None
+    if close is not None:
+        try:
+            close()
+        except Exception:
+            logger.exception("closing an abandoned awaitable %r raised", result)
 
 
 def run_callbacks(options: QueryOptions[Any], ok: bool, result: Any) -> None:

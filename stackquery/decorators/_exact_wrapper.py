@@ -11,6 +11,18 @@ on a hit), so ``get(42)`` and ``get(user_id=42)`` are one dict lookup of
 ``42``.  Everything else is as in the generic wrapper (see ``_cache.py``):
 the same memo, the same type test of a 0, 1 or bool, the same slow path
 (given the arguments as positional ones, defaults filled in).
+
+This is the one function stackquery generates: Python binds a call by the
+function's own parameter names, and raises its own errors naming the
+function, only for a ``def`` compiled with those names.  Plain
+alternatives measured (callgrind, instructions per hit of ``f(42)`` /
+``f(user_id=42)``, no client open): the ``*args, **kwargs`` wrapper 11,500
+/ 5,500 against 2,600 / 2,700 here (and ``inspect.Signature.bind``'s
+errors); a generated ``def`` line only, forwarding to a plain hit-test
+function, 3,200 by position (+24%: a frame and the closure's cells per
+hit).  A function without parameters could have a plain closure, at +85
+instructions per hit (+4%, the closure's cells), on the case already at
+0.49x advanced-caching's hit (target 0.5x), so it is generated too.
 """
 
 from __future__ import annotations

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import functools
+import gc
+import inspect
 import threading
+import warnings
 from typing import Any
 
 import pytest
@@ -13,6 +16,7 @@ from trio.testing import wait_all_tasks_blocked
 
 import stackquery as sq
 from stackquery import FetchStatus, QueryState, QueryStatus
+from stackquery._query_fn import _ThreadCall
 from tests.stackquery.client_origin import Failure, Origin
 
 
@@ -371,6 +375,81 @@ class TestQueryFnKinds:
 
         async with sq.open_query_client() as client:
             assert await client.fetch_query(options(lambda: load(21), retry=0)) == 42
+
+    async def test_a_coroutine_returned_after_the_fetch_was_cancelled_is_closed(self) -> None:
+        """The coroutine a sync query_fn returns from a thread the fetch abandoned (cancelled
+        while the thread ran) is closed, not dropped unawaited (no RuntimeWarning)."""
+        release = threading.Event()
+        returned: list[Any] = []
+
+        async def load() -> int:
+            return 42  # pragma: no cover - never awaited
+
+        def start() -> Any:
+            release.wait()
+            returned.append(load())
+            return returned[0]
+
+        # One thread token: taking it back waits until trio got the abandoned thread's
+        # result (and dropped it).
+        limiter = trio.to_thread.current_default_thread_limiter()
+        limiter.total_tokens = 1
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            async with sq.open_query_client() as client:
+                await client.prefetch_query(options(start, retry=0))
+                await wait_all_tasks_blocked()
+                assert limiter.borrowed_tokens == 1
+                await client.cancel_queries(("user", 1))
+                release.set()
+                async with limiter:
+                    pass
+                assert client.get_query_state(("user", 1)) == QueryState()
+            assert len(returned) == 1
+            assert inspect.getcoroutinestate(returned[0]) == inspect.CORO_CLOSED
+            returned.clear()
+            gc.collect()
+        assert [str(w.message) for w in caught if w.category is RuntimeWarning] == []
+
+
+class TestAbandonedThreadCall:
+    """Either order of a worker thread's return and its caller's abandoning it closes a
+    returned coroutine exactly once."""
+
+    @staticmethod
+    async def _load() -> int:
+        return 42  # pragma: no cover - never awaited
+
+    def test_the_thread_returning_first_leaves_the_closing_to_abandon(self) -> None:
+        """A result the thread handed over is closed by the caller that abandons it."""
+        coroutine = self._load()
+        call = _ThreadCall(lambda: coroutine, ())
+        assert call.run() == (coroutine,)
+        assert inspect.getcoroutinestate(coroutine) == inspect.CORO_CREATED
+        call.abandon()
+        assert inspect.getcoroutinestate(coroutine) == inspect.CORO_CLOSED
+
+    def test_the_thread_returning_after_abandon_closes_it_itself(self) -> None:
+        """A thread that returns after its caller left closes the coroutine and hands over None."""
+        coroutine = self._load()
+        call = _ThreadCall(lambda: coroutine, ())
+        call.abandon()
+        assert call.run() == (None,)
+        assert inspect.getcoroutinestate(coroutine) == inspect.CORO_CLOSED
+
+    def test_a_plain_value_is_left_alone(self) -> None:
+        """A result that is not awaitable is handed over and nothing is closed."""
+        closed: list[str] = []
+
+        class Value:
+            def close(self) -> None:
+                closed.append("closed")  # pragma: no cover - must not be called
+
+        value = Value()
+        call = _ThreadCall(lambda: value, ())
+        assert call.run() == (value,)
+        call.abandon()
+        assert closed == []
 
 
 class TestPrefetchAndReads:

@@ -8,11 +8,12 @@ import functools
 import sys
 from typing import Any
 
+import attrs
 import trio
 import trio.testing
 
 import stackquery as sq
-from stackquery._remembered import TEMPLATES_MAX, Remembered, Templates
+from stackquery._remembered import SETTINGS, TEMPLATES_MAX, Remembered, Templates, same_settings
 
 
 async def _value(n: int) -> int:
@@ -155,3 +156,33 @@ class TestTemplates:
             kept.append((second, templates.compact(second)))
         for options, compact in kept:
             assert templates.expand(options.key_hash, compact) == options
+
+
+def _with(options: sq.QueryOptions[Any], name: str, value: object) -> sq.QueryOptions[Any]:
+    """A copy of ``options`` whose field ``name`` holds ``value`` (set past validation)."""
+    copy = attrs.evolve(options)
+    object.__setattr__(copy, name, value)
+    return copy
+
+
+class TestSameSettings:
+    def test_each_setting_is_compared(self) -> None:
+        """Options differing in any one setting only (an unequal object) are not alike."""
+        base = _options(("k", 1))
+        assert len(SETTINGS) == 23
+        for name in SETTINGS:
+            assert same_settings(base, _with(base, name, object())) is False, name
+            assert same_settings(_with(base, name, object()), base) is False, name
+
+    def test_the_same_objects_or_equal_numbers_of_one_type_are_alike(self) -> None:
+        """Every setting the same object, or an equal int or float of the same type: alike."""
+        base = _options(("k", 1), stale_time=30.0, retry=3)
+        assert same_settings(base, _options(("k", 2), stale_time=30.0, retry=3)) is True
+        for name in SETTINGS:
+            assert same_settings(base, _with(base, name, getattr(base, name))) is True, name
+        computed = _with(base, "stale_time", float("30"))
+        assert computed.stale_time is not base.stale_time
+        assert same_settings(base, computed) is True
+        assert same_settings(base, _with(base, "retry", 3.0)) is False
+        assert same_settings(base, _with(base, "retry", True)) is False
+        assert same_settings(base, _with(base, "meta", dict(base.meta))) is False
