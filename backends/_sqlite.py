@@ -144,9 +144,7 @@ class SQLiteStorage(ByteStore):
                 self._path, timeout=self._timeout, isolation_level=None, check_same_thread=False
             )
             try:
-                # WAL is a property of the file: only switch if another instance has not.
-                if connection.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-                    connection.execute("PRAGMA journal_mode=WAL")
+                _use_wal(connection, self._timeout)
                 connection.execute("PRAGMA synchronous=NORMAL")
                 connection.execute(_SCHEMA)
             except BaseException:
@@ -274,6 +272,33 @@ def prefix_upper_bound(prefix: str) -> str | None:
                 following = 0xE000
             return "".join(chars) + chr(following)
     return None
+
+
+def _use_wal(connection: sqlite3.Connection, timeout: float) -> None:
+    """Switch the database file to WAL, unless another connection has; in a worker thread.
+
+    WAL is a property of the file, and switching takes its exclusive lock.  Two
+    instances opening a new file at once both see it in rollback mode and both
+    switch: SQLite fails the second switch with "database is locked" at once,
+    without waiting ``timeout`` as it does for a write, so the switch is tried
+    again here (the mode read afresh each time) for up to ``timeout`` seconds.
+
+    Raises:
+        sqlite3.OperationalError: the file stayed locked for ``timeout`` seconds,
+            or any other error of SQLite's.
+    """
+    import sqlite3  # loaded by _open already
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if connection.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                connection.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+        time.sleep(0.005)  # a worker thread's wait, as SQLite's own busy handler waits
 
 
 @contextmanager

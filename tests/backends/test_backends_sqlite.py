@@ -75,6 +75,28 @@ class TestTwoInstances:
         assert count_rows(path) == 101
 
 
+    async def test_instances_opening_a_new_file_at_once_all_work(self, tmp_path: Path) -> None:
+        """Four stores opening one new file at once all write: none fails its switch to WAL.
+
+        Found in CI: two stores both saw a new file in rollback mode and both
+        switched it to WAL; SQLite failed the second switch with "database is
+        locked" at once, without its busy timeout (about 7 files in 100 failed).
+        """
+        for index in range(60):
+            path = tmp_path / f"new-{index}.db"
+            stores = [SQLiteStorage(path) for _ in range(4)]
+            try:
+                async with trio.open_nursery() as nursery:
+                    for number, store in enumerate(stores):
+                        nursery.start_soon(store.set, f"k{number}", b"v")
+            finally:
+                for store in stores:
+                    await store.aclose()
+            assert count_rows(path) == 4
+            with sqlite3.connect(path) as connection:
+                assert connection.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
 class TestTransactions:
     async def test_set_many_is_all_or_nothing(self, tmp_path: Path) -> None:
         """A batch that fails on one row stores none of its rows."""
