@@ -105,13 +105,22 @@ def wait_until(what: str, check: object, timeout: float = _READY_TIMEOUT) -> Non
 
 
 async def eventually(what: str, check: Callable[[], bool], seconds: float) -> None:
-    """In trio: poll ``check`` (in a thread: it may block) until true, or fail the test."""
+    """In trio: poll ``check`` (in a thread: it may block) until true, or fail the test.
+
+    A connection error counts as "not yet": a server changing its role (a replica
+    promoted in a failover) resets the connections it has open, a poll's among them.
+    """
+    last: OSError | None = None
     with trio.move_on_after(seconds):
         # Polled: the state is another process's, and nothing signals its change.
-        while not await trio.to_thread.run_sync(check):  # noqa: ASYNC110
+        while True:
+            try:
+                if await trio.to_thread.run_sync(check):
+                    return
+            except OSError as exc:
+                last = exc
             await trio.sleep(0.02)
-        return
-    pytest.fail(f"{what} did not happen within {seconds} s")
+    pytest.fail(f"{what} did not happen within {seconds} s (last error: {last!r})")
 
 
 class SentinelSetup:
