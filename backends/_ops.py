@@ -16,12 +16,10 @@ import trio
 from ._concurrency import gather_limited
 from ._errors import StorageError, StorageUnsupportedError
 from ._protocol import StorageBackend
-from ._validation import check_items, check_keys, check_prefix, check_ttl
+from ._validation import all_bytes_or_none, check_items, check_keys, check_prefix, check_ttl
 
 _FALLBACK_CONCURRENCY = 16
 """Single-key calls in flight at once when a store has no batch operation."""
-_BYTES_OR_NONE = frozenset({bytes, type(None)})
-"""The types of values read that are taken as they are."""
 
 Reading = tuple[bytes | None, float | None]
 
@@ -72,7 +70,7 @@ async def get_many(store: StorageBackend, keys: Sequence[str]) -> list[bytes | N
     if batch is not None:
         values: Sequence[bytes | str | None] = await batch(checked)
         _check_count(store, "get_many", checked, values)
-        if type(values) is list and _BYTES_OR_NONE.issuperset(map(type, values)):
+        if type(values) is list and all_bytes_or_none(values):
             # Each bytes or None already (judged in C): a copy of the list, not of each.
             return list(values)
         return [as_bytes(value) for value in values]

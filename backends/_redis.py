@@ -18,7 +18,7 @@ from ._errors import StorageError, map_storage_errors
 from ._redis_client import DEFAULT_PING_INTERVAL, DEFAULT_TIMEOUT, RedisClient, RedisReplyError
 from ._redis_cluster import RedisClusterClient, scan_names
 from ._resp import CommandArg, RedisReply
-from ._validation import check_key, check_keys, check_prefix
+from ._validation import all_bytes_or_none, check_key, check_keys, check_prefix
 
 if TYPE_CHECKING:
     import redis.asyncio
@@ -26,8 +26,6 @@ if TYPE_CHECKING:
 _GLOB_SPECIAL = re.compile(r"([\\*?\[\]])")
 _SCAN_COUNT = 1000
 _DEFAULT_BATCH_SIZE = 500
-_BYTES_OR_NONE = frozenset({bytes, type(None)})
-"""The types of an MGET reply's items taken as they are."""
 _UNAVAILABLE: tuple[type[BaseException], ...] = (OSError, trio.BrokenResourceError)
 """Errors of the trio-native client that mean Redis could not be reached."""
 
@@ -202,7 +200,7 @@ class RedisStorage(ByteStore):
                     raise StorageError(
                         f"unexpected reply to MGET: {reply!r:.100}", backend="RedisStorage"
                     )
-                if _BYTES_OR_NONE.issuperset(map(type, reply)):
+                if all_bytes_or_none(reply):
                     values += cast(list[bytes | None], reply)  # judged in C: as they are
                 else:
                     values.extend(_as_value(value) for value in reply)

@@ -7,7 +7,7 @@ Bad input is the caller's bug, not a storage failure, so these raise
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 
 def check_key(key: object) -> str:
@@ -58,6 +58,15 @@ def check_keys(keys: object) -> list[str]:
     except TypeError:
         pass
     return [check_key(key) for key in keys]
+
+
+_BYTES_OR_NONE = frozenset({bytes, type(None)})
+
+
+def all_bytes_or_none(values: Iterable[object]) -> bool:
+    """Whether every one of ``values`` (read from a store) is ``bytes`` or ``None`` exactly,
+    to be taken as it is; judged in C."""
+    return _BYTES_OR_NONE.issuperset(map(type, values))
 
 
 def check_value(value: object) -> bytes:

@@ -147,6 +147,15 @@ class Freshness:
         spread = self.jitter if jitter is None else jitter
         return jittered(seconds, spread, self.random) if spread else seconds
 
+    def fixed_period(self, stale_time: Any) -> float | None:
+        """:meth:`fresh_period` of any data judged by ``stale_time`` with the client's
+        jitter, if it is the same for all data (seconds, no jitter), else ``None``.
+        Never raises."""
+        seconds = self.stale_time if stale_time is None else stale_time
+        if callable(seconds) or self.jitter:
+            return None
+        return seconds  # type: ignore[no-any-return]
+
     def refetch_interval(self, interval: Callable[[Any], Any], state: Any) -> float | None:
         """``interval(state)``: seconds to the next refetch, or ``None`` (stop polling).
 

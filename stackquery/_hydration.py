@@ -262,14 +262,13 @@ class ColdReads:
         """
         if not reads:
             return
-        cache = self._cache
-        now = trio.current_time()
-        clock = cache.clock
-        latest = clock.wall(now) + MAX_CLOCK_SKEW
         if self.closed:
             for cold in reads:
                 self.land(cold, cold.read.result_nowait())
             return
+        cache = self._cache
+        now = trio.current_time()
+        latest = cache.clock.wall(now) + MAX_CLOCK_SKEW
         landed: list[_state.Snapshot] = []
         settled: list[tuple[Reply[Any], Any]] = []
         rest: list[tuple[ColdRead, StoredEntry | None]] = []

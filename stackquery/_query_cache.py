@@ -47,9 +47,6 @@ and ``gc_time`` + this after its last hit (other uses are exact).
 
 Predicate = Callable[[QueryKey, QueryState[Any]], bool]
 
-_UNSEEN = object()
-"""No option is this object (see :meth:`QueryCache.create_fetching_many`)."""
-
 EMPTY_STATE: QueryState[Any] = QueryState()
 """The state of a key that has no snapshot."""
 
@@ -228,13 +225,9 @@ class QueryCache:
         return self.freshness.fresh_period(stale_time, data, jitter)
 
     def fixed_fresh_period(self, stale_time: Any) -> float | None:
-        """:meth:`fresh_period` of any data judged by ``stale_time`` with the client's jitter,
-        if it is the same for all (seconds, no jitter), else ``None``; never raises."""
-        freshness = self.freshness
-        seconds = freshness.stale_time if stale_time is None else stale_time
-        if callable(seconds) or freshness.jitter:
-            return None
-        return seconds  # type: ignore[no-any-return]
+        """Seconds any data judged by ``stale_time`` stays fresh, if the same for all, else
+        ``None`` (see :meth:`Freshness.fixed_period`); never raises."""
+        return self.freshness.fixed_period(stale_time)
 
     def refetch_interval(self, options: QueryOptions[Any]) -> float | None:
         """Seconds to the next refetch of an observed key, or ``None`` (see
@@ -364,27 +357,23 @@ class QueryCache:
         snapshots = self.snapshots
         unplaced = self._unplaced_options
         compact = self._templates.compact
-        empty = _state.empty_snapshot
-        stale_time: Any = _UNSEEN
-        option_gc_time: Any = _UNSEEN
-        gc_time = default_gc_time
-        shape = _state.Shape()  # replaced at the first key (no option is _UNSEEN)
+        shape: _state.Shape | None = None  # the shape of the last run of keys read alike
+        option_gc_time: float | None = None
         made = []
         for options in options_list:
             key_hash = options.key_hash
-            if options.stale_time is not stale_time or options.gc_time != option_gc_time:
-                stale_time = options.stale_time
+            if (
+                shape is None
+                or options.stale_time is not shape.stale_time
+                or options.gc_time != option_gc_time
+            ):
                 option_gc_time = options.gc_time
                 gc_time = default_gc_time if option_gc_time is None else option_gc_time
-                # The shape empty_snapshot gives a key read so (interned: shared).
-                shape = empty(
-                    key_hash, stale_time=stale_time, gc_time=gc_time, now=now, fetching=True
-                ).shape
+                shape = _state.empty_shape(options.stale_time, gc_time, fetching=True)
             if unplaced:
                 unplaced.pop(key_hash, None)
-            snap = _state.Snapshot(
-                key_hash=key_hash, collect_at=now + gc_time, shape=shape, options=compact(options)
-            )
+            snap = _state.empty_of_shape(key_hash, shape, now=now)
+            snap.options = compact(options)  # what remember() writes
             snapshots[key_hash] = snap
             made.append(snap)
         return made

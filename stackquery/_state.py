@@ -344,11 +344,30 @@ def empty_snapshot(
 ) -> Snapshot:
     """A key with no data and no fetch yet (``fetching``: its first fetch starts now, as
     :func:`fetching` of the empty key would say, made at once)."""
+    return empty_of_shape(key_hash, empty_shape(stale_time, gc_time, fetching=fetching), now=now)
+
+
+def empty_shape(stale_time: StaleTime | None, gc_time: float, *, fetching: bool) -> Shape:
+    """The (interned) shape of :func:`empty_snapshot`: keys made alike share it."""
     if fetching:
-        new = shape(QueryStatus.PENDING, FetchStatus.FETCHING, False, None, stale_time, gc_time, 1)
-    else:
-        new = shape(QueryStatus.PENDING, FetchStatus.IDLE, False, None, stale_time, gc_time, 0)
-    return Snapshot(key_hash, None, NOT_FRESH, None, _NO_DATA, now + gc_time, _NO_TIMER, new)
+        return shape(QueryStatus.PENDING, FetchStatus.FETCHING, False, None, stale_time, gc_time, 1)
+    return shape(QueryStatus.PENDING, FetchStatus.IDLE, False, None, stale_time, gc_time, 0)
+
+
+def empty_of_shape(key_hash: str, empty: Shape, *, now: float) -> Snapshot:
+    """:func:`empty_snapshot` with its shape given (:func:`empty_shape`, looked up once for
+    the keys of a batch)."""
+    return Snapshot(
+        key_hash, None, NOT_FRESH, None, _NO_DATA, now + empty.gc_time, _NO_TIMER, empty
+    )
+
+
+def _collect_at(now: float, gc_time: float, stale_at: float) -> float:
+    """``now + gc_time``, the landing key's gc deadline: ``stale_at`` itself when equal, so
+    that one float object serves both (and the timer, due then): 24 bytes a key less when
+    the gc time is the fresh period, as with ``@cache(ttl)``."""
+    collect_at = now + gc_time
+    return stale_at if collect_at == stale_at else collect_at
 
 
 def with_data(
@@ -370,11 +389,7 @@ def with_data(
     if gc_time is None:
         gc_time = old.gc_time
     stale_at = updated_at + resolved_stale_time
-    collect_at = now + gc_time
-    if collect_at == stale_at:
-        # One float object for both (and for the timer, due then): 24 bytes a key less
-        # when the gc time is the fresh period, as with ``@cache(ttl)``.
-        collect_at = stale_at
+    collect_at = _collect_at(now, gc_time, stale_at)
     failure = old.failure
     if failure is not None:
         failure = (
@@ -424,9 +439,7 @@ def landed_fresh(
 ) -> Snapshot:
     """:func:`with_data` with ``idle`` of a key with no data and no failure, whose ``data``
     is fresh until ``stale_at`` (> ``now``); ``landed`` is :func:`landed_shape` of its shape."""
-    collect_at = now + landed.gc_time
-    if collect_at == stale_at:  # one float for both, as in with_data
-        collect_at = stale_at
+    collect_at = _collect_at(now, landed.gc_time, stale_at)
     return Snapshot(
         snap.key_hash,
         data,
