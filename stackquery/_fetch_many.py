@@ -18,7 +18,7 @@ from typing import Any, Protocol, TypeVar
 
 import trio
 
-from ._l2_tier import ColdRead
+from ._l2_tier import BatchRead
 from ._options import QueryOptions
 from ._state import Snapshot
 
@@ -98,17 +98,18 @@ async def fetch_all(
         except Exception as exc:
             errors[index] = exc
 
-    batch: list[tuple[int, ColdRead]] = []
+    batch: BatchRead | None = None
+    claimed: list[int] = []
     if cold_reads is not None and len(waiting) > 1:
-        waiting, batch = _claim_cold(cold_reads, options_list, waiting)
-    if len(waiting) == 1 and not batch:
+        batch, claimed, waiting = _claim_cold(cold_reads, options_list, waiting)
+    if len(waiting) == 1 and batch is None:
         await fetch_into(waiting[0])
-    elif waiting or batch:
+    elif waiting or batch is not None:
         async with trio.open_nursery() as nursery:
             for index in waiting:
                 nursery.start_soon(fetch_into, index)
-            if batch:
-                await _wait_batch(batch, results, errors)
+            if batch is not None:
+                await _wait_batch(batch, claimed, results, errors)
     if errors:
         raise errors[min(errors)]
     if len(first_of) < len(options_list):
@@ -122,44 +123,52 @@ async def fetch_all(
 class ColdBatch(Protocol):
     """Reads cold keys from L2 for a batch (``ColdReads`` with the client's query defaults)."""
 
-    def claim_many(self, options_list: list[QueryOptions[Any]]) -> list[ColdRead | None]:
-        """Start each cold key's L2 read (await its ``reply``); ``None`` for the others."""
+    def claim_many(
+        self, options_list: list[QueryOptions[Any]]
+    ) -> tuple[BatchRead | None, list[int]]:
+        """Start one read of the cold keys; return it and their places in ``options_list``."""
         ...
 
 
 def _claim_cold(
     cold_reads: ColdBatch, options_list: list[QueryOptions[Any]], waiting: list[int]
-) -> tuple[list[int], list[tuple[int, ColdRead]]]:
-    """Split ``waiting`` into the keys fetched one by one and the cold keys read together."""
-    rest: list[int] = []
-    batch: list[tuple[int, ColdRead]] = []
-    claimed = cold_reads.claim_many([options_list[index] for index in waiting])
-    for index, read in zip(waiting, claimed, strict=True):
-        if read is None:
-            rest.append(index)
-        else:
-            batch.append((index, read))
-    return rest, batch
+) -> tuple[BatchRead | None, list[int], list[int]]:
+    """The read of ``waiting``'s cold keys, their indexes (in its order), and the other
+    keys of ``waiting``, fetched one by one."""
+    batch, places = cold_reads.claim_many([options_list[index] for index in waiting])
+    if batch is None:
+        return None, [], waiting
+    claimed = [waiting[place] for place in places]
+    if len(claimed) == len(waiting):
+        return batch, claimed, []
+    taken = set(places)
+    rest = [index for place, index in enumerate(waiting) if place not in taken]
+    return batch, claimed, rest
 
 
 async def _wait_batch(
-    batch: list[tuple[int, ColdRead]], results: list[Any], errors: dict[int, Exception]
+    batch: BatchRead, claimed: list[int], results: list[Any], errors: dict[int, Exception]
 ) -> None:
-    """Wait for the batch's keys: landed together, so after the first wait most are set."""
-    waited = False
-    for index, read in batch:
-        reply = read.reply
+    """Wait for the batch to land; then most keys' data is in it, the others' in their
+    own reads' replies."""
+    await batch.landed.wait()
+    values = batch.values
+    colds = batch.colds
+    if not colds:
+        for place, index in enumerate(claimed):
+            results[index] = values[place]
+        return
+    for place, index in enumerate(claimed):
+        cold = colds.get(place)
+        if cold is None:
+            results[index] = values[place]
+            continue
+        reply = cold.reply
         try:
             # Not reply.wait() when set: it would checkpoint once per key.
-            if reply.is_set:
-                results[index] = reply.result_nowait()
-            else:
-                waited = True
-                results[index] = await reply.wait()
+            results[index] = reply.result_nowait() if reply.is_set else await reply.wait()
         except Exception as exc:
             errors[index] = exc
-    if not waited:
-        await trio.lowlevel.checkpoint()
 
 
 class _Fetcher(Protocol):

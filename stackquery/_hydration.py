@@ -28,7 +28,7 @@ key never replaces one that is still out unsettled.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import attrs
@@ -39,7 +39,7 @@ from actors import Registry, Reply
 from . import _state
 from ._entry import MAX_CLOCK_SKEW, StoredEntry
 from ._errors import ClientClosedError, QueryCancelledError
-from ._l2_tier import ColdRead, L2Tier
+from ._l2_tier import BatchRead, ColdRead, L2Tier
 from ._option_checks import UNSET
 from ._options import QueryOptions
 from ._query_actor import QueryActor
@@ -82,8 +82,8 @@ class ColdReads:
         here."""
 
     def get(self, key_hash: str) -> ColdRead | None:
-        """The key's read in flight, or ``None``."""
-        return self._tier.cold_reads.get(key_hash)
+        """The key's read in flight, or ``None`` (see :meth:`L2Tier.cold_read`)."""
+        return self._tier.cold_read(key_hash)
 
     def start(self, options: QueryOptions[Any], *, alone: bool = True) -> ColdRead:
         """Publish a cold key as fetching and ask L2 for it; synchronous.
@@ -96,7 +96,7 @@ class ColdReads:
         """
         cache = self._cache
         key_hash = options.key_hash
-        stranded = self._tier.cold_reads.get(key_hash)
+        stranded = self._tier.cold_read(key_hash)
         if stranded is not None:
             # Only a key dropped from L1 while its read was out is read again;
             # the drop did not go through abandon(), so the old read's waiters
@@ -203,24 +203,28 @@ class ColdReads:
         self,
         options_list: list[QueryOptions[Any]],
         resolve: Callable[[QueryOptions[Any]], QueryOptions[Any]] | None = None,
-    ) -> list[ColdRead | None]:
-        """Start one batched L2 read of each cold key, as ``fetch_query`` would; synchronous.
+    ) -> tuple[BatchRead | None, list[int]]:
+        """Start one L2 read of the cold keys of ``options_list``, as ``fetch_query`` would
+        start each key's; synchronous.
 
-        One entry per options, in order: the key's read (await its ``reply``)
-        or ``None`` for a key that is not cold (fetch it as ``fetch_query``
-        does).  Cold: not in L1, no actor, no read out, no ``initial_data``;
-        no key is cold once the client is closing.  The reads join the next
-        ``get_many`` and are landed together.  ``resolve``: the client's query
+        Returns the read (``None`` when no key is cold) and the places in
+        ``options_list`` of the keys it reads, in the read's order; fetch the
+        other keys as ``fetch_query`` does.  Once the read's ``landed`` is set,
+        a key's outcome is its own :class:`ColdRead`'s ``reply`` if it has one
+        in ``colds``, else its data in ``values``.  Cold: not in L1, no actor,
+        no read out, no ``initial_data``; no key is cold once the client is
+        closing.  The keys go out in the next ``get_many`` and are landed
+        together, by a task of the client's.  ``resolve``: the client's query
         defaults, applied to each options first.  A key listed twice is
-        claimed once (the later ones get ``None``).
+        claimed once.
         """
         if self.closed:
-            return [None] * len(options_list)
+            return None, []
         snapshots = self._cache.snapshots
         registry = self._registry
         cold_reads = self._tier.cold_reads
-        claimed: list[ColdRead | None] = [None] * len(options_list)
         cold: list[QueryOptions[Any]] = []
+        keys: list[str] = []
         places: list[int] = []
         taken: set[str] = set()
         for place, options in enumerate(options_list):
@@ -237,21 +241,123 @@ class ColdReads:
                 continue
             taken.add(key_hash)
             cold.append(options)
+            keys.append(key_hash)
             places.append(place)
         if not cold:
-            return claimed
+            return None, []
         # What start() does for each key of a batch, less its checks and together:
-        # made fetching at once, its read joining the next get_many.
+        # made fetching at once, its read in the next get_many.
         made = self._cache.create_fetching_many(cold)
-        reads = self._tier.l2.read_many([options.key_hash for options in cold])
-        unlanded = self._unlanded
-        if not unlanded:
-            self._nursery.start_soon(self._land_batch, name="stackquery-hydration")
-        for place, options, previous, read in zip(places, cold, made, reads, strict=True):
-            started = claimed[place] = ColdRead(options, previous, read)
-            unlanded.append(started)
-            cold_reads[options.key_hash] = started
-        return claimed
+        batch = BatchRead(keys, cold, made, self._tier.l2.read_batch(keys), [None] * len(keys))
+        cold_reads.update(dict.fromkeys(keys, batch))
+        self._nursery.start_soon(self._land_batch_read, batch, name="stackquery-hydration")
+        return batch, places
+
+    async def _land_batch_read(self, batch: BatchRead) -> None:
+        """Land ``batch`` once the store answers, whether its caller still waits or not."""
+        try:
+            entries = await batch.read.wait()
+        except BaseException:  # the client is closing: the waiters left hear of it
+            self._land_each(batch, [None] * len(batch.keys), range(len(batch.keys)))
+            batch.landed.set()
+            raise
+        self._land_read(batch, entries)
+        batch.landed.set()
+
+    def _land_read(self, batch: BatchRead, entries: list[StoredEntry | None]) -> None:
+        """Land what the store answered for ``batch``'s keys.
+
+        A fresh entry of a key nothing touched during the read (see
+        :meth:`_landed_fresh`) lands from here: one snapshot, published with the
+        others, its data in ``batch.values``.  Every other key gets a
+        :class:`ColdRead` of its own and lands as a lone read lands.
+        """
+        if self.closed:
+            self._land_each(batch, entries, range(len(entries)))
+            return
+        cache = self._cache
+        clock = cache.clock
+        trio_start = clock.trio_start
+        wall_start = clock.wall_start
+        now = trio.current_time()
+        latest = clock.wall(now) + MAX_CLOCK_SKEW
+        snapshots = cache.snapshots
+        registry = self._registry
+        cold_reads = self._tier.cold_reads
+        keys = batch.keys
+        options_list = batch.options
+        previous_list = batch.previous
+        values = batch.values
+        landed: list[_state.Snapshot] = []
+        rest: list[int] = []
+        # The batch made every key's previous snapshot, with no failure, mostly of one shape.
+        old_shape = previous_list[0].shape
+        _, shape, fixed = self._landed_shape(old_shape)
+        for place, entry in enumerate(entries):
+            key_hash = keys[place]
+            if cold_reads.get(key_hash) is not batch:
+                rest.append(place)  # a ColdRead of its own
+                continue
+            previous = previous_list[place]
+            if (
+                entry is None
+                or entry.invalidated
+                or entry.data_updated_at > latest
+                or snapshots.get(key_hash) is not previous
+                or key_hash in registry
+            ):
+                rest.append(place)
+                continue
+            options = options_list[place]
+            if options.max_age is not None or options.max_stale is not None:
+                rest.append(place)
+                continue
+            if previous.shape is not old_shape:
+                old_shape = previous.shape
+                _, shape, fixed = self._landed_shape(old_shape)
+            value = entry.value
+            updated_at = entry.data_updated_at
+            if fixed is None:
+                period = cache.fresh_period(old_shape.stale_time, value, None)
+            else:
+                period = fixed
+            # Clock.from_wall, inline.
+            stale_at = trio_start + (updated_at - wall_start) + period
+            if stale_at <= now:  # stale: served and refetched, by land()
+                rest.append(place)
+                continue
+            del cold_reads[key_hash]
+            landed.append(
+                _state.landed_fresh(
+                    previous, shape, value, updated_at_wall=updated_at, stale_at=stale_at, now=now
+                )
+            )
+            values[place] = value
+        cache.publish_many(landed)
+        if rest:
+            self._land_each(batch, entries, rest)
+
+    def _land_each(
+        self, batch: BatchRead, entries: list[StoredEntry | None], places: Iterable[int]
+    ) -> None:
+        """Land the keys of ``batch`` at ``places`` through a :class:`ColdRead` each, made
+        now if the key has none (every key not landed from the batch has one after this)."""
+        tier = self._tier
+        cold_reads = tier.cold_reads
+        keys = batch.keys
+        colds = batch.colds
+        reads: list[ColdRead] = []
+        for place in places:
+            cold = colds.get(place)
+            if cold is None:
+                key_hash = keys[place]
+                if cold_reads.get(key_hash) is not batch:
+                    continue  # landed from the batch already
+                cold = tier.one_of(batch, key_hash)
+            if not cold.read.is_set:
+                cold.read.set_value(entries[place])
+            reads.append(cold)
+        self._land_many(reads)
 
     def _land_many(self, reads: list[ColdRead]) -> None:
         """Land reads the store has answered, with what the batch shares (see :meth:`land`).
@@ -335,16 +441,7 @@ class ColdReads:
             or key_hash in self._registry
         ):
             return None
-        known = self._landed_shapes.get(id(old_shape))
-        if known is None:
-            if len(self._landed_shapes) >= 64:
-                self._landed_shapes.clear()
-            known = self._landed_shapes[id(old_shape)] = (
-                old_shape,
-                _state.landed_shape(old_shape),
-                cache.fixed_fresh_period(old_shape.stale_time),
-            )
-        _, shape, period = known
+        _, shape, period = self._landed_shape(old_shape)
         value = entry.value
         updated_at = entry.data_updated_at
         if period is None:
@@ -356,6 +453,22 @@ class ColdReads:
         return _state.landed_fresh(
             previous, shape, value, updated_at_wall=updated_at, stale_at=stale_at, now=now
         )
+
+    def _landed_shape(
+        self, old_shape: _state.Shape
+    ) -> tuple[_state.Shape, _state.Shape, float | None]:
+        """``old_shape``, its landed shape and its fixed fresh period (see
+        :meth:`_landed_fresh`), looked up once for many keys."""
+        known = self._landed_shapes.get(id(old_shape))
+        if known is None:
+            if len(self._landed_shapes) >= 64:
+                self._landed_shapes.clear()
+            known = self._landed_shapes[id(old_shape)] = (
+                old_shape,
+                _state.landed_shape(old_shape),
+                self._cache.fixed_fresh_period(old_shape.stale_time),
+            )
+        return known
 
     def land(self, cold: ColdRead, entry: StoredEntry | None) -> None:
         """Settle the key's fetch with what L2 held, or hand it on to the key's actor."""
@@ -421,9 +534,10 @@ class ColdReads:
 
     def cancel(self, key_hash: str, *, revert: bool) -> bool:
         """Cancel the key's L2 read in flight, if any; return whether there was one."""
-        cold = self._tier.cold_reads.pop(key_hash, None)
+        cold = self._tier.cold_read(key_hash)
         if cold is None:
             return False
+        del self._tier.cold_reads[key_hash]
         cache = self._cache
         snap = cache.get(key_hash)
         if snap is not None:
@@ -485,7 +599,9 @@ class BatchReads:
     resolve: Callable[[QueryOptions[Any]], QueryOptions[Any]] | None
     """The client's query defaults, or ``None`` when it has none."""
 
-    def claim_many(self, options_list: list[QueryOptions[Any]]) -> list[ColdRead | None]:
+    def claim_many(
+        self, options_list: list[QueryOptions[Any]]
+    ) -> tuple[BatchRead | None, list[int]]:
         """See :meth:`ColdReads.claim_many`."""
         return self.reads.claim_many(options_list, self.resolve)
 

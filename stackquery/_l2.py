@@ -24,6 +24,8 @@ import logging
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from functools import partial
+from itertools import repeat
+from operator import is_not
 from typing import Any
 
 import attrs
@@ -97,6 +99,16 @@ _DELETE = _Delete()
 
 
 @attrs.define(eq=False)
+class _BatchAsk:
+    """Keys asked for together (:meth:`L2Cache.read_batch`): one reply for their list."""
+
+    keys: list[str]
+    reply: Reply[list[StoredEntry | None]]
+    pending: dict[int, StoredEntry | None] | None
+    """By place in ``keys``: what a key with a write or delete not landed yet reads as."""
+
+
+@attrs.define(eq=False)
 class _StoreCall:
     """One store call, run in a task of its own so that its waiter can stop at ``deadline``.
 
@@ -151,6 +163,8 @@ class L2Cache:
         self._reads: dict[str, Reply[StoredEntry | None]] = {}
         self._reads_since = 0.0
         """When the oldest read in ``_reads`` was asked for: its answer is due ``timeout`` later."""
+        self._batches: list[_BatchAsk] = []
+        """Reads of many keys asked for together, for the same next ``get_many``."""
         self._reads_wanted = trio.Event()
         self._writes: dict[str, _Set | _Delete] = {}
         self._writes_wanted = trio.Event()
@@ -213,6 +227,7 @@ class L2Cache:
             self.reads_in_caller
             and not self.reads_now
             and not self._reads
+            and not self._batches
             and key_hash not in self._writes
             and key_hash not in self._writing
         )
@@ -267,17 +282,9 @@ class L2Cache:
         else the next batch sets it (``None`` too if the reader is cancelled).
         """
         self._stats["reads"] += 1
-        pending = self._writes.get(key_hash)
-        if pending is None:
-            pending = self._writing.get(key_hash)
+        pending = self._pending_op(key_hash)
         if pending is not None:
-            entry = (
-                try_unpack_entry(
-                    pending.raw, self.serializer, self._on_corrupt, key=self.key_prefix + key_hash
-                )
-                if isinstance(pending, _Set)
-                else None
-            )
+            entry = self._pending_entry(key_hash, pending)
             self._stats["hits" if entry is not None else "misses"] += 1
             answered: Reply[StoredEntry | None] = Reply()
             answered.set_value(entry)
@@ -290,27 +297,45 @@ class L2Cache:
             self._reads_wanted.set()
         return reply
 
-    def read_many(self, key_hashes: list[str]) -> list[Reply[StoredEntry | None]]:
-        """:meth:`read_soon` of each key, in order (a key listed twice shares one reply).
+    def read_batch(self, key_hashes: list[str]) -> Reply[list[StoredEntry | None]]:
+        """Ask for the entries of ``key_hashes`` together; return the one reply their list
+        (in order) arrives in.  Synchronous.
 
-        Synchronous, as :meth:`read_soon`; the keys go out in the next ``get_many``.
+        The keys go out in the next ``get_many``, as :meth:`read_soon`'s do, but a batch
+        of keys costs one reply, not one per key.  A key with a write or delete not landed
+        yet reads as that op, as in :meth:`read_soon`.  The reader cancelled, every entry
+        is ``None``.
         """
-        if self._writes or self._writing:
-            return [self.read_soon(key_hash) for key_hash in key_hashes]
+        reply: Reply[list[StoredEntry | None]] = Reply()
         if not key_hashes:
-            return []
+            reply.set_value([])
+            return reply
         self._stats["reads"] += len(key_hashes)
-        reads = self._reads
-        if not reads:
+        pending: dict[int, StoredEntry | None] | None = None
+        if self._writes or self._writing:
+            pending = {}
+            for place, key_hash in enumerate(key_hashes):
+                op = self._pending_op(key_hash)
+                if op is not None:
+                    pending[place] = self._pending_entry(key_hash, op)
+        if not self._reads and not self._batches:
             self._reads_since = trio.current_time()
-        replies: list[Reply[StoredEntry | None]] = []
-        for key_hash in key_hashes:
-            reply = reads.get(key_hash)
-            if reply is None:
-                reply = reads[key_hash] = Reply()
-            replies.append(reply)
+        self._batches.append(_BatchAsk(key_hashes, reply, pending))
         self._reads_wanted.set()
-        return replies
+        return reply
+
+    def _pending_op(self, key_hash: str) -> _Set | _Delete | None:
+        """The key's write or delete queued or being stored, if any (the latest)."""
+        op = self._writes.get(key_hash)
+        return self._writing.get(key_hash) if op is None else op
+
+    def _pending_entry(self, key_hash: str, op: _Set | _Delete) -> StoredEntry | None:
+        """What a read of the key finds while ``op`` (its write or delete) has not landed."""
+        if not isinstance(op, _Set):
+            return None
+        return try_unpack_entry(
+            op.raw, self.serializer, self._on_corrupt, key=self.key_prefix + key_hash
+        )
 
     async def run_reader(self) -> None:
         """Serve batched reads until cancelled; cancelled, the reads left unanswered miss.
@@ -322,40 +347,60 @@ class L2Cache:
         started have ended (a call in a worker thread ends with its thread).
         """
         batch: dict[str, Reply[StoredEntry | None]] = {}
+        asks: list[_BatchAsk] = []
         async with trio.open_nursery() as calls:
             try:
                 while True:
                     await self._reads_wanted.wait()
                     self._reads_wanted = trio.Event()
                     batch, self._reads = self._reads, {}
+                    asks, self._batches = self._batches, []
                     keys = list(batch)
+                    for ask in asks:
+                        keys += ask.keys
                     self._stats["read_batches"] += 1
                     raws = await self._get_many(calls, keys, self._reads_since + self.timeout)
-                    self._answer(batch, keys, raws)
+                    self._answer(batch, asks, keys, raws)
             finally:
                 # A caller waiting from outside the client must not wait forever.
                 for reply in [*batch.values(), *self._reads.values()]:
                     if not reply.is_set:
                         reply.set_value(None)
+                for ask in [*asks, *self._batches]:
+                    if not ask.reply.is_set:
+                        ask.reply.set_value([None] * len(ask.keys))
                 self._reads = {}
+                self._batches = []
 
     def _answer(
         self,
         batch: dict[str, Reply[StoredEntry | None]],
+        asks: list[_BatchAsk],
         keys: list[str],
         raws: list[bytes | None],
     ) -> None:
-        """Decode what the store answered for ``keys`` and set each key's reply.
+        """Decode what the store answered for ``keys`` and set each read's reply: each of
+        ``batch``'s keys (listed first in ``keys``), then each of ``asks`` (in turn).
 
         Each raw entry is let go of as it is decoded (``raws`` is emptied), so
         that its memory is there for the decoded value: a batch of large
         entries is then not two batches' worth of fresh memory at once.
         """
         entries = unpack_entries(raws, self.serializer, self._on_corrupt, self.key_prefix, keys)
-        hits = 0
-        for key_hash, entry in zip(keys, entries, strict=True):
-            hits += entry is not None
+        for key_hash, entry in zip(batch, entries, strict=False):
             batch[key_hash].set_value(entry)
+        starts: list[int] = []
+        start = len(batch)
+        for ask in asks:
+            starts.append(start)
+            if ask.pending:
+                for place, entry in ask.pending.items():
+                    entries[start + place] = entry
+            start += len(ask.keys)
+        for ask, start in zip(asks, starts, strict=True):
+            ask.reply.set_value(entries[start : start + len(ask.keys)])
+        # Not entries.count(None): that compares each entry with None, a Python call each.
+        hits = sum(map(is_not, entries, repeat(None, len(entries))))
         self._stats["hits"] += hits
         self._stats["misses"] += len(keys) - hits
 

@@ -55,6 +55,42 @@ class ColdRead:
             self.waiting.cancel()
 
 
+@attrs.define(eq=False)
+class BatchRead:
+    """The cold keys of one ``fetch_queries`` call, read from L2 together: one object for
+    them all, in :attr:`L2Tier.cold_reads` under each of them until it lands.
+
+    A read per key (its own :class:`ColdRead` and replies) costs more than landing the
+    key does; most keys of a batch need none.  So a key gets one only when something
+    else needs it (:meth:`L2Tier.cold_read`: a caller or an actor joining the read,
+    cancel_queries, a removal; at the landing, an entry that cannot land fresh), and
+    the keys nothing touched land from here, their data in :attr:`values`.
+    """
+
+    keys: list[str]
+    """The keys' hashes, in the order of ``options``."""
+    options: list[QueryOptions[Any]]
+    previous: list[Snapshot]
+    """Each key's snapshot before the read (see :attr:`ColdRead.previous`)."""
+    read: Reply[list[StoredEntry | None]]
+    """What the store answered, one entry (or ``None``) per key."""
+    values: list[Any]
+    """Each key's data, once it landed from here (a key with a :class:`ColdRead` of its
+    own in :attr:`colds` lands through that instead)."""
+    colds: dict[int, ColdRead] = attrs.field(factory=dict)
+    """By place: the keys given a :class:`ColdRead` of their own."""
+    landed: trio.Event = attrs.field(factory=trio.Event)
+    """Set once every key landed or is a :class:`ColdRead` of its own."""
+    _places: dict[str, int] | None = attrs.field(default=None, init=False)
+
+    def place(self, key_hash: str) -> int:
+        """The key's place in :attr:`keys` (a key of this batch)."""
+        places = self._places
+        if places is None:
+            places = self._places = dict(zip(self.keys, range(len(self.keys)), strict=True))
+        return places[key_hash]
+
+
 class L2Tier:
     """The L1 table's link to the L2 store.
 
@@ -69,8 +105,25 @@ class L2Tier:
         self.cache = cache
         self.l2 = l2
         self.storage_ttl = storage_ttl
-        self.cold_reads: dict[str, ColdRead] = {}
-        """Cold keys a caller is reading from L2 (busy like a key with an actor)."""
+        self.cold_reads: dict[str, ColdRead | BatchRead] = {}
+        """Cold keys a caller is reading from L2 (busy like a key with an actor); read
+        them with :meth:`cold_read`."""
+
+    def cold_read(self, key_hash: str) -> ColdRead | None:
+        """The key's cold read out, or ``None``; a key of a :class:`BatchRead` gets a
+        :class:`ColdRead` of its own, there from now on.  Synchronous."""
+        cold = self.cold_reads.get(key_hash)
+        if cold is None or isinstance(cold, ColdRead):
+            return cold
+        return self.one_of(cold, key_hash)
+
+    def one_of(self, batch: BatchRead, key_hash: str) -> ColdRead:
+        """Give a key of ``batch``, still in its read, a :class:`ColdRead` of its own: its
+        ``read`` is set when the batch lands."""
+        place = batch.place(key_hash)
+        cold = batch.colds[place] = ColdRead(batch.options[place], batch.previous[place], Reply())
+        self.cold_reads[key_hash] = cold
+        return cold
 
     def ttl(self, snap: Snapshot) -> float | None:
         """Seconds the key's L2 entry lives: ``storage_ttl``, else the key's gc_time (0: none)."""
@@ -108,7 +161,7 @@ class L2Tier:
 
         Never raises: a store that fails, is slow or holds a corrupt entry is a miss.
         """
-        cold = self.cold_reads.get(key_hash)
+        cold = self.cold_read(key_hash)
         return await (self.l2.read(key_hash) if cold is None else cold.read.wait())
 
     def apply_entry(self, key_hash: str, entry: StoredEntry) -> Snapshot | None:
@@ -149,4 +202,4 @@ class L2Tier:
         return new
 
 
-__all__ = ["ColdRead", "L2Tier"]
+__all__ = ["BatchRead", "ColdRead", "L2Tier"]

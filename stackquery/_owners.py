@@ -88,10 +88,12 @@ class QueryOwners:
             actor.stop()
         if self._tier is not None:
             closed = ClientClosedError("the query client closed before the fetch finished")
-            for cold in list(self._tier.cold_reads.values()):
-                if not cold.reply.is_set:
+            tier = self._tier
+            for key_hash in list(tier.cold_reads):
+                cold = tier.cold_read(key_hash)
+                if cold is not None and not cold.reply.is_set:
                     cold.settle_early(closed)
-            self._tier.cold_reads.clear()
+            tier.cold_reads.clear()
 
     def check_open(self) -> Registry[str, QueryActor]:
         """Return the registry.

@@ -489,3 +489,85 @@ class TestColdBatchLanding:
                 False,
             ]
             assert origins.calls == {}
+
+
+class TestBatchRead:
+    """A batch's keys share one read; a key gets a read of its own only when it needs one."""
+
+    async def test_a_caller_that_joins_a_key_mid_read_gets_its_landing(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """fetch_query of a key the batch reads joins that read: one get_many, no origin call."""
+        got: list[Any] = []
+        joined: list[Any] = []
+        async with gated_client() as (store, origins, a, b, client):
+
+            async def fetch_both() -> None:
+                got.extend(await client.fetch_queries([a, b]))
+
+            async def join() -> None:
+                joined.append(await client.fetch_query(b))
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(fetch_both)
+                await trio.testing.wait_all_tasks_blocked()
+                nursery.start_soon(join)
+                await trio.testing.wait_all_tasks_blocked()
+                store.read_gate.set()
+            assert (got, joined) == (["stored a", "stored b"], ["stored b"])
+            assert store.get_many_calls == [[store_key(a), store_key(b)]]
+            assert origins.calls == {}
+            stats = client.l2_statistics()
+            assert (stats.reads, stats.hits, stats.misses, stats.read_batches) == (2, 2, 0, 1)
+
+    async def test_a_key_whose_delete_has_not_landed_reads_as_deleted(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """A key removed while its L2 delete waits: the batch reads it as absent, not as the
+        store's older entry, and fetches it; the other key is read from the store."""
+        async with gated_client() as (store, origins, a, b, client):
+            store.read_gate.set()
+            store.write_gate = trio.Event()
+            await client.set_query_data(a.query_key, "set a")
+            await client.remove_queries(a.query_key)
+            assert await client.fetch_queries([a, b]) == ["a#1", "stored b"]
+            assert origins.calls == {"a": 1}
+            stats = client.l2_statistics()
+            assert (stats.reads, stats.hits, stats.misses) == (2, 1, 1)
+            store.write_gate.set()
+
+    async def test_a_key_whose_write_has_not_landed_reads_as_that_write(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """A key dropped from L1 while its L2 write waits: the batch reads the write's value."""
+        store, origins, a, b = gated_pair()
+        store.read_gate = None
+        async with sq.open_query_client(no_retry(storage=store, gc_time=5.0)) as client:
+            await stored(store, client, a, "stored a")
+            await stored(store, client, b, "stored b")
+            store.write_gate = trio.Event()
+            await client.set_query_data(a.query_key, "set a")
+            await trio.sleep(10.0)
+            assert client.get_query_state(a.query_key) is None
+            assert await client.fetch_queries([a, b]) == ["set a", "stored b"]
+            assert origins.calls == {}
+            store.write_gate.set()
+
+    async def test_the_client_closing_mid_read_fails_the_batch_caller(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """The client closes while the batch is read: its caller gets ClientClosedError."""
+        errors: list[BaseException] = []
+
+        async def fetch_both(client: sq.QueryClient, keys: list[Any]) -> None:
+            try:
+                await client.fetch_queries(keys)
+            except sq.ClientClosedError as exc:
+                errors.append(exc)
+
+        async with trio.open_nursery() as outer:
+            async with gated_client() as (store, origins, a, b, client):
+                outer.start_soon(fetch_both, client, [a, b])
+                await trio.testing.wait_all_tasks_blocked()
+        assert [str(e) for e in errors] == ["the query client closed before the fetch finished"]
+        assert origins.calls == {}
