@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterator, KeysView
 from typing import Any, Generic, Protocol, TypeVar, final
 
 import attrs
@@ -80,6 +80,11 @@ class Registry(Generic[K, A]):
     def get(self, key: K) -> A | None:
         """Return the running actor for ``key``, or ``None``; never spawns."""
         return self._actors.get(key)
+
+    def keys(self) -> KeysView[K]:
+        """The keys with a running actor: a live view (``key in registry.keys()`` is a
+        C-level test, for many keys at once; ``key in registry`` is a Python call)."""
+        return self._actors.keys()
 
     def activate(self, key: K) -> A:
         """Return the running actor for ``key``, spawning it if there is none.

@@ -80,6 +80,7 @@ __all__ = [
     "FORMAT_VERSION",
     "MAX_CLOCK_SKEW",
     "SIGNED_FORMAT_VERSION",
+    "BatchEntries",
     "CorruptEntryError",
     "CorruptReason",
     "EntrySigner",
@@ -89,6 +90,7 @@ __all__ = [
     "pack_entry",
     "read_envelope",
     "try_unpack_entry",
+    "unpack_batch",
     "unpack_entries",
     "unpack_entry",
 ]
@@ -436,6 +438,94 @@ def unpack_entries(
                 continue
         append(try_unpack_entry(raw, serializer, on_corrupt, key=prefix + keys[index]))
     return entries
+
+
+@attrs.define(eq=False)
+class BatchEntries:
+    """The entries of many keys read together (:func:`unpack_batch`), by place.
+
+    Most entries of a batch are plain: the JSON serializer's text envelope,
+    well formed and not invalidated.  Such an entry is kept as its value and
+    time in two lists rather than as a :class:`StoredEntry` of its own (which
+    costs more than the rest of its decoding); :meth:`entry` makes one on demand.
+    """
+
+    values: list[Any]
+    """A plain entry's value at its place (``None`` elsewhere)."""
+    times: list[float | None]
+    """A plain entry's ``data_updated_at`` at its place; ``None``: not plain (see ``others``)."""
+    others: dict[int, StoredEntry | None]
+    """By place, the entries that are not plain; a place in neither is a miss."""
+
+    @classmethod
+    def missing(cls, count: int) -> BatchEntries:
+        """``count`` misses."""
+        return cls([None] * count, [None] * count, {})
+
+    def entry(self, place: int) -> StoredEntry | None:
+        """The entry at ``place``, or ``None`` (a miss)."""
+        updated_at = self.times[place]
+        if updated_at is None:
+            return self.others.get(place)
+        return StoredEntry(self.values[place], updated_at, False, JsonSerializer.name)
+
+    def hits(self) -> int:
+        """How many places hold an entry."""
+        plain = len(self.times) - self.times.count(None)
+        return plain + sum(entry is not None for entry in self.others.values())
+
+
+def unpack_batch(
+    raws: list[bytes | None],
+    serializer: Serializer,
+    on_corrupt: Callable[[CorruptEntryError], object],
+    prefix: str,
+    keys: list[str],
+) -> BatchEntries:
+    """:func:`unpack_entries` of ``raws``, kept as :class:`BatchEntries`.
+
+    Each item of ``raws`` is set to ``None`` as it is decoded (see
+    :func:`unpack_entries`).  An entry that is not plain is decoded as
+    :func:`try_unpack_entry` decodes it (a corrupt one is a miss, handed to
+    ``on_corrupt``).
+
+    Raises:
+        Exception: whatever ``on_corrupt`` raises; nothing else.
+    """
+    count = len(raws)
+    values: list[Any] = [None] * count
+    times: list[float | None] = [None] * count
+    others: dict[int, StoredEntry | None] = {}
+    plain = type(serializer) is JsonSerializer
+    loads = orjson.loads
+    for index in range(count):
+        raw = raws[index]
+        raws[index] = None
+        if raw is None:
+            continue
+        if plain and type(raw) is bytes and raw[:1] == b"{":
+            # What _plain_text checks, inline: exactly what pack_entry writes.
+            try:
+                envelope = loads(raw)
+            except orjson.JSONDecodeError:
+                envelope = None
+            if type(envelope) is dict and len(envelope) == 5:
+                t = envelope.get("t")
+                version = envelope.get("sq")
+                if (
+                    type(t) is float
+                    and t >= 0.0
+                    and envelope.get("i") is False
+                    and version == FORMAT_VERSION
+                    and type(version) is int
+                    and envelope.get("s") == "json"
+                    and "d" in envelope
+                ):
+                    values[index] = envelope["d"]
+                    times[index] = t
+                    continue
+        others[index] = try_unpack_entry(raw, serializer, on_corrupt, key=prefix + keys[index])
+    return BatchEntries(values, times, others)
 
 
 def _loads_signed(

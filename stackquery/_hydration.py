@@ -37,7 +37,7 @@ import trio
 from actors import Registry, Reply
 
 from . import _state
-from ._entry import MAX_CLOCK_SKEW, StoredEntry
+from ._entry import MAX_CLOCK_SKEW, BatchEntries, StoredEntry
 from ._errors import ClientClosedError, QueryCancelledError
 from ._l2_tier import BatchRead, ColdRead, L2Tier
 from ._option_checks import UNSET
@@ -221,7 +221,7 @@ class ColdReads:
         if self.closed:
             return None, []
         snapshots = self._cache.snapshots
-        registry = self._registry
+        registry = self._registry.keys()
         cold_reads = self._tier.cold_reads
         cold: list[QueryOptions[Any]] = []
         keys: list[str] = []
@@ -248,7 +248,7 @@ class ColdReads:
         # What start() does for each key of a batch, less its checks and together:
         # made fetching at once, its read in the next get_many.
         made = self._cache.create_fetching_many(cold)
-        batch = BatchRead(keys, cold, made, self._tier.l2.read_batch(keys), [None] * len(keys))
+        batch = BatchRead(keys, cold, made, self._tier.l2.read_batch(keys))
         cold_reads.update(dict.fromkeys(keys, batch))
         self._nursery.start_soon(self._land_batch_read, batch, name="stackquery-hydration")
         return batch, places
@@ -258,13 +258,14 @@ class ColdReads:
         try:
             entries = await batch.read.wait()
         except BaseException:  # the client is closing: the waiters left hear of it
-            self._land_each(batch, [None] * len(batch.keys), range(len(batch.keys)))
+            count = len(batch.keys)
+            self._land_each(batch, BatchEntries.missing(count), range(count))
             batch.landed.set()
             raise
         self._land_read(batch, entries)
         batch.landed.set()
 
-    def _land_read(self, batch: BatchRead, entries: list[StoredEntry | None]) -> None:
+    def _land_read(self, batch: BatchRead, entries: BatchEntries) -> None:
         """Land what the store answered for ``batch``'s keys.
 
         A fresh entry of a key nothing touched during the read (see
@@ -273,7 +274,7 @@ class ColdReads:
         :class:`ColdRead` of its own and lands as a lone read lands.
         """
         if self.closed:
-            self._land_each(batch, entries, range(len(entries)))
+            self._land_each(batch, entries, range(len(batch.keys)))
             return
         cache = self._cache
         clock = cache.clock
@@ -282,27 +283,26 @@ class ColdReads:
         now = trio.current_time()
         latest = clock.wall(now) + MAX_CLOCK_SKEW
         snapshots = cache.snapshots
-        registry = self._registry
+        registry = self._registry.keys()
         cold_reads = self._tier.cold_reads
         keys = batch.keys
         options_list = batch.options
         previous_list = batch.previous
-        values = batch.values
+        values = batch.values = entries.values
         landed: list[_state.Snapshot] = []
         rest: list[int] = []
         # The batch made every key's previous snapshot, with no failure, mostly of one shape.
         old_shape = previous_list[0].shape
         _, shape, fixed = self._landed_shape(old_shape)
-        for place, entry in enumerate(entries):
+        for place, updated_at in enumerate(entries.times):
             key_hash = keys[place]
-            if cold_reads.get(key_hash) is not batch:
-                rest.append(place)  # a ColdRead of its own
-                continue
             previous = previous_list[place]
+            # Not plain (absent, invalidated, another serializer, to be checked with care),
+            # stamped in the future, or touched during the read: land() judges it.
             if (
-                entry is None
-                or entry.invalidated
-                or entry.data_updated_at > latest
+                updated_at is None
+                or updated_at > latest
+                or cold_reads.get(key_hash) is not batch
                 or snapshots.get(key_hash) is not previous
                 or key_hash in registry
             ):
@@ -315,8 +315,7 @@ class ColdReads:
             if previous.shape is not old_shape:
                 old_shape = previous.shape
                 _, shape, fixed = self._landed_shape(old_shape)
-            value = entry.value
-            updated_at = entry.data_updated_at
+            value = values[place]
             if fixed is None:
                 period = cache.fresh_period(old_shape.stale_time, value, None)
             else:
@@ -332,14 +331,11 @@ class ColdReads:
                     previous, shape, value, updated_at_wall=updated_at, stale_at=stale_at, now=now
                 )
             )
-            values[place] = value
         cache.publish_many(landed)
         if rest:
             self._land_each(batch, entries, rest)
 
-    def _land_each(
-        self, batch: BatchRead, entries: list[StoredEntry | None], places: Iterable[int]
-    ) -> None:
+    def _land_each(self, batch: BatchRead, entries: BatchEntries, places: Iterable[int]) -> None:
         """Land the keys of ``batch`` at ``places`` through a :class:`ColdRead` each, made
         now if the key has none (every key not landed from the batch has one after this)."""
         tier = self._tier
@@ -355,7 +351,7 @@ class ColdReads:
                     continue  # landed from the batch already
                 cold = tier.one_of(batch, key_hash)
             if not cold.read.is_set:
-                cold.read.set_value(entries[place])
+                cold.read.set_value(entries.entry(place))
             reads.append(cold)
         self._land_many(reads)
 

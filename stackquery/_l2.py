@@ -35,10 +35,12 @@ from actors import Reply
 from backends import ops
 
 from ._entry import (
+    BatchEntries,
     CorruptEntryError,
     StoredEntry,
     pack_entry,
     try_unpack_entry,
+    unpack_batch,
     unpack_entries,
 )
 from ._retry import Backoff
@@ -98,12 +100,20 @@ class _Delete:
 _DELETE = _Delete()
 
 
+def _taken(raws: list[bytes | None], start: int, end: int) -> list[bytes | None]:
+    """``raws[start:end]``, those places of ``raws`` emptied (the part alone holds them, to
+    be let go of as they are decoded)."""
+    part = raws[start:end]
+    raws[start:end] = [None] * len(part)
+    return part
+
+
 @attrs.define(eq=False)
 class _BatchAsk:
     """Keys asked for together (:meth:`L2Cache.read_batch`): one reply for their list."""
 
     keys: list[str]
-    reply: Reply[list[StoredEntry | None]]
+    reply: Reply[BatchEntries]
     pending: dict[int, StoredEntry | None] | None
     """By place in ``keys``: what a key with a write or delete not landed yet reads as."""
 
@@ -297,18 +307,18 @@ class L2Cache:
             self._reads_wanted.set()
         return reply
 
-    def read_batch(self, key_hashes: list[str]) -> Reply[list[StoredEntry | None]]:
-        """Ask for the entries of ``key_hashes`` together; return the one reply their list
-        (in order) arrives in.  Synchronous.
+    def read_batch(self, key_hashes: list[str]) -> Reply[BatchEntries]:
+        """Ask for the entries of ``key_hashes`` together; return the one reply they arrive
+        in (by place).  Synchronous.
 
         The keys go out in the next ``get_many``, as :meth:`read_soon`'s do, but a batch
         of keys costs one reply, not one per key.  A key with a write or delete not landed
-        yet reads as that op, as in :meth:`read_soon`.  The reader cancelled, every entry
-        is ``None``.
+        yet reads as that op, as in :meth:`read_soon`.  The reader cancelled, every key
+        misses.
         """
-        reply: Reply[list[StoredEntry | None]] = Reply()
+        reply: Reply[BatchEntries] = Reply()
         if not key_hashes:
-            reply.set_value([])
+            reply.set_value(BatchEntries.missing(0))
             return reply
         self._stats["reads"] += len(key_hashes)
         pending: dict[int, StoredEntry | None] | None = None
@@ -368,7 +378,7 @@ class L2Cache:
                         reply.set_value(None)
                 for ask in [*asks, *self._batches]:
                     if not ask.reply.is_set:
-                        ask.reply.set_value([None] * len(ask.keys))
+                        ask.reply.set_value(BatchEntries.missing(len(ask.keys)))
                 self._reads = {}
                 self._batches = []
 
@@ -386,21 +396,29 @@ class L2Cache:
         that its memory is there for the decoded value: a batch of large
         entries is then not two batches' worth of fresh memory at once.
         """
-        entries = unpack_entries(raws, self.serializer, self._on_corrupt, self.key_prefix, keys)
-        for key_hash, entry in zip(batch, entries, strict=False):
-            batch[key_hash].set_value(entry)
-        starts: list[int] = []
+        serializer, on_corrupt, prefix = self.serializer, self._on_corrupt, self.key_prefix
         start = len(batch)
+        if batch:
+            entries = unpack_entries(
+                _taken(raws, 0, start), serializer, on_corrupt, prefix, keys[:start]
+            )
+            for key_hash, entry in zip(batch, entries, strict=True):
+                batch[key_hash].set_value(entry)
+            hits = sum(map(is_not, entries, repeat(None, start)))
+        else:
+            hits = 0
         for ask in asks:
-            starts.append(start)
+            end = start + len(ask.keys)
+            part = raws if start == 0 and end == len(raws) else _taken(raws, start, end)
+            answered = unpack_batch(part, serializer, on_corrupt, prefix, ask.keys)
+            start = end
             if ask.pending:
                 for place, entry in ask.pending.items():
-                    entries[start + place] = entry
-            start += len(ask.keys)
-        for ask, start in zip(asks, starts, strict=True):
-            ask.reply.set_value(entries[start : start + len(ask.keys)])
-        # Not entries.count(None): that compares each entry with None, a Python call each.
-        hits = sum(map(is_not, entries, repeat(None, len(entries))))
+                    answered.times[place] = None
+                    answered.values[place] = None
+                    answered.others[place] = entry
+            hits += answered.hits()
+            ask.reply.set_value(answered)
         self._stats["hits"] += hits
         self._stats["misses"] += len(keys) - hits
 

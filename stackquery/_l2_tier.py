@@ -21,7 +21,7 @@ import trio
 from actors import Reply
 
 from . import _state
-from ._entry import StoredEntry, bound_future
+from ._entry import BatchEntries, StoredEntry, bound_future
 from ._l2 import L2Cache
 from ._option_checks import UNSET
 from ._options import QueryOptions
@@ -72,11 +72,11 @@ class BatchRead:
     options: list[QueryOptions[Any]]
     previous: list[Snapshot]
     """Each key's snapshot before the read (see :attr:`ColdRead.previous`)."""
-    read: Reply[list[StoredEntry | None]]
-    """What the store answered, one entry (or ``None``) per key."""
-    values: list[Any]
-    """Each key's data, once it landed from here (a key with a :class:`ColdRead` of its
-    own in :attr:`colds` lands through that instead)."""
+    read: Reply[BatchEntries]
+    """What the store answered, by place."""
+    values: list[Any] = attrs.field(factory=list)
+    """Once landed, each key's data by place, but for a key with a :class:`ColdRead` of
+    its own in :attr:`colds`: that lands the key instead."""
     colds: dict[int, ColdRead] = attrs.field(factory=dict)
     """By place: the keys given a :class:`ColdRead` of their own."""
     landed: trio.Event = attrs.field(factory=trio.Event)

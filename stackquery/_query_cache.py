@@ -495,7 +495,8 @@ class QueryCache:
         for snap in snaps:
             key_hash = snap.key_hash
             old = snapshots.get(key_hash)
-            if old is not None and old is not snap:
+            # Most snapshots of a batch carry them already (built from the one in the table).
+            if old is not None and (old.options is not snap.options or old.hit is not snap.hit):
                 _carry_uses(old, snap)
             snapshots[key_hash] = arm(snap)
 
