@@ -227,9 +227,9 @@ class ColdReads:
         keys: list[str] = []
         places: list[int] = []
         taken: set[str] = set()
+        if resolve is not None:
+            options_list = [resolve(options) for options in options_list]
         for place, options in enumerate(options_list):
-            if resolve is not None:
-                options = resolve(options)
             key_hash = options.key_hash
             if (
                 options.initial_data is not UNSET
