@@ -177,20 +177,18 @@ class ClusterRouter:
                 alone.append(index)
             else:
                 groups.setdefault(node, []).append(index)
-        failures: list[Exception] = []
+        run = _PipelineRun(self, batch, names, replies)
         if len(groups) == 1 and not alone:
             ((node, indexes),) = groups.items()
-            await self._run_group(node, indexes, batch, names, replies, failures)
+            await run.on_node(node, indexes)
         else:
             async with trio.open_nursery() as nursery:
                 for node, indexes in groups.items():
-                    nursery.start_soon(
-                        self._run_group, node, indexes, batch, names, replies, failures
-                    )
+                    nursery.start_soon(run.on_node, node, indexes)
                 for index in alone:
-                    nursery.start_soon(self._run_alone, index, batch, names, replies, failures)
-        if failures:
-            raise failures[0]
+                    nursery.start_soon(run.alone, index)
+        if run.failures:
+            raise run.failures[0]
         return replies
 
     async def routed(self, slot: int | None, args: Sequence[CommandArg], name: str) -> RedisReply:
@@ -288,54 +286,6 @@ class ClusterRouter:
                 await trio.sleep(min(delay, deadline - now))
                 delay = min(delay * 2, MAX_BACKOFF)
 
-    async def _run_group(
-        self,
-        node: NodeAddress,
-        indexes: list[int],
-        batch: list[tuple[CommandArg, ...]],
-        names: list[str],
-        replies: list[RedisReply],
-        failures: list[Exception],
-    ) -> None:
-        try:
-            try:
-                group = await self.node(node).pipeline(
-                    [batch[index] for index in indexes], raise_on_error=False
-                )
-            except (StorageUnavailableError, StorageClosedError):
-                if self.closed:
-                    raise
-                # The node is gone: each command finds its way alone (it may have run).
-                for index in indexes:
-                    replies[index] = await self._one(names[index], batch[index])
-                return
-            for index, reply in zip(indexes, group, strict=True):
-                if isinstance(reply, Exception) and _redirect(reply) is not None:
-                    reply = await self._one(names[index], batch[index])
-                replies[index] = reply
-        except Exception as exc:
-            failures.append(exc)
-
-    async def _run_alone(
-        self,
-        index: int,
-        batch: list[tuple[CommandArg, ...]],
-        names: list[str],
-        replies: list[RedisReply],
-        failures: list[Exception],
-    ) -> None:
-        try:
-            replies[index] = await self._one(names[index], batch[index])
-        except Exception as exc:
-            failures.append(exc)
-
-    async def _one(self, name: str, command: tuple[CommandArg, ...]) -> RedisReply:
-        """Run one command of a pipeline by itself: its error reply returned in place."""
-        try:
-            return await self.execute(name, command)
-        except RedisReplyError as exc:
-            return exc.error
-
     async def _split(self, name: str, args: Sequence[CommandArg]) -> RedisReply:
         """Run a multi-key command whose keys span slots as one command per slot."""
         by_slot: dict[int, list[int]] = {}
@@ -364,6 +314,54 @@ class ClusterRouter:
                 raise unexpected_reply(name, reply)
             total += reply
         return total
+
+
+@attrs.define(eq=False)
+class _PipelineRun:
+    """One :meth:`ClusterRouter.pipeline` call: its commands, and the replies the nodes'
+    groups fill in as they run in parallel (a failure to run is kept, not raised, so that
+    the other groups finish)."""
+
+    router: ClusterRouter
+    batch: list[tuple[CommandArg, ...]]
+    names: list[str]
+    replies: list[RedisReply]
+    failures: list[Exception] = attrs.Factory(list)
+
+    async def on_node(self, node: NodeAddress, indexes: list[int]) -> None:
+        """Send the commands at ``indexes`` to ``node`` together; redirected ones go alone."""
+        try:
+            try:
+                group = await self.router.node(node).pipeline(
+                    [self.batch[index] for index in indexes], raise_on_error=False
+                )
+            except (StorageUnavailableError, StorageClosedError):
+                if self.router.closed:
+                    raise
+                # The node is gone: each command finds its way alone (it may have run).
+                for index in indexes:
+                    self.replies[index] = await self._one(index)
+                return
+            for index, reply in zip(indexes, group, strict=True):
+                if isinstance(reply, Exception) and _redirect(reply) is not None:
+                    reply = await self._one(index)
+                self.replies[index] = reply
+        except Exception as exc:
+            self.failures.append(exc)
+
+    async def alone(self, index: int) -> None:
+        """Run the command at ``index`` by itself, routed as :meth:`ClusterRouter.execute`."""
+        try:
+            self.replies[index] = await self._one(index)
+        except Exception as exc:
+            self.failures.append(exc)
+
+    async def _one(self, index: int) -> RedisReply:
+        """The reply to the command at ``index`` run alone: an error reply returned in place."""
+        try:
+            return await self.router.execute(self.names[index], self.batch[index])
+        except RedisReplyError as exc:
+            return exc.error
 
 
 def reply_error(error: Exception, operation: str) -> RedisReplyError:
