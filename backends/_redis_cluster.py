@@ -3,16 +3,9 @@
 One :class:`~backends.RedisClient` per node (one multiplexed connection
 each, as fast as on a single server), and a slot map read from
 ``CLUSTER SHARDS`` (``CLUSTER SLOTS`` on servers without it).  Each command
-goes to the master of its key's slot.  The cluster's answers are followed:
-
-* ``MOVED``: the slot has a new master; the map is read again and the
-  command sent there.
-* ``ASK``: the slot is being migrated and this key is already on the
-  target; the command is sent there once, after ``ASKING``.
-* ``TRYAGAIN`` / ``CLUSTERDOWN`` / ``MASTERDOWN`` / ``LOADING``, and a node that
-  cannot be reached (a master that died, until its replica takes over): the
-  command is tried again with backoff, the map read again, until the call's
-  ``timeout`` has passed; then the last error is raised.
+is checked here and sent to the master of its key's slot by a
+:class:`~backends._cluster_router.ClusterRouter`, which follows ``MOVED``
+and ``ASK`` and rides out failovers (see there).
 
 Pub/sub is classic (``SUBSCRIBE``/``PUBLISH``): in a cluster every node
 forwards every published message to every other node, so a subscriber on
@@ -34,21 +27,9 @@ from typing import Final, final
 import attrs
 import trio
 
-from ._cluster_slots import (
-    CrossSlotError,
-    NodeAddress,
-    SlotMap,
-    command_slot,
-    key_slot,
-    parse_redirect,
-)
-from ._cluster_topology import (
-    FIRST_BACKOFF,
-    MAX_BACKOFF,
-    ClusterTopology,
-    cluster_seeds,
-    is_cluster_url,
-)
+from ._cluster_router import ClusterRouter, reply_error, unexpected_reply
+from ._cluster_slots import NodeAddress, SlotMap, key_slot
+from ._cluster_topology import cluster_seeds, is_cluster_url
 from ._cluster_tracking import ClusterSubscription, open_cluster_subscription
 from ._errors import StorageClosedError, StorageError, StorageUnavailableError
 from ._redis_address import RedisAddress
@@ -57,14 +38,11 @@ from ._redis_client import (
     DEFAULT_TIMEOUT,
     RedisClient,
     RedisCommandRefusedError,
-    RedisReplyError,
 )
 from ._redis_subscription import Subscription
 from ._redis_tracking import tracking_command
 from ._resp import CommandArg, RedisReply
 
-_SPLITTABLE: Final = frozenset({"MGET", "DEL", "UNLINK", "EXISTS", "TOUCH"})
-"""Multi-key commands run as one command per slot when their keys span slots."""
 _CLUSTER_REFUSALS: Final[dict[str, str]] = {
     "SELECT": "cannot run on a cluster: it has database 0 only",
     "MULTI": "cannot run on a cluster client: a transaction needs one node; "
@@ -74,10 +52,6 @@ _CLUSTER_REFUSALS: Final[dict[str, str]] = {
     "SCAN": "walks one node only on a cluster: use RedisClusterClient.scan()",
     "KEYS": "walks one node only on a cluster: use RedisClusterClient.scan()",
 }
-_MAX_REDIRECTS: Final = 16
-"""``MOVED``/``ASK`` replies a call follows at once; past them it backs off like on an outage."""
-_RETRY_BUDGET_WITHOUT_TIMEOUT: Final = 30.0
-"""Seconds a call rides out redirects and outages when the client has no ``timeout``."""
 
 
 @attrs.frozen
@@ -155,19 +129,13 @@ class RedisClusterClient:
             raise ValueError("redis cluster nodes are TCP addresses with database 0 only")
         self._template = seeds[0]
         self._timeout = timeout
-        self._budget = timeout if timeout is not None else _RETRY_BUDGET_WITHOUT_TIMEOUT
         self._ping_interval = ping_interval
-        self._use_hiredis = use_hiredis
-        self._nodes: dict[NodeAddress, RedisClient] = {}
-        # Built now: it checks timeout and ping_interval, and imports the parser.
-        self._node((seeds[0].host, seeds[0].port))
-        self._topology = ClusterTopology(
-            [(seed.host, seed.port) for seed in seeds], self._node, timeout
+        self._router = ClusterRouter(
+            seeds, timeout=timeout, ping_interval=ping_interval, use_hiredis=use_hiredis
         )
+        self._topology = self._router.topology
         self._subscription_turn = random.randrange(1 << 16)
         self._subscriptions: set[Subscription] = set()
-        self._counts = dict.fromkeys(("moved", "asked", "retries"), 0)
-        self._closed = False
 
     @classmethod
     def from_url(
@@ -226,13 +194,7 @@ class RedisClusterClient:
             raise ValueError("a redis command needs at least a command name")
         name = _command_name(args[0])
         _check_cluster_command(name)
-        try:
-            slot = command_slot(name, args)
-        except CrossSlotError:
-            if name not in _SPLITTABLE:
-                raise
-            return await self._split(name, args)
-        return await self._routed(slot, args, name)
+        return await self._router.execute(name, args)
 
     async def pipeline(
         self, commands: Iterable[Sequence[CommandArg]], *, raise_on_error: bool = True
@@ -256,46 +218,11 @@ class RedisClusterClient:
                 raise ValueError("a redis command needs at least a command name")
             names.append(_command_name(command[0]))
             _check_cluster_command(names[-1])
-        replies: list[RedisReply] = [None] * len(batch)
-        if not batch:
-            await trio.lowlevel.checkpoint()
-            return replies
-        slot_map: SlotMap | None = self._topology.map
-        if slot_map is None:
-            # No map and none to be had now: every command goes alone, riding it out.
-            with contextlib.suppress(StorageUnavailableError):
-                slot_map = await self._topology.current()
-        groups: dict[NodeAddress, list[int]] = {}
-        alone: list[int] = []
-        for index, (name, command) in enumerate(zip(names, batch, strict=True)):
-            try:
-                slot = command_slot(name, command)
-            except CrossSlotError:
-                if name not in _SPLITTABLE:
-                    raise
-                alone.append(index)
-                continue
-            node = None if slot_map is None else self._owner_in(slot_map, slot)
-            if node is None:
-                alone.append(index)
-            else:
-                groups.setdefault(node, []).append(index)
-        failures: list[Exception] = []
-        if len(groups) == 1 and not alone:
-            ((node, indexes),) = groups.items()
-            await self._run_group(node, indexes, batch, replies, failures)
-        else:
-            async with trio.open_nursery() as nursery:
-                for node, indexes in groups.items():
-                    nursery.start_soon(self._run_group, node, indexes, batch, replies, failures)
-                for index in alone:
-                    nursery.start_soon(self._run_alone, index, batch, replies, failures)
-        if failures:
-            raise failures[0]
+        replies = await self._router.pipeline(batch, names)
         if raise_on_error:
             for reply in replies:
                 if isinstance(reply, Exception):
-                    raise _reply_error(reply, "PIPELINE")
+                    raise reply_error(reply, "PIPELINE")
         return replies
 
     async def publish(self, channel: str | bytes, message: str | bytes) -> int:
@@ -311,7 +238,8 @@ class RedisClusterClient:
         Raises:
             As :meth:`execute`.
         """
-        reply = await self._routed(key_slot(channel), ("PUBLISH", channel, message), "PUBLISH")
+        command = ("PUBLISH", channel, message)
+        reply = await self._router.routed(key_slot(channel), command, "PUBLISH")
         if not isinstance(reply, int):
             raise StorageError(
                 f"redis PUBLISH: unexpected reply {reply!r:.100}",
@@ -331,7 +259,7 @@ class RedisClusterClient:
         slot_map = await self._topology.complete(self._deadline())
         total = 0
         for node in slot_map.nodes:
-            reply = await self._on_node(node, ("PUBSUB", "NUMSUB", channel))
+            reply = await self._router.on_node(node, ("PUBSUB", "NUMSUB", channel))
             if not isinstance(reply, list) or len(reply) != 2 or not isinstance(reply[1], int):
                 raise StorageError(
                     f"redis PUBSUB NUMSUB: unexpected reply {reply!r:.100}",
@@ -372,7 +300,7 @@ class RedisClusterClient:
             for node in nodes[start:] + nodes[:start]:
                 try:
                     subscription = await stack.enter_async_context(
-                        self._node(node).subscribe(*channels)
+                        self._router.node(node).subscribe(*channels)
                     )
                 except StorageUnavailableError as exc:
                     last = exc
@@ -432,7 +360,7 @@ class RedisClusterClient:
         self, node: NodeAddress, prefixes: Sequence[str]
     ) -> AsyncIterator[Subscription]:
         """The invalidations of ``node``'s keys under ``prefixes`` (no channel), counted."""
-        async with self._node(node).subscribe_tracking(prefixes=prefixes) as subscription:
+        async with self._router.node(node).subscribe_tracking(prefixes=prefixes) as subscription:
             self._subscriptions.add(subscription)
             try:
                 yield subscription
@@ -465,7 +393,7 @@ class RedisClusterClient:
             cursor = 0
             try:
                 while True:
-                    reply = await self._on_node(
+                    reply = await self._router.on_node(
                         node, ("SCAN", cursor, "MATCH", match, "COUNT", count), retry=False
                     )
                     cursor, names = _scan_reply(reply)
@@ -488,7 +416,7 @@ class RedisClusterClient:
         """
         self._check_open()
         async with trio.open_nursery() as nursery:
-            for client in list(self._nodes.values()):
+            for client in self._router.node_clients():
 
                 async def wait(client: RedisClient = client) -> None:
                     with contextlib.suppress(StorageClosedError):
@@ -503,11 +431,11 @@ class RedisClusterClient:
         slot_map = self._topology.map
         return RedisClusterStatistics(
             primaries=0 if slot_map is None else len(slot_map.primaries),
-            nodes_connected=sum(c.statistics().connected for c in self._nodes.values()),
+            nodes_connected=sum(c.statistics().connected for c in self._router.node_clients()),
             refreshes=self._topology.generation,
-            moved=self._counts["moved"],
-            asked=self._counts["asked"],
-            retries=self._counts["retries"],
+            moved=self._router.counts["moved"],
+            asked=self._router.counts["asked"],
+            retries=self._router.counts["retries"],
             subscriptions=sum(s.connected for s in self._subscriptions),
         )
 
@@ -516,10 +444,7 @@ class RedisClusterClient:
 
         Calls waiting fail with :class:`StorageClosedError`, and so does every later call.
         """
-        self._closed = True
-        self._topology.close()
-        for client in list(self._nodes.values()):
-            await client.aclose()
+        await self._router.aclose()
         await trio.lowlevel.checkpoint()
 
     async def __aenter__(self) -> RedisClusterClient:
@@ -533,189 +458,11 @@ class RedisClusterClient:
     ) -> None:
         await self.aclose()
 
-    # -- routing -----------------------------------------------------------------------
-
     def _check_open(self) -> None:
-        if self._closed:
-            raise StorageClosedError(
-                "the redis cluster client is closed", backend="RedisClusterClient"
-            )
-
-    def _node(self, node: NodeAddress) -> RedisClient:
-        client = self._nodes.get(node)
-        if client is None:
-            host, port = node
-            address = attrs.evolve(self._template, host=host, port=port)
-            client = RedisClient(
-                address,
-                timeout=self._timeout,
-                ping_interval=self._ping_interval,
-                use_hiredis=self._use_hiredis,
-            )
-            self._nodes[node] = client
-        return client
-
-    def _owner_in(self, slot_map: SlotMap, slot: int | None) -> NodeAddress | None:
-        if slot is None:
-            primaries = slot_map.primaries
-            return primaries[0] if primaries else None
-        return slot_map.owners[slot]
+        self._router.check_open()
 
     def _deadline(self) -> float:
-        return trio.current_time() + self._budget
-
-    async def _routed(self, slot: int | None, args: Sequence[CommandArg], name: str) -> RedisReply:
-        """Run ``args`` on the master of ``slot``, following redirects and riding out outages."""
-        deadline: float | None = None  # set by the first failure: the hot path reads no clock
-        delay = FIRST_BACKOFF
-        redirects = 0
-        asking: NodeAddress | None = None
-        while True:
-            self._check_open()
-            generation = self._topology.generation
-            failure: Exception
-            try:
-                if asking is not None:
-                    node, asking = asking, None
-                    replies = await self._node(node).pipeline(
-                        [("ASKING",), args], raise_on_error=False
-                    )
-                    if isinstance(replies[1], Exception):
-                        raise _reply_error(replies[1], name)
-                    return replies[1]
-                slot_map = self._topology.map
-                if slot_map is None:
-                    slot_map = await self._topology.current()
-                node_or_none = self._owner_in(slot_map, slot)
-                if node_or_none is None:
-                    raise StorageUnavailableError(
-                        f"redis cluster: no master serves slot {slot}",
-                        backend="RedisClusterClient",
-                        operation=name,
-                    )
-                return await self._node(node_or_none).execute(*args)
-            except RedisReplyError as exc:
-                redirect = _redirect(exc.error)
-                if redirect is None:
-                    raise
-                kind, target = redirect
-                # Bounded: nodes that send a caller round in circles (a cluster
-                # misconfigured, or not what it claims) get the retry path below.
-                if target is not None and redirects < _MAX_REDIRECTS:
-                    redirects += 1
-                    if kind == "ASK":
-                        self._counts["asked"] += 1
-                        asking = target[1]
-                        continue
-                    self._counts["moved"] += 1
-                    await self._topology.moved(generation, *target)
-                    continue
-                failure = exc
-            except StorageUnavailableError as exc:
-                failure = exc
-            except StorageClosedError as exc:
-                if self._closed:
-                    raise
-                failure = exc  # a node client closed under us: cannot happen, but never fatal
-            now = trio.current_time()
-            if deadline is None:
-                deadline = now + self._budget
-            if now >= deadline:
-                raise failure
-            self._counts["retries"] += 1
-            await trio.sleep(min(delay, deadline - now))
-            delay = min(delay * 2, MAX_BACKOFF)
-            with contextlib.suppress(StorageError):
-                await self._topology.refresh(generation)
-
-    async def _on_node(
-        self, node: NodeAddress, args: Sequence[CommandArg], *, retry: bool = True
-    ) -> RedisReply:
-        """Run ``args`` on ``node`` itself (no routing), retrying transient errors if ``retry``."""
-        deadline = self._deadline()
-        delay = FIRST_BACKOFF
-        while True:
-            try:
-                return await self._node(node).execute(*args)
-            except (StorageUnavailableError, RedisReplyError) as exc:
-                if isinstance(exc, RedisReplyError) and _redirect(exc.error) is None:
-                    raise
-                now = trio.current_time()
-                if not retry or now >= deadline:
-                    raise
-                await trio.sleep(min(delay, deadline - now))
-                delay = min(delay * 2, MAX_BACKOFF)
-
-    async def _run_group(
-        self,
-        node: NodeAddress,
-        indexes: list[int],
-        batch: list[tuple[CommandArg, ...]],
-        replies: list[RedisReply],
-        failures: list[Exception],
-    ) -> None:
-        try:
-            try:
-                group = await self._node(node).pipeline(
-                    [batch[index] for index in indexes], raise_on_error=False
-                )
-            except (StorageUnavailableError, StorageClosedError):
-                if self._closed:
-                    raise
-                # The node is gone: each command finds its way alone (it may have run).
-                for index in indexes:
-                    replies[index] = await self._one(batch[index])
-                return
-            for index, reply in zip(indexes, group, strict=True):
-                if isinstance(reply, Exception) and _redirect(reply) is not None:
-                    reply = await self._one(batch[index])
-                replies[index] = reply
-        except Exception as exc:
-            failures.append(exc)
-
-    async def _run_alone(
-        self,
-        index: int,
-        batch: list[tuple[CommandArg, ...]],
-        replies: list[RedisReply],
-        failures: list[Exception],
-    ) -> None:
-        try:
-            replies[index] = await self._one(batch[index])
-        except Exception as exc:
-            failures.append(exc)
-
-    async def _one(self, command: tuple[CommandArg, ...]) -> RedisReply:
-        """Run one command of a pipeline by itself: its error reply returned in place."""
-        try:
-            return await self.execute(*command)
-        except RedisReplyError as exc:
-            return exc.error
-
-    async def _split(self, name: str, args: Sequence[CommandArg]) -> RedisReply:
-        """Run a multi-key command whose keys span slots as one command per slot."""
-        by_slot: dict[int, list[int]] = {}
-        keys = args[1:]
-        for position, key in enumerate(keys):
-            by_slot.setdefault(key_slot(key), []).append(position)
-        parts = list(by_slot.values())
-        replies = await self.pipeline(
-            [(args[0], *(keys[position] for position in part)) for part in parts]
-        )
-        if name == "MGET":
-            values: list[RedisReply] = [None] * len(keys)
-            for part, reply in zip(parts, replies, strict=True):
-                if not isinstance(reply, list) or len(reply) != len(part):
-                    raise _unexpected(name, reply)
-                for position, value in zip(part, reply, strict=True):
-                    values[position] = value
-            return values
-        total = 0
-        for reply in replies:
-            if not isinstance(reply, int):
-                raise _unexpected(name, reply)
-            total += reply
-        return total
+        return self._router.deadline()
 
 
 def redis_client_from_url(
@@ -764,44 +511,7 @@ def _scan_reply(reply: RedisReply) -> tuple[int, list[bytes]]:
         and all(isinstance(name, bytes) for name in reply[1])
     ):
         return int(reply[0]), reply[1]  # type: ignore[return-value]
-    raise _unexpected("SCAN", reply)
-
-
-def _redirect(error: object) -> tuple[str, tuple[int, NodeAddress] | None] | None:
-    """What a cluster error reply asks for: ``("MOVED"|"ASK", target)`` or ``(kind, None)``.
-
-    ``None``: not a reply the client follows (a real error for the caller).
-    """
-    if not isinstance(error, Exception):
-        return None
-    text = str(error)
-    kind = type(error).__name__
-    if kind == "MovedError":
-        return "MOVED", parse_redirect(text)
-    if kind == "AskError":
-        return "ASK", parse_redirect(text)
-    if kind in ("TryAgainError", "ClusterDownError", "MasterDownError", "BusyLoadingError"):
-        return "RETRY", None
-    return None
-
-
-def _reply_error(error: Exception, operation: str) -> RedisReplyError:
-    from redis.exceptions import RedisError
-
-    assert isinstance(error, RedisError)
-    reply_error = RedisReplyError(
-        f"redis {operation}: {type(error).__name__}: {error}", error=error, operation=operation
-    )
-    reply_error.__cause__ = error
-    return reply_error
-
-
-def _unexpected(operation: str, reply: object) -> StorageError:
-    return StorageError(
-        f"redis {operation}: unexpected reply {reply!r:.100}",
-        backend="RedisClusterClient",
-        operation=operation,
-    )
+    raise unexpected_reply("SCAN", reply)
 
 
 def _command_name(name: CommandArg) -> str:

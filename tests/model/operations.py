@@ -56,6 +56,13 @@ class Fetch:
 
 
 @attrs.frozen
+class FetchMany:
+    """``fetch_queries`` of ``keys`` by one caller (a key may be listed twice)."""
+
+    keys: tuple[tuple[Any, ...], ...]
+
+
+@attrs.frozen
 class CancelCaller:
     index: int
 
@@ -159,11 +166,16 @@ Op = Any
 
 
 def op_strategies(
-    keys: list[tuple[Any, ...]], l2_gates: bool, write_gates: bool = False, refetch: bool = False
+    keys: list[tuple[Any, ...]],
+    l2_gates: bool,
+    write_gates: bool = False,
+    refetch: bool = False,
+    many: bool = False,
 ) -> dict[str, st.SearchStrategy[Op]]:
     """Each kind of operation on ``keys``; L2 read (and write) gates need a ControlledStorage.
 
-    ``refetch``: ``refetch_queries(type="active")`` too (the client model knows it).
+    ``refetch``: ``refetch_queries(type="active")`` too; ``many``: ``fetch_queries``
+    too (the client model knows both).
     """
     key = st.sampled_from(keys)
     matcher = st.sampled_from(MATCHERS)
@@ -189,6 +201,10 @@ def op_strategies(
     }
     if refetch:
         kinds["refetch_active"] = matcher.map(lambda m: RefetchActive(*m))
+    if many:
+        kinds["fetch_many"] = st.lists(key, min_size=1, max_size=4).map(
+            lambda listed: FetchMany(tuple(listed))
+        )
     if l2_gates:
         kinds["hold_l2"] = st.just(HoldL2Reads())
         kinds["release_l2"] = st.just(ReleaseL2Reads())
@@ -205,6 +221,7 @@ def programs(
     *,
     write_gates: bool = False,
     refetch: bool = False,
+    many: bool = False,
     max_size: int = 40,
 ) -> list[Op]:
     """A program, swarm-style: each draws which keys and which kinds of operation it uses.
@@ -214,7 +231,7 @@ def programs(
     cancel, fetch again, release); shrinking still works on the operations.
     """
     keys = draw(st.sampled_from([KEYS[:1], KEYS[:2], KEYS]))
-    strategies = op_strategies(keys, l2_gates, write_gates, refetch)
+    strategies = op_strategies(keys, l2_gates, write_gates, refetch, many)
     kinds = [kind for kind in sorted(strategies) if draw(st.booleans())] or ["fetch"]
     kind_st = st.sampled_from(kinds).flatmap(lambda kind: strategies[kind])
     size = draw(st.integers(0, max_size))  # st.lists alone averages a handful of operations

@@ -1,7 +1,8 @@
 """QueryClient checked, step by step, against a reference model of its contract.
 
 How it runs.  Hypothesis draws a *program*: a list of operations on three
-keys (fetch with several concurrent callers, cancel one waiting caller,
+keys (fetch with several concurrent callers, ``fetch_queries`` of a list of
+keys, cancel one waiting caller,
 ``set_query_data``, ``invalidate_queries`` / ``remove_queries`` /
 ``reset_queries`` / ``cancel_queries`` by prefix or exactly, subscribe and
 unsubscribe an observer (a listener, or an ``updates()`` stream read by a
@@ -33,6 +34,10 @@ model takes one reading and says so next to the rule.  The rules, per key:
   is in flight; without data the caller joins the fetch in flight or starts
   one.  Concurrent callers of a cold key share one origin call.  A caller
   cancelled while waiting stops waiting; the fetch goes on.
+* ``fetch_queries``: each key listed is fetched as a caller of its own
+  would fetch it (a key listed twice, once), all at once; once every key
+  has settled it returns their data in list order, or raises the first
+  error in list order.  Cancelled, it stops waiting; the fetches go on.
 * a fetch of a key without data in L1 reads L2 first (when there is L2):
   fresh data there settles it with no origin call; stale (or invalidated)
   data is handed to the waiters and one origin call follows; a miss calls
@@ -102,6 +107,7 @@ from tests.model.operations import (
     CancelCaller,
     FailOrigin,
     Fetch,
+    FetchMany,
     HoldL2Reads,
     HoldOrigin,
     Invalidate,
@@ -143,6 +149,24 @@ class CallerModel:
     id: int
     key: tuple[Any, ...]
     outcome: tuple[Any, ...] | None = None
+    listing: tuple[tuple[Any, ...], ...] = ()
+    """A ``fetch_queries`` call: the keys as listed (``key`` is then unused)."""
+    parts: dict[tuple[Any, ...], CallerModel] | None = None
+    """A ``fetch_queries`` call: one caller per key listed, first listed first."""
+
+    def settle_parts(self) -> None:
+        """A ``fetch_queries`` call returns once every key settled: the values in list
+        order, else the first key's (in list order) error raises."""
+        if self.parts is None or self.outcome is not None:
+            return
+        outcomes = [part.outcome for part in self.parts.values()]
+        if any(outcome is None for outcome in outcomes):
+            return
+        failed = [outcome for outcome in outcomes if outcome is not None and outcome[0] != "value"]
+        if failed:
+            self.outcome = failed[0]
+        else:
+            self.outcome = ("value", [self.parts[key].outcome[1] for key in self.listing])  # type: ignore[index]
 
 
 @attrs.define
@@ -309,6 +333,8 @@ class Model:
                     self.land_l2(k, fetch)
                 else:
                     self.land_origin(k, fetch)
+        for caller in self.callers:
+            caller.settle_parts()
 
     def land_l2(self, k: KeyModel, fetch: FetchModel) -> None:
         entry = self.store.get(k.key)
@@ -376,11 +402,26 @@ class Model:
             if cold and k.fetch is not None and k.fetch.phase == "l2":
                 k.fetch.reader = caller
 
+    def fetch_many(self, listing: tuple[tuple[Any, ...], ...], caller: CallerModel) -> None:
+        """``fetch_queries``: each key listed as a caller of its own would fetch it (a key
+        listed twice once), all at once; see :meth:`CallerModel.settle_parts`."""
+        self.callers.append(caller)
+        caller.listing, caller.parts = listing, {}
+        for key in listing:
+            if key not in caller.parts:
+                caller.parts[key] = part = CallerModel(caller.id, key)
+                self.fetch(key, part)
+        caller.settle_parts()
+
     def cancel_caller(self, caller: CallerModel) -> None:
         caller.outcome = ("aborted",)
-        for k in self.keys.values():
-            if k.fetch is not None and caller in k.fetch.waiters:
-                k.fetch.waiters.remove(caller)
+        mine = [caller] if caller.parts is None else list(caller.parts.values())
+        for part in mine:
+            if part.outcome is None:
+                part.outcome = ("aborted",)
+            for k in self.keys.values():
+                if k.fetch is not None and part in k.fetch.waiters:
+                    k.fetch.waiters.remove(part)
 
     def set_data(self, key: tuple[Any, ...]) -> str:
         self.set_count += 1
@@ -478,7 +519,10 @@ class Model:
 
     def close(self) -> None:
         for caller in self.waiting():
-            caller.outcome = ("closed",)
+            if caller.parts is None:
+                caller.outcome = ("closed",)
+        for caller in self.callers:
+            caller.settle_parts()
 
 
 # -- the driver ---------------------------------------------------------------------------------
@@ -573,6 +617,12 @@ class Driver(ProgramDriver):
                 # One at a time: the first caller of a cold key is the one that reads L2.
                 await wait_all_tasks_blocked()
                 model.settle()
+            return None
+        if isinstance(op, FetchMany):
+            caller = CallerTask(CallerModel(len(model.callers), ()))
+            model.fetch_many(op.keys, caller.model)
+            self.callers.append(caller)
+            self.nursery.start_soon(self._caller, caller)
             return None
         if isinstance(op, CancelCaller):
             waiting = [c for c in self.callers if c.model.outcome is None]
@@ -669,10 +719,14 @@ class Driver(ProgramDriver):
     async def _caller(self, caller: CallerTask) -> None:
         client = self.client
         assert client is not None
-        options = self.options[caller.model.key]
         with caller.scope:
             try:
-                caller.outcome = ("value", await client.fetch_query(options))
+                if caller.model.parts is None:
+                    value = await client.fetch_query(self.options[caller.model.key])
+                else:
+                    listed = [self.options[key] for key in caller.model.listing]
+                    value = await client.fetch_queries(listed)
+                caller.outcome = ("value", value)
             except sq.QueryCancelledError:
                 caller.outcome = ("cancelled",)
             except sq.ClientClosedError:
@@ -939,13 +993,13 @@ def run_program(mode: str, program: list[Op]) -> Driver:
 class TestClientModel:
     @pytest.mark.parametrize("mode", ["l1", "memory"])
     @model_settings(default_ci=600, default_local=2000)
-    @given(program=programs(l2_gates=False, refetch=True))
+    @given(program=programs(l2_gates=False, refetch=True, many=True))
     def test_client_follows_the_model(self, mode: str, program: list[Op]) -> None:
         """Every caller, origin count, state and observer matches the model after each step."""
         run_program(mode, program)
 
     @model_settings(default_ci=600, default_local=2000)
-    @given(program=programs(l2_gates=True, refetch=True))
+    @given(program=programs(l2_gates=True, refetch=True, many=True))
     def test_client_follows_the_model_with_held_l2_reads(self, program: list[Op]) -> None:
         """The same, over a ControlledStorage whose reads the program holds and releases."""
         run_program("controlled", program)

@@ -1,15 +1,15 @@
 """Liveness: whatever was held meanwhile, once nothing is held nobody is left waiting.
 
-How it runs.  Hypothesis draws a program of the same operations as the
-client model (``operations.programs``), plus holding and releasing L2 writes,
-over a ``ControlledStorage`` whose reads and writes and a ``GatedOrigin``
-per key the program holds and releases.  One example is one ``trio.run``
-with ``MockClock(autojump_threshold=0)``: the driver orders its steps with
-``wait_all_tasks_blocked`` (which goes before an autojump), and time moves
-when the program advances it or when a check waits, so held L2 calls time
-out (``l2_timeout``), the writer retries, and failed origin calls are retried
-after their delay, all in trio time.  There is no model of values here; the
-properties are:
+How it runs. Hypothesis draws a program of the same operations as the client
+model (``operations.programs``, ``fetch_queries`` included), plus holding
+and releasing L2 writes, over a ``ControlledStorage`` whose reads and writes
+and a ``GatedOrigin`` per key the program holds and releases. One example is
+one ``trio.run`` with ``MockClock(autojump_threshold=0)``: the driver orders
+its steps with ``wait_all_tasks_blocked`` (which goes before an autojump),
+and time moves when the program advances it or when a check waits, so held
+L2 calls time out (``l2_timeout``), the writer retries, and failed origin
+calls are retried after their delay, all in trio time. There is no model of
+values here; the properties are:
 
 1. after any step that leaves nothing held, every caller finishes within
    ``BOUND`` seconds of trio time;
@@ -55,6 +55,7 @@ from tests.model.operations import (
     Cancel,
     CancelCaller,
     Fetch,
+    FetchMany,
     HoldL2Writes,
     Invalidate,
     Op,
@@ -80,6 +81,8 @@ a retry delay (1 s), the writer's backoff (at most 1 s), with a wide margin."""
 @attrs.define(eq=False)
 class Caller:
     key: tuple[Any, ...]
+    listing: tuple[tuple[Any, ...], ...] | None = None
+    """A ``fetch_queries`` call's keys (``key`` is then its first)."""
     scope: trio.CancelScope = attrs.Factory(trio.CancelScope)
     done: trio.Event = attrs.Factory(trio.Event)
     outcome: str | None = None
@@ -163,6 +166,10 @@ class LivenessDriver(ProgramDriver):
                 caller = Caller(op.key)
                 self.callers.append(caller)
                 nursery.start_soon(self._fetch, caller)
+        elif isinstance(op, FetchMany):
+            caller = Caller(op.keys[0], op.keys)
+            self.callers.append(caller)
+            nursery.start_soon(self._fetch, caller)
         elif isinstance(op, CancelCaller):
             waiting = [c for c in self.callers if not c.done.is_set()]
             if waiting:
@@ -226,7 +233,10 @@ class LivenessDriver(ProgramDriver):
         assert self.client is not None
         with caller.scope:
             try:
-                await self.client.fetch_query(self.options[caller.key])
+                if caller.listing is None:
+                    await self.client.fetch_query(self.options[caller.key])
+                else:
+                    await self.client.fetch_queries([self.options[k] for k in caller.listing])
                 caller.outcome = "value"
             except (sq.QueryCancelledError, sq.ClientClosedError, Failure) as exc:
                 caller.outcome = type(exc).__name__
@@ -340,7 +350,7 @@ class LivenessDriver(ProgramDriver):
 class TestLiveness:
     @model_settings(default_ci=500, default_local=2000)
     @given(
-        program=programs(l2_gates=True, write_gates=True),
+        program=programs(l2_gates=True, write_gates=True, many=True),
         close_with_writes_held=st.booleans(),
     )
     def test_nobody_waits_once_nothing_is_held(
