@@ -8,7 +8,11 @@ callers join its reply) and, reading alone, awaits the L2 read itself.
 Reads that go out together (concurrent callers of other cold keys,
 ``fetch_queries``' cold keys, claimed with no task of their own) share one
 ``get_many`` and are landed by one task per batch, whether their callers
-still wait or not; those callers wait for the outcome only.  When a read lands,
+still wait or not; those callers wait for the outcome only.  The cold keys
+of one ``fetch_queries`` call are one :class:`~stackquery._l2_tier.BatchRead`,
+not a read each: a key gets a ``ColdRead`` of its own only when something
+else needs it (see ``L2Tier.cold_read``), and the others land straight into
+the batch's values (:meth:`ColdReads._land_read`).  When a read lands,
 :meth:`ColdReads.land` settles it without an actor when it can (fresh data),
 and hands the rest to the key's actor (stale data to refetch, a miss to
 fetch) with :meth:`~stackquery._query_actor.QueryActor.continue_fetch`, so

@@ -47,12 +47,16 @@ class ColdRead:
     waiting; none for a batch's reads): cancelled once ``reply`` is settled
     without the read (cancel_queries, a removal, a reset), so that caller
     hears at once rather than when the store answers."""
+    batch: BatchRead | None = None
+    """The batch the key is read in, if any (told when the key is settled early)."""
 
     def settle_early(self, error: BaseException) -> None:
         """Settle the key's fetch with ``error`` before the read lands; wake its caller."""
         self.reply.set_error(error)
         if self.waiting is not None:
             self.waiting.cancel()
+        if self.batch is not None:
+            self.batch.settled_early()
 
 
 @attrs.define(eq=False)
@@ -80,8 +84,16 @@ class BatchRead:
     colds: dict[int, ColdRead] = attrs.field(factory=dict)
     """By place: the keys given a :class:`ColdRead` of their own."""
     landed: trio.Event = attrs.field(factory=trio.Event)
-    """Set once every key landed or is a :class:`ColdRead` of its own."""
+    """Set once every key landed or is a :class:`ColdRead` of its own, or once every key
+    was settled before the read landed (its caller then waits no more)."""
     _places: dict[str, int] | None = attrs.field(default=None, init=False)
+    _early: int = attrs.field(default=0, init=False)
+
+    def settled_early(self) -> None:
+        """A key was settled before the read landed (cancel_queries, a removal, a reset)."""
+        self._early += 1
+        if self._early == len(self.keys):
+            self.landed.set()
 
     def place(self, key_hash: str) -> int:
         """The key's place in :attr:`keys` (a key of this batch)."""
@@ -121,7 +133,9 @@ class L2Tier:
         """Give a key of ``batch``, still in its read, a :class:`ColdRead` of its own: its
         ``read`` is set when the batch lands."""
         place = batch.place(key_hash)
-        cold = batch.colds[place] = ColdRead(batch.options[place], batch.previous[place], Reply())
+        cold = batch.colds[place] = ColdRead(
+            batch.options[place], batch.previous[place], Reply(), batch=batch
+        )
         self.cold_reads[key_hash] = cold
         return cold
 

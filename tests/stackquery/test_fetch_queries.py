@@ -571,3 +571,28 @@ class TestBatchRead:
                 await trio.testing.wait_all_tasks_blocked()
         assert [str(e) for e in errors] == ["the query client closed before the fetch finished"]
         assert origins.calls == {}
+
+    async def test_every_key_reset_mid_read_settles_the_caller_at_once(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """reset_queries of every key of the batch: its caller gets QueryCancelledError before
+        the store answers; what the store answers later lands nowhere."""
+        got: list[Any] = []
+        async with gated_client() as (store, origins, a, b, client):
+
+            async def fetch_both() -> None:
+                try:
+                    await client.fetch_queries([a, b])
+                except sq.QueryCancelledError as exc:
+                    got.append(str(exc))
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(fetch_both)
+                await trio.testing.wait_all_tasks_blocked()
+                assert await client.reset_queries(("item",)) == 2
+                await trio.testing.wait_all_tasks_blocked()
+                assert got == ["query fetch cancelled by reset_queries"]
+                store.read_gate.set()
+            assert client.get_query_state(("item", "a")) is None
+            assert client.get_query_state(("item", "b")) is None
+            assert origins.calls == {}
