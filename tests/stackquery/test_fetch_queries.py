@@ -565,10 +565,9 @@ class TestBatchRead:
             except sq.ClientClosedError as exc:
                 errors.append(exc)
 
-        async with trio.open_nursery() as outer:
-            async with gated_client() as (store, origins, a, b, client):
-                outer.start_soon(fetch_both, client, [a, b])
-                await trio.testing.wait_all_tasks_blocked()
+        async with trio.open_nursery() as outer, gated_client() as (_, origins, a, b, client):
+            outer.start_soon(fetch_both, client, [a, b])
+            await trio.testing.wait_all_tasks_blocked()
         assert [str(e) for e in errors] == ["the query client closed before the fetch finished"]
         assert origins.calls == {}
 
