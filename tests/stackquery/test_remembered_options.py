@@ -9,10 +9,12 @@ import sys
 from typing import Any
 
 import attrs
+import pytest
 import trio
 import trio.testing
 
 import stackquery as sq
+from stackquery import _remembered
 from stackquery._remembered import SETTINGS, TEMPLATES_MAX, Remembered, Templates, same_settings
 
 
@@ -145,6 +147,30 @@ class TestTemplates:
         ):
             options = _options(("k", n), **settings)
             assert templates.compact(options) is options
+
+    def test_the_same_options_again_get_the_same_answer_without_a_comparison(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Options given again (every caller parked on a key's fetch) are kept as they were
+        the first time, with no settings compared; other options are compared again."""
+        templates = Templates()
+        a0, a1 = (_options(("a", n)) for n in range(2))
+        b0, b1 = (_options(("b", n), gc_time=5.0) for n in range(2))
+        for options in (a0, a1, b0):
+            templates.compact(options)
+        kept = templates.compact(b1)
+        compared: list[object] = []
+
+        def counting(a: sq.QueryOptions[Any], b: sq.QueryOptions[Any]) -> bool:
+            compared.append(b)
+            return same_settings(a, b)
+
+        monkeypatch.setattr(_remembered, "same_settings", counting)
+        assert [templates.compact(b1) for _ in range(3)] == [kept] * 3
+        assert templates.compact(b1) is kept
+        assert compared == []
+        assert templates.compact(a1) is a1.query_fn
+        assert compared == [a1, a1]  # with b0, the template found last, then with a0
 
     def test_past_the_bound_the_lookup_starts_over_and_keeps_its_templates(self) -> None:
         """More templates than the bound: keys already kept still build their options again."""
