@@ -102,6 +102,17 @@ class TestRefetchWithTheLastOptions:
             assert client.get_query_data(("k", 1)) == (("k", 1), {"m": "y"})
 
 
+def _two_kinds() -> tuple[Templates, tuple[sq.QueryOptions[Any], ...], object]:
+    """Templates given keys ``a0``, ``a1`` of one kind, then ``b0``, ``b1`` of another
+    (``gc_time``): the templates, those options, and what ``b1`` was kept as."""
+    templates = Templates()
+    a0, a1 = (_options(("a", n)) for n in range(2))
+    b0, b1 = (_options(("b", n), gc_time=5.0) for n in range(2))
+    for options in (a0, a1, b0):
+        templates.compact(options)
+    return templates, (a0, a1, b0, b1), templates.compact(b1)
+
+
 class TestTemplates:
     def test_keys_read_alike_keep_their_query_fn_alone(self) -> None:
         """The first options are the template; the next keep only their query_fn."""
@@ -126,12 +137,7 @@ class TestTemplates:
 
     def test_other_settings_keep_a_reference_to_their_template(self) -> None:
         """Keys of a second kind keep their query_fn and their template; built again equal."""
-        templates = Templates()
-        a0, a1 = (_options(("a", n)) for n in range(2))
-        b0, b1 = (_options(("b", n), gc_time=5.0) for n in range(2))
-        for options in (a0, a1, b0):
-            templates.compact(options)
-        kept = templates.compact(b1)
+        templates, (a0, a1, b0, b1), kept = _two_kinds()
         assert kept == Remembered(b0, b1.query_fn)
         assert templates.expand(b1.key_hash, kept) == b1
         assert templates.expand(a1.key_hash, a1.query_fn) == a1
@@ -153,12 +159,7 @@ class TestTemplates:
     ) -> None:
         """Options given again (every caller parked on a key's fetch) are kept as they were
         the first time, with no settings compared; other options are compared again."""
-        templates = Templates()
-        a0, a1 = (_options(("a", n)) for n in range(2))
-        b0, b1 = (_options(("b", n), gc_time=5.0) for n in range(2))
-        for options in (a0, a1, b0):
-            templates.compact(options)
-        kept = templates.compact(b1)
+        templates, (_, a1, _, b1), kept = _two_kinds()
         compared: list[object] = []
 
         def counting(a: sq.QueryOptions[Any], b: sq.QueryOptions[Any]) -> bool:
