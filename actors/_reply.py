@@ -248,6 +248,14 @@ class _Parked:
     task with (trio sends the ``Outcome`` in and leaves the unwrapping to the
     task).  It keeps no state: a task in ``await`` is either about to park
     (sent ``None``) or being woken (sent its outcome).
+
+    That is trio's protocol between a task and its run loop, which its public
+    traps are built on but which it does not document; the tests of
+    :meth:`Reply.park` pin what is used of it.  A generator per waiter would
+    wake each for ~2,500 instructions less (a ``StopIteration`` raised from
+    Python costs more than a generator's return) but keep one tracked object
+    more each: CPU even on 10,000 callers, 105 generation-0 collections
+    instead of 92, nearer the full collection that 143 set off.
     """
 
     __slots__ = ()
