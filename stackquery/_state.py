@@ -386,14 +386,15 @@ def _changed(snap: Snapshot, shape: Shape, fresh_for: object, collect_at: Deadli
     """``snap`` with another shape, freshness and gc deadline; its data and the table's
     bookkeeping kept.  What most transitions below are: a positional call of the class,
     because a fetch makes two or more snapshots and keywords cost a cold key measurably."""
+    stale_at, _, timer_at = snap.kept_deadlines
     return Snapshot(
         snap.key_hash,
         snap.data,
         fresh_for,
         snap.data_updated_at,
-        snap._stale_at,
+        stale_at,
         collect_at,
-        snap._timer_at,
+        timer_at,
         shape,
         snap.hit,
         snap.options,
@@ -403,7 +404,7 @@ def _changed(snap: Snapshot, shape: Shape, fresh_for: object, collect_at: Deadli
 def _timer_kept(snap: Snapshot) -> float:
     """``snap``'s timer deadline for a snapshot with other data: a trio time (one counted
     from ``snap``'s data would count from the new data's time there)."""
-    return resolved(snap._timer_at, snap.data_updated_at)
+    return snap.timer_at
 
 
 def empty_snapshot(
@@ -555,7 +556,7 @@ def still_fetching(snap: Snapshot) -> Snapshot:
     if old.fetch_status is FetchStatus.FETCHING:
         return snap
     new = _with_fetch_status(old, FetchStatus.FETCHING, old.fetch_count)
-    return _changed(snap, new, snap.fresh_for, snap._collect_at)
+    return _changed(snap, new, snap.fresh_for, snap.kept_deadlines[1])
 
 
 def idle(snap: Snapshot, *, now: float) -> Snapshot:
@@ -645,7 +646,7 @@ def invalidated(snap: Snapshot, *, now: float) -> Snapshot:
 
 def went_stale(snap: Snapshot) -> Snapshot:
     """The data reached its stale time (no use, so ``collect_at`` is kept)."""
-    return _changed(snap, snap.shape, NOT_FRESH, snap._collect_at)
+    return _changed(snap, snap.shape, NOT_FRESH, snap.kept_deadlines[1])
 
 
 def used(snap: Snapshot, *, now: float) -> Snapshot:
@@ -671,7 +672,7 @@ def restored(snap: Snapshot, previous: Snapshot, *, now: float) -> Snapshot:
         previous.data,
         previous.fresh_for if previous.stale_at > now else NOT_FRESH,
         previous.data_updated_at,
-        previous._stale_at,
+        previous.kept_deadlines[0],
         now + old.gc_time,
         _timer_kept(snap),
         new,
