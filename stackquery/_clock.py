@@ -49,9 +49,11 @@ class Clock:
         latest one that maps to ``now`` or before, so that a deadline counted from the
         stamp (as the L1 table keeps them) comes no later than one counted from ``now``.
         """
-        wall = self.wall(now)
-        at = self.from_wall(wall)
+        # wall() and from_wall() written out: this runs at every landing.
+        trio_start, wall_start = self.trio_start, self.wall_start
+        wall = wall_start + (now - trio_start)
+        at = trio_start + (wall - wall_start)
         while at > now:
             wall = math.nextafter(wall, -math.inf)
-            at = self.from_wall(wall)
+            at = trio_start + (wall - wall_start)
         return wall, at

@@ -444,6 +444,7 @@ class QueryCache:
             # Landing now, with a period every key alike has: its stale and gc deadlines
             # count from its stamp, through objects those keys share (24 bytes a key each).
             wall, at = clock.stamp(now)
+            after = self._after_data
             return _state.with_data(
                 snap,
                 data,
@@ -454,8 +455,8 @@ class QueryCache:
                 now=now,
                 idle=idle,
                 gc_time=gc_time,
-                stale_after=self._after(period),
-                collect_after=self._after(gc_time),
+                stale_after=after.get(period) or self._after(period),
+                collect_after=after.get(gc_time) or self._after(gc_time),
             )
         return _state.with_data(
             snap,
@@ -608,7 +609,7 @@ class QueryCache:
             # Written in place, as a hit is: the deadline is the table's bookkeeping, not
             # the key's state, and a copy of the snapshot for it cost a construction a publish.
             # Kept as the snapshot keeps it (shared by keys alike), not as a float of its own.
-            snap.arm_timer(kept)
+            snap.timer_kept = kept
         return snap
 
     def _timer_deadline(self, key_hash: str) -> float | None:
@@ -644,7 +645,7 @@ class QueryCache:
             kept, deadline = _due(snap, stale=snap.fresh, collect=True)
         self._timers.push(deadline, key_hash)
         # In place, as _arm does: the deadline is the table's bookkeeping, not the key's state.
-        snap.arm_timer(kept)
+        snap.timer_kept = kept
         self.snapshots[key_hash] = snap
 
     def _evict(self, max_queries: int) -> None:
@@ -670,15 +671,15 @@ class QueryCache:
 def _due(snap: Snapshot, *, stale: bool, collect: bool) -> tuple[_state.Deadline, float]:
     """The earlier of the key's stale deadline (if ``stale``) and its gc deadline (if
     ``collect``), as the snapshot keeps it and as a trio time (at least one is asked)."""
-    kept_stale, kept_collect, _ = snap.kept_deadlines
     if not collect:
-        return kept_stale, snap.stale_at
+        return snap.stale_kept, snap.stale_at
+    kept = snap.collect_kept
     collect_at = snap.collect_at
-    if stale:
+    if stale and kept is not snap.stale_kept:  # the same object: the same deadline
         stale_at = snap.stale_at
         if stale_at < collect_at:
-            return kept_stale, stale_at
-    return kept_collect, collect_at
+            return snap.stale_kept, stale_at
+    return kept, collect_at
 
 
 def _carry_uses(old: Snapshot, snap: Snapshot) -> None:

@@ -185,21 +185,17 @@ class AfterData:
     clock: Clock
     seconds: float
 
-    def at(self, data_updated_at: float) -> float:
-        """The deadline, for data stamped ``data_updated_at`` (wall time)."""
-        return self.clock.from_wall(data_updated_at) + self.seconds
+    def at(self, data_updated_at: float | None) -> float:
+        """The deadline, for data stamped ``data_updated_at`` (wall time; never ``None``)."""
+        clock = self.clock
+        # Clock.from_wall(data_updated_at) + seconds, to the bit, without the call: this
+        # runs each time the table reads a kept deadline (a publish reads two or three).
+        wall: float = data_updated_at  # type: ignore[assignment]
+        return clock.trio_start + (wall - clock.wall_start) + self.seconds
 
 
 Deadline = float | AfterData
 """A snapshot's deadline as kept: a trio time, or one counted from its data (:class:`AfterData`)."""
-
-
-def resolved(deadline: Deadline, data_updated_at: float | None) -> float:
-    """The trio time of ``deadline`` for a snapshot whose data is stamped ``data_updated_at``."""
-    if deadline.__class__ is AfterData:
-        assert data_updated_at is not None
-        return deadline.at(data_updated_at)
-    return deadline  # type: ignore[return-value]
 
 
 @attrs.define(weakref_slot=False, eq=False)
@@ -236,12 +232,13 @@ class Snapshot:
     with the caller's ``stale_time``."""
     data_updated_at: float | None = None
     """Wall time the data was fetched or set; ``None``: no data."""
-    _stale_at: Deadline = -math.inf
-    """See :attr:`stale_at`."""
-    _collect_at: Deadline = 300.0
-    """See :attr:`collect_at`."""
-    _timer_at: Deadline = math.inf
-    """See :attr:`timer_at`."""
+    stale_kept: Deadline = -math.inf
+    """:attr:`stale_at` as kept (a trio time, or an :class:`AfterData` shared by keys alike)."""
+    collect_kept: Deadline = 300.0
+    """:attr:`collect_at` as kept."""
+    timer_kept: Deadline = math.inf
+    """:attr:`timer_at` as kept: one of the two above, or a trio time.  Written in place by
+    the table when it arms the key's timer, as ``hit`` is: its bookkeeping, not state."""
     shape: Shape = attrs.field(factory=Shape)
     """Status, fetch status, failure, stale and gc time, fetch count: shared."""
     hit: float | None = attrs.field(default=None, repr=False)
@@ -257,31 +254,22 @@ class Snapshot:
     @property
     def stale_at(self) -> float:
         """Trio time the data goes stale (``inf``: never; ``-inf``: no data)."""
-        return resolved(self._stale_at, self.data_updated_at)
+        kept = self.stale_kept
+        return kept.at(self.data_updated_at) if kept.__class__ is AfterData else kept  # type: ignore[return-value]
 
     @property
     def collect_at(self) -> float:
         """Trio time the key may be dropped, unused and unobserved: its last change or use
         plus ``gc_time``.  Kept rather than the time of that use, so that the key's gc
         timer, usually due then, shares it instead of holding a float of its own."""
-        return resolved(self._collect_at, self.data_updated_at)
+        kept = self.collect_kept
+        return kept.at(self.data_updated_at) if kept.__class__ is AfterData else kept  # type: ignore[return-value]
 
     @property
     def timer_at(self) -> float:
-        """Deadline of the key's one pending timer (staleness and gc); ``inf``: none.
-        Written in place by the table when it arms the timer (:meth:`arm_timer`)."""
-        return resolved(self._timer_at, self.data_updated_at)
-
-    @property
-    def kept_deadlines(self) -> tuple[Deadline, Deadline, Deadline]:
-        """``stale_at``, ``collect_at`` and ``timer_at`` as kept (shared or not)."""
-        return self._stale_at, self._collect_at, self._timer_at
-
-    def arm_timer(self, deadline: Deadline) -> None:
-        """Record (in place) the deadline of the key's pending timer entry: the table's
-        bookkeeping, as ``hit`` is; ``deadline`` is one of this snapshot's kept ones or
-        a trio time."""
-        self._timer_at = deadline
+        """Deadline of the key's one pending timer (staleness and gc); ``inf``: none."""
+        kept = self.timer_kept
+        return kept.at(self.data_updated_at) if kept.__class__ is AfterData else kept  # type: ignore[return-value]
 
     @property
     def status(self) -> QueryStatus:
@@ -386,25 +374,25 @@ def _changed(snap: Snapshot, shape: Shape, fresh_for: object, collect_at: Deadli
     """``snap`` with another shape, freshness and gc deadline; its data and the table's
     bookkeeping kept.  What most transitions below are: a positional call of the class,
     because a fetch makes two or more snapshots and keywords cost a cold key measurably."""
-    stale_at, _, timer_at = snap.kept_deadlines
     return Snapshot(
         snap.key_hash,
         snap.data,
         fresh_for,
         snap.data_updated_at,
-        stale_at,
+        snap.stale_kept,
         collect_at,
-        timer_at,
+        snap.timer_kept,
         shape,
         snap.hit,
         snap.options,
     )
 
 
-def _timer_kept(snap: Snapshot) -> float:
+def _timer_kept(snap: Snapshot) -> Deadline:
     """``snap``'s timer deadline for a snapshot with other data: a trio time (one counted
     from ``snap``'s data would count from the new data's time there)."""
-    return snap.timer_at
+    kept = snap.timer_kept
+    return snap.timer_at if kept.__class__ is AfterData else kept
 
 
 def empty_snapshot(
@@ -467,18 +455,12 @@ def with_data(
     old = snap.shape
     if gc_time is None:
         gc_time = old.gc_time
-    stale_at: float
-    kept_stale: Deadline
-    kept_collect: Deadline
-    if stale_after is not None:
-        kept_stale = stale_after
-        stale_at = stale_after.at(updated_at_wall)
-    else:
-        kept_stale = stale_at = updated_at + resolved_stale_time
-    if collect_after is not None:
-        kept_collect = collect_after
-    else:
-        kept_collect = _collect_at(now, gc_time, stale_at)
+    # stale_after.at(updated_at_wall) to the bit, when given (see above).
+    stale_at = updated_at + resolved_stale_time
+    kept_stale: Deadline = stale_at if stale_after is None else stale_after
+    kept_collect: Deadline = (
+        _collect_at(now, gc_time, stale_at) if collect_after is None else collect_after
+    )
     failure = old.failure
     if failure is not None:
         failure = (
@@ -556,7 +538,7 @@ def still_fetching(snap: Snapshot) -> Snapshot:
     if old.fetch_status is FetchStatus.FETCHING:
         return snap
     new = _with_fetch_status(old, FetchStatus.FETCHING, old.fetch_count)
-    return _changed(snap, new, snap.fresh_for, snap.kept_deadlines[1])
+    return _changed(snap, new, snap.fresh_for, snap.collect_kept)
 
 
 def idle(snap: Snapshot, *, now: float) -> Snapshot:
@@ -646,7 +628,7 @@ def invalidated(snap: Snapshot, *, now: float) -> Snapshot:
 
 def went_stale(snap: Snapshot) -> Snapshot:
     """The data reached its stale time (no use, so ``collect_at`` is kept)."""
-    return _changed(snap, snap.shape, NOT_FRESH, snap.kept_deadlines[1])
+    return _changed(snap, snap.shape, NOT_FRESH, snap.collect_kept)
 
 
 def used(snap: Snapshot, *, now: float) -> Snapshot:
@@ -672,7 +654,7 @@ def restored(snap: Snapshot, previous: Snapshot, *, now: float) -> Snapshot:
         previous.data,
         previous.fresh_for if previous.stale_at > now else NOT_FRESH,
         previous.data_updated_at,
-        previous.kept_deadlines[0],
+        previous.stale_kept,
         now + old.gc_time,
         _timer_kept(snap),
         new,

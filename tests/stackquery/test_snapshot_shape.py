@@ -100,7 +100,7 @@ class TestSharedTimes:
                 snap = client.snapshots[options.key_hash]
                 assert (snap.stale_at, snap.collect_at, snap.timer_at) == (61.5, 61.5, 61.5)
                 assert snap.data_updated_at == client.clock.wall(1.5)
-                kept.append(snap.kept_deadlines)
+                kept.append((snap.stale_kept, snap.collect_kept, snap.timer_kept))
             assert len({id(deadline) for deadlines in kept for deadline in deadlines}) == 1
 
     async def test_keys_landed_alike_share_their_stale_and_gc_deadlines(
@@ -116,10 +116,9 @@ class TestSharedTimes:
             for options in keys:
                 await client.fetch_query(options)
             snaps = [client.snapshots[options.key_hash] for options in keys]
-            assert {tuple(map(id, snap.kept_deadlines)) for snap in snaps} == {
-                tuple(map(id, snaps[0].kept_deadlines))
-            }
-            stale, collect, timer = snaps[0].kept_deadlines
+            kept = {(id(s.stale_kept), id(s.collect_kept), id(s.timer_kept)) for s in snaps}
+            assert len(kept) == 1
+            stale, collect, timer = snaps[0].stale_kept, snaps[0].collect_kept, snaps[0].timer_kept
             assert timer is collect and stale is not collect
             assert (snaps[0].stale_at, snaps[0].collect_at) == (600.0, 300.0)
             await trio.sleep(299.5)
@@ -158,7 +157,7 @@ class TestSharedTimes:
             options = sq.QueryOptions(query_key=("j",), query_fn=load, stale_time=10.0)
             await client.fetch_query(options)
             snap = client.snapshots[options.key_hash]
-            stale, _, _ = snap.kept_deadlines
+            stale = snap.stale_kept
             assert type(stale) is float and stale == snap.stale_at
             assert 5.1 <= snap.stale_at <= 15.1 and snap.stale_at != 10.1
 
