@@ -210,12 +210,12 @@ class Snapshot:
     made and flipped by a timer when the data goes stale; nothing on the hit
     path reads the clock.
 
-    The three deadlines (``stale_at``, ``collect_at``, ``timer_at``) are kept as a trio
-    time or as an :class:`AfterData` shared by the keys that landed alike, and read
-    through properties; a transition that changes the data resolves a kept
-    ``timer_at`` first (it counts from the old data).
+    The three deadlines (``stale_at``, ``collect_at``, ``timer_at``) are properties of
+    what is kept (``stale_kept`` ...): a trio time, or an :class:`AfterData` shared by
+    the keys that landed alike; a transition that changes the data keeps its
+    ``timer_at`` as a trio time (counted from the old data, it would move).
 
-    Immutable but for ``hit``, ``options`` and ``timer_at``, which are bookkeeping
+    Immutable but for ``hit``, ``options`` and ``timer_kept``, which are bookkeeping
     of the table, not state: every change of state is a new snapshot (the transitions
     below), never a change in place.  The class is not
     attrs-frozen only because a frozen class's ``__setattr__`` would turn the
