@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import enum
 import math
-import operator
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any, Final, Generic, TypeVar, overload
+from typing import Any, Final, Generic, TypeVar
 
 import attrs
 
@@ -199,27 +198,6 @@ Deadline = float | AfterData
 """A snapshot's deadline as kept: a trio time, or one counted from its data (:class:`AfterData`)."""
 
 
-class _Resolved:
-    """A read-only attribute of :class:`Snapshot`: the trio time of the deadline it keeps
-    in the slot named ``kept`` (a property, but for three deadlines at once)."""
-
-    def __init__(self, kept: str, doc: str) -> None:
-        self._kept = operator.attrgetter(kept)
-        self.__doc__ = doc
-
-    @overload
-    def __get__(self, snap: None, owner: type) -> _Resolved: ...
-
-    @overload
-    def __get__(self, snap: Snapshot, owner: type) -> float: ...
-
-    def __get__(self, snap: Snapshot | None, owner: type) -> float | _Resolved:
-        if snap is None:
-            return self
-        kept = self._kept(snap)
-        return kept.at(snap.data_updated_at) if kept.__class__ is AfterData else kept
-
-
 @attrs.define(weakref_slot=False, eq=False)
 class Snapshot:
     """The published state of one key: what the L1 table holds.
@@ -273,19 +251,25 @@ class Snapshot:
     place by :meth:`QueryCache.remember`, in a compact form (see ``Templates``); read
     them through ``QueryCache.last_options``."""
 
-    stale_at = _Resolved(
-        "stale_kept", """Trio time the data goes stale (``inf``: never; ``-inf``: no data)."""
-    )
-    collect_at = _Resolved(
-        "collect_kept",
+    @property
+    def stale_at(self) -> float:
+        """Trio time the data goes stale (``inf``: never; ``-inf``: no data)."""
+        kept = self.stale_kept
+        return kept.at(self.data_updated_at) if kept.__class__ is AfterData else kept  # type: ignore[return-value]
+
+    @property
+    def collect_at(self) -> float:
         """Trio time the key may be dropped, unused and unobserved: its last change or use
         plus ``gc_time``.  Kept rather than the time of that use, so that the key's gc
-        timer, usually due then, shares it instead of holding a float of its own.""",
-    )
-    timer_at = _Resolved(
-        "timer_kept",
-        """Deadline of the key's one pending timer (staleness and gc); ``inf``: none.""",
-    )
+        timer, usually due then, shares it instead of holding a float of its own."""
+        kept = self.collect_kept
+        return kept.at(self.data_updated_at) if kept.__class__ is AfterData else kept  # type: ignore[return-value]
+
+    @property
+    def timer_at(self) -> float:
+        """Deadline of the key's one pending timer (staleness and gc); ``inf``: none."""
+        kept = self.timer_kept
+        return kept.at(self.data_updated_at) if kept.__class__ is AfterData else kept  # type: ignore[return-value]
 
     @property
     def status(self) -> QueryStatus:
