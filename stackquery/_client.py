@@ -152,7 +152,7 @@ class QueryClient(ClientBase):
             return reply.wait()
         # Awaited by fetch_query at once (the task parks in its frame, not in Reply.wait):
         # one frame less per parked caller (10,000 on a cold key), for the cyclic GC to walk.
-        return trio.lowlevel.wait_task_rescheduled(reply.park())  # noqa: ASYNC105
+        return reply.park()
 
     fetch_queries = _fetch_queries  # `await client.fetch_queries([opts, ...])`: see _fetch_many
 

@@ -156,6 +156,13 @@ class Freshness:
             return None
         return seconds  # type: ignore[no-any-return]
 
+    def same_for_all(self, stale_time: Any, jitter: float | None) -> bool:
+        """Whether :meth:`fresh_period` with ``stale_time`` and ``jitter`` gives every data
+        the same period (seconds, no jitter).  Never raises."""
+        seconds = self.stale_time if stale_time is None else stale_time
+        spread = self.jitter if jitter is None else jitter
+        return not spread and not callable(seconds)
+
     def refetch_interval(self, interval: Callable[[Any], Any], state: Any) -> float | None:
         """``interval(state)``: seconds to the next refetch, or ``None`` (stop polling).
 

@@ -95,6 +95,9 @@ class QueryCache:
         self._is_busy: Callable[[str], bool] = _never_busy
         self.freshness = Freshness(config.stale_time, config.jitter, config.seed)
         """Fresh periods computed and jittered when data lands; the client's random source."""
+        self._after_data: dict[float, _state.AfterData] = {}
+        """The deadlines counted from the data that landings keep, by their seconds (see
+        :meth:`with_data`): one object per period for every key alike."""
 
     def open(self, clock: Clock, is_busy: Callable[[str], bool]) -> None:
         """Start keeping time with ``clock``; ``is_busy(key_hash)`` keeps a key from gc."""
@@ -427,23 +430,54 @@ class QueryCache:
         gc_time = (
             options.gc_time if options is not None and options.gc_time is not None else snap.gc_time
         )
-        period = self.freshness.fresh_period(stale_time, data, options.jitter if options else None)
+        jitter = options.jitter if options is not None else None
+        period = self.freshness.fresh_period(stale_time, data, jitter)
         if options is not None and options.max_stale is not None:
             # Kept (in L1, and in L2 whose TTL is gc_time) while it may be served, by a
             # read or by a failed fetch's stale_if_error.
             window = self.stale_if_error_window(options)
             gc_time = max(gc_time, period + options.max_stale + window)
+        clock = self.clock
+        if now is None:
+            now = trio.current_time()
+        if updated_at == now and self.freshness.same_for_all(stale_time, jitter):
+            # Landing now, with a period every key alike has: its stale and gc deadlines
+            # count from its stamp, through objects those keys share (24 bytes a key each).
+            wall, at = clock.stamp(now)
+            after = self._after_data
+            return _state.with_data(
+                snap,
+                data,
+                updated_at_wall=wall,
+                updated_at=at,
+                stale_time=stale_time,
+                resolved_stale_time=period,
+                now=now,
+                idle=idle,
+                gc_time=gc_time,
+                stale_after=after.get(period) or self._after(period),
+                collect_after=after.get(gc_time) or self._after(gc_time),
+            )
         return _state.with_data(
             snap,
             data,
-            updated_at_wall=self.clock.wall(updated_at),
+            updated_at_wall=clock.wall(updated_at),
             updated_at=updated_at,
             stale_time=stale_time,
             resolved_stale_time=period,
-            now=trio.current_time() if now is None else now,
+            now=now,
             idle=idle,
             gc_time=gc_time,
         )
+
+    def _after(self, seconds: float) -> _state.AfterData:
+        """The deadline ``seconds`` after a key's data, as landings keep it (one per value)."""
+        found = self._after_data.get(seconds)
+        if found is None:
+            if len(self._after_data) >= 4096:  # sharing saves memory; it is not needed
+                self._after_data.clear()
+            found = self._after_data[seconds] = _state.AfterData(self.clock, seconds)
+        return found
 
     def set_data(
         self,
@@ -461,8 +495,10 @@ class QueryCache:
         data = updater(snap.data if snap is not None and snap.has_data else None)
         if snap is None:
             snap = self.create_for_key(key_hash) if options is None else self.create(options)
-        clock = self.clock
-        when = clock.from_wall(updated_at) if updated_at is not None else trio.current_time()
+        if updated_at is None:
+            now = trio.current_time()
+            return self.publish(self.with_data(snap, data, options, updated_at=now, now=now))
+        when = self.clock.from_wall(updated_at)
         return self.publish(self.with_data(snap, data, options, updated_at=when))
 
     # -- publishing and dropping ------------------------------------------------------
@@ -558,7 +594,6 @@ class QueryCache:
         One pending entry per key, not one per publish: a later deadline (a
         refetch pushes staleness back) is found when the earlier entry fires.
         """
-        # The snapshot's fields, not its properties: this runs at every publish.
         if snap.shape.fetch_status is _state.FetchStatus.FETCHING:
             # Busy: nothing to collect.  The publish that ends the fetch arms
             # the timer, so a cold key gets one entry (its staleness) instead
@@ -566,17 +601,16 @@ class QueryCache:
             # the fetch runs has a staleness to time meanwhile.
             if snap.fresh_for is _state.NOT_FRESH:
                 return snap
-            deadline = snap.stale_at
+            kept, deadline = _due(snap, stale=True, collect=False)
         else:
             # Its gc is due, or before that it goes stale.
-            deadline = snap.collect_at
-            if snap.fresh_for is not _state.NOT_FRESH and snap.stale_at < deadline:
-                deadline = snap.stale_at
+            kept, deadline = _due(snap, stale=snap.fresh_for is not _state.NOT_FRESH, collect=True)
         if deadline < snap.timer_at:
             self._timers.push(deadline, snap.key_hash)
             # Written in place, as a hit is: the deadline is the table's bookkeeping, not
             # the key's state, and a copy of the snapshot for it cost a construction a publish.
-            snap.timer_at = deadline
+            # Kept as the snapshot keeps it (shared by keys alike), not as a float of its own.
+            snap.timer_kept = kept
         return snap
 
     def _timer_deadline(self, key_hash: str) -> float | None:
@@ -599,17 +633,20 @@ class QueryCache:
             # In use (a fetch, observers): look again later; the last observer
             # leaving restarts the countdown through collect_at.  Not sooner
             # than a second: with gc_time 0 the timer task would spin.
-            deadline = now + max(snap.gc_time, 1.0)
+            kept: _state.Deadline
+            kept = deadline = now + max(snap.gc_time, 1.0)
+            if snap.fresh and snap.stale_at < deadline:
+                kept, deadline = _due(snap, stale=True, collect=False)
         elif snap.collect_at <= now:
             self.drop(key_hash, timer_fired=True)
             return
         else:
-            deadline = snap.collect_at
-        if snap.fresh:  # went_stale above flipped it if its time had come
-            deadline = min(deadline, snap.stale_at)
+            # Its gc is due, or before that it goes stale (went_stale above flipped it if
+            # its time had come).
+            kept, deadline = _due(snap, stale=snap.fresh, collect=True)
         self._timers.push(deadline, key_hash)
         # In place, as _arm does: the deadline is the table's bookkeeping, not the key's state.
-        snap.timer_at = deadline
+        snap.timer_kept = kept
         self.snapshots[key_hash] = snap
 
     def _evict(self, max_queries: int) -> None:
@@ -630,6 +667,20 @@ class QueryCache:
                 table[key_hash] = _state.used(snap, now=hit) if hit_since else snap  # type: ignore[arg-type]
                 continue
             self.drop(key_hash)
+
+
+def _due(snap: Snapshot, *, stale: bool, collect: bool) -> tuple[_state.Deadline, float]:
+    """The earlier of the key's stale deadline (if ``stale``) and its gc deadline (if
+    ``collect``), as the snapshot keeps it and as a trio time (at least one is asked)."""
+    if not collect:
+        return snap.stale_kept, snap.stale_at
+    kept = snap.collect_kept
+    collect_at = snap.collect_at
+    if stale and kept is not snap.stale_kept:  # the same object: the same deadline
+        stale_at = snap.stale_at
+        if stale_at < collect_at:
+            return snap.stale_kept, stale_at
+    return kept, collect_at
 
 
 def _carry_uses(old: Snapshot, snap: Snapshot) -> None:

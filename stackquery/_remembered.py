@@ -112,9 +112,17 @@ class Templates:
         self._by_settings: dict[tuple[object, ...], QueryOptions[Any]] = {}
         self._last: QueryOptions[Any] | None = None
         """The template found last: a run of keys read alike finds it at once."""
+        self._given: QueryOptions[Any] | None = None
+        self._kept: object = None
+        """Options :meth:`compact` was given and what it answered: the last ones that
+        matched a template (any answer stays right for its options)."""
 
     def compact(self, options: QueryOptions[Any]) -> object:
         """What the table keeps of ``options`` (see the class); never raises."""
+        if options is self._given:
+            # The same options again (every caller parked on a key's fetch reads it with
+            # them): the same answer, without comparing their settings with a template's.
+            return self._kept
         if options.query_key is not options.key:
             return options  # a key that cannot be rebuilt as it was given from its hash
         template = self._last
@@ -131,14 +139,17 @@ class Templates:
                 by_settings[settings] = self._last = options
                 return options  # the first of its settings: kept whole, as the template
             self._last = template
+        kept: object
         if template is options:
-            return options
-        primary = self.primary
-        if primary is None:
-            primary = self.primary = template
-        if template is primary:
-            return options.query_fn
-        return Remembered(template, options.query_fn)
+            kept = options
+        else:
+            primary = self.primary
+            if primary is None:
+                primary = self.primary = template
+            fn = options.query_fn
+            kept = fn if template is primary else Remembered(template, fn)
+        self._given, self._kept = options, kept
+        return kept
 
     def expand(self, key_hash: str, kept: object) -> QueryOptions[Any] | None:
         """The options :meth:`compact` kept as ``kept`` for the key ``key_hash`` (``None``:

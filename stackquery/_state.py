@@ -16,6 +16,7 @@ from typing import Any, Final, Generic, TypeVar
 
 import attrs
 
+from ._clock import Clock
 from ._keys import QueryKey, key_from_hash
 
 T = TypeVar("T")
@@ -167,6 +168,36 @@ def shape(
     return found
 
 
+@attrs.frozen(weakref_slot=False, eq=False)
+class AfterData:
+    """A deadline counted from a key's data: ``seconds`` after the trio time of its
+    ``data_updated_at`` (see :meth:`Clock.from_wall`).
+
+    What a snapshot keeps, instead of a float of its own, for a deadline that a landing
+    counts from the data's time with a period every key alike has (``@cache(ttl)``'s
+    stale time and gc time): one such object per client and period, shared by all its
+    keys, so that a landed key keeps one float (its wall time) rather than two or three.
+    The deadline is derived from the wall time, never the other way round (L2 compares
+    the wall time exactly); the landing takes as the data's trio time the one its stamp
+    maps back to (:meth:`Clock.stamp`), so that both ways of counting agree exactly.
+    """
+
+    clock: Clock
+    seconds: float
+
+    def at(self, data_updated_at: float | None) -> float:
+        """The deadline, for data stamped ``data_updated_at`` (wall time; never ``None``)."""
+        clock = self.clock
+        # Clock.from_wall(data_updated_at) + seconds, to the bit, without the call: this
+        # runs each time the table reads a kept deadline (a publish reads two or three).
+        wall: float = data_updated_at  # type: ignore[assignment]
+        return clock.trio_start + (wall - clock.wall_start) + self.seconds
+
+
+Deadline = float | AfterData
+"""A snapshot's deadline as kept: a trio time, or one counted from its data (:class:`AfterData`)."""
+
+
 @attrs.define(weakref_slot=False, eq=False)
 class Snapshot:
     """The published state of one key: what the L1 table holds.
@@ -179,7 +210,12 @@ class Snapshot:
     made and flipped by a timer when the data goes stale; nothing on the hit
     path reads the clock.
 
-    Immutable but for ``hit``, ``options`` and ``timer_at``, which are bookkeeping
+    The three deadlines (``stale_at``, ``collect_at``, ``timer_at``) are properties of
+    what is kept (``stale_kept`` ...): a trio time, or an :class:`AfterData` shared by
+    the keys that landed alike; a transition that changes the data keeps its
+    ``timer_at`` as a trio time (counted from the old data, it would move).
+
+    Immutable but for ``hit``, ``options`` and ``timer_kept``, which are bookkeeping
     of the table, not state: every change of state is a new snapshot (the transitions
     below), never a change in place.  The class is not
     attrs-frozen only because a frozen class's ``__setattr__`` would turn the
@@ -196,15 +232,13 @@ class Snapshot:
     with the caller's ``stale_time``."""
     data_updated_at: float | None = None
     """Wall time the data was fetched or set; ``None``: no data."""
-    stale_at: float = -math.inf
-    """Trio time the data goes stale (``inf``: never; ``-inf``: no data)."""
-    collect_at: float = 300.0
-    """Trio time the key may be dropped, unused and unobserved: its last change or use
-    plus ``gc_time``.  Kept rather than the time of that use, so that the key's gc
-    timer, usually due then, shares this float instead of holding one of its own."""
-    timer_at: float = math.inf
-    """Deadline of the key's one pending timer (staleness and gc); ``inf``: none.  Written
-    in place by the table when a publish arms the timer."""
+    stale_kept: Deadline = -math.inf
+    """:attr:`stale_at` as kept (a trio time, or an :class:`AfterData` shared by keys alike)."""
+    collect_kept: Deadline = 300.0
+    """:attr:`collect_at` as kept."""
+    timer_kept: Deadline = math.inf
+    """:attr:`timer_at` as kept: one of the two above, or a trio time.  Written in place by
+    the table when it arms the key's timer, as ``hit`` is: its bookkeeping, not state."""
     shape: Shape = attrs.field(factory=Shape)
     """Status, fetch status, failure, stale and gc time, fetch count: shared."""
     hit: float | None = attrs.field(default=None, repr=False)
@@ -216,6 +250,26 @@ class Snapshot:
     ``None``: what ``refetch_queries`` fetches an unobserved key with.  Written in
     place by :meth:`QueryCache.remember`, in a compact form (see ``Templates``); read
     them through ``QueryCache.last_options``."""
+
+    @property
+    def stale_at(self) -> float:
+        """Trio time the data goes stale (``inf``: never; ``-inf``: no data)."""
+        kept = self.stale_kept
+        return kept.at(self.data_updated_at) if kept.__class__ is AfterData else kept  # type: ignore[return-value]
+
+    @property
+    def collect_at(self) -> float:
+        """Trio time the key may be dropped, unused and unobserved: its last change or use
+        plus ``gc_time``.  Kept rather than the time of that use, so that the key's gc
+        timer, usually due then, shares it instead of holding a float of its own."""
+        kept = self.collect_kept
+        return kept.at(self.data_updated_at) if kept.__class__ is AfterData else kept  # type: ignore[return-value]
+
+    @property
+    def timer_at(self) -> float:
+        """Deadline of the key's one pending timer (staleness and gc); ``inf``: none."""
+        kept = self.timer_kept
+        return kept.at(self.data_updated_at) if kept.__class__ is AfterData else kept  # type: ignore[return-value]
 
     @property
     def status(self) -> QueryStatus:
@@ -316,7 +370,7 @@ _NO_TIMER: Final = math.inf
 """``timer_at`` of a key with no pending timer."""
 
 
-def _changed(snap: Snapshot, shape: Shape, fresh_for: object, collect_at: float) -> Snapshot:
+def _changed(snap: Snapshot, shape: Shape, fresh_for: object, collect_at: Deadline) -> Snapshot:
     """``snap`` with another shape, freshness and gc deadline; its data and the table's
     bookkeeping kept.  What most transitions below are: a positional call of the class,
     because a fetch makes two or more snapshots and keywords cost a cold key measurably."""
@@ -325,13 +379,20 @@ def _changed(snap: Snapshot, shape: Shape, fresh_for: object, collect_at: float)
         snap.data,
         fresh_for,
         snap.data_updated_at,
-        snap.stale_at,
+        snap.stale_kept,
         collect_at,
-        snap.timer_at,
+        snap.timer_kept,
         shape,
         snap.hit,
         snap.options,
     )
+
+
+def _timer_kept(snap: Snapshot) -> Deadline:
+    """``snap``'s timer deadline for a snapshot with other data: a trio time (one counted
+    from ``snap``'s data would count from the new data's time there)."""
+    kept = snap.timer_kept
+    return snap.timer_at if kept.__class__ is AfterData else kept
 
 
 def empty_snapshot(
@@ -381,15 +442,25 @@ def with_data(
     now: float,
     idle: bool = False,
     gc_time: float | None = None,
+    stale_after: AfterData | None = None,
+    collect_after: AfterData | None = None,
 ) -> Snapshot:
     """The key now holds ``data``, current as of ``updated_at`` (trio time); ``idle``: and
     its fetch ended (:func:`idle` folded in: a fetch's landing makes one snapshot);
-    ``gc_time``: the key's from now on (``None``: kept)."""
+    ``gc_time``: the key's from now on (``None``: kept).
+
+    ``stale_after`` / ``collect_after``: the stale and gc deadlines as counted from the
+    data (``resolved_stale_time`` / ``gc_time`` after ``updated_at``, which must be the
+    trio time ``updated_at_wall`` maps to), kept instead of floats of their own."""
     old = snap.shape
     if gc_time is None:
         gc_time = old.gc_time
+    # stale_after.at(updated_at_wall) to the bit, when given (see above).
     stale_at = updated_at + resolved_stale_time
-    collect_at = _collect_at(now, gc_time, stale_at)
+    kept_stale: Deadline = stale_at if stale_after is None else stale_after
+    kept_collect: Deadline = (
+        _collect_at(now, gc_time, stale_at) if collect_after is None else collect_after
+    )
     failure = old.failure
     if failure is not None:
         failure = (
@@ -411,9 +482,9 @@ def with_data(
         data,
         stale_time if stale_at > now else NOT_FRESH,
         updated_at_wall,
-        stale_at,
-        collect_at,
-        snap.timer_at,
+        kept_stale,
+        kept_collect,
+        _timer_kept(snap),
         new,
         snap.hit,
         snap.options,
@@ -447,7 +518,7 @@ def landed_fresh(
         updated_at_wall,
         stale_at,
         collect_at,
-        snap.timer_at,
+        _timer_kept(snap),
         landed,
         snap.hit,
         snap.options,
@@ -467,7 +538,7 @@ def still_fetching(snap: Snapshot) -> Snapshot:
     if old.fetch_status is FetchStatus.FETCHING:
         return snap
     new = _with_fetch_status(old, FetchStatus.FETCHING, old.fetch_count)
-    return _changed(snap, new, snap.fresh_for, snap.collect_at)
+    return _changed(snap, new, snap.fresh_for, snap.collect_kept)
 
 
 def idle(snap: Snapshot, *, now: float) -> Snapshot:
@@ -557,7 +628,7 @@ def invalidated(snap: Snapshot, *, now: float) -> Snapshot:
 
 def went_stale(snap: Snapshot) -> Snapshot:
     """The data reached its stale time (no use, so ``collect_at`` is kept)."""
-    return _changed(snap, snap.shape, NOT_FRESH, snap.collect_at)
+    return _changed(snap, snap.shape, NOT_FRESH, snap.collect_kept)
 
 
 def used(snap: Snapshot, *, now: float) -> Snapshot:
@@ -583,9 +654,9 @@ def restored(snap: Snapshot, previous: Snapshot, *, now: float) -> Snapshot:
         previous.data,
         previous.fresh_for if previous.stale_at > now else NOT_FRESH,
         previous.data_updated_at,
-        previous.stale_at,
+        previous.stale_kept,
         now + old.gc_time,
-        snap.timer_at,
+        _timer_kept(snap),
         new,
         snap.hit,
         snap.options,

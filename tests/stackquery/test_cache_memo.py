@@ -11,6 +11,7 @@ the call had, and the memo stays bounded, dropping keys that left L1.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import attrs
@@ -229,6 +230,24 @@ class TestMemo:
             for n in (9, 10, 11):
                 await get(n)  # 11: full again, every key live: the oldest two go
             assert list(memo) == [4, 6, 7, 8, 9, 10, 11]
+
+    async def test_a_memo_swept_many_times_stays_in_the_smallest_table_for_it(self) -> None:
+        """10,000 calls of new arguments, every key live: the memo holds at most MEMO_SIZE
+        entries, in a dict no larger than one of MEMO_SIZE entries built afresh."""
+
+        @sq.cache(600, key="item:{}")
+        async def get(n: int) -> int:
+            return n
+
+        memo = state_of(get).by_args
+        fresh = dict.fromkeys(range(_cached_calls.MEMO_SIZE))
+        async with sq.open_query_client():
+            for n in range(10_000):
+                await get(n)
+                assert len(memo) <= _cached_calls.MEMO_SIZE
+                if n % 1000 == 999:
+                    assert sys.getsizeof(memo) <= sys.getsizeof(fresh)
+            assert await get(9_999) == 9_999 and 9_999 in memo
 
     async def test_stale_reads_of_a_key_reuse_its_options(
         self, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch

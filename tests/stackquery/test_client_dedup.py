@@ -11,6 +11,7 @@ from trio.testing import wait_all_tasks_blocked
 
 import stackquery as sq
 from stackquery import FetchStatus, QueryState, QueryStatus
+from tests.parked_cost import tracked_per_parked_task
 from tests.stackquery.client_origin import Failure, Origin, assert_one_traceback, frames
 
 KEY = ("report", 7)
@@ -92,6 +93,26 @@ class TestDeduplication:
         assert len(seen) == 1000
         assert state is not None and state.error is origin.errors[0]
         assert_one_traceback(seen, state.error, "caller")
+
+
+    async def test_a_parked_caller_costs_one_tracked_object_of_its_own(self) -> None:
+        """1,000 callers parked on a cold key's fetch add one GC-tracked object each (the
+        fetch_query coroutine) to what their tasks were before they ran (five before
+        they shared one awaitable): fewer for the cyclic GC to walk, and fewer collections."""
+        released = trio.Event()
+
+        async def origin() -> str:
+            await released.wait()
+            return "v1"
+
+        async def caller() -> None:
+            assert await client.fetch_query(options(origin)) == "v1"
+
+        async with sq.open_query_client() as client, trio.open_nursery() as nursery:
+            nursery.start_soon(caller)  # the first: the key's actor, fetch and reply
+            await wait_all_tasks_blocked()
+            assert await tracked_per_parked_task(nursery, caller, 1000) < 1.1
+            released.set()
 
 
 class TestCallerCancellation:

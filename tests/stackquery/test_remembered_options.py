@@ -9,10 +9,12 @@ import sys
 from typing import Any
 
 import attrs
+import pytest
 import trio
 import trio.testing
 
 import stackquery as sq
+from stackquery import _remembered
 from stackquery._remembered import SETTINGS, TEMPLATES_MAX, Remembered, Templates, same_settings
 
 
@@ -100,6 +102,17 @@ class TestRefetchWithTheLastOptions:
             assert client.get_query_data(("k", 1)) == (("k", 1), {"m": "y"})
 
 
+def _two_kinds() -> tuple[Templates, tuple[sq.QueryOptions[Any], ...], object]:
+    """Templates given keys ``a0``, ``a1`` of one kind, then ``b0``, ``b1`` of another
+    (``gc_time``): the templates, those options, and what ``b1`` was kept as."""
+    templates = Templates()
+    a0, a1 = (_options(("a", n)) for n in range(2))
+    b0, b1 = (_options(("b", n), gc_time=5.0) for n in range(2))
+    for options in (a0, a1, b0):
+        templates.compact(options)
+    return templates, (a0, a1, b0, b1), templates.compact(b1)
+
+
 class TestTemplates:
     def test_keys_read_alike_keep_their_query_fn_alone(self) -> None:
         """The first options are the template; the next keep only their query_fn."""
@@ -124,12 +137,7 @@ class TestTemplates:
 
     def test_other_settings_keep_a_reference_to_their_template(self) -> None:
         """Keys of a second kind keep their query_fn and their template; built again equal."""
-        templates = Templates()
-        a0, a1 = (_options(("a", n)) for n in range(2))
-        b0, b1 = (_options(("b", n), gc_time=5.0) for n in range(2))
-        for options in (a0, a1, b0):
-            templates.compact(options)
-        kept = templates.compact(b1)
+        templates, (a0, a1, b0, b1), kept = _two_kinds()
         assert kept == Remembered(b0, b1.query_fn)
         assert templates.expand(b1.key_hash, kept) == b1
         assert templates.expand(a1.key_hash, a1.query_fn) == a1
@@ -145,6 +153,25 @@ class TestTemplates:
         ):
             options = _options(("k", n), **settings)
             assert templates.compact(options) is options
+
+    def test_the_same_options_again_get_the_same_answer_without_a_comparison(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Options given again (every caller parked on a key's fetch) are kept as they were
+        the first time, with no settings compared; other options are compared again."""
+        templates, (_, a1, _, b1), kept = _two_kinds()
+        compared: list[object] = []
+
+        def counting(a: sq.QueryOptions[Any], b: sq.QueryOptions[Any]) -> bool:
+            compared.append(b)
+            return same_settings(a, b)
+
+        monkeypatch.setattr(_remembered, "same_settings", counting)
+        assert [templates.compact(b1) for _ in range(3)] == [kept] * 3
+        assert templates.compact(b1) is kept
+        assert compared == []
+        assert templates.compact(a1) is a1.query_fn
+        assert compared == [a1, a1]  # with b0, the template found last, then with a0
 
     def test_past_the_bound_the_lookup_starts_over_and_keeps_its_templates(self) -> None:
         """More templates than the bound: keys already kept still build their options again."""

@@ -84,19 +84,82 @@ class TestShape:
 
 
 class TestSharedTimes:
-    async def test_a_key_whose_gc_time_is_its_fresh_period_keeps_one_float_for_both(
+    async def test_a_key_whose_gc_time_is_its_fresh_period_keeps_one_object_for_both(
         self, autojump_clock: trio.testing.MockClock
     ) -> None:
-        """stale_at, collect_at and the timer's deadline are one float object (@cache's case)."""
+        """stale_at, collect_at and the timer's deadline are kept as one object, shared by
+        the keys landed alike (@cache's case): no float of the key's own."""
+        async with sq.open_query_client() as client:
+            await trio.sleep(1.5)
+            kept = []
+            for n in range(2):
+                options = sq.QueryOptions(
+                    query_key=("t", n), query_fn=load, stale_time=60.0, gc_time=60.0
+                )
+                await client.fetch_query(options)
+                snap = client.snapshots[options.key_hash]
+                assert (snap.stale_at, snap.collect_at, snap.timer_at) == (61.5, 61.5, 61.5)
+                assert snap.data_updated_at == client.clock.wall(1.5)
+                kept.append((snap.stale_kept, snap.collect_kept, snap.timer_kept))
+            assert len({id(deadline) for deadlines in kept for deadline in deadlines}) == 1
+
+    async def test_keys_landed_alike_share_their_stale_and_gc_deadlines(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """stale_time 600, gc_time 300: each key keeps the two deadlines as objects shared by
+        all, the timer at the gc one; each still goes stale and leaves on time."""
+        async with sq.open_query_client() as client:
+            keys = [
+                sq.QueryOptions(query_key=("u", n), query_fn=load, stale_time=600.0)
+                for n in range(3)
+            ]
+            for options in keys:
+                await client.fetch_query(options)
+            snaps = [client.snapshots[options.key_hash] for options in keys]
+            kept = {(id(s.stale_kept), id(s.collect_kept), id(s.timer_kept)) for s in snaps}
+            assert len(kept) == 1
+            stale, collect, timer = snaps[0].stale_kept, snaps[0].collect_kept, snaps[0].timer_kept
+            assert timer is collect and stale is not collect
+            assert (snaps[0].stale_at, snaps[0].collect_at) == (600.0, 300.0)
+            await trio.sleep(299.5)
+            assert len(client.snapshots) == 3
+            await trio.sleep(1.0)
+            assert len(client.snapshots) == 0
+
+    async def test_a_refetch_while_the_timer_counts_from_the_old_data_times_the_new(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """Fetched at 0 (stale and gc 10), fetched again at 4: fresh until 14, gone at 14."""
         async with sq.open_query_client() as client:
             options = sq.QueryOptions(
-                query_key=("t",), query_fn=load, stale_time=60.0, gc_time=60.0
+                query_key=("r",), query_fn=load, stale_time=10.0, gc_time=10.0
             )
             await client.fetch_query(options)
+            await trio.sleep(4.0)
+            await client.invalidate_queries(("r",))
+            await client.fetch_query(options)  # stale: served, and refetched at once
+            await trio.testing.wait_all_tasks_blocked()
             snap = client.snapshots[options.key_hash]
-            assert snap.stale_at == trio.current_time() + 60.0
-            assert snap.collect_at is snap.stale_at
-            assert snap.timer_at is snap.stale_at
+            assert (snap.stale_at, snap.timer_at, snap.fresh) == (14.0, 10.0, True)
+            await trio.sleep(9.5)
+            assert client.snapshots[options.key_hash].fresh
+            await trio.sleep(0.5)
+            await trio.testing.wait_all_tasks_blocked()  # the timer, due at this instant too
+            assert options.key_hash not in client.snapshots
+
+    async def test_a_jittered_key_keeps_its_own_stale_time_exactly(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """With jitter the period is the key's own: kept as a trio time, fetch time + period."""
+        config = sq.QueryClientConfig(jitter=0.5, seed=3)
+        async with sq.open_query_client(config) as client:
+            await trio.sleep(0.1)
+            options = sq.QueryOptions(query_key=("j",), query_fn=load, stale_time=10.0)
+            await client.fetch_query(options)
+            snap = client.snapshots[options.key_hash]
+            stale = snap.stale_kept
+            assert type(stale) is float and stale == snap.stale_at
+            assert 5.1 <= snap.stale_at <= 15.1 and snap.stale_at != 10.1
 
     def test_unequal_times_are_kept_apart(self) -> None:
         """A gc time other than the fresh period gives collect_at its own value."""
