@@ -80,7 +80,6 @@ __all__ = [
     "FORMAT_VERSION",
     "MAX_CLOCK_SKEW",
     "SIGNED_FORMAT_VERSION",
-    "BatchEntries",
     "CorruptEntryError",
     "CorruptReason",
     "EntrySigner",
@@ -88,10 +87,9 @@ __all__ = [
     "bound_future",
     "flag_invalidated",
     "pack_entry",
+    "plain_text_entry",
     "read_envelope",
     "try_unpack_entry",
-    "unpack_batch",
-    "unpack_entries",
     "unpack_entry",
 ]
 
@@ -357,7 +355,7 @@ def unpack_entry(
             envelope = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
             raise _text_parse_error(raw, exc, serializer) from None
-        return _plain_text(envelope, serializer) or _unpack_text(envelope, serializer)
+        return plain_text_entry(envelope, serializer) or _unpack_text(envelope, serializer)
     head = bytes(raw[:3])
     if head == _MAGIC:
         return _unpack_binary(raw, serializer, key)
@@ -368,7 +366,7 @@ def unpack_entry(
     raise _corrupt("foreign", "not a stackquery entry", serializer)
 
 
-def _plain_text(envelope: Any, serializer: Serializer) -> StoredEntry | None:
+def plain_text_entry(envelope: Any, serializer: Serializer) -> StoredEntry | None:
     """The entry of a decoded text ``envelope`` that is exactly what :func:`pack_entry`
     writes, else ``None`` (then :func:`_unpack_text`'s careful checks name what is wrong).
 
@@ -398,134 +396,6 @@ def _plain_text(envelope: Any, serializer: Serializer) -> StoredEntry | None:
             value = _typed_value(serializer, value)
         return StoredEntry(value, t, invalidated, name)
     return None
-
-
-def unpack_entries(
-    raws: list[bytes | None],
-    serializer: Serializer,
-    on_corrupt: Callable[[CorruptEntryError], object],
-    prefix: str,
-    keys: list[str],
-) -> list[StoredEntry | None]:
-    """:func:`try_unpack_entry` of each of ``raws`` (read under ``prefix`` + each of ``keys``).
-
-    Each item of ``raws`` is set to ``None`` as it is decoded: with no other
-    reference to it, its memory is freed for the value decoded next, rather
-    than a batch of entries and their values in fresh memory at once.
-
-    Raises:
-        Exception: whatever ``on_corrupt`` raises; nothing else.
-    """
-    entries: list[StoredEntry | None] = []
-    append = entries.append
-    loads = orjson.loads
-    for index in range(len(raws)):
-        raw = raws[index]
-        raws[index] = None
-        if raw is None:
-            append(None)
-            continue
-        if type(raw) is bytes and raw[:1] == b"{":
-            # Entries of the JSON serializers, decoded here without two calls more
-            # each; an envelope that is not exactly what pack_entry writes goes
-            # the careful way, which tells what is wrong with it.
-            try:
-                entry = _plain_text(loads(raw), serializer)
-            except (orjson.JSONDecodeError, CorruptEntryError):
-                entry = None
-            if entry is not None:
-                append(entry)
-                continue
-        append(try_unpack_entry(raw, serializer, on_corrupt, key=prefix + keys[index]))
-    return entries
-
-
-@attrs.define(eq=False)
-class BatchEntries:
-    """The entries of many keys read together (:func:`unpack_batch`), by place.
-
-    Most entries of a batch are plain: the JSON serializer's text envelope,
-    well formed and not invalidated.  Such an entry is kept as its value and
-    time in two lists rather than as a :class:`StoredEntry` of its own (which
-    costs more than the rest of its decoding); :meth:`entry` makes one on demand.
-    """
-
-    values: list[Any]
-    """A plain entry's value at its place (``None`` elsewhere)."""
-    times: list[float | None]
-    """A plain entry's ``data_updated_at`` at its place; ``None``: not plain (see ``others``)."""
-    others: dict[int, StoredEntry | None]
-    """By place, the entries that are not plain; a place in neither is a miss."""
-
-    @classmethod
-    def missing(cls, count: int) -> BatchEntries:
-        """``count`` misses."""
-        return cls([None] * count, [None] * count, {})
-
-    def entry(self, place: int) -> StoredEntry | None:
-        """The entry at ``place``, or ``None`` (a miss)."""
-        updated_at = self.times[place]
-        if updated_at is None:
-            return self.others.get(place)
-        return StoredEntry(self.values[place], updated_at, False, JsonSerializer.name)
-
-    def hits(self) -> int:
-        """How many places hold an entry."""
-        plain = len(self.times) - self.times.count(None)
-        return plain + sum(entry is not None for entry in self.others.values())
-
-
-def unpack_batch(
-    raws: list[bytes | None],
-    serializer: Serializer,
-    on_corrupt: Callable[[CorruptEntryError], object],
-    prefix: str,
-    keys: list[str],
-) -> BatchEntries:
-    """:func:`unpack_entries` of ``raws``, kept as :class:`BatchEntries`.
-
-    Each item of ``raws`` is set to ``None`` as it is decoded (see
-    :func:`unpack_entries`).  An entry that is not plain is decoded as
-    :func:`try_unpack_entry` decodes it (a corrupt one is a miss, handed to
-    ``on_corrupt``).
-
-    Raises:
-        Exception: whatever ``on_corrupt`` raises; nothing else.
-    """
-    count = len(raws)
-    values: list[Any] = [None] * count
-    times: list[float | None] = [None] * count
-    others: dict[int, StoredEntry | None] = {}
-    plain = type(serializer) is JsonSerializer
-    loads = orjson.loads
-    for index in range(count):
-        raw = raws[index]
-        raws[index] = None
-        if raw is None:
-            continue
-        if plain and type(raw) is bytes and raw[:1] == b"{":
-            # What _plain_text checks, inline: exactly what pack_entry writes.
-            try:
-                envelope = loads(raw)
-            except orjson.JSONDecodeError:
-                envelope = None
-            if type(envelope) is dict and len(envelope) == 5:
-                t = envelope.get("t")
-                version = envelope.get("sq")
-                if (
-                    type(t) is float
-                    and t >= 0.0
-                    and envelope.get("i") is False
-                    and version == FORMAT_VERSION
-                    and type(version) is int
-                    and envelope.get("s") == "json"
-                    and "d" in envelope
-                ):
-                    values[index] = envelope["d"]
-                    times[index] = t
-                    continue
-        others[index] = try_unpack_entry(raw, serializer, on_corrupt, key=prefix + keys[index])
-    return BatchEntries(values, times, others)
 
 
 def _loads_signed(

@@ -41,7 +41,8 @@ import trio
 from actors import Registry, Reply
 
 from . import _state
-from ._entry import MAX_CLOCK_SKEW, BatchEntries, StoredEntry
+from ._entry import MAX_CLOCK_SKEW, StoredEntry
+from ._entry_batch import BatchEntries
 from ._errors import ClientClosedError, QueryCancelledError
 from ._l2_tier import BatchRead, ColdRead, L2Tier
 from ._option_checks import UNSET

@@ -34,15 +34,8 @@ import trio
 from actors import Reply
 from backends import ops
 
-from ._entry import (
-    BatchEntries,
-    CorruptEntryError,
-    StoredEntry,
-    pack_entry,
-    try_unpack_entry,
-    unpack_batch,
-    unpack_entries,
-)
+from ._entry import CorruptEntryError, StoredEntry, pack_entry, try_unpack_entry
+from ._entry_batch import BatchEntries, unpack_batch, unpack_entries
 from ._retry import Backoff
 from ._throttle import ThrottledWarning
 from .serializers import Serializer

@@ -21,7 +21,8 @@ import trio
 from actors import Reply
 
 from . import _state
-from ._entry import BatchEntries, StoredEntry, bound_future
+from ._entry import StoredEntry, bound_future
+from ._entry_batch import BatchEntries
 from ._l2 import L2Cache
 from ._option_checks import UNSET
 from ._options import QueryOptions

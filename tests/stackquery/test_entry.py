@@ -21,9 +21,9 @@ from stackquery._entry import (
     StoredEntry,
     pack_entry,
     try_unpack_entry,
-    unpack_entries,
     unpack_entry,
 )
+from stackquery._entry_batch import unpack_entries
 from stackquery.serializers import SerializationError, Serializer, SignatureError
 
 KEY = b"0123456789abcdef-entry-key"

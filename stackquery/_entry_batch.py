@@ -1,0 +1,158 @@
+"""Decoding the L2 entries of many keys read together (one ``get_many``).
+
+The entries are those of :mod:`stackquery._entry`, decoded one by one as
+:func:`~stackquery._entry.try_unpack_entry` would (a corrupt one is a miss,
+handed to ``on_corrupt``), but with the common case, the JSON serializer's
+text envelope, decoded inline and each raw entry let go of as soon as it is
+decoded, so that a batch of 10,000 keys does not hold its raw bytes and its
+values at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+import orjson
+
+from ._entry import (
+    FORMAT_VERSION,
+    CorruptEntryError,
+    StoredEntry,
+    plain_text_entry,
+    try_unpack_entry,
+)
+from .serializers._core import Serializer
+from .serializers._json import JsonSerializer
+
+
+def unpack_entries(
+    raws: list[bytes | None],
+    serializer: Serializer,
+    on_corrupt: Callable[[CorruptEntryError], object],
+    prefix: str,
+    keys: list[str],
+) -> list[StoredEntry | None]:
+    """:func:`try_unpack_entry` of each of ``raws`` (read under ``prefix`` + each of ``keys``).
+
+    Each item of ``raws`` is set to ``None`` as it is decoded: with no other
+    reference to it, its memory is freed for the value decoded next, rather
+    than a batch of entries and their values in fresh memory at once.
+
+    Raises:
+        Exception: whatever ``on_corrupt`` raises; nothing else.
+    """
+    entries: list[StoredEntry | None] = []
+    append = entries.append
+    loads = orjson.loads
+    for index in range(len(raws)):
+        raw = raws[index]
+        raws[index] = None
+        if raw is None:
+            append(None)
+            continue
+        if type(raw) is bytes and raw[:1] == b"{":
+            # Entries of the JSON serializers, decoded here without two calls more
+            # each; an envelope that is not exactly what pack_entry writes goes
+            # the careful way, which tells what is wrong with it.
+            try:
+                entry = plain_text_entry(loads(raw), serializer)
+            except (orjson.JSONDecodeError, CorruptEntryError):
+                entry = None
+            if entry is not None:
+                append(entry)
+                continue
+        append(try_unpack_entry(raw, serializer, on_corrupt, key=prefix + keys[index]))
+    return entries
+
+
+@attrs.define(eq=False)
+class BatchEntries:
+    """The entries of many keys read together (:func:`unpack_batch`), by place.
+
+    Most entries of a batch are plain: the JSON serializer's text envelope,
+    well formed and not invalidated.  Such an entry is kept as its value and
+    time in two lists rather than as a :class:`StoredEntry` of its own (which
+    costs more than the rest of its decoding); :meth:`entry` makes one on demand.
+    """
+
+    values: list[Any]
+    """A plain entry's value at its place (``None`` elsewhere)."""
+    times: list[float | None]
+    """A plain entry's ``data_updated_at`` at its place; ``None``: not plain (see ``others``)."""
+    others: dict[int, StoredEntry | None]
+    """By place, the entries that are not plain; a place in neither is a miss."""
+
+    @classmethod
+    def missing(cls, count: int) -> BatchEntries:
+        """``count`` misses."""
+        return cls([None] * count, [None] * count, {})
+
+    def entry(self, place: int) -> StoredEntry | None:
+        """The entry at ``place``, or ``None`` (a miss)."""
+        updated_at = self.times[place]
+        if updated_at is None:
+            return self.others.get(place)
+        return StoredEntry(self.values[place], updated_at, False, JsonSerializer.name)
+
+    def hits(self) -> int:
+        """How many places hold an entry."""
+        plain = len(self.times) - self.times.count(None)
+        return plain + sum(entry is not None for entry in self.others.values())
+
+
+def unpack_batch(
+    raws: list[bytes | None],
+    serializer: Serializer,
+    on_corrupt: Callable[[CorruptEntryError], object],
+    prefix: str,
+    keys: list[str],
+) -> BatchEntries:
+    """:func:`unpack_entries` of ``raws``, kept as :class:`BatchEntries`.
+
+    Each item of ``raws`` is set to ``None`` as it is decoded (see
+    :func:`unpack_entries`).  An entry that is not plain is decoded as
+    :func:`try_unpack_entry` decodes it (a corrupt one is a miss, handed to
+    ``on_corrupt``).
+
+    Raises:
+        Exception: whatever ``on_corrupt`` raises; nothing else.
+    """
+    count = len(raws)
+    values: list[Any] = [None] * count
+    times: list[float | None] = [None] * count
+    others: dict[int, StoredEntry | None] = {}
+    plain = type(serializer) is JsonSerializer
+    loads = orjson.loads
+    for index in range(count):
+        raw = raws[index]
+        raws[index] = None
+        if raw is None:
+            continue
+        if plain and type(raw) is bytes and raw[:1] == b"{":
+            # What plain_text_entry checks, inline: exactly what pack_entry writes.
+            try:
+                envelope = loads(raw)
+            except orjson.JSONDecodeError:
+                envelope = None
+            if type(envelope) is dict and len(envelope) == 5:
+                t = envelope.get("t")
+                version = envelope.get("sq")
+                if (
+                    type(t) is float
+                    and t >= 0.0
+                    and envelope.get("i") is False
+                    and version == FORMAT_VERSION
+                    and type(version) is int
+                    and envelope.get("s") == "json"
+                    and "d" in envelope
+                ):
+                    values[index] = envelope["d"]
+                    times[index] = t
+                    continue
+        others[index] = try_unpack_entry(raw, serializer, on_corrupt, key=prefix + keys[index])
+    return BatchEntries(values, times, others)
+
+
+__all__ = ["BatchEntries", "unpack_batch", "unpack_entries"]
