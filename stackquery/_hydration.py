@@ -76,6 +76,8 @@ class ColdReads:
         self._cache = cache
         self._tier = tier
         self._registry = registry
+        self._actor_keys = registry.keys()
+        """The keys with an actor (a live view: a membership test in C, per key landed)."""
         self._nursery = nursery
         self.closed = False
         """Set when the client closes: a read landing then fails its waiters."""
@@ -226,7 +228,7 @@ class ColdReads:
         if self.closed:
             return None, []
         snapshots = self._cache.snapshots
-        registry = self._registry.keys()
+        registry = self._actor_keys
         cold_reads = self._tier.cold_reads
         cold: list[QueryOptions[Any]] = []
         keys: list[str] = []
@@ -281,62 +283,34 @@ class ColdReads:
         if self.closed:
             self._land_each(batch, entries, range(len(batch.keys)))
             return
-        cache = self._cache
-        clock = cache.clock
-        trio_start = clock.trio_start
-        wall_start = clock.wall_start
         now = trio.current_time()
-        latest = clock.wall(now) + MAX_CLOCK_SKEW
-        snapshots = cache.snapshots
-        registry = self._registry.keys()
-        cold_reads = self._tier.cold_reads
-        keys = batch.keys
+        latest = self._cache.clock.wall(now) + MAX_CLOCK_SKEW
         options_list = batch.options
         previous_list = batch.previous
         values = batch.values = entries.values
         landed: list[_state.Snapshot] = []
         rest: list[int] = []
-        # The batch made every key's previous snapshot, with no failure, mostly of one shape.
-        old_shape = previous_list[0].shape
-        _, shape, fixed = self._landed_shape(old_shape)
         for place, updated_at in enumerate(entries.times):
-            key_hash = keys[place]
-            previous = previous_list[place]
-            # Not plain (absent, invalidated, another serializer, to be checked with care),
-            # stamped in the future, or touched during the read: land() judges it.
-            if (
-                updated_at is None
-                or updated_at > latest
-                or cold_reads.get(key_hash) is not batch
-                or snapshots.get(key_hash) is not previous
-                or key_hash in registry
-            ):
-                rest.append(place)
-                continue
-            options = options_list[place]
-            if options.max_age is not None or options.max_stale is not None:
-                rest.append(place)
-                continue
-            if previous.shape is not old_shape:
-                old_shape = previous.shape
-                _, shape, fixed = self._landed_shape(old_shape)
-            value = values[place]
-            if fixed is None:
-                period = cache.fresh_period(old_shape.stale_time, value, None)
-            else:
-                period = fixed
-            # Clock.from_wall, inline.
-            stale_at = trio_start + (updated_at - wall_start) + period
-            if stale_at <= now:  # stale: served and refetched, by land()
-                rest.append(place)
-                continue
-            del cold_reads[key_hash]
-            landed.append(
-                _state.landed_fresh(
-                    previous, shape, value, updated_at_wall=updated_at, stale_at=stale_at, now=now
+            # Not plain (absent, invalidated, another serializer, to be checked with care):
+            # land() judges it, as it judges what _landed_fresh turns down.
+            new = (
+                None
+                if updated_at is None
+                else self._landed_fresh(
+                    batch,
+                    options_list[place],
+                    previous_list[place],
+                    values[place],
+                    updated_at,
+                    now,
+                    latest,
                 )
             )
-        cache.publish_many(landed)
+            if new is None:
+                rest.append(place)
+            else:
+                landed.append(new)
+        self._cache.publish_many(landed)
         if rest:
             self._land_each(batch, entries, rest)
 
@@ -381,7 +355,7 @@ class ColdReads:
         rest: list[tuple[ColdRead, StoredEntry | None]] = []
         for cold in reads:
             entry = cold.read.result_nowait()
-            new = self._landed_fresh(cold, entry, now, latest)
+            new = self._entry_landed_fresh(cold, entry, now, latest)
             if new is None:
                 rest.append((cold, entry))
             else:
@@ -399,7 +373,9 @@ class ColdReads:
         new = (
             None
             if self.closed
-            else self._landed_fresh(cold, entry, now, self._cache.clock.wall(now) + MAX_CLOCK_SKEW)
+            else self._entry_landed_fresh(
+                cold, entry, now, self._cache.clock.wall(now) + MAX_CLOCK_SKEW
+            )
         )
         if new is None:
             self.land(cold, entry)
@@ -407,47 +383,61 @@ class ColdReads:
         self._cache.publish(new)
         cold.reply.set_value(new.data)
 
+    def _entry_landed_fresh(
+        self, cold: ColdRead, entry: StoredEntry | None, now: float, latest: float
+    ) -> _state.Snapshot | None:
+        """:meth:`_landed_fresh` of a lone read's ``entry``; ``None`` for a miss or an
+        invalidated entry too (:meth:`land` settles those)."""
+        if entry is None or entry.invalidated:
+            return None
+        return self._landed_fresh(
+            cold, cold.options, cold.previous, entry.value, entry.data_updated_at, now, latest
+        )
+
     def _landed_fresh(
         self,
-        cold: ColdRead,
-        entry: StoredEntry | None,
+        read: ColdRead | BatchRead,
+        options: QueryOptions[Any],
+        previous: _state.Snapshot,
+        value: Any,
+        updated_at: float,
         now: float,
         latest: float,
     ) -> _state.Snapshot | None:
-        """The key's snapshot holding a fresh ``entry``, for a key nothing touched during its
-        read, its read settled; ``None`` (nothing done) for any other read.
+        """The key's snapshot holding ``value``, stamped ``updated_at`` (an entry that is
+        not invalidated), read by ``read`` and settled by it, for a key nothing touched
+        during the read with fresh data; ``None`` (nothing done) for any other key.
 
-        Untouched: the key's snapshot is the one its read started with, and it
-        has no actor.  Fresh: not invalidated, stamped before ``latest`` (now
-        plus the clock-skew allowance), fresh by the key's stale time, and no
-        ``max_age``/``max_stale`` to judge it by.  Such a key lands as
-        :meth:`land` would land it, in fewer steps: one snapshot, built with
+        Untouched: the key's read out is still ``read``, its snapshot the one the
+        read started with, and it has no actor.  Fresh: stamped before
+        ``latest`` (now plus the clock-skew allowance), fresh by the key's stale
+        time, and no ``max_age``/``max_stale`` to judge it by.  Such a key lands
+        as :meth:`land` would land it, in fewer steps: one snapshot, built with
         the landed shape of its shape (looked up once for many keys), to be
-        published (the caller publishes it, then sets its reply).
+        published (the caller publishes it, then settles its waiters).  One
+        judgment for a lone read's entry and a batch's plain ones alike.
         """
-        if entry is None or entry.invalidated or entry.data_updated_at > latest:
-            return None
-        options = cold.options
         key_hash = options.key_hash
-        previous = cold.previous
         old_shape = previous.shape
-        cold_reads = self._tier.cold_reads
         cache = self._cache
+        cold_reads = self._tier.cold_reads
         if (
-            options.max_age is not None
+            updated_at > latest
+            or options.max_age is not None
             or options.max_stale is not None
             or old_shape.failure is not None
-            or cold_reads.get(key_hash) is not cold
+            or cold_reads.get(key_hash) is not read
             or cache.snapshots.get(key_hash) is not previous
-            or key_hash in self._registry
+            or key_hash in self._actor_keys
         ):
             return None
-        _, shape, period = self._landed_shape(old_shape)
-        value = entry.value
-        updated_at = entry.data_updated_at
+        # A batch lands thousands of keys through here: the lookups below are written out.
+        known = self._landed_shapes.get(id(old_shape))
+        _, shape, period = self._landed_shape(old_shape) if known is None else known
         if period is None:
             period = cache.fresh_period(old_shape.stale_time, value, None)
-        stale_at = cache.clock.from_wall(updated_at) + period
+        clock = cache.clock
+        stale_at = clock.trio_start + (updated_at - clock.wall_start) + period  # from_wall
         if stale_at <= now:  # stale: served and refetched, by land()
             return None
         del cold_reads[key_hash]
