@@ -96,6 +96,12 @@ class BatchEntries:
             return self.others.get(place)
         return StoredEntry(self.values[place], updated_at, False, JsonSerializer.name)
 
+    def put(self, place: int, entry: StoredEntry | None) -> None:
+        """Make ``entry`` (``None``: a miss) the entry at ``place``, whatever was there."""
+        self.times[place] = None
+        self.values[place] = None
+        self.others[place] = entry
+
     def hits(self) -> int:
         """How many places hold an entry."""
         plain = len(self.times) - self.times.count(None)

@@ -407,9 +407,7 @@ class L2Cache:
             start = end
             if ask.pending:
                 for place, entry in ask.pending.items():
-                    answered.times[place] = None
-                    answered.values[place] = None
-                    answered.others[place] = entry
+                    answered.put(place, entry)
             hits += answered.hits()
             ask.reply.set_value(answered)
         self._stats["hits"] += hits
