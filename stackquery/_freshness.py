@@ -147,21 +147,15 @@ class Freshness:
         spread = self.jitter if jitter is None else jitter
         return jittered(seconds, spread, self.random) if spread else seconds
 
-    def fixed_period(self, stale_time: Any) -> float | None:
-        """:meth:`fresh_period` of any data judged by ``stale_time`` with the client's
-        jitter, if it is the same for all data (seconds, no jitter), else ``None``.
-        Never raises."""
-        seconds = self.stale_time if stale_time is None else stale_time
-        if callable(seconds) or self.jitter:
-            return None
-        return seconds  # type: ignore[no-any-return]
-
-    def same_for_all(self, stale_time: Any, jitter: float | None) -> bool:
-        """Whether :meth:`fresh_period` with ``stale_time`` and ``jitter`` gives every data
-        the same period (seconds, no jitter).  Never raises."""
+    def fixed_period(self, stale_time: Any, jitter: float | None = None) -> float | None:
+        """:meth:`fresh_period` of any data judged by ``stale_time`` and ``jitter``
+        (``None``: the client's), if it is the same for all data (seconds, no jitter),
+        else ``None``.  Never raises."""
         seconds = self.stale_time if stale_time is None else stale_time
         spread = self.jitter if jitter is None else jitter
-        return not spread and not callable(seconds)
+        if callable(seconds) or spread:
+            return None
+        return seconds  # type: ignore[no-any-return]
 
     def refetch_interval(self, interval: Callable[[Any], Any], state: Any) -> float | None:
         """``interval(state)``: seconds to the next refetch, or ``None`` (stop polling).

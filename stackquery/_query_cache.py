@@ -440,7 +440,7 @@ class QueryCache:
         clock = self.clock
         if now is None:
             now = trio.current_time()
-        if updated_at == now and self.freshness.same_for_all(stale_time, jitter):
+        if updated_at == now and self.freshness.fixed_period(stale_time, jitter) is not None:
             # Landing now, with a period every key alike has: its stale and gc deadlines
             # count from its stamp, through objects those keys share (24 bytes a key each).
             wall, at = clock.stamp(now)
