@@ -132,19 +132,30 @@ class QueryClient(ClientBase):
                 return found.data  # type: ignore[no-any-return]
         # Decided in a plain function: the locals of the rest stay out of this coroutine's
         # frame, which every hit makes and clears.
-        return await self._miss(options, found)
+        awaited = self._miss(options, found)
+        if awaited is None:  # stale data served: `found` holds it (a coroutine less a read)
+            # A checkpoint: a loop of stale reads must let its refetch run (and cancellation in).
+            await trio.lowlevel.checkpoint()
+            return found.data  # type: ignore[union-attr,no-any-return]
+        return await awaited
 
-    def _miss(self, options: QueryOptions[T], snap: Snapshot | None) -> Awaitable[T]:
-        """What ``fetch_query`` awaits when the key is not a plain fresh hit (see there)."""
+    def _miss(self, options: QueryOptions[T], snap: Snapshot | None) -> Awaitable[T] | None:
+        """What ``fetch_query`` awaits when the key is not a plain fresh hit (see there);
+        ``None``: ``snap`` holds stale data to serve after a checkpoint."""
         key_hash = options.key_hash
-        owners = self._check_open()
-        if self._wide.defaults:
+        owners = self._owners
+        if owners is None:
+            owners = self._check_open()  # raises; serve_or_claim refuses a closed client
+        if self._wide.defaults.any_set:
             options = self._wide.defaults.resolve(options)
         reply = owners.serve_or_claim(options, snap)
         if reply is True:  # fresh by the caller's own stale_time: a hit like above
             return _at_once(self.snapshots[key_hash].data)
-        if reply is False:  # stale data, served at once: this snapshot now holds it
-            # A checkpoint: a loop of stale reads must let its refetch run (and cancellation in).
+        if reply is False:  # stale data, served at once
+            if snap is not None:
+                # Serving it claimed a refetch at most, which keeps the data it publishes.
+                return None
+            # A key made just now (initial_data): the table's snapshot holds the data.
             return _after_checkpoint(self.snapshots[key_hash].data)
         if isinstance(reply, ColdRead):  # a cold key L2 may hold: read here, no actor
             return owners.wait_cold(reply)

@@ -177,7 +177,7 @@ class QueryOwners:
                 return True
             # No refetch while a cold read is out (it refetches if it must) or while
             # error_ttl holds the last error (stale data is served, the origin spared).
-            if cold is None and cache.remembered_error(key_hash) is None:
+            if cold is None and cache.remembered_error_of(snap) is None:
                 registry.reserve(key_hash).claim_fetch(options)  # its publish records the use
             else:
                 cache.note_use(key_hash)  # a use all the same (gc counts from it)

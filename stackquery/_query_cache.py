@@ -247,7 +247,11 @@ class QueryCache:
         raising it again adds only the frames of that raise.
         """
         snap = self.snapshots.get(key_hash)
-        failure = snap.failure if snap is not None else None
+        return None if snap is None else self.remembered_error_of(snap)
+
+    def remembered_error_of(self, snap: Snapshot) -> BaseException | None:
+        """:meth:`remembered_error` of the key whose snapshot is ``snap``."""
+        failure = snap.shape.failure
         if failure is None or failure.error is None or failure.error_until == -math.inf:
             return None
         if trio.current_time() >= failure.error_until:
@@ -260,8 +264,8 @@ class QueryCache:
         Judged by another ``stale_time`` than the snapshot's, a ``stale_time`` function
         runs now, on the data (without jitter).
         """
-        if snap.stale_time == options.stale_time:
-            return snap.fresh
+        if snap.shape.stale_time == options.stale_time:
+            return snap.fresh_for is not _state.NOT_FRESH
         state = snap.state
         if state.status is not _state.QueryStatus.SUCCESS or state.is_invalidated:
             return False
@@ -307,7 +311,12 @@ class QueryCache:
 
     def servable(self, snap: Snapshot | None, options: QueryOptions[Any]) -> bool:
         """Whether ``snap`` holds data a read with ``options`` may return (fresh or stale)."""
-        return snap is not None and snap.has_data and not self.too_old(snap, options)
+        if snap is None or snap.data_updated_at is None:
+            return False
+        # Every stale read asks: with no bound (the usual case) there is no clock to read.
+        return (options.max_age is None and options.max_stale is None) or not self.too_old(
+            snap, options
+        )
 
     # -- building snapshots -------------------------------------------------------------
 

@@ -76,9 +76,12 @@ class QueryDefaults:
         """``_by_prefix`` from the shortest prefix to the longest (the most specific last)."""
         self._version = object()
         """Replaced on every change: a memo made under another version is stale."""
+        self.any_set = False
+        """Whether any prefix has defaults: an attribute, not ``__bool__``, because every
+        read that is not a fresh hit asks, and a Python ``__bool__`` is a call."""
 
     def __bool__(self) -> bool:
-        return bool(self._by_prefix)
+        return self.any_set
 
     def set(self, prefix: QueryKey, options: Mapping[str, Any]) -> None:
         """Register ``options`` for every key under ``prefix`` (none: forget the prefix).
@@ -106,6 +109,7 @@ class QueryDefaults:
         else:
             self._by_prefix.pop(text, None)
         self._ordered = sorted(self._by_prefix.values(), key=lambda r: len(r.prefix_hash))
+        self.any_set = bool(self._by_prefix)
         self._version = object()
 
     def get(self, key: QueryKey) -> dict[str, Any]:
