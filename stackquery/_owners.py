@@ -205,10 +205,14 @@ class QueryOwners:
         if error is not None and not self.is_fetching(key_hash):
             raise error
 
-    async def wait_cold(self, cold: ColdRead) -> Any:
-        """Await a cold read :meth:`serve_or_claim` handed out; see ``ColdReads.wait``."""
+    def wait_cold(self, cold: ColdRead) -> Awaitable[Any]:
+        """What awaits a cold read :meth:`serve_or_claim` handed out; see ``ColdReads.wait``.
+
+        Not a coroutine of its own: every resumption of the read passes through
+        each frame of its caller's await chain, and this one would only pass it on.
+        """
         assert self._cold_reads is not None
-        return await self._cold_reads.wait(cold)
+        return self._cold_reads.wait(cold)
 
     def prefetch(self, options: QueryOptions[Any]) -> None:
         """Claim a fetch of the key unless its data is fresh or it is being fetched.
