@@ -527,14 +527,21 @@ class QueryCache:
                 self.publish(snap)
             return
         snapshots = self.snapshots
-        arm = self._arm
+        timer_due = self._timer_due
+        deadlines: list[float] = []
+        keys: list[str] = []
         for snap in snaps:
             key_hash = snap.key_hash
             old = snapshots.get(key_hash)
             # Most snapshots of a batch carry them already (built from the one in the table).
             if old is not None and (old.options is not snap.options or old.hit is not snap.hit):
                 _carry_uses(old, snap)
-            snapshots[key_hash] = arm(snap)
+            deadline = timer_due(snap)
+            if deadline is not None:
+                deadlines.append(deadline)
+                keys.append(key_hash)
+            snapshots[key_hash] = snap
+        self._timers.push_many(deadlines, keys)
 
     def mark_invalidated(self, key_hash: str) -> Snapshot | None:
         """Publish the key as invalidated, if it is in the table; return the new snapshot."""
@@ -594,24 +601,32 @@ class QueryCache:
         One pending entry per key, not one per publish: a later deadline (a
         refetch pushes staleness back) is found when the earlier entry fires.
         """
+        deadline = self._timer_due(snap)
+        if deadline is not None:
+            self._timers.push(deadline, snap.key_hash)
+        return snap
+
+    def _timer_due(self, snap: Snapshot) -> float | None:
+        """:meth:`_arm` but for the push: the deadline of the timer entry ``snap`` needs
+        (written into it as kept), or ``None`` when its entry is due by then already."""
         if snap.shape.fetch_status is _state.FetchStatus.FETCHING:
             # Busy: nothing to collect.  The publish that ends the fetch arms
             # the timer, so a cold key gets one entry (its staleness) instead
             # of two (a gc entry, then an earlier one); only data set while
             # the fetch runs has a staleness to time meanwhile.
             if snap.fresh_for is _state.NOT_FRESH:
-                return snap
+                return None
             kept, deadline = _due(snap, stale=True, collect=False)
         else:
             # Its gc is due, or before that it goes stale.
             kept, deadline = _due(snap, stale=snap.fresh_for is not _state.NOT_FRESH, collect=True)
         if deadline < snap.timer_at:
-            self._timers.push(deadline, snap.key_hash)
             # Written in place, as a hit is: the deadline is the table's bookkeeping, not
             # the key's state, and a copy of the snapshot for it cost a construction a publish.
             # Kept as the snapshot keeps it (shared by keys alike), not as a float of its own.
             snap.timer_kept = kept
-        return snap
+            return deadline
+        return None
 
     def _timer_deadline(self, key_hash: str) -> float | None:
         """The deadline of the key's timer entry that counts, or ``None`` (see KeyTimers)."""

@@ -506,10 +506,11 @@ def landed_shape(fetching: Shape) -> Shape:
 
 
 def landed_fresh(
-    snap: Snapshot, landed: Shape, data: Any, *, updated_at_wall: float, stale_at: float, now: float
+    snap: Snapshot, landed: Shape, data: Any, updated_at_wall: float, stale_at: float, now: float
 ) -> Snapshot:
     """:func:`with_data` with ``idle`` of a key with no data and no failure, whose ``data``
-    is fresh until ``stale_at`` (> ``now``); ``landed`` is :func:`landed_shape` of its shape."""
+    (stamped ``updated_at_wall``) is fresh until ``stale_at`` (> ``now``); ``landed`` is
+    :func:`landed_shape` of its shape.  Positional: a batch lands thousands of keys."""
     collect_at = _collect_at(now, landed.gc_time, stale_at)
     return Snapshot(
         snap.key_hash,
