@@ -360,9 +360,11 @@ class QueryCache:
         snapshots = self.snapshots
         unplaced = self._unplaced_options
         compact = self._templates.compact
+        empty_of_shape = _state.empty_of_shape
         shape: _state.Shape | None = None  # the shape of the last run of keys read alike
         option_gc_time: float | None = None
         made = []
+        append = made.append
         for options in options_list:
             key_hash = options.key_hash
             if (
@@ -375,10 +377,9 @@ class QueryCache:
                 shape = _state.empty_shape(options.stale_time, gc_time, fetching=True)
             if unplaced:
                 unplaced.pop(key_hash, None)
-            snap = _state.empty_of_shape(key_hash, shape, now=now)
-            snap.options = compact(options)  # what remember() writes
-            snapshots[key_hash] = snap
-            made.append(snap)
+            # Holding what remember() writes.
+            snap = snapshots[key_hash] = empty_of_shape(key_hash, shape, now, compact(options))
+            append(snap)
         return made
 
     def create_for_key(
