@@ -352,21 +352,22 @@ class ColdReads:
         """:meth:`_landed_fresh` of lone reads, with their entries (by default what each
         read's ``read`` was answered); a miss or an invalidated entry is not landed (
         :meth:`land` settles those)."""
-        if entries is None:
-            entries = [cold.read.result_nowait() for cold in reads]
+        options_list: list[QueryOptions[Any]] = []
+        previous_list: list[_state.Snapshot] = []
         values: list[Any] = []
         times: list[float | None] = []
-        for entry in entries:
-            plain = entry is not None and not entry.invalidated
-            values.append(entry.value if plain else None)  # type: ignore[union-attr]
-            times.append(entry.data_updated_at if plain else None)  # type: ignore[union-attr]
-        return self._landed_fresh(
-            reads,
-            [cold.options for cold in reads],
-            [cold.previous for cold in reads],
-            values,
-            times,
-        )
+        # One loop, no comprehensions: a lone read (the most common caller) pays for each.
+        for place, cold in enumerate(reads):
+            entry = cold.read.result_nowait() if entries is None else entries[place]
+            options_list.append(cold.options)
+            previous_list.append(cold.previous)
+            if entry is None or entry.invalidated:
+                values.append(None)
+                times.append(None)
+            else:
+                values.append(entry.value)
+                times.append(entry.data_updated_at)
+        return self._landed_fresh(reads, options_list, previous_list, values, times)
 
     def _landed_fresh(
         self,
@@ -402,6 +403,7 @@ class ColdReads:
         latest = clock.wall(now) + MAX_CLOCK_SKEW
         trio_start, wall_start = clock.trio_start, clock.wall_start
         landed_fresh = _state.landed_fresh
+        landed_shapes = self._landed_shapes
         landed: list[_state.Snapshot] = []
         rest: list[int] = []
         # A batch lands thousands of keys through here: what keys alike share is looked
@@ -429,7 +431,8 @@ class ColdReads:
                 rest.append(place)
                 continue
             if old_shape is not last_shape:
-                _, shape, fixed = self._landed_shape(old_shape)
+                known = landed_shapes.get(id(old_shape))
+                _, shape, fixed = self._landed_shape(old_shape) if known is None else known
                 last_shape = old_shape
             value = values[place]
             period = fixed

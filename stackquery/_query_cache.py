@@ -617,10 +617,10 @@ class QueryCache:
             # the fetch runs has a staleness to time meanwhile.
             if snap.fresh_for is _state.NOT_FRESH:
                 return None
-            kept, deadline = _due(snap, stale=True, collect=False)
+            kept, deadline = _due(snap, True, False)
         else:
             # Its gc is due, or before that it goes stale.
-            kept, deadline = _due(snap, stale=snap.fresh_for is not _state.NOT_FRESH, collect=True)
+            kept, deadline = _due(snap, snap.fresh_for is not _state.NOT_FRESH, True)
         if deadline < snap.timer_at:
             # Written in place, as a hit is: the deadline is the table's bookkeeping, not
             # the key's state, and a copy of the snapshot for it cost a construction a publish.
@@ -652,14 +652,14 @@ class QueryCache:
             kept: _state.Deadline
             kept = deadline = now + max(snap.gc_time, 1.0)
             if snap.fresh and snap.stale_at < deadline:
-                kept, deadline = _due(snap, stale=True, collect=False)
+                kept, deadline = _due(snap, True, False)
         elif snap.collect_at <= now:
             self.drop(key_hash, timer_fired=True)
             return
         else:
             # Its gc is due, or before that it goes stale (went_stale above flipped it if
             # its time had come).
-            kept, deadline = _due(snap, stale=snap.fresh, collect=True)
+            kept, deadline = _due(snap, snap.fresh, True)
         self._timers.push(deadline, key_hash)
         # In place, as _arm does: the deadline is the table's bookkeeping, not the key's state.
         snap.timer_kept = kept
@@ -685,9 +685,10 @@ class QueryCache:
             self.drop(key_hash)
 
 
-def _due(snap: Snapshot, *, stale: bool, collect: bool) -> tuple[_state.Deadline, float]:
+def _due(snap: Snapshot, stale: bool, collect: bool) -> tuple[_state.Deadline, float]:
     """The earlier of the key's stale deadline (if ``stale``) and its gc deadline (if
-    ``collect``), as the snapshot keeps it and as a trio time (at least one is asked)."""
+    ``collect``), as the snapshot keeps it and as a trio time (at least one is asked).
+    Positional: each publish asks (a batch, thousands of times)."""
     if not collect:
         return snap.stale_kept, snap.stale_at
     kept = snap.collect_kept
