@@ -621,7 +621,10 @@ class QueryCache:
         else:
             # Its gc is due, or before that it goes stale.
             kept, deadline = _due(snap, snap.fresh_for is not _state.NOT_FRESH, True)
-        if deadline < snap.timer_at:
+        timer_at = snap.timer_kept
+        if timer_at.__class__ is not float:  # read as _due reads a deadline
+            timer_at = snap.timer_at
+        if deadline < timer_at:
             # Written in place, as a hit is: the deadline is the table's bookkeeping, not
             # the key's state, and a copy of the snapshot for it cost a construction a publish.
             # Kept as the snapshot keeps it (shared by keys alike), not as a float of its own.
@@ -689,14 +692,17 @@ def _due(snap: Snapshot, stale: bool, collect: bool) -> tuple[_state.Deadline, f
     """The earlier of the key's stale deadline (if ``stale``) and its gc deadline (if
     ``collect``), as the snapshot keeps it and as a trio time (at least one is asked).
     Positional: each publish asks (a batch, thousands of times)."""
+    # A deadline kept as a float is read as it is, not through the snapshot's property:
+    # each publish asks, and most deadlines are floats.
+    stale_kept = snap.stale_kept
     if not collect:
-        return snap.stale_kept, snap.stale_at
+        return stale_kept, stale_kept if stale_kept.__class__ is float else snap.stale_at
     kept = snap.collect_kept
-    collect_at = snap.collect_at
-    if stale and kept is not snap.stale_kept:  # the same object: the same deadline
-        stale_at = snap.stale_at
+    collect_at = kept if kept.__class__ is float else snap.collect_at
+    if stale and kept is not stale_kept:  # the same object: the same deadline
+        stale_at = stale_kept if stale_kept.__class__ is float else snap.stale_at
         if stale_at < collect_at:
-            return snap.stale_kept, stale_at
+            return stale_kept, stale_at
     return kept, collect_at
 
 
