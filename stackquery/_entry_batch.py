@@ -143,20 +143,23 @@ def unpack_batch(
             except orjson.JSONDecodeError:
                 envelope = None
             if type(envelope) is dict and len(envelope) == 5:
-                t = envelope.get("t")
-                version = envelope.get("sq")
-                if (
-                    type(t) is float
-                    and t >= 0.0
-                    and envelope.get("i") is False
-                    and version == FORMAT_VERSION
-                    and type(version) is int
-                    and envelope.get("s") == "json"
-                    and "d" in envelope
-                ):
-                    values[index] = envelope["d"]
-                    times[index] = t
-                    continue
+                # Subscripts, not get(): no method call each (a missing field is not plain).
+                try:
+                    t = envelope["t"]
+                    version = envelope["sq"]
+                    if (
+                        type(t) is float
+                        and t >= 0.0
+                        and envelope["i"] is False
+                        and version == FORMAT_VERSION
+                        and type(version) is int
+                        and envelope["s"] == "json"
+                    ):
+                        values[index] = envelope["d"]
+                        times[index] = t
+                        continue
+                except KeyError:
+                    pass
         others[index] = try_unpack_entry(raw, serializer, on_corrupt, key=prefix + keys[index])
     return BatchEntries(values, times, others)
 

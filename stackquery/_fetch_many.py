@@ -135,10 +135,13 @@ def _claim_cold(
 ) -> tuple[BatchRead | None, list[int], list[int]]:
     """The read of ``waiting``'s cold keys, their indexes (in its order), and the other
     keys of ``waiting``, fetched one by one."""
-    batch, places = cold_reads.claim_many([options_list[index] for index in waiting])
+    every = len(waiting) == len(options_list)  # then waiting is every place, in order
+    batch, places = cold_reads.claim_many(
+        options_list if every else [options_list[index] for index in waiting]
+    )
     if batch is None:
         return None, [], waiting
-    claimed = [waiting[place] for place in places]
+    claimed = places if every else [waiting[place] for place in places]
     if len(claimed) == len(waiting):
         return batch, claimed, []
     taken = set(places)

@@ -283,33 +283,10 @@ class ColdReads:
         if self.closed:
             self._land_each(batch, entries, range(len(batch.keys)))
             return
-        now = trio.current_time()
-        latest = self._cache.clock.wall(now) + MAX_CLOCK_SKEW
-        options_list = batch.options
-        previous_list = batch.previous
         values = batch.values = entries.values
-        landed: list[_state.Snapshot] = []
-        rest: list[int] = []
-        for place, updated_at in enumerate(entries.times):
-            # Not plain (absent, invalidated, another serializer, to be checked with care):
-            # land() judges it, as it judges what _landed_fresh turns down.
-            new = (
-                None
-                if updated_at is None
-                else self._landed_fresh(
-                    batch,
-                    options_list[place],
-                    previous_list[place],
-                    values[place],
-                    updated_at,
-                    now,
-                    latest,
-                )
-            )
-            if new is None:
-                rest.append(place)
-            else:
-                landed.append(new)
+        landed, rest = self._landed_fresh(
+            [batch] * len(values), batch.options, batch.previous, values, entries.times
+        )
         self._cache.publish_many(landed)
         if rest:
             self._land_each(batch, entries, rest)
@@ -347,103 +324,127 @@ class ColdReads:
             for cold in reads:
                 self.land(cold, cold.read.result_nowait())
             return
-        cache = self._cache
-        now = trio.current_time()
-        latest = cache.clock.wall(now) + MAX_CLOCK_SKEW
-        landed: list[_state.Snapshot] = []
-        settled: list[tuple[Reply[Any], Any]] = []
-        rest: list[tuple[ColdRead, StoredEntry | None]] = []
-        for cold in reads:
-            entry = cold.read.result_nowait()
-            new = self._entry_landed_fresh(cold, entry, now, latest)
-            if new is None:
-                rest.append((cold, entry))
-            else:
-                landed.append(new)
-                settled.append((cold.reply, new.data))
-        cache.publish_many(landed)
-        for reply, value in settled:
-            reply.set_value(value)
-        for cold, entry in rest:
-            self.land(cold, entry)
+        landed, rest = self._landed_fresh_of(reads)
+        self._cache.publish_many(landed)
+        if rest:
+            left = set(rest)
+            settled = [cold for place, cold in enumerate(reads) if place not in left]
+        else:
+            settled = reads
+        for cold, snap in zip(settled, landed, strict=True):
+            cold.reply.set_value(snap.data)
+        for place in rest:
+            cold = reads[place]
+            self.land(cold, cold.read.result_nowait())
 
     def _land_one(self, cold: ColdRead, entry: StoredEntry | None) -> None:
-        """:meth:`_land_many` of one read (a caller's direct read), without the lists."""
-        now = trio.current_time()
-        new = (
-            None
-            if self.closed
-            else self._entry_landed_fresh(
-                cold, entry, now, self._cache.clock.wall(now) + MAX_CLOCK_SKEW
-            )
-        )
-        if new is None:
+        """:meth:`_land_many` of one read (a caller's direct read)."""
+        landed, _ = ([], None) if self.closed else self._landed_fresh_of([cold], [entry])
+        if not landed:
             self.land(cold, entry)
             return
-        self._cache.publish(new)
+        new = self._cache.publish(landed[0])
         cold.reply.set_value(new.data)
 
-    def _entry_landed_fresh(
-        self, cold: ColdRead, entry: StoredEntry | None, now: float, latest: float
-    ) -> _state.Snapshot | None:
-        """:meth:`_landed_fresh` of a lone read's ``entry``; ``None`` for a miss or an
-        invalidated entry too (:meth:`land` settles those)."""
-        if entry is None or entry.invalidated:
-            return None
-        return self._landed_fresh(
-            cold, cold.options, cold.previous, entry.value, entry.data_updated_at, now, latest
-        )
+    def _landed_fresh_of(
+        self, reads: list[ColdRead], entries: list[StoredEntry | None] | None = None
+    ) -> tuple[list[_state.Snapshot], list[int]]:
+        """:meth:`_landed_fresh` of lone reads, with their entries (by default what each
+        read's ``read`` was answered); a miss or an invalidated entry is not landed (
+        :meth:`land` settles those)."""
+        options_list: list[QueryOptions[Any]] = []
+        previous_list: list[_state.Snapshot] = []
+        values: list[Any] = []
+        times: list[float | None] = []
+        # One loop, no comprehensions: a lone read (the most common caller) pays for each.
+        for place, cold in enumerate(reads):
+            entry = cold.read.result_nowait() if entries is None else entries[place]
+            options_list.append(cold.options)
+            previous_list.append(cold.previous)
+            if entry is None or entry.invalidated:
+                values.append(None)
+                times.append(None)
+            else:
+                values.append(entry.value)
+                times.append(entry.data_updated_at)
+        return self._landed_fresh(reads, options_list, previous_list, values, times)
 
     def _landed_fresh(
         self,
-        read: ColdRead | BatchRead,
-        options: QueryOptions[Any],
-        previous: _state.Snapshot,
-        value: Any,
-        updated_at: float,
-        now: float,
-        latest: float,
-    ) -> _state.Snapshot | None:
-        """The key's snapshot holding ``value``, stamped ``updated_at`` (an entry that is
-        not invalidated), read by ``read`` and settled by it, for a key nothing touched
-        during the read with fresh data; ``None`` (nothing done) for any other key.
+        reads: list[ColdRead] | list[BatchRead],
+        options_list: list[QueryOptions[Any]],
+        previous_list: list[_state.Snapshot],
+        values: list[Any],
+        times: list[float | None],
+    ) -> tuple[list[_state.Snapshot], list[int]]:
+        """The keys' snapshots holding their data, for the keys nothing touched during
+        their reads whose data is fresh, each settled by its read; and the places of
+        the other keys (nothing done for them).  Each place is a key: read by
+        ``reads[place]``, with ``options_list[place]``, its snapshot when the read
+        started ``previous_list[place]``; its entry (not invalidated) holds
+        ``values[place]``, stamped ``times[place]`` (``None``: an entry to judge
+        with care, or none).
 
-        Untouched: the key's read out is still ``read``, its snapshot the one the
-        read started with, and it has no actor.  Fresh: stamped before
-        ``latest`` (now plus the clock-skew allowance), fresh by the key's stale
-        time, and no ``max_age``/``max_stale`` to judge it by.  Such a key lands
-        as :meth:`land` would land it, in fewer steps: one snapshot, built with
-        the landed shape of its shape (looked up once for many keys), to be
-        published (the caller publishes it, then settles its waiters).  One
-        judgment for a lone read's entry and a batch's plain ones alike.
+        Untouched: the key's read out is still its read, its snapshot the one the
+        read started with, and it has no actor.  Fresh: stamped before now plus
+        the clock-skew allowance, fresh by the key's stale time, and no
+        ``max_age``/``max_stale`` to judge it by.  Such a key lands as
+        :meth:`land` would land it, in fewer steps: one snapshot, built with the
+        landed shape of its shape (looked up once for many keys), to be published
+        (the caller publishes them, then settles their waiters).  One judgment
+        for lone reads' entries and a batch's plain ones alike.
         """
-        key_hash = options.key_hash
-        old_shape = previous.shape
         cache = self._cache
         cold_reads = self._tier.cold_reads
-        if (
-            updated_at > latest
-            or options.max_age is not None
-            or options.max_stale is not None
-            or old_shape.failure is not None
-            or cold_reads.get(key_hash) is not read
-            or cache.snapshots.get(key_hash) is not previous
-            or key_hash in self._actor_keys
-        ):
-            return None
-        # A batch lands thousands of keys through here: the lookups below are written out.
-        known = self._landed_shapes.get(id(old_shape))
-        _, shape, period = self._landed_shape(old_shape) if known is None else known
-        if period is None:
-            period = cache.fresh_period(old_shape.stale_time, value, None)
+        snapshots = cache.snapshots
+        actor_keys = self._actor_keys
+        now = trio.current_time()
         clock = cache.clock
-        stale_at = clock.trio_start + (updated_at - clock.wall_start) + period  # from_wall
-        if stale_at <= now:  # stale: served and refetched, by land()
-            return None
-        del cold_reads[key_hash]
-        return _state.landed_fresh(
-            previous, shape, value, updated_at_wall=updated_at, stale_at=stale_at, now=now
-        )
+        latest = clock.wall(now) + MAX_CLOCK_SKEW
+        trio_start, wall_start = clock.trio_start, clock.wall_start
+        landed_fresh = _state.landed_fresh
+        landed_shapes = self._landed_shapes
+        landed: list[_state.Snapshot] = []
+        rest: list[int] = []
+        # A batch lands thousands of keys through here: what keys alike share is looked
+        # up once for a run of them (their shape's landed shape and fresh period).
+        last_shape: _state.Shape | None = None
+        shape: _state.Shape | None = None
+        fixed: float | None = None
+        for place, updated_at in enumerate(times):
+            if updated_at is None:
+                rest.append(place)
+                continue
+            options = options_list[place]
+            previous = previous_list[place]
+            key_hash = options.key_hash
+            old_shape = previous.shape
+            if (
+                updated_at > latest
+                or options.max_age is not None
+                or options.max_stale is not None
+                or old_shape.failure is not None
+                or cold_reads.get(key_hash) is not reads[place]
+                or snapshots.get(key_hash) is not previous
+                or key_hash in actor_keys
+            ):
+                rest.append(place)
+                continue
+            if old_shape is not last_shape:
+                known = landed_shapes.get(id(old_shape))
+                _, shape, fixed = self._landed_shape(old_shape) if known is None else known
+                last_shape = old_shape
+            value = values[place]
+            period = fixed
+            if period is None:
+                period = cache.fresh_period(old_shape.stale_time, value, None)
+            stale_at = trio_start + (updated_at - wall_start) + period  # clock.from_wall
+            if stale_at <= now:  # stale: served and refetched, by land()
+                rest.append(place)
+                continue
+            del cold_reads[key_hash]
+            landed.append(landed_fresh(previous, shape, value, updated_at, stale_at, now))  # type: ignore[arg-type]
+        return landed, rest
 
     def _landed_shape(
         self, old_shape: _state.Shape

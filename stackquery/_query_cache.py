@@ -369,9 +369,11 @@ class QueryCache:
         snapshots = self.snapshots
         unplaced = self._unplaced_options
         compact = self._templates.compact
+        empty_of_shape = _state.empty_of_shape
         shape: _state.Shape | None = None  # the shape of the last run of keys read alike
         option_gc_time: float | None = None
         made = []
+        append = made.append
         for options in options_list:
             key_hash = options.key_hash
             if (
@@ -384,10 +386,9 @@ class QueryCache:
                 shape = _state.empty_shape(options.stale_time, gc_time, fetching=True)
             if unplaced:
                 unplaced.pop(key_hash, None)
-            snap = _state.empty_of_shape(key_hash, shape, now=now)
-            snap.options = compact(options)  # what remember() writes
-            snapshots[key_hash] = snap
-            made.append(snap)
+            # Holding what remember() writes.
+            snap = snapshots[key_hash] = empty_of_shape(key_hash, shape, now, compact(options))
+            append(snap)
         return made
 
     def create_for_key(
@@ -536,14 +537,21 @@ class QueryCache:
                 self.publish(snap)
             return
         snapshots = self.snapshots
-        arm = self._arm
+        timer_due = self._timer_due
+        deadlines: list[float] = []
+        keys: list[str] = []
         for snap in snaps:
             key_hash = snap.key_hash
             old = snapshots.get(key_hash)
             # Most snapshots of a batch carry them already (built from the one in the table).
             if old is not None and (old.options is not snap.options or old.hit is not snap.hit):
                 _carry_uses(old, snap)
-            snapshots[key_hash] = arm(snap)
+            deadline = timer_due(snap)
+            if deadline is not None:
+                deadlines.append(deadline)
+                keys.append(key_hash)
+            snapshots[key_hash] = snap
+        self._timers.push_many(deadlines, keys)
 
     def mark_invalidated(self, key_hash: str) -> Snapshot | None:
         """Publish the key as invalidated, if it is in the table; return the new snapshot."""
@@ -603,24 +611,35 @@ class QueryCache:
         One pending entry per key, not one per publish: a later deadline (a
         refetch pushes staleness back) is found when the earlier entry fires.
         """
+        deadline = self._timer_due(snap)
+        if deadline is not None:
+            self._timers.push(deadline, snap.key_hash)
+        return snap
+
+    def _timer_due(self, snap: Snapshot) -> float | None:
+        """:meth:`_arm` but for the push: the deadline of the timer entry ``snap`` needs
+        (written into it as kept), or ``None`` when its entry is due by then already."""
         if snap.shape.fetch_status is _state.FetchStatus.FETCHING:
             # Busy: nothing to collect.  The publish that ends the fetch arms
             # the timer, so a cold key gets one entry (its staleness) instead
             # of two (a gc entry, then an earlier one); only data set while
             # the fetch runs has a staleness to time meanwhile.
             if snap.fresh_for is _state.NOT_FRESH:
-                return snap
-            kept, deadline = _due(snap, stale=True, collect=False)
+                return None
+            kept, deadline = _due(snap, True, False)
         else:
             # Its gc is due, or before that it goes stale.
-            kept, deadline = _due(snap, stale=snap.fresh_for is not _state.NOT_FRESH, collect=True)
-        if deadline < snap.timer_at:
-            self._timers.push(deadline, snap.key_hash)
+            kept, deadline = _due(snap, snap.fresh_for is not _state.NOT_FRESH, True)
+        timer_at = snap.timer_kept
+        if timer_at.__class__ is not float:  # read as _due reads a deadline
+            timer_at = snap.timer_at
+        if deadline < timer_at:
             # Written in place, as a hit is: the deadline is the table's bookkeeping, not
             # the key's state, and a copy of the snapshot for it cost a construction a publish.
             # Kept as the snapshot keeps it (shared by keys alike), not as a float of its own.
             snap.timer_kept = kept
-        return snap
+            return deadline
+        return None
 
     def _timer_deadline(self, key_hash: str) -> float | None:
         """The deadline of the key's timer entry that counts, or ``None`` (see KeyTimers)."""
@@ -645,14 +664,14 @@ class QueryCache:
             kept: _state.Deadline
             kept = deadline = now + max(snap.gc_time, 1.0)
             if snap.fresh and snap.stale_at < deadline:
-                kept, deadline = _due(snap, stale=True, collect=False)
+                kept, deadline = _due(snap, True, False)
         elif snap.collect_at <= now:
             self.drop(key_hash, timer_fired=True)
             return
         else:
             # Its gc is due, or before that it goes stale (went_stale above flipped it if
             # its time had come).
-            kept, deadline = _due(snap, stale=snap.fresh, collect=True)
+            kept, deadline = _due(snap, snap.fresh, True)
         self._timers.push(deadline, key_hash)
         # In place, as _arm does: the deadline is the table's bookkeeping, not the key's state.
         snap.timer_kept = kept
@@ -678,17 +697,21 @@ class QueryCache:
             self.drop(key_hash)
 
 
-def _due(snap: Snapshot, *, stale: bool, collect: bool) -> tuple[_state.Deadline, float]:
+def _due(snap: Snapshot, stale: bool, collect: bool) -> tuple[_state.Deadline, float]:
     """The earlier of the key's stale deadline (if ``stale``) and its gc deadline (if
-    ``collect``), as the snapshot keeps it and as a trio time (at least one is asked)."""
+    ``collect``), as the snapshot keeps it and as a trio time (at least one is asked).
+    Positional: each publish asks (a batch, thousands of times)."""
+    # A deadline kept as a float is read as it is, not through the snapshot's property:
+    # each publish asks, and most deadlines are floats.
+    stale_kept = snap.stale_kept
     if not collect:
-        return snap.stale_kept, snap.stale_at
+        return stale_kept, stale_kept if stale_kept.__class__ is float else snap.stale_at
     kept = snap.collect_kept
-    collect_at = snap.collect_at
-    if stale and kept is not snap.stale_kept:  # the same object: the same deadline
-        stale_at = snap.stale_at
+    collect_at = kept if kept.__class__ is float else snap.collect_at
+    if stale and kept is not stale_kept:  # the same object: the same deadline
+        stale_at = stale_kept if stale_kept.__class__ is float else snap.stale_at
         if stale_at < collect_at:
-            return snap.stale_kept, stale_at
+            return stale_kept, stale_at
     return kept, collect_at
 
 

@@ -405,7 +405,7 @@ def empty_snapshot(
 ) -> Snapshot:
     """A key with no data and no fetch yet (``fetching``: its first fetch starts now, as
     :func:`fetching` of the empty key would say, made at once)."""
-    return empty_of_shape(key_hash, empty_shape(stale_time, gc_time, fetching=fetching), now=now)
+    return empty_of_shape(key_hash, empty_shape(stale_time, gc_time, fetching=fetching), now)
 
 
 def empty_shape(stale_time: StaleTime | None, gc_time: float, *, fetching: bool) -> Shape:
@@ -415,11 +415,21 @@ def empty_shape(stale_time: StaleTime | None, gc_time: float, *, fetching: bool)
     return shape(QueryStatus.PENDING, FetchStatus.IDLE, False, None, stale_time, gc_time, 0)
 
 
-def empty_of_shape(key_hash: str, empty: Shape, *, now: float) -> Snapshot:
+def empty_of_shape(key_hash: str, empty: Shape, now: float, options: object = None) -> Snapshot:
     """:func:`empty_snapshot` with its shape given (:func:`empty_shape`, looked up once for
-    the keys of a batch)."""
+    the keys of a batch), holding ``options`` (see :attr:`Snapshot.options`).  Positional:
+    a batch makes thousands of keys."""
     return Snapshot(
-        key_hash, None, NOT_FRESH, None, _NO_DATA, now + empty.gc_time, _NO_TIMER, empty
+        key_hash,
+        None,
+        NOT_FRESH,
+        None,
+        _NO_DATA,
+        now + empty.gc_time,
+        _NO_TIMER,
+        empty,
+        None,
+        options,
     )
 
 
@@ -506,11 +516,18 @@ def landed_shape(fetching: Shape) -> Shape:
 
 
 def landed_fresh(
-    snap: Snapshot, landed: Shape, data: Any, *, updated_at_wall: float, stale_at: float, now: float
+    snap: Snapshot, landed: Shape, data: Any, updated_at_wall: float, stale_at: float, now: float
 ) -> Snapshot:
     """:func:`with_data` with ``idle`` of a key with no data and no failure, whose ``data``
-    is fresh until ``stale_at`` (> ``now``); ``landed`` is :func:`landed_shape` of its shape."""
-    collect_at = _collect_at(now, landed.gc_time, stale_at)
+    (stamped ``updated_at_wall``) is fresh until ``stale_at`` (> ``now``); ``landed`` is
+    :func:`landed_shape` of its shape.  Positional: a batch lands thousands of keys."""
+    # _collect_at and _timer_kept written out: this runs for each key of a batch.
+    collect_at = now + landed.gc_time
+    if collect_at == stale_at:
+        collect_at = stale_at
+    timer_kept = snap.timer_kept
+    if timer_kept.__class__ is AfterData:
+        timer_kept = snap.timer_at
     return Snapshot(
         snap.key_hash,
         data,
@@ -518,7 +535,7 @@ def landed_fresh(
         updated_at_wall,
         stale_at,
         collect_at,
-        _timer_kept(snap),
+        timer_kept,
         landed,
         snap.hit,
         snap.options,

@@ -84,6 +84,46 @@ class KeyTimers:
         if due < self._waiting_until:
             self._wakeup.set()
 
+    def push_many(self, deadlines: list[float], key_hashes: list[str]) -> None:
+        """:meth:`push` of each deadline of ``deadlines`` for the key at the same place of
+        ``key_hashes``; synchronous.
+
+        A batch's keys mostly fall in a few buckets: each bucket is looked up
+        once for a run of keys in it, and the timer task is woken once.
+        """
+        buckets, heap = self._buckets, self._heap
+        moved_through = self._moved_through
+        last_number: int | None = None
+        bucket: list[str] = []
+        due = math.inf
+        floor = math.floor
+        pushed = 0
+        for deadline, key_hash in zip(deadlines, key_hashes, strict=True):
+            if deadline == math.inf:
+                continue
+            number = floor(deadline / RESOLUTION)
+            if number <= moved_through:
+                heapq.heappush(heap, (deadline, key_hash))
+                if deadline < due:
+                    due = deadline
+                continue
+            if number != last_number:
+                found = buckets.get(number)
+                if found is None:
+                    found = buckets[number] = []
+                    heapq.heappush(self._bucket_heap, number)
+                bucket, last_number = found, number
+                if number * RESOLUTION < due:
+                    due = number * RESOLUTION
+            bucket.append(key_hash)
+            pushed += 1
+        self._in_buckets += pushed
+        if due == math.inf:
+            return
+        self._nonempty.set()
+        if due < self._waiting_until:
+            self._wakeup.set()
+
     def compact(self) -> None:
         """Drop the entries that no longer count (``deadline_of`` gives another); synchronous.
 

@@ -256,6 +256,54 @@ class TestBatchedHydration:
             assert origin.calls == 0
             assert l2_stats(client).read_batches == 2
 
+    async def test_reads_landing_together_each_settle_their_own_key_whatever_the_others_held(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """Fresh, stale, invalidated and missing entries answered in one get_many: each
+        caller gets its own key's outcome, and only the keys not fresh call their origin."""
+        store = ControlledStorage()
+        store.read_gate = trio.Event()
+        kinds = ["fresh", "stale", "fresh", "missing", "invalidated", "fresh", "missing"]
+        origins = [Origin(f"origin {i}") for i in range(len(kinds))]
+        results: dict[int, Any] = {}
+        async with sq.open_query_client(config(store)) as client:
+            at = client.clock.wall()
+            stored = {
+                f'sq:["k",{i}]': entry_bytes(
+                    f"stored {i}",
+                    at=at - 120.0 if kind == "stale" else at,
+                    invalidated=kind == "invalidated",
+                )
+                for i, kind in enumerate(kinds)
+                if kind != "missing"
+            }
+            await store.memory.set_many(stored)
+
+            async def fetch(i: int) -> None:
+                results[i] = await client.fetch_query(
+                    options(origins[i], ("k", i), stale_time=60.0)
+                )
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(client.fetch_query, options(Origin(), ("first",)))
+                await wait_all_tasks_blocked()  # its get_many waits at the gate
+                for i in range(len(kinds)):
+                    nursery.start_soon(fetch, i)
+                await wait_all_tasks_blocked()
+                store.read_gate.set()
+            assert [len(keys) for keys in store.get_many_calls] == [1, len(kinds)]
+            assert results == {
+                i: f"origin {i}" if kind == "missing" else f"stored {i}"
+                for i, kind in enumerate(kinds)
+            }
+            await wait_all_tasks_blocked()
+            assert [origin.calls for origin in origins] == [
+                0 if kind == "fresh" else 1 for kind in kinds
+            ]
+            assert [client.get_query_data(("k", i)) for i in range(len(kinds))] == [
+                f"stored {i}" if kind == "fresh" else f"origin {i}" for i, kind in enumerate(kinds)
+            ]
+
     async def test_concurrent_callers_of_one_cold_key_share_one_l2_read(
         self, autojump_clock: trio.testing.MockClock
     ) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import trio
 import trio.testing
 
@@ -47,6 +49,35 @@ async def test_each_entry_fires_at_its_own_deadline_never_early_never_late(
     assert [key for key, *_ in owner.fired] == ["past", "a", "b", "c", "late-push", "e", "d"]
     for key, deadline, at in owner.fired:
         assert at == max(deadline, start), key
+    assert len(timers) == 0
+
+
+async def test_push_many_fires_each_entry_as_push_would_and_wakes_a_waiting_timer_task(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Entries pushed together, in runs of one bucket, across buckets, into a bucket already
+    moved and never (``inf``), fire in order at their deadlines, the waiting task woken."""
+    owner = Owner()
+    timers = owner.timers
+    start = trio.current_time()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(timers.run)
+        await trio.sleep(2.0)  # the timer task waits, with nothing due
+        offsets = {"a": 3.5, "b": 3.25, "c": 9.0, "d": 3.75, "moved": 2.5, "never": math.inf}
+        keys = list(offsets)
+        deadlines = [start + offset for offset in offsets.values()]
+        timers.push_many(deadlines, keys)
+        owner.deadlines.update(zip(keys, deadlines, strict=True))
+        assert len(timers) == 5
+        await trio.sleep(20.0)
+        nursery.cancel_scope.cancel()
+    assert owner.fired == [
+        ("moved", start + 2.5, start + 2.5),
+        ("b", start + 3.25, start + 3.25),
+        ("a", start + 3.5, start + 3.5),
+        ("d", start + 3.75, start + 3.75),
+        ("c", start + 9.0, start + 9.0),
+    ]
     assert len(timers) == 0
 
 
