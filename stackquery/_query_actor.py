@@ -736,7 +736,8 @@ class QueryActor:
             self._resume_polling()
         if self._refetch_after:
             self._claim_refetch_after()
-        self._wake()
+        if self._landed is None:  # else the landing's end does (see _end_landing)
+            self._wake()
         if lease is not None:
             await self._end_lease(lease, snap if kept else None)
 
