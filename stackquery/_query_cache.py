@@ -134,6 +134,8 @@ class QueryCache:
         :meth:`with_data`): one object per period for every key alike."""
         self._landing: _Landing | None = None
         """What the last fetch landing with a fixed period computed, for the next alike."""
+        self._empty: _state.Shape | None = None
+        """The shape of the last key made (see :meth:`create_for_key`), for the next alike."""
 
     def open(self, clock: Clock, is_busy: Callable[[str], bool]) -> None:
         """Start keeping time with ``clock``; ``is_busy(key_hash)`` keeps a key from gc."""
@@ -427,13 +429,17 @@ class QueryCache:
     ) -> Snapshot:
         """Put a new, empty key in the table, making room first under ``max_queries``
         (``fetching``: see :func:`_state.empty_snapshot`)."""
-        snap = _state.empty_snapshot(
-            key_hash,
-            stale_time=stale_time,
-            gc_time=self.config.gc_time if gc_time is None else gc_time,
-            now=trio.current_time(),
-            fetching=fetching,
-        )
+        if gc_time is None:
+            gc_time = self.config.gc_time
+        empty = self._empty
+        if (
+            empty is None
+            or empty.stale_time is not stale_time
+            or empty.gc_time != gc_time
+            or empty.fetch_count != fetching  # 1 for a key made fetching, else 0
+        ):
+            empty = self._empty = _state.empty_shape(stale_time, gc_time, fetching=fetching)
+        snap = _state.empty_of_shape(key_hash, empty, now=trio.current_time())
         max_queries = self.config.max_queries
         if max_queries is not None and len(self.snapshots) >= max_queries:
             # Room is made before the new key goes in, so the new key is never the one evicted.
