@@ -65,8 +65,13 @@ class Reply(Generic[T]):
         """Whether the outcome has been delivered."""
         return self._done
 
-    def set_value(self, value: T) -> None:
+    def set_value(self, value: T, on_resume: Callable[[Reply[T]], object] | None = None) -> bool:
         """Deliver ``value`` to every waiter, now and later.
+
+        Returns whether a task parked in :meth:`wait` was woken.  ``on_resume``,
+        if given, is called once with this reply in the first woken task as it
+        resumes, before it gets the outcome (so in a later scheduling batch than
+        this call); it must not raise.
 
         Raises:
             ReplyAlreadySet: an outcome was delivered before.
@@ -74,9 +79,11 @@ class Reply(Generic[T]):
         if self._done:
             raise ReplyAlreadySet("reply already holds an outcome")
         self._value = value
-        self._wake_all()
+        return self._wake_all(on_resume)
 
-    def set_error(self, error: BaseException) -> None:
+    def set_error(
+        self, error: BaseException, on_resume: Callable[[Reply[T]], object] | None = None
+    ) -> bool:
         """Deliver ``error``, raised in every waiter, now and later.
 
         Each waiter raises the same exception object (``is`` holds), with the
@@ -85,7 +92,7 @@ class Reply(Generic[T]):
         waiters (1,000 raises of one object would otherwise chain 1,000
         waiters' frames into it, and keep them alive).  A waiter that keeps
         the error past its next checkpoint sees the traceback of the latest
-        raise.
+        raise.  Returns, and ``on_resume`` is, as in :meth:`set_value`.
 
         Raises:
             ReplyAlreadySet: an outcome was delivered before.
@@ -94,21 +101,26 @@ class Reply(Generic[T]):
             raise ReplyAlreadySet("reply already holds an outcome")
         self._error = error
         self._traceback = error.__traceback__
-        self._wake_all()
+        return self._wake_all(on_resume)
 
-    def _wake_all(self) -> None:
+    def _wake_all(self, on_resume: Callable[[Reply[T]], object] | None) -> bool:
         self._done = True
         tasks, self._tasks = self._tasks, None
         if tasks is None:
-            return
+            return False
         reschedule = trio.lowlevel.reschedule
         # One outcome for all the waiters (it can be unwrapped any number of times).
         delivered = _Delivered(self._value, self._error, self._traceback)
+        if on_resume is not None:
+            delivered.resumed = (on_resume, self)
+        woke = False
         for task in tasks:
             # Not parked here any more (cancelled), or listed twice (cancelled, then parked
             # here again): rescheduling cleared custom_sleep_data.
             if task.custom_sleep_data is self:
                 reschedule(task, delivered)
+                woke = True
+        return woke
 
     async def wait(self) -> T:
         """Wait for the outcome and return its value or raise its error.
@@ -179,7 +191,7 @@ class _Delivered(outcome.Outcome[Any]):
     raise starts from it instead of from the last waiter's.
     """
 
-    __slots__ = ("_error", "_traceback", "_value")
+    __slots__ = ("_error", "_traceback", "_value", "resumed")
 
     def __init__(
         self, value: Any, error: BaseException | None, traceback: TracebackType | None
@@ -187,8 +199,19 @@ class _Delivered(outcome.Outcome[Any]):
         self._value = value
         self._error = error
         self._traceback = traceback
+        self.resumed: tuple[Callable[[Any], object], Reply[Any]] | None = None
+        """The ``on_resume`` of the reply's settling, and the reply, until the first
+        waiter resumes (see :meth:`Reply.set_value`)."""
+
+    def _first_resumes(self) -> None:
+        resumed = self.resumed
+        if resumed is not None:
+            self.resumed = None
+            resumed[0](resumed[1])
 
     def unwrap(self) -> Any:
+        if self.resumed is not None:
+            self._first_resumes()
         error = self._error
         if error is None:
             return self._value
@@ -198,11 +221,15 @@ class _Delivered(outcome.Outcome[Any]):
             del error  # no cycle through this frame, as in outcome.Error.unwrap
 
     def send(self, gen: Generator[Any, Any, object]) -> Any:
+        if self.resumed is not None:
+            self._first_resumes()
         if self._error is None:
             return gen.send(self._value)
         return gen.throw(self._error.with_traceback(self._traceback))
 
     async def asend(self, agen: AsyncGenerator[Any, Any]) -> Any:
+        if self.resumed is not None:
+            self._first_resumes()
         if self._error is None:
             return await agen.asend(self._value)
         return await agen.athrow(self._error.with_traceback(self._traceback))

@@ -82,6 +82,11 @@ class _Fetch:
     (the fetch after a reset): the fetch goes to the origin."""
     outside: bool = False
     """It runs in a task of the client's nursery, not the actor's (see :meth:`QueryActor._wake`)."""
+    early: bool = False
+    """Its origin call was made at once, and its landing is joined until the next batch
+    (see :meth:`QueryActor._run_fetch_outside`)."""
+    close_landing: bool = False
+    """Its landing is joined until its own task ends that, a batch later: no waiter woke."""
 
     def cancel(self) -> None:
         if self.lane is not None:
@@ -113,6 +118,18 @@ class ActorParts:
     """Where such a fetch runs without a task or a cancel scope of its own, if a lane is free."""
 
 
+def _lands_quietly(options: QueryOptions[Any], cache: QueryCache) -> bool:
+    """Whether a fetch's landing runs no code but the cache's own (no callbacks, no event
+    listeners) that could start a task, which a landing joined until the next batch
+    would let see it and claim the key again before that batch (see ``_run_fetch_outside``)."""
+    return (
+        options.on_success is None
+        and options.on_error is None
+        and options.on_settled is None
+        and not cache.events.listening
+    )
+
+
 def _plain_call(options: QueryOptions[Any]) -> bool:
     """Whether a fetch's first attempt is a plain ``await query_fn()`` (no timeout, no
     circuit breaker, no context argument)."""
@@ -135,6 +152,9 @@ class QueryActor:
     _fetch: _Fetch | None = None
     _pending: Reply[Any] | None = None
     _pending_previous: _state.Snapshot | None = None
+    _landed: tuple[Reply[Any], _state.Snapshot] | None = None
+    """The reply of a fetch that landed in the current scheduling batch and the snapshot it
+    published: a claim of the key unchanged joins it (see :meth:`_run_fetch_outside`)."""
     _wake_sent = False
     _refetch_after = False
     _skip_l2 = False
@@ -196,6 +216,9 @@ class QueryActor:
         if self._fetch is not None:
             return self._fetch.reply
         if self._pending is None:
+            landed = self._landed
+            if landed is not None and self._cache.get(self.key_hash) is landed[1]:
+                return landed[0]
             reply = self._pending = Reply()
             self._wake()  # without a task of its own, the actor starts the fetch right here
             return reply
@@ -298,7 +321,7 @@ class QueryActor:
             mail = mailbox is not None and not mailbox.empty()
             if self._crash is not None or self.observers or mail:
                 registry.activate(self.key_hash)
-            elif self._fetch is None and self._pending is None:
+            elif self._fetch is None and self._pending is None and self._landed is None:
                 registry.release(self.key_hash, self)
             return
         if self._wake_sent:
@@ -570,13 +593,27 @@ class QueryActor:
         ``ClientClosedError``, as the actor's own task does when cancelled.
         """
         try:
-            # A fetch claimed in one scheduling batch lands no sooner than the
-            # batch after next, as it did when the actor's task started it: the
-            # tasks started alongside the claim (a @bg refresh loop's first
-            # refetch beside its first call) still find it in flight and join it.
-            await trio.lowlevel.checkpoint()
-            await self._run_fetch(fetch)
+            # The tasks started alongside the claim (a @bg refresh loop's first
+            # refetch beside its first call) run in the batch after it, where this
+            # fetch starts: they must find it in flight, or landed, and join it.
+            if self._tier is None and _lands_quietly(fetch.options, self._cache):
+                # Its origin is called at once, and may return in this very batch:
+                # then its landing is joined as the fetch in flight would be (see
+                # claim_fetch) until the next batch, ended there by the first waiter
+                # to resume (before it sees the outcome) or else by this task.  A cold
+                # key's caller so wakes in the batch after next: two batches, not three.
+                fetch.early = True
+                await self._run_fetch(fetch)
+                if fetch.close_landing:
+                    await trio.lowlevel.cancel_shielded_checkpoint()
+                    self._end_landing(fetch.reply)
+            else:
+                # It lands no sooner than the batch after next, as it does when the
+                # actor's task starts it.
+                await trio.lowlevel.checkpoint()
+                await self._run_fetch(fetch)
         except Exception as exc:
+            self._landed = None  # the actor's task starts, below
             self._leave_lane(fetch, ended=False)
             if self._fetch is fetch:
                 self._fetch = None
@@ -588,6 +625,7 @@ class QueryActor:
             assert self._registry is not None  # only a registry's actors fetch outside
             self._registry.activate(self.key_hash)
         except BaseException:
+            self._landed = None  # the actor leaves the registry, below
             self._leave_lane(fetch, ended=False)
             registry = self._registry
             if registry is not None and not registry.is_hosted(self.key_hash):
@@ -596,6 +634,14 @@ class QueryActor:
                 registry.release(self.key_hash, self)  # cancelled for good: as a task would
             raise
         self._leave_lane(fetch, ended=True)
+
+    def _end_landing(self, reply: Reply[Any]) -> None:
+        """The batch ``reply``'s fetch landed in has ended: a claim starts a fetch again, and the
+        actor, reserved and left with nothing to do, leaves the registry."""
+        landed = self._landed
+        if landed is not None and landed[0] is reply:
+            self._landed = None
+            self._wake()
 
     def _leave_lane(self, fetch: _Fetch, *, ended: bool) -> None:
         """The fetch's task ends: free its lane, or (it ended well) start one for the next."""
@@ -651,6 +697,8 @@ class QueryActor:
         now = trio.current_time()
         ok, result = settle_not_modified(snap, ok, result, fetch.options)
         kept = ok and cacheable(fetch.options, result)
+        # The first waiter to resume ends the landing's window (see _run_fetch_outside).
+        ended = self._end_landing if fetch.early else None
         if kept:
             if fetch.invalidated:
                 snap = cache.with_data(snap, result, fetch.options, updated_at=now)
@@ -662,10 +710,10 @@ class QueryActor:
             snap = cache.publish(snap)
             if lease is None and self._tier is not None:
                 self._tier.persist(snap)
-            fetch.reply.set_value(result)
+            woke = fetch.reply.set_value(result, ended)
         elif ok:  # cache_if refused it: the waiters get it, L1 and L2 do not
-            cache.publish(_state.idle(snap, now=now))
-            fetch.reply.set_value(result)
+            snap = cache.publish(_state.idle(snap, now=now))
+            woke = fetch.reply.set_value(result, ended)
         else:
             # A failed fetch: the error is remembered for error_ttl first (reads in that
             # window get it, or servable data, without calling the origin or asking its
@@ -674,9 +722,13 @@ class QueryActor:
             # it is within stale_if_error of the moment it stopped being servable.
             snap = cache.publish(self._failed(fetch, snap, result, now))
             if serve_stale_if_error(cache, snap, fetch.options, fetch.reply.waiters):
-                fetch.reply.set_value(snap.data)
+                woke = fetch.reply.set_value(snap.data, ended)
             else:
-                fetch.reply.set_error(result)
+                woke = fetch.reply.set_error(result, ended)
+        if fetch.early and not self.observers and not self._refetch_after:
+            # Observed, its landing is not joined: an observer may ask again on seeing it.
+            self._landed = (fetch.reply, snap)
+            fetch.close_landing = not woke
         if self.observers:
             self.notify()
         run_callbacks(fetch.options, ok, result)
@@ -684,7 +736,8 @@ class QueryActor:
             self._resume_polling()
         if self._refetch_after:
             self._claim_refetch_after()
-        self._wake()
+        if self._landed is None:  # else the landing's end does (see _end_landing)
+            self._wake()
         if lease is not None:
             await self._end_lease(lease, snap if kept else None)
 

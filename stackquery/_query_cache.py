@@ -61,6 +61,40 @@ def _never_busy(_key_hash: str) -> bool:
     return False
 
 
+class _Landing:
+    """What a fetch landing with a fixed fresh period computed (see ``QueryCache.with_data``),
+    from the shape ``shape`` with the settings of ``options``: the same for the next alike."""
+
+    __slots__ = (
+        "collect_after",
+        "gc_time",
+        "jitter",
+        "landed",
+        "period",
+        "shape",
+        "stale_after",
+        "stale_time",
+    )
+
+    def __init__(
+        self,
+        shape: _state.Shape,
+        options: QueryOptions[Any],
+        period: float,
+        landed: _state.Shape,
+        stale_after: _state.AfterData,
+        collect_after: _state.AfterData,
+    ) -> None:
+        self.shape = shape
+        self.stale_time = options.stale_time
+        self.gc_time = options.gc_time
+        self.jitter = options.jitter
+        self.period = period
+        self.landed = landed
+        self.stale_after = stale_after
+        self.collect_after = collect_after
+
+
 class QueryCache:
     """The L1 table: snapshots by key hash, their timers, gc and eviction.
 
@@ -98,6 +132,10 @@ class QueryCache:
         self._after_data: dict[float, _state.AfterData] = {}
         """The deadlines counted from the data that landings keep, by their seconds (see
         :meth:`with_data`): one object per period for every key alike."""
+        self._landing: _Landing | None = None
+        """What the last fetch landing with a fixed period computed, for the next alike."""
+        self._empty: _state.Shape | None = None
+        """The shape of the last key made (see :meth:`create_for_key`), for the next alike."""
 
     def open(self, clock: Clock, is_busy: Callable[[str], bool]) -> None:
         """Start keeping time with ``clock``; ``is_busy(key_hash)`` keeps a key from gc."""
@@ -401,13 +439,17 @@ class QueryCache:
     ) -> Snapshot:
         """Put a new, empty key in the table, making room first under ``max_queries``
         (``fetching``: see :func:`_state.empty_snapshot`)."""
-        snap = _state.empty_snapshot(
-            key_hash,
-            stale_time=stale_time,
-            gc_time=self.config.gc_time if gc_time is None else gc_time,
-            now=trio.current_time(),
-            fetching=fetching,
-        )
+        if gc_time is None:
+            gc_time = self.config.gc_time
+        empty = self._empty
+        if (
+            empty is None
+            or empty.stale_time is not stale_time
+            or empty.gc_time != gc_time
+            or empty.fetch_count != fetching  # 1 for a key made fetching, else 0
+        ):
+            empty = self._empty = _state.empty_shape(stale_time, gc_time, fetching=fetching)
+        snap = _state.empty_of_shape(key_hash, empty, now=trio.current_time())
         max_queries = self.config.max_queries
         if max_queries is not None and len(self.snapshots) >= max_queries:
             # Room is made before the new key goes in, so the new key is never the one evicted.
@@ -436,6 +478,24 @@ class QueryCache:
         ``idle``: and its fetch ended (see :func:`_state.with_data`).  ``now``: the trio
         time now, if the caller has it (else it is read).
         """
+        if idle and options is not None:
+            plan = self._landing
+            if (
+                plan is not None
+                and updated_at == now
+                and plan.shape is snap.shape
+                and plan.stale_time is options.stale_time
+                and plan.gc_time is options.gc_time
+                and plan.jitter is options.jitter
+                and options.max_stale is None
+            ):
+                # A fetch landing now from the shape, with the settings, of the last one
+                # that did (keys read alike): what that one computed, but the time.
+                wall, at = self.clock.stamp(now)
+                fresh_for = options.stale_time if at + plan.period > now else _state.NOT_FRESH
+                return _state.with_data_as(
+                    snap, data, fresh_for, wall, plan.stale_after, plan.collect_after, plan.landed
+                )
         stale_time = options.stale_time if options is not None else None
         gc_time = (
             options.gc_time if options is not None and options.gc_time is not None else snap.gc_time
@@ -455,7 +515,9 @@ class QueryCache:
             # count from its stamp, through objects those keys share (24 bytes a key each).
             wall, at = clock.stamp(now)
             after = self._after_data
-            return _state.with_data(
+            stale_after = after.get(period) or self._after(period)
+            collect_after = after.get(gc_time) or self._after(gc_time)
+            landed = _state.with_data(
                 snap,
                 data,
                 updated_at_wall=wall,
@@ -465,9 +527,20 @@ class QueryCache:
                 now=now,
                 idle=idle,
                 gc_time=gc_time,
-                stale_after=after.get(period) or self._after(period),
-                collect_after=after.get(gc_time) or self._after(gc_time),
+                stale_after=stale_after,
+                collect_after=collect_after,
             )
+            # Without a failure before, the landed shape is an interned one, for keys alike.
+            if (
+                idle
+                and options is not None
+                and options.max_stale is None
+                and snap.shape.failure is None
+            ):
+                self._landing = _Landing(
+                    snap.shape, options, period, landed.shape, stale_after, collect_after
+                )
+            return landed
         return _state.with_data(
             snap,
             data,

@@ -501,6 +501,31 @@ def with_data(
     )
 
 
+def with_data_as(
+    snap: Snapshot,
+    data: Any,
+    fresh_for: object,
+    updated_at_wall: float,
+    stale_after: AfterData,
+    collect_after: AfterData,
+    landed: Shape,
+) -> Snapshot:
+    """:func:`with_data` of a key whose landing's shape, freshness and deadlines are known
+    already (computed by :func:`with_data` for a key alike, see ``QueryCache.with_data``)."""
+    return Snapshot(
+        snap.key_hash,
+        data,
+        fresh_for,
+        updated_at_wall,
+        stale_after,
+        collect_after,
+        _timer_kept(snap),
+        landed,
+        snap.hit,
+        snap.options,
+    )
+
+
 def landed_shape(fetching: Shape) -> Shape:
     """The shape a key in ``fetching`` (a shape without a failure) has once its fetch ended
     with data: :func:`with_data` with ``idle``, for the keys of a batch to share."""

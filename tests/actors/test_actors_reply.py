@@ -256,6 +256,55 @@ class TestSetOnce:
         assert issubclass(ReplyAlreadySet, RuntimeError)
 
 
+class TestOnResume:
+    @pytest.mark.parametrize("outcome", ["value", "error"])
+    async def test_on_resume_runs_once_in_the_first_waiter_before_it_sees_the_outcome(
+        self, outcome: str
+    ) -> None:
+        """set_value/set_error return True when they woke a waiter; on_resume runs once, with
+        the reply, in the first waiter to resume, before the outcome reaches it."""
+        reply: Reply[str] = Reply()
+        seen: list[object] = []
+
+        def on_resume(settled: Reply[str]) -> None:
+            seen.append(settled)
+            seen.append(trio.lowlevel.current_task().name)
+
+        async def waiter(name: str) -> None:
+            try:
+                seen.append(await reply.wait())
+            except Boom as exc:
+                seen.append(exc)
+
+        async with trio.open_nursery() as nursery:
+            for name in ("a", "b", "c"):
+                nursery.start_soon(waiter, name, name=name)
+            await trio.testing.wait_all_tasks_blocked()
+            error = Boom("down")
+            if outcome == "value":
+                assert reply.set_value("done", on_resume) is True
+            else:
+                assert reply.set_error(error, on_resume) is True
+            assert seen == []  # not in the task that set it
+        expected = "done" if outcome == "value" else error
+        assert seen[0] is reply
+        assert seen[1] in {"a", "b", "c"}
+        assert seen[2:] == [expected] * 3
+
+    async def test_without_a_waiter_nothing_is_woken_and_on_resume_never_runs(self) -> None:
+        """Set with no task parked (or only cancelled ones), it returns False, and a later
+        wait() does not run on_resume."""
+        calls: list[object] = []
+        reply: Reply[int] = Reply()
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            with pytest.raises(trio.Cancelled):
+                await reply.wait()
+        assert reply.set_value(1, calls.append) is False
+        assert await reply.wait() == 1
+        assert calls == []
+
+
 class TestNowait:
     def test_result_nowait_before_the_outcome_raises_would_block(self) -> None:
         """result_nowait on an unset reply raises trio.WouldBlock."""

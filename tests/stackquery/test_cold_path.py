@@ -183,6 +183,68 @@ async def test_a_refetch_started_beside_the_claim_joins_it_even_with_an_instant_
         assert calls == list(range(20))
 
 
+async def test_a_prefetch_landing_is_joined_in_its_batch_and_not_after(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """With nobody waiting on the fetch, a refetch beside its claim still joins it, and the
+    key's actor leaves the registry once that batch is over: the next refetch calls again."""
+    calls: list[int] = []
+
+    async def instant() -> int:  # returns without a checkpoint
+        calls.append(1)
+        return len(calls)
+
+    async with sq.open_query_client() as client, trio.open_nursery() as nursery:
+        for n in range(20):  # trio runs a batch in random order: try both orders often
+            opts: sq.QueryOptions[int] = sq.QueryOptions(
+                query_key=("prefetched", n), query_fn=instant
+            )
+            observer = client.watch(opts)
+            nursery.start_soon(observer.refetch)
+            await client.prefetch_query(opts)
+            await wait_all_tasks_blocked()
+            assert len(calls) == 2 * n + 1
+            assert client.statistics().active_actors == 0
+            assert (await observer.refetch()).data == 2 * n + 2
+            assert client.get_query_data(opts.query_key) == 2 * n + 2
+
+
+class _Batches(trio.abc.Instrument):
+    """Counts the scheduling batches of trio's run loop (one I/O wait before each)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def before_io_wait(self, timeout: float) -> None:
+        self.count += 1
+
+
+async def test_a_cold_key_with_an_instant_origin_costs_its_caller_two_batches(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The claim's batch, then the lane's, in which the origin returns and the fetch lands:
+    the caller resumes in the next one (the fetch's landing joined until then)."""
+
+    async def instant(n: int) -> int:  # returns without a checkpoint
+        return n
+
+    def opts(n: int) -> sq.QueryOptions[int]:
+        return sq.QueryOptions(query_key=("two", n), query_fn=functools.partial(instant, n))
+
+    async with sq.open_query_client() as client:
+        await client.fetch_query(opts(0))
+        await wait_all_tasks_blocked()  # a lane is parked now
+        batches = _Batches()
+        trio.lowlevel.add_instrument(batches)
+        try:
+            for n in range(1, 4):
+                assert await client.fetch_query(opts(n)) == n
+        finally:
+            trio.lowlevel.remove_instrument(batches)
+        assert batches.count == 3 * 2
+        assert client.statistics().active_actors == 0
+
+
 def task_names() -> list[str]:
     """The names of every living task, from the root down."""
     names: list[str] = []

@@ -4,6 +4,8 @@ without its actor's task): error_ttl, cache_if, stale_time(data), and the gc dea
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import trio
 import trio.testing
@@ -93,3 +95,42 @@ async def test_max_stale_keeps_the_key_for_its_period_plus_max_stale(
         assert opts.key_hash in client.snapshots
         await trio.sleep_until(80.0)
         assert opts.key_hash not in client.snapshots
+
+
+async def test_keys_landing_one_after_another_each_land_with_their_own_settings(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A landing reuses what the last one with the same settings computed: a key with
+    another stale_time, gc_time or max_stale, or one that failed before, lands with its own
+    (periods from trio time 0, where a wall stamp maps back exactly)."""
+    async with sq.open_query_client(sq.QueryClientConfig(retry=0)) as client:
+
+        async def land(n: int, origin: Origin, **kwargs: object) -> sq.QueryOptions[object]:
+            opts = sq.QueryOptions(query_key=("alike", n), query_fn=origin, **kwargs)  # type: ignore[arg-type]
+            with contextlib.suppress(Failure):
+                await client.fetch_query(opts)
+            return opts
+
+        def landed(opts: sq.QueryOptions[object]) -> tuple[object, ...]:
+            snap = client.snapshots[opts.key_hash]
+            return (snap.data, snap.fresh, snap.stale_at, snap.collect_at, snap.state.status.value)
+
+        ten, twenty, five, one, hundred = 10.0, 20.0, 5.0, 1.0, 100.0
+        first = await land(1, Origin(1), stale_time=ten)
+        alike = await land(2, Origin(2), stale_time=ten)
+        other_stale = await land(3, Origin(3), stale_time=twenty)
+        other_gc = await land(4, Origin(4), stale_time=ten, gc_time=five)
+        max_stale = await land(5, Origin(5), stale_time=ten, gc_time=one, max_stale=hundred)
+        failed = await land(6, Origin(Failure("down"), 6), stale_time=ten)
+        assert await client.refetch_queries(failed.query_key) == 1
+        last = await land(7, Origin(7), stale_time=ten)
+        assert trio.current_time() == 0.0
+        assert landed(first) == (1, True, 10.0, 300.0, "success")
+        assert landed(alike) == (2, True, 10.0, 300.0, "success")
+        assert landed(other_stale) == (3, True, 20.0, 300.0, "success")
+        assert landed(other_gc) == (4, True, 10.0, 5.0, "success")
+        assert landed(max_stale) == (5, True, 10.0, 110.0, "success")
+        assert landed(failed) == (6, True, 10.0, 300.0, "success")
+        assert client.get_query_state(failed.query_key).error_updated_at is not None  # type: ignore[union-attr]
+        assert landed(last) == (7, True, 10.0, 300.0, "success")
+        assert client.get_query_state(last.query_key).error_updated_at is None  # type: ignore[union-attr]
