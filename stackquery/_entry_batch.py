@@ -16,13 +16,7 @@ from typing import Any
 import attrs
 import orjson
 
-from ._entry import (
-    FORMAT_VERSION,
-    CorruptEntryError,
-    StoredEntry,
-    plain_text_entry,
-    try_unpack_entry,
-)
+from ._entry import FORMAT_VERSION, CorruptEntryError, StoredEntry, try_unpack_entry
 from .serializers._core import Serializer
 from .serializers._json import JsonSerializer
 
@@ -43,28 +37,10 @@ def unpack_entries(
     Raises:
         Exception: whatever ``on_corrupt`` raises; nothing else.
     """
-    entries: list[StoredEntry | None] = []
-    append = entries.append
-    loads = orjson.loads
-    for index in range(len(raws)):
-        raw = raws[index]
-        raws[index] = None
-        if raw is None:
-            append(None)
-            continue
-        if type(raw) is bytes and raw[:1] == b"{":
-            # Entries of the JSON serializers, decoded here without two calls more
-            # each; an envelope that is not exactly what pack_entry writes goes
-            # the careful way, which tells what is wrong with it.
-            try:
-                entry = plain_text_entry(loads(raw), serializer)
-            except (orjson.JSONDecodeError, CorruptEntryError):
-                entry = None
-            if entry is not None:
-                append(entry)
-                continue
-        append(try_unpack_entry(raw, serializer, on_corrupt, key=prefix + keys[index]))
-    return entries
+    # One decoding loop for both forms: the plain entries unpack_batch keeps as value
+    # and time become StoredEntry objects here, as try_unpack_entry would make them.
+    batch = unpack_batch(raws, serializer, on_corrupt, prefix, keys)
+    return [batch.entry(place) for place in range(len(keys))]
 
 
 @attrs.define(eq=False)
