@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Iterator, KeysView
+from collections.abc import Set as AbstractSet
 from typing import Any, Generic, Protocol, TypeVar, final
 
 import attrs
@@ -74,6 +75,9 @@ class Registry(Generic[K, A]):
         self._actors: dict[K, A] = {}
         self._hosted: set[K] = set()
         """Keys whose actor's task is running (or about to start)."""
+        self.hosted: AbstractSet[K] = self._hosted
+        """:attr:`_hosted`, to read: ``key in registry.hosted`` is a C-level test where
+        :meth:`is_hosted` is a Python call (an actor without a task asks at each step)."""
         self._activations = 0
         self._passivations = 0
 
@@ -135,9 +139,13 @@ class Registry(Generic[K, A]):
         """
         if key in self._hosted or self._actors.get(key) is not actor:
             return False
-        if not actor.mailbox.empty():
+        mailbox = actor.mailbox
+        if not mailbox.empty():
             return False
-        self._remove(key, actor)
+        # _remove written out (the key is not hosted, the actor is its): each cold key
+        # of a client ends here.
+        del self._actors[key]
+        mailbox.close()
         self._passivations += 1
         return True
 

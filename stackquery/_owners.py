@@ -63,6 +63,9 @@ class QueryOwners:
         self._cache = cache
         self._nursery = nursery
         self._registry = registry
+        self._reserved = registry.keys()
+        """The keys with an actor (a live view: ``key in`` it is a C-level test, where
+        ``key in registry`` is a Python call)."""
         self._tier = tier
         self._cold_reads = cold_reads
         self.closed = False
@@ -162,7 +165,7 @@ class QueryOwners:
         cache.remember(options)
         if snap is None:
             snap = cache.get(key_hash)
-            if snap is None and key_hash not in registry:
+            if snap is None and key_hash not in self._reserved:
                 if options.initial_data is not UNSET:
                     snap = cache.create(options)
                 elif self._cold_reads is not None:

@@ -193,7 +193,7 @@ class QueryActor:
         mailbox = self._mailbox
         if mailbox is None:
             registry = self._registry
-            if registry is not None and not registry.is_hosted(self.key_hash):
+            if registry is not None and self.key_hash not in registry.hosted:
                 return _NO_MAIL
             mailbox = self._mailbox = Mailbox(self._config.mailbox_capacity)
         return mailbox
@@ -311,7 +311,7 @@ class QueryActor:
         leaves the registry once it has nothing left to do.
         """
         registry = self._registry
-        if registry is not None and not registry.is_hosted(self.key_hash):
+        if registry is not None and self.key_hash not in registry.hosted:
             if self._pending is not None and self._fetch is None and self._spawn is not None:
                 try:
                     self._start_pending_fetch()
@@ -694,7 +694,7 @@ class QueryActor:
         snap = cache.get(self.key_hash)
         if snap is None:
             snap = cache.create(fetch.options)
-        now = trio.current_time()
+        now = cache.now()
         ok, result = settle_not_modified(snap, ok, result, fetch.options)
         kept = ok and cacheable(fetch.options, result)
         # The first waiter to resume ends the landing's window (see _run_fetch_outside).

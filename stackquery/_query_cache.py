@@ -124,6 +124,9 @@ class QueryCache:
         self._dead_timers = 0
         """Timer entries of dropped keys, still in the heap (see :meth:`drop`)."""
         self._clock: Clock | None = None
+        self.now: Callable[[], float] = trio.current_time
+        """Trio time now: once the table is open, the run's clock read directly (one call
+        where ``trio.current_time()`` makes three; a cold key reads it twice)."""
         self.origin = OriginRecord()
         """Circuit breakers used and stale-if-error serves, for statistics and records."""
         self._is_busy: Callable[[str], bool] = _never_busy
@@ -141,6 +144,7 @@ class QueryCache:
         """Start keeping time with ``clock``; ``is_busy(key_hash)`` keeps a key from gc."""
         self._clock = clock
         self._is_busy = is_busy
+        self.now = trio.lowlevel.current_clock().current_time
         self._set_use_bound(trio.current_time() + USE_CLOCK_RESOLUTION)
 
     def share_use_bound(self, reader: UseBoundReader) -> None:
@@ -449,7 +453,7 @@ class QueryCache:
             or empty.fetch_count != fetching  # 1 for a key made fetching, else 0
         ):
             empty = self._empty = _state.empty_shape(stale_time, gc_time, fetching=fetching)
-        snap = _state.empty_of_shape(key_hash, empty, now=trio.current_time())
+        snap = _state.empty_of_shape(key_hash, empty, now=self.now())
         max_queries = self.config.max_queries
         if max_queries is not None and len(self.snapshots) >= max_queries:
             # Room is made before the new key goes in, so the new key is never the one evicted.
