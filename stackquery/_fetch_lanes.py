@@ -9,7 +9,7 @@ body, inside one cancel scope entered once: the fetches that follow one
 another through a lane share that scope and that task, and a fetch is handed
 to a parked lane by rescheduling it, not by spawning a task.  Each fetch runs
 in a copy of the context of the task that started it, as a task spawned
-there would (see :func:`_run_in`).
+there would (see :func:`_serve`).
 
 A lane whose fetch is cancelled ends with it; a lane that ran no fetch for a
 whole period of :data:`LANE_IDLE` seconds ends (one sweeper task, alive while
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import contextvars
 import types
-from collections.abc import Callable, Coroutine, Generator
+from collections.abc import AsyncGenerator, Callable, Coroutine, Generator
 from typing import Any, final
 
 import outcome
@@ -38,7 +38,7 @@ _Job = tuple[Callable[..., Coroutine[Any, Any, object]], tuple[Any, ...], contex
 class Lane:
     """One task that runs one fetch at a time; made by :class:`FetchLanes`."""
 
-    __slots__ = ("busy", "cancelled", "parked", "scope", "task", "used")
+    __slots__ = ("busy", "cancelled", "job", "parked", "scope", "task", "used")
 
     def __init__(self) -> None:
         self.task: trio.lowlevel.Task | None = None
@@ -52,6 +52,8 @@ class Lane:
         self.used = False
         """A fetch ran in it since the sweeper last looked (it is not idle yet)."""
         self.cancelled = False
+        self.job: _Job | None = None
+        """The call handed to the lane, until its task takes it."""
 
     def cancel(self) -> None:
         """Cancel the lane's fetch; the lane ends with it.  Synchronous."""
@@ -94,7 +96,7 @@ class FetchLanes:
 
         ``None`` when no lane is free: then nothing was started.  The call
         runs in a copy of the current context, as in a task spawned here.
-        The call must :meth:`release` the lane when it ends, and must never
+        The lane is free again once the call returns; the call must never
         raise anything but cancellation (that would fail the client's nursery).
         """
         idle = self._idle
@@ -105,14 +107,10 @@ class FetchLanes:
                 continue  # its task is ending (the client closes)
             lane.parked = False
             lane.busy = lane.used = True
-            job: _Job = (async_fn, args, contextvars.copy_context())
-            trio.lowlevel.reschedule(task, outcome.Value(job))
+            lane.job = (async_fn, args, contextvars.copy_context())
+            trio.lowlevel.reschedule(task, _HANDED)
             return lane
         return None
-
-    def release(self, lane: Lane) -> None:
-        """The lane's fetch ended: the lane waits for the next one (unless cancelled)."""
-        lane.busy = False
 
     def add_lane(self) -> None:
         """Start one more lane for the fetches to come (none past ``max_lanes``)."""
@@ -130,15 +128,7 @@ class FetchLanes:
             with trio.CancelScope() as scope:
                 lane.scope = scope
                 lane.task = trio.lowlevel.current_task()
-                idle = self._idle
-                while not lane.cancelled:
-                    # No checkpoint between the end of a fetch and parking: a lane is
-                    # among the free ones only while parked.
-                    lane.parked = True
-                    idle.append(lane)
-                    job: _Job = await trio.lowlevel.wait_task_rescheduled(lane.unpark)
-                    async_fn, args, context = job
-                    await _run_in(context, async_fn(*args))
+                await _serve(lane, self._idle)
         finally:
             lane.cancelled = True
             lane.parked = False
@@ -162,26 +152,74 @@ class FetchLanes:
             self._sweeping = False
 
 
+@final
+class _Handed(outcome.Outcome[None]):
+    """What a parked lane's task is rescheduled with when it is handed a call (the call
+    itself is on the lane): one object for every hand-over, never unwrapped (see
+    :func:`_serve`)."""
+
+    __slots__ = ()
+
+    def unwrap(self) -> None:
+        return None
+
+    def send(self, gen: Generator[Any, Any, object]) -> Any:
+        return gen.send(None)
+
+    async def asend(self, agen: AsyncGenerator[Any, Any]) -> Any:
+        return await agen.asend(None)
+
+
+_HANDED = _Handed()
+
+
+def _park_message(abort: Callable[[Any], trio.lowlevel.Abort]) -> object:
+    """What ``await trio.lowlevel.wait_task_rescheduled(abort)`` yields to trio's run loop,
+    which only reads it: made once per lane, stepped by hand outside trio."""
+    trap = trio.lowlevel.wait_task_rescheduled(abort)  # noqa: ASYNC105
+    message = trap.send(None)
+    trap.close()
+    return message
+
+
 @types.coroutine
-def _run_in(
-    context: contextvars.Context, coro: Coroutine[Any, Any, Any]
-) -> Generator[Any, Any, Any]:
-    """Run ``coro`` to its end, each of its steps inside ``context``: what trio does for a
-    task's coroutine, for one run by a lane (so it sees the context it was started from)."""
-    run = context.run
-    value: Any = None
-    error: BaseException | None = None
-    while True:
-        try:
-            trap = run(coro.send, value) if error is None else run(coro.throw, error)
-        except StopIteration as stop:
-            return stop.value
-        try:
-            value = yield trap
-            error = None
-        except BaseException as exc:  # cancellation among them: delivered to the coroutine
-            value = None
-            error = exc
+def _serve(lane: Lane, idle: list[Lane]) -> Generator[Any, Any, None]:
+    """The body of a lane's task: park among the free lanes, run the call handed over (to its
+    end), again, until the lane is cancelled.
+
+    One generator for the lane's life, stepped by trio as a task's coroutine is: a call
+    handed over costs the lane one resumption, and no coroutine or outcome of its own to
+    park again.  Each step of the call runs inside the context it was started from (what
+    trio does for a task's coroutine, for one run by a lane: it sees that context).
+    """
+    park = _park_message(lane.unpark)
+    while not lane.cancelled:
+        # No checkpoint between the end of a call and parking: a lane is among the free
+        # ones only while parked.
+        lane.parked = True
+        idle.append(lane)
+        delivered = yield park
+        if delivered is not _HANDED:  # cancelled while parked: this raises it
+            delivered.unwrap()
+        job, lane.job = lane.job, None
+        assert job is not None  # handed over with the call
+        async_fn, args, context = job
+        coro = async_fn(*args)
+        run = context.run
+        value: Any = None
+        error: BaseException | None = None
+        while True:
+            try:
+                trap = run(coro.send, value) if error is None else run(coro.throw, error)
+            except StopIteration:
+                lane.busy = False
+                break
+            try:
+                value = yield trap
+                error = None
+            except BaseException as exc:  # cancellation among them: delivered to the call
+                value = None
+                error = exc
 
 
 __all__ = ["LANE_IDLE", "FetchLanes", "Lane"]

@@ -58,6 +58,7 @@ from ._messages import (
 from ._options import QueryClientConfig, QueryOptions
 from ._origin_guard import origin_attempt, serve_stale_if_error, settle_not_modified
 from ._query_cache import QueryCache
+from ._query_context import NOT_MODIFIED
 from ._query_fn import cacheable, run_callbacks
 from ._retry import call_with_retries
 from .fleet._leases import Lease, Leases
@@ -116,18 +117,6 @@ class ActorParts:
     """Starts a task in the client's nursery: a fetch of an actor without its own task."""
     lanes: FetchLanes | None = None
     """Where such a fetch runs without a task or a cancel scope of its own, if a lane is free."""
-
-
-def _lands_quietly(options: QueryOptions[Any], cache: QueryCache) -> bool:
-    """Whether a fetch's landing runs no code but the cache's own (no callbacks, no event
-    listeners) that could start a task, which a landing joined until the next batch
-    would let see it and claim the key again before that batch (see ``_run_fetch_outside``)."""
-    return (
-        options.on_success is None
-        and options.on_error is None
-        and options.on_settled is None
-        and not cache.events.listening
-    )
 
 
 def _plain_call(options: QueryOptions[Any]) -> bool:
@@ -596,7 +585,17 @@ class QueryActor:
             # The tasks started alongside the claim (a @bg refresh loop's first
             # refetch beside its first call) run in the batch after it, where this
             # fetch starts: they must find it in flight, or landed, and join it.
-            if self._tier is None and _lands_quietly(fetch.options, self._cache):
+            options = fetch.options
+            # Without L2, and its landing runs no code but the cache's own (no callbacks,
+            # no event listeners) that could start a task, which a landing joined until
+            # the next batch would let see it and claim the key again before that batch.
+            if (
+                self._tier is None
+                and options.on_success is None
+                and options.on_error is None
+                and options.on_settled is None
+                and not self._cache.events.listening
+            ):
                 # Its origin is called at once, and may return in this very batch:
                 # then its landing is joined as the fetch in flight would be (see
                 # claim_fetch) until the next batch, ended there by the first waiter
@@ -614,7 +613,6 @@ class QueryActor:
                 await self._run_fetch(fetch)
         except Exception as exc:
             self._landed = None  # the actor's task starts, below
-            self._leave_lane(fetch, ended=False)
             if self._fetch is fetch:
                 self._fetch = None
                 if self._pending is None:
@@ -626,14 +624,15 @@ class QueryActor:
             self._registry.activate(self.key_hash)
         except BaseException:
             self._landed = None  # the actor leaves the registry, below
-            self._leave_lane(fetch, ended=False)
             registry = self._registry
             if registry is not None and not registry.is_hosted(self.key_hash):
                 if self._fetch is fetch:
                     self.stop()
                 registry.release(self.key_hash, self)  # cancelled for good: as a task would
             raise
-        self._leave_lane(fetch, ended=True)
+        if fetch.lane is None and self._lanes is not None and self._tier is None:
+            # It ended well in a task of its own: a lane for the fetches that follow.
+            self._lanes.add_lane()
 
     def _end_landing(self, reply: Reply[Any]) -> None:
         """The batch ``reply``'s fetch landed in has ended: a claim starts a fetch again, and the
@@ -642,16 +641,6 @@ class QueryActor:
         if landed is not None and landed[0] is reply:
             self._landed = None
             self._wake()
-
-    def _leave_lane(self, fetch: _Fetch, *, ended: bool) -> None:
-        """The fetch's task ends: free its lane, or (it ended well) start one for the next."""
-        lanes = self._lanes
-        if lanes is None:
-            return
-        if fetch.lane is not None:
-            lanes.release(fetch.lane)
-        elif ended and self._tier is None:
-            lanes.add_lane()
 
     async def _run_fetch(self, fetch: _Fetch) -> None:
         """One fetch, top-down: L2 (a cold key), the fleet's lease, the origin, then publish."""
@@ -691,12 +680,15 @@ class QueryActor:
                 await self._end_lease(lease, None)
             return  # cancelled or removed: whoever did it settled the waiters
         self._fetch = None
-        snap = cache.get(self.key_hash)
+        options = fetch.options
+        snap = cache.snapshots.get(self.key_hash)
         if snap is None:
-            snap = cache.create(fetch.options)
+            snap = cache.create(options)
         now = cache.now()
-        ok, result = settle_not_modified(snap, ok, result, fetch.options)
-        kept = ok and cacheable(fetch.options, result)
+        # The calls only where they can change anything: each fetch lands here.
+        if ok and result is NOT_MODIFIED:
+            ok, result = settle_not_modified(snap, ok, result, options)
+        kept = ok and (options.cache_if is None or cacheable(options, result))
         # The first waiter to resume ends the landing's window (see _run_fetch_outside).
         ended = self._end_landing if fetch.early else None
         if kept:
@@ -731,7 +723,8 @@ class QueryActor:
             fetch.close_landing = not woke
         if self.observers:
             self.notify()
-        run_callbacks(fetch.options, ok, result)
+        if not fetch.early:  # an early fetch's options have no callbacks
+            run_callbacks(options, ok, result)
         if self.observers:
             self._resume_polling()
         if self._refetch_after:
