@@ -210,8 +210,10 @@ class _Delivered(outcome.Outcome[Any]):
             resumed[0](resumed[1])
 
     def unwrap(self) -> Any:
-        if self.resumed is not None:
-            self._first_resumes()
+        resumed = self.resumed
+        if resumed is not None:  # _first_resumes written out: what a parked caller calls
+            self.resumed = None
+            resumed[0](resumed[1])
         error = self._error
         if error is None:
             return self._value

@@ -159,12 +159,14 @@ class QueryOwners:
             Exception: whatever an ``initial_data`` factory raised; the key's last
                 error while ``error_ttl`` holds it (no data to serve, no fetch out).
         """
-        registry = self.check_open()
+        if self.closed:
+            self.check_open()  # raises
+        registry = self._registry
         cache = self._cache
         key_hash = options.key_hash
         cache.remember(options)
         if snap is None:
-            snap = cache.get(key_hash)
+            snap = cache.snapshots.get(key_hash)
             if snap is None and key_hash not in self._reserved:
                 if options.initial_data is not UNSET:
                     snap = cache.create(options)

@@ -532,7 +532,7 @@ class QueryActor:
         options = self.options
         assert options is not None
         cache = self._cache
-        snap = cache.get(self.key_hash)
+        snap = cache.snapshots.get(self.key_hash)
         previous, self._pending_previous = self._pending_previous, None
         skip_l2, self._skip_l2 = self._skip_l2, False
         if previous is not None and snap is not None:  # a caller's L2 read came first
@@ -648,7 +648,14 @@ class QueryActor:
         lease: Lease | None = None
         if fetch.scope is None:  # in a lane, so no L2: the origin (a cancel ends the task)
             options = fetch.options
-            if _plain_call(options):  # most fetches: here, one coroutine less than _attempts
+            # Most fetches: a plain call (_plain_call written out), here, one coroutine less
+            # than _attempts.
+            if (
+                options.is_async
+                and options.timeout is None
+                and options.circuit is None
+                and not options.takes_context
+            ):
                 try:
                     ok, result = True, await options.query_fn()
                 except Exception as exc:

@@ -495,7 +495,9 @@ class QueryCache:
             ):
                 # A fetch landing now from the shape, with the settings, of the last one
                 # that did (keys read alike): what that one computed, but the time.
-                wall, at = self.clock.stamp(now)
+                clock = self._clock
+                assert clock is not None  # that one stamped its data with it
+                wall, at = clock.stamp(now)
                 fresh_for = options.stale_time if at + plan.period > now else _state.NOT_FRESH
                 return _state.with_data_as(
                     snap, data, fresh_for, wall, plan.stale_after, plan.collect_after, plan.landed
@@ -601,9 +603,15 @@ class QueryCache:
         # pop would leave a dead slot in the dict, which then grows to twice the size it
         # needs (60 MB instead of 30 for a million keys) before it cleans them up.
         old = snapshots.pop(key_hash, None) if self._ordered else snapshots.get(key_hash)
-        if old is not None and old is not snap:
+        # Most snapshots carry them already (built from the one in the table).
+        if old is not None and (old.options is not snap.options or old.hit is not snap.hit):
             _carry_uses(old, snap)
-        snap = self._arm(snap)
+        # The key's one timer fires by its next deadline (staleness or gc).  One pending
+        # entry per key, not one per publish: a later deadline (a refetch pushes staleness
+        # back) is found when the earlier entry fires.
+        deadline = self._timer_due(snap)
+        if deadline is not None:
+            self._timers.push(deadline, key_hash)
         snapshots[key_hash] = snap
         return snap
 
@@ -682,19 +690,8 @@ class QueryCache:
 
     # -- timers, gc, eviction --------------------------------------------------------------
 
-    def _arm(self, snap: Snapshot) -> Snapshot:
-        """Make sure the key's one timer fires by its next deadline (staleness or gc).
-
-        One pending entry per key, not one per publish: a later deadline (a
-        refetch pushes staleness back) is found when the earlier entry fires.
-        """
-        deadline = self._timer_due(snap)
-        if deadline is not None:
-            self._timers.push(deadline, snap.key_hash)
-        return snap
-
     def _timer_due(self, snap: Snapshot) -> float | None:
-        """:meth:`_arm` but for the push: the deadline of the timer entry ``snap`` needs
+        """The deadline of the timer entry ``snap`` needs, for :meth:`publish` to push
         (written into it as kept), or ``None`` when its entry is due by then already."""
         if snap.shape.fetch_status is _state.FetchStatus.FETCHING:
             # Busy: nothing to collect.  The publish that ends the fetch arms
@@ -750,7 +747,7 @@ class QueryCache:
             # its time had come).
             kept, deadline = _due(snap, snap.fresh, True)
         self._timers.push(deadline, key_hash)
-        # In place, as _arm does: the deadline is the table's bookkeeping, not the key's state.
+        # In place, as publish does: the deadline is the table's bookkeeping, not the key's state.
         snap.timer_kept = kept
         self.snapshots[key_hash] = snap
 
@@ -784,7 +781,8 @@ def _due(snap: Snapshot, stale: bool, collect: bool) -> tuple[_state.Deadline, f
     if not collect:
         return stale_kept, stale_kept if stale_kept.__class__ is float else snap.stale_at
     kept = snap.collect_kept
-    collect_at = kept if kept.__class__ is float else snap.collect_at
+    # Snapshot.collect_at written out: a landing keeps its deadlines as AfterData.
+    collect_at = kept.at(snap.data_updated_at) if isinstance(kept, _state.AfterData) else kept
     if stale and kept is not stale_kept:  # the same object: the same deadline
         stale_at = stale_kept if stale_kept.__class__ is float else snap.stale_at
         if stale_at < collect_at:

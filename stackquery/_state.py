@@ -512,6 +512,9 @@ def with_data_as(
 ) -> Snapshot:
     """:func:`with_data` of a key whose landing's shape, freshness and deadlines are known
     already (computed by :func:`with_data` for a key alike, see ``QueryCache.with_data``)."""
+    timer_kept = snap.timer_kept  # _timer_kept written out: most landings come here
+    if timer_kept.__class__ is AfterData:
+        timer_kept = snap.timer_at
     return Snapshot(
         snap.key_hash,
         data,
@@ -519,7 +522,7 @@ def with_data_as(
         updated_at_wall,
         stale_after,
         collect_after,
-        _timer_kept(snap),
+        timer_kept,
         landed,
         snap.hit,
         snap.options,

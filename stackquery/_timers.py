@@ -55,7 +55,9 @@ class KeyTimers:
         """Buckets up to this number were moved to the heap: later pushes to them go there."""
         self._wakeup = trio.Event()
         self._waiting_until = math.inf
-        self._nonempty = trio.Event()
+        self._nonempty: trio.Event | None = None
+        """What :meth:`wait_nonempty` waits on, while it does: a push sets it then only
+        (each cold key's landing pushes)."""
 
     def __len__(self) -> int:
         return len(self._heap) + self._in_buckets
@@ -80,7 +82,9 @@ class KeyTimers:
             bucket.append(key_hash)
             self._in_buckets += 1
             due = number * RESOLUTION
-        self._nonempty.set()
+        if self._nonempty is not None:
+            self._nonempty.set()
+            self._nonempty = None
         if due < self._waiting_until:
             self._wakeup.set()
 
@@ -120,7 +124,9 @@ class KeyTimers:
         self._in_buckets += pushed
         if due == math.inf:
             return
-        self._nonempty.set()
+        if self._nonempty is not None:
+            self._nonempty.set()
+            self._nonempty = None
         if due < self._waiting_until:
             self._wakeup.set()
 
@@ -152,8 +158,8 @@ class KeyTimers:
     async def wait_nonempty(self) -> None:
         """Return once at least one entry is pending."""
         while not len(self):
-            self._nonempty = trio.Event()
-            await self._nonempty.wait()
+            nonempty = self._nonempty = trio.Event()
+            await nonempty.wait()
 
     def _move_due_buckets(self, now: float) -> None:
         """Move the entries of every bucket that has begun by ``now`` to the exact heap."""
