@@ -38,10 +38,12 @@ class Reply(Generic[T]):
     many tasks as are waiting, or 64); the outcome is still set for the others.
     """
 
-    __slots__ = ("_done", "_error", "_tasks", "_traceback", "_value")
+    __slots__ = ("_error", "_tasks", "_traceback", "_value", "is_set")
 
     def __init__(self) -> None:
-        self._done = False
+        self.is_set = False
+        """Whether the outcome has been delivered.  Read it; only the reply sets it (an
+        attribute, not a property: a cold key's caller asks, and a property is a call)."""
         self._value: T | None = None
         self._error: BaseException | None = None
         self._traceback: TracebackType | None = None
@@ -60,11 +62,6 @@ class Reply(Generic[T]):
             return 0
         return len({task for task in tasks if task.custom_sleep_data is self})
 
-    @property
-    def is_set(self) -> bool:
-        """Whether the outcome has been delivered."""
-        return self._done
-
     def set_value(self, value: T, on_resume: Callable[[Reply[T]], object] | None = None) -> bool:
         """Deliver ``value`` to every waiter, now and later.
 
@@ -76,7 +73,7 @@ class Reply(Generic[T]):
         Raises:
             ReplyAlreadySet: an outcome was delivered before.
         """
-        if self._done:
+        if self.is_set:
             raise ReplyAlreadySet("reply already holds an outcome")
         self._value = value
         return self._wake_all(on_resume)
@@ -97,14 +94,14 @@ class Reply(Generic[T]):
         Raises:
             ReplyAlreadySet: an outcome was delivered before.
         """
-        if self._done:
+        if self.is_set:
             raise ReplyAlreadySet("reply already holds an outcome")
         self._error = error
         self._traceback = error.__traceback__
         return self._wake_all(on_resume)
 
     def _wake_all(self, on_resume: Callable[[Reply[T]], object] | None) -> bool:
-        self._done = True
+        self.is_set = True
         tasks, self._tasks = self._tasks, None
         if tasks is None:
             return False
@@ -131,7 +128,7 @@ class Reply(Generic[T]):
         Raises:
             BaseException: whatever error was delivered with :meth:`set_error`.
         """
-        if self._done:
+        if self.is_set:
             await trio.lowlevel.checkpoint()
             return self._unwrap()
         return await self.park()
@@ -167,7 +164,7 @@ class Reply(Generic[T]):
         Raises:
             trio.WouldBlock: no outcome yet.
         """
-        if not self._done:
+        if not self.is_set:
             raise trio.WouldBlock
         return self._unwrap()
 

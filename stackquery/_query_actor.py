@@ -30,7 +30,7 @@ the client's).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import attrs
@@ -153,6 +153,9 @@ class QueryActor:
     fetch_count = 0
     _mailbox: Mailbox[Message] | None = None
     """Made on first use (see :attr:`mailbox`)."""
+    observers: Sequence[Observer] = ()
+    """The key's observers, in the order they came: a new list at each change (none made
+    for an actor that never has any, as a cold key's)."""
 
     def __init__(self, key_hash: str, parts: ActorParts) -> None:
         # One argument for the parts, not a keyword each: an actor is made per cold key,
@@ -167,7 +170,6 @@ class QueryActor:
         self._config = parts.config
         self._tier = parts.tier
         self._leases = parts.leases
-        self.observers: list[Observer] = []
 
     @property
     def mailbox(self) -> Mailbox[Message]:
@@ -240,7 +242,7 @@ class QueryActor:
 
     def add_observer(self, observer: Observer) -> None:
         """Attach ``observer``; start a fetch if it needs one; synchronous."""
-        self.observers.append(observer)
+        self.observers = [*self.observers, observer]
         self._cache.emit_observer(self.key_hash, added=True)
         opts = observer.options
         self.options = opts
@@ -277,10 +279,12 @@ class QueryActor:
 
     def remove_observer(self, observer: Observer) -> None:
         """Detach ``observer``; synchronous.  The gc countdown restarts when the last leaves."""
+        observers = list(self.observers)
         try:
-            self.observers.remove(observer)
+            observers.remove(observer)
         except ValueError:
             return
+        self.observers = observers
         self._cache.emit_observer(self.key_hash, added=False)
         if not self.observers:
             self._next_refetch_at = math.inf
