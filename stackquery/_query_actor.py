@@ -552,7 +552,7 @@ class QueryActor:
                     return
             else:
                 previous = snap
-                cache.publish(_state.fetching(snap, now=trio.current_time()))
+                cache.publish(_state.fetching(snap, now=cache.now()))
             fetch = _Fetch(reply=reply, options=options, previous=previous, l2_read=skip_l2)
         self._fetch = fetch
         self.fetch_count += 1
