@@ -241,19 +241,20 @@ class TestActivation:
 
 class TestReservation:
     async def test_reserve_makes_the_actor_without_its_task(self, setup: Setup) -> None:
-        """A reserved actor is registered (in, busy) but runs nothing until activated."""
+        """A reserved actor is registered (in, busy) but runs nothing until activated (hosted)."""
         registry, world = setup.registry, setup.world
         actor = registry.reserve("k")
         assert registry.reserve("k") is actor
         assert "k" in registry and not registry.is_hosted("k")
+        assert "k" not in registry.hosted
         await trio.testing.wait_all_tasks_blocked()
         assert (len(world.made), world.runs) == (1, 0)
         actor.mailbox.tell_nowait(Append("a"))
         assert registry.activate("k") is actor
-        assert registry.is_hosted("k")
+        assert registry.is_hosted("k") and "k" in registry.hosted
         await trio.testing.wait_all_tasks_blocked()
         assert (world.published, world.runs, len(world.made)) == ({"k": ["a"]}, 1, 1)
-        assert "k" not in registry  # it passivated
+        assert "k" not in registry and "k" not in registry.hosted  # it passivated
         assert registry.statistics() == RegistryStatistics(active=0, activations=1, passivations=1)
 
     async def test_release_drops_only_an_idle_reserved_actor(self, setup: Setup) -> None:
