@@ -76,8 +76,9 @@ class Registry(Generic[K, A]):
         self._hosted: set[K] = set()
         """Keys whose actor's task is running (or about to start)."""
         self.hosted: AbstractSet[K] = self._hosted
-        """:attr:`_hosted`, to read: ``key in registry.hosted`` is a C-level test where
-        :meth:`is_hosted` is a Python call (an actor without a task asks at each step)."""
+        """The keys whose actor's task is running (or about to start), to read: ``key in
+        registry.hosted`` is a C-level test where :meth:`is_hosted` is a Python call (an
+        actor without a task asks at each step).  Only the registry changes it."""
         self._activations = 0
         self._passivations = 0
 
