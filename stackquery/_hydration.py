@@ -33,6 +33,7 @@ key never replaces one that is still out unsettled.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from operator import attrgetter
 from typing import Any
 
 import attrs
@@ -252,7 +253,7 @@ class ColdReads:
         # made fetching at once, its read in the next get_many.
         now = trio.current_time()
         shapes = self._cache.create_fetching_many(cold)
-        batch = BatchRead(keys, cold, shapes, now, self._tier.l2.read_batch(keys))
+        batch = BatchRead(keys, cold, shapes, _bounded(cold), now, self._tier.l2.read_batch(keys))
         cold_reads.update(dict.fromkeys(keys, batch))
         self._nursery.start_soon(self._land_batch_read, batch, name="stackquery-hydration")
         return batch, places
@@ -283,7 +284,7 @@ class ColdReads:
         values = batch.values = entries.values
         rest = self._cache.land_fresh_many(
             batch.keys,
-            batch.options,
+            batch.bounded,
             batch.shapes,
             values,
             entries.times,
@@ -361,7 +362,7 @@ class ColdReads:
         places of the reads not landed (a miss, an invalidated entry ...: :meth:`land`
         settles those)."""
         keys: list[str] = []
-        options_list: list[QueryOptions[Any]] = []
+        bounded: list[int] = []
         shapes: list[_state.Shape] = []
         values: list[Any] = []
         times: list[float | None] = []
@@ -370,7 +371,8 @@ class ColdReads:
             entry = cold.read.result_nowait() if entries is None else entries[place]
             options = cold.options
             keys.append(options.key_hash)
-            options_list.append(options)
+            if options.max_age is not None or options.max_stale is not None:
+                bounded.append(place)
             shapes.append(cold.previous.shape)
             if entry is None or entry.invalidated:
                 values.append(None)
@@ -380,7 +382,7 @@ class ColdReads:
                 times.append(entry.data_updated_at)
         rest = self._cache.land_fresh_many(
             keys,
-            options_list,
+            bounded,
             shapes,
             values,
             times,
@@ -525,6 +527,26 @@ class BatchReads:
     ) -> tuple[BatchRead | None, list[int]]:
         """See :meth:`ColdReads.claim_many`."""
         return self.reads.claim_many(options_list, self.resolve)
+
+
+_max_age = attrgetter("max_age")
+_max_stale = attrgetter("max_stale")
+
+
+def _bounded(options_list: list[QueryOptions[Any]]) -> set[int]:
+    """The places of the options with a ``max_age`` or a ``max_stale`` (usually none:
+    looked for in C first)."""
+    count = len(options_list)
+    if (
+        list(map(_max_age, options_list)).count(None) == count
+        and list(map(_max_stale, options_list)).count(None) == count
+    ):
+        return set()
+    return {
+        place
+        for place, options in enumerate(options_list)
+        if options.max_age is not None or options.max_stale is not None
+    }
 
 
 async def _forward(source: Reply[Any], target: Reply[Any]) -> None:

@@ -79,6 +79,8 @@ class BatchRead:
     """The shape each key was made in, fetching, with no data, at trio time
     :attr:`claimed_at`: its snapshot before the read (see :attr:`ColdRead.previous`
     and :meth:`previous`)."""
+    bounded: set[int]
+    """The places of the keys whose options have a ``max_age`` or a ``max_stale``."""
     claimed_at: float
     read: Reply[BatchEntries]
     """What the store answered, by place."""

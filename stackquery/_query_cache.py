@@ -414,13 +414,15 @@ class QueryCache:
         default_gc_time = self.config.gc_time
         snapshots = self.snapshots
         unplaced = self._unplaced_options
-        compact = self._templates.compact
         empty_of_shape = _state.empty_of_shape
         shape: _state.Shape | None = None  # the shape of the last run of keys read alike
         option_gc_time: float | None = None
         shapes = []
         append = shapes.append
-        for options in options_list:
+        # What remember() writes.
+        for options, kept in zip(
+            options_list, self._templates.compact_many(options_list), strict=True
+        ):
             key_hash = options.key_hash
             if (
                 shape is None
@@ -432,8 +434,7 @@ class QueryCache:
                 shape = _state.empty_shape(options.stale_time, gc_time, fetching=True)
             if unplaced:
                 unplaced.pop(key_hash, None)
-            # Holding what remember() writes.
-            snapshots[key_hash] = empty_of_shape(key_hash, shape, now, compact(options))
+            snapshots[key_hash] = empty_of_shape(key_hash, shape, now, kept)
             append(shape)
         return shapes
 
@@ -614,7 +615,7 @@ class QueryCache:
     def land_fresh_many(
         self,
         keys: list[str],
-        options_list: list[QueryOptions[Any]],
+        bounded: Container[int],
         shapes: list[_state.Shape],
         values: list[Any],
         times: list[float | None],
@@ -626,23 +627,24 @@ class QueryCache:
         """Publish the data of the keys whose fetch ended with it that can land as they are;
         return the places of the others (nothing done for them).  Synchronous, never raises.
 
-        Each place is a key: ``keys[place]``, read with ``options_list[place]``, made
-        with no data in the shape ``shapes[place]`` (fetching) when its fetch, the
-        claim ``claimed_by[place]`` in ``claims``, started.  The fetch ended with
-        ``values[place]``, stamped (wall time) ``times[place]`` (``None``: data to
-        judge with care, or none).
+        Each place is a key: ``keys[place]``, made with no data in the shape
+        ``shapes[place]`` (fetching) when its fetch, the claim ``claimed_by[place]``
+        in ``claims``, started; in ``bounded`` if the options it is read with have a
+        ``max_age`` or a ``max_stale`` (looked up by the caller, which has the
+        options at hand: here they would be one more object to reach per key).  The
+        fetch ended with ``values[place]``, stamped (wall time) ``times[place]``
+        (``None``: data to judge with care, or none).
 
         A key lands here if nothing changed it meanwhile: its claim is still
         ``claims[key]`` (taken out as it lands), it is not ``busy``, and its
         snapshot still has no data and that shape (each door that changes a key's
         state changes its shape; a use does not, and the key lands from the
         snapshot with the use); and if its data is fresh: stamped at most ``skew``
-        seconds past now, fresh by the key's stale time, and no ``max_age`` /
-        ``max_stale`` to judge it by.  It lands as :meth:`with_data` (idle) and
-        :meth:`publish` would land it, in fewer steps: one snapshot, published at
-        once (so that the one it replaces is freed at once, not walked by the
-        cyclic GC), with what keys alike share (landed shape, fresh period) looked
-        up once.
+        seconds past now, fresh by the key's stale time, and not ``bounded``.  It
+        lands as :meth:`with_data` (idle) and :meth:`publish` would land it, in
+        fewer steps: one snapshot, published at once (so that the one it replaces
+        is freed at once, not walked by the cyclic GC), with what keys alike share
+        (landed shape, fresh period) looked up once.
         """
         snapshots = self.snapshots
         get = snapshots.get
@@ -667,15 +669,13 @@ class QueryCache:
                 continue
             key_hash = keys[place]
             snap = get(key_hash)
-            options = options_list[place]
             shape = shapes[place]
             if (
                 updated_at > latest
                 or snap is None
                 or snap.shape is not shape
                 or snap.data_updated_at is not None
-                or options.max_age is not None
-                or options.max_stale is not None
+                or place in bounded
                 or claims.get(key_hash) is not claimed_by[place]
                 or key_hash in busy
             ):
