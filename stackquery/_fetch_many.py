@@ -14,6 +14,7 @@ checkpoint.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from operator import attrgetter
 from typing import Any, Protocol, TypeVar
 
 import trio
@@ -23,6 +24,9 @@ from ._options import QueryOptions
 from ._state import Snapshot
 
 T = TypeVar("T")
+
+_JUST_OPTIONS = frozenset({QueryOptions})
+_key_hash = attrgetter("key_hash")
 
 FetchOne = Callable[[QueryOptions[Any]], Awaitable[Any]]
 """Fetches one key (``QueryClient.fetch_query`` or a decorator's wrapper of it)."""
@@ -45,6 +49,8 @@ def checked_options(options_list: Iterable[QueryOptions[Any]]) -> list[QueryOpti
     except TypeError:
         got = type(options_list).__name__
         raise TypeError(f"options_list must be a list of QueryOptions, got {got}") from None
+    if set(map(type, listed)) <= _JUST_OPTIONS:  # judged in C: no subclass, no stranger
+        return listed
     for index, options in enumerate(listed):
         if not isinstance(options, QueryOptions):
             raise TypeError(
@@ -77,19 +83,27 @@ async def fetch_all(
             key has settled (as ``fetch_query`` would raise it for that key;
             the other keys' data is in the cache).
     """
-    results: list[Any] = [None] * len(options_list)
-    first_of: dict[str, int] = {}
-    waiting: list[int] = []
-    for index, options in enumerate(options_list):
-        key_hash = options.key_hash
-        if key_hash in first_of:
-            continue
-        first_of[key_hash] = index
-        snap = snapshots.get(key_hash)
-        if snap is not None and snap.fresh_for is options.stale_time:
-            results[index] = snap.data
-        else:
-            waiting.append(index)
+    count = len(options_list)
+    results: list[Any] = [None] * count
+    key_hashes = list(map(_key_hash, options_list))
+    first_of: dict[str, int] | None = None
+    waiting: list[int]
+    if len(set(key_hashes)) == count and snapshots.keys().isdisjoint(key_hashes):
+        # Judged in C: each key listed once, none in L1 (a batch of cold keys).
+        waiting = list(range(count))
+    else:
+        first_of = {}
+        waiting = []
+        for index, options in enumerate(options_list):
+            key_hash = key_hashes[index]
+            if key_hash in first_of:
+                continue
+            first_of[key_hash] = index
+            snap = snapshots.get(key_hash)
+            if snap is not None and snap.fresh_for is options.stale_time:
+                results[index] = snap.data
+            else:
+                waiting.append(index)
     errors: dict[int, Exception] = {}
 
     async def fetch_into(index: int) -> None:
@@ -112,9 +126,9 @@ async def fetch_all(
                 await _wait_batch(batch, claimed, results, errors)
     if errors:
         raise errors[min(errors)]
-    if len(first_of) < len(options_list):
-        for index, options in enumerate(options_list):
-            first = first_of[options.key_hash]
+    if first_of is not None and len(first_of) < count:
+        for index, key_hash in enumerate(key_hashes):
+            first = first_of[key_hash]
             if first != index:
                 results[index] = results[first]
     return results

@@ -33,7 +33,8 @@ key never replaces one that is still out unsettled.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from operator import attrgetter
+from itertools import repeat
+from operator import attrgetter, is_
 from typing import Any
 
 import attrs
@@ -227,12 +228,45 @@ class ColdReads:
         snapshots = self._cache.snapshots
         registry = self._actor_keys
         cold_reads = self._tier.cold_reads
+        if resolve is not None:
+            options_list = [resolve(options) for options in options_list]
+        count = len(options_list)
+        keys = list(map(_key_hash, options_list))
+        if (
+            # Every key cold, judged in C (a batch of cold keys, the common case).
+            all(map(is_, map(_initial_data, options_list), repeat(UNSET, count)))
+            and len(set(keys)) == count
+            and snapshots.keys().isdisjoint(keys)
+            and registry.isdisjoint(keys)
+            and cold_reads.keys().isdisjoint(keys)
+        ):
+            cold = options_list
+            places = list(range(count))
+        else:
+            cold, keys, places = self._cold_of(options_list)
+        if not cold:
+            return None, []
+        # What start() does for each key of a batch, less its checks and together:
+        # made fetching at once, its read in the next get_many.
+        now = trio.current_time()
+        shapes = self._cache.create_fetching_many(cold)
+        batch = BatchRead(keys, cold, shapes, _bounded(cold), now, self._tier.l2.read_batch(keys))
+        cold_reads.update(dict.fromkeys(keys, batch))
+        self._nursery.start_soon(self._land_batch_read, batch, name="stackquery-hydration")
+        return batch, places
+
+    def _cold_of(
+        self, options_list: list[QueryOptions[Any]]
+    ) -> tuple[list[QueryOptions[Any]], list[str], list[int]]:
+        """The cold keys of ``options_list`` (see :meth:`claim_many`), each once: their
+        options, their hashes and their places."""
+        snapshots = self._cache.snapshots
+        registry = self._actor_keys
+        cold_reads = self._tier.cold_reads
         cold: list[QueryOptions[Any]] = []
         keys: list[str] = []
         places: list[int] = []
         taken: set[str] = set()
-        if resolve is not None:
-            options_list = [resolve(options) for options in options_list]
         for place, options in enumerate(options_list):
             key_hash = options.key_hash
             if (
@@ -247,16 +281,7 @@ class ColdReads:
             cold.append(options)
             keys.append(key_hash)
             places.append(place)
-        if not cold:
-            return None, []
-        # What start() does for each key of a batch, less its checks and together:
-        # made fetching at once, its read in the next get_many.
-        now = trio.current_time()
-        shapes = self._cache.create_fetching_many(cold)
-        batch = BatchRead(keys, cold, shapes, _bounded(cold), now, self._tier.l2.read_batch(keys))
-        cold_reads.update(dict.fromkeys(keys, batch))
-        self._nursery.start_soon(self._land_batch_read, batch, name="stackquery-hydration")
-        return batch, places
+        return cold, keys, places
 
     async def _land_batch_read(self, batch: BatchRead) -> None:
         """Land ``batch`` once the store answers, whether its caller still waits or not."""
@@ -529,6 +554,8 @@ class BatchReads:
         return self.reads.claim_many(options_list, self.resolve)
 
 
+_key_hash = attrgetter("key_hash")
+_initial_data = attrgetter("initial_data")
 _max_age = attrgetter("max_age")
 _max_stale = attrgetter("max_stale")
 
