@@ -13,7 +13,7 @@ checkpoint.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from operator import attrgetter
 from typing import Any, Protocol, TypeVar
 
@@ -87,10 +87,10 @@ async def fetch_all(
     results: list[Any] = [None] * count
     key_hashes = list(map(_key_hash, options_list))
     first_of: dict[str, int] | None = None
-    waiting: list[int]
+    waiting: Sequence[int]
     if len(set(key_hashes)) == count and snapshots.keys().isdisjoint(key_hashes):
         # Judged in C: each key listed once, none in L1 (a batch of cold keys).
-        waiting = list(range(count))
+        waiting = range(count)
     else:
         first_of = {}
         waiting = []
@@ -113,7 +113,7 @@ async def fetch_all(
             errors[index] = exc
 
     batch: BatchRead | None = None
-    claimed: list[int] = []
+    claimed: Sequence[int] = ()
     if cold_reads is not None and len(waiting) > 1:
         batch, claimed, waiting = _claim_cold(cold_reads, options_list, waiting)
     if len(waiting) == 1 and batch is None:
@@ -139,14 +139,14 @@ class ColdBatch(Protocol):
 
     def claim_many(
         self, options_list: list[QueryOptions[Any]]
-    ) -> tuple[BatchRead | None, list[int]]:
+    ) -> tuple[BatchRead | None, Sequence[int]]:
         """Start one read of the cold keys; return it and their places in ``options_list``."""
         ...
 
 
 def _claim_cold(
-    cold_reads: ColdBatch, options_list: list[QueryOptions[Any]], waiting: list[int]
-) -> tuple[BatchRead | None, list[int], list[int]]:
+    cold_reads: ColdBatch, options_list: list[QueryOptions[Any]], waiting: Sequence[int]
+) -> tuple[BatchRead | None, Sequence[int], Sequence[int]]:
     """The read of ``waiting``'s cold keys, their indexes (in its order), and the other
     keys of ``waiting``, fetched one by one."""
     every = len(waiting) == len(options_list)  # then waiting is every place, in order
@@ -164,7 +164,7 @@ def _claim_cold(
 
 
 async def _wait_batch(
-    batch: BatchRead, claimed: list[int], results: list[Any], errors: dict[int, Exception]
+    batch: BatchRead, claimed: Sequence[int], results: list[Any], errors: dict[int, Exception]
 ) -> None:
     """Wait for the batch to land; then most keys' data is in it, the others' in their
     own reads' replies."""

@@ -32,7 +32,7 @@ key never replaces one that is still out unsettled.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from itertools import repeat
 from operator import attrgetter, is_
 from typing import Any
@@ -208,7 +208,7 @@ class ColdReads:
         self,
         options_list: list[QueryOptions[Any]],
         resolve: Callable[[QueryOptions[Any]], QueryOptions[Any]] | None = None,
-    ) -> tuple[BatchRead | None, list[int]]:
+    ) -> tuple[BatchRead | None, Sequence[int]]:
         """Start one L2 read of the cold keys of ``options_list``, as ``fetch_query`` would
         start each key's; synchronous.
 
@@ -241,7 +241,7 @@ class ColdReads:
             and cold_reads.keys().isdisjoint(keys)
         ):
             cold = options_list
-            places = list(range(count))
+            places: Sequence[int] = range(count)
         else:
             cold, keys, places = self._cold_of(options_list)
         if not cold:
@@ -549,7 +549,7 @@ class BatchReads:
 
     def claim_many(
         self, options_list: list[QueryOptions[Any]]
-    ) -> tuple[BatchRead | None, list[int]]:
+    ) -> tuple[BatchRead | None, Sequence[int]]:
         """See :meth:`ColdReads.claim_many`."""
         return self.reads.claim_many(options_list, self.resolve)
 

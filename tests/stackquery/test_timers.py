@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import trio
 import trio.testing
 
@@ -77,6 +78,35 @@ async def test_push_many_fires_each_entry_as_push_would_and_wakes_a_waiting_time
         ("a", start + 3.5, start + 3.5),
         ("d", start + 3.75, start + 3.75),
         ("c", start + 9.0, start + 9.0),
+    ]
+    assert len(timers) == 0
+
+
+async def test_push_many_of_one_bucket_fires_each_entry_at_its_deadline(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Entries pushed together into one bucket (keys landed together) fire in order, each at
+    its deadline, the waiting timer task woken; a key listed without a deadline is refused."""
+    owner = Owner()
+    timers = owner.timers
+    start = trio.current_time()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(timers.run)
+        await trio.sleep(2.0)  # the timer task waits, with nothing due
+        offsets = {"a": 5.5, "b": 5.25, "c": 5.75}
+        keys = list(offsets)
+        deadlines = [start + offset for offset in offsets.values()]
+        with pytest.raises(ValueError, match="as many deadlines as keys"):
+            timers.push_many(deadlines, [*keys, "d"])
+        timers.push_many(deadlines, keys)
+        owner.deadlines.update(zip(keys, deadlines, strict=True))
+        assert len(timers) == 3
+        await trio.sleep(20.0)
+        nursery.cancel_scope.cancel()
+    assert owner.fired == [
+        ("b", start + 5.25, start + 5.25),
+        ("a", start + 5.5, start + 5.5),
+        ("c", start + 5.75, start + 5.75),
     ]
     assert len(timers) == 0
 
