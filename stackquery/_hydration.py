@@ -251,7 +251,7 @@ class ColdReads:
         now = trio.current_time()
         shapes = self._cache.create_fetching_many(cold)
         batch = BatchRead(keys, cold, shapes, _bounded(cold), now, self._tier.l2.read_batch(keys))
-        cold_reads.update(dict.fromkeys(keys, batch))
+        cold_reads.update(zip(keys, repeat(batch)))
         self._nursery.start_soon(self._land_batch_read, batch, name="stackquery-hydration")
         return batch, places
 

@@ -417,6 +417,7 @@ class QueryCache:
         empty_of_shape = _state.empty_of_shape
         shape: _state.Shape | None = None  # the shape of the last run of keys read alike
         option_gc_time: float | None = None
+        collect_at = now
         shapes = []
         append = shapes.append
         # What remember() writes.
@@ -432,9 +433,10 @@ class QueryCache:
                 option_gc_time = options.gc_time
                 gc_time = default_gc_time if option_gc_time is None else option_gc_time
                 shape = _state.empty_shape(options.stale_time, gc_time, fetching=True)
+                collect_at = now + shape.gc_time  # one float for the run's gc deadlines
             if unplaced:
                 unplaced.pop(key_hash, None)
-            snapshots[key_hash] = empty_of_shape(key_hash, shape, now, kept)
+            snapshots[key_hash] = empty_of_shape(key_hash, shape, now, kept, collect_at)
             append(shape)
         return shapes
 
@@ -662,29 +664,30 @@ class QueryCache:
         last_shape: _state.Shape | None = None
         landed: _state.Shape | None = None
         fixed: float | None = None
-        gc_time = 0.0
+        collect_at = now
+        if not bounded:
+            bounded = ()  # nothing to look up per key
         for place, updated_at in enumerate(times):
-            if updated_at is None:
+            if updated_at is None or updated_at > latest:
                 rest.append(place)
                 continue
             key_hash = keys[place]
             snap = get(key_hash)
             shape = shapes[place]
             if (
-                updated_at > latest
-                or snap is None
+                snap is None
                 or snap.shape is not shape
                 or snap.data_updated_at is not None
-                or place in bounded
-                or claims.get(key_hash) is not claimed_by[place]
                 or key_hash in busy
+                or place in bounded
             ):
                 rest.append(place)
                 continue
             if shape is not last_shape:
                 landed, fixed = self._landed_of(shape)
                 last_shape = shape
-                gc_time = shape.gc_time
+                # Every key of the run is used now: one float for all their gc deadlines.
+                collect_at = now + shape.gc_time
             if landed is None:  # a shape with a failure
                 rest.append(place)
                 continue
@@ -696,26 +699,30 @@ class QueryCache:
             if stale_at <= now:  # stale: served and refetched, by its fetch's owner
                 rest.append(place)
                 continue
-            del claims[key_hash]
+            # Taken out last, once nothing else keeps the key from landing here.
+            claim = claims.pop(key_hash, None)
+            if claim is not claimed_by[place]:
+                if claim is not None:
+                    claims[key_hash] = claim
+                rest.append(place)
+                continue
             # _state._collect_at, _timer_kept and _timer_due written out: per key.
-            collect_at = now + gc_time
-            if collect_at == stale_at:
-                collect_at = stale_at
+            kept_collect = stale_at if stale_at == collect_at else collect_at
             timer_at = snap.timer_kept
             if timer_at.__class__ is not float:
                 timer_at = snap.timer_at
             if publish is not None:
                 publish(
-                    landed_fresh(snap, landed, value, updated_at, stale_at, collect_at, timer_at)
+                    landed_fresh(snap, landed, value, updated_at, stale_at, kept_collect, timer_at)
                 )
                 continue
-            deadline = stale_at if stale_at < collect_at else collect_at
+            deadline = stale_at if stale_at < kept_collect else kept_collect
             if deadline < timer_at:
                 timer_at = deadline
                 deadlines.append(deadline)
                 timed.append(key_hash)
             snapshots[key_hash] = landed_fresh(
-                snap, landed, value, updated_at, stale_at, collect_at, timer_at
+                snap, landed, value, updated_at, stale_at, kept_collect, timer_at
             )
         if timed:
             self._timers.push_many(deadlines, timed)

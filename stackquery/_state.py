@@ -423,17 +423,24 @@ def empty_shape(stale_time: StaleTime | None, gc_time: float, *, fetching: bool)
     return shape(QueryStatus.PENDING, FetchStatus.IDLE, False, None, stale_time, gc_time, 0)
 
 
-def empty_of_shape(key_hash: str, empty: Shape, now: float, options: object = None) -> Snapshot:
+def empty_of_shape(
+    key_hash: str,
+    empty: Shape,
+    now: float,
+    options: object = None,
+    collect_at: float | None = None,
+) -> Snapshot:
     """:func:`empty_snapshot` with its shape given (:func:`empty_shape`, looked up once for
-    the keys of a batch), holding ``options`` (see :attr:`Snapshot.options`).  Built slot by
-    slot (see ``_new``): a batch makes thousands of keys."""
+    the keys of a batch), holding ``options`` (see :attr:`Snapshot.options`); its gc
+    deadline ``collect_at``, ``now`` plus its gc time (given: one float shared by the keys
+    of a batch).  Built slot by slot (see ``_new``): a batch makes thousands of keys."""
     snap: Snapshot = _new(Snapshot)
     snap.key_hash = key_hash
     snap.data = None
     snap.fresh_for = NOT_FRESH
     snap.data_updated_at = None
     snap.stale_kept = _NO_DATA
-    snap.collect_kept = now + empty.gc_time
+    snap.collect_kept = now + empty.gc_time if collect_at is None else collect_at
     snap.timer_kept = _NO_TIMER
     snap.shape = empty
     snap.hit = None
