@@ -13,7 +13,8 @@ checkpoint.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from operator import attrgetter
 from typing import Any, Protocol, TypeVar
 
 import trio
@@ -23,6 +24,9 @@ from ._options import QueryOptions
 from ._state import Snapshot
 
 T = TypeVar("T")
+
+_JUST_OPTIONS = frozenset({QueryOptions})
+_key_hash = attrgetter("key_hash")
 
 FetchOne = Callable[[QueryOptions[Any]], Awaitable[Any]]
 """Fetches one key (``QueryClient.fetch_query`` or a decorator's wrapper of it)."""
@@ -45,6 +49,8 @@ def checked_options(options_list: Iterable[QueryOptions[Any]]) -> list[QueryOpti
     except TypeError:
         got = type(options_list).__name__
         raise TypeError(f"options_list must be a list of QueryOptions, got {got}") from None
+    if set(map(type, listed)) <= _JUST_OPTIONS:  # judged in C: no subclass, no stranger
+        return listed
     for index, options in enumerate(listed):
         if not isinstance(options, QueryOptions):
             raise TypeError(
@@ -77,19 +83,27 @@ async def fetch_all(
             key has settled (as ``fetch_query`` would raise it for that key;
             the other keys' data is in the cache).
     """
-    results: list[Any] = [None] * len(options_list)
-    first_of: dict[str, int] = {}
-    waiting: list[int] = []
-    for index, options in enumerate(options_list):
-        key_hash = options.key_hash
-        if key_hash in first_of:
-            continue
-        first_of[key_hash] = index
-        snap = snapshots.get(key_hash)
-        if snap is not None and snap.fresh_for is options.stale_time:
-            results[index] = snap.data
-        else:
-            waiting.append(index)
+    count = len(options_list)
+    results: list[Any] = [None] * count
+    key_hashes = list(map(_key_hash, options_list))
+    first_of: dict[str, int] | None = None
+    waiting: Sequence[int]
+    if len(set(key_hashes)) == count and snapshots.keys().isdisjoint(key_hashes):
+        # Judged in C: each key listed once, none in L1 (a batch of cold keys).
+        waiting = range(count)
+    else:
+        first_of = {}
+        waiting = []
+        for index, options in enumerate(options_list):
+            key_hash = key_hashes[index]
+            if key_hash in first_of:
+                continue
+            first_of[key_hash] = index
+            snap = snapshots.get(key_hash)
+            if snap is not None and snap.fresh_for is options.stale_time:
+                results[index] = snap.data
+            else:
+                waiting.append(index)
     errors: dict[int, Exception] = {}
 
     async def fetch_into(index: int) -> None:
@@ -99,7 +113,7 @@ async def fetch_all(
             errors[index] = exc
 
     batch: BatchRead | None = None
-    claimed: list[int] = []
+    claimed: Sequence[int] = ()
     if cold_reads is not None and len(waiting) > 1:
         batch, claimed, waiting = _claim_cold(cold_reads, options_list, waiting)
     if len(waiting) == 1 and batch is None:
@@ -112,9 +126,9 @@ async def fetch_all(
                 await _wait_batch(batch, claimed, results, errors)
     if errors:
         raise errors[min(errors)]
-    if len(first_of) < len(options_list):
-        for index, options in enumerate(options_list):
-            first = first_of[options.key_hash]
+    if first_of is not None and len(first_of) < count:
+        for index, key_hash in enumerate(key_hashes):
+            first = first_of[key_hash]
             if first != index:
                 results[index] = results[first]
     return results
@@ -125,14 +139,14 @@ class ColdBatch(Protocol):
 
     def claim_many(
         self, options_list: list[QueryOptions[Any]]
-    ) -> tuple[BatchRead | None, list[int]]:
+    ) -> tuple[BatchRead | None, Sequence[int]]:
         """Start one read of the cold keys; return it and their places in ``options_list``."""
         ...
 
 
 def _claim_cold(
-    cold_reads: ColdBatch, options_list: list[QueryOptions[Any]], waiting: list[int]
-) -> tuple[BatchRead | None, list[int], list[int]]:
+    cold_reads: ColdBatch, options_list: list[QueryOptions[Any]], waiting: Sequence[int]
+) -> tuple[BatchRead | None, Sequence[int], Sequence[int]]:
     """The read of ``waiting``'s cold keys, their indexes (in its order), and the other
     keys of ``waiting``, fetched one by one."""
     every = len(waiting) == len(options_list)  # then waiting is every place, in order
@@ -150,7 +164,7 @@ def _claim_cold(
 
 
 async def _wait_batch(
-    batch: BatchRead, claimed: list[int], results: list[Any], errors: dict[int, Exception]
+    batch: BatchRead, claimed: Sequence[int], results: list[Any], errors: dict[int, Exception]
 ) -> None:
     """Wait for the batch to land; then most keys' data is in it, the others' in their
     own reads' replies."""

@@ -32,7 +32,9 @@ key never replaces one that is still out unsettled.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
+from itertools import repeat
+from operator import attrgetter, is_
 from typing import Any
 
 import attrs
@@ -83,10 +85,6 @@ class ColdReads:
         """Set when the client closes: a read landing then fails its waiters."""
         self._unlanded: list[ColdRead] = []
         """Batched reads started since the last lander took its list (see :meth:`_land_batch`)."""
-        self._landed_shapes: dict[int, tuple[_state.Shape, _state.Shape, float | None]] = {}
-        """A shape's landed shape and fixed fresh period (see :meth:`_landed_fresh`) by the
-        shape's id, with the shape itself, held so that its id is not another's while it is
-        here."""
 
     def get(self, key_hash: str) -> ColdRead | None:
         """The key's read in flight, or ``None`` (see :meth:`L2Tier.cold_read`)."""
@@ -210,7 +208,7 @@ class ColdReads:
         self,
         options_list: list[QueryOptions[Any]],
         resolve: Callable[[QueryOptions[Any]], QueryOptions[Any]] | None = None,
-    ) -> tuple[BatchRead | None, list[int]]:
+    ) -> tuple[BatchRead | None, Sequence[int]]:
         """Start one L2 read of the cold keys of ``options_list``, as ``fetch_query`` would
         start each key's; synchronous.
 
@@ -230,12 +228,45 @@ class ColdReads:
         snapshots = self._cache.snapshots
         registry = self._actor_keys
         cold_reads = self._tier.cold_reads
+        if resolve is not None:
+            options_list = [resolve(options) for options in options_list]
+        count = len(options_list)
+        keys = list(map(_key_hash, options_list))
+        if (
+            # Every key cold, judged in C (a batch of cold keys, the common case).
+            all(map(is_, map(_initial_data, options_list), repeat(UNSET, count)))
+            and len(set(keys)) == count
+            and snapshots.keys().isdisjoint(keys)
+            and registry.isdisjoint(keys)
+            and cold_reads.keys().isdisjoint(keys)
+        ):
+            cold = options_list
+            places: Sequence[int] = range(count)
+        else:
+            cold, keys, places = self._cold_of(options_list)
+        if not cold:
+            return None, []
+        # What start() does for each key of a batch, less its checks and together:
+        # made fetching at once, its read in the next get_many.
+        now = trio.current_time()
+        shapes = self._cache.create_fetching_many(cold)
+        batch = BatchRead(keys, cold, shapes, _bounded(cold), now, self._tier.l2.read_batch(keys))
+        cold_reads.update(zip(keys, repeat(batch)))
+        self._nursery.start_soon(self._land_batch_read, batch, name="stackquery-hydration")
+        return batch, places
+
+    def _cold_of(
+        self, options_list: list[QueryOptions[Any]]
+    ) -> tuple[list[QueryOptions[Any]], list[str], list[int]]:
+        """The cold keys of ``options_list`` (see :meth:`claim_many`), each once: their
+        options, their hashes and their places."""
+        snapshots = self._cache.snapshots
+        registry = self._actor_keys
+        cold_reads = self._tier.cold_reads
         cold: list[QueryOptions[Any]] = []
         keys: list[str] = []
         places: list[int] = []
         taken: set[str] = set()
-        if resolve is not None:
-            options_list = [resolve(options) for options in options_list]
         for place, options in enumerate(options_list):
             key_hash = options.key_hash
             if (
@@ -250,15 +281,7 @@ class ColdReads:
             cold.append(options)
             keys.append(key_hash)
             places.append(place)
-        if not cold:
-            return None, []
-        # What start() does for each key of a batch, less its checks and together:
-        # made fetching at once, its read in the next get_many.
-        made = self._cache.create_fetching_many(cold)
-        batch = BatchRead(keys, cold, made, self._tier.l2.read_batch(keys))
-        cold_reads.update(dict.fromkeys(keys, batch))
-        self._nursery.start_soon(self._land_batch_read, batch, name="stackquery-hydration")
-        return batch, places
+        return cold, keys, places
 
     async def _land_batch_read(self, batch: BatchRead) -> None:
         """Land ``batch`` once the store answers, whether its caller still waits or not."""
@@ -276,18 +299,25 @@ class ColdReads:
         """Land what the store answered for ``batch``'s keys.
 
         A fresh entry of a key nothing touched during the read (see
-        :meth:`_landed_fresh`) lands from here: one snapshot, published with the
-        others, its data in ``batch.values``.  Every other key gets a
-        :class:`ColdRead` of its own and lands as a lone read lands.
+        :meth:`QueryCache.land_fresh_many`) lands from here, its data in
+        ``batch.values``.  Every other key gets a :class:`ColdRead` of its own and
+        lands as a lone read lands.
         """
         if self.closed:
             self._land_each(batch, entries, range(len(batch.keys)))
             return
         values = batch.values = entries.values
-        landed, rest = self._landed_fresh(
-            [batch] * len(values), batch.options, batch.previous, values, entries.times
+        rest = self._cache.land_fresh_many(
+            batch.keys,
+            batch.bounded,
+            batch.shapes,
+            values,
+            entries.times,
+            self._tier.cold_reads,  # type: ignore[arg-type]
+            [batch] * len(values),
+            self._actor_keys,
+            MAX_CLOCK_SKEW,
         )
-        self._cache.publish_many(landed)
         if rest:
             self._land_each(batch, entries, rest)
 
@@ -315,8 +345,8 @@ class ColdReads:
         """Land reads the store has answered, with what the batch shares (see :meth:`land`).
 
         A fresh entry of a key nothing touched during its read lands in fewer
-        steps than :meth:`land` takes (see :meth:`_landed_fresh`); each other
-        read is left to :meth:`land`.
+        steps than :meth:`land` takes (see :meth:`QueryCache.land_fresh_many`);
+        each other read is left to :meth:`land`.
         """
         if not reads:
             return
@@ -324,143 +354,69 @@ class ColdReads:
             for cold in reads:
                 self.land(cold, cold.read.result_nowait())
             return
-        landed, rest = self._landed_fresh_of(reads)
-        self._cache.publish_many(landed)
-        if rest:
-            left = set(rest)
-            settled = [cold for place, cold in enumerate(reads) if place not in left]
-        else:
-            settled = reads
-        for cold, snap in zip(settled, landed, strict=True):
-            cold.reply.set_value(snap.data)
+        values, rest = self._landed_fresh_of(reads)
+        if not rest:
+            for cold, value in zip(reads, values, strict=True):
+                cold.reply.set_value(value)
+            return
+        left = set(rest)
+        for place, cold in enumerate(reads):
+            if place not in left:
+                cold.reply.set_value(values[place])
         for place in rest:
             cold = reads[place]
             self.land(cold, cold.read.result_nowait())
 
     def _land_one(self, cold: ColdRead, entry: StoredEntry | None) -> None:
         """:meth:`_land_many` of one read (a caller's direct read)."""
-        landed, _ = ([], None) if self.closed else self._landed_fresh_of([cold], [entry])
-        if not landed:
+        if self.closed:
             self.land(cold, entry)
             return
-        new = self._cache.publish(landed[0])
-        cold.reply.set_value(new.data)
+        values, rest = self._landed_fresh_of([cold], [entry])
+        if rest:
+            self.land(cold, entry)
+            return
+        cold.reply.set_value(values[0])
 
     def _landed_fresh_of(
         self, reads: list[ColdRead], entries: list[StoredEntry | None] | None = None
-    ) -> tuple[list[_state.Snapshot], list[int]]:
-        """:meth:`_landed_fresh` of lone reads, with their entries (by default what each
-        read's ``read`` was answered); a miss or an invalidated entry is not landed (
-        :meth:`land` settles those)."""
-        options_list: list[QueryOptions[Any]] = []
-        previous_list: list[_state.Snapshot] = []
+    ) -> tuple[list[Any], list[int]]:
+        """Publish the fresh entries of lone reads of keys nothing touched (see
+        :meth:`QueryCache.land_fresh_many`), with their entries (by default what each
+        read's ``read`` was answered); return the entries' values by place, and the
+        places of the reads not landed (a miss, an invalidated entry ...: :meth:`land`
+        settles those)."""
+        keys: list[str] = []
+        bounded: list[int] = []
+        shapes: list[_state.Shape] = []
         values: list[Any] = []
         times: list[float | None] = []
         # One loop, no comprehensions: a lone read (the most common caller) pays for each.
         for place, cold in enumerate(reads):
             entry = cold.read.result_nowait() if entries is None else entries[place]
-            options_list.append(cold.options)
-            previous_list.append(cold.previous)
+            options = cold.options
+            keys.append(options.key_hash)
+            if options.max_age is not None or options.max_stale is not None:
+                bounded.append(place)
+            shapes.append(cold.previous.shape)
             if entry is None or entry.invalidated:
                 values.append(None)
                 times.append(None)
             else:
                 values.append(entry.value)
                 times.append(entry.data_updated_at)
-        return self._landed_fresh(reads, options_list, previous_list, values, times)
-
-    def _landed_fresh(
-        self,
-        reads: list[ColdRead] | list[BatchRead],
-        options_list: list[QueryOptions[Any]],
-        previous_list: list[_state.Snapshot],
-        values: list[Any],
-        times: list[float | None],
-    ) -> tuple[list[_state.Snapshot], list[int]]:
-        """The keys' snapshots holding their data, for the keys nothing touched during
-        their reads whose data is fresh, each settled by its read; and the places of
-        the other keys (nothing done for them).  Each place is a key: read by
-        ``reads[place]``, with ``options_list[place]``, its snapshot when the read
-        started ``previous_list[place]``; its entry (not invalidated) holds
-        ``values[place]``, stamped ``times[place]`` (``None``: an entry to judge
-        with care, or none).
-
-        Untouched: the key's read out is still its read, its snapshot the one the
-        read started with, and it has no actor.  Fresh: stamped before now plus
-        the clock-skew allowance, fresh by the key's stale time, and no
-        ``max_age``/``max_stale`` to judge it by.  Such a key lands as
-        :meth:`land` would land it, in fewer steps: one snapshot, built with the
-        landed shape of its shape (looked up once for many keys), to be published
-        (the caller publishes them, then settles their waiters).  One judgment
-        for lone reads' entries and a batch's plain ones alike.
-        """
-        cache = self._cache
-        cold_reads = self._tier.cold_reads
-        snapshots = cache.snapshots
-        actor_keys = self._actor_keys
-        now = trio.current_time()
-        clock = cache.clock
-        latest = clock.wall(now) + MAX_CLOCK_SKEW
-        trio_start, wall_start = clock.trio_start, clock.wall_start
-        landed_fresh = _state.landed_fresh
-        landed_shapes = self._landed_shapes
-        landed: list[_state.Snapshot] = []
-        rest: list[int] = []
-        # A batch lands thousands of keys through here: what keys alike share is looked
-        # up once for a run of them (their shape's landed shape and fresh period).
-        last_shape: _state.Shape | None = None
-        shape: _state.Shape | None = None
-        fixed: float | None = None
-        for place, updated_at in enumerate(times):
-            if updated_at is None:
-                rest.append(place)
-                continue
-            options = options_list[place]
-            previous = previous_list[place]
-            key_hash = options.key_hash
-            old_shape = previous.shape
-            if (
-                updated_at > latest
-                or options.max_age is not None
-                or options.max_stale is not None
-                or old_shape.failure is not None
-                or cold_reads.get(key_hash) is not reads[place]
-                or snapshots.get(key_hash) is not previous
-                or key_hash in actor_keys
-            ):
-                rest.append(place)
-                continue
-            if old_shape is not last_shape:
-                known = landed_shapes.get(id(old_shape))
-                _, shape, fixed = self._landed_shape(old_shape) if known is None else known
-                last_shape = old_shape
-            value = values[place]
-            period = fixed
-            if period is None:
-                period = cache.fresh_period(old_shape.stale_time, value, None)
-            stale_at = trio_start + (updated_at - wall_start) + period  # clock.from_wall
-            if stale_at <= now:  # stale: served and refetched, by land()
-                rest.append(place)
-                continue
-            del cold_reads[key_hash]
-            landed.append(landed_fresh(previous, shape, value, updated_at, stale_at, now))  # type: ignore[arg-type]
-        return landed, rest
-
-    def _landed_shape(
-        self, old_shape: _state.Shape
-    ) -> tuple[_state.Shape, _state.Shape, float | None]:
-        """``old_shape``, its landed shape and its fixed fresh period (see
-        :meth:`_landed_fresh`), looked up once for many keys."""
-        known = self._landed_shapes.get(id(old_shape))
-        if known is None:
-            if len(self._landed_shapes) >= 64:
-                self._landed_shapes.clear()
-            known = self._landed_shapes[id(old_shape)] = (
-                old_shape,
-                _state.landed_shape(old_shape),
-                self._cache.fixed_fresh_period(old_shape.stale_time),
-            )
-        return known
+        rest = self._cache.land_fresh_many(
+            keys,
+            bounded,
+            shapes,
+            values,
+            times,
+            self._tier.cold_reads,  # type: ignore[arg-type]
+            reads,  # type: ignore[arg-type]
+            self._actor_keys,
+            MAX_CLOCK_SKEW,
+        )
+        return values, rest
 
     def land(self, cold: ColdRead, entry: StoredEntry | None) -> None:
         """Settle the key's fetch with what L2 held, or hand it on to the key's actor."""
@@ -593,9 +549,31 @@ class BatchReads:
 
     def claim_many(
         self, options_list: list[QueryOptions[Any]]
-    ) -> tuple[BatchRead | None, list[int]]:
+    ) -> tuple[BatchRead | None, Sequence[int]]:
         """See :meth:`ColdReads.claim_many`."""
         return self.reads.claim_many(options_list, self.resolve)
+
+
+_key_hash = attrgetter("key_hash")
+_initial_data = attrgetter("initial_data")
+_max_age = attrgetter("max_age")
+_max_stale = attrgetter("max_stale")
+
+
+def _bounded(options_list: list[QueryOptions[Any]]) -> set[int]:
+    """The places of the options with a ``max_age`` or a ``max_stale`` (usually none:
+    looked for in C first)."""
+    count = len(options_list)
+    if (
+        list(map(_max_age, options_list)).count(None) == count
+        and list(map(_max_stale, options_list)).count(None) == count
+    ):
+        return set()
+    return {
+        place
+        for place, options in enumerate(options_list)
+        if options.max_age is not None or options.max_stale is not None
+    }
 
 
 async def _forward(source: Reply[Any], target: Reply[Any]) -> None:

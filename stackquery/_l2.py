@@ -417,7 +417,7 @@ class L2Cache:
         self, calls: trio.Nursery, keys: list[str], deadline: float
     ) -> list[bytes | None]:
         prefix = self.key_prefix
-        read = partial(ops.get_many, self.store, [prefix + k for k in keys])
+        read = partial(ops.get_many, self.store, list(map(prefix.__add__, keys)))
         call = self._start(calls, "get_many", read, deadline)
         try:
             raws: list[bytes | None] = await self._wait(call)

@@ -75,8 +75,13 @@ class BatchRead:
     keys: list[str]
     """The keys' hashes, in the order of ``options``."""
     options: list[QueryOptions[Any]]
-    previous: list[Snapshot]
-    """Each key's snapshot before the read (see :attr:`ColdRead.previous`)."""
+    shapes: list[_state.Shape]
+    """The shape each key was made in, fetching, with no data, at trio time
+    :attr:`claimed_at`: its snapshot before the read (see :attr:`ColdRead.previous`
+    and :meth:`previous`)."""
+    bounded: set[int]
+    """The places of the keys whose options have a ``max_age`` or a ``max_stale``."""
+    claimed_at: float
     read: Reply[BatchEntries]
     """What the store answered, by place."""
     values: list[Any] = attrs.field(factory=list)
@@ -95,6 +100,15 @@ class BatchRead:
         self._early += 1
         if self._early == len(self.keys):
             self.landed.set()
+
+    def previous(self, place: int) -> Snapshot:
+        """The snapshot of the key at ``place`` before the read, as it was made.
+
+        Made again rather than kept: a list of them would keep every one alive
+        past its landing, for the cyclic GC to walk.  Equal to it in what a
+        fetch cancelled or handed on reads of it (its data, none, and its shape).
+        """
+        return _state.empty_of_shape(self.keys[place], self.shapes[place], self.claimed_at)
 
     def place(self, key_hash: str) -> int:
         """The key's place in :attr:`keys` (a key of this batch)."""
@@ -135,7 +149,7 @@ class L2Tier:
         ``read`` is set when the batch lands."""
         place = batch.place(key_hash)
         cold = batch.colds[place] = ColdRead(
-            batch.options[place], batch.previous[place], Reply(), batch=batch
+            batch.options[place], batch.previous(place), Reply(), batch=batch
         )
         self.cold_reads[key_hash] = cold
         return cold

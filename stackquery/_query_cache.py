@@ -19,7 +19,7 @@ busy (not to be collected) is a callable it is given.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from typing import Any, Protocol
 
 import trio
@@ -139,6 +139,10 @@ class QueryCache:
         """What the last fetch landing with a fixed period computed, for the next alike."""
         self._empty: _state.Shape | None = None
         """The shape of the last key made (see :meth:`create_for_key`), for the next alike."""
+        self._landed_shapes: dict[int, tuple[_state.Shape, _state.Shape | None, float | None]] = {}
+        """A fetching shape, its landed shape and fixed fresh period (see
+        :meth:`_landed_of`) by the shape's id, with the shape itself, held so that its id
+        is not another's while it is here."""
 
     def open(self, clock: Clock, is_busy: Callable[[str], bool]) -> None:
         """Start keeping time with ``clock``; ``is_busy(key_hash)`` keeps a key from gc."""
@@ -391,32 +395,39 @@ class QueryCache:
             snap = self.publish(_state.fetching(snap, now=trio.current_time()))
         return snap
 
-    def create_fetching_many(self, options_list: list[QueryOptions[Any]]) -> list[Snapshot]:
+    def create_fetching_many(self, options_list: list[QueryOptions[Any]]) -> list[_state.Shape]:
         """:meth:`create` with ``fetching`` then :meth:`remember`, of each options; the new
-        snapshots, in order.  For keys not in the table, each listed once, without
+        snapshots' shapes, in order.  For keys not in the table, each listed once, without
         ``initial_data``.
 
         What the keys share is looked up once (the clock, whether anybody listens,
         the interned shape of keys with the same stale and gc times): a batch of
-        cold keys pays per key a snapshot and a place in the table.
+        cold keys pays per key a snapshot and a place in the table.  Only their
+        shapes are returned: a key whose snapshot still has it when its fetch lands
+        was changed by nothing meanwhile (see :meth:`land_fresh_many`), and a list
+        of the snapshots themselves would keep them alive past their landing, for
+        the cyclic GC to walk.
         """
         if self.events.listening or self.config.max_queries is not None:
-            made = []
+            shapes = []
             for options in options_list:
-                made.append(self.create(options, fetching=True))
+                shapes.append(self.create(options, fetching=True).shape)
                 self.remember(options)
-            return made
+            return shapes
         now = trio.current_time()
         default_gc_time = self.config.gc_time
         snapshots = self.snapshots
         unplaced = self._unplaced_options
-        compact = self._templates.compact
         empty_of_shape = _state.empty_of_shape
         shape: _state.Shape | None = None  # the shape of the last run of keys read alike
         option_gc_time: float | None = None
-        made = []
-        append = made.append
-        for options in options_list:
+        collect_at = now
+        shapes = []
+        append = shapes.append
+        # What remember() writes.
+        for options, kept in zip(
+            options_list, self._templates.compact_many(options_list), strict=True
+        ):
             key_hash = options.key_hash
             if (
                 shape is None
@@ -426,12 +437,12 @@ class QueryCache:
                 option_gc_time = options.gc_time
                 gc_time = default_gc_time if option_gc_time is None else option_gc_time
                 shape = _state.empty_shape(options.stale_time, gc_time, fetching=True)
+                collect_at = now + shape.gc_time  # one float for the run's gc deadlines
             if unplaced:
                 unplaced.pop(key_hash, None)
-            # Holding what remember() writes.
-            snap = snapshots[key_hash] = empty_of_shape(key_hash, shape, now, compact(options))
-            append(snap)
-        return made
+            snapshots[key_hash] = empty_of_shape(key_hash, shape, now, kept, collect_at)
+            append(shape)
+        return shapes
 
     def create_for_key(
         self,
@@ -615,28 +626,135 @@ class QueryCache:
         snapshots[key_hash] = snap
         return snap
 
-    def publish_many(self, snaps: list[Snapshot]) -> None:
-        """:meth:`publish` each of ``snaps`` (of keys listed once), in order."""
-        if self.events.listening or self._ordered:
-            for snap in snaps:
-                self.publish(snap)
-            return
+    def land_fresh_many(
+        self,
+        keys: list[str],
+        bounded: Container[int],
+        shapes: list[_state.Shape],
+        values: list[Any],
+        times: list[float | None],
+        claims: dict[str, object],
+        claimed_by: list[object],
+        busy: Container[str],
+        skew: float,
+    ) -> list[int]:
+        """Publish the data of the keys whose fetch ended with it that can land as they are;
+        return the places of the others (nothing done for them).  Synchronous, never raises.
+
+        Each place is a key: ``keys[place]``, made with no data in the shape
+        ``shapes[place]`` (fetching) when its fetch, the claim ``claimed_by[place]``
+        in ``claims``, started; in ``bounded`` if the options it is read with have a
+        ``max_age`` or a ``max_stale`` (looked up by the caller, which has the
+        options at hand: here they would be one more object to reach per key).  The
+        fetch ended with ``values[place]``, stamped (wall time) ``times[place]``
+        (``None``: data to judge with care, or none).
+
+        A key lands here if nothing changed it meanwhile: its claim is still
+        ``claims[key]`` (taken out as it lands), it is not ``busy``, and its
+        snapshot still has no data and that shape (each door that changes a key's
+        state changes its shape; a use does not, and the key lands from the
+        snapshot with the use); and if its data is fresh: stamped at most ``skew``
+        seconds past now, fresh by the key's stale time, and not ``bounded``.  It
+        lands as :meth:`with_data` (idle) and :meth:`publish` would land it, in
+        fewer steps: one snapshot, published at once (so that the one it replaces
+        is freed at once, not walked by the cyclic GC), with what keys alike share
+        (landed shape, fresh period) looked up once.
+        """
         snapshots = self.snapshots
-        timer_due = self._timer_due
+        get = snapshots.get
+        # Listeners hear of each key, and the table's order is kept, by publish itself.
+        publish = self.publish if self.events.listening or self._ordered else None
+        now = trio.current_time()
+        clock = self.clock
+        latest = clock.wall(now) + skew
+        trio_start, wall_start = clock.trio_start, clock.wall_start
+        landed_fresh = _state.landed_fresh
+        rest: list[int] = []
         deadlines: list[float] = []
-        keys: list[str] = []
-        for snap in snaps:
-            key_hash = snap.key_hash
-            old = snapshots.get(key_hash)
-            # Most snapshots of a batch carry them already (built from the one in the table).
-            if old is not None and (old.options is not snap.options or old.hit is not snap.hit):
-                _carry_uses(old, snap)
-            deadline = timer_due(snap)
-            if deadline is not None:
+        timed: list[str] = []
+        # What keys alike share is looked up once for a run of them.
+        last_shape: _state.Shape | None = None
+        landed: _state.Shape | None = None
+        fixed: float | None = None
+        collect_at = now
+        if not bounded:
+            bounded = ()  # nothing to look up per key
+        for place, updated_at in enumerate(times):
+            if updated_at is None or updated_at > latest:
+                rest.append(place)
+                continue
+            key_hash = keys[place]
+            snap = get(key_hash)
+            shape = shapes[place]
+            if (
+                snap is None
+                or snap.shape is not shape
+                or snap.data_updated_at is not None
+                or key_hash in busy
+                or place in bounded
+            ):
+                rest.append(place)
+                continue
+            if shape is not last_shape:
+                landed, fixed = self._landed_of(shape)
+                last_shape = shape
+                # Every key of the run is used now: one float for all their gc deadlines.
+                collect_at = now + shape.gc_time
+            if landed is None:  # a shape with a failure
+                rest.append(place)
+                continue
+            value = values[place]
+            period = fixed
+            if period is None:
+                period = self.freshness.fresh_period(shape.stale_time, value, None)
+            stale_at = trio_start + (updated_at - wall_start) + period  # clock.from_wall
+            if stale_at <= now:  # stale: served and refetched, by its fetch's owner
+                rest.append(place)
+                continue
+            # Taken out last, once nothing else keeps the key from landing here.
+            claim = claims.pop(key_hash, None)
+            if claim is not claimed_by[place]:
+                if claim is not None:
+                    claims[key_hash] = claim
+                rest.append(place)
+                continue
+            # _state._collect_at, _timer_kept and _timer_due written out: per key.
+            kept_collect = stale_at if stale_at == collect_at else collect_at
+            timer_at = snap.timer_kept
+            if timer_at.__class__ is not float:
+                timer_at = snap.timer_at
+            if publish is not None:
+                publish(
+                    landed_fresh(snap, landed, value, updated_at, stale_at, kept_collect, timer_at)
+                )
+                continue
+            deadline = stale_at if stale_at < kept_collect else kept_collect
+            if deadline < timer_at:
+                timer_at = deadline
                 deadlines.append(deadline)
-                keys.append(key_hash)
-            snapshots[key_hash] = snap
-        self._timers.push_many(deadlines, keys)
+                timed.append(key_hash)
+            snapshots[key_hash] = landed_fresh(
+                snap, landed, value, updated_at, stale_at, kept_collect, timer_at
+            )
+        if timed:
+            self._timers.push_many(deadlines, timed)
+        return rest
+
+    def _landed_of(self, fetching: _state.Shape) -> tuple[_state.Shape | None, float | None]:
+        """The landed shape of the shape ``fetching`` (``None``: one with a failure, not
+        landed by :meth:`land_fresh_many`) and its fixed fresh period (``None``: none),
+        looked up once for many keys."""
+        known = self._landed_shapes.get(id(fetching))
+        if known is None:
+            if len(self._landed_shapes) >= 64:
+                self._landed_shapes.clear()
+            landed = None if fetching.failure is not None else _state.landed_shape(fetching)
+            known = self._landed_shapes[id(fetching)] = (
+                fetching,
+                landed,
+                self.freshness.fixed_period(fetching.stale_time),
+            )
+        return known[1], known[2]
 
     def mark_invalidated(self, key_hash: str) -> Snapshot | None:
         """Publish the key as invalidated, if it is in the table; return the new snapshot."""

@@ -151,6 +151,38 @@ class Templates:
         self._given, self._kept = options, kept
         return kept
 
+    def compact_many(self, options_list: list[QueryOptions[Any]]) -> list[object]:
+        """:meth:`compact` of each of ``options_list``, in order; never raises.
+
+        A run of options read alike (the keys of a batch) is compared with the
+        template the first of them matched, with none of :meth:`compact`'s other
+        steps per key: about 1,500 instructions less each.
+        """
+        compact = self.compact
+        kept_list: list[object] = []
+        append = kept_list.append
+        template: QueryOptions[Any] | None = None
+        primary = self.primary
+        for options in options_list:
+            if (
+                template is not None
+                and options.query_key is options.key
+                and same_settings(template, options)
+            ):
+                if primary is None:
+                    primary = self.primary = template
+                fn = options.query_fn
+                append(fn if template is primary else Remembered(template, fn))
+                continue
+            kept = compact(options)
+            append(kept)
+            last = self._last
+            # Options kept whole but as their run's template (a key that cannot be rebuilt
+            # from its hash, settings without a hash) start no run.
+            template = last if kept is not options or last is options else None
+            primary = self.primary
+        return kept_list
+
     def expand(self, key_hash: str, kept: object) -> QueryOptions[Any] | None:
         """The options :meth:`compact` kept as ``kept`` for the key ``key_hash`` (``None``:
         none kept): equal to those given it, built again if need be.

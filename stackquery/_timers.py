@@ -94,9 +94,32 @@ class KeyTimers:
 
         A batch's keys mostly fall in a few buckets: each bucket is looked up
         once for a run of keys in it, and the timer task is woken once.
+
+        Raises:
+            ValueError: ``deadlines`` and ``key_hashes`` are not as long.
         """
         buckets, heap = self._buckets, self._heap
         moved_through = self._moved_through
+        last = max(deadlines, default=math.inf)
+        # Judged in C: every deadline in one bucket still to come (keys landed together,
+        # stamped within the same second), its keys added at once.
+        if (
+            last != math.inf
+            and (number := math.floor(min(deadlines) / RESOLUTION)) > moved_through
+            and number == math.floor(last / RESOLUTION)
+        ):
+            if len(key_hashes) != len(deadlines):
+                raise ValueError("push_many: as many deadlines as keys are needed")
+            found = buckets.get(number)
+            if found is None:
+                found = buckets[number] = []
+                heapq.heappush(self._bucket_heap, number)
+            found += key_hashes
+            self._in_buckets += len(key_hashes)
+            self._nonempty.set()
+            if number * RESOLUTION < self._waiting_until:
+                self._wakeup.set()
+            return
         last_number: int | None = None
         bucket: list[str] = []
         due = math.inf

@@ -494,6 +494,30 @@ class TestColdBatchLanding:
 class TestBatchRead:
     """A batch's keys share one read; a key gets a read of its own only when it needs one."""
 
+    async def test_keys_claimed_and_landed_together_share_one_gc_deadline(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """The keys of a batch, made fetching then landed at one moment, keep one float for
+        their gc deadline (not one each), whatever their data's age."""
+        async with gated_client() as (store, origins, a, b, client):
+            c = origins.options("c", stale_time=60.0)
+            await stored(store, client, c, "stored c", age=10.0)
+            fetching: list[object] = []
+
+            async def fetch_all() -> None:
+                assert await client.fetch_queries([a, b, c]) == ["stored a", "stored b", "stored c"]
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(fetch_all)
+                await trio.testing.wait_all_tasks_blocked()
+                fetching = [client.snapshots[o.key_hash].collect_kept for o in (a, b, c)]
+                store.read_gate.set()
+            assert [id(kept) for kept in fetching] == [id(fetching[0])] * 3
+            landed = [client.snapshots[o.key_hash] for o in (a, b, c)]
+            assert [id(snap.collect_kept) for snap in landed] == [id(landed[0].collect_kept)] * 3
+            assert landed[0].collect_at == trio.current_time() + landed[0].gc_time
+            assert origins.calls == {}
+
     async def test_a_caller_that_joins_a_key_mid_read_gets_its_landing(
         self, autojump_clock: trio.testing.MockClock
     ) -> None:

@@ -185,6 +185,38 @@ class TestTemplates:
             assert templates.expand(options.key_hash, compact) == options
 
 
+class TestCompactMany:
+    def test_a_batch_is_kept_as_compact_keeps_each_of_its_options(self) -> None:
+        """Runs of keys read alike, another kind between them, equal numbers, a key in
+        another form, settings without a hash: compact_many keeps each as compact would."""
+        minutes = 1.0
+        batch = [
+            *(_options(("a", n), stale_time=60.0) for n in range(3)),
+            *(_options(("b", n), stale_time=minutes * 60, gc_time=5.0) for n in range(3)),
+            _options(("a", 1.0), stale_time=60.0),  # not its canonical form: kept whole
+            *(_options(("a", n), stale_time=60.0) for n in range(3, 5)),
+            _options(("c", 0), initial_data=[]),  # a setting without a hash: kept whole
+            *(_options(("b", n), stale_time=minutes * 60, gc_time=5.0) for n in range(3, 5)),
+        ]
+        one_by_one = Templates()
+        expected = [one_by_one.compact(options) for options in batch]
+        together = Templates()
+        kept = together.compact_many(batch)
+        assert kept == expected
+        assert [type(k) for k in kept] == [type(k) for k in expected]
+        for options, compact in zip(batch, kept, strict=True):
+            assert together.expand(options.key_hash, compact) == options
+
+    def test_a_batch_after_single_reads_shares_their_templates(self) -> None:
+        """Keys read one by one first: a batch of keys read alike keeps their query_fn alone."""
+        templates = Templates()
+        first, second = (_options(("k", n), stale_time=60.0) for n in range(2))
+        templates.compact(first)
+        batch = [_options(("k", n), stale_time=60.0) for n in range(2, 6)]
+        assert templates.compact_many(batch) == [options.query_fn for options in batch]
+        assert templates.compact(second) is second.query_fn
+
+
 def _with(options: sq.QueryOptions[Any], name: str, value: object) -> sq.QueryOptions[Any]:
     """A copy of ``options`` whose field ``name`` holds ``value`` (set past validation)."""
     copy = attrs.evolve(options)

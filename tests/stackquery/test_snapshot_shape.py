@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import attrs
 import pytest
 import trio
 import trio.testing
@@ -197,3 +198,37 @@ class TestSharedTimes:
             gc_time=30.0,
         )
         assert (landed.gc_time, landed.collect_at, landed.fresh) == (30.0, 32.0, False)
+
+
+class TestBuiltSlotBySlot:
+    """The batch transitions build snapshots slot by slot, without the class's __init__."""
+
+    def test_an_empty_key_of_a_batch_is_the_snapshot_the_class_would_make(self) -> None:
+        """empty_of_shape sets every field, as the class's constructor would."""
+        empty = _state.empty_shape(60.0, 300.0, fetching=True)
+        options = object()
+        built = _state.empty_of_shape("[1]", empty, 10.0, options)
+        made = _state.Snapshot("[1]", shape=empty, collect_kept=310.0, options=options)
+        assert attrs.asdict(built, recurse=False) == attrs.asdict(made, recurse=False)
+
+    def test_a_landed_key_of_a_batch_is_the_snapshot_with_data_would_make(self) -> None:
+        """landed_fresh, from a key made fetching, is with_data of it (idle), field by field."""
+        stale_time = 60.0
+        fetching = _state.empty_shape(stale_time, 300.0, fetching=True)
+        snap = _state.empty_of_shape("[1]", fetching, 10.0, "options")
+        snap.hit = 11.0
+        landed = _state.landed_fresh(
+            snap, _state.landed_shape(fetching), "data", 1_000.0, 75.0, 320.0, 75.0
+        )
+        expected = _state.with_data(
+            snap,
+            "data",
+            updated_at_wall=1_000.0,
+            updated_at=15.0,
+            stale_time=stale_time,
+            resolved_stale_time=60.0,
+            now=20.0,
+            idle=True,
+        )
+        expected.timer_kept = 75.0  # what the table writes when it arms the key's timer
+        assert attrs.asdict(landed, recurse=False) == attrs.asdict(expected, recurse=False)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import trio
 import trio.testing
 
@@ -52,32 +53,59 @@ async def test_each_entry_fires_at_its_own_deadline_never_early_never_late(
     assert len(timers) == 0
 
 
-async def test_push_many_fires_each_entry_as_push_would_and_wakes_a_waiting_timer_task(
-    autojump_clock: trio.testing.MockClock,
-) -> None:
-    """Entries pushed together, in runs of one bucket, across buckets, into a bucket already
-    moved and never (``inf``), fire in order at their deadlines, the waiting task woken."""
+async def _push_many_to_a_waiting_task(
+    offsets: dict[str, float], pending: int
+) -> tuple[float, list[tuple[str, float, float]]]:
+    """Push ``offsets`` (seconds from now, by key) together to a timer task waiting with
+    nothing due, check that ``pending`` entries wait, and return the start and what fired."""
     owner = Owner()
     timers = owner.timers
     start = trio.current_time()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(timers.run)
         await trio.sleep(2.0)  # the timer task waits, with nothing due
-        offsets = {"a": 3.5, "b": 3.25, "c": 9.0, "d": 3.75, "moved": 2.5, "never": math.inf}
         keys = list(offsets)
         deadlines = [start + offset for offset in offsets.values()]
         timers.push_many(deadlines, keys)
         owner.deadlines.update(zip(keys, deadlines, strict=True))
-        assert len(timers) == 5
+        assert len(timers) == pending
         await trio.sleep(20.0)
+        assert len(timers) == 0
         nursery.cancel_scope.cancel()
-    assert owner.fired == [
+    return start, owner.fired
+
+
+async def test_push_many_fires_each_entry_as_push_would_and_wakes_a_waiting_timer_task(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Entries pushed together, in runs of one bucket, across buckets, into a bucket already
+    moved and never (``inf``), fire in order at their deadlines, the waiting task woken."""
+    offsets = {"a": 3.5, "b": 3.25, "c": 9.0, "d": 3.75, "moved": 2.5, "never": math.inf}
+    start, fired = await _push_many_to_a_waiting_task(offsets, pending=5)
+    assert fired == [
         ("moved", start + 2.5, start + 2.5),
         ("b", start + 3.25, start + 3.25),
         ("a", start + 3.5, start + 3.5),
         ("d", start + 3.75, start + 3.75),
         ("c", start + 9.0, start + 9.0),
     ]
+
+
+async def test_push_many_of_one_bucket_fires_each_entry_at_its_deadline(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Entries pushed together into one bucket (keys landed together, added at once) fire in
+    order, each at its deadline, the waiting timer task woken; a key without a deadline is
+    refused, and nothing is pushed."""
+    start, fired = await _push_many_to_a_waiting_task({"a": 5.5, "b": 5.25, "c": 5.75}, pending=3)
+    assert fired == [
+        ("b", start + 5.25, start + 5.25),
+        ("a", start + 5.5, start + 5.5),
+        ("c", start + 5.75, start + 5.75),
+    ]
+    timers = Owner().timers
+    with pytest.raises(ValueError, match=r"^push_many: as many deadlines as keys are needed$"):
+        timers.push_many([start + 5.5, start + 5.25], ["a", "b", "c"])
     assert len(timers) == 0
 
 
