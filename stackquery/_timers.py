@@ -116,37 +116,35 @@ class KeyTimers:
                 heapq.heappush(self._bucket_heap, number)
             found += key_hashes
             self._in_buckets += len(key_hashes)
-            self._nonempty.set()
-            if number * RESOLUTION < self._waiting_until:
-                self._wakeup.set()
-            return
-        last_number: int | None = None
-        bucket: list[str] = []
-        due = math.inf
-        floor = math.floor
-        pushed = 0
-        for deadline, key_hash in zip(deadlines, key_hashes, strict=True):
-            if deadline == math.inf:
-                continue
-            number = floor(deadline / RESOLUTION)
-            if number <= moved_through:
-                heapq.heappush(heap, (deadline, key_hash))
-                if deadline < due:
-                    due = deadline
-                continue
-            if number != last_number:
-                found = buckets.get(number)
-                if found is None:
-                    found = buckets[number] = []
-                    heapq.heappush(self._bucket_heap, number)
-                bucket, last_number = found, number
-                if number * RESOLUTION < due:
-                    due = number * RESOLUTION
-            bucket.append(key_hash)
-            pushed += 1
-        self._in_buckets += pushed
-        if due == math.inf:
-            return
+            due = number * RESOLUTION
+        else:
+            last_number: int | None = None
+            bucket: list[str] = []
+            due = math.inf
+            floor = math.floor
+            pushed = 0
+            for deadline, key_hash in zip(deadlines, key_hashes, strict=True):
+                if deadline == math.inf:
+                    continue
+                number = floor(deadline / RESOLUTION)
+                if number <= moved_through:
+                    heapq.heappush(heap, (deadline, key_hash))
+                    if deadline < due:
+                        due = deadline
+                    continue
+                if number != last_number:
+                    found = buckets.get(number)
+                    if found is None:
+                        found = buckets[number] = []
+                        heapq.heappush(self._bucket_heap, number)
+                    bucket, last_number = found, number
+                    if number * RESOLUTION < due:
+                        due = number * RESOLUTION
+                bucket.append(key_hash)
+                pushed += 1
+            self._in_buckets += pushed
+            if due == math.inf:
+                return
         if self._nonempty is not None:
             self._nonempty.set()
             self._nonempty = None

@@ -109,6 +109,31 @@ async def test_push_many_of_one_bucket_fires_each_entry_at_its_deadline(
     assert len(timers) == 0
 
 
+async def test_push_many_of_one_bucket_to_a_task_waiting_for_an_earlier_entry(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Entries pushed together into one bucket while the timer task already waits for an
+    entry due before them (nothing waits for the timers to be nonempty) fire in order."""
+    owner = Owner()
+    timers = owner.timers
+    start = trio.current_time()
+    owner.push(start + 2.5, "first")
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(timers.run)
+        await trio.sleep(1.0)  # the timer task waits for "first"
+        deadlines = [start + 5.5, start + 5.25]
+        timers.push_many(deadlines, ["a", "b"])
+        owner.deadlines.update(zip(["a", "b"], deadlines, strict=True))
+        assert len(timers) == 3
+        await trio.sleep(20.0)
+        nursery.cancel_scope.cancel()
+    assert owner.fired == [
+        ("first", start + 2.5, start + 2.5),
+        ("b", start + 5.25, start + 5.25),
+        ("a", start + 5.5, start + 5.5),
+    ]
+
+
 async def test_a_superseded_entry_never_fires_and_the_new_deadline_does(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
