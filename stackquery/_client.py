@@ -21,7 +21,7 @@ import trio
 
 from ._client_base import ClientBase
 from ._client_wide import RefetchType
-from ._current import CURRENT_CLIENT
+from ._current import CALL_CLIENT, CURRENT_CLIENT
 from ._dehydrate import hydrate
 from ._errors import InvalidOptionError
 from ._fetch_many import fetch_queries as _fetch_queries
@@ -73,6 +73,7 @@ class QueryClient(ClientBase):
         self._owners = await stack.enter_async_context(self._parts.running(self))
         self._stack = stack
         self._token = _current_client.set(self)
+        self._call_token = CALL_CLIENT.set(self)
         return self
 
     async def __aexit__(
@@ -86,6 +87,10 @@ class QueryClient(ClientBase):
             with contextlib.suppress(ValueError):  # exited in another context than entered
                 _current_client.reset(self._token)
             self._token = None
+        if self._call_token is not None:
+            with contextlib.suppress(ValueError):
+                CALL_CLIENT.reset(self._call_token)
+            self._call_token = None
         self._closed = True
         stack, self._stack = self._stack, None
         return await stack.__aexit__(exc_type, exc, tb)

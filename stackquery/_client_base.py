@@ -64,6 +64,7 @@ class ClientBase:
         self._owners: QueryOwners | None = None
         self._stack: AsyncExitStack | None = None
         self._token: contextvars.Token[Any] | None = None
+        self._call_token: contextvars.Token[Any] | None = None
         self._closed = False
 
     def _check_open(self) -> QueryOwners:

@@ -22,7 +22,7 @@ import attrs
 import trio
 
 from .._client import QueryClient, current_client
-from .._current import CURRENT_CLIENT, RUN_DEFAULT_CLIENT
+from .._current import CALL_CLIENT, CURRENT_CLIENT, RUN_DEFAULT_CLIENT
 from .._options import QueryClientConfig
 
 ClientResolver = Callable[[], QueryClient | None]
@@ -38,7 +38,8 @@ class ClientLookups:
     """
 
     first: ClientResolver
-    """The innermost client open in the context (a C call); with ``store=``, the store's."""
+    """The client calls in this context use (:data:`CALL_CLIENT`: the innermost client open
+    in it, else the run's default once adopted; a C call); with ``store=``, the store's."""
     second: ClientResolver
     """The run's default client once this context adopted it (a C call)."""
     last: ClientResolver
@@ -96,7 +97,7 @@ class ClientChoice:
         """Without ``client=``: how the hot path finds the client (see :class:`ClientLookups`)."""
         if self.store is not None:
             return ClientLookups(self.resolver(), _none, _none)
-        return ClientLookups(read_current_client, read_run_default, adopt_run_default)
+        return ClientLookups(read_call_client, read_run_default, adopt_run_default)
 
     async def open(self) -> QueryClient:
         """Return the client, opening the run's default or store client if needed.
@@ -145,6 +146,9 @@ read_current_client: ClientResolver = CURRENT_CLIENT.get
 read_run_default: ClientResolver = RUN_DEFAULT_CLIENT.get
 """The run's default client as adopted by this context, as a C call."""
 
+read_call_client: ClientResolver = CALL_CLIENT.get
+"""The client a decorated call in this context uses, as a C call (see :data:`CALL_CLIENT`)."""
+
 _none: ClientResolver = itertools.repeat(None).__next__
 
 
@@ -159,6 +163,7 @@ def adopt_run_default() -> QueryClient | None:
     client = _THREAD_CLIENTS.client
     if client is not None:
         RUN_DEFAULT_CLIENT.set(client)
+        CALL_CLIENT.set(client)
     return client
 
 
