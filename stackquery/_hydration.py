@@ -313,7 +313,7 @@ class ColdReads:
             batch.shapes,
             values,
             entries.times,
-            self._tier.cold_reads,  # type: ignore[arg-type]
+            self._tier.cold_reads,
             [batch] * len(values),
             self._actor_keys,
             MAX_CLOCK_SKEW,
@@ -411,8 +411,8 @@ class ColdReads:
             shapes,
             values,
             times,
-            self._tier.cold_reads,  # type: ignore[arg-type]
-            reads,  # type: ignore[arg-type]
+            self._tier.cold_reads,
+            reads,
             self._actor_keys,
             MAX_CLOCK_SKEW,
         )

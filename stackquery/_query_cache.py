@@ -19,7 +19,7 @@ busy (not to be collected) is a callable it is given.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Container
+from collections.abc import Callable, Container, Sequence
 from typing import Any, Protocol
 
 import trio
@@ -633,8 +633,8 @@ class QueryCache:
         shapes: list[_state.Shape],
         values: list[Any],
         times: list[float | None],
-        claims: dict[str, object],
-        claimed_by: list[object],
+        claims: dict[str, Any],
+        claimed_by: Sequence[object],
         busy: Container[str],
         skew: float,
     ) -> list[int]:
