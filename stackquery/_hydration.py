@@ -138,7 +138,7 @@ class ColdReads:
         # The one read, from this task: no hop through the reader, and one
         # cancel scope, both its timeout and settle_early's way in.
         l2 = self._tier.l2
-        waiting = cold.waiting = l2.read_scope()
+        waiting = cold.waiting = l2.read_scope(self._cache.now())
         if reply.is_set:
             waiting.cancel()
         try:

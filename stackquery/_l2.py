@@ -235,13 +235,14 @@ class L2Cache:
             and key_hash not in self._writing
         )
 
-    def read_scope(self) -> trio.CancelScope:
-        """A cancel scope for one :meth:`read_now`, its deadline ``timeout`` from now.
+    def read_scope(self, now: float) -> trio.CancelScope:
+        """A cancel scope for one :meth:`read_now`, its deadline ``timeout`` from ``now``
+        (trio time now: the caller has the run's clock at hand).
 
         Made with its deadline (setting one later costs more), by the read's
         owner, who may cancel it to stop the read.
         """
-        return trio.CancelScope(deadline=trio.current_time() + self.timeout)
+        return trio.CancelScope(deadline=now + self.timeout)
 
     async def read_now(self, key_hash: str, scope: trio.CancelScope) -> StoredEntry | None:
         """Read the key's entry with one ``get`` from the caller's task (no batch, no hop).
