@@ -54,16 +54,20 @@ async def test_each_entry_fires_at_its_own_deadline_never_early_never_late(
 
 
 async def _push_many_to_a_waiting_task(
-    offsets: dict[str, float], pending: int
+    offsets: dict[str, float], pending: int, first: float | None = None
 ) -> tuple[float, list[tuple[str, float, float]]]:
-    """Push ``offsets`` (seconds from now, by key) together to a timer task waiting with
-    nothing due, check that ``pending`` entries wait, and return the start and what fired."""
+    """Push ``offsets`` (seconds from now, by key) together to a waiting timer task, check
+    that ``pending`` entries wait, and return the start and what fired.  The task waits
+    with nothing due, or (``first``) for an entry ``"first"`` due that many seconds from
+    now, pushed before it started (so nothing waits for the timers to be nonempty)."""
     owner = Owner()
     timers = owner.timers
     start = trio.current_time()
+    if first is not None:
+        owner.push(start + first, "first")
     async with trio.open_nursery() as nursery:
         nursery.start_soon(timers.run)
-        await trio.sleep(2.0)  # the timer task waits, with nothing due
+        await trio.sleep(2.0)  # the timer task waits, with nothing due or for "first"
         keys = list(offsets)
         deadlines = [start + offset for offset in offsets.values()]
         timers.push_many(deadlines, keys)
@@ -114,20 +118,8 @@ async def test_push_many_of_one_bucket_to_a_task_waiting_for_an_earlier_entry(
 ) -> None:
     """Entries pushed together into one bucket while the timer task already waits for an
     entry due before them (nothing waits for the timers to be nonempty) fire in order."""
-    owner = Owner()
-    timers = owner.timers
-    start = trio.current_time()
-    owner.push(start + 2.5, "first")
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(timers.run)
-        await trio.sleep(1.0)  # the timer task waits for "first"
-        deadlines = [start + 5.5, start + 5.25]
-        timers.push_many(deadlines, ["a", "b"])
-        owner.deadlines.update(zip(["a", "b"], deadlines, strict=True))
-        assert len(timers) == 3
-        await trio.sleep(20.0)
-        nursery.cancel_scope.cancel()
-    assert owner.fired == [
+    start, fired = await _push_many_to_a_waiting_task({"a": 5.5, "b": 5.25}, pending=3, first=2.5)
+    assert fired == [
         ("first", start + 2.5, start + 2.5),
         ("b", start + 5.25, start + 5.25),
         ("a", start + 5.5, start + 5.5),
