@@ -736,9 +736,7 @@ class QueryCache:
             snapshots[key_hash] = landed_fresh(
                 snap, landed, value, updated_at, stale_at, kept_collect, timer_at
             )
-        if len(timed) == 1:  # a lone read's landing: push costs a third of push_many of one
-            self._timers.push(deadlines[0], timed[0])
-        elif timed:
+        if timed:
             self._timers.push_many(deadlines, timed)
         return rest
 

@@ -113,6 +113,19 @@ async def test_push_many_of_one_bucket_fires_each_entry_at_its_deadline(
     assert len(timers) == 0
 
 
+async def test_push_many_of_one_entry_fires_it_as_push_would(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """One entry pushed alone through push_many (a lone read's landing) fires at its deadline;
+    one deadline for two keys is refused, and nothing is pushed."""
+    start, fired = await _push_many_to_a_waiting_task({"a": 5.5}, pending=1)
+    assert fired == [("a", start + 5.5, start + 5.5)]
+    timers = Owner().timers
+    with pytest.raises(ValueError, match=r"^push_many: as many deadlines as keys are needed$"):
+        timers.push_many([start + 5.5], ["a", "b"])
+    assert len(timers) == 0
+
+
 async def test_push_many_of_one_bucket_to_a_task_waiting_for_an_earlier_entry(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
