@@ -249,7 +249,7 @@ class ColdReads:
         # What start() does for each key of a batch, less its checks and together:
         # made fetching at once, its read in the next get_many.
         now = trio.current_time()
-        shapes = self._cache.create_fetching_many(cold)
+        shapes = self._cache.create_fetching_many(cold, now)
         batch = BatchRead(keys, cold, shapes, _bounded(cold), now, self._tier.l2.read_batch(keys))
         cold_reads.update(zip(keys, repeat(batch)))
         self._nursery.start_soon(self._land_batch_read, batch, name="stackquery-hydration")

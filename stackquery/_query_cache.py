@@ -395,10 +395,13 @@ class QueryCache:
             snap = self.publish(_state.fetching(snap, now=trio.current_time()))
         return snap
 
-    def create_fetching_many(self, options_list: list[QueryOptions[Any]]) -> list[_state.Shape]:
+    def create_fetching_many(
+        self, options_list: list[QueryOptions[Any]], now: float
+    ) -> list[_state.Shape]:
         """:meth:`create` with ``fetching`` then :meth:`remember`, of each options; the new
         snapshots' shapes, in order.  For keys not in the table, each listed once, without
-        ``initial_data``.
+        ``initial_data``; ``now``: the trio time now, the batch's claim (the time the keys
+        are made at, which :meth:`BatchRead.previous` makes them again at).
 
         What the keys share is looked up once (the clock, whether anybody listens,
         the interned shape of keys with the same stale and gc times): a batch of
@@ -414,7 +417,6 @@ class QueryCache:
                 shapes.append(self.create(options, fetching=True).shape)
                 self.remember(options)
             return shapes
-        now = trio.current_time()
         default_gc_time = self.config.gc_time
         snapshots = self.snapshots
         unplaced = self._unplaced_options
