@@ -17,19 +17,13 @@ CURRENT_CLIENT: contextvars.ContextVar[Any] = contextvars.ContextVar(
 """The innermost ``QueryClient`` open in this context, or ``None`` (typed ``Any``:
 this module cannot import the client's, which imports it)."""
 
-RUN_DEFAULT_CLIENT: contextvars.ContextVar[Any] = contextvars.ContextVar(
-    "stackquery_run_default_client", default=None
-)
-"""The trio run's default client (the decorators'), once a decorated call in this
-context found it, or ``None``.  Set in the task's own context, so it is per task
-and per run: a ``ContextVar`` read costs a third of a ``threading.local`` read,
-and a task of another run (or another thread's run) never sees it."""
-
 CALL_CLIENT: contextvars.ContextVar[Any] = contextvars.ContextVar(
     "stackquery_call_client", default=None
 )
 """The client a decorated call in this context uses: the innermost ``QueryClient`` open
-in it, else the run's default client once this context adopted it (see
-:data:`RUN_DEFAULT_CLIENT`), else ``None``.  Set with each of the other two, so that the
-decorators' hot path finds its client with one C call wherever it is (reading the
-other two in turn took two calls when no client is open)."""
+in it, else the trio run's default client (the decorators') once a decorated call in
+this context found it, else ``None``.  Set by ``QueryClient.__aenter__`` (reset by its
+``__aexit__``) and when the run's default is adopted, in the task's own context, so it
+is per task and per run: a task of another run (or another thread's run) never sees
+it.  One C call finds the client wherever it comes from (a ``ContextVar`` read costs a
+third of a ``threading.local`` read)."""

@@ -293,14 +293,12 @@ def _args_wrapper(state: CachedCalls[Any]) -> Callable[..., Coroutine[Any, Any, 
 
         return on_fixed_client
     lookups = state.choice.lookups()
-    first, second, last = lookups.first, lookups.second, lookups.last
+    first, last = lookups.first, lookups.last
 
     async def cached(*args: Any, **kwargs: Any) -> Any:
         client = first()
         if client is None:
-            client = second()
-            if client is None:
-                client = last()
+            client = last()
         if client is not None:
             # The memo of arguments holding a 0, 1 or bool says where (f(1)
             # and f(True) are one dict key): one such argument is tested
@@ -363,14 +361,12 @@ def _static_wrapper(
 
         return on_fixed_client
     lookups = state.choice.lookups()
-    first, second, last = lookups.first, lookups.second, lookups.last
+    first, last = lookups.first, lookups.last
 
     async def cached(*args: Any, **kwargs: Any) -> Any:
         client = first()
         if client is None:
-            client = second()
-            if client is None:
-                client = last()
+            client = last()
         if client is not None and not args and not kwargs:
             snap = client.snapshots.get(key_hash)
             if snap is not None and snap.fresh_for is stale_time:

@@ -105,15 +105,8 @@ def exact_wrapper(state: CachedCalls[Any]) -> Callable[..., Coroutine[Any, Any, 
     else:
         lookups = state.choice.lookups()
         namespace["_sq_first"] = lookups.first
-        namespace["_sq_second"] = lookups.second
         namespace["_sq_last"] = lookups.last
-        find_client = (
-            "_sq_first()\n"
-            "    if _sq_client is None:\n"
-            "        _sq_client = _sq_second()\n"
-            "        if _sq_client is None:\n"
-            "            _sq_client = _sq_last()"
-        )
+        find_client = "_sq_first()\n    if _sq_client is None:\n        _sq_client = _sq_last()"
         snapshots = "_sq_client.snapshots"
     if state.static is not None:
         namespace["_sq_key_hash"] = state.static.key_hash

@@ -22,7 +22,7 @@ import attrs
 import trio
 
 from .._client import QueryClient, current_client
-from .._current import CALL_CLIENT, CURRENT_CLIENT, RUN_DEFAULT_CLIENT
+from .._current import CALL_CLIENT
 from .._options import QueryClientConfig
 
 ClientResolver = Callable[[], QueryClient | None]
@@ -32,7 +32,7 @@ ClientResolver = Callable[[], QueryClient | None]
 @final
 @attrs.frozen
 class ClientLookups:
-    """Without ``client=``: the hot path's three tries to find a call's client, cheapest first.
+    """Without ``client=``: the hot path's two tries to find a call's client, cheapest first.
 
     Each returns ``None`` when it finds nothing; the next is tried then.
     """
@@ -40,8 +40,6 @@ class ClientLookups:
     first: ClientResolver
     """The client calls in this context use (:data:`CALL_CLIENT`: the innermost client open
     in it, else the run's default once adopted; a C call); with ``store=``, the store's."""
-    second: ClientResolver
-    """The run's default client once this context adopted it (a C call)."""
     last: ClientResolver
     """The run's default client of this thread, adopted by the context (a Python call,
     once per task)."""
@@ -96,8 +94,8 @@ class ClientChoice:
     def lookups(self) -> ClientLookups:
         """Without ``client=``: how the hot path finds the client (see :class:`ClientLookups`)."""
         if self.store is not None:
-            return ClientLookups(self.resolver(), _none, _none)
-        return ClientLookups(read_call_client, read_run_default, adopt_run_default)
+            return ClientLookups(self.resolver(), _none)
+        return ClientLookups(read_call_client, adopt_run_default)
 
     async def open(self) -> QueryClient:
         """Return the client, opening the run's default or store client if needed.
@@ -140,12 +138,6 @@ class _ThreadClients(threading.local):
 _THREAD_CLIENTS = _ThreadClients()
 
 
-read_current_client: ClientResolver = CURRENT_CLIENT.get
-""":func:`current_client` as a C call (no Python frame), for the hot path."""
-
-read_run_default: ClientResolver = RUN_DEFAULT_CLIENT.get
-"""The run's default client as adopted by this context, as a C call."""
-
 read_call_client: ClientResolver = CALL_CLIENT.get
 """The client a decorated call in this context uses, as a C call (see :data:`CALL_CLIENT`)."""
 
@@ -156,23 +148,20 @@ def adopt_run_default() -> QueryClient | None:
     """Return the run's default client if it is open, and let this context read it by a C call.
 
     The thread's slot is sound because a thread runs one ``trio.run`` at a
-    time; setting :data:`RUN_DEFAULT_CLIENT` in the calling task's context
+    time; setting :data:`CALL_CLIENT` in the calling task's context
     makes that task's next calls (and its children's) skip the thread-local
     read, which costs about as much as the rest of a hit.
     """
     client = _THREAD_CLIENTS.client
     if client is not None:
-        RUN_DEFAULT_CLIENT.set(client)
         CALL_CLIENT.set(client)
     return client
 
 
 def _context_or_default() -> QueryClient | None:
-    client = read_current_client()
+    client = read_call_client()
     if client is None:
-        client = read_run_default()
-        if client is None:
-            client = adopt_run_default()
+        client = adopt_run_default()
     return client
 
 
