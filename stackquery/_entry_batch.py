@@ -107,18 +107,20 @@ def unpack_batch(
     others: dict[int, StoredEntry | None] = {}
     plain = type(serializer) is JsonSerializer
     loads = orjson.loads
-    for index in range(count):
-        raw = raws[index]
-        raws[index] = None
+    decode_error = orjson.JSONDecodeError
+    for index, raw in enumerate(raws):
         if raw is None:
             continue
-        if plain and type(raw) is bytes and raw[:1] == b"{":
-            # What plain_text_entry checks, inline: exactly what pack_entry writes.
+        raws[index] = None
+        if plain:
+            # What plain_text_entry checks, inline: exactly what pack_entry writes.  Parsed
+            # first: only a parsed envelope's first byte is looked at (then there is one),
+            # and what does not parse (a binary frame, say) is try_unpack_entry's.
             try:
                 envelope = loads(raw)
-            except orjson.JSONDecodeError:
+            except decode_error:
                 envelope = None
-            if type(envelope) is dict and len(envelope) == 5:
+            if type(envelope) is dict and len(envelope) == 5 and raw[0] == 123:  # b"{"
                 # Subscripts, not get(): no method call each (a missing field is not plain).
                 try:
                     t = envelope["t"]

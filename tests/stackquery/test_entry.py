@@ -462,6 +462,23 @@ class TestUnpackEntries:
         ]
         assert [error.reason for error in seen[4:]] == ["undecodable-payload"]
 
+    def test_an_envelope_that_parses_is_plain_only_from_its_first_byte(self) -> None:
+        """A plain envelope behind whitespace parses as JSON but is not a text entry (it is
+        foreign, as try_unpack_entry finds); a bytearray, a memoryview or a str holding one
+        decode as try_unpack_entry decodes them."""
+        good = pack_entry("v", data_updated_at=T, serializer=serializers.json)
+        raws: list[Any] = [b" " + good, bytearray(good), memoryview(good), good.decode(), b""]
+        keys = [f"k{index}" for index in range(len(raws))]
+        seen: list[CorruptEntryError] = []
+        assert unpack_entries(list(raws), serializers.json, seen.append, "p:", keys) == [
+            None,
+            *[StoredEntry("v", T, False, "json")] * 3,
+            None,
+        ]
+        assert [error.reason for error in seen] == ["foreign", "truncated"]
+        assert try_unpack_entry(b" " + good, serializers.json, seen.append) is None
+        assert [error.reason for error in seen] == ["foreign", "truncated", "foreign"]
+
     def test_the_raw_entries_are_let_go_of(self) -> None:
         """Each raw entry is dropped from the list as it is decoded."""
         raws: list[bytes | None] = [pack_entry(1, data_updated_at=T, serializer=serializers.json)]

@@ -15,7 +15,14 @@ import trio.testing
 
 import stackquery as sq
 from stackquery import _remembered
-from stackquery._remembered import SETTINGS, TEMPLATES_MAX, Remembered, Templates, same_settings
+from stackquery._remembered import (
+    SETTINGS,
+    TEMPLATES_MAX,
+    Remembered,
+    Templates,
+    same_run,
+    same_settings,
+)
 
 
 async def _value(n: int) -> int:
@@ -245,3 +252,27 @@ class TestSameSettings:
         assert same_settings(base, _with(base, "retry", 3.0)) is False
         assert same_settings(base, _with(base, "retry", True)) is False
         assert same_settings(base, _with(base, "meta", dict(base.meta))) is False
+
+
+class TestSameRun:
+    def test_each_setting_ends_a_run(self) -> None:
+        """A key differing from the template in any one setting (an unequal object) ends the
+        run there; the keys before it are in it."""
+        base = _options(("k", 1))
+        alike = [_options(("k", n)) for n in range(2, 5)]
+        assert same_run(base, alike, 0) == 3
+        assert same_run(base, alike, 1) == 3
+        assert same_run(base, alike, 3) == 3
+        for name in SETTINGS:
+            batch = [alike[0], _with(alike[1], name, object()), alike[2]]
+            assert same_run(base, batch, 0) == 1, name
+            assert same_run(base, batch, 2) == 3, name
+
+    def test_an_equal_number_or_a_key_in_another_form_ends_a_run(self) -> None:
+        """Only the same objects make a run: an equal float that is another object (alike by
+        same_settings) and a key not in its canonical form end it."""
+        base = _options(("k", 1), stale_time=30.0)
+        computed = _with(_options(("k", 2), stale_time=30.0), "stale_time", float("30"))
+        assert same_settings(base, computed) is True
+        assert same_run(base, [_options(("k", 3), stale_time=30.0), computed], 0) == 1
+        assert same_run(base, [_options(("k", 1.0), stale_time=30.0)], 0) == 0
