@@ -115,7 +115,8 @@ async def fetch_all(
     batch: BatchRead | None = None
     claimed: Sequence[int] = ()
     if cold_reads is not None and len(waiting) > 1:
-        batch, claimed, waiting = _claim_cold(cold_reads, options_list, waiting)
+        new_keys = key_hashes if first_of is None else None  # each once, none in L1
+        batch, claimed, waiting = _claim_cold(cold_reads, options_list, waiting, new_keys)
     if len(waiting) == 1 and batch is None:
         await fetch_into(waiting[0])
     elif waiting or batch is not None:
@@ -138,21 +139,29 @@ class ColdBatch(Protocol):
     """Reads cold keys from L2 for a batch (``ColdReads`` with the client's query defaults)."""
 
     def claim_many(
-        self, options_list: list[QueryOptions[Any]]
+        self, options_list: list[QueryOptions[Any]], new_keys: list[str] | None = None
     ) -> tuple[BatchRead | None, Sequence[int]]:
-        """Start one read of the cold keys; return it and their places in ``options_list``."""
+        """Start one read of the cold keys; return it and their places in ``options_list``.
+
+        ``new_keys``: the keys' hashes, in order, when the caller has just found each
+        listed once and none in L1 (not looked for again)."""
         ...
 
 
 def _claim_cold(
-    cold_reads: ColdBatch, options_list: list[QueryOptions[Any]], waiting: Sequence[int]
+    cold_reads: ColdBatch,
+    options_list: list[QueryOptions[Any]],
+    waiting: Sequence[int],
+    new_keys: list[str] | None,
 ) -> tuple[BatchRead | None, Sequence[int], Sequence[int]]:
     """The read of ``waiting``'s cold keys, their indexes (in its order), and the other
-    keys of ``waiting``, fetched one by one."""
+    keys of ``waiting``, fetched one by one.  ``new_keys``: see :meth:`ColdBatch.claim_many`
+    (of every key of ``options_list``: passed on only when ``waiting`` is every key)."""
     every = len(waiting) == len(options_list)  # then waiting is every place, in order
-    batch, places = cold_reads.claim_many(
-        options_list if every else [options_list[index] for index in waiting]
-    )
+    if every:
+        batch, places = cold_reads.claim_many(options_list, new_keys)
+    else:
+        batch, places = cold_reads.claim_many([options_list[index] for index in waiting])
     if batch is None:
         return None, [], waiting
     claimed = places if every else [waiting[place] for place in places]

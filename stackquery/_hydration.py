@@ -208,6 +208,7 @@ class ColdReads:
         self,
         options_list: list[QueryOptions[Any]],
         resolve: Callable[[QueryOptions[Any]], QueryOptions[Any]] | None = None,
+        new_keys: list[str] | None = None,
     ) -> tuple[BatchRead | None, Sequence[int]]:
         """Start one L2 read of the cold keys of ``options_list``, as ``fetch_query`` would
         start each key's; synchronous.
@@ -220,8 +221,10 @@ class ColdReads:
         no read out, no ``initial_data``; no key is cold once the client is
         closing.  The keys go out in the next ``get_many`` and are landed
         together, by a task of the client's.  ``resolve``: the client's query
-        defaults, applied to each options first.  A key listed twice is
-        claimed once.
+        defaults, applied to each options first (they keep their keys).  A key
+        listed twice is claimed once.  ``new_keys``: the keys' hashes, in order,
+        when the caller has just found each listed once and none in L1 (not
+        looked for again: a batch of new keys pays for that once).
         """
         if self.closed:
             return None, []
@@ -231,12 +234,14 @@ class ColdReads:
         if resolve is not None:
             options_list = [resolve(options) for options in options_list]
         count = len(options_list)
-        keys = list(map(_key_hash, options_list))
+        keys = list(map(_key_hash, options_list)) if new_keys is None else new_keys
         if (
             # Every key cold, judged in C (a batch of cold keys, the common case).
             all(map(is_, map(_initial_data, options_list), repeat(UNSET, count)))
-            and len(set(keys)) == count
-            and snapshots.keys().isdisjoint(keys)
+            and (
+                new_keys is not None
+                or (len(set(keys)) == count and snapshots.keys().isdisjoint(keys))
+            )
             and registry.isdisjoint(keys)
             and cold_reads.keys().isdisjoint(keys)
         ):
@@ -548,10 +553,10 @@ class BatchReads:
     """The client's query defaults, or ``None`` when it has none."""
 
     def claim_many(
-        self, options_list: list[QueryOptions[Any]]
+        self, options_list: list[QueryOptions[Any]], new_keys: list[str] | None = None
     ) -> tuple[BatchRead | None, Sequence[int]]:
         """See :meth:`ColdReads.claim_many`."""
-        return self.reads.claim_many(options_list, self.resolve)
+        return self.reads.claim_many(options_list, self.resolve, new_keys)
 
 
 _key_hash = attrgetter("key_hash")

@@ -12,6 +12,7 @@ import trio
 import trio.testing
 
 import stackquery as sq
+from stackquery._fetch_many import fetch_all
 from tests.stackquery.l2_store import ControlledStorage, store_key
 
 
@@ -188,6 +189,35 @@ async def gated_client() -> AsyncIterator[Gated]:
 
 class TestColdBatch:
     """The cold keys of one call are read from L2 together and landed together."""
+
+    async def test_the_keys_found_new_are_handed_to_the_claim(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """A list of keys each listed once, none in L1, hands the claim their hashes (not
+        looked for again); a list with a key twice, or with a key in L1, hands none."""
+        claims: list[tuple[list[str], list[str] | None]] = []
+
+        class Recording:
+            def claim_many(
+                self, options_list: list[sq.QueryOptions[Any]], new_keys: list[str] | None = None
+            ) -> tuple[None, list[int]]:
+                claims.append(([options.key_hash for options in options_list], new_keys))
+                return None, []
+
+        async def fetch_one(options: sq.QueryOptions[Any]) -> Any:
+            return options.query_key[1]
+
+        origins = Origins()
+        a, b, c = (origins.options(name) for name in "abc")
+        async with sq.open_query_client(no_retry()) as client:
+            await client.fetch_query(c)
+            snapshots = client.snapshots
+            assert c.key_hash in snapshots and a.key_hash not in snapshots
+            assert await fetch_all(snapshots, [a, b], fetch_one, Recording()) == ["a", "b"]
+            assert await fetch_all(snapshots, [a, b, a], fetch_one, Recording()) == ["a", "b", "a"]
+            assert await fetch_all(snapshots, [a, c], fetch_one, Recording()) == ["a", "c"]
+        ab = [a.key_hash, b.key_hash]
+        assert claims == [(ab, ab), (ab, None), ([a.key_hash, c.key_hash], None)]
 
     async def test_keys_fresh_in_l2_land_with_no_actor(
         self, autojump_clock: trio.testing.MockClock
