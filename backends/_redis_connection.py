@@ -81,18 +81,29 @@ class _Request:
         self.task: trio.lowlevel.Task | None = None
         self.parked = parked
 
+    def park(self) -> None:
+        """Mark the calling task as the one to wake for this request (it parks next)."""
+        self.task = trio.lowlevel.current_task()
+        self.parked.count += 1
+
+    def unpark(self) -> trio.lowlevel.Task | None:
+        """Forget the parked task, if any, and return it (to reschedule, or not)."""
+        task, self.task = self.task, None
+        if task is not None:
+            self.parked.count -= 1
+        return task
+
     def abort(self, _: trio.lowlevel.RaiseCancelT) -> trio.lowlevel.Abort:
         """Let a cancelled caller go: nobody may reschedule it any more."""
-        if self.task is not None:
-            self.task = None
-            self.parked.count -= 1
+        self.unpark()
         return trio.lowlevel.Abort.SUCCEEDED
 
 
 class _Parked:
     """How many of a connection's callers are parked (their request's ``task`` set).
 
-    Kept exact where a ``task`` is set or cleared, so that a hand-over with
+    Kept exact by :meth:`_Request.park` and :meth:`_Request.unpark`, the only
+    places a ``task`` is set or cleared, so that a hand-over with
     nobody to wake costs nothing: callers cancelled together (a client closed
     with 10,000 commands in flight) each hand over as they leave, and a scan
     of the requests they abandoned, each time, made that quadratic.  Counted
@@ -218,13 +229,12 @@ class MultiplexedConnection:
                 elif state is _State.NEW:
                     await self._connect()
                 else:
-                    request.task = trio.lowlevel.current_task()
-                    self._parked.count += 1
+                    request.park()
                     await trio.lowlevel.wait_task_rescheduled(request.abort)
         except BaseException:
-            if request.task is not None:  # not parked when it left (abort cleared it)
-                request.task = None
-                self._parked.count -= 1
+            # Usually unparked already (woken, or abort()); not if the coroutine was
+            # closed while parked.
+            request.unpark()
             # Unsent: forget it, the server never hears of it.  Sent: it stays
             # in _pending so that its reply is read (and dropped) in its turn.
             self._unsent.pop(request, None)
@@ -391,9 +401,8 @@ class MultiplexedConnection:
 
 
 def _wake(request: _Request) -> None:
-    task, request.task = request.task, None
+    task = request.unpark()
     if task is not None:
-        request.parked.count -= 1
         trio.lowlevel.reschedule(task)
 
 
