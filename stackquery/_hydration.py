@@ -51,6 +51,7 @@ from ._option_checks import UNSET
 from ._options import QueryOptions
 from ._query_actor import QueryActor
 from ._query_cache import QueryCache
+from ._remembered import Run
 
 
 def _closed_error() -> ClientClosedError:
@@ -254,8 +255,8 @@ class ColdReads:
         # What start() does for each key of a batch, less its checks and together:
         # made fetching at once, its read in the next get_many.
         now = trio.current_time()
-        shapes = self._cache.create_fetching_many(cold, now)
-        batch = BatchRead(keys, cold, shapes, _bounded(cold), now, self._tier.l2.read_batch(keys))
+        shapes, runs = self._cache.create_fetching_many(cold, keys, now)
+        batch = BatchRead(keys, cold, shapes, _bounded(runs), now, self._tier.l2.read_batch(keys))
         cold_reads.update(zip(keys, repeat(batch)))
         self._nursery.start_soon(self._land_batch_read, batch, name="stackquery-hydration")
         return batch, places
@@ -561,24 +562,16 @@ class BatchReads:
 
 _key_hash = attrgetter("key_hash")
 _initial_data = attrgetter("initial_data")
-_max_age = attrgetter("max_age")
-_max_stale = attrgetter("max_stale")
 
 
-def _bounded(options_list: list[QueryOptions[Any]]) -> set[int]:
-    """The places of the options with a ``max_age`` or a ``max_stale`` (usually none:
-    looked for in C first)."""
-    count = len(options_list)
-    if (
-        list(map(_max_age, options_list)).count(None) == count
-        and list(map(_max_stale, options_list)).count(None) == count
-    ):
-        return set()
-    return {
-        place
-        for place, options in enumerate(options_list)
-        if options.max_age is not None or options.max_stale is not None
-    }
+def _bounded(runs: list[Run]) -> set[int]:
+    """The places of the options with a ``max_age`` or a ``max_stale`` (usually none: looked
+    for once a run of options read alike)."""
+    bounded: set[int] = set()
+    for start, end, like in runs:
+        if like.max_age is not None or like.max_stale is not None:
+            bounded.update(range(start, end))
+    return bounded
 
 
 async def _forward(source: Reply[Any], target: Reply[Any]) -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Container, Sequence
+from itertools import repeat
 from typing import Any, Protocol
 
 import trio
@@ -33,7 +34,7 @@ from ._keys import QueryKey, hash_matches, key_from_hash, prefix_hash
 from ._option_checks import UNSET
 from ._options import QueryClientConfig, QueryOptions
 from ._origin_record import OriginRecord
-from ._remembered import Templates
+from ._remembered import Run, Templates
 from ._state import QueryState, Snapshot, StaleTime
 from ._timers import KeyTimers
 
@@ -396,55 +397,51 @@ class QueryCache:
         return snap
 
     def create_fetching_many(
-        self, options_list: list[QueryOptions[Any]], now: float
-    ) -> list[_state.Shape]:
+        self, options_list: list[QueryOptions[Any]], keys: list[str], now: float
+    ) -> tuple[list[_state.Shape], list[Run]]:
         """:meth:`create` with ``fetching`` then :meth:`remember`, of each options; the new
-        snapshots' shapes, in order.  For keys not in the table, each listed once, without
-        ``initial_data``; ``now``: the trio time now, the batch's claim (the time the keys
-        are made at, which :meth:`BatchRead.previous` makes them again at).
+        snapshots' shapes, in order, and the runs of options read alike that cover them
+        (see :meth:`Templates.compact_many`).  For keys not in the table, each listed once,
+        without ``initial_data``; ``keys``: their hashes, in order; ``now``: the trio time
+        now, the batch's claim (the time the keys are made at, which
+        :meth:`BatchRead.previous` makes them again at).
 
         What the keys share is looked up once (the clock, whether anybody listens,
-        the interned shape of keys with the same stale and gc times): a batch of
-        cold keys pays per key a snapshot and a place in the table.  Only their
-        shapes are returned: a key whose snapshot still has it when its fetch lands
-        was changed by nothing meanwhile (see :meth:`land_fresh_many`), and a list
-        of the snapshots themselves would keep them alive past their landing, for
-        the cyclic GC to walk.
+        the interned shape of a run of keys read alike): a batch of cold keys pays
+        per key a snapshot and a place in the table, and its options are not read
+        again.  Only their shapes are returned: a key whose snapshot still has it
+        when its fetch lands was changed by nothing meanwhile (see
+        :meth:`land_fresh_many`), and a list of the snapshots themselves would keep
+        them alive past their landing, for the cyclic GC to walk.
         """
+        shapes: list[_state.Shape] = []
         if self.events.listening or self.config.max_queries is not None:
-            shapes = []
             for options in options_list:
                 shapes.append(self.create(options, fetching=True).shape)
                 self.remember(options)
-            return shapes
+            return shapes, [
+                Run(place, place + 1, options) for place, options in enumerate(options_list)
+            ]
         default_gc_time = self.config.gc_time
         snapshots = self.snapshots
         unplaced = self._unplaced_options
         empty_of_shape = _state.empty_of_shape
-        shape: _state.Shape | None = None  # the shape of the last run of keys read alike
-        option_gc_time: float | None = None
+        shape: _state.Shape | None = None
         collect_at = now
-        shapes = []
-        append = shapes.append
         # What remember() writes.
-        for options, kept in zip(
-            options_list, self._templates.compact_many(options_list), strict=True
-        ):
-            key_hash = options.key_hash
-            if (
-                shape is None
-                or options.stale_time is not shape.stale_time
-                or options.gc_time != option_gc_time
-            ):
-                option_gc_time = options.gc_time
-                gc_time = default_gc_time if option_gc_time is None else option_gc_time
-                shape = _state.empty_shape(options.stale_time, gc_time, fetching=True)
-                collect_at = now + shape.gc_time  # one float for the run's gc deadlines
-            if unplaced:
-                unplaced.pop(key_hash, None)
-            snapshots[key_hash] = empty_of_shape(key_hash, shape, now, kept, collect_at)
-            append(shape)
-        return shapes
+        kept_list, runs = self._templates.compact_many(options_list)
+        for start, end, like in runs:
+            gc_time = default_gc_time if like.gc_time is None else like.gc_time
+            made = _state.empty_shape(like.stale_time, gc_time, fetching=True)
+            if made is not shape:  # interned: runs read alike share it
+                shape = made
+                collect_at = now + shape.gc_time  # one float for their gc deadlines
+            for key_hash, kept in zip(keys[start:end], kept_list[start:end], strict=True):
+                if unplaced:
+                    unplaced.pop(key_hash, None)
+                snapshots[key_hash] = empty_of_shape(key_hash, shape, now, kept, collect_at)
+            shapes += repeat(shape, end - start)
+        return shapes, runs
 
     def create_for_key(
         self,

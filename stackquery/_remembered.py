@@ -17,7 +17,7 @@ from __future__ import annotations
 import itertools
 import operator
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import attrs
 
@@ -153,6 +153,15 @@ hash, is left to :func:`same_settings`).  A template found is checked with it: e
 values (``True`` and ``1``) are not always the same setting."""
 
 
+class Run(NamedTuple):
+    """Options ``start`` to ``end`` (excluded) of a list, each with the settings of ``like``
+    (the same objects: see :func:`same_run`)."""
+
+    start: int
+    end: int
+    like: QueryOptions[Any]
+
+
 @attrs.frozen(weakref_slot=False)
 class Remembered:
     """A key's ``query_fn`` and the template of its other settings (see the module)."""
@@ -218,23 +227,30 @@ class Templates:
         self._given, self._kept = options, kept
         return kept
 
-    def compact_many(self, options_list: list[QueryOptions[Any]]) -> list[object]:
-        """:meth:`compact` of each of ``options_list``, in order; never raises.
+    def compact_many(self, options_list: list[QueryOptions[Any]]) -> tuple[list[object], list[Run]]:
+        """:meth:`compact` of each of ``options_list``, in order, and the runs of them read
+        alike; never raises.
 
         A run of options read alike (the keys of a batch) is compared with the
         template the first of them matched by :func:`same_run`, with none of
         :meth:`compact`'s other steps per key; an option that ends the run goes
-        through :meth:`compact` (and may start the next run).
+        through :meth:`compact` (and may start the next run).  The runs cover
+        ``options_list`` in order: what a batch reads of the settings of a run's
+        ``like`` holds for each key of the run, so it is read once a run.
         """
         compact = self.compact
         kept_list: list[object] = []
         append = kept_list.append
+        runs: list[Run] = []
         count = len(options_list)
         place = 0
         while place < count:
             options = options_list[place]
             kept = compact(options)
             append(kept)
+            # The options compact() was given are a run of their own: compact() answers
+            # options seen last without comparing them, with another template last found.
+            runs.append(Run(place, place + 1, options))
             place += 1
             template = self._last
             # Options kept whole but as their run's template (a key that cannot be rebuilt
@@ -251,8 +267,9 @@ class Templates:
             kept_list.extend(
                 fns if template is primary else map(Remembered, itertools.repeat(template), fns)
             )
+            runs.append(Run(place, end, template))
             place = end
-        return kept_list
+        return kept_list, runs
 
     def expand(self, key_hash: str, kept: object) -> QueryOptions[Any] | None:
         """The options :meth:`compact` kept as ``kept`` for the key ``key_hash`` (``None``:
@@ -274,4 +291,12 @@ class Templates:
         return attrs.evolve(template, query_key=key_from_hash(key_hash), query_fn=query_fn)
 
 
-__all__ = ["SETTINGS", "TEMPLATES_MAX", "Remembered", "Templates", "same_run", "same_settings"]
+__all__ = [
+    "SETTINGS",
+    "TEMPLATES_MAX",
+    "Remembered",
+    "Run",
+    "Templates",
+    "same_run",
+    "same_settings",
+]

@@ -19,6 +19,7 @@ from stackquery._remembered import (
     SETTINGS,
     TEMPLATES_MAX,
     Remembered,
+    Run,
     Templates,
     same_run,
     same_settings,
@@ -208,11 +209,21 @@ class TestCompactMany:
         one_by_one = Templates()
         expected = [one_by_one.compact(options) for options in batch]
         together = Templates()
-        kept = together.compact_many(batch)
+        kept, runs = together.compact_many(batch)
         assert kept == expected
         assert [type(k) for k in kept] == [type(k) for k in expected]
         for options, compact in zip(batch, kept, strict=True):
             assert together.expand(options.key_hash, compact) == options
+        # The runs cover the batch in order, each key with its run's settings (the same
+        # objects): what a batch reads of them once a run holds for every key of it.  A
+        # stale_time computed per key is another object each time: a run of its own.
+        assert [(run.start, run.end) for run in runs] == [
+            (0, 1), (1, 3), (3, 4), (4, 5), (5, 6), (6, 7), (7, 8), (8, 9), (9, 10), (10, 11),
+            (11, 12),
+        ]  # fmt: skip
+        for start, end, like in runs:
+            for options in batch[start:end]:
+                assert all(getattr(options, name) is getattr(like, name) for name in SETTINGS)
 
     def test_a_batch_after_single_reads_shares_their_templates(self) -> None:
         """Keys read one by one first: a batch of keys read alike keeps their query_fn alone."""
@@ -220,7 +231,9 @@ class TestCompactMany:
         first, second = (_options(("k", n), stale_time=60.0) for n in range(2))
         templates.compact(first)
         batch = [_options(("k", n), stale_time=60.0) for n in range(2, 6)]
-        assert templates.compact_many(batch) == [options.query_fn for options in batch]
+        kept, runs = templates.compact_many(batch)
+        assert kept == [options.query_fn for options in batch]
+        assert runs == [Run(0, 1, batch[0]), Run(1, 4, first)]
         assert templates.compact(second) is second.query_fn
 
 
