@@ -323,6 +323,7 @@ class ColdReads:
             [batch] * len(values),
             self._actor_keys,
             MAX_CLOCK_SKEW,
+            in_place=True,  # made by create_fetching_many, held by nothing else
         )
         if rest:
             self._land_each(batch, entries, rest)

@@ -636,6 +636,8 @@ class QueryCache:
         claimed_by: Sequence[object],
         busy: Container[str],
         skew: float,
+        *,
+        in_place: bool = False,
     ) -> list[int]:
         """Publish the data of the keys whose fetch ended with it that can land as they are;
         return the places of the others (nothing done for them).  Synchronous, never raises.
@@ -657,7 +659,9 @@ class QueryCache:
         lands as :meth:`with_data` (idle) and :meth:`publish` would land it, in
         fewer steps: one snapshot, published at once (so that the one it replaces
         is freed at once, not walked by the cyclic GC), with what keys alike share
-        (landed shape, fresh period) looked up once.
+        (landed shape, fresh period) looked up once.  ``in_place``: the keys' snapshots
+        are a batch's, held by nothing but the table: while nobody listens, each lands
+        in its snapshot (see :func:`_state.land_fresh_in_place`).
         """
         snapshots = self.snapshots
         get = snapshots.get
@@ -668,6 +672,7 @@ class QueryCache:
         latest = clock.wall(now) + skew
         trio_start, wall_start = clock.trio_start, clock.wall_start
         landed_fresh = _state.landed_fresh
+        land_in_place = _state.land_fresh_in_place
         rest: list[int] = []
         deadlines: list[float] = []
         timed: list[str] = []
@@ -732,6 +737,9 @@ class QueryCache:
                 timer_at = deadline
                 deadlines.append(deadline)
                 timed.append(key_hash)
+            if in_place:
+                land_in_place(snap, landed, value, updated_at, stale_at, kept_collect, timer_at)
+                continue
             snapshots[key_hash] = landed_fresh(
                 snap, landed, value, updated_at, stale_at, kept_collect, timer_at
             )

@@ -217,7 +217,8 @@ class Snapshot:
 
     Immutable but for ``hit``, ``options`` and ``timer_kept``, which are bookkeeping
     of the table, not state: every change of state is a new snapshot (the transitions
-    below), never a change in place.  The class is not
+    below), never a change in place; the one exception is a batch's key landing while
+    nobody listens (:func:`land_fresh_in_place`).  The class is not
     attrs-frozen only because a frozen class's ``__setattr__`` would turn the
     fresh hit's store of ``hit`` into a Python call.
     """
@@ -585,6 +586,34 @@ def landed_fresh(
     new.hit = snap.hit
     new.options = snap.options
     return new
+
+
+def land_fresh_in_place(
+    snap: Snapshot,
+    landed: Shape,
+    data: Any,
+    updated_at_wall: float,
+    stale_at: float,
+    collect_at: float,
+    timer_at: float,
+) -> None:
+    """:func:`landed_fresh`, written into ``snap`` itself.
+
+    Only for a key a batch made (``QueryCache.create_fetching_many``) that is
+    still as the batch made it (no data, its shape), landing while nobody
+    listens: then nothing but the table holds ``snap`` (a caller that finds it
+    there reads it and lets it go; one that waits for the key waits on its
+    claim, not on the snapshot), and nothing compares it with another.  A
+    new snapshot would cost the batch one more object a key, made and freed at
+    once, and the cyclic GC's count of young objects with it.
+    """
+    snap.data = data
+    snap.fresh_for = landed.stale_time
+    snap.data_updated_at = updated_at_wall
+    snap.stale_kept = stale_at
+    snap.collect_kept = collect_at
+    snap.timer_kept = timer_at
+    snap.shape = landed
 
 
 def fetching(snap: Snapshot, *, now: float) -> Snapshot:

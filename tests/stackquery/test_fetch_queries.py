@@ -458,6 +458,29 @@ class TestColdBatchLanding:
             assert origins.calls == {}
             unsubscribe[0]()
 
+    async def test_a_state_read_during_the_read_is_not_changed_by_the_landing(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """States and data read while the batch is read stay what they were: the keys land
+        in their snapshots in place (nobody listens), which no reader holds."""
+        during: list[Any] = []
+
+        async def look() -> None:
+            during.extend(client.get_query_state(o.query_key) for o in (a, b))
+
+        async with gated_client() as (store, origins, a, b, client):
+            got = await batch_read_with(store, client, [a, b], look)
+            assert got == ["stored a", "stored b"]
+            assert [(s.status, s.fetch_status, s.data) for s in during] == [
+                (sq.QueryStatus.PENDING, sq.FetchStatus.FETCHING, None)
+            ] * 2
+            after = [client.get_query_state(o.query_key) for o in (a, b)]
+            assert [(s.status, s.fetch_status, s.data) for s in after] == [
+                (sq.QueryStatus.SUCCESS, sq.FetchStatus.IDLE, "stored a"),
+                (sq.QueryStatus.SUCCESS, sq.FetchStatus.IDLE, "stored b"),
+            ]
+            assert origins.calls == {}
+
     async def test_entries_that_cannot_land_fresh_are_judged_one_by_one(
         self, autojump_clock: trio.testing.MockClock
     ) -> None:
