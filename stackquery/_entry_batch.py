@@ -116,23 +116,24 @@ def unpack_batch(
             continue
         raws[index] = None
         if plain:
-            # What plain_text_entry checks, inline: exactly what pack_entry writes.  Parsed
+            # What plain_text_entry checks, inline (exactly what pack_entry writes) but
+            # the count of fields: an envelope with one more decodes to the same entry on
+            # try_unpack_entry's careful way, so it may as well be taken here.  Parsed
             # first: only a parsed envelope's first byte is looked at (then there is one),
             # and what does not parse (a binary frame, say) is try_unpack_entry's.
             # Subscripts, not get(): no method call each.
             try:
                 envelope = loads(raw)
                 t = envelope["t"]
-                version = envelope["sq"]
                 if (
                     type(t) is float
                     and t >= 0.0
                     and envelope["i"] is False
-                    and version == FORMAT_VERSION
-                    and type(version) is int
+                    # The int 1 orjson makes is CPython's one cached 1: True, 1.0 (or a 1
+                    # made otherwise) are not it, and go the careful way, which decides.
+                    and envelope["sq"] is FORMAT_VERSION
                     and envelope["s"] == "json"
-                    and len(envelope) == 5
-                    and raw[0] == 123  # b"{"
+                    and raw[0] == 123  # b"{" (JSON after whitespace is no entry)
                 ):
                     values[index] = envelope["d"]
                     times[index] = t

@@ -23,7 +23,7 @@ from stackquery._entry import (
     try_unpack_entry,
     unpack_entry,
 )
-from stackquery._entry_batch import unpack_entries
+from stackquery._entry_batch import unpack_batch, unpack_entries
 from stackquery.serializers import SerializationError, Serializer, SignatureError
 
 KEY = b"0123456789abcdef-entry-key"
@@ -482,7 +482,8 @@ class TestUnpackEntries:
     def test_json_that_is_no_plain_envelope_decodes_as_alone(self) -> None:
         """JSON that parses but is not an envelope as pack_entry writes it (no object, a
         field missing, added, repeated or of the wrong type) decodes, and is reported
-        corrupt, exactly as try_unpack_entry decodes and reports it."""
+        corrupt, exactly as try_unpack_entry decodes and reports it; only what pack_entry
+        writes (or that with a field added: the same entry) skips the careful way."""
         fields = '"sq":1,"s":"json","t":5.0,"i":false,"d":"v"'
         raws: list[bytes | None] = [
             f"{{{fields}}}".encode(),
@@ -522,6 +523,10 @@ class TestUnpackEntries:
             14: StoredEntry("v", 5.0, False, "json"),
         }
         assert len(seen) == len(raws) - len(hits)
+        # Taken without the careful way: what pack_entry writes, and with a field added.
+        batch = unpack_batch(list(raws), serializers.json, seen.append, "p:", keys)
+        assert [place for place, t in enumerate(batch.times) if t is not None] == [0, 9]
+        assert sorted(batch.others) == [place for place in range(len(raws)) if place not in (0, 9)]
 
     def test_the_raw_entries_are_let_go_of(self) -> None:
         """Each raw entry is dropped from the list as it is decoded."""
