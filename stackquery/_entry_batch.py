@@ -107,37 +107,39 @@ def unpack_batch(
     others: dict[int, StoredEntry | None] = {}
     plain = type(serializer) is JsonSerializer
     loads = orjson.loads
-    decode_error = orjson.JSONDecodeError
+    # What shows an envelope is not plain, raised by the first step it fails: it does
+    # not parse, it is no dict (any other value orjson makes, subscripted by a str,
+    # raises TypeError), or a field is missing.
+    not_plain = (orjson.JSONDecodeError, TypeError, KeyError)
     for index, raw in enumerate(raws):
         if raw is None:
             continue
         raws[index] = None
         if plain:
-            # What plain_text_entry checks, inline: exactly what pack_entry writes.  Parsed
+            # What plain_text_entry checks, inline (exactly what pack_entry writes) but
+            # the count of fields: an envelope with one more decodes to the same entry on
+            # try_unpack_entry's careful way, so it may as well be taken here.  Parsed
             # first: only a parsed envelope's first byte is looked at (then there is one),
             # and what does not parse (a binary frame, say) is try_unpack_entry's.
+            # Subscripts, not get(): no method call each.
             try:
                 envelope = loads(raw)
-            except decode_error:
-                envelope = None
-            if type(envelope) is dict and len(envelope) == 5 and raw[0] == 123:  # b"{"
-                # Subscripts, not get(): no method call each (a missing field is not plain).
-                try:
-                    t = envelope["t"]
-                    version = envelope["sq"]
-                    if (
-                        type(t) is float
-                        and t >= 0.0
-                        and envelope["i"] is False
-                        and version == FORMAT_VERSION
-                        and type(version) is int
-                        and envelope["s"] == "json"
-                    ):
-                        values[index] = envelope["d"]
-                        times[index] = t
-                        continue
-                except KeyError:
-                    pass
+                t = envelope["t"]
+                if (
+                    type(t) is float
+                    and t >= 0.0
+                    and envelope["i"] is False
+                    # The int 1 orjson makes is CPython's one cached 1: True, 1.0 (or a 1
+                    # made otherwise) are not it, and go the careful way, which decides.
+                    and envelope["sq"] is FORMAT_VERSION
+                    and envelope["s"] == "json"
+                    and raw[0] == 123  # b"{" (JSON after whitespace is no entry)
+                ):
+                    values[index] = envelope["d"]
+                    times[index] = t
+                    continue
+            except not_plain:
+                pass
         others[index] = try_unpack_entry(raw, serializer, on_corrupt, key=prefix + keys[index])
     return BatchEntries(values, times, others)
 

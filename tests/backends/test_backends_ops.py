@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import pytest
 import trio
@@ -175,3 +176,18 @@ class TestBadInput:
         with pytest.raises(TypeError, match=r"^prefix must be str, not bytes$"):
             await ops.delete_prefix(store, b"p")  # type: ignore[arg-type]
         assert store.data == {}
+
+    @pytest.mark.parametrize("read", [ops.get_many, ops.get_many_with_ttl])
+    async def test_a_store_of_this_package_refuses_bad_keys_as_ops_does(self, read: Any) -> None:
+        """Keys handed unchecked to a ByteStore (which checks them itself) are refused with
+        the same errors, before any read."""
+        store = MemoryStorage()
+        with pytest.raises(TypeError, match=r"^keys must be a sequence of str, not str$"):
+            await read(store, "ab")
+        with pytest.raises(TypeError, match=r"^keys must be a sequence of str, not set$"):
+            await read(store, {"a"})
+        with pytest.raises(TypeError, match=r"^key must be str, not int$"):
+            await read(store, ["a", 1])
+        with pytest.raises(ValueError, match=r"^key must be valid unicode text, got 'b\\ud800'$"):
+            await read(store, ["a", "b\ud800"])
+        assert store.statistics().gets == 0

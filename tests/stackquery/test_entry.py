@@ -23,7 +23,7 @@ from stackquery._entry import (
     try_unpack_entry,
     unpack_entry,
 )
-from stackquery._entry_batch import unpack_entries
+from stackquery._entry_batch import unpack_batch, unpack_entries
 from stackquery.serializers import SerializationError, Serializer, SignatureError
 
 KEY = b"0123456789abcdef-entry-key"
@@ -478,6 +478,55 @@ class TestUnpackEntries:
         assert [error.reason for error in seen] == ["foreign", "truncated"]
         assert try_unpack_entry(b" " + good, serializers.json, seen.append) is None
         assert [error.reason for error in seen] == ["foreign", "truncated", "foreign"]
+
+    def test_json_that_is_no_plain_envelope_decodes_as_alone(self) -> None:
+        """JSON that parses but is not an envelope as pack_entry writes it (no object, a
+        field missing, added, repeated or of the wrong type) decodes, and is reported
+        corrupt, exactly as try_unpack_entry decodes and reports it; only what pack_entry
+        writes (or that with a field added: the same entry) skips the careful way."""
+        fields = '"sq":1,"s":"json","t":5.0,"i":false,"d":"v"'
+        raws: list[bytes | None] = [
+            f"{{{fields}}}".encode(),
+            *(text.encode() for text in ("[]", "[1,2,3,4,5]", '"{abcd"', "1", "null", "true")),
+            b'{"t":5.0}',
+            b'{"sq":1,"s":"json","t":5.0,"i":false,"x":"v"}',
+            f'{{{fields},"x":1}}'.encode(),
+            f'{{{fields},"sq":2}}'.encode(),
+            f'{{{fields},"i":true}}'.encode(),
+            *(
+                f"{{{fields.replace(field, forged)}}}".encode()
+                for field, forged in [
+                    ('"sq":1', '"sq":true'),
+                    ('"sq":1', '"sq":1.0'),
+                    ('"t":5.0', '"t":5'),
+                    ('"t":5.0', '"t":-5.0'),
+                    ('"i":false', '"i":0'),
+                    ('"s":"json"', '"s":"msgpack"'),
+                ]
+            ),
+        ]
+        keys = [f"k{index}" for index in range(len(raws))]
+        alone: list[CorruptEntryError] = []
+        expected = [
+            try_unpack_entry(raw, serializers.json, alone.append, key="p:" + key)
+            for raw, key in zip(raws, keys, strict=True)
+        ]
+        seen: list[CorruptEntryError] = []
+        assert unpack_entries(list(raws), serializers.json, seen.append, "p:", keys) == expected
+        assert [str(error) for error in seen] == [str(error) for error in alone]
+        # The careful decoding takes a field added, an int time, and the last of two "i".
+        hits = {place: entry for place, entry in enumerate(expected) if entry is not None}
+        assert hits == {
+            0: StoredEntry("v", 5.0, False, "json"),
+            9: StoredEntry("v", 5.0, False, "json"),
+            11: StoredEntry("v", 5.0, True, "json"),
+            14: StoredEntry("v", 5.0, False, "json"),
+        }
+        assert len(seen) == len(raws) - len(hits)
+        # Taken without the careful way: what pack_entry writes, and with a field added.
+        batch = unpack_batch(list(raws), serializers.json, seen.append, "p:", keys)
+        assert [place for place, t in enumerate(batch.times) if t is not None] == [0, 9]
+        assert sorted(batch.others) == [place for place in range(len(raws)) if place not in (0, 9)]
 
     def test_the_raw_entries_are_let_go_of(self) -> None:
         """Each raw entry is dropped from the list as it is decoded."""
