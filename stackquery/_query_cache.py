@@ -661,7 +661,7 @@ class QueryCache:
         is freed at once, not walked by the cyclic GC), with what keys alike share
         (landed shape, fresh period) looked up once.  ``in_place``: the keys' snapshots
         are a batch's, held by nothing but the table: while nobody listens, each lands
-        in its snapshot (see :func:`_state.land_fresh_in_place`).
+        in its snapshot (see :func:`_state.landed_fresh`).
         """
         snapshots = self.snapshots
         get = snapshots.get
@@ -672,7 +672,6 @@ class QueryCache:
         latest = clock.wall(now) + skew
         trio_start, wall_start = clock.trio_start, clock.wall_start
         landed_fresh = _state.landed_fresh
-        land_in_place = _state.land_fresh_in_place
         rest: list[int] = []
         deadlines: list[float] = []
         timed: list[str] = []
@@ -737,11 +736,8 @@ class QueryCache:
                 timer_at = deadline
                 deadlines.append(deadline)
                 timed.append(key_hash)
-            if in_place:
-                land_in_place(snap, landed, value, updated_at, stale_at, kept_collect, timer_at)
-                continue
             snapshots[key_hash] = landed_fresh(
-                snap, landed, value, updated_at, stale_at, kept_collect, timer_at
+                snap, landed, value, updated_at, stale_at, kept_collect, timer_at, in_place
             )
         if timed:
             self._timers.push_many(deadlines, timed)
