@@ -34,7 +34,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from itertools import repeat
-from operator import attrgetter, is_
+from operator import attrgetter
 from typing import Any
 
 import attrs
@@ -236,26 +236,30 @@ class ColdReads:
             options_list = [resolve(options) for options in options_list]
         count = len(options_list)
         keys = list(map(_key_hash, options_list)) if new_keys is None else new_keys
+        # What start() does for each key of a batch, less its checks and together:
+        # made fetching at once, its read in the next get_many.
+        now = trio.current_time()
+        made = None
         if (
-            # Every key cold, judged in C (a batch of cold keys, the common case).
-            all(map(is_, map(_initial_data, options_list), repeat(UNSET, count)))
-            and (
+            # Every key new, judged in C (a batch of cold keys, the common case); none
+            # with initial_data, judged once a run of keys read alike as they are made.
+            (
                 new_keys is not None
                 or (len(set(keys)) == count and snapshots.keys().isdisjoint(keys))
             )
             and registry.isdisjoint(keys)
             and cold_reads.keys().isdisjoint(keys)
         ):
+            made = self._cache.create_fetching_many(options_list, keys, now)
             cold = options_list
             places: Sequence[int] = range(count)
-        else:
+        if made is None:
             cold, keys, places = self._cold_of(options_list)
-        if not cold:
-            return None, []
-        # What start() does for each key of a batch, less its checks and together:
-        # made fetching at once, its read in the next get_many.
-        now = trio.current_time()
-        shapes, runs = self._cache.create_fetching_many(cold, keys, now)
+            if not cold:
+                return None, []
+            made = self._cache.create_fetching_many(cold, keys, now)
+            assert made is not None  # none of them has initial_data
+        shapes, runs = made
         batch = BatchRead(keys, cold, shapes, _bounded(runs), now, self._tier.l2.read_batch(keys))
         cold_reads.update(zip(keys, repeat(batch)))
         self._nursery.start_soon(self._land_batch_read, batch, name="stackquery-hydration")
@@ -562,7 +566,6 @@ class BatchReads:
 
 
 _key_hash = attrgetter("key_hash")
-_initial_data = attrgetter("initial_data")
 
 
 def _bounded(runs: list[Run]) -> set[int]:

@@ -398,13 +398,13 @@ class QueryCache:
 
     def create_fetching_many(
         self, options_list: list[QueryOptions[Any]], keys: list[str], now: float
-    ) -> tuple[list[_state.Shape], list[Run]]:
+    ) -> tuple[list[_state.Shape], list[Run]] | None:
         """:meth:`create` with ``fetching`` then :meth:`remember`, of each options; the new
         snapshots' shapes, in order, and the runs of options read alike that cover them
-        (see :meth:`Templates.compact_many`).  For keys not in the table, each listed once,
-        without ``initial_data``; ``keys``: their hashes, in order; ``now``: the trio time
-        now, the batch's claim (the time the keys are made at, which
-        :meth:`BatchRead.previous` makes them again at).
+        (see :meth:`Templates.compact_many`); ``None``, and nothing made, if one of them
+        has ``initial_data``.  For keys not in the table, each listed once; ``keys``: their
+        hashes, in order; ``now``: the trio time now, the batch's claim (the time the keys
+        are made at, which :meth:`BatchRead.previous` makes them again at).
 
         What the keys share is looked up once (the clock, whether anybody listens,
         the interned shape of a run of keys read alike): a batch of cold keys pays
@@ -416,6 +416,8 @@ class QueryCache:
         """
         shapes: list[_state.Shape] = []
         if self.events.listening or self.config.max_queries is not None:
+            if any(options.initial_data is not UNSET for options in options_list):
+                return None
             for options in options_list:
                 shapes.append(self.create(options, fetching=True).shape)
                 self.remember(options)
@@ -430,6 +432,8 @@ class QueryCache:
         collect_at = now
         # What remember() writes.
         kept_list, runs = self._templates.compact_many(options_list)
+        if any(like.initial_data is not UNSET for _, _, like in runs):
+            return None
         for start, end, like in runs:
             gc_time = default_gc_time if like.gc_time is None else like.gc_time
             made = _state.empty_shape(like.stale_time, gc_time, fetching=True)

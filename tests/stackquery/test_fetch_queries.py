@@ -240,6 +240,27 @@ class TestColdBatch:
             with trio.testing.assert_no_checkpoints():
                 assert await client.fetch_queries(opts[:2]) == ["stored a", "stored b"]
 
+    @pytest.mark.parametrize("listening", [False, True])
+    async def test_a_key_with_initial_data_is_left_out_of_the_read(
+        self, autojump_clock: trio.testing.MockClock, listening: bool
+    ) -> None:
+        """A key with initial_data among cold keys is not claimed (it starts from its
+        initial data, as fetch_query starts it); the others are read in one get_many, with
+        or without anybody listening."""
+        store = ControlledStorage()
+        origins = Origins()
+        a, c = (origins.options(name, stale_time=60.0) for name in "ac")
+        b = origins.options("b", stale_time=60.0, initial_data="seed b")
+        async with sq.open_query_client(no_retry(storage=store)) as client:
+            for one in (a, b, c):
+                await stored(store, client, one, f"stored {one.query_key[1]}")
+            if listening:
+                client.watch(origins.options("other", enabled=False)).subscribe(lambda s: None)
+            assert await client.fetch_queries([a, b, c]) == ["stored a", "seed b", "stored c"]
+            assert len(store.get_many_calls) == 1
+            assert sorted(store.get_many_calls[0]) == sorted(store_key(o) for o in (a, c))
+            assert origins.calls == {}
+
     async def test_stale_and_missing_keys_are_handed_to_their_actors(
         self, autojump_clock: trio.testing.MockClock
     ) -> None:
