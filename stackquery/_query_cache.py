@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Container, Sequence
+from collections.abc import Set as AbstractSet
 from itertools import repeat
 from typing import Any, Protocol
 
@@ -638,7 +639,7 @@ class QueryCache:
         times: list[float | None],
         claims: dict[str, Any],
         claimed_by: Sequence[object],
-        busy: Container[str],
+        busy: AbstractSet[str],
         skew: float,
         *,
         in_place: bool = False,
@@ -686,6 +687,8 @@ class QueryCache:
         collect_at = now
         if not bounded:
             bounded = ()  # nothing to look up per key
+        # Judged in C: usually none of the keys has an actor, and none is looked up.
+        with_actors: Container[str] = () if busy.isdisjoint(keys) else busy
         for place, updated_at in enumerate(times):
             if updated_at is None or updated_at > latest:
                 rest.append(place)
@@ -697,7 +700,7 @@ class QueryCache:
                 snap is None
                 or snap.shape is not shape
                 or snap.data_updated_at is not None
-                or key_hash in busy
+                or key_hash in with_actors
                 or place in bounded
             ):
                 rest.append(place)
@@ -740,8 +743,13 @@ class QueryCache:
                 timer_at = deadline
                 deadlines.append(deadline)
                 timed.append(key_hash)
+            if in_place:
+                landed_fresh(
+                    snap, landed, value, updated_at, stale_at, kept_collect, timer_at, True
+                )
+                continue
             snapshots[key_hash] = landed_fresh(
-                snap, landed, value, updated_at, stale_at, kept_collect, timer_at, in_place
+                snap, landed, value, updated_at, stale_at, kept_collect, timer_at
             )
         if timed:
             self._timers.push_many(deadlines, timed)
