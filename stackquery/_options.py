@@ -91,9 +91,7 @@ class QueryClientConfig:
 
     stale_time: float | Callable[[Any], float] = attrs.field(
         default=0.0,
-        validator=number_or_function(
-            "stale_time", seconds("stale_time", allow_none=False), "data"
-        ),
+        validator=number_or_function("stale_time", seconds("stale_time", allow_none=False), "data"),
     )
     """Seconds data stays fresh after it was fetched; ``math.inf``: never stale; or
     ``stale_time(data) -> float``, computed when data lands."""
@@ -129,9 +127,7 @@ class QueryClientConfig:
         default=5.0, validator=seconds("shutdown_timeout", allow_none=False)
     )
     """Seconds pending L2 writes may take to finish when the client closes."""
-    broadcast: bool | None = attrs.field(
-        default=None, validator=flag("broadcast", allow_none=True)
-    )
+    broadcast: bool | None = attrs.field(default=None, validator=flag("broadcast", allow_none=True))
     """Publish invalidations and new data to other processes on the same Redis
     (``None``: on when ``storage`` is a ``RedisStorage``)."""
     single_flight: bool | None = attrs.field(
@@ -249,9 +245,7 @@ class QueryOptions(Generic[T]):
         validator=number_or_function("stale_time", seconds("stale_time", allow_none=True), "data"),
     )
     """Seconds data stays fresh, or ``stale_time(data) -> float`` computed when data lands."""
-    gc_time: float | None = attrs.field(
-        default=None, validator=seconds("gc_time", allow_none=True)
-    )
+    gc_time: float | None = attrs.field(default=None, validator=seconds("gc_time", allow_none=True))
     retry: RetryPolicy | None = attrs.field(default=None, validator=retry_count)
     """Retries after a failed attempt, or ``retry(failure_count, error) -> bool``."""
     retry_delay: RetryDelaySpec | None = attrs.field(default=None, validator=checked_retry_delay)
@@ -298,9 +292,7 @@ class QueryOptions(Generic[T]):
         default=None, validator=flag("single_flight", allow_none=True)
     )
     """Override the client's fleet-wide single flight for this query."""
-    max_age: float | None = attrs.field(
-        default=None, validator=seconds("max_age", allow_none=True)
-    )
+    max_age: float | None = attrs.field(default=None, validator=seconds("max_age", allow_none=True))
     """Seconds after its fetch past which data is no longer served stale by ``fetch_query``
     (nor taken from L2): the caller waits for a new fetch.  ``None``: served however old."""
     stale_if_error: float | None = attrs.field(

@@ -74,7 +74,6 @@ class TestTwoInstances:
             assert await second.delete_prefix("batch:") == 100
         assert count_rows(path) == 101
 
-
     async def test_instances_opening_a_new_file_at_once_all_work(self, tmp_path: Path) -> None:
         """Four stores opening one new file at once all write: none fails its switch to WAL.
 

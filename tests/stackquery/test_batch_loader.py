@@ -450,7 +450,6 @@ class TestL2:
             ]
             assert origin.sorted_calls == [[1, 2], [3, 4]]
 
-
     async def test_with_a_store_cold_ids_go_out_after_their_read(
         self, autojump_clock: trio.testing.MockClock
     ) -> None:

@@ -94,7 +94,6 @@ class TestDeduplication:
         assert state is not None and state.error is origin.errors[0]
         assert_one_traceback(seen, state.error, "caller")
 
-
     async def test_a_parked_caller_costs_one_tracked_object_of_its_own(self) -> None:
         """1,000 callers parked on a cold key's fetch add one GC-tracked object each (the
         fetch_query coroutine) to what their tasks were before they ran (five before

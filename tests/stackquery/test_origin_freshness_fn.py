@@ -249,9 +249,9 @@ class TestRefetchIntervalFunction:
         """0, a negative, NaN or text from the function: treated as None (counted)."""
         origin = Origin()
         async with sq.open_query_client() as client:
-            unsubscribe = client.watch(
-                options(origin, refetch_interval=lambda _s: bad)
-            ).subscribe(lambda _state: None)
+            unsubscribe = client.watch(options(origin, refetch_interval=lambda _s: bad)).subscribe(
+                lambda _state: None
+            )
             await trio.sleep_until(100.0)
             unsubscribe()
             assert client.statistics().freshness_errors == 2
