@@ -235,6 +235,8 @@ class ColdReads:
         if resolve is not None:
             options_list = [resolve(options) for options in options_list]
         count = len(options_list)
+        if not count:
+            return None, []
         keys = list(map(_key_hash, options_list)) if new_keys is None else new_keys
         # What start() does for each key of a batch, less its checks and together:
         # made fetching at once, its read in the next get_many.
@@ -327,7 +329,6 @@ class ColdReads:
             [batch] * len(values),
             self._actor_keys,
             MAX_CLOCK_SKEW,
-            in_place=True,  # made by create_fetching_many, held by nothing else
         )
         if rest:
             self._land_each(batch, entries, rest)

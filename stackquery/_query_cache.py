@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Container, Sequence
-from collections.abc import Set as AbstractSet
 from itertools import repeat
 from typing import Any, Protocol
 
@@ -639,10 +638,8 @@ class QueryCache:
         times: list[float | None],
         claims: dict[str, Any],
         claimed_by: Sequence[object],
-        busy: AbstractSet[str],
+        busy: Container[str],
         skew: float,
-        *,
-        in_place: bool = False,
     ) -> list[int]:
         """Publish the data of the keys whose fetch ended with it that can land as they are;
         return the places of the others (nothing done for them).  Synchronous, never raises.
@@ -664,9 +661,7 @@ class QueryCache:
         lands as :meth:`with_data` (idle) and :meth:`publish` would land it, in
         fewer steps: one snapshot, published at once (so that the one it replaces
         is freed at once, not walked by the cyclic GC), with what keys alike share
-        (landed shape, fresh period) looked up once.  ``in_place``: the keys' snapshots
-        are a batch's, held by nothing but the table: while nobody listens, each lands
-        in its snapshot (see :func:`_state.landed_fresh`).
+        (landed shape, fresh period) looked up once.
         """
         snapshots = self.snapshots
         get = snapshots.get
@@ -687,8 +682,6 @@ class QueryCache:
         collect_at = now
         if not bounded:
             bounded = ()  # nothing to look up per key
-        # Judged in C: usually none of the keys has an actor, and none is looked up.
-        with_actors: Container[str] = () if busy.isdisjoint(keys) else busy
         for place, updated_at in enumerate(times):
             if updated_at is None or updated_at > latest:
                 rest.append(place)
@@ -700,7 +693,7 @@ class QueryCache:
                 snap is None
                 or snap.shape is not shape
                 or snap.data_updated_at is not None
-                or key_hash in with_actors
+                or key_hash in busy
                 or place in bounded
             ):
                 rest.append(place)
@@ -743,11 +736,6 @@ class QueryCache:
                 timer_at = deadline
                 deadlines.append(deadline)
                 timed.append(key_hash)
-            if in_place:
-                landed_fresh(
-                    snap, landed, value, updated_at, stale_at, kept_collect, timer_at, True
-                )
-                continue
             snapshots[key_hash] = landed_fresh(
                 snap, landed, value, updated_at, stale_at, kept_collect, timer_at
             )

@@ -217,8 +217,7 @@ class Snapshot:
 
     Immutable but for ``hit``, ``options`` and ``timer_kept``, which are bookkeeping
     of the table, not state: every change of state is a new snapshot (the transitions
-    below), never a change in place; the one exception is a batch's key landing while
-    nobody listens (:func:`landed_fresh`).  The class is not
+    below), never a change in place.  The class is not
     attrs-frozen only because a frozen class's ``__setattr__`` would turn the
     fresh hit's store of ``hit`` into a Python call.
     """
@@ -567,30 +566,15 @@ def landed_fresh(
     stale_at: float,
     collect_at: float,
     timer_at: float,
-    in_place: bool = False,
 ) -> Snapshot:
     """:func:`with_data` with ``idle`` of a key with no data and no failure, whose ``data``
     (stamped ``updated_at_wall``) is fresh until ``stale_at``; ``landed`` is
     :func:`landed_shape` of its shape, ``collect_at`` its gc deadline from now (the object
     ``stale_at`` when equal: see :func:`_collect_at`), ``timer_at`` the deadline of its
     timer entry as the table keeps it.  Built slot by slot (see ``_new``): a
-    batch lands thousands of keys.
-
-    ``in_place``: written into ``snap`` itself, and ``snap`` returned.  Only for a
-    key a batch made (``QueryCache.create_fetching_many``) that is still as the
-    batch made it (no data, its shape), landing while nobody listens: then
-    nothing but the table holds ``snap`` (a caller that finds it there reads it
-    and lets it go; one that waits for the key waits on its claim, not on the
-    snapshot), and nothing compares it with another.  A new snapshot would cost
-    the batch one more object a key, made and freed at once.
-    """
-    if in_place:
-        new = snap
-    else:
-        new = _new(Snapshot)
-        new.key_hash = snap.key_hash
-        new.hit = snap.hit
-        new.options = snap.options
+    batch lands thousands of keys."""
+    new: Snapshot = _new(Snapshot)
+    new.key_hash = snap.key_hash
     new.data = data
     new.fresh_for = landed.stale_time
     new.data_updated_at = updated_at_wall
@@ -598,6 +582,8 @@ def landed_fresh(
     new.collect_kept = collect_at
     new.timer_kept = timer_at
     new.shape = landed
+    new.hit = snap.hit
+    new.options = snap.options
     return new
 
 

@@ -479,15 +479,17 @@ class TestColdBatchLanding:
             assert origins.calls == {}
             unsubscribe[0]()
 
-    async def test_a_state_read_during_the_read_is_not_changed_by_the_landing(
+    async def test_what_was_read_during_the_read_is_not_changed_by_the_landing(
         self, autojump_clock: trio.testing.MockClock
     ) -> None:
-        """States and data read while the batch is read stay what they were: the keys land
-        in their snapshots in place (nobody listens), which no reader holds."""
+        """States, and the table's snapshots themselves (``client.snapshots``: immutable),
+        read while the batch is read stay what they were: each key lands as a new snapshot."""
         during: list[Any] = []
+        held: list[Any] = []
 
         async def look() -> None:
             during.extend(client.get_query_state(o.query_key) for o in (a, b))
+            held.extend(client.snapshots[o.key_hash] for o in (a, b))
 
         async with gated_client() as (store, origins, a, b, client):
             got = await batch_read_with(store, client, [a, b], look)
@@ -495,12 +497,61 @@ class TestColdBatchLanding:
             assert [(s.status, s.fetch_status, s.data) for s in during] == [
                 (sq.QueryStatus.PENDING, sq.FetchStatus.FETCHING, None)
             ] * 2
+            assert [(s.status, s.data) for s in held] == [(sq.QueryStatus.PENDING, None)] * 2
             after = [client.get_query_state(o.query_key) for o in (a, b)]
             assert [(s.status, s.fetch_status, s.data) for s in after] == [
                 (sq.QueryStatus.SUCCESS, sq.FetchStatus.IDLE, "stored a"),
                 (sq.QueryStatus.SUCCESS, sq.FetchStatus.IDLE, "stored b"),
             ]
+            landed = [client.snapshots[o.key_hash] for o in (a, b)]
+            assert all(old is not new for old, new in zip(held, landed, strict=True))
             assert origins.calls == {}
+
+    async def test_an_observer_subscribed_while_the_batch_lands_hears_its_key(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """Key a's stale_time function, run as the batch lands, subscribes an observer of key
+        b, which lands later in the same batch: b has an actor by then, lands through it,
+        and the observer hears its data."""
+        store = ControlledStorage()
+        store.read_gate = trio.Event()
+        origins = Origins()
+        heard: list[Any] = []
+        subscribed: list[Callable[[], None]] = []
+        b = origins.options("b", stale_time=60.0)
+
+        def stale_a(data: Any) -> float:
+            if not subscribed:
+                subscribed.append(client.watch(b).subscribe(lambda s: heard.append(s.data)))
+            return 60.0
+
+        a = origins.options("a", stale_time=stale_a)
+
+        async def nothing() -> None:
+            pass
+
+        async with sq.open_query_client(no_retry(storage=store)) as client:
+            await stored(store, client, a, "stored a")
+            await stored(store, client, b, "stored b")
+            assert await batch_read_with(store, client, [a, b], nothing) == [
+                "stored a",
+                "stored b",
+            ]
+            await trio.testing.wait_all_tasks_blocked()
+            assert heard == [None, "stored b"]
+            assert origins.calls == {}
+            subscribed[0]()
+
+    async def test_an_empty_claim_claims_nothing(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """claim_many of no options starts no read: no batch, no places."""
+        async with sq.open_query_client(no_retry(storage=ControlledStorage())) as client:
+            cold = client._cold_batch()
+            assert cold is not None
+            batch, places = cold.claim_many([])
+            assert (batch, list(places)) == (None, [])
+            assert len(client.snapshots) == 0
 
     async def test_entries_that_cannot_land_fresh_are_judged_one_by_one(
         self, autojump_clock: trio.testing.MockClock

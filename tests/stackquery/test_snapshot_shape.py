@@ -232,9 +232,3 @@ class TestBuiltSlotBySlot:
         )
         expected.timer_kept = 75.0  # what the table writes when it arms the key's timer
         assert attrs.asdict(landed, recurse=False) == attrs.asdict(expected, recurse=False)
-        # In place (a batch's key nobody else holds): the same fields, in the same object.
-        in_place = _state.landed_fresh(
-            snap, _state.landed_shape(fetching), "data", 1_000.0, 75.0, 320.0, 75.0, True
-        )
-        assert in_place is snap
-        assert attrs.asdict(in_place, recurse=False) == attrs.asdict(expected, recurse=False)
