@@ -164,9 +164,8 @@ def _store_problem(value: object) -> str | None:
     # Neither Redis client is imported for this: a RedisClient exists only if its module
     # was imported; a redis-py asyncio client is told by its module.
     redis_client = sys.modules.get("backends._redis_client")
-    if (redis_client is not None and isinstance(value, redis_client.RedisClient)) or type(
-        value
-    ).__module__.startswith("redis.asyncio."):
+    ours = redis_client is not None and isinstance(value, redis_client.RedisClient)
+    if ours or type(value).__module__.startswith("redis.asyncio."):
         return f"got {_got(value)}; use RedisStorage(client)"
     for name in ("get", "set", "delete"):
         method = getattr(value, name, None)
